@@ -1,0 +1,39 @@
+/*
+ * util.h - small helpers shared by the store, the server and the client.
+ *
+ * Hex encoding of digests, size parsing ("512M", "20G"), wall-clock and
+ * monotonic time, and a write loop that handles short writes.  Nothing here
+ * allocates on a hot path.
+ */
+#ifndef CAIRN_UTIL_H
+#define CAIRN_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define CAIRN_VERSION "0.1.0"
+
+/* Writes 2*len lowercase hex characters and a NUL to out. */
+void util_hex(const uint8_t *in, size_t len, char *out);
+/* Parses exactly 2*len hex characters (either case); 0 on success, -1 otherwise. */
+int util_unhex(const char *in, size_t inlen, uint8_t *out, size_t len);
+/* True if s[0..len) is exactly 64 lowercase or uppercase hex characters. */
+int util_is_hex64(const char *s, size_t len);
+
+/* "123", "512K", "20G", "1.5T" (binary multiples); 0 on success. */
+int util_parse_size(const char *s, uint64_t *out);
+/* "30", "30s", "5m", "2h" -> seconds; 0 on success. */
+int util_parse_duration(const char *s, uint64_t *out);
+/* "1", "true", "yes", "on" / "0", "false", "no", "off"; 0 on success. */
+int util_parse_bool(const char *s, int *out);
+
+uint64_t util_now_ms(void);  /* wall clock, milliseconds since the epoch */
+uint64_t util_mono_ns(void); /* monotonic clock, nanoseconds */
+
+/* write() until done or error; returns 0 or -errno. */
+int util_write_all(int fd, const void *buf, size_t len);
+/* pread() until len bytes or EOF; returns bytes read or -errno. */
+ssize_t util_pread_all(int fd, void *buf, size_t len, uint64_t off);
+
+#endif

@@ -1,0 +1,261 @@
+/*
+ * http.c - the libmicrohttpd daemon, request lifecycle and routing.
+ *
+ * MHD runs its own polling threads (epoll, a pool of cfg->threads).  Routing
+ * looks at the path only: /healthz, /readyz and /status go to ops.c, /cas/
+ * and /ac/ (with an optional /<instance>/ before them) to native.c; anything
+ * else is unknown for now.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "../common/log.h"
+#include "../common/util.h"
+#include "server.h"
+
+enum MHD_Result http_queue(request *r, unsigned status, struct MHD_Response *resp)
+{
+    if (resp == NULL)
+        return MHD_NO;
+    enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+enum MHD_Result http_text(request *r, unsigned status, const char *msg)
+{
+    size_t n = strlen(msg);
+    char *buf = malloc(n + 1);
+    if (buf == NULL)
+        return MHD_NO;
+    memcpy(buf, msg, n);
+    buf[n] = '\n';
+    struct MHD_Response *resp = MHD_create_response_from_buffer(n + 1, buf, MHD_RESPMEM_MUST_FREE);
+    if (resp == NULL) {
+        free(buf);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "text/plain; charset=utf-8");
+    return http_queue(r, status, resp);
+}
+
+enum MHD_Result http_json(request *r, unsigned status, const char *json)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(json), (void *)json, MHD_RESPMEM_MUST_COPY);
+    if (resp == NULL)
+        return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    return http_queue(r, status, resp);
+}
+
+const char *http_header(request *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+int http_is(request *r, const char *method)
+{
+    return strcmp(r->method, method) == 0;
+}
+
+unsigned http_status_for(int st)
+{
+    switch (st) {
+    case STORE_OK:
+        return MHD_HTTP_OK;
+    case STORE_NOTFOUND:
+    case STORE_CORRUPT:
+        return MHD_HTTP_NOT_FOUND;
+    case STORE_DIGEST_MISMATCH:
+    case STORE_BAD_KEY:
+        return MHD_HTTP_BAD_REQUEST;
+    case STORE_NOSPACE:
+        return MHD_HTTP_INSUFFICIENT_STORAGE;
+    case STORE_TOO_LARGE:
+        return MHD_HTTP_CONTENT_TOO_LARGE;
+    case STORE_SHUTDOWN:
+        return MHD_HTTP_SERVICE_UNAVAILABLE;
+    default:
+        return MHD_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+static enum MHD_Result unknown_handle(request *r, const char *data, size_t *size)
+{
+    (void)data;
+    if (*size != 0) {
+        *size = 0; /* discard a body sent to nowhere */
+        return MHD_YES;
+    }
+    if (r->calls == 1)
+        return MHD_YES;
+    return http_text(r, MHD_HTTP_NOT_FOUND,
+                     "no such endpoint: the API lives under /cas/, /ac/, /healthz, /readyz, "
+                     "/status");
+}
+
+static void route(request *r)
+{
+    if (strcmp(r->path, "/healthz") == 0 || strcmp(r->path, "/readyz") == 0 ||
+        strcmp(r->path, "/status") == 0)
+        r->handler = ops_handle;
+    else if (native_route(r))
+        r->handler = native_handle;
+    else
+        r->handler = unknown_handle;
+}
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)conn;
+    request *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->srv = cls;
+    r->raw_uri = strdup(uri);
+    atomic_fetch_add(&r->srv->in_flight, 1);
+    return r;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    (void)cls;
+    (void)version;
+    request *r = *con_cls;
+    if (r == NULL || r->raw_uri == NULL)
+        return MHD_NO; /* out of memory in on_uri */
+    if (r->calls++ == 0) {
+        r->conn = conn;
+        r->method = method;
+        r->path = url;
+        route(r);
+    }
+    return r->handler(r, upload_data, upload_data_size);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    request *r = *con_cls;
+    if (r == NULL)
+        return;
+    if (r->cleanup)
+        r->cleanup(r);
+    atomic_fetch_sub(&r->srv->in_flight, 1);
+    free(r->raw_uri);
+    free(r);
+    *con_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    log_msg(LOG_DEBUG, "http", "%s", msg);
+}
+
+/* HOST:PORT or [V6]:PORT into a socket address. */
+static int parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[256];
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || colon == s)
+        return -1;
+    size_t hl = (size_t)(colon - s);
+    if (s[0] == '[') {
+        if (hl < 2 || s[hl - 1] != ']')
+            return -1;
+        memcpy(host, s + 1, hl - 2);
+        host[hl - 2] = '\0';
+    } else {
+        if (hl >= sizeof host)
+            return -1;
+        memcpy(host, s, hl);
+        host[hl] = '\0';
+    }
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port < 0 || port > 65535 || colon[1] == '\0')
+        return -1;
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+    if (strcmp(host, "localhost") == 0)
+        snprintf(host, sizeof host, "127.0.0.1");
+    if (inet_pton(AF_INET, host[0] ? host : "0.0.0.0", &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        *len = sizeof *v4;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *v6;
+        return 0;
+    }
+    return -1;
+}
+
+int server_start(server *srv, const server_config *cfg, store *st, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (parse_listen(cfg->listen, &ss, &sslen) != 0) {
+        snprintf(err, errlen, "invalid listen address '%s' (want HOST:PORT)", cfg->listen);
+        return -1;
+    }
+    srv->cfg = cfg;
+    srv->st = st;
+    srv->start_ms = util_now_ms();
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO |
+                     MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    srv->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)cfg->connection_limit, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)cfg->max_header_size, MHD_OPTION_URI_LOG_CALLBACK, on_uri, srv,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
+    if (srv->daemon == NULL) {
+        snprintf(err, errlen, "cannot listen on %s: %s", cfg->listen, strerror(errno));
+        return -1;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    srv->port = info ? info->port : 0;
+    atomic_store(&srv->ready, 1);
+    return 0;
+}
+
+void server_stop(server *srv)
+{
+    if (srv->daemon == NULL)
+        return;
+    atomic_store(&srv->ready, 0);
+    MHD_quiesce_daemon(srv->daemon);
+    uint64_t deadline = util_mono_ns() + srv->cfg->shutdown_timeout * 1000000000ULL;
+    while (atomic_load(&srv->in_flight) > 0 && util_mono_ns() < deadline)
+        usleep(10000);
+    MHD_stop_daemon(srv->daemon);
+    srv->daemon = NULL;
+}

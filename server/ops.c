@@ -1,0 +1,58 @@
+/*
+ * ops.c - endpoints for operators and orchestrators:
+ *   /healthz  the process answers (liveness);
+ *   /readyz   the store is open and the server is not shutting down;
+ *   /status   JSON: sizes, entries, limits, version, uptime.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "../common/util.h"
+#include "server.h"
+
+static enum MHD_Result status_json(request *r)
+{
+    store_stats st;
+    if (store_get_stats(r->srv->st, &st) != STORE_OK)
+        return http_json(r, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                         "{\"error\":\"cannot read the index\"}\n");
+    const server_config *c = r->srv->cfg;
+    char buf[2048];
+    snprintf(buf, sizeof buf,
+             "{\"version\":\"%s\",\"uptime_seconds\":%" PRIu64 ",\"ready\":%s,"
+             "\"entries\":{\"keys\":%" PRIu64 ",\"blobs\":%" PRIu64 "},"
+             "\"bytes\":{\"stored\":%" PRIu64 ",\"logical\":%" PRIu64 ",\"referenced\":%" PRIu64
+             ",\"saved_by_dedup\":%" PRIu64 ",\"saved_by_compression\":%" PRIu64 "},"
+             "\"limits\":{\"max_size\":%" PRIu64 ",\"high_watermark_bytes\":%" PRIu64
+             ",\"low_watermark_bytes\":%" PRIu64 ",\"max_body\":%" PRIu64 "},"
+             "\"eviction\":{\"blobs\":%" PRIu64 ",\"bytes\":%" PRIu64 "},"
+             "\"corrupt_blobs_quarantined\":%" PRIu64 ",\"orphans_removed\":%" PRIu64 "}\n",
+             CAIRN_VERSION, (util_now_ms() - r->srv->start_ms) / 1000,
+             atomic_load(&r->srv->ready) ? "true" : "false", st.keys, st.blobs, st.physical,
+             st.logical, st.referenced, st.referenced - st.logical,
+             st.logical > st.physical ? st.logical - st.physical : 0, st.max_size, st.high_bytes,
+             st.low_bytes, c->max_body, st.evicted_blobs, st.evicted_bytes, st.corrupt_blobs,
+             st.orphans_removed);
+    return http_json(r, MHD_HTTP_OK, buf);
+}
+
+enum MHD_Result ops_handle(request *r, const char *data, size_t *size)
+{
+    (void)data;
+    if (*size != 0) {
+        *size = 0;
+        return MHD_YES;
+    }
+    if (r->calls == 1)
+        return MHD_YES;
+    if (!http_is(r, "GET") && !http_is(r, "HEAD"))
+        return http_text(r, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET and HEAD");
+    if (r->path[1] == 'h')
+        return http_text(r, MHD_HTTP_OK, "ok");
+    if (r->path[1] == 'r') {
+        if (atomic_load(&r->srv->ready))
+            return http_text(r, MHD_HTTP_OK, "ready");
+        return http_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready");
+    }
+    return status_json(r);
+}

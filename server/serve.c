@@ -1,0 +1,189 @@
+/*
+ * serve.c - stored bodies out, for every front end.
+ *
+ * Four ways out, cheapest first:
+ *   - raw blob: sendfile from the blob file, whole or a range;
+ *   - zstd blob, client accepts zstd, no range: sendfile of the file as it
+ *     is (it is a valid zstd stream) with Content-Encoding: zstd;
+ *   - zstd blob, small answer: decode into one buffer before answering, so a
+ *     corrupt blob is still a clean miss;
+ *   - zstd blob, large answer: decode frame by frame as MHD asks for bytes.
+ *     A frame that fails its checksum here aborts the connection: the client
+ *     sees a truncated body, never a wrong one.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "../storage/codec.h"
+#include "server.h"
+
+#define BUFFERED_MAX (1u << 20)
+#define STREAM_BLOCK (256u << 10)
+
+int http_parse_range(const char *h, uint64_t size, uint64_t *start, uint64_t *len)
+{
+    if (h == NULL || strncasecmp(h, "bytes=", 6) != 0)
+        return 0;
+    const char *p = h + 6;
+    while (*p == ' ')
+        p++;
+    if (strchr(p, ',') != NULL)
+        return 0; /* several ranges: answer with the whole body, as RFC 9110 allows */
+    char *end;
+    if (*p == '-') {
+        if (p[1] < '0' || p[1] > '9')
+            return 0;
+        uint64_t n = strtoull(p + 1, &end, 10);
+        if (*end != '\0')
+            return 0;
+        if (n == 0 || size == 0)
+            return -1;
+        if (n > size)
+            n = size;
+        *start = size - n;
+        *len = n;
+        return 1;
+    }
+    if (*p < '0' || *p > '9')
+        return 0;
+    uint64_t a = strtoull(p, &end, 10);
+    if (*end != '-')
+        return 0;
+    p = end + 1;
+    uint64_t b = UINT64_MAX;
+    if (*p != '\0') {
+        if (*p < '0' || *p > '9')
+            return 0;
+        b = strtoull(p, &end, 10);
+        if (*end != '\0' || b < a)
+            return 0;
+    }
+    if (a >= size)
+        return -1;
+    if (b >= size)
+        b = size - 1;
+    *start = a;
+    *len = b - a + 1;
+    return 1;
+}
+
+typedef struct stream_state {
+    store_blob *blob;
+    uint64_t start;
+} stream_state;
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    stream_state *s = cls;
+    ssize_t n = store_blob_read(s->blob, s->start + pos, buf, max);
+    if (n <= 0)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    return n;
+}
+
+static void stream_free(void *cls)
+{
+    stream_state *s = cls;
+    store_blob_close(s->blob);
+    free(s);
+}
+
+static ssize_t no_body(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)cls;
+    (void)pos;
+    (void)buf;
+    (void)max;
+    return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static struct MHD_Response *body_response(server *srv, const store_entry *e, const serve_opts *o,
+                                          uint64_t start, uint64_t len, int ranged,
+                                          int *zstd_passthrough, unsigned *status)
+{
+    if (o->head)
+        return MHD_create_response_from_callback(len, 1, no_body, NULL, NULL);
+    store_blob *b;
+    int st = store_blob_open(srv->st, e, &b);
+    if (st != STORE_OK) {
+        *status = http_status_for(st);
+        return NULL;
+    }
+    struct MHD_Response *resp = NULL;
+    if (e->codec == CODEC_RAW || (e->codec == CODEC_ZSTD && o->allow_zstd && !ranged)) {
+        uint64_t flen = e->codec == CODEC_RAW ? len : e->stored;
+        *zstd_passthrough = e->codec == CODEC_ZSTD;
+        resp = MHD_create_response_from_fd_at_offset64(flen, store_blob_fd(b), start);
+        if (resp)
+            store_blob_take_fd(b);
+        store_blob_close(b);
+    } else if (len <= BUFFERED_MAX) {
+        char *buf = malloc(len ? len : 1);
+        ssize_t n = buf ? store_blob_read(b, start, buf, len) : -STORE_IO;
+        store_blob_close(b);
+        if (n < 0 || (uint64_t)n != len) {
+            free(buf);
+            *status = n == -STORE_CORRUPT ? MHD_HTTP_NOT_FOUND : MHD_HTTP_INTERNAL_SERVER_ERROR;
+            return NULL;
+        }
+        resp = MHD_create_response_from_buffer_with_free_callback(len, buf, free);
+        if (resp == NULL)
+            free(buf);
+    } else {
+        stream_state *s = malloc(sizeof *s);
+        if (s == NULL) {
+            store_blob_close(b);
+        } else {
+            s->blob = b;
+            s->start = start;
+            resp =
+                MHD_create_response_from_callback(len, STREAM_BLOCK, stream_read, s, stream_free);
+            if (resp == NULL)
+                stream_free(s);
+        }
+    }
+    if (resp == NULL)
+        *status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+    return resp;
+}
+
+struct MHD_Response *serve_entry(server *srv, const store_entry *e, const serve_opts *o,
+                                 unsigned *status)
+{
+    uint64_t start = 0, len = e->size;
+    char hdr[96];
+    int ranged = http_parse_range(o->range, e->size, &start, &len);
+    if (ranged < 0) {
+        struct MHD_Response *resp =
+            MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        if (resp) {
+            snprintf(hdr, sizeof hdr, "bytes */%" PRIu64, e->size);
+            MHD_add_response_header(resp, "Content-Range", hdr);
+        }
+        *status = MHD_HTTP_RANGE_NOT_SATISFIABLE;
+        return resp;
+    }
+    int zstd_passthrough = 0;
+    *status = MHD_HTTP_OK;
+    struct MHD_Response *resp =
+        body_response(srv, e, o, start, len, ranged, &zstd_passthrough, status);
+    if (resp == NULL)
+        return NULL;
+    MHD_add_response_header(resp, "Accept-Ranges", "bytes");
+    if (o->content_type)
+        MHD_add_response_header(resp, "Content-Type", o->content_type);
+    if (e->codec == CODEC_ZSTD)
+        MHD_add_response_header(resp, "Vary", "Accept-Encoding");
+    if (zstd_passthrough)
+        MHD_add_response_header(resp, "Content-Encoding", "zstd");
+    if (ranged) {
+        snprintf(hdr, sizeof hdr, "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, start, start + len - 1,
+                 e->size);
+        MHD_add_response_header(resp, "Content-Range", hdr);
+        *status = MHD_HTTP_PARTIAL_CONTENT;
+    }
+    return resp;
+}

@@ -1,0 +1,114 @@
+/*
+ * server.h - what every front end shares: the server, a request, and the
+ * helpers that turn store answers into HTTP responses.
+ *
+ * A request's life (libmicrohttpd calls the access handler several times):
+ *   1. the URI log callback allocates a request and keeps the raw URI
+ *      (signatures need the path exactly as the client sent it);
+ *   2. the first call routes it to a front end's handler;
+ *   3. for bodies, each further call hands the handler a piece of the body;
+ *   4. the last call (no more data) lets the handler answer;
+ *   5. the completion callback frees the request and whatever the handler
+ *      left in it.
+ * Handlers queue their response on the second call or later, never the
+ * first: MHD closes a connection whose response was queued on the first call.
+ */
+#ifndef CAIRN_SERVER_H
+#define CAIRN_SERVER_H
+
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "../storage/store.h"
+#include "config.h"
+
+typedef struct server {
+    const server_config *cfg;
+    store *st;
+    struct MHD_Daemon *daemon;
+    atomic_int ready;
+    atomic_int in_flight;
+    uint64_t start_ms;
+    uint16_t port;
+} server;
+
+typedef struct request request;
+typedef enum MHD_Result (*handler_fn)(request *r, const char *data, size_t *size);
+
+struct request {
+    server *srv;
+    struct MHD_Connection *conn;
+    const char *method;
+    const char *path; /* decoded path, without the query */
+    char *raw_uri;    /* as received, with the query */
+    unsigned calls;
+    handler_fn handler;
+    /* front end state, freed by cleanup */
+    void *fe;
+    void (*cleanup)(request *r);
+};
+
+int server_start(server *srv, const server_config *cfg, store *st, char *err, size_t errlen);
+/* Stops accepting, waits up to the shutdown timeout for in-flight requests. */
+void server_stop(server *srv);
+
+/* ---- responses ---- */
+
+enum MHD_Result http_queue(request *r, unsigned status, struct MHD_Response *resp);
+/* A short text/plain answer (the message is followed by a newline). */
+enum MHD_Result http_text(request *r, unsigned status, const char *msg);
+enum MHD_Result http_json(request *r, unsigned status, const char *json);
+const char *http_header(request *r, const char *name);
+int http_is(request *r, const char *method);
+/* HTTP status for a store status. */
+unsigned http_status_for(int store_status);
+
+/* ---- request bodies into the store (upload.c) ---- */
+
+typedef struct body_sink {
+    store_upload *up;
+    void *zstd; /* ZSTD_DStream when the body arrives zstd-compressed */
+    uint8_t *zbuf;
+    uint64_t max_body;
+    unsigned status; /* first HTTP error seen; the rest of the body is discarded */
+    const char *error;
+} body_sink;
+
+/* Starts a body: checks Content-Length against the limits and the
+ * Content-Encoding.  Returns 0, or the HTTP status to answer at once. */
+unsigned body_begin(request *r, body_sink *b, int want_md5);
+void body_feed(body_sink *b, const char *data, size_t len);
+/* Commits the body under (ns, key); returns the HTTP status to answer with. */
+unsigned body_commit(body_sink *b, const char *ns, const void *key, size_t klen,
+                     const uint8_t *expect_digest, const void *meta, size_t meta_len,
+                     store_put_result *res);
+void body_free(body_sink *b);
+
+/* ---- stored bodies out (serve.c) ---- */
+
+typedef struct serve_opts {
+    int head;
+    int allow_zstd; /* the client takes Content-Encoding: zstd */
+    const char *range;
+    const char *content_type;
+} serve_opts;
+
+/* Builds the response for a stored entry: 200, 206 or 416, ranges and zstd
+ * pass-through included.  On STORE_NOTFOUND or STORE_CORRUPT (a miss), returns
+ * NULL and sets *status to 404.  The caller adds its own headers and queues. */
+struct MHD_Response *serve_entry(server *srv, const store_entry *e, const serve_opts *o,
+                                 unsigned *status);
+
+/* Parses "bytes=a-b", "bytes=a-", "bytes=-n" against size.
+ * 1: a range (start, len); 0: no usable range (serve all); -1: unsatisfiable. */
+int http_parse_range(const char *h, uint64_t size, uint64_t *start, uint64_t *len);
+
+/* ---- front ends ---- */
+
+enum MHD_Result ops_handle(request *r, const char *data, size_t *size);
+enum MHD_Result native_handle(request *r, const char *data, size_t *size);
+/* True if the path belongs to the native API (and fills the route). */
+int native_route(request *r);
+
+#endif

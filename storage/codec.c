@@ -1,0 +1,440 @@
+/*
+ * codec.c - blob file writer and reader; the format is described in codec.h.
+ */
+#include "codec.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <zstd.h>
+
+#include "../common/util.h"
+
+#define SKIPPABLE_MAGIC 0x184D2A5Eu
+#define SEEKABLE_MAGIC 0x8F92EAB1u
+#define SEEK_FOOTER 9
+#define MODE_UNDECIDED 0
+#define MODE_RAW 1
+#define MODE_ZSTD 2
+
+struct codec_writer {
+    int fd;
+    int level;
+    int mode;
+    EVP_MD_CTX *sha;
+    EVP_MD_CTX *md5;
+    ZSTD_CCtx *cctx;
+    uint8_t *in; /* one frame of body bytes, until the format is raw */
+    size_t in_len;
+    uint8_t *out;
+    size_t out_cap;
+    uint32_t *table; /* compressed, decompressed size per frame */
+    size_t nframes;
+    size_t table_cap;
+    uint64_t size;
+    uint64_t stored;
+};
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+codec_writer *codec_writer_new(int fd, int level, int want_md5)
+{
+    codec_writer *w = calloc(1, sizeof *w);
+    if (w == NULL)
+        return NULL;
+    w->fd = fd;
+    w->level = level;
+    w->mode = level == 0 ? MODE_RAW : MODE_UNDECIDED;
+    w->sha = EVP_MD_CTX_new();
+    if (w->sha == NULL || !EVP_DigestInit_ex(w->sha, EVP_sha256(), NULL))
+        goto fail;
+    if (want_md5) {
+        w->md5 = EVP_MD_CTX_new();
+        if (w->md5 == NULL || !EVP_DigestInit_ex(w->md5, EVP_md5(), NULL))
+            goto fail;
+    }
+    if (w->mode == MODE_UNDECIDED) {
+        w->in = malloc(CODEC_FRAME_SIZE);
+        if (w->in == NULL)
+            goto fail;
+    }
+    return w;
+fail:
+    codec_writer_free(w);
+    return NULL;
+}
+
+void codec_writer_free(codec_writer *w)
+{
+    if (w == NULL)
+        return;
+    EVP_MD_CTX_free(w->sha);
+    EVP_MD_CTX_free(w->md5);
+    ZSTD_freeCCtx(w->cctx);
+    free(w->in);
+    free(w->out);
+    free(w->table);
+    free(w);
+}
+
+uint64_t codec_writer_size(const codec_writer *w)
+{
+    return w->size;
+}
+
+static int write_out(codec_writer *w, const void *buf, size_t len)
+{
+    int rc = util_write_all(w->fd, buf, len);
+    if (rc == 0)
+        w->stored += len;
+    return rc;
+}
+
+static int table_add(codec_writer *w, uint32_t csize, uint32_t dsize)
+{
+    if (w->nframes == w->table_cap) {
+        size_t cap = w->table_cap ? w->table_cap * 2 : 64;
+        uint32_t *t = realloc(w->table, cap * 2 * sizeof *t);
+        if (t == NULL)
+            return -ENOMEM;
+        w->table = t;
+        w->table_cap = cap;
+    }
+    w->table[2 * w->nframes] = csize;
+    w->table[2 * w->nframes + 1] = dsize;
+    w->nframes++;
+    return 0;
+}
+
+static int compress_frame(codec_writer *w, size_t *csize)
+{
+    if (w->cctx == NULL) {
+        w->cctx = ZSTD_createCCtx();
+        w->out_cap = ZSTD_compressBound(CODEC_FRAME_SIZE);
+        w->out = malloc(w->out_cap);
+        if (w->cctx == NULL || w->out == NULL)
+            return -ENOMEM;
+        ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, w->level);
+        ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_checksumFlag, 1);
+        ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_contentSizeFlag, 1);
+    }
+    size_t n = ZSTD_compress2(w->cctx, w->out, w->out_cap, w->in, w->in_len);
+    if (ZSTD_isError(n))
+        return -EIO;
+    *csize = n;
+    return 0;
+}
+
+/* Turns the buffered frame into output; decides the format on the first one. */
+static int flush_frame(codec_writer *w)
+{
+    size_t csize;
+    int rc = compress_frame(w, &csize);
+    if (rc != 0)
+        return rc;
+    if (w->mode == MODE_UNDECIDED) {
+        if (csize > w->in_len - w->in_len / 8) {
+            w->mode = MODE_RAW;
+            rc = write_out(w, w->in, w->in_len);
+            w->in_len = 0;
+            return rc;
+        }
+        w->mode = MODE_ZSTD;
+    }
+    rc = write_out(w, w->out, csize);
+    if (rc == 0)
+        rc = table_add(w, (uint32_t)csize, (uint32_t)w->in_len);
+    w->in_len = 0;
+    return rc;
+}
+
+int codec_writer_write(codec_writer *w, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    if (!EVP_DigestUpdate(w->sha, buf, len))
+        return -EIO;
+    if (w->md5 && !EVP_DigestUpdate(w->md5, buf, len))
+        return -EIO;
+    w->size += len;
+    while (len > 0) {
+        if (w->mode == MODE_RAW)
+            return write_out(w, p, len);
+        size_t take = CODEC_FRAME_SIZE - w->in_len;
+        if (take > len)
+            take = len;
+        memcpy(w->in + w->in_len, p, take);
+        w->in_len += take;
+        p += take;
+        len -= take;
+        if (w->in_len == CODEC_FRAME_SIZE) {
+            int rc = flush_frame(w);
+            if (rc != 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static int write_seek_table(codec_writer *w)
+{
+    size_t body = w->nframes * 8 + SEEK_FOOTER;
+    uint8_t *t = malloc(8 + body);
+    if (t == NULL)
+        return -ENOMEM;
+    put_le32(t, SKIPPABLE_MAGIC);
+    put_le32(t + 4, (uint32_t)body);
+    for (size_t i = 0; i < w->nframes; i++) {
+        put_le32(t + 8 + 8 * i, w->table[2 * i]);
+        put_le32(t + 12 + 8 * i, w->table[2 * i + 1]);
+    }
+    uint8_t *f = t + 8 + w->nframes * 8;
+    put_le32(f, (uint32_t)w->nframes);
+    f[4] = 0; /* descriptor: no per-entry checksums */
+    put_le32(f + 5, SEEKABLE_MAGIC);
+    int rc = write_out(w, t, 8 + body);
+    free(t);
+    return rc;
+}
+
+int codec_writer_finish(codec_writer *w, codec_result *res)
+{
+    int rc = 0;
+    if (w->mode == MODE_UNDECIDED && w->in_len == 0)
+        w->mode = MODE_RAW; /* empty body */
+    if (w->in_len > 0)
+        rc = flush_frame(w);
+    if (rc == 0 && w->mode == MODE_ZSTD)
+        rc = write_seek_table(w);
+    if (rc != 0)
+        return rc;
+    unsigned int n;
+    if (!EVP_DigestFinal_ex(w->sha, res->sha256, &n))
+        return -EIO;
+    if (w->md5 && !EVP_DigestFinal_ex(w->md5, res->md5, &n))
+        return -EIO;
+    res->size = w->size;
+    res->stored = w->stored;
+    res->codec = w->mode == MODE_ZSTD ? CODEC_ZSTD : CODEC_RAW;
+    return 0;
+}
+
+struct codec_reader {
+    int fd;
+    int codec;
+    uint64_t size;
+    uint32_t nframes;
+    uint64_t *coff; /* nframes + 1 compressed offsets */
+    ZSTD_DCtx *dctx;
+    uint8_t *cbuf;
+    size_t cbuf_cap;
+    uint8_t *dbuf; /* the last frame decompressed, for reads that are not frame aligned */
+    int64_t dbuf_frame;
+    size_t dbuf_len;
+};
+
+static int load_seek_table(codec_reader *r, uint64_t stored)
+{
+    uint8_t foot[SEEK_FOOTER];
+    if (stored < 8 + SEEK_FOOTER)
+        return CODEC_ERR_CORRUPT;
+    ssize_t n = util_pread_all(r->fd, foot, SEEK_FOOTER, stored - SEEK_FOOTER);
+    if (n < 0)
+        return (int)n;
+    if (n != SEEK_FOOTER || get_le32(foot + 5) != SEEKABLE_MAGIC || (foot[4] & 0x80))
+        return CODEC_ERR_CORRUPT;
+    uint32_t nf = get_le32(foot);
+    uint64_t tsize = 8 + (uint64_t)nf * 8 + SEEK_FOOTER;
+    if (tsize > stored || (uint64_t)nf * CODEC_FRAME_SIZE < r->size ||
+        (nf > 0 && (uint64_t)(nf - 1) * CODEC_FRAME_SIZE >= r->size))
+        return CODEC_ERR_CORRUPT;
+    uint8_t *t = malloc(tsize);
+    r->coff = malloc(((size_t)nf + 1) * sizeof *r->coff);
+    if (t == NULL || r->coff == NULL) {
+        free(t);
+        return -ENOMEM;
+    }
+    n = util_pread_all(r->fd, t, tsize, stored - tsize);
+    int rc = 0;
+    if (n < 0)
+        rc = (int)n;
+    else if ((uint64_t)n != tsize || get_le32(t) != SKIPPABLE_MAGIC || get_le32(t + 4) != tsize - 8)
+        rc = CODEC_ERR_CORRUPT;
+    uint64_t off = 0, dsum = 0;
+    for (uint32_t i = 0; rc == 0 && i < nf; i++) {
+        uint32_t c = get_le32(t + 8 + 8 * i), d = get_le32(t + 12 + 8 * i);
+        if (d == 0 || d > CODEC_FRAME_SIZE || (i + 1 < nf && d != CODEC_FRAME_SIZE))
+            rc = CODEC_ERR_CORRUPT;
+        r->coff[i] = off;
+        off += c;
+        dsum += d;
+    }
+    r->coff[nf] = off;
+    if (rc == 0 && (dsum != r->size || off + tsize != stored))
+        rc = CODEC_ERR_CORRUPT;
+    free(t);
+    r->nframes = nf;
+    return rc;
+}
+
+int codec_reader_open(codec_reader **out, int fd, int codec, uint64_t size, uint64_t stored)
+{
+    codec_reader *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return -ENOMEM;
+    r->fd = fd;
+    r->codec = codec;
+    r->size = size;
+    r->dbuf_frame = -1;
+    int rc = 0;
+    if (codec == CODEC_ZSTD) {
+        rc = load_seek_table(r, stored);
+        if (rc == 0 && (r->dctx = ZSTD_createDCtx()) == NULL)
+            rc = -ENOMEM;
+    } else if (codec != CODEC_RAW || stored != size) {
+        rc = CODEC_ERR_CORRUPT;
+    }
+    if (rc != 0) {
+        codec_reader_free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+void codec_reader_free(codec_reader *r)
+{
+    if (r == NULL)
+        return;
+    free(r->coff);
+    ZSTD_freeDCtx(r->dctx);
+    free(r->cbuf);
+    free(r->dbuf);
+    free(r);
+}
+
+/* Decompresses frame i into dst (which holds at least the frame's size). */
+static int decode_frame(codec_reader *r, uint32_t i, uint8_t *dst, size_t dsize)
+{
+    size_t csize = (size_t)(r->coff[i + 1] - r->coff[i]);
+    if (csize > r->cbuf_cap) {
+        uint8_t *b = realloc(r->cbuf, csize);
+        if (b == NULL)
+            return -ENOMEM;
+        r->cbuf = b;
+        r->cbuf_cap = csize;
+    }
+    ssize_t n = util_pread_all(r->fd, r->cbuf, csize, r->coff[i]);
+    if (n < 0)
+        return (int)n;
+    if ((size_t)n != csize)
+        return CODEC_ERR_CORRUPT;
+    size_t got = ZSTD_decompressDCtx(r->dctx, dst, dsize, r->cbuf, csize);
+    if (ZSTD_isError(got) || got != dsize)
+        return CODEC_ERR_CORRUPT;
+    return 0;
+}
+
+static size_t frame_len(const codec_reader *r, uint32_t i)
+{
+    uint64_t start = (uint64_t)i * CODEC_FRAME_SIZE;
+    uint64_t left = r->size - start;
+    return left < CODEC_FRAME_SIZE ? (size_t)left : CODEC_FRAME_SIZE;
+}
+
+ssize_t codec_reader_read(codec_reader *r, uint64_t off, void *buf, size_t len)
+{
+    if (off >= r->size)
+        return 0;
+    if (len > r->size - off)
+        len = (size_t)(r->size - off);
+    if (r->codec == CODEC_RAW)
+        return util_pread_all(r->fd, buf, len, off);
+
+    uint8_t *p = buf;
+    size_t done = 0;
+    while (done < len) {
+        uint64_t pos = off + done;
+        uint32_t fi = (uint32_t)(pos / CODEC_FRAME_SIZE);
+        size_t in_frame = (size_t)(pos % CODEC_FRAME_SIZE);
+        size_t flen = frame_len(r, fi);
+        size_t want = len - done;
+        int rc;
+        if (in_frame == 0 && want >= flen && r->dbuf_frame != fi) {
+            /* a whole frame: decode straight into the caller's buffer */
+            rc = decode_frame(r, fi, p + done, flen);
+            if (rc != 0)
+                return rc;
+            done += flen;
+            continue;
+        }
+        if (r->dbuf_frame != fi) {
+            if (r->dbuf == NULL && (r->dbuf = malloc(CODEC_FRAME_SIZE)) == NULL)
+                return -ENOMEM;
+            r->dbuf_frame = -1;
+            rc = decode_frame(r, fi, r->dbuf, flen);
+            if (rc != 0)
+                return rc;
+            r->dbuf_frame = fi;
+            r->dbuf_len = flen;
+        }
+        size_t take = r->dbuf_len - in_frame;
+        if (take > want)
+            take = want;
+        memcpy(p + done, r->dbuf + in_frame, take);
+        done += take;
+    }
+    return (ssize_t)done;
+}
+
+int codec_verify(int fd, int codec, uint64_t size, uint64_t stored, const uint8_t sha256[32])
+{
+    codec_reader *r;
+    int rc = codec_reader_open(&r, fd, codec, size, stored);
+    if (rc != 0)
+        return rc;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    uint8_t *buf = malloc(CODEC_FRAME_SIZE);
+    if (ctx == NULL || buf == NULL || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (uint64_t off = 0; off < size;) {
+        ssize_t n = codec_reader_read(r, off, buf, CODEC_FRAME_SIZE);
+        if (n <= 0) {
+            rc = n < 0 ? (int)n : CODEC_ERR_CORRUPT;
+            goto out;
+        }
+        EVP_DigestUpdate(ctx, buf, (size_t)n);
+        off += (uint64_t)n;
+    }
+    if (codec == CODEC_RAW) {
+        uint8_t extra;
+        if (util_pread_all(fd, &extra, 1, size) != 0) {
+            rc = CODEC_ERR_CORRUPT; /* file longer than the body */
+            goto out;
+        }
+    }
+    uint8_t got[32];
+    unsigned int n;
+    EVP_DigestFinal_ex(ctx, got, &n);
+    rc = memcmp(got, sha256, 32) == 0 ? 0 : CODEC_ERR_CORRUPT;
+out:
+    free(buf);
+    EVP_MD_CTX_free(ctx);
+    codec_reader_free(r);
+    return rc;
+}

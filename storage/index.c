@@ -1,0 +1,276 @@
+/*
+ * index.c - see index.h.
+ */
+#include "index.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BLOB_REC_SIZE 36
+#define KEY_REC_HEAD 49
+
+static void put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+int idx_open(idx *ix, const char *dir, uint64_t map_size, int nosync_meta, char *err, size_t errlen)
+{
+    int rc;
+    MDB_txn *t = NULL;
+    memset(ix, 0, sizeof *ix);
+    if ((rc = mdb_env_create(&ix->env)) != 0)
+        goto fail;
+    mdb_env_set_maxdbs(ix->env, 8);
+    mdb_env_set_maxreaders(ix->env, 1024);
+    if ((rc = mdb_env_set_mapsize(ix->env, (size_t)map_size)) != 0)
+        goto fail;
+    unsigned flags = MDB_NOTLS | MDB_NOSUBDIR | (nosync_meta ? MDB_NOMETASYNC : 0);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/index.mdb", dir);
+    if ((rc = mdb_env_open(ix->env, path, flags, 0644)) != 0)
+        goto fail;
+    int dead = 0;
+    mdb_reader_check(ix->env, &dead); /* slots left by a process killed with -9 */
+    ix->max_key = (size_t)mdb_env_get_maxkeysize(ix->env);
+
+    if ((rc = mdb_txn_begin(ix->env, NULL, 0, &t)) != 0)
+        goto fail;
+    if ((rc = mdb_dbi_open(t, "keys", MDB_CREATE, &ix->keys)) != 0 ||
+        (rc = mdb_dbi_open(t, "blobs", MDB_CREATE, &ix->blobs)) != 0 ||
+        (rc = mdb_dbi_open(t, "atime", MDB_CREATE, &ix->atime)) != 0 ||
+        (rc = mdb_dbi_open(t, "refs", MDB_CREATE | MDB_DUPSORT, &ix->refs)) != 0 ||
+        (rc = mdb_dbi_open(t, "meta", MDB_CREATE, &ix->meta)) != 0)
+        goto fail;
+    MDB_val k = {7, "version"}, v;
+    rc = mdb_get(t, ix->meta, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        uint8_t ver = INDEX_FORMAT;
+        v.mv_size = 1;
+        v.mv_data = &ver;
+        if ((rc = mdb_put(t, ix->meta, &k, &v, 0)) != 0)
+            goto fail;
+    } else if (rc != 0) {
+        goto fail;
+    } else if (v.mv_size != 1 || *(uint8_t *)v.mv_data != INDEX_FORMAT) {
+        snprintf(err, errlen, "index %s has format %d, this cairnd reads format %d", path,
+                 v.mv_size == 1 ? *(uint8_t *)v.mv_data : -1, INDEX_FORMAT);
+        mdb_txn_abort(t);
+        mdb_env_close(ix->env);
+        ix->env = NULL;
+        return -1;
+    }
+    if ((rc = mdb_txn_commit(t)) != 0) {
+        t = NULL;
+        goto fail;
+    }
+    return 0;
+fail:
+    snprintf(err, errlen, "index in %s: %s", dir, mdb_strerror(rc));
+    if (t)
+        mdb_txn_abort(t);
+    if (ix->env)
+        mdb_env_close(ix->env);
+    ix->env = NULL;
+    return -1;
+}
+
+void idx_close(idx *ix)
+{
+    if (ix->env)
+        mdb_env_close(ix->env);
+    ix->env = NULL;
+}
+
+static void encode_blob(uint8_t *p, const blob_rec *b)
+{
+    p[0] = 1;
+    p[1] = b->format;
+    p[2] = b->codec;
+    p[3] = b->tier;
+    put32(p + 4, b->refs);
+    put64(p + 8, b->size);
+    put64(p + 16, b->stored);
+    put64(p + 24, b->atime);
+    put32(p + 32, 0);
+}
+
+int idx_get_blob(MDB_txn *t, idx *ix, const uint8_t d[32], blob_rec *b)
+{
+    MDB_val k = {32, (void *)d}, v;
+    int rc = mdb_get(t, ix->blobs, &k, &v);
+    if (rc != 0)
+        return rc;
+    const uint8_t *p = v.mv_data;
+    if (v.mv_size < BLOB_REC_SIZE || p[0] != 1)
+        return MDB_CORRUPTED;
+    b->format = p[1];
+    b->codec = p[2];
+    b->tier = p[3];
+    b->refs = get32(p + 4);
+    b->size = get64(p + 8);
+    b->stored = get64(p + 16);
+    b->atime = get64(p + 24);
+    return 0;
+}
+
+int idx_put_blob(MDB_txn *t, idx *ix, const uint8_t d[32], const blob_rec *b)
+{
+    uint8_t buf[BLOB_REC_SIZE];
+    encode_blob(buf, b);
+    MDB_val k = {32, (void *)d}, v = {sizeof buf, buf};
+    return mdb_put(t, ix->blobs, &k, &v, 0);
+}
+
+static void atime_key(uint8_t *p, uint64_t atime, const uint8_t d[32])
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(atime >> (56 - 8 * i)); /* big-endian: sorts by time */
+    memcpy(p + 8, d, 32);
+}
+
+static int atime_put(MDB_txn *t, idx *ix, const uint8_t d[32], uint64_t atime)
+{
+    uint8_t kb[40];
+    atime_key(kb, atime, d);
+    MDB_val k = {40, kb}, v = {0, ""};
+    return mdb_put(t, ix->atime, &k, &v, 0);
+}
+
+static int atime_del(MDB_txn *t, idx *ix, const uint8_t d[32], uint64_t atime)
+{
+    uint8_t kb[40];
+    atime_key(kb, atime, d);
+    MDB_val k = {40, kb};
+    int rc = mdb_del(t, ix->atime, &k, NULL);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+int idx_del_blob(MDB_txn *t, idx *ix, const uint8_t d[32], const blob_rec *b)
+{
+    int rc = atime_del(t, ix, d, b->atime);
+    if (rc != 0)
+        return rc;
+    MDB_val k = {32, (void *)d};
+    return mdb_del(t, ix->blobs, &k, NULL);
+}
+
+/* Sets b->atime and keeps the atime database in step (b is stored too). */
+int idx_move_atime(MDB_txn *t, idx *ix, const uint8_t d[32], blob_rec *b, uint64_t atime)
+{
+    int rc = atime_del(t, ix, d, b->atime);
+    if (rc != 0)
+        return rc;
+    b->atime = atime;
+    if ((rc = atime_put(t, ix, d, atime)) != 0)
+        return rc;
+    return idx_put_blob(t, ix, d, b);
+}
+
+int idx_get_key(MDB_txn *t, idx *ix, const void *kp, size_t klen, key_rec *r)
+{
+    MDB_val k = {klen, (void *)kp}, v;
+    int rc = mdb_get(t, ix->keys, &k, &v);
+    if (rc != 0)
+        return rc;
+    const uint8_t *p = v.mv_data;
+    if (v.mv_size < KEY_REC_HEAD || p[0] != 1)
+        return MDB_CORRUPTED;
+    memcpy(r->digest, p + 1, 32);
+    r->size = get64(p + 33);
+    r->mtime_ms = get64(p + 41);
+    r->meta = p + KEY_REC_HEAD;
+    r->meta_len = v.mv_size - KEY_REC_HEAD;
+    return 0;
+}
+
+int idx_put_key(MDB_txn *t, idx *ix, const void *kp, size_t klen, const key_rec *r)
+{
+    MDB_val k = {klen, (void *)kp}, v;
+    v.mv_size = KEY_REC_HEAD + r->meta_len;
+    int rc = mdb_put(t, ix->keys, &k, &v, MDB_RESERVE);
+    if (rc != 0)
+        return rc;
+    uint8_t *p = v.mv_data;
+    p[0] = 1;
+    memcpy(p + 1, r->digest, 32);
+    put64(p + 33, r->size);
+    put64(p + 41, r->mtime_ms);
+    if (r->meta_len)
+        memcpy(p + KEY_REC_HEAD, r->meta, r->meta_len);
+    return 0;
+}
+
+int idx_del_key(MDB_txn *t, idx *ix, const void *kp, size_t klen)
+{
+    MDB_val k = {klen, (void *)kp};
+    return mdb_del(t, ix->keys, &k, NULL);
+}
+
+int idx_add_ref(MDB_txn *t, idx *ix, const uint8_t d[32], const void *kp, size_t klen)
+{
+    MDB_val k = {32, (void *)d}, v = {klen, (void *)kp};
+    int rc = mdb_put(t, ix->refs, &k, &v, MDB_NODUPDATA);
+    return rc == MDB_KEYEXIST ? 0 : rc;
+}
+
+int idx_del_ref(MDB_txn *t, idx *ix, const uint8_t d[32], const void *kp, size_t klen)
+{
+    MDB_val k = {32, (void *)d}, v = {klen, (void *)kp};
+    int rc = mdb_del(t, ix->refs, &k, &v);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+int idx_get_stats(MDB_txn *t, idx *ix, idx_stats *s)
+{
+    MDB_val k = {5, "stats"}, v;
+    memset(s, 0, sizeof *s);
+    int rc = mdb_get(t, ix->meta, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    if (v.mv_size < 40)
+        return MDB_CORRUPTED;
+    const uint8_t *p = v.mv_data;
+    s->blobs = get64(p);
+    s->keys = get64(p + 8);
+    s->logical = get64(p + 16);
+    s->physical = get64(p + 24);
+    s->referenced = get64(p + 32);
+    return 0;
+}
+
+int idx_put_stats(MDB_txn *t, idx *ix, const idx_stats *s)
+{
+    uint8_t p[40];
+    put64(p, s->blobs);
+    put64(p + 8, s->keys);
+    put64(p + 16, s->logical);
+    put64(p + 24, s->physical);
+    put64(p + 32, s->referenced);
+    MDB_val k = {5, "stats"}, v = {sizeof p, p};
+    return mdb_put(t, ix->meta, &k, &v, 0);
+}

@@ -1,0 +1,80 @@
+/*
+ * index.h - the LMDB index: record layouts and the named databases.
+ *
+ * One environment, five named databases:
+ *
+ *   keys   "<namespace>\0<key>" -> key record (digest, size, mtime, the front
+ *          end's opaque metadata).  Ordered, so a prefix listing is a range scan.
+ *   blobs  digest (32 bytes)    -> blob record (format, codec, sizes, reference
+ *          count, last access, tier state).
+ *   atime  be64(last access) + digest -> "" : the eviction order, oldest first.
+ *   refs   digest -> "<namespace>\0<key>" (duplicates sorted): the keys that use
+ *          a blob, so that evicting a blob removes exactly its keys.
+ *   meta   "stats" -> totals, "version" -> index format version.
+ *
+ * Records are encoded little-endian with explicit offsets (no struct images),
+ * and each starts with a version byte so the layout can evolve.  Everything
+ * here runs inside a transaction the caller owns; this file never decides
+ * when to commit.
+ */
+#ifndef CAIRN_INDEX_H
+#define CAIRN_INDEX_H
+
+#include <lmdb.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define INDEX_FORMAT 1
+
+typedef struct idx {
+    MDB_env *env;
+    MDB_dbi keys, blobs, atime, refs, meta;
+    size_t max_key; /* LMDB's key size limit */
+} idx;
+
+typedef struct blob_rec {
+    uint8_t format; /* blob file layout version */
+    uint8_t codec;  /* CODEC_RAW or CODEC_ZSTD */
+    uint8_t tier;   /* cold-tier state; 0 = local only */
+    uint32_t refs;  /* keys that point at this blob */
+    uint64_t size;  /* body bytes */
+    uint64_t stored;
+    uint64_t atime; /* last access, seconds since the epoch */
+} blob_rec;
+
+typedef struct key_rec {
+    uint8_t digest[32];
+    uint64_t size;
+    uint64_t mtime_ms;
+    const void *meta; /* points into LMDB memory: valid until the txn ends */
+    size_t meta_len;
+} key_rec;
+
+typedef struct idx_stats {
+    uint64_t blobs;
+    uint64_t keys;
+    uint64_t logical;    /* body bytes of all blobs */
+    uint64_t physical;   /* file bytes of all blobs */
+    uint64_t referenced; /* body bytes of all keys: referenced - logical is dedup's saving */
+} idx_stats;
+
+int idx_open(idx *ix, const char *dir, uint64_t map_size, int nosync_meta, char *err,
+             size_t errlen);
+void idx_close(idx *ix);
+
+int idx_get_blob(MDB_txn *t, idx *ix, const uint8_t d[32], blob_rec *b);
+int idx_put_blob(MDB_txn *t, idx *ix, const uint8_t d[32], const blob_rec *b);
+int idx_del_blob(MDB_txn *t, idx *ix, const uint8_t d[32], const blob_rec *b);
+int idx_move_atime(MDB_txn *t, idx *ix, const uint8_t d[32], blob_rec *b, uint64_t atime);
+
+int idx_get_key(MDB_txn *t, idx *ix, const void *k, size_t klen, key_rec *r);
+int idx_put_key(MDB_txn *t, idx *ix, const void *k, size_t klen, const key_rec *r);
+int idx_del_key(MDB_txn *t, idx *ix, const void *k, size_t klen);
+
+int idx_add_ref(MDB_txn *t, idx *ix, const uint8_t d[32], const void *k, size_t klen);
+int idx_del_ref(MDB_txn *t, idx *ix, const uint8_t d[32], const void *k, size_t klen);
+
+int idx_get_stats(MDB_txn *t, idx *ix, idx_stats *s);
+int idx_put_stats(MDB_txn *t, idx *ix, const idx_stats *s);
+
+#endif

@@ -1,0 +1,1259 @@
+/*
+ * store.c - the store: uploads, the committer thread, reads, eviction,
+ * last-access bookkeeping, quarantine and orphan sweeping.  See store.h.
+ *
+ * Threads.  Any number of request threads read (lock-free, through their own
+ * LMDB read transaction) and upload (into their own temporary file).  Exactly
+ * one committer thread writes the index and moves files in blobs/: renaming a
+ * finished upload into place, unlinking blobs that lost their last key,
+ * evicting, quarantining, sweeping orphans.  Because only it touches blobs/,
+ * "is this file referenced?" and "rename it into place" never race.
+ *
+ * A batch.  The committer takes every queued operation at once, applies each
+ * in a nested transaction (one bad operation does not spoil the others),
+ * fsyncs the blob directories it renamed into, commits once, and only then
+ * unlinks the files of blobs that lost their last reference and wakes the
+ * waiting requests.  A crash before the commit leaves renamed files that no
+ * record points at (orphans, swept at the next start); a crash after it
+ * leaves at worst an unreferenced file too.  Never the reverse.
+ *
+ * Last access.  Reads record (digest, time) in a small in-memory table; the
+ * committer writes the table out every touch_interval_ms, so a read never
+ * costs an LMDB write.
+ */
+#include "store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/log.h"
+#include "../common/util.h"
+#include "codec.h"
+#include "index.h"
+
+#define TOUCH_SLOTS 8192
+#define TOUCH_PROBE 8
+#define MAX_READERS 1024
+#define EVICT_PER_TXN 2000
+#define SWEEP_BATCH 1024
+
+enum op_kind { OP_PUT, OP_DELETE, OP_QUARANTINE, OP_SWEEP, OP_EVICT, OP_FLUSH };
+
+typedef struct op {
+    int kind;
+    struct op *next;
+    int status;
+    int done;
+    /* OP_PUT, OP_DELETE */
+    char *nskey;
+    size_t nklen;
+    const void *meta;
+    size_t meta_len;
+    char tmp[PATH_MAX];
+    codec_result cr;
+    int dedup;
+    /* OP_QUARANTINE, OP_SWEEP */
+    uint8_t (*digests)[32];
+    size_t ndigests;
+    ino_t ino; /* quarantine only the file that failed */
+    /* OP_EVICT */
+    uint64_t target;
+} op;
+
+typedef struct touch_slot {
+    uint8_t digest[32];
+    uint64_t t;
+    int used;
+} touch_slot;
+
+typedef struct digest_list {
+    uint8_t (*d)[32];
+    size_t n, cap;
+} digest_list;
+
+struct store {
+    store_config cfg;
+    char dir[PATH_MAX - 256]; /* room for the longest name inside it */
+    uint64_t id;
+    int lock_fd;
+    idx ix;
+
+    pthread_mutex_t mu; /* guards the queue */
+    pthread_cond_t cv_work, cv_done;
+    op *head, *tail;
+    int stopping;
+    pthread_t committer;
+    pthread_t sweeper;
+    int sweeper_started;
+
+    pthread_mutex_t touch_mu;
+    touch_slot *touches;
+    size_t ntouches;
+
+    pthread_mutex_t readers_mu; /* registry of per-thread read transactions */
+    MDB_txn *readers[MAX_READERS];
+    size_t nreaders;
+
+    atomic_ullong tmp_seq;
+    atomic_ullong evicted_blobs, evicted_bytes, corrupt_blobs, orphans_removed;
+    atomic_ullong commits, batches;
+
+    /* committer-only scratch, reset per batch */
+    digest_list unlink_later;
+    digest_list quarantine_later;
+    uint8_t dirs_dirty[256];
+};
+
+static atomic_ullong next_store_id = 1;
+
+static __thread struct {
+    uint64_t store_id;
+    MDB_txn *txn;
+} tls_reader;
+
+const char *store_strerror(int status)
+{
+    switch (status) {
+    case STORE_OK:
+        return "ok";
+    case STORE_NOTFOUND:
+        return "not found";
+    case STORE_DIGEST_MISMATCH:
+        return "body does not match its digest";
+    case STORE_NOSPACE:
+        return "no space left in the store";
+    case STORE_TOO_LARGE:
+        return "body larger than the store can hold";
+    case STORE_BAD_KEY:
+        return "key too long or malformed";
+    case STORE_CORRUPT:
+        return "stored blob failed its checksum and was quarantined";
+    case STORE_SHUTDOWN:
+        return "store is shutting down";
+    default:
+        return "I/O error in the store";
+    }
+}
+
+void store_config_defaults(store_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->dir = "cairn-data";
+    cfg->max_size = 10ULL << 30;
+    cfg->high_pct = 90;
+    cfg->low_pct = 80;
+    cfg->zstd_level = 1;
+    cfg->map_size = 256ULL << 30;
+    cfg->fsync = 1;
+    cfg->touch_interval_ms = 2000;
+}
+
+static uint64_t high_bytes(const store *s)
+{
+    return s->cfg.max_size / 100 * s->cfg.high_pct;
+}
+
+static uint64_t low_bytes(const store *s)
+{
+    return s->cfg.max_size / 100 * s->cfg.low_pct;
+}
+
+static void blob_path(const store *s, const uint8_t d[32], char *out, size_t cap)
+{
+    char hex[65];
+    util_hex(d, 32, hex);
+    snprintf(out, cap, "%s/blobs/%.2s/%s", s->dir, hex, hex);
+}
+
+static int map_mdb(int rc)
+{
+    if (rc == 0)
+        return STORE_OK;
+    if (rc == MDB_NOTFOUND)
+        return STORE_NOTFOUND;
+    if (rc == MDB_MAP_FULL || rc == ENOSPC)
+        return STORE_NOSPACE;
+    if (rc == MDB_BAD_VALSIZE)
+        return STORE_BAD_KEY;
+    return STORE_IO;
+}
+
+static int digest_list_push(digest_list *l, const uint8_t d[32])
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        void *p = realloc(l->d, cap * 32);
+        if (p == NULL)
+            return -1;
+        l->d = p;
+        l->cap = cap;
+    }
+    memcpy(l->d[l->n++], d, 32);
+    return 0;
+}
+
+/* ---- namespaced keys ------------------------------------------------------ */
+
+static char *make_nskey(const store *s, const char *ns, const void *key, size_t klen, size_t *out)
+{
+    size_t nl = strlen(ns);
+    if (nl + 1 + klen > s->ix.max_key || klen == 0)
+        return NULL;
+    char *p = malloc(nl + 1 + klen);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, ns, nl + 1);
+    memcpy(p + nl + 1, key, klen);
+    *out = nl + 1 + klen;
+    return p;
+}
+
+/* ---- read transactions ---------------------------------------------------- */
+
+static MDB_txn *reader_get(store *s)
+{
+    if (tls_reader.store_id == s->id && tls_reader.txn != NULL) {
+        if (mdb_txn_renew(tls_reader.txn) == 0)
+            return tls_reader.txn;
+        return NULL;
+    }
+    MDB_txn *t;
+    if (mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &t) != 0)
+        return NULL;
+    pthread_mutex_lock(&s->readers_mu);
+    int kept = s->nreaders < MAX_READERS;
+    if (kept)
+        s->readers[s->nreaders++] = t;
+    pthread_mutex_unlock(&s->readers_mu);
+    if (kept) {
+        tls_reader.store_id = s->id;
+        tls_reader.txn = t;
+    }
+    return t;
+}
+
+static void reader_put(store *s, MDB_txn *t)
+{
+    if (tls_reader.store_id == s->id && tls_reader.txn == t)
+        mdb_txn_reset(t);
+    else
+        mdb_txn_abort(t);
+}
+
+/* ---- the queue ---------------------------------------------------------- */
+
+static int submit_and_wait(store *s, op *o)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping && o->kind != OP_FLUSH) {
+        pthread_mutex_unlock(&s->mu);
+        return STORE_SHUTDOWN;
+    }
+    o->next = NULL;
+    o->done = 0;
+    if (s->tail)
+        s->tail->next = o;
+    else
+        s->head = o;
+    s->tail = o;
+    pthread_cond_signal(&s->cv_work);
+    while (!o->done)
+        pthread_cond_wait(&s->cv_done, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    return o->status;
+}
+
+/* ---- committer: operations inside a transaction ---------------------------- */
+
+/* Removes a blob and every key that uses it; its file goes to `later`. */
+static int drop_blob(store *s, MDB_txn *t, idx_stats *st, const uint8_t d[32], const blob_rec *b,
+                     digest_list *later)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(t, s->ix.refs, &c);
+    if (rc != 0)
+        return rc;
+    MDB_val k = {32, (void *)d}, v;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
+    while (rc == 0) {
+        key_rec kr;
+        if (idx_get_key(t, &s->ix, v.mv_data, v.mv_size, &kr) == 0) {
+            st->keys--;
+            st->referenced -= kr.size;
+            if ((rc = idx_del_key(t, &s->ix, v.mv_data, v.mv_size)) != 0)
+                break;
+        }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT_DUP);
+    }
+    mdb_cursor_close(c);
+    if (rc != MDB_NOTFOUND)
+        return rc;
+    rc = mdb_del(t, s->ix.refs, &k, NULL);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return rc;
+    if ((rc = idx_del_blob(t, &s->ix, d, b)) != 0)
+        return rc;
+    st->blobs--;
+    st->logical -= b->size;
+    st->physical -= b->stored;
+    return digest_list_push(later, d) == 0 ? 0 : ENOMEM;
+}
+
+static int unref_blob(store *s, MDB_txn *t, idx_stats *st, const uint8_t d[32])
+{
+    blob_rec b;
+    int rc = idx_get_blob(t, &s->ix, d, &b);
+    if (rc != 0)
+        return rc;
+    if (b.refs > 1) {
+        b.refs--;
+        return idx_put_blob(t, &s->ix, d, &b);
+    }
+    if ((rc = idx_del_blob(t, &s->ix, d, &b)) != 0)
+        return rc;
+    st->blobs--;
+    st->logical -= b.size;
+    st->physical -= b.stored;
+    return digest_list_push(&s->unlink_later, d) == 0 ? 0 : ENOMEM;
+}
+
+static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
+{
+    const uint8_t *d = o->cr.sha256;
+    key_rec old, kr;
+    int had_old = idx_get_key(t, &s->ix, o->nskey, o->nklen, &old) == 0;
+    int same = had_old && memcmp(old.digest, d, 32) == 0;
+    uint64_t old_size = had_old ? old.size : 0;
+    uint8_t old_digest[32];
+    if (had_old)
+        memcpy(old_digest, old.digest, 32);
+
+    blob_rec b;
+    int rc = idx_get_blob(t, &s->ix, d, &b);
+    int create = rc == MDB_NOTFOUND;
+    if (rc != 0 && !create)
+        return rc;
+    if (create) {
+        memset(&b, 0, sizeof b);
+        b.format = 1;
+        b.codec = (uint8_t)o->cr.codec;
+        b.size = o->cr.size;
+        b.stored = o->cr.stored;
+        b.refs = 1;
+        b.atime = util_now_ms() / 1000;
+        if ((rc = idx_move_atime(t, &s->ix, d, &b, b.atime)) != 0)
+            return rc;
+        st->blobs++;
+        st->logical += b.size;
+        st->physical += b.stored;
+    } else if (!same) {
+        b.refs++;
+        if ((rc = idx_move_atime(t, &s->ix, d, &b, util_now_ms() / 1000)) != 0)
+            return rc;
+    }
+
+    memcpy(kr.digest, d, 32);
+    kr.size = o->cr.size;
+    kr.mtime_ms = util_now_ms();
+    kr.meta = o->meta;
+    kr.meta_len = o->meta_len;
+    if ((rc = idx_put_key(t, &s->ix, o->nskey, o->nklen, &kr)) != 0)
+        return rc;
+    if (!same) {
+        if ((rc = idx_add_ref(t, &s->ix, d, o->nskey, o->nklen)) != 0)
+            return rc;
+        if (had_old) {
+            if ((rc = idx_del_ref(t, &s->ix, old_digest, o->nskey, o->nklen)) != 0)
+                return rc;
+            if ((rc = unref_blob(s, t, st, old_digest)) != 0)
+                return rc;
+        }
+    }
+    if (!had_old)
+        st->keys++;
+    st->referenced += o->cr.size;
+    st->referenced -= old_size;
+
+    if (create) {
+        char path[PATH_MAX];
+        blob_path(s, d, path, sizeof path);
+        if (rename(o->tmp, path) != 0)
+            return errno;
+        s->dirs_dirty[d[0]] = 1;
+        o->tmp[0] = '\0';
+    } else {
+        o->dedup = 1;
+    }
+    return 0;
+}
+
+static int apply_delete(store *s, MDB_txn *t, idx_stats *st, op *o)
+{
+    key_rec kr;
+    int rc = idx_get_key(t, &s->ix, o->nskey, o->nklen, &kr);
+    if (rc != 0)
+        return rc;
+    uint8_t d[32];
+    memcpy(d, kr.digest, 32);
+    uint64_t size = kr.size;
+    if ((rc = idx_del_key(t, &s->ix, o->nskey, o->nklen)) != 0)
+        return rc;
+    if ((rc = idx_del_ref(t, &s->ix, d, o->nskey, o->nklen)) != 0)
+        return rc;
+    st->keys--;
+    st->referenced -= size;
+    return unref_blob(s, t, st, d);
+}
+
+static int apply_quarantine(store *s, MDB_txn *t, idx_stats *st, op *o)
+{
+    char path[PATH_MAX];
+    struct stat sb;
+    blob_path(s, o->digests[0], path, sizeof path);
+    if (stat(path, &sb) != 0 || sb.st_ino != o->ino)
+        return 0; /* already replaced or gone */
+    blob_rec b;
+    int rc = idx_get_blob(t, &s->ix, o->digests[0], &b);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    return drop_blob(s, t, st, o->digests[0], &b, &s->quarantine_later);
+}
+
+static int apply_sweep(store *s, MDB_txn *t, op *o)
+{
+    for (size_t i = 0; i < o->ndigests; i++) {
+        blob_rec b;
+        if (idx_get_blob(t, &s->ix, o->digests[i], &b) == MDB_NOTFOUND)
+            digest_list_push(&s->unlink_later, o->digests[i]);
+    }
+    return 0;
+}
+
+/* Evicts least recently used blobs until physical <= target (at most max_n). */
+static int evict_in_txn(store *s, MDB_txn *t, idx_stats *st, uint64_t target, size_t max_n,
+                        size_t *evicted)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(t, s->ix.atime, &c);
+    if (rc != 0)
+        return rc;
+    *evicted = 0;
+    while (st->physical > target && *evicted < max_n) {
+        MDB_val k, v;
+        rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+        if (rc != 0)
+            break;
+        uint8_t d[32];
+        memcpy(d, (uint8_t *)k.mv_data + 8, 32);
+        blob_rec b;
+        if ((rc = idx_get_blob(t, &s->ix, d, &b)) != 0) {
+            if (rc != MDB_NOTFOUND || (rc = mdb_cursor_del(c, 0)) != 0)
+                break; /* a stray atime entry is dropped; anything else stops */
+            continue;
+        }
+        uint64_t stored = b.stored;
+        if ((rc = drop_blob(s, t, st, d, &b, &s->unlink_later)) != 0)
+            break;
+        (*evicted)++;
+        atomic_fetch_add(&s->evicted_blobs, 1);
+        atomic_fetch_add(&s->evicted_bytes, stored);
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static void fsync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+static void sync_dirty_dirs(store *s)
+{
+    for (int i = 0; i < 256; i++) {
+        if (!s->dirs_dirty[i])
+            continue;
+        s->dirs_dirty[i] = 0;
+        if (!s->cfg.fsync)
+            continue;
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/blobs/%02x", s->dir, i);
+        fsync_dir(path);
+    }
+}
+
+/* Keeps, from a list of blobs to unlink, only those the index does not know. */
+static void keep_unreferenced(store *s, MDB_txn *t, digest_list *l)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        blob_rec b;
+        if (idx_get_blob(t, &s->ix, l->d[i], &b) == MDB_NOTFOUND)
+            memmove(l->d[j++], l->d[i], 32);
+    }
+    l->n = j;
+}
+
+static void unlink_files(store *s, digest_list *l, int quarantine)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        char path[PATH_MAX];
+        blob_path(s, l->d[i], path, sizeof path);
+        if (quarantine) {
+            char hex[65], dst[PATH_MAX];
+            util_hex(l->d[i], 32, hex);
+            snprintf(dst, sizeof dst, "%s/quarantine/%s", s->dir, hex);
+            if (rename(path, dst) == 0) {
+                atomic_fetch_add(&s->corrupt_blobs, 1);
+                log_msg(LOG_WARN, "blob_quarantined", "blob %s failed its checks, moved to %s", hex,
+                        dst);
+            }
+        } else if (unlink(path) != 0 && errno != ENOENT) {
+            log_msg(LOG_WARN, "unlink_failed", "%s: %s", path, strerror(errno));
+        }
+    }
+    l->n = 0;
+}
+
+static int apply_op(store *s, MDB_txn *t, idx_stats *st, op *o)
+{
+    switch (o->kind) {
+    case OP_PUT:
+        return apply_put(s, t, st, o);
+    case OP_DELETE:
+        return apply_delete(s, t, st, o);
+    case OP_QUARANTINE:
+        return apply_quarantine(s, t, st, o);
+    case OP_SWEEP:
+        return apply_sweep(s, t, o);
+    case OP_EVICT: {
+        size_t n;
+        int rc;
+        do
+            rc = evict_in_txn(s, t, st, o->target, EVICT_PER_TXN, &n);
+        while (rc == 0 && n == EVICT_PER_TXN && st->physical > o->target);
+        return rc;
+    }
+    default:
+        return 0;
+    }
+}
+
+static void finish_batch(store *s, op *list, int fail_status)
+{
+    pthread_mutex_lock(&s->mu);
+    for (op *o = list; o;) {
+        op *next = o->next;
+        if (fail_status != STORE_OK && o->status == STORE_OK)
+            o->status = fail_status;
+        o->done = 1;
+        o = next;
+    }
+    pthread_cond_broadcast(&s->cv_done);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void process_batch(store *s, op *list)
+{
+    MDB_txn *t;
+    idx_stats st;
+    int rc = mdb_txn_begin(s->ix.env, NULL, 0, &t);
+    if (rc == 0 && (rc = idx_get_stats(t, &s->ix, &st)) != 0)
+        mdb_txn_abort(t);
+    if (rc != 0) {
+        log_msg(LOG_ERROR, "index_txn_failed", "%s", mdb_strerror(rc));
+        finish_batch(s, list, map_mdb(rc));
+        return;
+    }
+
+    /* Make room before the new bodies land, if they would cross the high mark. */
+    uint64_t incoming = 0;
+    for (op *o = list; o; o = o->next)
+        if (o->kind == OP_PUT)
+            incoming += o->cr.stored;
+    if (s->cfg.max_size && st.physical + incoming > high_bytes(s)) {
+        uint64_t low = low_bytes(s);
+        uint64_t target = incoming < low ? low - incoming : 0;
+        size_t n;
+        do
+            rc = evict_in_txn(s, t, &st, target, EVICT_PER_TXN, &n);
+        while (rc == 0 && n == EVICT_PER_TXN && st.physical > target);
+    }
+
+    digest_list created = {0};
+    for (op *o = list; o; o = o->next) {
+        MDB_txn *child;
+        idx_stats saved = st;
+        size_t unl = s->unlink_later.n, quar = s->quarantine_later.n;
+        o->status = STORE_OK;
+        if (o->kind == OP_PUT && s->cfg.max_size && st.physical + o->cr.stored > s->cfg.max_size) {
+            o->status = STORE_NOSPACE;
+            continue;
+        }
+        if ((rc = mdb_txn_begin(s->ix.env, t, 0, &child)) != 0) {
+            o->status = map_mdb(rc);
+            continue;
+        }
+        rc = apply_op(s, child, &st, o);
+        if (rc == 0)
+            rc = mdb_txn_commit(child);
+        else
+            mdb_txn_abort(child);
+        if (rc != 0) {
+            o->status = rc == EXDEV || rc == ENOENT ? STORE_IO : map_mdb(rc);
+            st = saved;
+            s->unlink_later.n = unl;
+            s->quarantine_later.n = quar;
+            continue;
+        }
+        if (o->kind == OP_PUT && o->tmp[0] == '\0')
+            digest_list_push(&created, o->cr.sha256);
+    }
+    keep_unreferenced(s, t, &s->unlink_later);
+    keep_unreferenced(s, t, &s->quarantine_later);
+    rc = idx_put_stats(t, &s->ix, &st);
+    sync_dirty_dirs(s);
+    if (rc == 0)
+        rc = mdb_txn_commit(t);
+    else
+        mdb_txn_abort(t);
+
+    if (rc != 0) {
+        /* Nothing of this batch happened: take back the files it put in place. */
+        log_msg(LOG_ERROR, "index_commit_failed", "%s", mdb_strerror(rc));
+        s->unlink_later.n = 0;
+        s->quarantine_later.n = 0;
+        unlink_files(s, &created, 0);
+        finish_batch(s, list, map_mdb(rc));
+    } else {
+        unlink_files(s, &s->unlink_later, 0);
+        unlink_files(s, &s->quarantine_later, 1);
+        atomic_fetch_add(&s->batches, 1);
+        atomic_fetch_add(&s->commits, 1);
+        finish_batch(s, list, STORE_OK);
+    }
+    free(created.d);
+}
+
+/* ---- last access ---------------------------------------------------------- */
+
+static void touch(store *s, const uint8_t d[32])
+{
+    uint64_t now = util_now_ms() / 1000;
+    uint32_t h;
+    memcpy(&h, d, sizeof h);
+    pthread_mutex_lock(&s->touch_mu);
+    for (int i = 0; i < TOUCH_PROBE; i++) {
+        touch_slot *slot = &s->touches[(h + (uint32_t)i) % TOUCH_SLOTS];
+        if (slot->used && memcmp(slot->digest, d, 32) == 0) {
+            slot->t = now;
+            break;
+        }
+        if (!slot->used) {
+            memcpy(slot->digest, d, 32);
+            slot->t = now;
+            slot->used = 1;
+            s->ntouches++;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->touch_mu);
+}
+
+static void flush_touches(store *s)
+{
+    static __thread touch_slot *spare;
+    if (spare == NULL && (spare = calloc(TOUCH_SLOTS, sizeof *spare)) == NULL)
+        return;
+    pthread_mutex_lock(&s->touch_mu);
+    if (s->ntouches == 0) {
+        pthread_mutex_unlock(&s->touch_mu);
+        return;
+    }
+    touch_slot *full = s->touches;
+    s->touches = spare;
+    s->ntouches = 0;
+    pthread_mutex_unlock(&s->touch_mu);
+    spare = full;
+
+    MDB_txn *t;
+    if (mdb_txn_begin(s->ix.env, NULL, 0, &t) != 0)
+        goto clear;
+    for (size_t i = 0; i < TOUCH_SLOTS; i++) {
+        blob_rec b;
+        if (!full[i].used || idx_get_blob(t, &s->ix, full[i].digest, &b) != 0)
+            continue;
+        if (full[i].t > b.atime && idx_move_atime(t, &s->ix, full[i].digest, &b, full[i].t) != 0)
+            break;
+    }
+    if (mdb_txn_commit(t) == 0)
+        atomic_fetch_add(&s->commits, 1);
+clear:
+    memset(full, 0, TOUCH_SLOTS * sizeof *full);
+}
+
+static void *committer_main(void *arg)
+{
+    store *s = arg;
+    uint64_t next_touch = util_mono_ns() + s->cfg.touch_interval_ms * 1000000ULL;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (s->head == NULL && !s->stopping && util_mono_ns() < next_touch) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 200 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&s->cv_work, &s->mu, &ts);
+        }
+        op *list = s->head;
+        s->head = s->tail = NULL;
+        int stop = s->stopping && list == NULL;
+        pthread_mutex_unlock(&s->mu);
+
+        int flush = 0;
+        for (op *o = list; o; o = o->next)
+            flush |= o->kind == OP_FLUSH;
+        if (flush || stop || util_mono_ns() >= next_touch) {
+            flush_touches(s);
+            next_touch = util_mono_ns() + s->cfg.touch_interval_ms * 1000000ULL;
+        }
+        if (list)
+            process_batch(s, list);
+        if (stop)
+            break;
+    }
+    return NULL;
+}
+
+/* ---- orphan sweep --------------------------------------------------------- */
+
+static void sweep_submit(store *s, op *o)
+{
+    if (o->ndigests == 0)
+        return;
+    o->kind = OP_SWEEP;
+    submit_and_wait(s, o);
+    o->ndigests = 0;
+}
+
+/* Finds blob files the index does not know (left by a crash between rename
+ * and commit) and hands them to the committer, which re-checks and unlinks. */
+static void *sweeper_main(void *arg)
+{
+    store *s = arg;
+    op o = {0};
+    o.digests = malloc(SWEEP_BATCH * 32);
+    if (o.digests == NULL)
+        return NULL;
+    size_t found = 0;
+    for (int i = 0; i < 256 && !s->stopping; i++) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/blobs/%02x", s->dir, i);
+        DIR *dir = opendir(path);
+        if (dir == NULL)
+            continue;
+        struct dirent *de;
+        while ((de = readdir(dir)) != NULL) {
+            uint8_t d[32];
+            size_t len = strlen(de->d_name);
+            if (!util_is_hex64(de->d_name, len) || util_unhex(de->d_name, 64, d, 32) != 0)
+                continue;
+            MDB_txn *t = reader_get(s);
+            if (t == NULL)
+                continue;
+            blob_rec b;
+            int rc = idx_get_blob(t, &s->ix, d, &b);
+            reader_put(s, t);
+            if (rc != MDB_NOTFOUND)
+                continue;
+            memcpy(o.digests[o.ndigests++], d, 32);
+            found++;
+            if (o.ndigests == SWEEP_BATCH)
+                sweep_submit(s, &o);
+        }
+        closedir(dir);
+    }
+    sweep_submit(s, &o);
+    free(o.digests);
+    if (found)
+        log_msg(LOG_INFO, "orphans_swept", "%zu blob files without an index record removed", found);
+    atomic_fetch_add(&s->orphans_removed, found);
+    return NULL;
+}
+
+/* ---- open and close ------------------------------------------------------- */
+
+static int make_dirs(store *s, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    const char *subs[] = {"", "/blobs", "/tmp", "/quarantine"};
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(path, sizeof path, "%s%s", s->dir, subs[i]);
+        if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+            snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+            return -1;
+        }
+    }
+    for (int i = 0; i < 256; i++) {
+        snprintf(path, sizeof path, "%s/blobs/%02x", s->dir, i);
+        if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+            snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Temporary files belong to uploads of an earlier process: none can finish. */
+static void clear_tmp(store *s)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/tmp", s->dir);
+    DIR *dir = opendir(path);
+    if (dir == NULL)
+        return;
+    int dfd = dirfd(dir);
+    struct dirent *de;
+    while ((de = readdir(dir)) != NULL)
+        if (de->d_name[0] != '.')
+            unlinkat(dfd, de->d_name, 0);
+    closedir(dir);
+}
+
+int store_open(store **out, const store_config *cfg, char *err, size_t errlen)
+{
+    store *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    s->cfg = *cfg;
+    s->lock_fd = -1;
+    s->id = atomic_fetch_add(&next_store_id, 1);
+    if (s->cfg.high_pct == 0 || s->cfg.high_pct > 100 || s->cfg.low_pct > s->cfg.high_pct) {
+        snprintf(err, errlen, "watermarks must satisfy 0 <= low <= high <= 100");
+        free(s);
+        return -1;
+    }
+    if (strlen(cfg->dir) >= sizeof s->dir) {
+        snprintf(err, errlen, "data directory path is too long");
+        free(s);
+        return -1;
+    }
+    memcpy(s->dir, cfg->dir, strlen(cfg->dir) + 1);
+    char real[PATH_MAX];
+    if (make_dirs(s, err, errlen) != 0) {
+        free(s);
+        return -1;
+    }
+    if (realpath(cfg->dir, real) == NULL || strlen(real) >= sizeof s->dir) {
+        snprintf(err, errlen, "%s: cannot resolve the data directory", cfg->dir);
+        free(s);
+        return -1;
+    }
+    memcpy(s->dir, real, strlen(real) + 1);
+    s->cfg.dir = s->dir;
+
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/LOCK", s->dir);
+    s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (s->lock_fd < 0 || flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        snprintf(err, errlen, "data directory %s is in use by another cairnd", s->dir);
+        if (s->lock_fd >= 0)
+            close(s->lock_fd);
+        free(s);
+        return -1;
+    }
+    clear_tmp(s);
+    if (idx_open(&s->ix, s->dir, cfg->map_size, 1, err, errlen) != 0) {
+        close(s->lock_fd);
+        free(s);
+        return -1;
+    }
+    s->touches = calloc(TOUCH_SLOTS, sizeof *s->touches);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv_work, NULL);
+    pthread_cond_init(&s->cv_done, NULL);
+    pthread_mutex_init(&s->touch_mu, NULL);
+    pthread_mutex_init(&s->readers_mu, NULL);
+    if (s->touches == NULL || pthread_create(&s->committer, NULL, committer_main, s) != 0) {
+        snprintf(err, errlen, "cannot start the committer thread");
+        idx_close(&s->ix);
+        close(s->lock_fd);
+        free(s->touches);
+        free(s);
+        return -1;
+    }
+    s->sweeper_started = pthread_create(&s->sweeper, NULL, sweeper_main, s) == 0;
+    *out = s;
+    return 0;
+}
+
+void store_close(store *s)
+{
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    pthread_cond_signal(&s->cv_work);
+    pthread_mutex_unlock(&s->mu);
+    if (s->sweeper_started)
+        pthread_join(s->sweeper, NULL);
+    pthread_join(s->committer, NULL);
+    pthread_mutex_lock(&s->readers_mu);
+    for (size_t i = 0; i < s->nreaders; i++)
+        mdb_txn_abort(s->readers[i]);
+    s->nreaders = 0;
+    pthread_mutex_unlock(&s->readers_mu);
+    if (tls_reader.store_id == s->id)
+        tls_reader.txn = NULL;
+    idx_close(&s->ix);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
+    free(s->touches);
+    free(s->unlink_later.d);
+    free(s->quarantine_later.d);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv_work);
+    pthread_cond_destroy(&s->cv_done);
+    pthread_mutex_destroy(&s->touch_mu);
+    pthread_mutex_destroy(&s->readers_mu);
+    free(s);
+}
+
+/* ---- reads ---------------------------------------------------------------- */
+
+void store_entry_clear(store_entry *e)
+{
+    free(e->meta);
+    e->meta = NULL;
+    e->meta_len = 0;
+}
+
+static int fill_entry(store *s, MDB_txn *t, const uint8_t d[32], store_entry *e)
+{
+    blob_rec b;
+    int rc = idx_get_blob(t, &s->ix, d, &b);
+    if (rc != 0)
+        return map_mdb(rc);
+    memcpy(e->digest, d, 32);
+    e->size = b.size;
+    e->stored = b.stored;
+    e->codec = b.codec;
+    return STORE_OK;
+}
+
+int store_lookup(store *s, const char *ns, const void *key, size_t klen, store_entry *e)
+{
+    size_t nklen;
+    memset(e, 0, sizeof *e);
+    char *nskey = make_nskey(s, ns, key, klen, &nklen);
+    if (nskey == NULL)
+        return STORE_BAD_KEY;
+    MDB_txn *t = reader_get(s);
+    if (t == NULL) {
+        free(nskey);
+        return STORE_IO;
+    }
+    key_rec kr;
+    int rc = map_mdb(idx_get_key(t, &s->ix, nskey, nklen, &kr));
+    if (rc == STORE_OK)
+        rc = fill_entry(s, t, kr.digest, e);
+    if (rc == STORE_OK) {
+        e->mtime_ms = kr.mtime_ms;
+        if (kr.meta_len) {
+            e->meta = malloc(kr.meta_len);
+            if (e->meta == NULL)
+                rc = STORE_IO;
+            else
+                memcpy(e->meta, kr.meta, kr.meta_len);
+            e->meta_len = kr.meta_len;
+        }
+    }
+    reader_put(s, t);
+    free(nskey);
+    return rc;
+}
+
+int store_lookup_blob(store *s, const uint8_t digest[32], store_entry *e)
+{
+    memset(e, 0, sizeof *e);
+    MDB_txn *t = reader_get(s);
+    if (t == NULL)
+        return STORE_IO;
+    int rc = fill_entry(s, t, digest, e);
+    reader_put(s, t);
+    return rc;
+}
+
+struct store_blob {
+    store *s;
+    int fd;
+    ino_t ino;
+    codec_reader *r;
+    uint8_t digest[32];
+};
+
+static void quarantine(store *s, const uint8_t d[32], ino_t ino)
+{
+    op o = {0};
+    uint8_t dd[1][32];
+    memcpy(dd[0], d, 32);
+    o.kind = OP_QUARANTINE;
+    o.digests = dd;
+    o.ndigests = 1;
+    o.ino = ino;
+    submit_and_wait(s, &o);
+}
+
+int store_blob_open(store *s, const store_entry *e, store_blob **out)
+{
+    char path[PATH_MAX];
+    blob_path(s, e->digest, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? STORE_NOTFOUND : STORE_IO;
+    struct stat sb;
+    store_blob *b = calloc(1, sizeof *b);
+    if (b == NULL || fstat(fd, &sb) != 0) {
+        free(b);
+        close(fd);
+        return STORE_IO;
+    }
+    b->s = s;
+    b->fd = fd;
+    b->ino = sb.st_ino;
+    memcpy(b->digest, e->digest, 32);
+    int rc = (uint64_t)sb.st_size != e->stored
+                 ? CODEC_ERR_CORRUPT
+                 : codec_reader_open(&b->r, fd, e->codec, e->size, e->stored);
+    if (rc != 0) {
+        if (rc == CODEC_ERR_CORRUPT)
+            quarantine(s, e->digest, b->ino);
+        close(fd);
+        free(b);
+        return rc == CODEC_ERR_CORRUPT ? STORE_CORRUPT : STORE_IO;
+    }
+    touch(s, e->digest);
+    *out = b;
+    return STORE_OK;
+}
+
+ssize_t store_blob_read(store_blob *b, uint64_t off, void *buf, size_t len)
+{
+    ssize_t n = codec_reader_read(b->r, off, buf, len);
+    if (n == CODEC_ERR_CORRUPT) {
+        quarantine(b->s, b->digest, b->ino);
+        return -STORE_CORRUPT;
+    }
+    return n < 0 ? -STORE_IO : n;
+}
+
+int store_blob_fd(const store_blob *b)
+{
+    return b->fd;
+}
+
+int store_blob_take_fd(store_blob *b)
+{
+    int fd = b->fd;
+    b->fd = -1;
+    return fd;
+}
+
+void store_blob_close(store_blob *b)
+{
+    if (b == NULL)
+        return;
+    codec_reader_free(b->r);
+    if (b->fd >= 0)
+        close(b->fd);
+    free(b);
+}
+
+/* ---- writes --------------------------------------------------------------- */
+
+struct store_upload {
+    store *s;
+    int fd;
+    char tmp[PATH_MAX];
+    codec_writer *w;
+    int status;
+};
+
+static int map_errno(int e)
+{
+    return e == ENOSPC || e == EDQUOT ? STORE_NOSPACE : STORE_IO;
+}
+
+int store_upload_begin(store *s, int64_t expect_size, int want_md5, store_upload **out)
+{
+    if (expect_size >= 0 && s->cfg.max_size && (uint64_t)expect_size > s->cfg.max_size)
+        return STORE_TOO_LARGE;
+    store_upload *u = calloc(1, sizeof *u);
+    if (u == NULL)
+        return STORE_IO;
+    u->s = s;
+    snprintf(u->tmp, sizeof u->tmp, "%s/tmp/%ld.%llu", s->dir, (long)getpid(),
+             (unsigned long long)atomic_fetch_add(&s->tmp_seq, 1));
+    u->fd = open(u->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (u->fd < 0) {
+        int e = errno;
+        free(u);
+        return map_errno(e);
+    }
+    u->w = codec_writer_new(u->fd, s->cfg.zstd_level, want_md5);
+    if (u->w == NULL) {
+        store_upload_abort(u);
+        return STORE_IO;
+    }
+    *out = u;
+    return STORE_OK;
+}
+
+int store_upload_write(store_upload *u, const void *buf, size_t len)
+{
+    if (u->status != STORE_OK)
+        return u->status;
+    int rc = codec_writer_write(u->w, buf, len);
+    if (rc != 0)
+        u->status = map_errno(-rc);
+    return u->status;
+}
+
+uint64_t store_upload_size(const store_upload *u)
+{
+    return codec_writer_size(u->w);
+}
+
+void store_upload_abort(store_upload *u)
+{
+    if (u == NULL)
+        return;
+    codec_writer_free(u->w);
+    if (u->fd >= 0)
+        close(u->fd);
+    if (u->tmp[0])
+        unlink(u->tmp);
+    free(u);
+}
+
+int store_upload_commit(store_upload *u, const char *ns, const void *key, size_t klen,
+                        const uint8_t *expect_digest, const void *meta, size_t meta_len,
+                        store_put_result *res)
+{
+    store *s = u->s;
+    op o = {0};
+    int rc = u->status;
+    if (rc == STORE_OK) {
+        int e = codec_writer_finish(u->w, &o.cr);
+        if (e != 0)
+            rc = map_errno(-e);
+    }
+    if (rc == STORE_OK && expect_digest && memcmp(expect_digest, o.cr.sha256, 32) != 0)
+        rc = STORE_DIGEST_MISMATCH;
+    if (rc == STORE_OK && s->cfg.max_size && o.cr.stored > s->cfg.max_size)
+        rc = STORE_TOO_LARGE;
+    if (rc == STORE_OK && s->cfg.fsync && fdatasync(u->fd) != 0)
+        rc = map_errno(errno);
+    if (rc == STORE_OK && (o.nskey = make_nskey(s, ns, key, klen, &o.nklen)) == NULL)
+        rc = STORE_BAD_KEY;
+    if (rc != STORE_OK) {
+        store_upload_abort(u);
+        return rc;
+    }
+    close(u->fd);
+    u->fd = -1;
+    o.kind = OP_PUT;
+    o.meta = meta;
+    o.meta_len = meta_len;
+    memcpy(o.tmp, u->tmp, sizeof o.tmp);
+    rc = submit_and_wait(s, &o);
+    if (o.tmp[0])
+        unlink(o.tmp); /* deduplicated, or failed: the copy is not needed */
+    u->tmp[0] = '\0';
+    if (rc == STORE_OK && res) {
+        memcpy(res->digest, o.cr.sha256, 32);
+        memcpy(res->md5, o.cr.md5, 16);
+        res->size = o.cr.size;
+        res->stored = o.cr.stored;
+        res->codec = o.cr.codec;
+        res->deduplicated = o.dedup;
+    }
+    free(o.nskey);
+    store_upload_abort(u);
+    return rc;
+}
+
+int store_delete(store *s, const char *ns, const void *key, size_t klen)
+{
+    op o = {0};
+    o.kind = OP_DELETE;
+    if ((o.nskey = make_nskey(s, ns, key, klen, &o.nklen)) == NULL)
+        return STORE_BAD_KEY;
+    int rc = submit_and_wait(s, &o);
+    free(o.nskey);
+    return rc;
+}
+
+int store_evict_to(store *s, uint64_t target)
+{
+    op o = {0};
+    o.kind = OP_EVICT;
+    o.target = target;
+    return submit_and_wait(s, &o);
+}
+
+int store_flush(store *s)
+{
+    op o = {0};
+    o.kind = OP_FLUSH;
+    return submit_and_wait(s, &o);
+}
+
+int store_get_stats(store *s, store_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    MDB_txn *t = reader_get(s);
+    if (t == NULL)
+        return STORE_IO;
+    idx_stats is;
+    int rc = idx_get_stats(t, &s->ix, &is);
+    reader_put(s, t);
+    if (rc != 0)
+        return STORE_IO;
+    st->blobs = is.blobs;
+    st->keys = is.keys;
+    st->logical = is.logical;
+    st->physical = is.physical;
+    st->referenced = is.referenced;
+    st->max_size = s->cfg.max_size;
+    st->high_bytes = high_bytes(s);
+    st->low_bytes = low_bytes(s);
+    st->evicted_blobs = atomic_load(&s->evicted_blobs);
+    st->evicted_bytes = atomic_load(&s->evicted_bytes);
+    st->corrupt_blobs = atomic_load(&s->corrupt_blobs);
+    st->orphans_removed = atomic_load(&s->orphans_removed);
+    st->commits = atomic_load(&s->commits);
+    st->commit_batches = atomic_load(&s->batches);
+    return STORE_OK;
+}

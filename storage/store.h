@@ -1,0 +1,135 @@
+/*
+ * store.h - the content-addressed store: the only door to blobs and index.
+ *
+ * Model: (namespace, key) -> digest -> blob.  The digest is the SHA-256 of the
+ * uncompressed body.  Front ends hand the store a namespace ("cas", "ac/<inst>",
+ * later an S3 bucket), a key, and an opaque metadata blob of their own; the
+ * store gives back the same.  It knows nothing of HTTP.
+ *
+ * Writes stream through a store_upload into a temporary file (hashing and
+ * compressing on the way, see codec.h), then store_upload_commit() hands the
+ * finished file to the one committer thread, which renames it into place (or
+ * drops it if the blob already exists: dedup), updates the index in a group
+ * commit together with whatever other writes are waiting, and only then lets
+ * the caller answer.  Reads never take a lock: they use a per-thread LMDB read
+ * transaction that is reset and renewed.
+ *
+ * Invariants kept here: the index never points at a missing or incomplete
+ * blob; a body is never served unless its zstd frames check out; a commit that
+ * returned STORE_OK survives a crash of the process.
+ */
+#ifndef CAIRN_STORE_H
+#define CAIRN_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+enum store_status {
+    STORE_OK = 0,
+    STORE_NOTFOUND,
+    STORE_DIGEST_MISMATCH, /* body does not hash to the expected digest */
+    STORE_NOSPACE,         /* disk full, or nothing left to evict */
+    STORE_TOO_LARGE,       /* body larger than the store can ever hold */
+    STORE_BAD_KEY,         /* key too long or malformed */
+    STORE_CORRUPT,         /* blob failed its checks; it has been quarantined */
+    STORE_IO,              /* any other I/O or index error */
+    STORE_SHUTDOWN,
+};
+
+const char *store_strerror(int status);
+
+typedef struct store_config {
+    const char *dir;
+    uint64_t max_size;          /* bytes of blob files; 0 = unlimited */
+    unsigned high_pct;          /* start evicting above this percentage of max_size */
+    unsigned low_pct;           /* ... down to this one */
+    int zstd_level;             /* 0 stores every body raw */
+    uint64_t map_size;          /* LMDB map size (virtual address space) */
+    int fsync;                  /* fsync blob files and the index before answering */
+    unsigned touch_interval_ms; /* how often buffered last-access times are written */
+} store_config;
+
+void store_config_defaults(store_config *cfg);
+
+typedef struct store store;
+
+int store_open(store **s, const store_config *cfg, char *err, size_t errlen);
+/* Stops the committer after it has written everything queued. */
+void store_close(store *s);
+
+typedef struct store_entry {
+    uint8_t digest[32];
+    uint64_t size;     /* body bytes */
+    uint64_t stored;   /* file bytes */
+    uint64_t mtime_ms; /* when the key was written */
+    int codec;
+    void *meta; /* malloc'ed copy of the front end's metadata; free with store_entry_clear */
+    size_t meta_len;
+} store_entry;
+
+void store_entry_clear(store_entry *e);
+
+/* Looks a key up; STORE_OK, STORE_NOTFOUND or STORE_IO. */
+int store_lookup(store *s, const char *ns, const void *key, size_t klen, store_entry *e);
+/* Looks a blob up by digest alone (whatever key uses it). */
+int store_lookup_blob(store *s, const uint8_t digest[32], store_entry *e);
+
+/* An open blob: read ranges of the body, or send the file itself. */
+typedef struct store_blob store_blob;
+/* Opens the blob an entry points at and counts a read of it for eviction.
+ * STORE_NOTFOUND if it was evicted meanwhile; STORE_CORRUPT if its seek table
+ * is wrong (the blob is then quarantined). */
+int store_blob_open(store *s, const store_entry *e, store_blob **b);
+/* Reads body bytes; on a checksum failure quarantines the blob and returns
+ * -STORE_CORRUPT.  Returns bytes read (0 at end) or a negative store status. */
+ssize_t store_blob_read(store_blob *b, uint64_t off, void *buf, size_t len);
+/* The blob file's descriptor, for sendfile; the blob keeps owning it. */
+int store_blob_fd(const store_blob *b);
+/* Gives the descriptor away (the blob no longer closes it). */
+int store_blob_take_fd(store_blob *b);
+void store_blob_close(store_blob *b);
+
+typedef struct store_upload store_upload;
+
+typedef struct store_put_result {
+    uint8_t digest[32];
+    uint8_t md5[16];
+    uint64_t size;
+    uint64_t stored;
+    int codec;
+    int deduplicated; /* the blob was already there */
+} store_put_result;
+
+/* expect_size: the declared body size if known, or -1.  STORE_TOO_LARGE if it
+ * can never fit; STORE_NOSPACE if the temporary file cannot be made. */
+int store_upload_begin(store *s, int64_t expect_size, int want_md5, store_upload **u);
+int store_upload_write(store_upload *u, const void *buf, size_t len);
+uint64_t store_upload_size(const store_upload *u);
+/* Finishes the body and makes (ns, key) point at it, replacing what it
+ * pointed at.  With expect_digest, a body that hashes otherwise is dropped
+ * (STORE_DIGEST_MISMATCH).  Frees u in every case. */
+int store_upload_commit(store_upload *u, const char *ns, const void *key, size_t klen,
+                        const uint8_t *expect_digest, const void *meta, size_t meta_len,
+                        store_put_result *res);
+void store_upload_abort(store_upload *u);
+
+int store_delete(store *s, const char *ns, const void *key, size_t klen);
+
+typedef struct store_stats {
+    uint64_t blobs, keys, logical, physical, referenced;
+    uint64_t max_size, high_bytes, low_bytes;
+    uint64_t evicted_blobs, evicted_bytes; /* since start */
+    uint64_t corrupt_blobs;                /* quarantined since start */
+    uint64_t orphans_removed;              /* since start */
+    uint64_t commits, commit_batches;      /* since start */
+} store_stats;
+
+int store_get_stats(store *s, store_stats *st);
+
+/* Runs eviction now until physical bytes are at most target. */
+int store_evict_to(store *s, uint64_t target);
+/* Waits until buffered last-access times are written (tests, shutdown). */
+int store_flush(store *s);
+
+#endif
