@@ -53,11 +53,15 @@ $(TST)/bin/cairn: $(call obj,$(TST),$(COMMON) $(CLIENT))
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) -o $@ $^ $(CLI_LIBS)
 
 # one cmocka binary per tests/unit/test_*.c, linked with the store and common code
-$(TST)/unit/%: $(TST)/tests/unit/%.o $(call obj,$(TST),$(COMMON) $(STORAGE) common/sigv4.c)
+$(TST)/unit/%: $(TST)/tests/unit/%.o $(call obj,$(TST),$(COMMON) $(STORAGE))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) -o $@ $^ -lcmocka $(LIBS)
 
-$(TST)/unit/sigv4_cli: $(TST)/tests/unit/sigv4_cli.o $(call obj,$(TST),common/sigv4.c)
+$(TST)/unit/test_sigv4: $(TST)/tests/unit/test_sigv4.o $(call obj,$(TST),$(COMMON) common/sigv4.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) -o $@ $^ -lcmocka -lcrypto
+
+$(TST)/unit/sigv4_cli: $(TST)/tests/unit/sigv4_cli.o $(call obj,$(TST),$(COMMON) common/sigv4.c)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) -o $@ $^ -lcrypto
 

@@ -98,7 +98,8 @@ struct store {
     int sweeper_started;
 
     pthread_mutex_t touch_mu;
-    touch_slot *touches;
+    touch_slot *touches;       /* filled by readers */
+    touch_slot *touches_spare; /* written out by the committer */
     size_t ntouches;
 
     pthread_mutex_t readers_mu; /* registry of per-thread read transactions */
@@ -351,7 +352,7 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
         b.size = o->cr.size;
         b.stored = o->cr.stored;
         b.refs = 1;
-        b.atime = util_now_ms() / 1000;
+        b.atime = util_now_ms();
         if ((rc = idx_move_atime(t, &s->ix, d, &b, b.atime)) != 0)
             return rc;
         st->blobs++;
@@ -359,7 +360,7 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
         st->physical += b.stored;
     } else if (!same) {
         b.refs++;
-        if ((rc = idx_move_atime(t, &s->ix, d, &b, util_now_ms() / 1000)) != 0)
+        if ((rc = idx_move_atime(t, &s->ix, d, &b, util_now_ms())) != 0)
             return rc;
     }
 
@@ -655,7 +656,7 @@ static void process_batch(store *s, op *list)
 
 static void touch(store *s, const uint8_t d[32])
 {
-    uint64_t now = util_now_ms() / 1000;
+    uint64_t now = util_now_ms();
     uint32_t h;
     memcpy(&h, d, sizeof h);
     pthread_mutex_lock(&s->touch_mu);
@@ -678,19 +679,16 @@ static void touch(store *s, const uint8_t d[32])
 
 static void flush_touches(store *s)
 {
-    static __thread touch_slot *spare;
-    if (spare == NULL && (spare = calloc(TOUCH_SLOTS, sizeof *spare)) == NULL)
-        return;
     pthread_mutex_lock(&s->touch_mu);
     if (s->ntouches == 0) {
         pthread_mutex_unlock(&s->touch_mu);
         return;
     }
     touch_slot *full = s->touches;
-    s->touches = spare;
+    s->touches = s->touches_spare;
+    s->touches_spare = full;
     s->ntouches = 0;
     pthread_mutex_unlock(&s->touch_mu);
-    spare = full;
 
     MDB_txn *t;
     if (mdb_txn_begin(s->ix.env, NULL, 0, &t) != 0)
@@ -890,16 +888,18 @@ int store_open(store **out, const store_config *cfg, char *err, size_t errlen)
         return -1;
     }
     s->touches = calloc(TOUCH_SLOTS, sizeof *s->touches);
+    s->touches_spare = calloc(TOUCH_SLOTS, sizeof *s->touches_spare);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv_work, NULL);
     pthread_cond_init(&s->cv_done, NULL);
     pthread_mutex_init(&s->touch_mu, NULL);
     pthread_mutex_init(&s->readers_mu, NULL);
-    if (s->touches == NULL || pthread_create(&s->committer, NULL, committer_main, s) != 0) {
+    if (s->touches == NULL || s->touches_spare == NULL || pthread_create(&s->committer, NULL, committer_main, s) != 0) {
         snprintf(err, errlen, "cannot start the committer thread");
         idx_close(&s->ix);
         close(s->lock_fd);
         free(s->touches);
+        free(s->touches_spare);
         free(s);
         return -1;
     }
@@ -930,6 +930,7 @@ void store_close(store *s)
     if (s->lock_fd >= 0)
         close(s->lock_fd);
     free(s->touches);
+    free(s->touches_spare);
     free(s->unlink_later.d);
     free(s->quarantine_later.d);
     pthread_mutex_destroy(&s->mu);

@@ -1,0 +1,400 @@
+/*
+ * test_store.c - the store through its public interface: index, dedup and
+ * reference counts, overwrite and delete, persistence across reopen, LRU
+ * eviction with watermarks, quarantine of damaged blobs, orphan and
+ * temporary-file cleanup, and the one-process lock.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <openssl/evp.h>
+
+#include "../../common/util.h"
+#include "../../storage/codec.h"
+#include "../../storage/store.h"
+
+#define KiB 1024u
+#define MiB (1u << 20)
+
+typedef struct fixture {
+    char dir[64];
+    store_config cfg;
+    store *s;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/cairn-store-XXXXXX");
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    store_config_defaults(&f->cfg);
+    f->cfg.dir = f->dir;
+    f->cfg.fsync = 0; /* the tests check logic, not the disk */
+    f->cfg.max_size = 0;
+    char err[256];
+    if (store_open(&f->s, &f->cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    store_close(f->s);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
+    if (system(cmd) != 0)
+        return -1;
+    free(f);
+    return 0;
+}
+
+static void reopen(fixture *f)
+{
+    store_close(f->s);
+    char err[256];
+    assert_int_equal(store_open(&f->s, &f->cfg, err, sizeof err), 0);
+}
+
+static uint8_t *body_of(size_t n, unsigned seed, int compressible)
+{
+    uint8_t *b = malloc(n ? n : 1);
+    uint32_t x = seed * 2654435761u + 7;
+    for (size_t i = 0; i < n; i++) {
+        x = x * 1103515245u + 12345u;
+        /* compressible: text with one random byte in eight, about 2:1 under zstd */
+        b[i] = compressible && (i % 8) ? (uint8_t)('a' + (i % 23) + (seed % 3)) : (uint8_t)(x >> 16);
+    }
+    return b;
+}
+
+static void digest_of(const uint8_t *b, size_t n, uint8_t d[32])
+{
+    unsigned int len;
+    EVP_Digest(b, n, d, &len, EVP_sha256(), NULL);
+}
+
+static int put(store *s, const char *ns, const char *key, const uint8_t *b, size_t n,
+               const uint8_t *expect, store_put_result *res)
+{
+    store_upload *u;
+    int rc = store_upload_begin(s, (int64_t)n, 0, &u);
+    if (rc != STORE_OK)
+        return rc;
+    if (n)
+        store_upload_write(u, b, n);
+    store_put_result tmp;
+    return store_upload_commit(u, ns, key, strlen(key), expect, "meta", 4, res ? res : &tmp);
+}
+
+static void expect_body(store *s, const char *ns, const char *key, const uint8_t *b, size_t n)
+{
+    store_entry e;
+    assert_int_equal(store_lookup(s, ns, key, strlen(key), &e), STORE_OK);
+    assert_int_equal(e.size, n);
+    assert_int_equal(e.meta_len, 4);
+    assert_memory_equal(e.meta, "meta", 4);
+    store_blob *blob;
+    assert_int_equal(store_blob_open(s, &e, &blob), STORE_OK);
+    uint8_t *back = malloc(n + 1);
+    assert_int_equal(store_blob_read(blob, 0, back, n + 1), (ssize_t)n);
+    assert_memory_equal(back, b, n);
+    free(back);
+    store_blob_close(blob);
+    store_entry_clear(&e);
+}
+
+static int count_files(const char *dir, const char *sub)
+{
+    char path[256];
+    int n = 0;
+    for (int i = 0; i < 256; i++) {
+        if (sub)
+            snprintf(path, sizeof path, "%s/%s", dir, sub);
+        else
+            snprintf(path, sizeof path, "%s/blobs/%02x", dir, i);
+        DIR *d = opendir(path);
+        if (d == NULL)
+            continue;
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL)
+            n += de->d_name[0] != '.';
+        closedir(d);
+        if (sub)
+            break;
+    }
+    return n;
+}
+
+static void test_put_get_dedup(void **state)
+{
+    fixture *f = *state;
+    size_t n = 3 * MiB + 5;
+    uint8_t *b = body_of(n, 1, 1), d[32];
+    digest_of(b, n, d);
+    store_put_result r1, r2;
+    assert_int_equal(put(f->s, "ac", "k1", b, n, NULL, &r1), STORE_OK);
+    assert_memory_equal(r1.digest, d, 32);
+    assert_int_equal(r1.deduplicated, 0);
+    assert_int_equal(r1.codec, CODEC_ZSTD);
+    assert_int_equal(put(f->s, "bucket", "k2", b, n, NULL, &r2), STORE_OK);
+    assert_int_equal(r2.deduplicated, 1);
+    expect_body(f->s, "ac", "k1", b, n);
+    expect_body(f->s, "bucket", "k2", b, n);
+
+    store_stats st;
+    assert_int_equal(store_get_stats(f->s, &st), STORE_OK);
+    assert_int_equal(st.blobs, 1);
+    assert_int_equal(st.keys, 2);
+    assert_int_equal(st.logical, n);
+    assert_int_equal(st.referenced, 2 * n);
+    assert_int_equal(st.physical, r1.stored);
+    assert_int_equal(count_files(f->dir, NULL), 1);
+    assert_int_equal(count_files(f->dir, "tmp"), 0);
+    free(b);
+}
+
+static void test_overwrite_and_delete(void **state)
+{
+    fixture *f = *state;
+    uint8_t *a = body_of(5000, 2, 0), *b = body_of(7000, 3, 0);
+    assert_int_equal(put(f->s, "ac", "k", a, 5000, NULL, NULL), STORE_OK);
+    assert_int_equal(put(f->s, "ac", "other", a, 5000, NULL, NULL), STORE_OK);
+    assert_int_equal(put(f->s, "ac", "k", b, 7000, NULL, NULL), STORE_OK);
+    expect_body(f->s, "ac", "k", b, 7000);
+    expect_body(f->s, "ac", "other", a, 5000);
+    assert_int_equal(count_files(f->dir, NULL), 2);
+
+    /* the last key of a blob goes: the blob goes */
+    assert_int_equal(store_delete(f->s, "ac", "other", 5), STORE_OK);
+    assert_int_equal(count_files(f->dir, NULL), 1);
+    assert_int_equal(store_delete(f->s, "ac", "other", 5), STORE_NOTFOUND);
+    store_entry e;
+    assert_int_equal(store_lookup(f->s, "ac", "other", 5, &e), STORE_NOTFOUND);
+
+    /* rewriting a key with the same bytes keeps one reference */
+    assert_int_equal(put(f->s, "ac", "k", b, 7000, NULL, NULL), STORE_OK);
+    assert_int_equal(store_delete(f->s, "ac", "k", 1), STORE_OK);
+    assert_int_equal(count_files(f->dir, NULL), 0);
+    store_stats st;
+    store_get_stats(f->s, &st);
+    assert_int_equal(st.blobs, 0);
+    assert_int_equal(st.keys, 0);
+    assert_int_equal(st.physical, 0);
+    assert_int_equal(st.referenced, 0);
+    free(a);
+    free(b);
+}
+
+static void test_digest_mismatch_stores_nothing(void **state)
+{
+    fixture *f = *state;
+    uint8_t *b = body_of(100000, 4, 1), wrong[32] = {1, 2, 3};
+    assert_int_equal(put(f->s, "cas", "x", b, 100000, wrong, NULL), STORE_DIGEST_MISMATCH);
+    store_entry e;
+    assert_int_equal(store_lookup(f->s, "cas", "x", 1, &e), STORE_NOTFOUND);
+    assert_int_equal(count_files(f->dir, NULL), 0);
+    assert_int_equal(count_files(f->dir, "tmp"), 0);
+    uint8_t right[32];
+    digest_of(b, 100000, right);
+    assert_int_equal(put(f->s, "cas", "x", b, 100000, right, NULL), STORE_OK);
+    free(b);
+}
+
+static void test_bad_keys(void **state)
+{
+    fixture *f = *state;
+    char longkey[600];
+    memset(longkey, 'k', sizeof longkey - 1);
+    longkey[sizeof longkey - 1] = '\0';
+    uint8_t b[1] = {1};
+    assert_int_equal(put(f->s, "ac", longkey, b, 1, NULL, NULL), STORE_BAD_KEY);
+    assert_int_equal(put(f->s, "ac", "", b, 1, NULL, NULL), STORE_BAD_KEY);
+    assert_int_equal(count_files(f->dir, NULL), 0);
+    assert_int_equal(count_files(f->dir, "tmp"), 0);
+}
+
+static void test_persistence_and_cleanup(void **state)
+{
+    fixture *f = *state;
+    uint8_t *b = body_of(2 * MiB, 5, 1);
+    assert_int_equal(put(f->s, "ac", "keep", b, 2 * MiB, NULL, NULL), STORE_OK);
+    /* leftovers of a crashed process: a temporary file and an orphan blob */
+    char path[256];
+    snprintf(path, sizeof path, "%s/tmp/999.1", f->dir);
+    int fd = open(path, O_CREAT | O_WRONLY, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "junk", 4), 4);
+    close(fd);
+    snprintf(path, sizeof path, "%s/blobs/ab/ab%062d", f->dir, 0);
+    fd = open(path, O_CREAT | O_WRONLY, 0644);
+    assert_true(fd >= 0);
+    close(fd);
+    reopen(f);
+    assert_int_equal(count_files(f->dir, "tmp"), 0);
+    expect_body(f->s, "ac", "keep", b, 2 * MiB);
+    /* the sweep runs in the background: wait for it */
+    for (int i = 0; i < 200 && access(path, F_OK) == 0; i++)
+        usleep(10000);
+    assert_int_not_equal(access(path, F_OK), 0);
+    assert_int_equal(count_files(f->dir, NULL), 1);
+    store_stats st;
+    store_get_stats(f->s, &st);
+    assert_int_equal(st.orphans_removed, 1);
+    free(b);
+}
+
+static void test_lock(void **state)
+{
+    fixture *f = *state;
+    store *other;
+    char err[256];
+    assert_int_not_equal(store_open(&other, &f->cfg, err, sizeof err), 0);
+    assert_non_null(strstr(err, "in use"));
+}
+
+static void test_eviction_lru(void **state)
+{
+    fixture *f = *state;
+    f->cfg.max_size = 10 * 100 * KiB; /* ten bodies of 100 KiB */
+    f->cfg.high_pct = 90;
+    f->cfg.low_pct = 50;
+    f->cfg.touch_interval_ms = 50;
+    reopen(f);
+    uint8_t *bodies[30];
+    char key[16];
+    for (int i = 0; i < 30; i++) {
+        bodies[i] = body_of(100 * KiB, 100 + (unsigned)i, 0); /* random: stored raw */
+        snprintf(key, sizeof key, "k%d", i);
+        assert_int_equal(put(f->s, "ac", key, bodies[i], 100 * KiB, NULL, NULL), STORE_OK);
+        store_stats st;
+        store_get_stats(f->s, &st);
+        assert_true(st.physical <= f->cfg.max_size);
+        if (i % 3 == 0) {
+            /* keep k0 hot: read it, and let the touch reach the index */
+            usleep(2000); /* access times have millisecond resolution */
+            expect_body(f->s, "ac", "k0", bodies[0], 100 * KiB);
+            assert_int_equal(store_flush(f->s), STORE_OK);
+            usleep(2000);
+        }
+    }
+    store_stats st;
+    store_get_stats(f->s, &st);
+    assert_true(st.evicted_blobs >= 20);
+    assert_int_equal(count_files(f->dir, NULL), (int)st.blobs);
+    store_entry e;
+    expect_body(f->s, "ac", "k0", bodies[0], 100 * KiB); /* hot: kept */
+    assert_int_equal(store_lookup(f->s, "ac", "k1", 2, &e), STORE_NOTFOUND);
+    assert_int_equal(store_lookup(f->s, "ac", "k15", 3, &e), STORE_NOTFOUND);
+    expect_body(f->s, "ac", "k29", bodies[29], 100 * KiB); /* newest: kept */
+
+    /* a body larger than the whole store is refused and nothing changes */
+    assert_int_equal(put(f->s, "ac", "huge", bodies[0], 100 * KiB, NULL, NULL), STORE_OK);
+    store_upload *u;
+    assert_int_equal(store_upload_begin(f->s, (int64_t)f->cfg.max_size + 1, 0, &u),
+                     STORE_TOO_LARGE);
+
+    assert_int_equal(store_evict_to(f->s, 0), STORE_OK);
+    store_get_stats(f->s, &st);
+    assert_int_equal(st.blobs, 0);
+    assert_int_equal(st.keys, 0);
+    assert_int_equal(count_files(f->dir, NULL), 0);
+    for (int i = 0; i < 30; i++)
+        free(bodies[i]);
+}
+
+static void test_quarantine(void **state)
+{
+    fixture *f = *state;
+    size_t n = 3 * MiB;
+    uint8_t *b = body_of(n, 7, 1), d[32];
+    digest_of(b, n, d);
+    store_put_result r;
+    assert_int_equal(put(f->s, "ac", "a", b, n, NULL, &r), STORE_OK);
+    assert_int_equal(put(f->s, "ac", "b", b, n, NULL, NULL), STORE_OK);
+    assert_int_equal(r.codec, CODEC_ZSTD);
+    char hex[65], path[256];
+    util_hex(d, 32, hex);
+    snprintf(path, sizeof path, "%s/blobs/%.2s/%s", f->dir, hex, hex);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t c;
+    assert_int_equal(pread(fd, &c, 1, (off_t)r.stored / 2), 1);
+    c ^= 0xff;
+    assert_int_equal(pwrite(fd, &c, 1, (off_t)r.stored / 2), 1);
+    close(fd);
+
+    store_entry e;
+    assert_int_equal(store_lookup(f->s, "ac", "a", 1, &e), STORE_OK);
+    store_blob *blob;
+    assert_int_equal(store_blob_open(f->s, &e, &blob), STORE_OK);
+    uint8_t *buf = malloc(n);
+    ssize_t got = store_blob_read(blob, 0, buf, n);
+    assert_int_equal(got, -STORE_CORRUPT);
+    store_blob_close(blob);
+    store_entry_clear(&e);
+    /* both keys are gone, the file is in quarantine, the counters say so */
+    assert_int_equal(store_lookup(f->s, "ac", "a", 1, &e), STORE_NOTFOUND);
+    assert_int_equal(store_lookup(f->s, "ac", "b", 1, &e), STORE_NOTFOUND);
+    assert_int_equal(count_files(f->dir, NULL), 0);
+    assert_int_equal(count_files(f->dir, "quarantine"), 1);
+    store_stats st;
+    store_get_stats(f->s, &st);
+    assert_int_equal(st.corrupt_blobs, 1);
+    assert_int_equal(st.blobs, 0);
+    assert_int_equal(st.keys, 0);
+    /* a good copy can be stored again */
+    assert_int_equal(put(f->s, "ac", "a", b, n, NULL, NULL), STORE_OK);
+    expect_body(f->s, "ac", "a", b, n);
+    free(buf);
+    free(b);
+}
+
+static void test_truncated_blob_is_miss(void **state)
+{
+    fixture *f = *state;
+    uint8_t *b = body_of(300 * KiB, 8, 0);
+    store_put_result r;
+    assert_int_equal(put(f->s, "ac", "t", b, 300 * KiB, NULL, &r), STORE_OK);
+    char hex[65], path[256];
+    util_hex(r.digest, 32, hex);
+    snprintf(path, sizeof path, "%s/blobs/%.2s/%s", f->dir, hex, hex);
+    assert_int_equal(truncate(path, 1000), 0);
+    store_entry e;
+    store_blob *blob;
+    assert_int_equal(store_lookup(f->s, "ac", "t", 1, &e), STORE_OK);
+    assert_int_equal(store_blob_open(f->s, &e, &blob), STORE_CORRUPT);
+    store_entry_clear(&e);
+    assert_int_equal(store_lookup(f->s, "ac", "t", 1, &e), STORE_NOTFOUND);
+    free(b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_put_get_dedup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_overwrite_and_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_digest_mismatch_stores_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_persistence_and_cleanup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_eviction_lru, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quarantine, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncated_blob_is_miss, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
