@@ -4,6 +4,7 @@
 #include "codec.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -36,7 +37,22 @@ struct codec_writer {
     size_t table_cap;
     uint64_t size;
     uint64_t stored;
+    /* Compression runs on a worker thread once a body is known to compress,
+     * so that hashing and receiving (this thread) overlap with it.  One frame
+     * is in flight at a time: `job` belongs to the worker while job_pending. */
+    pthread_t worker;
+    int worker_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint8_t *job;
+    size_t job_len;
+    uint8_t *spare; /* the free input buffer, when no job holds it */
+    int job_pending;
+    int worker_err;
+    int quit;
 };
+
+static void stop_worker(codec_writer *w);
 
 static void put_le32(uint8_t *p, uint32_t v)
 {
@@ -82,6 +98,9 @@ void codec_writer_free(codec_writer *w)
 {
     if (w == NULL)
         return;
+    stop_worker(w);
+    free(w->job);
+    free(w->spare);
     EVP_MD_CTX_free(w->sha);
     EVP_MD_CTX_free(w->md5);
     ZSTD_freeCCtx(w->cctx);
@@ -120,7 +139,7 @@ static int table_add(codec_writer *w, uint32_t csize, uint32_t dsize)
     return 0;
 }
 
-static int compress_frame(codec_writer *w, size_t *csize)
+static int compress_frame(codec_writer *w, const uint8_t *src, size_t len, size_t *csize)
 {
     if (w->cctx == NULL) {
         w->cctx = ZSTD_createCCtx();
@@ -132,32 +151,131 @@ static int compress_frame(codec_writer *w, size_t *csize)
         ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_checksumFlag, 1);
         ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_contentSizeFlag, 1);
     }
-    size_t n = ZSTD_compress2(w->cctx, w->out, w->out_cap, w->in, w->in_len);
+    size_t n = ZSTD_compress2(w->cctx, w->out, w->out_cap, src, len);
     if (ZSTD_isError(n))
         return -EIO;
     *csize = n;
     return 0;
 }
 
-/* Turns the buffered frame into output; decides the format on the first one. */
-static int flush_frame(codec_writer *w)
+static int compress_and_write(codec_writer *w, const uint8_t *src, size_t len)
 {
     size_t csize;
-    int rc = compress_frame(w, &csize);
-    if (rc != 0)
-        return rc;
+    int rc = compress_frame(w, src, len, &csize);
+    if (rc == 0)
+        rc = write_out(w, w->out, csize);
+    if (rc == 0)
+        rc = table_add(w, (uint32_t)csize, (uint32_t)len);
+    return rc;
+}
+
+static void *worker_main(void *arg)
+{
+    codec_writer *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->job_pending && !w->quit)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (!w->job_pending)
+            break;
+        pthread_mutex_unlock(&w->mu);
+        int rc = compress_and_write(w, w->job, w->job_len);
+        pthread_mutex_lock(&w->mu);
+        if (rc != 0 && w->worker_err == 0)
+            w->worker_err = rc;
+        w->spare = w->job;
+        w->job = NULL;
+        w->job_pending = 0;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* Waits until the worker holds no frame; returns its first error. */
+static int wait_idle(codec_writer *w)
+{
+    if (!w->worker_started)
+        return 0;
+    pthread_mutex_lock(&w->mu);
+    while (w->job_pending)
+        pthread_cond_wait(&w->cv, &w->mu);
+    int rc = w->worker_err;
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+static void stop_worker(codec_writer *w)
+{
+    if (!w->worker_started)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->quit = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->worker, NULL);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    w->worker_started = 0;
+}
+
+/* Hands the full input buffer to the worker and takes the free one. */
+static int hand_off(codec_writer *w)
+{
+    if (!w->worker_started) {
+        if ((w->spare = malloc(CODEC_FRAME_SIZE)) == NULL)
+            return -ENOMEM;
+        pthread_mutex_init(&w->mu, NULL);
+        pthread_cond_init(&w->cv, NULL);
+        if (pthread_create(&w->worker, NULL, worker_main, w) != 0) {
+            pthread_mutex_destroy(&w->mu);
+            pthread_cond_destroy(&w->cv);
+            return compress_and_write(w, w->in, w->in_len); /* no thread: do it here */
+        }
+        w->worker_started = 1;
+    }
+    pthread_mutex_lock(&w->mu);
+    while (w->job_pending)
+        pthread_cond_wait(&w->cv, &w->mu);
+    int rc = w->worker_err;
+    if (rc == 0) {
+        w->job = w->in;
+        w->job_len = w->in_len;
+        w->in = w->spare;
+        w->spare = NULL;
+        w->job_pending = 1;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+/* Turns the buffered frame into output; decides the format on the first one. */
+static int flush_frame(codec_writer *w, int last)
+{
+    int rc;
     if (w->mode == MODE_UNDECIDED) {
+        size_t csize;
+        if ((rc = compress_frame(w, w->in, w->in_len, &csize)) != 0)
+            return rc;
         if (csize > w->in_len - w->in_len / 8) {
             w->mode = MODE_RAW;
-            rc = write_out(w, w->in, w->in_len);
+        } else {
+            w->mode = MODE_ZSTD;
+            rc = write_out(w, w->out, csize);
+            if (rc == 0)
+                rc = table_add(w, (uint32_t)csize, (uint32_t)w->in_len);
             w->in_len = 0;
             return rc;
         }
-        w->mode = MODE_ZSTD;
+        rc = write_out(w, w->in, w->in_len);
+    } else if (!last) {
+        rc = hand_off(w);
+    } else {
+        rc = wait_idle(w);
+        if (rc == 0)
+            rc = compress_and_write(w, w->in, w->in_len);
     }
-    rc = write_out(w, w->out, csize);
-    if (rc == 0)
-        rc = table_add(w, (uint32_t)csize, (uint32_t)w->in_len);
     w->in_len = 0;
     return rc;
 }
@@ -181,7 +299,7 @@ int codec_writer_write(codec_writer *w, const void *buf, size_t len)
         p += take;
         len -= take;
         if (w->in_len == CODEC_FRAME_SIZE) {
-            int rc = flush_frame(w);
+            int rc = flush_frame(w, 0);
             if (rc != 0)
                 return rc;
         }
@@ -216,7 +334,10 @@ int codec_writer_finish(codec_writer *w, codec_result *res)
     if (w->mode == MODE_UNDECIDED && w->in_len == 0)
         w->mode = MODE_RAW; /* empty body */
     if (w->in_len > 0)
-        rc = flush_frame(w);
+        rc = flush_frame(w, 1);
+    else
+        rc = wait_idle(w);
+    stop_worker(w);
     if (rc == 0 && w->mode == MODE_ZSTD)
         rc = write_seek_table(w);
     if (rc != 0)
