@@ -6,7 +6,7 @@ set -e
 
 build="gcc make pkg-config libc6-dev libmicrohttpd-dev libssl-dev libzstd-dev liblmdb-dev \
 libcurl4-openssl-dev libexpat1-dev"
-test="libcmocka-dev curl python3 zstd procps util-linux"
+test="libcmocka-dev curl python3 zstd procps util-linux ccache gcc"
 bench="nginx wrk curl python3 procps"
 
 want=""

@@ -86,6 +86,7 @@ class Server:
 
     def close(self):
         rc = self.stop()
+        self.last_log = self.read_log() if os.path.exists(self.log_path) else ""
         if self.own_data:
             shutil.rmtree(self.data, ignore_errors=True)
             try:
@@ -132,8 +133,7 @@ class ServerTest(unittest.TestCase):
 
     def tearDown(self):
         rc = self.srv.close()
-        log = self.srv.read_log() if os.path.exists(self.srv.log_path) else ""
-        self.assertEqual(rc, 0, "cairnd exited with %s\n%s" % (rc, log[-4000:]))
+        self.assertEqual(rc, 0, "cairnd exited with %s\n%s" % (rc, self.srv.last_log[-6000:]))
 
 
 def wait_for(pred, timeout=10.0, step=0.05):
@@ -143,3 +143,57 @@ def wait_for(pred, timeout=10.0, step=0.05):
             return True
         time.sleep(step)
     return pred()
+
+
+# ---- shared helpers for store tests (files on disk, streamed bodies) ----------
+
+def blob_files(data):
+    """{name: size} of every file under DATA/blobs/xx/ (names are hex digests)."""
+    out = {}
+    root = os.path.join(data, "blobs")
+    for sub in sorted(os.listdir(root)) if os.path.isdir(root) else ():
+        d = os.path.join(root, sub)
+        if not os.path.isdir(d):
+            continue
+        for name in os.listdir(d):
+            try:
+                out[name] = os.path.getsize(os.path.join(d, name))
+            except OSError:  # unlinked meanwhile
+                pass
+    return out
+
+
+def tmp_files(data):
+    """Names of the files left in DATA/tmp/."""
+    d = os.path.join(data, "tmp")
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def put_stream(conn, path, chunks, length, headers=None):
+    """PUT a body given as an iterable of byte strings totalling `length`
+    bytes, on an open HTTPConnection.  Returns (status, body bytes)."""
+    conn.putrequest("PUT", path, skip_accept_encoding=True)
+    conn.putheader("Content-Length", str(length))
+    for k, v in (headers or {}).items():
+        conn.putheader(k, v)
+    conn.endheaders()
+    for c in chunks:
+        conn.send(c)
+    r = conn.getresponse()
+    return r.status, r.read()
+
+
+def get_digest(conn, path, headers=None, block=1 << 20):
+    """GET `path`, reading the body in blocks.  Returns (status, headers dict
+    with lowercase names, body length, SHA-256 hex of the body)."""
+    conn.request("GET", path, headers=headers or {})
+    r = conn.getresponse()
+    h = hashlib.sha256()
+    n = 0
+    while True:
+        b = r.read(block)
+        if not b:
+            break
+        h.update(b)
+        n += len(b)
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, n, h.hexdigest()
