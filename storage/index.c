@@ -62,7 +62,8 @@ int idx_open(idx *ix, const char *dir, uint64_t map_size, int nosync_meta, char 
         (rc = mdb_dbi_open(t, "blobs", MDB_CREATE, &ix->blobs)) != 0 ||
         (rc = mdb_dbi_open(t, "atime", MDB_CREATE, &ix->atime)) != 0 ||
         (rc = mdb_dbi_open(t, "refs", MDB_CREATE | MDB_DUPSORT, &ix->refs)) != 0 ||
-        (rc = mdb_dbi_open(t, "meta", MDB_CREATE, &ix->meta)) != 0)
+        (rc = mdb_dbi_open(t, "meta", MDB_CREATE, &ix->meta)) != 0 ||
+        (rc = mdb_dbi_open(t, "ns", MDB_CREATE, &ix->ns)) != 0)
         goto fail;
     MDB_val k = {7, "version"}, v;
     rc = mdb_get(t, ix->meta, &k, &v);

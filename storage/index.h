@@ -11,6 +11,8 @@
  *   refs   digest -> "<namespace>\0<key>" (duplicates sorted): the keys that use
  *          a blob, so that evicting a blob removes exactly its keys.
  *   meta   "stats" -> totals, "version" -> index format version.
+ *   ns     namespace name -> creation time and the front end's metadata, for
+ *          front ends whose namespaces are created explicitly (S3 buckets).
  *
  * Records are encoded little-endian with explicit offsets (no struct images),
  * and each starts with a version byte so the layout can evolve.  Everything
@@ -28,7 +30,7 @@
 
 typedef struct idx {
     MDB_env *env;
-    MDB_dbi keys, blobs, atime, refs, meta;
+    MDB_dbi keys, blobs, atime, refs, meta, ns;
     size_t max_key; /* LMDB's key size limit */
 } idx;
 

@@ -48,7 +48,16 @@
 #define EVICT_PER_TXN 2000
 #define SWEEP_BATCH 1024
 
-enum op_kind { OP_PUT, OP_DELETE, OP_QUARANTINE, OP_SWEEP, OP_EVICT, OP_FLUSH };
+enum op_kind {
+    OP_PUT,
+    OP_DELETE,
+    OP_QUARANTINE,
+    OP_SWEEP,
+    OP_EVICT,
+    OP_FLUSH,
+    OP_NS_CREATE,
+    OP_NS_DELETE
+};
 
 typedef struct op {
     int kind;
@@ -142,6 +151,10 @@ const char *store_strerror(int status)
         return "stored blob failed its checksum and was quarantined";
     case STORE_SHUTDOWN:
         return "store is shutting down";
+    case STORE_EXISTS:
+        return "already exists";
+    case STORE_NOT_EMPTY:
+        return "not empty";
     default:
         return "I/O error in the store";
     }
@@ -532,6 +545,41 @@ static void unlink_files(store *s, digest_list *l, int quarantine)
     l->n = 0;
 }
 
+/* Namespace records: be64(created ms) followed by the front end's metadata. */
+static int apply_ns_create(store *s, MDB_txn *t, op *o)
+{
+    MDB_val k = {strlen(o->nskey), o->nskey}, v;
+    v.mv_size = 8 + o->meta_len;
+    int rc = mdb_put(t, s->ix.ns, &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
+    if (rc != 0)
+        return rc;
+    uint64_t now = util_now_ms();
+    for (int i = 0; i < 8; i++)
+        ((uint8_t *)v.mv_data)[i] = (uint8_t)(now >> (56 - 8 * i));
+    if (o->meta_len)
+        memcpy((uint8_t *)v.mv_data + 8, o->meta, o->meta_len);
+    return 0;
+}
+
+static int apply_ns_delete(store *s, MDB_txn *t, op *o)
+{
+    size_t nl = strlen(o->nskey);
+    MDB_val k = {nl + 1, o->nskey}, v; /* "<ns>\0": the first possible key */
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(t, s->ix.keys, &c);
+    if (rc != 0)
+        return rc;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    int empty = rc == MDB_NOTFOUND || k.mv_size <= nl || memcmp(k.mv_data, o->nskey, nl + 1) != 0;
+    mdb_cursor_close(c);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return rc;
+    if (!empty)
+        return MDB_KEYEXIST; /* mapped to STORE_NOT_EMPTY by the caller */
+    MDB_val name = {nl, o->nskey};
+    return mdb_del(t, s->ix.ns, &name, NULL);
+}
+
 static int apply_op(store *s, MDB_txn *t, idx_stats *st, op *o)
 {
     switch (o->kind) {
@@ -543,6 +591,10 @@ static int apply_op(store *s, MDB_txn *t, idx_stats *st, op *o)
         return apply_quarantine(s, t, st, o);
     case OP_SWEEP:
         return apply_sweep(s, t, o);
+    case OP_NS_CREATE:
+        return apply_ns_create(s, t, o);
+    case OP_NS_DELETE:
+        return apply_ns_delete(s, t, o);
     case OP_EVICT: {
         size_t n;
         int rc;
@@ -617,7 +669,10 @@ static void process_batch(store *s, op *list)
         else
             mdb_txn_abort(child);
         if (rc != 0) {
-            o->status = rc == EXDEV || rc == ENOENT ? STORE_IO : map_mdb(rc);
+            if (rc == MDB_KEYEXIST)
+                o->status = o->kind == OP_NS_CREATE ? STORE_EXISTS : STORE_NOT_EMPTY;
+            else
+                o->status = rc == EXDEV || rc == ENOENT ? STORE_IO : map_mdb(rc);
             st = saved;
             s->unlink_later.n = unl;
             s->quarantine_later.n = quar;
@@ -894,7 +949,8 @@ int store_open(store **out, const store_config *cfg, char *err, size_t errlen)
     pthread_cond_init(&s->cv_done, NULL);
     pthread_mutex_init(&s->touch_mu, NULL);
     pthread_mutex_init(&s->readers_mu, NULL);
-    if (s->touches == NULL || s->touches_spare == NULL || pthread_create(&s->committer, NULL, committer_main, s) != 0) {
+    if (s->touches == NULL || s->touches_spare == NULL ||
+        pthread_create(&s->committer, NULL, committer_main, s) != 0) {
         snprintf(err, errlen, "cannot start the committer thread");
         idx_close(&s->ix);
         close(s->lock_fd);
@@ -1257,4 +1313,163 @@ int store_get_stats(store *s, store_stats *st)
     st->commits = atomic_load(&s->commits);
     st->commit_batches = atomic_load(&s->batches);
     return STORE_OK;
+}
+
+/* ---- namespaces ----------------------------------------------------------- */
+
+static int ns_op(store *s, int kind, const char *ns, const void *meta, size_t meta_len)
+{
+    if (*ns == '\0' || strlen(ns) >= s->ix.max_key)
+        return STORE_BAD_KEY;
+    op o = {0};
+    o.kind = kind;
+    o.nskey = (char *)ns;
+    o.meta = meta;
+    o.meta_len = meta_len;
+    return submit_and_wait(s, &o);
+}
+
+int store_ns_create(store *s, const char *ns, const void *meta, size_t meta_len)
+{
+    return ns_op(s, OP_NS_CREATE, ns, meta, meta_len);
+}
+
+int store_ns_delete(store *s, const char *ns)
+{
+    return ns_op(s, OP_NS_DELETE, ns, NULL, 0);
+}
+
+static uint64_t ns_created(const MDB_val *v)
+{
+    uint64_t t = 0;
+    for (int i = 0; i < 8 && (size_t)i < v->mv_size; i++)
+        t = t << 8 | ((uint8_t *)v->mv_data)[i];
+    return t;
+}
+
+int store_ns_get(store *s, const char *ns, uint64_t *created_ms, void **meta, size_t *meta_len)
+{
+    if (*ns == '\0' || strlen(ns) >= s->ix.max_key)
+        return STORE_NOTFOUND;
+    MDB_txn *t = reader_get(s);
+    if (t == NULL)
+        return STORE_IO;
+    MDB_val k = {strlen(ns), (void *)ns}, v;
+    int rc = map_mdb(mdb_get(t, s->ix.ns, &k, &v));
+    if (rc == STORE_OK && v.mv_size < 8)
+        rc = STORE_IO;
+    if (rc == STORE_OK) {
+        if (created_ms)
+            *created_ms = ns_created(&v);
+        if (meta) {
+            *meta_len = v.mv_size - 8;
+            *meta = malloc(*meta_len + 1);
+            if (*meta == NULL)
+                rc = STORE_IO;
+            else
+                memcpy(*meta, (uint8_t *)v.mv_data + 8, *meta_len);
+        }
+    }
+    reader_put(s, t);
+    return rc;
+}
+
+int store_ns_list(store *s, int (*cb)(void *ctx, const char *ns, uint64_t created_ms), void *ctx)
+{
+    MDB_txn *t = reader_get(s);
+    if (t == NULL)
+        return STORE_IO;
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(t, s->ix.ns, &c);
+    if (rc == 0) {
+        MDB_val k, v;
+        char name[1024];
+        for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+            if (k.mv_size >= sizeof name)
+                continue;
+            memcpy(name, k.mv_data, k.mv_size);
+            name[k.mv_size] = '\0';
+            if (cb(ctx, name, ns_created(&v)) != 0)
+                break;
+        }
+        mdb_cursor_close(c);
+    }
+    reader_put(s, t);
+    return rc == 0 || rc == MDB_NOTFOUND ? STORE_OK : STORE_IO;
+}
+
+/* ---- listing -------------------------------------------------------------- */
+
+int store_list(store *s, const char *ns, const void *from, size_t from_len, int after,
+               store_list_cb cb, void *ctx)
+{
+    size_t nl = strlen(ns);
+    char *pos = malloc(s->ix.max_key + 1);
+    char *seek = malloc(1024);
+    if (pos == NULL || seek == NULL) {
+        free(pos);
+        free(seek);
+        return STORE_IO;
+    }
+    MDB_txn *t = reader_get(s);
+    MDB_cursor *c = NULL;
+    if (t == NULL || mdb_cursor_open(t, s->ix.keys, &c) != 0) {
+        if (t)
+            reader_put(s, t);
+        free(pos);
+        free(seek);
+        return STORE_IO;
+    }
+    memcpy(pos, ns, nl + 1);
+    if (from_len > s->ix.max_key - nl - 1)
+        from_len = s->ix.max_key - nl - 1;
+    memcpy(pos + nl + 1, from, from_len);
+    MDB_val k = {nl + 1 + from_len, pos}, v;
+    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    int status = STORE_OK;
+    while (rc == 0) {
+        if (k.mv_size <= nl + 1 || memcmp(k.mv_data, ns, nl + 1) != 0)
+            break; /* past the namespace */
+        if (after && k.mv_size == nl + 1 + from_len &&
+            memcmp((char *)k.mv_data + nl + 1, from, from_len) == 0) {
+            after = 0;
+            rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+            continue;
+        }
+        key_rec kr;
+        if (idx_get_key(t, &s->ix, k.mv_data, k.mv_size, &kr) != 0) {
+            status = STORE_IO;
+            break;
+        }
+        store_list_item it = {(const char *)k.mv_data + nl + 1,
+                              k.mv_size - nl - 1,
+                              kr.digest,
+                              kr.size,
+                              kr.mtime_ms,
+                              kr.meta,
+                              kr.meta_len};
+        size_t seek_len = 0;
+        int what = cb(ctx, &it, seek, &seek_len);
+        if (what == STORE_LIST_STOP)
+            break;
+        if (what == STORE_LIST_SEEK) {
+            if (seek_len > s->ix.max_key - nl - 1)
+                seek_len = s->ix.max_key - nl - 1;
+            memcpy(pos + nl + 1, seek, seek_len);
+            k.mv_size = nl + 1 + seek_len;
+            k.mv_data = pos;
+            after = 0;
+            rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+        } else {
+            rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+        }
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        status = STORE_IO;
+    mdb_cursor_close(c);
+    reader_put(s, t);
+    free(pos);
+    free(seek);
+    return status;
 }

@@ -35,6 +35,8 @@ enum store_status {
     STORE_CORRUPT,         /* blob failed its checks; it has been quarantined */
     STORE_IO,              /* any other I/O or index error */
     STORE_SHUTDOWN,
+    STORE_EXISTS,    /* namespace already exists */
+    STORE_NOT_EMPTY, /* namespace still has keys */
 };
 
 const char *store_strerror(int status);
@@ -131,5 +133,38 @@ int store_get_stats(store *s, store_stats *st);
 int store_evict_to(store *s, uint64_t target);
 /* Waits until buffered last-access times are written (tests, shutdown). */
 int store_flush(store *s);
+
+/* ---- namespaces that are created explicitly (S3 buckets) ---- */
+
+int store_ns_create(store *s, const char *ns, const void *meta, size_t meta_len);
+/* created_ms and meta (malloc'ed, may be NULL) are optional. */
+int store_ns_get(store *s, const char *ns, uint64_t *created_ms, void **meta, size_t *meta_len);
+/* STORE_NOT_EMPTY while any key of the namespace exists. */
+int store_ns_delete(store *s, const char *ns);
+/* Calls cb for each namespace in name order; cb returns non-zero to stop. */
+int store_ns_list(store *s, int (*cb)(void *ctx, const char *ns, uint64_t created_ms), void *ctx);
+
+/* ---- listing keys in order ---- */
+
+typedef struct store_list_item {
+    const char *key; /* not NUL-terminated */
+    size_t klen;
+    const uint8_t *digest;
+    uint64_t size;
+    uint64_t mtime_ms;
+    const void *meta;
+    size_t meta_len;
+} store_list_item;
+
+enum { STORE_LIST_NEXT, STORE_LIST_STOP, STORE_LIST_SEEK };
+
+/* Calls cb for the keys of ns in byte order, from `from` (inclusive, or
+ * exclusive when after is set).  cb returns STORE_LIST_NEXT, STORE_LIST_STOP,
+ * or STORE_LIST_SEEK after writing a key into seek/seek_len (at most 1024
+ * bytes): the listing goes on from that key, inclusive.  The item's pointers
+ * are valid during the call only.  One read snapshot serves the whole call. */
+typedef int (*store_list_cb)(void *ctx, const store_list_item *it, char *seek, size_t *seek_len);
+int store_list(store *s, const char *ns, const void *from, size_t from_len, int after,
+               store_list_cb cb, void *ctx);
 
 #endif

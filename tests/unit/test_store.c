@@ -77,7 +77,8 @@ static uint8_t *body_of(size_t n, unsigned seed, int compressible)
     for (size_t i = 0; i < n; i++) {
         x = x * 1103515245u + 12345u;
         /* compressible: text with one random byte in eight, about 2:1 under zstd */
-        b[i] = compressible && (i % 8) ? (uint8_t)('a' + (i % 23) + (seed % 3)) : (uint8_t)(x >> 16);
+        b[i] =
+            compressible && (i % 8) ? (uint8_t)('a' + (i % 23) + (seed % 3)) : (uint8_t)(x >> 16);
     }
     return b;
 }
@@ -383,6 +384,106 @@ static void test_truncated_blob_is_miss(void **state)
     free(b);
 }
 
+static int ns_count(void *ctx, const char *ns, uint64_t created)
+{
+    (void)ns;
+    assert_true(created > 0);
+    (*(int *)ctx)++;
+    return 0;
+}
+
+static void test_namespaces(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(store_ns_create(f->s, "bucket-a", "m", 1), STORE_OK);
+    assert_int_equal(store_ns_create(f->s, "bucket-a", NULL, 0), STORE_EXISTS);
+    assert_int_equal(store_ns_create(f->s, "bucket-b", NULL, 0), STORE_OK);
+    void *meta;
+    size_t ml;
+    uint64_t created;
+    assert_int_equal(store_ns_get(f->s, "bucket-a", &created, &meta, &ml), STORE_OK);
+    assert_int_equal(ml, 1);
+    assert_memory_equal(meta, "m", 1);
+    free(meta);
+    assert_int_equal(store_ns_get(f->s, "nope", NULL, NULL, NULL), STORE_NOTFOUND);
+    int n = 0;
+    assert_int_equal(store_ns_list(f->s, ns_count, &n), STORE_OK);
+    assert_int_equal(n, 2);
+
+    uint8_t b[3] = {1, 2, 3};
+    assert_int_equal(put(f->s, "bucket-a", "x", b, 3, NULL, NULL), STORE_OK);
+    /* a namespace whose name extends another's does not count as its content */
+    assert_int_equal(put(f->s, "bucket-b2", "y", b, 3, NULL, NULL), STORE_OK);
+    assert_int_equal(store_ns_delete(f->s, "bucket-a"), STORE_NOT_EMPTY);
+    assert_int_equal(store_ns_delete(f->s, "bucket-b"), STORE_OK);
+    assert_int_equal(store_delete(f->s, "bucket-a", "x", 1), STORE_OK);
+    assert_int_equal(store_ns_delete(f->s, "bucket-a"), STORE_OK);
+    assert_int_equal(store_ns_delete(f->s, "bucket-a"), STORE_NOTFOUND);
+}
+
+typedef struct list_ctx {
+    char seen[64][16];
+    int n;
+    int seek_after_b; /* exercise STORE_LIST_SEEK */
+    int stop_at;
+} list_ctx;
+
+static int collect(void *ctx, const store_list_item *it, char *seek, size_t *seek_len)
+{
+    list_ctx *l = ctx;
+    snprintf(l->seen[l->n++], 16, "%.*s", (int)it->klen, it->key);
+    if (l->stop_at && l->n == l->stop_at)
+        return STORE_LIST_STOP;
+    if (l->seek_after_b && it->klen >= 2 && memcmp(it->key, "b/", 2) == 0) {
+        memcpy(seek, "b0", 2); /* '/' + 1: skip the rest of "b/" */
+        *seek_len = 2;
+        return STORE_LIST_SEEK;
+    }
+    return STORE_LIST_NEXT;
+}
+
+static void test_list(void **state)
+{
+    fixture *f = *state;
+    const char *keys[] = {"a", "b/1", "b/2", "b/3", "c", "c/x"};
+    uint8_t b[1] = {9};
+    for (size_t i = 0; i < 6; i++)
+        assert_int_equal(put(f->s, "ns", keys[i], b, 1, NULL, NULL), STORE_OK);
+    assert_int_equal(put(f->s, "ns2", "a", b, 1, NULL, NULL), STORE_OK);
+    assert_int_equal(put(f->s, "n", "zz", b, 1, NULL, NULL), STORE_OK);
+
+    list_ctx l = {0};
+    assert_int_equal(store_list(f->s, "ns", "", 0, 0, collect, &l), STORE_OK);
+    assert_int_equal(l.n, 6);
+    for (int i = 0; i < 6; i++)
+        assert_string_equal(l.seen[i], keys[i]);
+
+    memset(&l, 0, sizeof l);
+    assert_int_equal(store_list(f->s, "ns", "b/2", 3, 1, collect, &l), STORE_OK);
+    assert_int_equal(l.n, 3);
+    assert_string_equal(l.seen[0], "b/3");
+
+    memset(&l, 0, sizeof l);
+    assert_int_equal(store_list(f->s, "ns", "b/2", 3, 0, collect, &l), STORE_OK);
+    assert_string_equal(l.seen[0], "b/2");
+
+    memset(&l, 0, sizeof l);
+    l.seek_after_b = 1;
+    assert_int_equal(store_list(f->s, "ns", "", 0, 0, collect, &l), STORE_OK);
+    assert_int_equal(l.n, 4);
+    assert_string_equal(l.seen[1], "b/1");
+    assert_string_equal(l.seen[2], "c");
+
+    memset(&l, 0, sizeof l);
+    l.stop_at = 2;
+    assert_int_equal(store_list(f->s, "ns", "", 0, 0, collect, &l), STORE_OK);
+    assert_int_equal(l.n, 2);
+
+    memset(&l, 0, sizeof l);
+    assert_int_equal(store_list(f->s, "empty", "", 0, 0, collect, &l), STORE_OK);
+    assert_int_equal(l.n, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -395,6 +496,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_eviction_lru, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quarantine, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncated_blob_is_miss, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_namespaces, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
