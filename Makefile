@@ -7,15 +7,16 @@
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -MMD -MP
-LIBS     = -lmicrohttpd -lcrypto -lzstd -llmdb -pthread
+LIBS     = -lmicrohttpd -lcrypto -lzstd -llmdb -lexpat -pthread
 CLI_LIBS = -lcurl -lcrypto
 
 TEST_CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-COMMON  = common/util.c common/log.c
+COMMON  = common/util.c common/log.c common/sigv4.c
 STORAGE = storage/codec.c storage/index.c storage/store.c
 SERVER  = server/main.c server/config.c server/http.c server/upload.c server/serve.c \
-          server/native.c server/ops.c
+          server/native.c server/ops.c server/buf.c server/creds.c server/s3.c \
+          server/s3_bucket.c server/s3_object.c
 CLIENT  = client/cairn.c
 UNIT    = $(wildcard tests/unit/test_*.c)
 
@@ -57,11 +58,11 @@ $(TST)/unit/%: $(TST)/tests/unit/%.o $(call obj,$(TST),$(COMMON) $(STORAGE))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) -o $@ $^ -lcmocka $(LIBS)
 
-$(TST)/unit/test_sigv4: $(TST)/tests/unit/test_sigv4.o $(call obj,$(TST),$(COMMON) common/sigv4.c)
+$(TST)/unit/test_sigv4: $(TST)/tests/unit/test_sigv4.o $(call obj,$(TST),$(COMMON))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) -o $@ $^ -lcmocka -lcrypto
 
-$(TST)/unit/sigv4_cli: $(TST)/tests/unit/sigv4_cli.o $(call obj,$(TST),$(COMMON) common/sigv4.c)
+$(TST)/unit/sigv4_cli: $(TST)/tests/unit/sigv4_cli.o $(call obj,$(TST),$(COMMON))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) -o $@ $^ -lcrypto
 

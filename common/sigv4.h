@@ -42,18 +42,18 @@
 #define SIGV4_STREAMING_PAYLOAD_TRAILER "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
 #define SIGV4_STREAMING_UNSIGNED_TRAILER "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 
-#define SIGV4_KEY_SIZE 32           /* derived signing key, raw bytes */
-#define SIGV4_SIG_SIZE 65           /* hex signature + NUL */
-#define SIGV4_AMZ_DATE_SIZE 17      /* "20150830T123600Z" + NUL */
-#define SIGV4_HTTP_DATE_SIZE 30     /* "Sun, 30 Aug 2015 12:36:00 GMT" + NUL */
-#define SIGV4_SCOPE_SIZE 128        /* "20150830/region/service/aws4_request" + NUL */
-#define SIGV4_ACCESS_KEY_MAX 128    /* longest accepted access key id */
-#define SIGV4_REGION_MAX 63         /* longest accepted region name */
-#define SIGV4_SERVICE_MAX 31        /* longest accepted service name */
+#define SIGV4_KEY_SIZE 32             /* derived signing key, raw bytes */
+#define SIGV4_SIG_SIZE 65             /* hex signature + NUL */
+#define SIGV4_AMZ_DATE_SIZE 17        /* "20150830T123600Z" + NUL */
+#define SIGV4_HTTP_DATE_SIZE 30       /* "Sun, 30 Aug 2015 12:36:00 GMT" + NUL */
+#define SIGV4_SCOPE_SIZE 128          /* "20150830/region/service/aws4_request" + NUL */
+#define SIGV4_ACCESS_KEY_MAX 128      /* longest accepted access key id */
+#define SIGV4_REGION_MAX 63           /* longest accepted region name */
+#define SIGV4_SERVICE_MAX 31          /* longest accepted service name */
 #define SIGV4_SIGNED_HEADERS_MAX 2047 /* longest accepted SignedHeaders list */
-#define SIGV4_V2_SIG_SIZE 29        /* base64 HMAC-SHA1 + NUL */
-#define SIGV4_MAX_EXPIRES 604800    /* X-Amz-Expires upper bound: 7 days */
-#define SIGV4_MAX_SKEW 900          /* default allowed clock skew: 15 minutes */
+#define SIGV4_V2_SIG_SIZE 29          /* base64 HMAC-SHA1 + NUL */
+#define SIGV4_MAX_EXPIRES 604800      /* X-Amz-Expires upper bound: 7 days */
+#define SIGV4_MAX_SKEW 900            /* default allowed clock skew: 15 minutes */
 
 typedef enum sigv4_status {
     SIGV4_OK = 0,
@@ -91,11 +91,11 @@ typedef enum sigv4_auth_kind {
 /* What x-amz-content-sha256 announces about the body. */
 typedef enum sigv4_payload_kind {
     SIGV4_PAYLOAD_INVALID = 0,
-    SIGV4_PAYLOAD_HEX,                /* 64 hex digits: the body's SHA-256 */
-    SIGV4_PAYLOAD_UNSIGNED,           /* UNSIGNED-PAYLOAD */
-    SIGV4_PAYLOAD_STREAMING,          /* aws-chunked, signed chunks */
-    SIGV4_PAYLOAD_STREAMING_TRAILER,  /* aws-chunked, signed chunks and trailer */
-    SIGV4_PAYLOAD_STREAMING_UNSIGNED  /* aws-chunked, unsigned, with trailer */
+    SIGV4_PAYLOAD_HEX,               /* 64 hex digits: the body's SHA-256 */
+    SIGV4_PAYLOAD_UNSIGNED,          /* UNSIGNED-PAYLOAD */
+    SIGV4_PAYLOAD_STREAMING,         /* aws-chunked, signed chunks */
+    SIGV4_PAYLOAD_STREAMING_TRAILER, /* aws-chunked, signed chunks and trailer */
+    SIGV4_PAYLOAD_STREAMING_UNSIGNED /* aws-chunked, unsigned, with trailer */
 } sigv4_payload_kind;
 
 /* A query parameter as it appears in the URL: "name=value" or just "name".
@@ -113,9 +113,9 @@ typedef struct sigv4_header {
 } sigv4_header;
 
 typedef struct sigv4_request {
-    const char *method;         /* "GET", "PUT", ... */
-    const char *path;           /* raw path, percent-encoded, without the query */
-    const sigv4_param *params;  /* raw query parameters, in URL order */
+    const char *method;        /* "GET", "PUT", ... */
+    const char *path;          /* raw path, percent-encoded, without the query */
+    const sigv4_param *params; /* raw query parameters, in URL order */
     size_t nparams;
     const sigv4_header *headers;
     size_t nheaders;
@@ -129,16 +129,16 @@ typedef struct sigv4_request {
 typedef struct sigv4_auth {
     sigv4_auth_kind kind;
     char access_key[SIGV4_ACCESS_KEY_MAX + 1];
-    char date[9];                        /* V4: scope date, YYYYMMDD */
-    char region[SIGV4_REGION_MAX + 1];   /* V4: scope region */
-    char service[SIGV4_SERVICE_MAX + 1]; /* V4: scope service */
-    char scope[SIGV4_SCOPE_SIZE];        /* V4: date/region/service/aws4_request */
-    char amz_date[SIGV4_AMZ_DATE_SIZE];  /* V4: timestamp of the string to sign */
-    time_t time;                         /* request time (0 for V2 presigned) */
-    long expires;                        /* V4 presigned: X-Amz-Expires seconds */
-    time_t expires_at;                   /* presigned: last valid second; else 0 */
+    char date[9];                                      /* V4: scope date, YYYYMMDD */
+    char region[SIGV4_REGION_MAX + 1];                 /* V4: scope region */
+    char service[SIGV4_SERVICE_MAX + 1];               /* V4: scope service */
+    char scope[SIGV4_SCOPE_SIZE];                      /* V4: date/region/service/aws4_request */
+    char amz_date[SIGV4_AMZ_DATE_SIZE];                /* V4: timestamp of the string to sign */
+    time_t time;                                       /* request time (0 for V2 presigned) */
+    long expires;                                      /* V4 presigned: X-Amz-Expires seconds */
+    time_t expires_at;                                 /* presigned: last valid second; else 0 */
     char signed_headers[SIGV4_SIGNED_HEADERS_MAX + 1]; /* V4: as sent */
-    char signature[SIGV4_SIG_SIZE];      /* V4 hex, or V2 base64 */
+    char signature[SIGV4_SIG_SIZE];                    /* V4 hex, or V2 base64 */
 } sigv4_auth;
 
 typedef struct sigv4_verify_opts {
@@ -156,7 +156,7 @@ typedef struct sigv4_credentials {
     const char *secret_key;
     const char *session_token; /* NULL when none */
     const char *region;
-    const char *service;       /* "s3" */
+    const char *service; /* "s3" */
 } sigv4_credentials;
 
 /* Optional debugging output of the signing and verifying functions: what was
@@ -206,8 +206,8 @@ int sigv4_string_to_sign(const char *amz_date, const char *scope, const char *ca
 /* The signing key for one day, region and service. It is the same for every
  * request of that day: servers and clients may cache it by
  * (access key, date, region, service). */
-int sigv4_derive_key(const char *secret, const char *date, const char *region,
-                     const char *service, unsigned char key[SIGV4_KEY_SIZE]);
+int sigv4_derive_key(const char *secret, const char *date, const char *region, const char *service,
+                     unsigned char key[SIGV4_KEY_SIZE]);
 
 /* Hex HMAC-SHA256 of string_to_sign under key. */
 int sigv4_signature(const unsigned char key[SIGV4_KEY_SIZE], const char *string_to_sign,
@@ -291,8 +291,8 @@ typedef struct sigv4_chunk {
     struct evp_md_ctx_st *md; /* running SHA-256 of the current chunk */
 } sigv4_chunk;
 
-int sigv4_chunk_init(sigv4_chunk *c, const unsigned char key[SIGV4_KEY_SIZE],
-                     const char *amz_date, const char *scope, const char *seed_signature);
+int sigv4_chunk_init(sigv4_chunk *c, const unsigned char key[SIGV4_KEY_SIZE], const char *amz_date,
+                     const char *scope, const char *seed_signature);
 
 /* Feed the current chunk's data, in as many pieces as convenient. */
 int sigv4_chunk_update(sigv4_chunk *c, const void *data, size_t len);
@@ -307,8 +307,7 @@ int sigv4_chunk_verify(sigv4_chunk *c, const char *received, size_t len);
 
 /* Trailer signature after the final (empty) chunk. trailer is the trailer
  * lines in canonical form, each "name:value\n" (lowercase name). */
-int sigv4_chunk_trailer(sigv4_chunk *c, const void *trailer, size_t len,
-                        char sig[SIGV4_SIG_SIZE]);
+int sigv4_chunk_trailer(sigv4_chunk *c, const void *trailer, size_t len, char sig[SIGV4_SIG_SIZE]);
 int sigv4_chunk_verify_trailer(sigv4_chunk *c, const void *trailer, size_t len,
                                const char *received, size_t received_len);
 
@@ -324,15 +323,14 @@ void sigv4_chunk_free(sigv4_chunk *c);
  * The caller sends: X-Amz-Date: <amz_date>, Authorization: <*authorization>
  * and X-Amz-Security-Token: <token> if any. */
 int sigv4_sign_header(const sigv4_request *req, const sigv4_credentials *cred, time_t now,
-                      char amz_date[SIGV4_AMZ_DATE_SIZE], char **authorization,
-                      sigv4_trace *trace);
+                      char amz_date[SIGV4_AMZ_DATE_SIZE], char **authorization, sigv4_trace *trace);
 
 /* Presign req for expires seconds (1..604800) from now. Every header in req
  * is signed (it must have "host"). *query receives the complete query string
  * (without '?'): req's own parameters as given, then the X-Amz-* ones.
  * The payload hash is req->payload_hash, else UNSIGNED-PAYLOAD. */
-int sigv4_presign(const sigv4_request *req, const sigv4_credentials *cred, time_t now,
-                  long expires, char **query, sigv4_trace *trace);
+int sigv4_presign(const sigv4_request *req, const sigv4_credentials *cred, time_t now, long expires,
+                  char **query, sigv4_trace *trace);
 
 /* ---- Signature Version 2 ---------------------------------------------------- */
 
@@ -341,12 +339,11 @@ int sigv4_presign(const sigv4_request *req, const sigv4_credentials *cred, time_
  * when not NULL (presigned), else empty when an x-amz-date header is present,
  * else the Date header. vhost_bucket prefixes the resource for
  * virtual-hosted requests (NULL for path style). */
-int sigv4_v2_string_to_sign(const sigv4_request *req, const char *vhost_bucket,
-                            const char *expires, char **out);
+int sigv4_v2_string_to_sign(const sigv4_request *req, const char *vhost_bucket, const char *expires,
+                            char **out);
 
 /* base64(HMAC-SHA1(secret, string_to_sign)). */
-int sigv4_v2_signature(const char *secret, const char *string_to_sign,
-                       char out[SIGV4_V2_SIG_SIZE]);
+int sigv4_v2_signature(const char *secret, const char *string_to_sign, char out[SIGV4_V2_SIG_SIZE]);
 
 /* "AWS <access key>:<signature>" for req, which must carry its Date (or
  * x-amz-date) header already. */

@@ -56,6 +56,17 @@ static const option_def options[] = {
     {"shutdown-timeout", T_DURATION, OFF(shutdown_timeout), 0, "30s",
      "on SIGTERM, how long in-flight requests may take to finish"},
     {"log-level", T_STR, OFF(log_level), CAP(log_level), "info", "debug, info, warn or error"},
+    {"access-key", T_STR, OFF(access_key), CAP(access_key), "",
+     "S3 access key with every right (with --secret-key)"},
+    {"secret-key", T_STR, OFF(secret_key), CAP(secret_key), "", "secret of --access-key"},
+    {"credentials", T_STR, OFF(credentials), CAP(credentials), "",
+     "file of S3 keys: lines 'ACCESS_KEY SECRET ROLE BUCKETS' (ROLE read, write or admin; "
+     "BUCKETS comma-separated or *)"},
+    {"region", T_STR, OFF(region), CAP(region), "us-east-1", "S3 region cairnd answers as"},
+    {"s3-domain", T_STR, OFF(s3_domain), CAP(s3_domain), "",
+     "domain for virtual-host style S3 (bucket.DOMAIN); path style always works"},
+    {"anonymous-read", T_STR, OFF(anonymous_read), CAP(anonymous_read), "",
+     "comma-separated buckets anyone may read without a signature"},
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])

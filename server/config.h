@@ -30,6 +30,12 @@ typedef struct server_config {
     uint64_t max_header_size;
     uint64_t shutdown_timeout;
     char log_level[16];
+    char access_key[129];
+    char secret_key[129];
+    char credentials[1024];
+    char region[64];
+    char s3_domain[256];
+    char anonymous_read[1024];
 } server_config;
 
 /* 0: run; 1: --help or --version printed, exit 0; -1: error printed, exit 2. */

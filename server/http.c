@@ -1,10 +1,11 @@
 /*
  * http.c - the libmicrohttpd daemon, request lifecycle and routing.
  *
- * MHD runs its own polling threads (epoll, a pool of cfg->threads).  Routing
- * looks at the path only: /healthz, /readyz and /status go to ops.c, /cas/
- * and /ac/ (with an optional /<instance>/ before them) to native.c; anything
- * else is unknown for now.
+ * MHD runs its own polling threads (epoll, a pool of cfg->threads).  Routing:
+ * /healthz, /readyz and /status go to ops.c; a request with AWS
+ * authentication, or whose first path segment is an existing bucket, to the
+ * S3 front end (s3.c); /cas/ and /ac/ (with an optional /<instance>/ before
+ * them) to native.c; everything else to S3, which answers in its own terms.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,6 +19,7 @@
 
 #include "../common/log.h"
 #include "../common/util.h"
+#include "s3.h"
 #include "server.h"
 
 enum MHD_Result http_queue(request *r, unsigned status, struct MHD_Response *resp)
@@ -107,8 +109,10 @@ static void route(request *r)
     if (strcmp(r->path, "/healthz") == 0 || strcmp(r->path, "/readyz") == 0 ||
         strcmp(r->path, "/status") == 0)
         r->handler = ops_handle;
-    else if (native_route(r))
+    else if (!s3_claims(r) && native_route(r))
         r->handler = native_handle;
+    else if (s3_route(r))
+        r->handler = s3_handle;
     else
         r->handler = unknown_handle;
 }

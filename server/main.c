@@ -13,6 +13,7 @@
 
 #include "../common/log.h"
 #include "../common/util.h"
+#include "creds.h"
 #include "server.h"
 
 static void log_config(const server_config *c)
@@ -43,6 +44,16 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
+    char err[512];
+    if (creds_load(&cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "cairnd: %s\n", err);
+        return 2;
+    }
+    if (creds_count() == 0)
+        log_msg(LOG_WARN, "auth_off",
+                "no S3 access key configured (--access-key/--secret-key or --credentials): "
+                "S3 requests are not authenticated");
+
     store_config sc;
     store_config_defaults(&sc);
     sc.dir = cfg.data;
@@ -53,7 +64,6 @@ int main(int argc, char **argv)
     sc.map_size = cfg.index_map_size;
     sc.fsync = cfg.fsync;
 
-    char err[512];
     uint64_t t0 = util_mono_ns();
     store *st;
     if (store_open(&st, &sc, err, sizeof err) != 0) {
@@ -87,6 +97,7 @@ int main(int argc, char **argv)
     log_msg(LOG_INFO, "stopping", "signal %d: finishing in-flight requests", sig);
     server_stop(&srv);
     store_close(st);
+    creds_free();
     log_msg(LOG_INFO, "stopped", "bye");
     return 0;
 }

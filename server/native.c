@@ -156,7 +156,7 @@ enum MHD_Result native_handle(request *r, const char *data, size_t *size)
             return http_text(r, MHD_HTTP_BAD_REQUEST,
                              "the name after /cas/ or /ac/ must be 64 hex characters (a SHA-256)");
         if (put) {
-            unsigned status = body_begin(r, &n->body, 0);
+            unsigned status = body_begin(r, &n->body, 0, 1);
             n->body_started = status == 0;
             if (status != 0)
                 return http_text(r, status, n->body.error);

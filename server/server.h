@@ -77,8 +77,10 @@ typedef struct body_sink {
 
 /* Starts a body: checks Content-Length against the limits and the
  * Content-Encoding.  Returns 0, or the HTTP status to answer at once. */
-unsigned body_begin(request *r, body_sink *b, int want_md5);
+unsigned body_begin(request *r, body_sink *b, int want_md5, int decode_zstd);
 void body_feed(body_sink *b, const char *data, size_t len);
+/* Ends the body: digests into res (0, or the HTTP status of the failure). */
+unsigned body_finish(body_sink *b, store_put_result *res);
 /* Commits the body under (ns, key); returns the HTTP status to answer with. */
 unsigned body_commit(body_sink *b, const char *ns, const void *key, size_t klen,
                      const uint8_t *expect_digest, const void *meta, size_t meta_len,

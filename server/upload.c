@@ -24,7 +24,7 @@ static void fail(body_sink *b, unsigned status, const char *why)
     }
 }
 
-unsigned body_begin(request *r, body_sink *b, int want_md5)
+unsigned body_begin(request *r, body_sink *b, int want_md5, int decode_zstd)
 {
     memset(b, 0, sizeof *b);
     b->max_body = r->srv->cfg->max_body;
@@ -43,7 +43,7 @@ unsigned body_begin(request *r, body_sink *b, int want_md5)
         }
         expect = (int64_t)v;
     }
-    const char *ce = http_header(r, "Content-Encoding");
+    const char *ce = decode_zstd ? http_header(r, "Content-Encoding") : NULL;
     if (ce && *ce && strcasecmp(ce, "identity") != 0) {
         if (strcasecmp(ce, "zstd") != 0) {
             b->error = "unsupported Content-Encoding (identity and zstd are accepted)";
@@ -95,6 +95,16 @@ void body_feed(body_sink *b, const char *data, size_t len)
         }
         sink(b, b->zbuf, out.pos);
     }
+}
+
+unsigned body_finish(body_sink *b, store_put_result *res)
+{
+    if (b->status != 0)
+        return b->status;
+    int st = store_upload_finish(b->up, res);
+    if (st != STORE_OK)
+        fail(b, http_status_for(st), store_strerror(st));
+    return b->status;
 }
 
 unsigned body_commit(body_sink *b, const char *ns, const void *key, size_t klen,

@@ -72,6 +72,8 @@ typedef struct op {
     char tmp[PATH_MAX];
     codec_result cr;
     int dedup;
+    int link;    /* point a key at an existing blob: no file comes with it */
+    int created; /* this op renamed a new blob file into place */
     /* OP_QUARANTINE, OP_SWEEP */
     uint8_t (*digests)[32];
     size_t ndigests;
@@ -358,6 +360,11 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
     int create = rc == MDB_NOTFOUND;
     if (rc != 0 && !create)
         return rc;
+    if (o->link) {
+        if (create)
+            return MDB_NOTFOUND;
+        o->cr.size = b.size;
+    }
     if (create) {
         memset(&b, 0, sizeof b);
         b.format = 1;
@@ -406,6 +413,7 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
             return errno;
         s->dirs_dirty[d[0]] = 1;
         o->tmp[0] = '\0';
+        o->created = 1;
     } else {
         o->dedup = 1;
     }
@@ -678,7 +686,7 @@ static void process_batch(store *s, op *list)
             s->quarantine_later.n = quar;
             continue;
         }
-        if (o->kind == OP_PUT && o->tmp[0] == '\0')
+        if (o->created)
             digest_list_push(&created, o->cr.sha256);
     }
     keep_unreferenced(s, t, &s->unlink_later);
@@ -1155,6 +1163,8 @@ struct store_upload {
     char tmp[PATH_MAX];
     codec_writer *w;
     int status;
+    int finished;
+    codec_result cr;
 };
 
 static int map_errno(int e)
@@ -1214,18 +1224,36 @@ void store_upload_abort(store_upload *u)
     free(u);
 }
 
+static void fill_result(const codec_result *cr, store_put_result *res)
+{
+    memcpy(res->digest, cr->sha256, 32);
+    memcpy(res->md5, cr->md5, 16);
+    res->size = cr->size;
+    res->stored = cr->stored;
+    res->codec = cr->codec;
+}
+
+int store_upload_finish(store_upload *u, store_put_result *res)
+{
+    if (u->status == STORE_OK && !u->finished) {
+        int e = codec_writer_finish(u->w, &u->cr);
+        if (e != 0)
+            u->status = map_errno(-e);
+        u->finished = 1;
+    }
+    if (u->status == STORE_OK && res)
+        fill_result(&u->cr, res);
+    return u->status;
+}
+
 int store_upload_commit(store_upload *u, const char *ns, const void *key, size_t klen,
                         const uint8_t *expect_digest, const void *meta, size_t meta_len,
                         store_put_result *res)
 {
     store *s = u->s;
     op o = {0};
-    int rc = u->status;
-    if (rc == STORE_OK) {
-        int e = codec_writer_finish(u->w, &o.cr);
-        if (e != 0)
-            rc = map_errno(-e);
-    }
+    int rc = store_upload_finish(u, NULL);
+    o.cr = u->cr;
     if (rc == STORE_OK && expect_digest && memcmp(expect_digest, o.cr.sha256, 32) != 0)
         rc = STORE_DIGEST_MISMATCH;
     if (rc == STORE_OK && s->cfg.max_size && o.cr.stored > s->cfg.max_size)
@@ -1249,15 +1277,29 @@ int store_upload_commit(store_upload *u, const char *ns, const void *key, size_t
         unlink(o.tmp); /* deduplicated, or failed: the copy is not needed */
     u->tmp[0] = '\0';
     if (rc == STORE_OK && res) {
-        memcpy(res->digest, o.cr.sha256, 32);
-        memcpy(res->md5, o.cr.md5, 16);
-        res->size = o.cr.size;
-        res->stored = o.cr.stored;
-        res->codec = o.cr.codec;
+        fill_result(&o.cr, res);
         res->deduplicated = o.dedup;
     }
     free(o.nskey);
     store_upload_abort(u);
+    return rc;
+}
+
+int store_link(store *s, const char *ns, const void *key, size_t klen, const uint8_t digest[32],
+               const void *meta, size_t meta_len, uint64_t *size)
+{
+    op o = {0};
+    o.kind = OP_PUT;
+    o.link = 1;
+    memcpy(o.cr.sha256, digest, 32);
+    o.meta = meta;
+    o.meta_len = meta_len;
+    if ((o.nskey = make_nskey(s, ns, key, klen, &o.nklen)) == NULL)
+        return STORE_BAD_KEY;
+    int rc = submit_and_wait(s, &o);
+    free(o.nskey);
+    if (rc == STORE_OK && size)
+        *size = o.cr.size;
     return rc;
 }
 

@@ -108,6 +108,9 @@ typedef struct store_put_result {
 int store_upload_begin(store *s, int64_t expect_size, int want_md5, store_upload **u);
 int store_upload_write(store_upload *u, const void *buf, size_t len);
 uint64_t store_upload_size(const store_upload *u);
+/* Ends the body and computes its digests, without committing: for front ends
+ * whose metadata depends on them (S3's ETag is the MD5).  Optional. */
+int store_upload_finish(store_upload *u, store_put_result *res);
 /* Finishes the body and makes (ns, key) point at it, replacing what it
  * pointed at.  With expect_digest, a body that hashes otherwise is dropped
  * (STORE_DIGEST_MISMATCH).  Frees u in every case. */
@@ -115,6 +118,11 @@ int store_upload_commit(store_upload *u, const char *ns, const void *key, size_t
                         const uint8_t *expect_digest, const void *meta, size_t meta_len,
                         store_put_result *res);
 void store_upload_abort(store_upload *u);
+
+/* Makes (ns, key) point at a blob the store already holds (a copy that moves
+ * no bytes).  STORE_NOTFOUND if the blob is gone. */
+int store_link(store *s, const char *ns, const void *key, size_t klen, const uint8_t digest[32],
+               const void *meta, size_t meta_len, uint64_t *size);
 
 int store_delete(store *s, const char *ns, const void *key, size_t klen);
 

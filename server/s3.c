@@ -1,0 +1,586 @@
+/*
+ * s3.c - the S3 front end: which request is it, who sent it, may they, and
+ * errors in S3's XML.
+ *
+ * A request is routed here when it carries AWS authentication, names an
+ * existing bucket, or is not the native API's.  Addressing is path style
+ * (/bucket/key) always, and virtual-host style (bucket.DOMAIN) when
+ * --s3-domain is set.  The key is taken from the raw request target and
+ * percent-decoded once, never normalized: "a//b/../c" is a key of its own.
+ *
+ * Authentication runs on the first call, before any body byte is read:
+ * SigV4 header or presigned, SigV2 header or presigned (common/sigv4.c).
+ * A bad signature is answered at once and the connection closed.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "../common/log.h"
+#include "../common/util.h"
+#include "creds.h"
+#include "s3.h"
+
+enum s3_op {
+    OP_UNKNOWN,
+    OP_LIST_BUCKETS,
+    OP_CREATE_BUCKET,
+    OP_DELETE_BUCKET,
+    OP_HEAD_BUCKET,
+    OP_GET_LOCATION,
+    OP_GET_VERSIONING,
+    OP_LIST_V1,
+    OP_LIST_V2,
+    OP_LIST_VERSIONS,
+    OP_DELETE_OBJECTS,
+    OP_PUT_OBJECT,
+    OP_COPY_OBJECT,
+    OP_GET_OBJECT,
+    OP_HEAD_OBJECT,
+    OP_DELETE_OBJECT,
+    OP_NOT_IMPLEMENTED,
+    OP_BUCKET_SUBRESOURCE_OK, /* ?acl and friends on a PUT: accepted, ignored */
+};
+
+static const char *RESERVED[] = {"cas", "metrics", "healthz", "readyz", "status",      "admin",
+                                 "v1",  "v2",      "v8",      "ac",     "favicon.ico", NULL};
+
+int s3_reserved_bucket(const char *name)
+{
+    for (int i = 0; RESERVED[i]; i++)
+        if (strcmp(RESERVED[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+static void s3_cleanup(request *r)
+{
+    s3_req *s = r->fe;
+    if (s->body_started)
+        body_free(&s->body);
+    buf_free(&s->xml);
+    free(s->key);
+    free(s->resource);
+    free(s->query);
+    free(s);
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Percent-decodes s[0..n) into a new string (plus as space when plus). */
+static char *pct_decode(const char *s, size_t n, int plus, size_t *out_len)
+{
+    char *d = malloc(n + 1);
+    if (d == NULL)
+        return NULL;
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%' && i + 2 < n && hexval((unsigned char)s[i + 1]) >= 0 &&
+            hexval((unsigned char)s[i + 2]) >= 0) {
+            d[j++] = (char)(hexval((unsigned char)s[i + 1]) << 4 | hexval((unsigned char)s[i + 2]));
+            i += 2;
+        } else if (plus && s[i] == '+') {
+            d[j++] = ' ';
+        } else {
+            d[j++] = s[i];
+        }
+    }
+    d[j] = '\0';
+    if (out_len)
+        *out_len = j;
+    return d;
+}
+
+const char *s3_param(request *r, const char *name)
+{
+    s3_req *s = r->fe;
+    for (size_t i = 0; i < s->nparams; i++) {
+        if (strcmp(s->params[i].name, name) != 0)
+            continue;
+        return s->params[i].value ? s->params[i].value : "";
+    }
+    return NULL;
+}
+
+int s3_has_param(request *r, const char *name)
+{
+    return s3_param(r, name) != NULL;
+}
+
+void s3_format_iso8601(uint64_t ms, char out[32])
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char base[24];
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, 32, "%s.%03uZ", base, (unsigned)(ms % 1000));
+}
+
+void s3_format_http_date(uint64_t ms, char out[40])
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 40, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+}
+
+void s3_common_headers(request *r, struct MHD_Response *resp)
+{
+    s3_req *s = r->fe;
+    MHD_add_response_header(resp, "x-amz-request-id", s->request_id);
+    MHD_add_response_header(resp, "Server", "cairn");
+}
+
+enum MHD_Result s3_xml(request *r, unsigned status, buf *b)
+{
+    size_t len;
+    char *data = buf_take(b, &len);
+    if (data == NULL)
+        return s3_error(r, 500, "InternalError", "out of memory building the response");
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(len, data, free);
+    if (resp == NULL) {
+        free(data);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "application/xml");
+    s3_common_headers(r, resp);
+    return http_queue(r, status, resp);
+}
+
+enum MHD_Result s3_error(request *r, unsigned status, const char *code, const char *msg)
+{
+    s3_req *s = r->fe;
+    buf b = {0};
+    buf_puts(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>");
+    buf_xml_elem(&b, "Code", code, strlen(code));
+    buf_xml_elem(&b, "Message", msg, strlen(msg));
+    if (s->bucket[0])
+        buf_xml_elem(&b, "BucketName", s->bucket, strlen(s->bucket));
+    if (s->key)
+        buf_xml_elem(&b, "Key", s->key, s->klen);
+    const char *res = s->resource ? s->resource : "/";
+    buf_xml_elem(&b, "Resource", res, strlen(res));
+    buf_xml_elem(&b, "RequestId", s->request_id, strlen(s->request_id));
+    buf_puts(&b, "</Error>");
+    if (status == 403 || status >= 500)
+        log_msg(status == 403 ? LOG_INFO : LOG_WARN, status == 403 ? "auth_failed" : "s3_error",
+                "%s %s: %s %s", r->method, res, code, msg);
+    return s3_xml(r, status, &b);
+}
+
+enum MHD_Result s3_store_error(request *r, int st)
+{
+    switch (st) {
+    case STORE_NOTFOUND:
+    case STORE_CORRUPT:
+        return s3_error(r, 404, "NoSuchKey", "The specified key does not exist.");
+    case STORE_BAD_KEY:
+        return s3_error(r, 400, "KeyTooLongError", "Your key is too long.");
+    case STORE_NOSPACE:
+        return s3_error(r, 507, "SlowDown",
+                        "The cache is full and nothing can be evicted; retry later.");
+    case STORE_TOO_LARGE:
+        return s3_error(r, 400, "EntityTooLarge",
+                        "Your proposed upload exceeds the maximum allowed object size.");
+    case STORE_DIGEST_MISMATCH:
+        return s3_error(r, 400, "XAmzContentSHA256Mismatch",
+                        "The provided 'x-amz-content-sha256' header does not match what was "
+                        "computed.");
+    case STORE_SHUTDOWN:
+        return s3_error(r, 503, "ServiceUnavailable", "The server is shutting down.");
+    default:
+        return s3_error(r, 500, "InternalError", store_strerror(st));
+    }
+}
+
+int s3_bucket_exists(request *r)
+{
+    s3_req *s = r->fe;
+    return store_ns_get(r->srv->st, s->ns, NULL, NULL, NULL) == STORE_OK;
+}
+
+/* ---- routing -------------------------------------------------------------- */
+
+static int valid_bucket_name(const char *b)
+{
+    size_t n = strlen(b);
+    if (n < 3 || n > 63)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = b[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+              c == '_' || (c >= 'A' && c <= 'Z')))
+            return 0;
+    }
+    return 1;
+}
+
+static int has_aws_auth(request *r)
+{
+    const char *a = http_header(r, "Authorization");
+    if (a && (strncmp(a, "AWS4-", 5) == 0 || strncmp(a, "AWS ", 4) == 0))
+        return 1;
+    const char *q = strchr(r->raw_uri, '?');
+    return q && (strstr(q, "X-Amz-Signature=") || strstr(q, "AWSAccessKeyId="));
+}
+
+/* Parses bucket, key and query into a new s3_req.  Always claims the request
+ * (S3 is the default front end); the bucket may be empty (service). */
+int s3_route(request *r)
+{
+    s3_req *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return 0;
+    r->fe = s;
+    r->cleanup = s3_cleanup;
+    snprintf(s->request_id, sizeof s->request_id, "%016llx",
+             (unsigned long long)(util_mono_ns() ^ ((uint64_t)(uintptr_t)r << 16)));
+
+    const char *raw = r->raw_uri;
+    const char *q = strchr(raw, '?');
+    size_t plen = q ? (size_t)(q - raw) : strlen(raw);
+    if (q) {
+        s->query = strdup(q + 1);
+        if (s->query)
+            sigv4_query_split(s->query, s->params, S3_MAX_PARAMS, &s->nparams);
+        /* parameter values are used decoded from here on (signatures use the raw URI) */
+        for (size_t i = 0; i < s->nparams; i++) {
+            char *n = (char *)s->params[i].name, *v = (char *)s->params[i].value;
+            char *dn = pct_decode(n, strlen(n), 1, NULL);
+            if (dn) {
+                strcpy(n, dn); /* decoding never lengthens */
+                free(dn);
+            }
+            if (v) {
+                char *dv = pct_decode(v, strlen(v), 1, NULL);
+                if (dv) {
+                    strcpy(v, dv);
+                    free(dv);
+                }
+            }
+        }
+    }
+
+    const char *path = raw[0] == '/' ? raw + 1 : raw;
+    plen -= (size_t)(path - raw);
+    const char *host = http_header(r, "Host");
+    const char *dom = r->srv->cfg->s3_domain;
+    size_t dl = strlen(dom);
+    if (dl && host) {
+        char h[256];
+        snprintf(h, sizeof h, "%s", host);
+        char *colon = strrchr(h, ':');
+        if (colon && !strchr(colon, ']'))
+            *colon = '\0';
+        size_t hl = strlen(h);
+        if (hl > dl + 1 && h[hl - dl - 1] == '.' && strcasecmp(h + hl - dl, dom) == 0) {
+            snprintf(s->bucket, sizeof s->bucket, "%.*s", (int)(hl - dl - 1), h);
+            if (plen > 0)
+                s->key = pct_decode(path, plen, 0, &s->klen);
+        }
+    }
+    if (s->bucket[0] == '\0' && plen > 0) {
+        const char *slash = memchr(path, '/', plen);
+        size_t bl = slash ? (size_t)(slash - path) : plen;
+        char *b = pct_decode(path, bl, 0, NULL);
+        if (b && strlen(b) < sizeof s->bucket)
+            snprintf(s->bucket, sizeof s->bucket, "%s", b);
+        else
+            snprintf(s->bucket, sizeof s->bucket, "-invalid-");
+        free(b);
+        if (slash && (size_t)(slash - path) + 1 < plen)
+            s->key = pct_decode(slash + 1, plen - bl - 1, 0, &s->klen);
+    }
+    if (s->bucket[0])
+        snprintf(s->ns, sizeof s->ns, "s3/%s", s->bucket);
+    size_t rl = strlen(s->bucket) + (s->key ? s->klen : 0) + 3;
+    s->resource = malloc(rl);
+    if (s->resource)
+        snprintf(s->resource, rl, "/%s%s%s", s->bucket, s->key ? "/" : "", s->key ? s->key : "");
+    return 1;
+}
+
+/* Should this request go to S3 rather than the native API? */
+int s3_claims(request *r)
+{
+    if (has_aws_auth(r))
+        return 1;
+    /* /<bucket>/... where the bucket exists */
+    const char *p = r->path + 1;
+    const char *slash = strchr(p, '/');
+    size_t n = slash ? (size_t)(slash - p) : strlen(p);
+    if (n < 3 || n > 63)
+        return 0;
+    char ns[S3_NS_MAX];
+    snprintf(ns, sizeof ns, "s3/%.*s", (int)n, p);
+    return store_ns_get(r->srv->st, ns, NULL, NULL, NULL) == STORE_OK;
+}
+
+static int classify(request *r)
+{
+    s3_req *s = r->fe;
+    const char *m = r->method;
+    int get = strcmp(m, "GET") == 0, head = strcmp(m, "HEAD") == 0, put = strcmp(m, "PUT") == 0,
+        del = strcmp(m, "DELETE") == 0, post = strcmp(m, "POST") == 0;
+    if (s->bucket[0] == '\0')
+        return get || head ? OP_LIST_BUCKETS : OP_NOT_IMPLEMENTED;
+    if (s->key == NULL) {
+        if (get) {
+            if (s3_has_param(r, "location"))
+                return OP_GET_LOCATION;
+            if (s3_has_param(r, "versioning"))
+                return OP_GET_VERSIONING;
+            if (s3_has_param(r, "versions"))
+                return OP_LIST_VERSIONS;
+            if (s3_has_param(r, "uploads") || s3_has_param(r, "policy") ||
+                s3_has_param(r, "lifecycle") || s3_has_param(r, "cors") ||
+                s3_has_param(r, "tagging") || s3_has_param(r, "acl"))
+                return OP_NOT_IMPLEMENTED;
+            const char *lt = s3_param(r, "list-type");
+            return lt && strcmp(lt, "2") == 0 ? OP_LIST_V2 : OP_LIST_V1;
+        }
+        if (head)
+            return OP_HEAD_BUCKET;
+        if (put)
+            return s->nparams == 0 || s3_has_param(r, "x-id") ? OP_CREATE_BUCKET
+                   : s3_has_param(r, "acl")                   ? OP_BUCKET_SUBRESOURCE_OK
+                                                              : OP_NOT_IMPLEMENTED;
+        if (del)
+            return OP_DELETE_BUCKET;
+        if (post && s3_has_param(r, "delete"))
+            return OP_DELETE_OBJECTS;
+        return OP_NOT_IMPLEMENTED;
+    }
+    if (s3_has_param(r, "uploadId") || s3_has_param(r, "uploads") || s3_has_param(r, "tagging") ||
+        s3_has_param(r, "acl") || s3_has_param(r, "retention") || s3_has_param(r, "legal-hold"))
+        return OP_NOT_IMPLEMENTED;
+    if (get)
+        return OP_GET_OBJECT;
+    if (head)
+        return OP_HEAD_OBJECT;
+    if (put)
+        return http_header(r, "x-amz-copy-source") ? OP_COPY_OBJECT : OP_PUT_OBJECT;
+    if (del)
+        return OP_DELETE_OBJECT;
+    return OP_NOT_IMPLEMENTED;
+}
+
+static int needed_right(int op)
+{
+    switch (op) {
+    case OP_LIST_BUCKETS:
+    case OP_HEAD_BUCKET:
+    case OP_GET_LOCATION:
+    case OP_GET_VERSIONING:
+    case OP_LIST_V1:
+    case OP_LIST_V2:
+    case OP_LIST_VERSIONS:
+    case OP_GET_OBJECT:
+    case OP_HEAD_OBJECT:
+        return CREDS_READ;
+    case OP_CREATE_BUCKET:
+    case OP_DELETE_BUCKET:
+    case OP_BUCKET_SUBRESOURCE_OK:
+        return CREDS_ADMIN;
+    default:
+        return CREDS_WRITE;
+    }
+}
+
+/* ---- authentication ------------------------------------------------------- */
+
+typedef struct header_list {
+    sigv4_header h[128];
+    size_t n;
+} header_list;
+
+static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *k,
+                                      const char *v)
+{
+    (void)kind;
+    header_list *l = cls;
+    if (l->n < sizeof l->h / sizeof l->h[0]) {
+        l->h[l->n].name = k;
+        l->h[l->n].value = v ? v : "";
+        l->n++;
+    }
+    return MHD_YES;
+}
+
+/* 0 if the request may go on; otherwise an error was queued (returned in *ret). */
+static int authenticate(request *r, enum MHD_Result *ret)
+{
+    s3_req *s = r->fe;
+    header_list hl;
+    hl.n = 0;
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, collect_header, &hl);
+    /* the raw query again: s->params were decoded in place */
+    char *rawq = NULL;
+    sigv4_param raw_params[S3_MAX_PARAMS];
+    size_t nraw = 0;
+    const char *q = strchr(r->raw_uri, '?');
+    size_t plen = q ? (size_t)(q - r->raw_uri) : strlen(r->raw_uri);
+    char *path = strndup(r->raw_uri, plen);
+    if (q && (rawq = strdup(q + 1)) != NULL &&
+        sigv4_query_split(rawq, raw_params, S3_MAX_PARAMS, &nraw) != SIGV4_OK) {
+        free(rawq);
+        free(path);
+        *ret = s3_error(r, 400, "InvalidArgument", "Too many query parameters.");
+        return -1;
+    }
+    sigv4_request req = {r->method, path, raw_params, nraw, hl.h, hl.n, NULL};
+    sigv4_auth auth;
+    int rc = sigv4_parse_auth(&req, &auth);
+    int need = needed_right(s->op);
+    const char *bucket = s->bucket[0] ? s->bucket : NULL;
+    int result = 0;
+    if (creds_count() == 0) {
+        /* authentication off: signatures are not checked, everything is allowed */
+        s->anonymous = rc == SIGV4_ERR_NO_AUTH;
+    } else if (rc == SIGV4_ERR_NO_AUTH) {
+        s->anonymous = 1;
+        if (!creds_allowed(NULL, bucket, need)) {
+            *ret = s3_error(r, 403, "AccessDenied", "Access Denied.");
+            result = -1;
+        }
+    } else if (rc != SIGV4_OK) {
+        int status;
+        const char *code = sigv4_s3_error(rc, SIGV4_AUTH_NONE, &status);
+        *ret = s3_error(r, (unsigned)status, code, sigv4_strerror(rc));
+        result = -1;
+    } else {
+        const char *secret = creds_secret(auth.access_key);
+        sigv4_verify_opts opts = {.now = time(NULL), .region = NULL, .service = "s3"};
+        char vhost[64];
+        if (r->srv->cfg->s3_domain[0] && s->bucket[0] &&
+            strncmp(path + 1, s->bucket, strlen(s->bucket)) != 0) {
+            snprintf(vhost, sizeof vhost, "%s", s->bucket);
+            opts.vhost_bucket = vhost;
+        }
+        if (secret == NULL) {
+            *ret = s3_error(r, 403, "InvalidAccessKeyId",
+                            "The AWS Access Key Id you provided does not exist in our records.");
+            result = -1;
+        } else if ((rc = sigv4_verify(&req, &auth, secret, &opts, NULL)) != SIGV4_OK) {
+            int status;
+            const char *code = sigv4_s3_error(rc, auth.kind, &status);
+            *ret = s3_error(r, (unsigned)status, code, sigv4_strerror(rc));
+            result = -1;
+        } else if (!creds_allowed(auth.access_key, bucket, need)) {
+            *ret = s3_error(r, 403, "AccessDenied", "Access Denied.");
+            result = -1;
+        }
+    }
+    free(rawq);
+    free(path);
+    return result;
+}
+
+/* ---- the handler ---------------------------------------------------------- */
+
+static enum MHD_Result first_call(request *r)
+{
+    s3_req *s = r->fe;
+    enum MHD_Result ret;
+    s->op = classify(r);
+    if (s->op == OP_NOT_IMPLEMENTED)
+        return s3_error(r, 501, "NotImplemented",
+                        "A header or query you provided implies functionality that is not "
+                        "implemented.");
+    if (s->key && s->klen == 0)
+        return s3_error(r, 400, "InvalidArgument", "The object key is empty.");
+    if (s->bucket[0] && !valid_bucket_name(s->bucket))
+        return s3_error(r, 400, "InvalidBucketName", "The specified bucket is not valid.");
+    if (authenticate(r, &ret) != 0)
+        return ret;
+    if (s->op == OP_PUT_OBJECT) {
+        unsigned status = s3_put_object_begin(r);
+        if (status != 0)
+            return MHD_YES; /* s3_put_object_begin queued nothing: answer at the end */
+    }
+    return MHD_YES;
+}
+
+static void feed_xml(s3_req *s, const char *data, size_t n)
+{
+    if (s->xml.len + n > S3_XML_BODY_MAX) {
+        s->xml_too_big = 1;
+        return;
+    }
+    buf_add(&s->xml, data, n);
+}
+
+static enum MHD_Result last_call(request *r)
+{
+    s3_req *s = r->fe;
+    switch (s->op) {
+    case OP_LIST_BUCKETS:
+        return s3_list_buckets(r);
+    case OP_CREATE_BUCKET:
+        return s3_create_bucket(r);
+    case OP_DELETE_BUCKET:
+        return s3_delete_bucket(r);
+    case OP_HEAD_BUCKET:
+        return s3_head_bucket(r);
+    case OP_GET_LOCATION:
+        return s3_get_bucket_location(r);
+    case OP_GET_VERSIONING:
+        return s3_get_bucket_versioning(r);
+    case OP_LIST_V1:
+        return s3_list_objects(r, 1);
+    case OP_LIST_V2:
+        return s3_list_objects(r, 2);
+    case OP_LIST_VERSIONS:
+        return s3_list_objects(r, 0);
+    case OP_DELETE_OBJECTS:
+        if (s->xml_too_big)
+            return s3_error(r, 400, "MalformedXML", "The XML you provided was too large.");
+        return s3_delete_objects(r);
+    case OP_PUT_OBJECT:
+        return s3_put_object_end(r);
+    case OP_COPY_OBJECT:
+        return s3_copy_object(r);
+    case OP_GET_OBJECT:
+        return s3_get_object(r, 0);
+    case OP_HEAD_OBJECT:
+        return s3_get_object(r, 1);
+    case OP_DELETE_OBJECT:
+        return s3_delete_object(r);
+    case OP_BUCKET_SUBRESOURCE_OK: {
+        if (!s3_bucket_exists(r))
+            return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+        struct MHD_Response *resp =
+            MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        s3_common_headers(r, resp);
+        return http_queue(r, 200, resp);
+    }
+    default:
+        return s3_error(r, 501, "NotImplemented", "Not implemented.");
+    }
+}
+
+enum MHD_Result s3_handle(request *r, const char *data, size_t *size)
+{
+    s3_req *s = r->fe;
+    if (r->calls == 1)
+        return first_call(r);
+    if (*size > 0) {
+        if (s->op == OP_PUT_OBJECT && s->body_started)
+            body_feed(&s->body, data, *size);
+        else if (s->op == OP_DELETE_OBJECTS || s->op == OP_CREATE_BUCKET)
+            feed_xml(s, data, *size);
+        *size = 0;
+        return MHD_YES;
+    }
+    return last_call(r);
+}

@@ -1,0 +1,528 @@
+/*
+ * s3_bucket.c - S3 buckets and listings: ListBuckets, CreateBucket,
+ * DeleteBucket, HeadBucket, GetBucketLocation, GetBucketVersioning,
+ * ListObjects (v1), ListObjectsV2, ListObjectVersions and DeleteObjects.
+ *
+ * A listing is one ordered scan of the bucket's keys in the index.  With a
+ * delimiter, keys that share a common prefix are rolled into it and the scan
+ * seeks past them, so a folder of a million keys costs one step.
+ * Continuation tokens are the resume position, base64url-encoded: 'A'+key
+ * means "after this key", 'F'+key "from this key on".
+ */
+#include <expat.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/evp.h>
+
+#include "../common/util.h"
+#include "creds.h"
+#include "s3.h"
+
+#define OWNER_ID "cairn"
+
+static const char *XML_HEAD = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+static const char *S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/";
+
+/* ---- buckets -------------------------------------------------------------- */
+
+static int list_one_bucket(void *ctx, const char *ns, uint64_t created)
+{
+    buf *b = ctx;
+    if (strncmp(ns, "s3/", 3) != 0)
+        return 0;
+    char when[32];
+    s3_format_iso8601(created, when);
+    buf_puts(b, "<Bucket>");
+    buf_xml_elem(b, "Name", ns + 3, strlen(ns + 3));
+    buf_printf(b, "<CreationDate>%s</CreationDate></Bucket>", when);
+    return 0;
+}
+
+enum MHD_Result s3_list_buckets(request *r)
+{
+    buf b = {0};
+    buf_printf(&b,
+               "%s<ListAllMyBucketsResult xmlns=\"%s\"><Owner><ID>%s</ID>"
+               "<DisplayName>%s</DisplayName></Owner><Buckets>",
+               XML_HEAD, S3_NS, OWNER_ID, OWNER_ID);
+    if (store_ns_list(r->srv->st, list_one_bucket, &b) != STORE_OK) {
+        buf_free(&b);
+        return s3_error(r, 500, "InternalError", "Cannot read the bucket list.");
+    }
+    buf_puts(&b, "</Buckets></ListAllMyBucketsResult>");
+    return s3_xml(r, 200, &b);
+}
+
+enum MHD_Result s3_create_bucket(request *r)
+{
+    s3_req *s = r->fe;
+    const char *b = s->bucket;
+    size_t n = strlen(b);
+    int ok = n >= 3 && n <= 63 && !s3_reserved_bucket(b);
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (b[i] >= 'a' && b[i] <= 'z') || (b[i] >= '0' && b[i] <= '9') || b[i] == '-' ||
+             b[i] == '.';
+    ok = ok && b[0] != '-' && b[0] != '.' && b[n - 1] != '-' && b[n - 1] != '.';
+    if (!ok)
+        return s3_error(r, 400, "InvalidBucketName",
+                        s3_reserved_bucket(b)
+                            ? "The specified bucket name is reserved by cairn's other APIs."
+                            : "The specified bucket is not valid.");
+    int st = store_ns_create(r->srv->st, s->ns, NULL, 0);
+    if (st == STORE_EXISTS)
+        return s3_error(r, 409, "BucketAlreadyOwnedByYou",
+                        "Your previous request to create the named bucket succeeded and you "
+                        "already own it.");
+    if (st != STORE_OK)
+        return s3_store_error(r, st);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    char loc[80];
+    snprintf(loc, sizeof loc, "/%s", b);
+    MHD_add_response_header(resp, "Location", loc);
+    s3_common_headers(r, resp);
+    return http_queue(r, 200, resp);
+}
+
+enum MHD_Result s3_delete_bucket(request *r)
+{
+    s3_req *s = r->fe;
+    int st = store_ns_delete(r->srv->st, s->ns);
+    if (st == STORE_NOTFOUND)
+        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+    if (st == STORE_NOT_EMPTY)
+        return s3_error(r, 409, "BucketNotEmpty", "The bucket you tried to delete is not empty.");
+    if (st != STORE_OK)
+        return s3_store_error(r, st);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    s3_common_headers(r, resp);
+    return http_queue(r, 204, resp);
+}
+
+enum MHD_Result s3_head_bucket(request *r)
+{
+    if (!s3_bucket_exists(r))
+        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(resp, "x-amz-bucket-region", r->srv->cfg->region);
+    s3_common_headers(r, resp);
+    return http_queue(r, 200, resp);
+}
+
+enum MHD_Result s3_get_bucket_location(request *r)
+{
+    if (!s3_bucket_exists(r))
+        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+    buf b = {0};
+    const char *region = r->srv->cfg->region;
+    buf_printf(&b, "%s<LocationConstraint xmlns=\"%s\">", XML_HEAD, S3_NS);
+    if (strcmp(region, "us-east-1") != 0) /* us-east-1 is the empty constraint */
+        buf_xml(&b, region, strlen(region));
+    buf_puts(&b, "</LocationConstraint>");
+    return s3_xml(r, 200, &b);
+}
+
+enum MHD_Result s3_get_bucket_versioning(request *r)
+{
+    if (!s3_bucket_exists(r))
+        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+    buf b = {0};
+    buf_printf(&b, "%s<VersioningConfiguration xmlns=\"%s\"/>", XML_HEAD, S3_NS);
+    return s3_xml(r, 200, &b);
+}
+
+/* ---- listing -------------------------------------------------------------- */
+
+typedef struct lister {
+    request *r;
+    int version; /* 1, 2, 0 = versions */
+    const char *prefix;
+    size_t plen;
+    const char *delim;
+    size_t dlen;
+    int url; /* encoding-type=url */
+    int fetch_owner;
+    long max;
+    long count;
+    int truncated;
+    char *last; /* last key or common prefix emitted */
+    size_t last_len;
+    int last_is_prefix;
+    buf contents, prefixes;
+} lister;
+
+static void emit_key(lister *l, buf *b, const char *tag, const char *k, size_t n)
+{
+    if (l->url) {
+        char *enc = sigv4_uri_encode(k, n, 1);
+        if (enc) {
+            buf_printf(b, "<%s>%s</%s>", tag, enc, tag);
+            free(enc);
+        }
+    } else {
+        buf_xml_elem(b, tag, k, n);
+    }
+}
+
+static void remember(lister *l, const char *k, size_t n, int is_prefix)
+{
+    char *p = realloc(l->last, n + 1);
+    if (p == NULL)
+        return;
+    memcpy(p, k, n);
+    p[n] = '\0';
+    l->last = p;
+    l->last_len = n;
+    l->last_is_prefix = is_prefix;
+}
+
+static int list_cb(void *ctx, const store_list_item *it, char *seek, size_t *seek_len)
+{
+    lister *l = ctx;
+    if (it->klen < l->plen || memcmp(it->key, l->prefix, l->plen) != 0)
+        return STORE_LIST_STOP; /* past the prefix */
+    const char *cp_end = NULL;
+    if (l->dlen) {
+        const char *rest = it->key + l->plen;
+        size_t rl = it->klen - l->plen;
+        for (size_t i = 0; i + l->dlen <= rl; i++)
+            if (memcmp(rest + i, l->delim, l->dlen) == 0) {
+                cp_end = rest + i + l->dlen;
+                break;
+            }
+    }
+    if (l->count >= l->max) {
+        l->truncated = 1;
+        return STORE_LIST_STOP;
+    }
+    l->count++;
+    if (cp_end) {
+        size_t cpl = (size_t)(cp_end - it->key);
+        buf_puts(&l->prefixes, "<CommonPrefixes>");
+        emit_key(l, &l->prefixes, "Prefix", it->key, cpl);
+        buf_puts(&l->prefixes, "</CommonPrefixes>");
+        remember(l, it->key, cpl, 1);
+        /* seek past every key under this prefix: its last byte plus one */
+        if (cpl <= 1024 && (unsigned char)it->key[cpl - 1] != 0xff) {
+            memcpy(seek, it->key, cpl);
+            seek[cpl - 1] = (char)((unsigned char)seek[cpl - 1] + 1);
+            *seek_len = cpl;
+            return STORE_LIST_SEEK;
+        }
+        return STORE_LIST_NEXT;
+    }
+    char when[32], etag[80];
+    s3_format_iso8601(it->mtime_ms, when);
+    s3_meta_etag(it->meta, it->meta_len, etag, sizeof etag);
+    buf *b = &l->contents;
+    buf_puts(b, l->version == 0 ? "<Version>" : "<Contents>");
+    emit_key(l, b, "Key", it->key, it->klen);
+    if (l->version == 0)
+        buf_puts(b, "<VersionId>null</VersionId><IsLatest>true</IsLatest>");
+    buf_printf(b,
+               "<LastModified>%s</LastModified><ETag>&quot;%s&quot;</ETag><Size>%llu</Size>"
+               "<StorageClass>STANDARD</StorageClass>",
+               when, etag, (unsigned long long)it->size);
+    if (l->version != 2 || l->fetch_owner)
+        buf_printf(b, "<Owner><ID>%s</ID><DisplayName>%s</DisplayName></Owner>", OWNER_ID,
+                   OWNER_ID);
+    buf_puts(b, l->version == 0 ? "</Version>" : "</Contents>");
+    remember(l, it->key, it->klen, 0);
+    return STORE_LIST_NEXT;
+}
+
+static char *token_encode(const lister *l)
+{
+    size_t n = l->last_len + 1;
+    char *raw = malloc(n);
+    char *out = malloc(4 * ((n + 2) / 3) + 1);
+    if (raw == NULL || out == NULL) {
+        free(raw);
+        free(out);
+        return NULL;
+    }
+    raw[0] = l->last_is_prefix ? 'F' : 'A';
+    memcpy(raw + 1, l->last, l->last_len);
+    if (l->last_is_prefix) /* resume after everything under the prefix */
+        raw[n - 1] = (char)((unsigned char)raw[n - 1] + 1);
+    EVP_EncodeBlock((unsigned char *)out, (unsigned char *)raw, (int)n);
+    free(raw);
+    for (char *p = out; *p; p++)
+        *p = *p == '+' ? '-' : *p == '/' ? '_' : *p;
+    return out;
+}
+
+/* Returns the decoded token (mode byte first) or NULL if malformed. */
+static char *token_decode(const char *tok, size_t *len)
+{
+    size_t n = strlen(tok);
+    if (n == 0 || n % 4 != 0 || n > 4096)
+        return NULL;
+    char *in = strdup(tok);
+    unsigned char *out = malloc(n);
+    if (in == NULL || out == NULL) {
+        free(in);
+        free(out);
+        return NULL;
+    }
+    for (char *p = in; *p; p++)
+        *p = *p == '-' ? '+' : *p == '_' ? '/' : *p;
+    int got = EVP_DecodeBlock(out, (unsigned char *)in, (int)n);
+    free(in);
+    if (got < 1) {
+        free(out);
+        return NULL;
+    }
+    if (n >= 1 && tok[n - 1] == '=')
+        got--;
+    if (n >= 2 && tok[n - 2] == '=')
+        got--;
+    if (got < 1 || (out[0] != 'A' && out[0] != 'F')) {
+        free(out);
+        return NULL;
+    }
+    *len = (size_t)got;
+    return (char *)out;
+}
+
+enum MHD_Result s3_list_objects(request *r, int version)
+{
+    s3_req *s = r->fe;
+    if (!s3_bucket_exists(r))
+        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+    lister l = {0};
+    l.r = r;
+    l.version = version;
+    l.prefix = s3_param(r, "prefix");
+    l.prefix = l.prefix ? l.prefix : "";
+    l.plen = strlen(l.prefix);
+    l.delim = s3_param(r, "delimiter");
+    l.delim = l.delim ? l.delim : "";
+    l.dlen = strlen(l.delim);
+    const char *enc = s3_param(r, "encoding-type");
+    if (enc && strcmp(enc, "url") != 0)
+        return s3_error(r, 400, "InvalidArgument", "Invalid Encoding Method specified in Request");
+    l.url = enc != NULL;
+    const char *fo = s3_param(r, "fetch-owner");
+    l.fetch_owner = fo && strcmp(fo, "true") == 0;
+    l.max = 1000;
+    const char *mk = s3_param(r, "max-keys");
+    if (mk) {
+        char *end;
+        long v = strtol(mk, &end, 10);
+        if (*mk == '\0' || *end || v < 0)
+            return s3_error(r, 400, "InvalidArgument",
+                            "Provided max-keys not an integer or within integer range");
+        l.max = v < 1000 ? v : 1000;
+    }
+
+    /* where to start */
+    const char *from = l.prefix;
+    size_t from_len = l.plen;
+    int after = 0;
+    char *tok = NULL;
+    const char *marker = NULL, *token = NULL, *start_after = NULL;
+    if (version == 2) {
+        token = s3_param(r, "continuation-token");
+        start_after = s3_param(r, "start-after");
+        if (token) {
+            size_t tl;
+            if ((tok = token_decode(token, &tl)) == NULL)
+                return s3_error(r, 400, "InvalidArgument",
+                                "The continuation token provided is incorrect");
+            from = tok + 1;
+            from_len = tl - 1;
+            after = tok[0] == 'A';
+        } else if (start_after && strcmp(start_after, l.prefix) > 0) {
+            from = start_after;
+            from_len = strlen(start_after);
+            after = 1;
+        }
+    } else {
+        marker = s3_param(r, version == 1 ? "marker" : "key-marker");
+        if (marker && *marker && strcmp(marker, l.prefix) > 0) {
+            from = marker;
+            from_len = strlen(marker);
+            after = 1;
+        }
+    }
+    int st = STORE_OK;
+    if (l.max > 0)
+        st = store_list(r->srv->st, s->ns, from, from_len, after, list_cb, &l);
+    else
+        l.truncated = 0;
+    if (st != STORE_OK) {
+        free(tok);
+        buf_free(&l.contents);
+        buf_free(&l.prefixes);
+        free(l.last);
+        return s3_error(r, 500, "InternalError", "Listing failed.");
+    }
+
+    buf b = {0};
+    const char *root = version == 0 ? "ListVersionsResult" : "ListBucketResult";
+    buf_printf(&b, "%s<%s xmlns=\"%s\">", XML_HEAD, root, S3_NS);
+    buf_xml_elem(&b, "Name", s->bucket, strlen(s->bucket));
+    emit_key(&l, &b, "Prefix", l.prefix, l.plen);
+    if (version == 2) {
+        if (token)
+            buf_xml_elem(&b, "ContinuationToken", token, strlen(token));
+        if (start_after)
+            emit_key(&l, &b, "StartAfter", start_after, strlen(start_after));
+        buf_printf(&b, "<KeyCount>%ld</KeyCount>", l.count);
+    } else if (version == 1) {
+        emit_key(&l, &b, "Marker", marker ? marker : "", marker ? strlen(marker) : 0);
+    } else {
+        emit_key(&l, &b, "KeyMarker", marker ? marker : "", marker ? strlen(marker) : 0);
+        buf_puts(&b, "<VersionIdMarker></VersionIdMarker>");
+    }
+    buf_printf(&b, "<MaxKeys>%ld</MaxKeys>", mk ? strtol(mk, NULL, 10) : 1000L);
+    if (l.dlen)
+        emit_key(&l, &b, "Delimiter", l.delim, l.dlen);
+    if (l.url)
+        buf_puts(&b, "<EncodingType>url</EncodingType>");
+    buf_printf(&b, "<IsTruncated>%s</IsTruncated>", l.truncated ? "true" : "false");
+    if (l.truncated && l.last) {
+        if (version == 2) {
+            char *next = token_encode(&l);
+            if (next)
+                buf_xml_elem(&b, "NextContinuationToken", next, strlen(next));
+            free(next);
+        } else if (version == 1) {
+            emit_key(&l, &b, "NextMarker", l.last, l.last_len);
+        } else {
+            emit_key(&l, &b, "NextKeyMarker", l.last, l.last_len);
+            buf_puts(&b, "<NextVersionIdMarker>null</NextVersionIdMarker>");
+        }
+    }
+    buf_add(&b, l.contents.data ? l.contents.data : "", l.contents.len);
+    buf_add(&b, l.prefixes.data ? l.prefixes.data : "", l.prefixes.len);
+    buf_printf(&b, "</%s>", root);
+    buf_free(&l.contents);
+    buf_free(&l.prefixes);
+    free(l.last);
+    free(tok);
+    return s3_xml(r, 200, &b);
+}
+
+/* ---- DeleteObjects -------------------------------------------------------- */
+
+typedef struct del_parse {
+    int depth;
+    int in_key, in_quiet;
+    buf text;
+    char **keys;
+    size_t *lens;
+    size_t n, cap;
+    int quiet;
+    int bad;
+    int root_ok;
+} del_parse;
+
+static void XMLCALL del_start(void *ud, const XML_Char *name, const XML_Char **attrs)
+{
+    (void)attrs;
+    del_parse *p = ud;
+    p->depth++;
+    if (p->depth == 1)
+        p->root_ok = strcmp(name, "Delete") == 0;
+    if (p->depth == 2 && strcmp(name, "Quiet") == 0)
+        p->in_quiet = 1;
+    if (p->depth == 3 && strcmp(name, "Key") == 0)
+        p->in_key = 1;
+    p->text.len = 0;
+}
+
+static void XMLCALL del_end(void *ud, const XML_Char *name)
+{
+    (void)name;
+    del_parse *p = ud;
+    if (p->in_key) {
+        if (p->n == p->cap) {
+            size_t cap = p->cap ? p->cap * 2 : 64;
+            char **k = realloc(p->keys, cap * sizeof *k);
+            size_t *l = k ? realloc(p->lens, cap * sizeof *l) : NULL;
+            if (k)
+                p->keys = k;
+            if (l == NULL) {
+                p->bad = 1;
+                return;
+            }
+            p->lens = l;
+            p->cap = cap;
+        }
+        p->keys[p->n] = malloc(p->text.len + 1);
+        if (p->keys[p->n] == NULL) {
+            p->bad = 1;
+            return;
+        }
+        memcpy(p->keys[p->n], p->text.data ? p->text.data : "", p->text.len);
+        p->keys[p->n][p->text.len] = '\0';
+        p->lens[p->n++] = p->text.len;
+        p->in_key = 0;
+    }
+    if (p->in_quiet) {
+        p->quiet = p->text.len == 4 && strncmp(p->text.data, "true", 4) == 0;
+        p->in_quiet = 0;
+    }
+    p->depth--;
+}
+
+static void XMLCALL del_text(void *ud, const XML_Char *s, int len)
+{
+    del_parse *p = ud;
+    if (p->in_key || p->in_quiet)
+        buf_add(&p->text, s, (size_t)len);
+}
+
+enum MHD_Result s3_delete_objects(request *r)
+{
+    s3_req *s = r->fe;
+    if (!s3_bucket_exists(r))
+        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+    del_parse p = {0};
+    XML_Parser xp = XML_ParserCreate("UTF-8");
+    if (xp == NULL)
+        return s3_error(r, 500, "InternalError", "out of memory");
+    XML_SetUserData(xp, &p);
+    XML_SetElementHandler(xp, del_start, del_end);
+    XML_SetCharacterDataHandler(xp, del_text);
+    int ok = XML_Parse(xp, s->xml.data ? s->xml.data : "", (int)s->xml.len, 1) == XML_STATUS_OK;
+    XML_ParserFree(xp);
+    enum MHD_Result ret;
+    if (!ok || p.bad || !p.root_ok || p.n == 0 || p.n > 1000) {
+        ret = s3_error(r, 400, "MalformedXML",
+                       "The XML you provided was not well-formed or did not validate against "
+                       "our published schema");
+    } else {
+        buf b = {0};
+        buf_printf(&b, "%s<DeleteResult xmlns=\"%s\">", XML_HEAD, S3_NS);
+        for (size_t i = 0; i < p.n; i++) {
+            int st =
+                p.lens[i] ? store_delete(r->srv->st, s->ns, p.keys[i], p.lens[i]) : STORE_BAD_KEY;
+            if (st == STORE_OK || st == STORE_NOTFOUND) {
+                if (!p.quiet) {
+                    buf_puts(&b, "<Deleted>");
+                    buf_xml_elem(&b, "Key", p.keys[i], p.lens[i]);
+                    buf_puts(&b, "</Deleted>");
+                }
+            } else {
+                buf_puts(&b, "<Error>");
+                buf_xml_elem(&b, "Key", p.keys[i], p.lens[i]);
+                buf_printf(&b, "<Code>%s</Code><Message>%s</Message></Error>",
+                           st == STORE_BAD_KEY ? "InvalidArgument" : "InternalError",
+                           store_strerror(st));
+            }
+        }
+        buf_puts(&b, "</DeleteResult>");
+        ret = s3_xml(r, 200, &b);
+    }
+    for (size_t i = 0; i < p.n; i++)
+        free(p.keys[i]);
+    free(p.keys);
+    free(p.lens);
+    buf_free(&p.text);
+    return ret;
+}

@@ -1,0 +1,512 @@
+/*
+ * s3_object.c - S3 objects: PutObject, GetObject, HeadObject, DeleteObject,
+ * CopyObject.
+ *
+ * Object metadata rides in the key record as a list of fields, each
+ *     u8 tag, u16 length (little-endian), bytes
+ * so that new fields can be added without touching old records.  User
+ * metadata fields hold "name\0value" with the name lowercased, as S3 returns
+ * them.  A copy moves no bytes: the new key points at the same blob.
+ */
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+
+#include "../common/util.h"
+#include "s3.h"
+
+enum {
+    META_ETAG = 1,
+    META_CONTENT_TYPE,
+    META_CONTENT_ENCODING,
+    META_CONTENT_DISPOSITION,
+    META_CACHE_CONTROL,
+    META_CONTENT_LANGUAGE,
+    META_EXPIRES,
+    META_USER,
+};
+
+static const struct {
+    int tag;
+    const char *header;
+    const char *override; /* response-* query parameter of GetObject */
+} content_fields[] = {
+    {META_CONTENT_TYPE, "Content-Type", "response-content-type"},
+    {META_CONTENT_ENCODING, "Content-Encoding", "response-content-encoding"},
+    {META_CONTENT_DISPOSITION, "Content-Disposition", "response-content-disposition"},
+    {META_CACHE_CONTROL, "Cache-Control", "response-cache-control"},
+    {META_CONTENT_LANGUAGE, "Content-Language", "response-content-language"},
+    {META_EXPIRES, "Expires", "response-expires"},
+};
+#define NCONTENT (sizeof content_fields / sizeof content_fields[0])
+
+static void meta_add(buf *b, int tag, const char *v, size_t n)
+{
+    if (n > 65535)
+        n = 65535;
+    uint8_t h[3] = {(uint8_t)tag, (uint8_t)n, (uint8_t)(n >> 8)};
+    buf_add(b, (const char *)h, 3);
+    buf_add(b, v, n);
+}
+
+/* Calls fn for each field; stops at a malformed tail. */
+static void meta_each(const void *meta, size_t len,
+                      void (*fn)(void *ctx, int tag, const char *v, size_t n), void *ctx)
+{
+    const uint8_t *p = meta, *end = p + len;
+    while (end - p >= 3) {
+        size_t n = (size_t)p[1] | (size_t)p[2] << 8;
+        if ((size_t)(end - p - 3) < n)
+            break;
+        fn(ctx, p[0], (const char *)p + 3, n);
+        p += 3 + n;
+    }
+}
+
+typedef struct etag_ctx {
+    char *out;
+    size_t cap;
+} etag_ctx;
+
+static void find_etag(void *ctx, int tag, const char *v, size_t n)
+{
+    etag_ctx *e = ctx;
+    if (tag == META_ETAG && n < e->cap) {
+        memcpy(e->out, v, n);
+        e->out[n] = '\0';
+    }
+}
+
+void s3_meta_etag(const void *meta, size_t len, char *out, size_t cap)
+{
+    etag_ctx e = {out, cap};
+    out[0] = '\0';
+    meta_each(meta, len, find_etag, &e);
+}
+
+typedef struct user_meta_ctx {
+    buf *b;
+} user_meta_ctx;
+
+static enum MHD_Result collect_user_meta(void *cls, enum MHD_ValueKind kind, const char *k,
+                                         const char *v)
+{
+    (void)kind;
+    user_meta_ctx *c = cls;
+    if (strncasecmp(k, "x-amz-meta-", 11) != 0)
+        return MHD_YES;
+    char name[256];
+    size_t n = strlen(k);
+    if (n >= sizeof name)
+        return MHD_YES;
+    for (size_t i = 0; i <= n; i++)
+        name[i] = (char)tolower((unsigned char)k[i]);
+    buf field = {0};
+    buf_add(&field, name, n + 1);
+    buf_puts(&field, v ? v : "");
+    meta_add(c->b, META_USER, field.data, field.len);
+    buf_free(&field);
+    return MHD_YES;
+}
+
+/* Metadata of a new object from the request's headers. */
+static void meta_from_request(request *r, buf *b, const char *etag)
+{
+    meta_add(b, META_ETAG, etag, strlen(etag));
+    for (size_t i = 0; i < NCONTENT; i++) {
+        const char *v = http_header(r, content_fields[i].header);
+        if (v == NULL)
+            continue;
+        if (content_fields[i].tag == META_CONTENT_ENCODING) {
+            /* aws-chunked is how the body travelled, not what it is */
+            char clean[256];
+            size_t n = 0;
+            const char *p = v;
+            while (*p && n + 1 < sizeof clean) {
+                size_t tl = strcspn(p, ",");
+                const char *t = p;
+                while (tl && *t == ' ')
+                    t++, tl--;
+                size_t tl2 = tl;
+                while (tl2 && t[tl2 - 1] == ' ')
+                    tl2--;
+                if (tl2 && !(tl2 == 11 && strncasecmp(t, "aws-chunked", 11) == 0) &&
+                    n + tl2 + 2 < sizeof clean) {
+                    if (n)
+                        clean[n++] = ',';
+                    memcpy(clean + n, t, tl2);
+                    n += tl2;
+                }
+                p = t + tl;
+                if (*p == ',')
+                    p++;
+                else
+                    break;
+            }
+            if (n)
+                meta_add(b, META_CONTENT_ENCODING, clean, n);
+            continue;
+        }
+        meta_add(b, content_fields[i].tag, v, strlen(v));
+    }
+    user_meta_ctx c = {b};
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, collect_user_meta, &c);
+}
+
+typedef struct resp_ctx {
+    request *r;
+    struct MHD_Response *resp;
+} resp_ctx;
+
+static void add_meta_header(void *ctx, int tag, const char *v, size_t n)
+{
+    resp_ctx *c = ctx;
+    char *val = strndup(v, n);
+    if (val == NULL)
+        return;
+    if (tag == META_USER) {
+        size_t nl = strlen(val);
+        if (nl < n)
+            MHD_add_response_header(c->resp, val, val + nl + 1);
+    } else {
+        for (size_t i = 0; i < NCONTENT; i++)
+            if (content_fields[i].tag == tag && !s3_has_param(c->r, content_fields[i].override))
+                MHD_add_response_header(c->resp, content_fields[i].header, val);
+    }
+    free(val);
+}
+
+static void object_headers(request *r, struct MHD_Response *resp, const store_entry *e,
+                           const char *etag)
+{
+    char q[96], date[40];
+    snprintf(q, sizeof q, "\"%s\"", etag);
+    MHD_add_response_header(resp, "ETag", q);
+    s3_format_http_date(e->mtime_ms, date);
+    MHD_add_response_header(resp, "Last-Modified", date);
+    resp_ctx c = {r, resp};
+    meta_each(e->meta, e->meta_len, add_meta_header, &c);
+    for (size_t i = 0; i < NCONTENT; i++) {
+        const char *o = s3_param(r, content_fields[i].override);
+        if (o)
+            MHD_add_response_header(resp, content_fields[i].header, o);
+    }
+    s3_common_headers(r, resp);
+}
+
+/* ---- conditionals --------------------------------------------------------- */
+
+/* Does an If-Match / If-None-Match list match etag?  "*" matches anything. */
+static int etag_matches(const char *list, const char *etag)
+{
+    const char *p = list;
+    size_t el = strlen(etag);
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (*p == '*')
+            return 1;
+        if (strncmp(p, "W/", 2) == 0)
+            p += 2;
+        const char *t = p;
+        size_t tl = strcspn(p, ",");
+        while (tl && t[tl - 1] == ' ')
+            tl--;
+        if (tl >= 2 && t[0] == '"' && t[tl - 1] == '"') {
+            t++;
+            tl -= 2;
+        }
+        if (tl == el && memcmp(t, etag, el) == 0)
+            return 1;
+        p += strcspn(p, ",");
+    }
+    return 0;
+}
+
+/* 0 to go on, else the status to answer (304 or 412). */
+static unsigned check_conditions(request *r, const char *etag, uint64_t mtime_ms)
+{
+    const char *im = http_header(r, "If-Match"), *inm = http_header(r, "If-None-Match");
+    const char *ims = http_header(r, "If-Modified-Since");
+    const char *ius = http_header(r, "If-Unmodified-Since");
+    time_t t, mtime = (time_t)(mtime_ms / 1000);
+    if (im && !etag_matches(im, etag))
+        return 412;
+    if (!im && ius && sigv4_parse_http_date(ius, &t) == SIGV4_OK && mtime > t)
+        return 412;
+    if (inm && etag_matches(inm, etag))
+        return 304;
+    if (!inm && ims && sigv4_parse_http_date(ims, &t) == SIGV4_OK && mtime <= t)
+        return 304;
+    return 0;
+}
+
+/* ---- GET and HEAD --------------------------------------------------------- */
+
+enum MHD_Result s3_get_object(request *r, int head)
+{
+    s3_req *s = r->fe;
+    store_entry e;
+    int st = store_lookup(r->srv->st, s->ns, s->key, s->klen, &e);
+    if (st == STORE_NOTFOUND && !s3_bucket_exists(r))
+        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+    if (st != STORE_OK)
+        return s3_store_error(r, st);
+    char etag[80];
+    s3_meta_etag(e.meta, e.meta_len, etag, sizeof etag);
+    unsigned cond = check_conditions(r, etag, e.mtime_ms);
+    if (cond) {
+        store_entry_clear(&e);
+        if (cond == 412)
+            return s3_error(r, 412, "PreconditionFailed",
+                            "At least one of the pre-conditions you specified did not hold");
+        struct MHD_Response *resp =
+            MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        char q[96], date[40];
+        snprintf(q, sizeof q, "\"%s\"", etag);
+        MHD_add_response_header(resp, "ETag", q);
+        s3_format_http_date(e.mtime_ms, date);
+        MHD_add_response_header(resp, "Last-Modified", date);
+        s3_common_headers(r, resp);
+        return http_queue(r, 304, resp);
+    }
+    serve_opts o = {.head = head, .allow_zstd = 0, .range = http_header(r, "Range")};
+    if (s3_has_param(r, "partNumber")) {
+        const char *pn = s3_param(r, "partNumber");
+        if (strcmp(pn, "1") != 0) {
+            store_entry_clear(&e);
+            return s3_error(r, 416, "InvalidPartNumber",
+                            "The requested partnumber is not satisfiable");
+        }
+    }
+    unsigned status;
+    struct MHD_Response *resp = serve_entry(r->srv, &e, &o, &status);
+    if (resp == NULL) {
+        store_entry_clear(&e);
+        return status == 404 ? s3_store_error(r, STORE_NOTFOUND)
+                             : s3_error(r, status, "InternalError", "Reading the object failed.");
+    }
+    if (status == 416) {
+        store_entry_clear(&e);
+        MHD_destroy_response(resp);
+        return s3_error(r, 416, "InvalidRange", "The requested range is not satisfiable");
+    }
+    object_headers(r, resp, &e, etag);
+    if (MHD_get_response_header(resp, "Content-Type") == NULL)
+        MHD_add_response_header(resp, "Content-Type", "binary/octet-stream");
+    store_entry_clear(&e);
+    return http_queue(r, status, resp);
+}
+
+/* ---- PUT ------------------------------------------------------------------ */
+
+static int decode_md5(const char *b64, uint8_t out[16])
+{
+    uint8_t tmp[32];
+    size_t n = strlen(b64);
+    if (n != 24)
+        return -1;
+    int got = EVP_DecodeBlock(tmp, (const unsigned char *)b64, (int)n);
+    if (got != 18) /* 16 bytes and two padding zeros */
+        return -1;
+    memcpy(out, tmp, 16);
+    return 0;
+}
+
+unsigned s3_put_object_begin(request *r)
+{
+    s3_req *s = r->fe;
+    const char *sha = http_header(r, "x-amz-content-sha256");
+    if (sha && sigv4_payload_kind_of(sha) == SIGV4_PAYLOAD_HEX) {
+        util_unhex(sha, 64, s->payload_sha256, 32);
+        s->payload_sha256_set = 1;
+    }
+    unsigned status = body_begin(r, &s->body, 1, 0);
+    s->body_started = status == 0;
+    return status;
+}
+
+enum MHD_Result s3_put_object_end(request *r)
+{
+    s3_req *s = r->fe;
+    if (!s->body_started) {
+        if (s->body.status == MHD_HTTP_CONTENT_TOO_LARGE || !s->body.error)
+            return s3_error(r, 400, "EntityTooLarge",
+                            "Your proposed upload exceeds the maximum allowed object size.");
+        return s3_error(r, s->body.status ? s->body.status : 400, "InvalidRequest", s->body.error);
+    }
+    if (!s3_bucket_exists(r))
+        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+    store_put_result res;
+    unsigned status = body_finish(&s->body, &res);
+    if (status == MHD_HTTP_CONTENT_TOO_LARGE)
+        return s3_error(r, 400, "EntityTooLarge",
+                        "Your proposed upload exceeds the maximum allowed object size.");
+    if (status == MHD_HTTP_INSUFFICIENT_STORAGE)
+        return s3_store_error(r, STORE_NOSPACE);
+    if (status != 0)
+        return s3_error(r, status, "InternalError",
+                        s->body.error ? s->body.error : "upload failed");
+
+    const char *cl = http_header(r, "Content-Length");
+    if (cl && strtoull(cl, NULL, 10) != res.size && !http_header(r, "Content-Encoding"))
+        return s3_error(r, 400, "IncompleteBody",
+                        "You did not provide the number of bytes specified by the Content-Length "
+                        "HTTP header.");
+    const char *md5h = http_header(r, "Content-MD5");
+    if (md5h) {
+        uint8_t want[16];
+        if (decode_md5(md5h, want) != 0)
+            return s3_error(r, 400, "InvalidDigest", "The Content-MD5 you specified was invalid.");
+        if (memcmp(want, res.md5, 16) != 0)
+            return s3_error(r, 400, "BadDigest",
+                            "The Content-MD5 you specified did not match what we received.");
+    }
+    if (s->payload_sha256_set && memcmp(s->payload_sha256, res.digest, 32) != 0)
+        return s3_store_error(r, STORE_DIGEST_MISMATCH);
+
+    /* conditional writes */
+    const char *inm = http_header(r, "If-None-Match"), *im = http_header(r, "If-Match");
+    if (inm || im) {
+        store_entry e;
+        int st = store_lookup(r->srv->st, s->ns, s->key, s->klen, &e);
+        char cur[80] = "";
+        if (st == STORE_OK)
+            s3_meta_etag(e.meta, e.meta_len, cur, sizeof cur);
+        store_entry_clear(&e);
+        if ((inm && st == STORE_OK && etag_matches(inm, cur)) ||
+            (im && (st != STORE_OK || !etag_matches(im, cur))))
+            return s3_error(r, 412, "PreconditionFailed",
+                            "At least one of the pre-conditions you specified did not hold");
+    }
+
+    char etag[33];
+    util_hex(res.md5, 16, etag);
+    buf meta = {0};
+    meta_from_request(r, &meta, etag);
+    status = body_commit(&s->body, s->ns, s->key, s->klen, NULL, meta.data, meta.len, &res);
+    buf_free(&meta);
+    if (status != MHD_HTTP_OK)
+        return s3_store_error(r, status == 413   ? STORE_TOO_LARGE
+                                 : status == 507 ? STORE_NOSPACE
+                                 : status == 400 ? STORE_BAD_KEY
+                                                 : STORE_IO);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    char q[40];
+    snprintf(q, sizeof q, "\"%s\"", etag);
+    MHD_add_response_header(resp, "ETag", q);
+    s3_common_headers(r, resp);
+    return http_queue(r, 200, resp);
+}
+
+/* ---- DELETE --------------------------------------------------------------- */
+
+enum MHD_Result s3_delete_object(request *r)
+{
+    s3_req *s = r->fe;
+    if (!s3_bucket_exists(r))
+        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+    int st = store_delete(r->srv->st, s->ns, s->key, s->klen);
+    if (st != STORE_OK && st != STORE_NOTFOUND)
+        return s3_store_error(r, st);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    s3_common_headers(r, resp);
+    return http_queue(r, 204, resp);
+}
+
+/* ---- COPY ----------------------------------------------------------------- */
+
+enum MHD_Result s3_copy_object(request *r)
+{
+    s3_req *s = r->fe;
+    const char *src = http_header(r, "x-amz-copy-source");
+    /* "/bucket/key" or "bucket/key", URL-encoded, maybe "?versionId=..." */
+    char *dec = strdup(src[0] == '/' ? src + 1 : src);
+    if (dec == NULL)
+        return s3_error(r, 500, "InternalError", "out of memory");
+    char *qm = strstr(dec, "?versionId=");
+    if (qm)
+        *qm = '\0';
+    size_t j = 0;
+    for (size_t i = 0; dec[i]; i++) {
+        if (dec[i] == '%' && isxdigit((unsigned char)dec[i + 1]) &&
+            isxdigit((unsigned char)dec[i + 2])) {
+            char h[3] = {dec[i + 1], dec[i + 2], 0};
+            dec[j++] = (char)strtol(h, NULL, 16);
+            i += 2;
+        } else {
+            dec[j++] = dec[i];
+        }
+    }
+    dec[j] = '\0';
+    char *slash = strchr(dec, '/');
+    if (slash == NULL || slash[1] == '\0') {
+        free(dec);
+        return s3_error(
+            r, 400, "InvalidArgument",
+            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey.");
+    }
+    *slash = '\0';
+    char src_ns[S3_NS_MAX];
+    snprintf(src_ns, sizeof src_ns, "s3/%s", dec);
+    const char *src_key = slash + 1;
+    size_t src_klen = j - (size_t)(src_key - dec);
+    if (!s3_bucket_exists(r)) {
+        free(dec);
+        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+    }
+    store_entry e;
+    int st = store_lookup(r->srv->st, src_ns, src_key, src_klen, &e);
+    if (st != STORE_OK) {
+        free(dec);
+        if (st == STORE_NOTFOUND && store_ns_get(r->srv->st, src_ns, NULL, NULL, NULL) != STORE_OK)
+            return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+        return s3_store_error(r, st);
+    }
+    char etag[80];
+    s3_meta_etag(e.meta, e.meta_len, etag, sizeof etag);
+    const char *cim = http_header(r, "x-amz-copy-source-if-match");
+    const char *cinm = http_header(r, "x-amz-copy-source-if-none-match");
+    if ((cim && !etag_matches(cim, etag)) || (cinm && etag_matches(cinm, etag))) {
+        store_entry_clear(&e);
+        free(dec);
+        return s3_error(r, 412, "PreconditionFailed",
+                        "At least one of the pre-conditions you specified did not hold");
+    }
+    const char *directive = http_header(r, "x-amz-metadata-directive");
+    int replace = directive && strcasecmp(directive, "REPLACE") == 0;
+    int self =
+        strcmp(src_ns, s->ns) == 0 && src_klen == s->klen && memcmp(src_key, s->key, s->klen) == 0;
+    if (self && !replace) {
+        store_entry_clear(&e);
+        free(dec);
+        return s3_error(r, 400, "InvalidRequest",
+                        "This copy request is illegal because it is trying to copy an object to "
+                        "itself without changing the object's metadata, storage class, website "
+                        "redirect location or encryption attributes.");
+    }
+    buf meta = {0};
+    if (replace)
+        meta_from_request(r, &meta, etag);
+    else
+        buf_add(&meta, e.meta, e.meta_len);
+    st = store_link(r->srv->st, s->ns, s->key, s->klen, e.digest, meta.data, meta.len, NULL);
+    buf_free(&meta);
+    store_entry_clear(&e);
+    free(dec);
+    if (st != STORE_OK)
+        return s3_store_error(r, st);
+    char when[32];
+    s3_format_iso8601(util_now_ms(), when);
+    buf b = {0};
+    buf_puts(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult>");
+    buf_printf(&b, "<LastModified>%s</LastModified><ETag>&quot;%s&quot;</ETag>", when, etag);
+    buf_puts(&b, "</CopyObjectResult>");
+    return s3_xml(r, 200, &b);
+}
