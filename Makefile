@@ -12,11 +12,12 @@ CLI_LIBS = -lcurl -lcrypto
 
 TEST_CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-COMMON  = common/util.c common/log.c common/sigv4.c
-STORAGE = storage/codec.c storage/index.c storage/store.c
+COMMON  = common/util.c common/log.c common/sigv4.c common/checksum.c
+STORAGE = storage/codec.c storage/index.c storage/store.c storage/multipart.c
 SERVER  = server/main.c server/config.c server/http.c server/upload.c server/serve.c \
           server/native.c server/ops.c server/buf.c server/creds.c server/s3.c \
-          server/s3_bucket.c server/s3_object.c
+          server/s3_bucket.c server/s3_object.c server/s3_multipart.c server/s3_body.c \
+          server/awschunked.c
 CLIENT  = client/cairn.c
 UNIT    = $(wildcard tests/unit/test_*.c)
 

@@ -43,6 +43,12 @@ enum s3_op {
     OP_DELETE_OBJECT,
     OP_NOT_IMPLEMENTED,
     OP_BUCKET_SUBRESOURCE_OK, /* ?acl and friends on a PUT: accepted, ignored */
+    OP_CREATE_MULTIPART,
+    OP_UPLOAD_PART,
+    OP_COMPLETE_MULTIPART,
+    OP_ABORT_MULTIPART,
+    OP_LIST_PARTS,
+    OP_LIST_UPLOADS,
 };
 
 static const char *RESERVED[] = {"cas", "metrics", "healthz", "readyz", "status",      "admin",
@@ -61,6 +67,12 @@ static void s3_cleanup(request *r)
     s3_req *s = r->fe;
     if (s->body_started)
         body_free(&s->body);
+    if (s->chunked_on)
+        awschunked_free(&s->chunked);
+    if (s->signer_on)
+        sigv4_chunk_free(&s->signer);
+    if (s->ck_alg != CKSUM_NONE)
+        cksum_free(&s->ck);
     buf_free(&s->xml);
     free(s->key);
     free(s->resource);
@@ -342,9 +354,10 @@ static int classify(request *r)
                 return OP_GET_VERSIONING;
             if (s3_has_param(r, "versions"))
                 return OP_LIST_VERSIONS;
-            if (s3_has_param(r, "uploads") || s3_has_param(r, "policy") ||
-                s3_has_param(r, "lifecycle") || s3_has_param(r, "cors") ||
-                s3_has_param(r, "tagging") || s3_has_param(r, "acl"))
+            if (s3_has_param(r, "uploads"))
+                return OP_LIST_UPLOADS;
+            if (s3_has_param(r, "policy") || s3_has_param(r, "lifecycle") ||
+                s3_has_param(r, "cors") || s3_has_param(r, "tagging") || s3_has_param(r, "acl"))
                 return OP_NOT_IMPLEMENTED;
             const char *lt = s3_param(r, "list-type");
             return lt && strcmp(lt, "2") == 0 ? OP_LIST_V2 : OP_LIST_V1;
@@ -361,8 +374,21 @@ static int classify(request *r)
             return OP_DELETE_OBJECTS;
         return OP_NOT_IMPLEMENTED;
     }
-    if (s3_has_param(r, "uploadId") || s3_has_param(r, "uploads") || s3_has_param(r, "tagging") ||
-        s3_has_param(r, "acl") || s3_has_param(r, "retention") || s3_has_param(r, "legal-hold"))
+    if (post && s3_has_param(r, "uploads"))
+        return OP_CREATE_MULTIPART;
+    if (s3_has_param(r, "uploadId")) {
+        if (put)
+            return http_header(r, "x-amz-copy-source") ? OP_NOT_IMPLEMENTED : OP_UPLOAD_PART;
+        if (post)
+            return OP_COMPLETE_MULTIPART;
+        if (del)
+            return OP_ABORT_MULTIPART;
+        if (get)
+            return OP_LIST_PARTS;
+        return OP_NOT_IMPLEMENTED;
+    }
+    if (s3_has_param(r, "uploads") || s3_has_param(r, "tagging") || s3_has_param(r, "acl") ||
+        s3_has_param(r, "retention") || s3_has_param(r, "legal-hold"))
         return OP_NOT_IMPLEMENTED;
     if (get)
         return OP_GET_OBJECT;
@@ -387,6 +413,8 @@ static int needed_right(int op)
     case OP_LIST_VERSIONS:
     case OP_GET_OBJECT:
     case OP_HEAD_OBJECT:
+    case OP_LIST_PARTS:
+    case OP_LIST_UPLOADS:
         return CREDS_READ;
     case OP_CREATE_BUCKET:
     case OP_DELETE_BUCKET:
@@ -479,6 +507,11 @@ static int authenticate(request *r, enum MHD_Result *ret)
         } else if (!creds_allowed(auth.access_key, bucket, need)) {
             *ret = s3_error(r, 403, "AccessDenied", "Access Denied.");
             result = -1;
+        } else if (auth.kind == SIGV4_AUTH_V4_HEADER) {
+            /* kept for aws-chunked bodies, whose chunks chain on this signature */
+            s->auth = auth;
+            s->signature_checked = sigv4_derive_key(secret, auth.date, auth.region, auth.service,
+                                                    s->signing_key) == SIGV4_OK;
         }
     }
     free(rawq);
@@ -503,10 +536,14 @@ static enum MHD_Result first_call(request *r)
         return s3_error(r, 400, "InvalidBucketName", "The specified bucket is not valid.");
     if (authenticate(r, &ret) != 0)
         return ret;
-    if (s->op == OP_PUT_OBJECT) {
-        unsigned status = s3_put_object_begin(r);
-        if (status != 0)
-            return MHD_YES; /* s3_put_object_begin queued nothing: answer at the end */
+    if (s->op == OP_PUT_OBJECT || s->op == OP_UPLOAD_PART) {
+        if (s3_body_start(r, &ret) != 0)
+            return ret;
+        /* a failure to start is answered after the body, on a connection kept alive */
+        if (s->op == OP_PUT_OBJECT)
+            s3_put_object_begin(r);
+        else
+            s3_upload_part_begin(r);
     }
     return MHD_YES;
 }
@@ -556,6 +593,18 @@ static enum MHD_Result last_call(request *r)
         return s3_get_object(r, 1);
     case OP_DELETE_OBJECT:
         return s3_delete_object(r);
+    case OP_CREATE_MULTIPART:
+        return s3_create_multipart(r);
+    case OP_UPLOAD_PART:
+        return s3_upload_part_end(r);
+    case OP_COMPLETE_MULTIPART:
+        return s3_complete_multipart(r);
+    case OP_ABORT_MULTIPART:
+        return s3_abort_multipart(r);
+    case OP_LIST_PARTS:
+        return s3_list_parts(r);
+    case OP_LIST_UPLOADS:
+        return s3_list_multipart_uploads(r);
     case OP_BUCKET_SUBRESOURCE_OK: {
         if (!s3_bucket_exists(r))
             return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
@@ -575,9 +624,10 @@ enum MHD_Result s3_handle(request *r, const char *data, size_t *size)
     if (r->calls == 1)
         return first_call(r);
     if (*size > 0) {
-        if (s->op == OP_PUT_OBJECT && s->body_started)
-            body_feed(&s->body, data, *size);
-        else if (s->op == OP_DELETE_OBJECTS || s->op == OP_CREATE_BUCKET)
+        if ((s->op == OP_PUT_OBJECT || s->op == OP_UPLOAD_PART) && s->body_started)
+            s3_body_feed(r, data, *size);
+        else if (s->op == OP_DELETE_OBJECTS || s->op == OP_CREATE_BUCKET ||
+                 s->op == OP_COMPLETE_MULTIPART)
             feed_xml(s, data, *size);
         *size = 0;
         return MHD_YES;

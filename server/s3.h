@@ -11,7 +11,9 @@
 #ifndef CAIRN_S3_H
 #define CAIRN_S3_H
 
+#include "../common/checksum.h"
 #include "../common/sigv4.h"
+#include "awschunked.h"
 #include "buf.h"
 #include "server.h"
 
@@ -38,7 +40,31 @@ typedef struct s3_req {
     /* the body's SHA-256 as announced in x-amz-content-sha256, if hex */
     uint8_t payload_sha256[32];
     int payload_sha256_set;
+    const char *early_error; /* found before the body; answered after it */
+    /* how the body travels and what it must match */
+    sigv4_auth auth;
+    unsigned char signing_key[SIGV4_KEY_SIZE];
+    int signature_checked; /* auth holds a verified SigV4 signature */
+    awschunked chunked;
+    int chunked_on;
+    sigv4_chunk signer;
+    int signer_on;
+    cksum_ctx ck;
+    cksum_alg ck_alg;
+    char ck_expect[CKSUM_B64_SIZE]; /* from the header; from the trailer if empty */
+    char ck_value[CKSUM_B64_SIZE];  /* computed, once verified */
+    uint8_t content_md5[16];
+    int content_md5_set;
 } s3_req;
+
+/* Request bodies of PutObject and UploadPart (s3.c): aws-chunked decoding,
+ * flexible checksums, Content-MD5 and x-amz-content-sha256.  start runs on the
+ * first call (0, or an error was queued into *ret); check when the body has
+ * ended (framing and limits); verify once the digests are known. */
+int s3_body_start(request *r, enum MHD_Result *ret);
+void s3_body_feed(request *r, const char *data, size_t len);
+int s3_body_check(request *r, enum MHD_Result *ret);
+int s3_body_verify(request *r, const uint8_t md5[16], const uint8_t *sha256, enum MHD_Result *ret);
 
 /* Decoded value of query parameter name; NULL if absent ("" if no value).
  * The string lives as long as the request. */
@@ -72,8 +98,22 @@ enum MHD_Result s3_put_object_end(request *r);
 enum MHD_Result s3_get_object(request *r, int head);
 enum MHD_Result s3_delete_object(request *r);
 enum MHD_Result s3_copy_object(request *r);
+/* An object's metadata from the request's headers (content headers, x-amz-meta-*),
+ * with etag first unless it is NULL. */
+void s3_request_meta(request *r, buf *b, const char *etag);
+void s3_meta_add_etag(buf *b, const char *etag);
+void s3_meta_add_checksum(buf *b, const char *alg, const char *value);
 /* ETag (without quotes) of an object's metadata, into out (at least 80 bytes). */
 void s3_meta_etag(const void *meta, size_t len, char *out, size_t cap);
+
+/* s3_multipart.c */
+enum MHD_Result s3_create_multipart(request *r);
+unsigned s3_upload_part_begin(request *r);
+enum MHD_Result s3_upload_part_end(request *r);
+enum MHD_Result s3_complete_multipart(request *r);
+enum MHD_Result s3_abort_multipart(request *r);
+enum MHD_Result s3_list_parts(request *r);
+enum MHD_Result s3_list_multipart_uploads(request *r);
 
 /* The S3 front end's entry points (http.c routes to them).  s3_claims: the
  * request carries AWS authentication or names an existing bucket. */

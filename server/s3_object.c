@@ -30,6 +30,7 @@ enum {
     META_CONTENT_LANGUAGE,
     META_EXPIRES,
     META_USER,
+    META_CHECKSUM, /* "<alg>\0<base64>" */
 };
 
 static const struct {
@@ -115,10 +116,25 @@ static enum MHD_Result collect_user_meta(void *cls, enum MHD_ValueKind kind, con
     return MHD_YES;
 }
 
-/* Metadata of a new object from the request's headers. */
-static void meta_from_request(request *r, buf *b, const char *etag)
+void s3_meta_add_checksum(buf *b, const char *alg, const char *value)
+{
+    buf f = {0};
+    buf_add(&f, alg, strlen(alg) + 1);
+    buf_puts(&f, value);
+    meta_add(b, META_CHECKSUM, f.data, f.len);
+    buf_free(&f);
+}
+
+void s3_meta_add_etag(buf *b, const char *etag)
 {
     meta_add(b, META_ETAG, etag, strlen(etag));
+}
+
+/* Metadata of a new object from the request's headers. */
+void s3_request_meta(request *r, buf *b, const char *etag)
+{
+    if (etag)
+        meta_add(b, META_ETAG, etag, strlen(etag));
     for (size_t i = 0; i < NCONTENT; i++) {
         const char *v = http_header(r, content_fields[i].header);
         if (v == NULL)
@@ -162,6 +178,7 @@ static void meta_from_request(request *r, buf *b, const char *etag)
 typedef struct resp_ctx {
     request *r;
     struct MHD_Response *resp;
+    int checksums; /* x-amz-checksum-mode: ENABLED on a full (not ranged) read */
 } resp_ctx;
 
 static void add_meta_header(void *ctx, int tag, const char *v, size_t n)
@@ -170,10 +187,12 @@ static void add_meta_header(void *ctx, int tag, const char *v, size_t n)
     char *val = strndup(v, n);
     if (val == NULL)
         return;
-    if (tag == META_USER) {
+    if (tag == META_USER || (tag == META_CHECKSUM && c->checksums)) {
         size_t nl = strlen(val);
+        char name[64];
+        snprintf(name, sizeof name, "x-amz-checksum-%s", val);
         if (nl < n)
-            MHD_add_response_header(c->resp, val, val + nl + 1);
+            MHD_add_response_header(c->resp, tag == META_USER ? val : name, val + nl + 1);
     } else {
         for (size_t i = 0; i < NCONTENT; i++)
             if (content_fields[i].tag == tag && !s3_has_param(c->r, content_fields[i].override))
@@ -183,14 +202,14 @@ static void add_meta_header(void *ctx, int tag, const char *v, size_t n)
 }
 
 static void object_headers(request *r, struct MHD_Response *resp, const store_entry *e,
-                           const char *etag)
+                           const char *etag, int checksums)
 {
     char q[96], date[40];
     snprintf(q, sizeof q, "\"%s\"", etag);
     MHD_add_response_header(resp, "ETag", q);
     s3_format_http_date(e->mtime_ms, date);
     MHD_add_response_header(resp, "Last-Modified", date);
-    resp_ctx c = {r, resp};
+    resp_ctx c = {r, resp, checksums};
     meta_each(e->meta, e->meta_len, add_meta_header, &c);
     for (size_t i = 0; i < NCONTENT; i++) {
         const char *o = s3_param(r, content_fields[i].override);
@@ -297,7 +316,8 @@ enum MHD_Result s3_get_object(request *r, int head)
         MHD_destroy_response(resp);
         return s3_error(r, 416, "InvalidRange", "The requested range is not satisfiable");
     }
-    object_headers(r, resp, &e, etag);
+    const char *mode = http_header(r, "x-amz-checksum-mode");
+    object_headers(r, resp, &e, etag, status == 200 && mode && strcasecmp(mode, "ENABLED") == 0);
     if (MHD_get_response_header(resp, "Content-Type") == NULL)
         MHD_add_response_header(resp, "Content-Type", "binary/octet-stream");
     store_entry_clear(&e);
@@ -306,70 +326,36 @@ enum MHD_Result s3_get_object(request *r, int head)
 
 /* ---- PUT ------------------------------------------------------------------ */
 
-static int decode_md5(const char *b64, uint8_t out[16])
-{
-    uint8_t tmp[32];
-    size_t n = strlen(b64);
-    if (n != 24)
-        return -1;
-    int got = EVP_DecodeBlock(tmp, (const unsigned char *)b64, (int)n);
-    if (got != 18) /* 16 bytes and two padding zeros */
-        return -1;
-    memcpy(out, tmp, 16);
-    return 0;
-}
-
 unsigned s3_put_object_begin(request *r)
 {
     s3_req *s = r->fe;
-    const char *sha = http_header(r, "x-amz-content-sha256");
-    if (sha && sigv4_payload_kind_of(sha) == SIGV4_PAYLOAD_HEX) {
-        util_unhex(sha, 64, s->payload_sha256, 32);
-        s->payload_sha256_set = 1;
-    }
     unsigned status = body_begin(r, &s->body, 1, 0);
     s->body_started = status == 0;
+    if (status)
+        s->early_error = status == MHD_HTTP_CONTENT_TOO_LARGE ? "EntityTooLarge" : "InternalError";
     return status;
 }
 
 enum MHD_Result s3_put_object_end(request *r)
 {
     s3_req *s = r->fe;
-    if (!s->body_started) {
-        if (s->body.status == MHD_HTTP_CONTENT_TOO_LARGE || !s->body.error)
+    enum MHD_Result ret;
+    if (s->early_error) {
+        if (strcmp(s->early_error, "EntityTooLarge") == 0)
             return s3_error(r, 400, "EntityTooLarge",
                             "Your proposed upload exceeds the maximum allowed object size.");
-        return s3_error(r, s->body.status ? s->body.status : 400, "InvalidRequest", s->body.error);
+        return s3_error(r, 500, "InternalError", s->body.error ? s->body.error : "upload failed");
     }
     if (!s3_bucket_exists(r))
         return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+    if (s3_body_check(r, &ret) != 0)
+        return ret;
     store_put_result res;
     unsigned status = body_finish(&s->body, &res);
-    if (status == MHD_HTTP_CONTENT_TOO_LARGE)
-        return s3_error(r, 400, "EntityTooLarge",
-                        "Your proposed upload exceeds the maximum allowed object size.");
-    if (status == MHD_HTTP_INSUFFICIENT_STORAGE)
-        return s3_store_error(r, STORE_NOSPACE);
     if (status != 0)
-        return s3_error(r, status, "InternalError",
-                        s->body.error ? s->body.error : "upload failed");
-
-    const char *cl = http_header(r, "Content-Length");
-    if (cl && strtoull(cl, NULL, 10) != res.size && !http_header(r, "Content-Encoding"))
-        return s3_error(r, 400, "IncompleteBody",
-                        "You did not provide the number of bytes specified by the Content-Length "
-                        "HTTP header.");
-    const char *md5h = http_header(r, "Content-MD5");
-    if (md5h) {
-        uint8_t want[16];
-        if (decode_md5(md5h, want) != 0)
-            return s3_error(r, 400, "InvalidDigest", "The Content-MD5 you specified was invalid.");
-        if (memcmp(want, res.md5, 16) != 0)
-            return s3_error(r, 400, "BadDigest",
-                            "The Content-MD5 you specified did not match what we received.");
-    }
-    if (s->payload_sha256_set && memcmp(s->payload_sha256, res.digest, 32) != 0)
-        return s3_store_error(r, STORE_DIGEST_MISMATCH);
+        return s3_store_error(r, status == 507 ? STORE_NOSPACE : STORE_IO);
+    if (s3_body_verify(r, res.md5, res.digest, &ret) != 0)
+        return ret;
 
     /* conditional writes */
     const char *inm = http_header(r, "If-None-Match"), *im = http_header(r, "If-Match");
@@ -389,18 +375,21 @@ enum MHD_Result s3_put_object_end(request *r)
     char etag[33];
     util_hex(res.md5, 16, etag);
     buf meta = {0};
-    meta_from_request(r, &meta, etag);
-    status = body_commit(&s->body, s->ns, s->key, s->klen, NULL, meta.data, meta.len, &res);
+    s3_request_meta(r, &meta, etag);
+    if (s->ck_value[0])
+        s3_meta_add_checksum(&meta, cksum_name(s->ck_alg), s->ck_value);
+    int st =
+        store_upload_commit(s->body.up, s->ns, s->key, s->klen, NULL, meta.data, meta.len, &res);
+    s->body.up = NULL;
     buf_free(&meta);
-    if (status != MHD_HTTP_OK)
-        return s3_store_error(r, status == 413   ? STORE_TOO_LARGE
-                                 : status == 507 ? STORE_NOSPACE
-                                 : status == 400 ? STORE_BAD_KEY
-                                                 : STORE_IO);
+    if (st != STORE_OK)
+        return s3_store_error(r, st);
     struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
     char q[40];
     snprintf(q, sizeof q, "\"%s\"", etag);
     MHD_add_response_header(resp, "ETag", q);
+    if (s->ck_value[0])
+        MHD_add_response_header(resp, cksum_header(s->ck_alg), s->ck_value);
     s3_common_headers(r, resp);
     return http_queue(r, 200, resp);
 }
@@ -493,7 +482,7 @@ enum MHD_Result s3_copy_object(request *r)
     }
     buf meta = {0};
     if (replace)
-        meta_from_request(r, &meta, etag);
+        s3_request_meta(r, &meta, etag);
     else
         buf_add(&meta, e.meta, e.meta_len);
     st = store_link(r->srv->st, s->ns, s->key, s->klen, e.digest, meta.data, meta.len, NULL);

@@ -66,11 +66,15 @@ unsigned http_status_for(int store_status);
 
 /* ---- request bodies into the store (upload.c) ---- */
 
+struct mpu_writer;
+
 typedef struct body_sink {
     store_upload *up;
+    struct mpu_writer *part; /* a multipart upload's part, instead of up */
     void *zstd; /* ZSTD_DStream when the body arrives zstd-compressed */
     uint8_t *zbuf;
     uint64_t max_body;
+    uint64_t size;   /* decoded bytes taken */
     unsigned status; /* first HTTP error seen; the rest of the body is discarded */
     const char *error;
 } body_sink;
@@ -78,6 +82,10 @@ typedef struct body_sink {
 /* Starts a body: checks Content-Length against the limits and the
  * Content-Encoding.  Returns 0, or the HTTP status to answer at once. */
 unsigned body_begin(request *r, body_sink *b, int want_md5, int decode_zstd);
+/* Same limits, but the body goes into a multipart part (taken over). */
+unsigned body_begin_part(request *r, body_sink *b, struct mpu_writer *part);
+/* Bytes taken so far. */
+uint64_t body_size(const body_sink *b);
 void body_feed(body_sink *b, const char *data, size_t len);
 /* Ends the body: digests into res (0, or the HTTP status of the failure). */
 unsigned body_finish(body_sink *b, store_put_result *res);

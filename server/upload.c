@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <zstd.h>
 
+#include "../storage/multipart.h"
 #include "server.h"
 
 #define ZBUF_SIZE (256u << 10)
@@ -24,12 +25,11 @@ static void fail(body_sink *b, unsigned status, const char *why)
     }
 }
 
-unsigned body_begin(request *r, body_sink *b, int want_md5, int decode_zstd)
+/* Content-Length against max-body: 0, or the status to answer. */
+static unsigned check_length(request *r, body_sink *b, int64_t *expect)
 {
-    memset(b, 0, sizeof *b);
-    b->max_body = r->srv->cfg->max_body;
     const char *cl = http_header(r, "Content-Length");
-    int64_t expect = -1;
+    *expect = -1;
     if (cl) {
         char *end;
         unsigned long long v = strtoull(cl, &end, 10);
@@ -41,8 +41,33 @@ unsigned body_begin(request *r, body_sink *b, int want_md5, int decode_zstd)
             b->error = "body larger than max-body";
             return MHD_HTTP_CONTENT_TOO_LARGE;
         }
-        expect = (int64_t)v;
+        *expect = (int64_t)v;
     }
+    return 0;
+}
+
+unsigned body_begin_part(request *r, body_sink *b, struct mpu_writer *part)
+{
+    memset(b, 0, sizeof *b);
+    b->max_body = r->srv->cfg->max_body;
+    b->part = part;
+    int64_t expect;
+    return check_length(r, b, &expect);
+}
+
+uint64_t body_size(const body_sink *b)
+{
+    return b->size;
+}
+
+unsigned body_begin(request *r, body_sink *b, int want_md5, int decode_zstd)
+{
+    memset(b, 0, sizeof *b);
+    b->max_body = r->srv->cfg->max_body;
+    int64_t expect;
+    unsigned bad = check_length(r, b, &expect);
+    if (bad)
+        return bad;
     const char *ce = decode_zstd ? http_header(r, "Content-Encoding") : NULL;
     if (ce && *ce && strcasecmp(ce, "identity") != 0) {
         if (strcasecmp(ce, "zstd") != 0) {
@@ -68,11 +93,12 @@ unsigned body_begin(request *r, body_sink *b, int want_md5, int decode_zstd)
 
 static void sink(body_sink *b, const void *data, size_t len)
 {
-    if (store_upload_size(b->up) + len > b->max_body) {
+    if (b->size + len > b->max_body) {
         fail(b, MHD_HTTP_CONTENT_TOO_LARGE, "body larger than max-body");
         return;
     }
-    int st = store_upload_write(b->up, data, len);
+    b->size += len;
+    int st = b->part ? mpu_part_write(b->part, data, len) : store_upload_write(b->up, data, len);
     if (st != STORE_OK)
         fail(b, http_status_for(st), store_strerror(st));
 }
@@ -134,6 +160,8 @@ void body_free(body_sink *b)
 {
     store_upload_abort(b->up);
     b->up = NULL;
+    mpu_part_abort(b->part);
+    b->part = NULL;
     ZSTD_freeDStream(b->zstd);
     b->zstd = NULL;
     free(b->zbuf);

@@ -41,6 +41,7 @@
 #include "../common/util.h"
 #include "codec.h"
 #include "index.h"
+#include "multipart.h"
 
 #define TOUCH_SLOTS 8192
 #define TOUCH_PROBE 8
@@ -101,7 +102,7 @@ struct store {
     idx ix;
 
     pthread_mutex_t mu; /* guards the queue */
-    pthread_cond_t cv_work, cv_done;
+    pthread_cond_t cv_work, cv_done, cv_stop;
     op *head, *tail;
     int stopping;
     pthread_t committer;
@@ -173,6 +174,7 @@ void store_config_defaults(store_config *cfg)
     cfg->map_size = 256ULL << 30;
     cfg->fsync = 1;
     cfg->touch_interval_ms = 2000;
+    cfg->multipart_ttl_ms = 7ULL * 24 * 3600 * 1000;
 }
 
 static uint64_t high_bytes(const store *s)
@@ -858,6 +860,22 @@ static void *sweeper_main(void *arg)
     if (found)
         log_msg(LOG_INFO, "orphans_swept", "%zu blob files without an index record removed", found);
     atomic_fetch_add(&s->orphans_removed, found);
+
+    /* then, for the life of the store, expire abandoned multipart uploads */
+    pthread_mutex_lock(&s->mu);
+    while (!s->stopping) {
+        pthread_mutex_unlock(&s->mu);
+        int n = mpu_expire(s, s->cfg.multipart_ttl_ms);
+        if (n > 0)
+            log_msg(LOG_INFO, "multipart_expired", "%d abandoned multipart uploads removed", n);
+        pthread_mutex_lock(&s->mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 3600;
+        if (!s->stopping)
+            pthread_cond_timedwait(&s->cv_stop, &s->mu, &ts);
+    }
+    pthread_mutex_unlock(&s->mu);
     return NULL;
 }
 
@@ -866,8 +884,8 @@ static void *sweeper_main(void *arg)
 static int make_dirs(store *s, char *err, size_t errlen)
 {
     char path[PATH_MAX];
-    const char *subs[] = {"", "/blobs", "/tmp", "/quarantine"};
-    for (size_t i = 0; i < 4; i++) {
+    const char *subs[] = {"", "/blobs", "/tmp", "/quarantine", "/multipart"};
+    for (size_t i = 0; i < 5; i++) {
         snprintf(path, sizeof path, "%s%s", s->dir, subs[i]);
         if (mkdir(path, 0755) != 0 && errno != EEXIST) {
             snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
@@ -955,6 +973,7 @@ int store_open(store **out, const store_config *cfg, char *err, size_t errlen)
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv_work, NULL);
     pthread_cond_init(&s->cv_done, NULL);
+    pthread_cond_init(&s->cv_stop, NULL);
     pthread_mutex_init(&s->touch_mu, NULL);
     pthread_mutex_init(&s->readers_mu, NULL);
     if (s->touches == NULL || s->touches_spare == NULL ||
@@ -979,6 +998,7 @@ void store_close(store *s)
     pthread_mutex_lock(&s->mu);
     s->stopping = 1;
     pthread_cond_signal(&s->cv_work);
+    pthread_cond_broadcast(&s->cv_stop);
     pthread_mutex_unlock(&s->mu);
     if (s->sweeper_started)
         pthread_join(s->sweeper, NULL);
@@ -1000,6 +1020,7 @@ void store_close(store *s)
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv_work);
     pthread_cond_destroy(&s->cv_done);
+    pthread_cond_destroy(&s->cv_stop);
     pthread_mutex_destroy(&s->touch_mu);
     pthread_mutex_destroy(&s->readers_mu);
     free(s);
@@ -1327,6 +1348,11 @@ int store_flush(store *s)
     op o = {0};
     o.kind = OP_FLUSH;
     return submit_and_wait(s, &o);
+}
+
+const char *store_dir(const store *s)
+{
+    return s->dir;
 }
 
 int store_get_stats(store *s, store_stats *st)

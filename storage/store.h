@@ -50,6 +50,7 @@ typedef struct store_config {
     uint64_t map_size;          /* LMDB map size (virtual address space) */
     int fsync;                  /* fsync blob files and the index before answering */
     unsigned touch_interval_ms; /* how often buffered last-access times are written */
+    uint64_t multipart_ttl_ms;  /* unfinished multipart uploads older than this are removed */
 } store_config;
 
 void store_config_defaults(store_config *cfg);
@@ -136,6 +137,8 @@ typedef struct store_stats {
 } store_stats;
 
 int store_get_stats(store *s, store_stats *st);
+/* The data directory (absolute). */
+const char *store_dir(const store *s);
 
 /* Runs eviction now until physical bytes are at most target. */
 int store_evict_to(store *s, uint64_t target);

@@ -1,0 +1,502 @@
+/*
+ * s3_multipart.c - S3 multipart uploads: Create, UploadPart, Complete,
+ * Abort, ListParts, ListMultipartUploads (storage/multipart.c keeps the
+ * state).
+ *
+ * Completion checks the client's part list (ascending numbers, ETags that
+ * match, every part but the last at least 5 MiB), then the store streams the
+ * parts into one blob.  The ETag is S3's: MD5 of the concatenated binary part
+ * MD5s, then "-<count>".  A second Complete of an upload that already
+ * completed answers as the first did, if the object is still the one it made.
+ */
+#include <expat.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "../common/util.h"
+#include "../storage/multipart.h"
+#include "s3.h"
+
+#define MIN_PART_SIZE (5u << 20)
+
+static const char *XML_HEAD = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+static const char *S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/";
+
+static enum MHD_Result no_such_upload(request *r)
+{
+    return s3_error(r, 404, "NoSuchUpload",
+                    "The specified upload does not exist. The upload ID may be invalid, or the "
+                    "upload may have been aborted or completed.");
+}
+
+/* The upload named by ?uploadId, which must belong to this bucket and key. */
+static int load_upload(request *r, mpu_info *info)
+{
+    s3_req *s = r->fe;
+    const char *id = s3_param(r, "uploadId");
+    if (id == NULL || mpu_get(r->srv->st, id, info) != STORE_OK)
+        return -1;
+    if (strcmp(info->ns, s->ns) != 0 || info->klen != s->klen ||
+        memcmp(info->key, s->key, s->klen) != 0) {
+        mpu_info_clear(info);
+        return -1;
+    }
+    return 0;
+}
+
+enum MHD_Result s3_create_multipart(request *r)
+{
+    s3_req *s = r->fe;
+    if (!s3_bucket_exists(r))
+        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+    buf meta = {0};
+    s3_request_meta(r, &meta, NULL);
+    char id[MPU_ID_LEN + 1];
+    int st = mpu_create(r->srv->st, s->ns, s->key, s->klen, meta.data, meta.len, id);
+    buf_free(&meta);
+    if (st != STORE_OK)
+        return s3_store_error(r, st);
+    buf b = {0};
+    buf_printf(&b, "%s<InitiateMultipartUploadResult xmlns=\"%s\">", XML_HEAD, S3_NS);
+    buf_xml_elem(&b, "Bucket", s->bucket, strlen(s->bucket));
+    buf_xml_elem(&b, "Key", s->key, s->klen);
+    buf_printf(&b, "<UploadId>%s</UploadId></InitiateMultipartUploadResult>", id);
+    return s3_xml(r, 200, &b);
+}
+
+/* ---- UploadPart ----------------------------------------------------------- */
+
+static int part_number(request *r)
+{
+    const char *pn = s3_param(r, "partNumber");
+    if (pn == NULL || *pn == '\0')
+        return -1;
+    char *end;
+    long n = strtol(pn, &end, 10);
+    return *end || n < 1 || n > MPU_MAX_PARTS ? -1 : (int)n;
+}
+
+/* 0 if the body can flow; else the reason is kept for the last call. */
+unsigned s3_upload_part_begin(request *r)
+{
+    s3_req *s = r->fe;
+    int n = part_number(r);
+    if (n < 0) {
+        s->early_error = "InvalidArgument";
+        return 400;
+    }
+    mpu_info info;
+    if (load_upload(r, &info) != 0) {
+        s->early_error = "NoSuchUpload";
+        return 404;
+    }
+    mpu_info_clear(&info);
+    mpu_writer *w;
+    int st = mpu_part_begin(r->srv->st, s3_param(r, "uploadId"), n, &w);
+    if (st != STORE_OK) {
+        s->early_error = st == STORE_NOTFOUND ? "NoSuchUpload" : "InternalError";
+        return st == STORE_NOTFOUND ? 404 : 500;
+    }
+    unsigned status = body_begin_part(r, &s->body, w);
+    s->body_started = 1; /* body_free releases the part writer either way */
+    if (status)
+        s->early_error = "EntityTooLarge";
+    return status;
+}
+
+enum MHD_Result s3_upload_part_end(request *r)
+{
+    s3_req *s = r->fe;
+    if (s->early_error) {
+        if (strcmp(s->early_error, "NoSuchUpload") == 0)
+            return no_such_upload(r);
+        if (strcmp(s->early_error, "InvalidArgument") == 0)
+            return s3_error(r, 400, "InvalidArgument",
+                            "Part number must be an integer between 1 and 10000, inclusive");
+        if (strcmp(s->early_error, "EntityTooLarge") == 0)
+            return s3_error(r, 400, "EntityTooLarge",
+                            "Your proposed upload exceeds the maximum allowed object size.");
+        return s3_error(r, 500, "InternalError", "Cannot start the part.");
+    }
+    enum MHD_Result ret;
+    if (s3_body_check(r, &ret) != 0)
+        return ret;
+    uint8_t md5[16], sha256[32];
+    uint64_t size;
+    int st = mpu_part_finish(s->body.part, md5, sha256, &size);
+    if (st != STORE_OK)
+        return s3_store_error(r, st);
+    if (s3_body_verify(r, md5, sha256, &ret) != 0)
+        return ret;
+    st = mpu_part_commit(s->body.part);
+    s->body.part = NULL;
+    if (st == STORE_NOTFOUND)
+        return no_such_upload(r);
+    if (st != STORE_OK)
+        return s3_store_error(r, st);
+    char etag[40];
+    util_hex(md5, 16, etag + 1);
+    etag[0] = '"';
+    etag[33] = '"';
+    etag[34] = '\0';
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(resp, "ETag", etag);
+    s3_common_headers(r, resp);
+    return http_queue(r, 200, resp);
+}
+
+/* ---- CompleteMultipartUpload ---------------------------------------------- */
+
+typedef struct complete_parse {
+    int depth;
+    int in_number, in_etag;
+    buf text;
+    int *numbers;
+    char (*etags)[33];
+    size_t n, cap;
+    int cur_number;
+    char cur_etag[33];
+    int bad;
+    int root_ok;
+} complete_parse;
+
+static void XMLCALL cp_start(void *ud, const XML_Char *name, const XML_Char **attrs)
+{
+    (void)attrs;
+    complete_parse *p = ud;
+    p->depth++;
+    if (p->depth == 1)
+        p->root_ok = strcmp(name, "CompleteMultipartUpload") == 0;
+    if (p->depth == 2 && strcmp(name, "Part") == 0) {
+        p->cur_number = -1;
+        p->cur_etag[0] = '\0';
+    }
+    if (p->depth == 3) {
+        p->in_number = strcmp(name, "PartNumber") == 0;
+        p->in_etag = strcmp(name, "ETag") == 0;
+    }
+    p->text.len = 0;
+}
+
+static void XMLCALL cp_end(void *ud, const XML_Char *name)
+{
+    complete_parse *p = ud;
+    const char *t = p->text.data ? p->text.data : "";
+    if (p->in_number) {
+        char *end;
+        long v = strtol(t, &end, 10);
+        p->cur_number = (*t && !*end && v >= 1 && v <= MPU_MAX_PARTS) ? (int)v : -2;
+        p->in_number = 0;
+    } else if (p->in_etag) {
+        /* "\"hex\"", or hex, possibly as &quot;hex&quot; (already decoded here) */
+        size_t n = p->text.len;
+        if (n >= 2 && t[0] == '"' && t[n - 1] == '"') {
+            t++;
+            n -= 2;
+        }
+        if (n == 32 && util_is_hex64(t, 32) == 0) {
+            uint8_t tmp[16];
+            if (util_unhex(t, 32, tmp, 16) == 0)
+                util_hex(tmp, 16, p->cur_etag);
+        }
+        p->in_etag = 0;
+    } else if (p->depth == 2 && strcmp(name, "Part") == 0) {
+        if (p->n == p->cap) {
+            size_t cap = p->cap ? p->cap * 2 : 64;
+            int *nn = realloc(p->numbers, cap * sizeof *nn);
+            if (nn)
+                p->numbers = nn;
+            char(*ne)[33] = nn ? realloc(p->etags, cap * sizeof *ne) : NULL;
+            if (ne == NULL) {
+                p->bad = 1;
+                p->depth--;
+                return;
+            }
+            p->etags = ne;
+            p->cap = cap;
+        }
+        if (p->cur_number < 0)
+            p->bad = 1;
+        p->numbers[p->n] = p->cur_number;
+        memcpy(p->etags[p->n], p->cur_etag, 33);
+        p->n++;
+    }
+    p->depth--;
+}
+
+static void XMLCALL cp_text(void *ud, const XML_Char *s, int len)
+{
+    complete_parse *p = ud;
+    if (p->in_number || p->in_etag)
+        buf_add(&p->text, s, (size_t)len);
+}
+
+static void complete_result(request *r, buf *b, const char *etag)
+{
+    s3_req *s = r->fe;
+    buf_printf(b, "%s<CompleteMultipartUploadResult xmlns=\"%s\"><Location>", XML_HEAD, S3_NS);
+    buf_xml(b, s->resource, strlen(s->resource));
+    buf_puts(b, "</Location>");
+    buf_xml_elem(b, "Bucket", s->bucket, strlen(s->bucket));
+    buf_xml_elem(b, "Key", s->key, s->klen);
+    buf_printf(b, "<ETag>&quot;%s&quot;</ETag></CompleteMultipartUploadResult>", etag);
+}
+
+/* S3's multipart ETag from the listed parts' MD5s. */
+static void multipart_etag(complete_parse *p, char out[48])
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
+    for (size_t i = 0; i < p->n; i++) {
+        uint8_t md5[16];
+        util_unhex(p->etags[i], 32, md5, 16);
+        EVP_DigestUpdate(ctx, md5, 16);
+    }
+    uint8_t d[16];
+    unsigned int n;
+    EVP_DigestFinal_ex(ctx, d, &n);
+    EVP_MD_CTX_free(ctx);
+    util_hex(d, 16, out);
+    snprintf(out + 32, 16, "-%zu", p->n);
+}
+
+static enum MHD_Result complete(request *r, complete_parse *p)
+{
+    s3_req *s = r->fe;
+    char etag[48];
+    for (size_t i = 0; i < p->n; i++)
+        if (p->etags[i][0] == '\0')
+            return s3_error(r, 400, "InvalidPart",
+                            "One or more of the specified parts could not be found. The part "
+                            "may not have been uploaded, or the specified entity tag may not "
+                            "match the part's entity tag.");
+    multipart_etag(p, etag);
+    mpu_info info;
+    if (load_upload(r, &info) != 0) {
+        /* already completed? then answer as the first Complete did */
+        store_entry e;
+        char cur[80] = "";
+        if (store_lookup(r->srv->st, s->ns, s->key, s->klen, &e) == STORE_OK) {
+            s3_meta_etag(e.meta, e.meta_len, cur, sizeof cur);
+            store_entry_clear(&e);
+        }
+        if (strcmp(cur, etag) == 0) {
+            buf b = {0};
+            complete_result(r, &b, etag);
+            return s3_xml(r, 200, &b);
+        }
+        return no_such_upload(r);
+    }
+    mpu_part *parts;
+    size_t np;
+    int st = mpu_parts(r->srv->st, info.id, &parts, &np);
+    if (st != STORE_OK) {
+        mpu_info_clear(&info);
+        return st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);
+    }
+    enum MHD_Result ret = MHD_NO;
+    int failed = 0;
+    for (size_t i = 0; i < p->n && !failed; i++) {
+        if (i > 0 && p->numbers[i] <= p->numbers[i - 1]) {
+            ret = s3_error(r, 400, "InvalidPartOrder",
+                           "The list of parts was not in ascending order. Parts must be ordered "
+                           "by part number.");
+            failed = 1;
+            break;
+        }
+        mpu_part *found = NULL;
+        for (size_t j = 0; j < np; j++)
+            if (parts[j].number == p->numbers[i])
+                found = &parts[j];
+        char have[33] = "";
+        if (found)
+            util_hex(found->md5, 16, have);
+        if (found == NULL || strcmp(have, p->etags[i]) != 0) {
+            ret = s3_error(r, 400, "InvalidPart",
+                           "One or more of the specified parts could not be found. The part may "
+                           "not have been uploaded, or the specified entity tag may not match "
+                           "the part's entity tag.");
+            failed = 1;
+        } else if (i + 1 < p->n && found->size < MIN_PART_SIZE) {
+            ret = s3_error(r, 400, "EntityTooSmall",
+                           "Your proposed upload is smaller than the minimum allowed object size.");
+            failed = 1;
+        }
+    }
+    free(parts);
+    if (!failed) {
+        buf meta = {0};
+        s3_meta_add_etag(&meta, etag);
+        buf_add(&meta, info.meta, info.meta_len);
+        store_put_result res;
+        st = mpu_complete(r->srv->st, info.id, p->numbers, p->n, meta.data, meta.len, &res);
+        buf_free(&meta);
+        if (st == STORE_OK) {
+            buf b = {0};
+            complete_result(r, &b, etag);
+            ret = s3_xml(r, 200, &b);
+        } else {
+            ret = st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);
+        }
+    }
+    mpu_info_clear(&info);
+    return ret;
+}
+
+enum MHD_Result s3_complete_multipart(request *r)
+{
+    s3_req *s = r->fe;
+    if (s->xml_too_big)
+        return s3_error(r, 400, "MalformedXML", "The XML you provided was too large.");
+    complete_parse p = {0};
+    XML_Parser xp = XML_ParserCreate("UTF-8");
+    if (xp == NULL)
+        return s3_error(r, 500, "InternalError", "out of memory");
+    XML_SetUserData(xp, &p);
+    XML_SetElementHandler(xp, cp_start, cp_end);
+    XML_SetCharacterDataHandler(xp, cp_text);
+    int ok = XML_Parse(xp, s->xml.data ? s->xml.data : "", (int)s->xml.len, 1) == XML_STATUS_OK;
+    XML_ParserFree(xp);
+    enum MHD_Result ret;
+    if (!ok || p.bad || !p.root_ok || p.n == 0 || p.n > MPU_MAX_PARTS)
+        ret = s3_error(r, 400, "MalformedXML",
+                       "The XML you provided was not well-formed or did not validate against our "
+                       "published schema");
+    else
+        ret = complete(r, &p);
+    free(p.numbers);
+    free(p.etags);
+    buf_free(&p.text);
+    return ret;
+}
+
+enum MHD_Result s3_abort_multipart(request *r)
+{
+    mpu_info info;
+    if (load_upload(r, &info) != 0)
+        return no_such_upload(r);
+    int st = mpu_abort(r->srv->st, info.id);
+    mpu_info_clear(&info);
+    if (st != STORE_OK && st != STORE_NOTFOUND)
+        return s3_store_error(r, st);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    s3_common_headers(r, resp);
+    return http_queue(r, 204, resp);
+}
+
+enum MHD_Result s3_list_parts(request *r)
+{
+    s3_req *s = r->fe;
+    mpu_info info;
+    if (load_upload(r, &info) != 0)
+        return no_such_upload(r);
+    mpu_part *parts;
+    size_t np;
+    int st = mpu_parts(r->srv->st, info.id, &parts, &np);
+    if (st != STORE_OK) {
+        mpu_info_clear(&info);
+        return s3_store_error(r, st);
+    }
+    const char *mp = s3_param(r, "max-parts"), *marker = s3_param(r, "part-number-marker");
+    long max = mp ? strtol(mp, NULL, 10) : 1000;
+    long after = marker ? strtol(marker, NULL, 10) : 0;
+    if (max < 0 || max > 1000)
+        max = 1000;
+    buf b = {0};
+    buf_printf(&b, "%s<ListPartsResult xmlns=\"%s\">", XML_HEAD, S3_NS);
+    buf_xml_elem(&b, "Bucket", s->bucket, strlen(s->bucket));
+    buf_xml_elem(&b, "Key", s->key, s->klen);
+    buf_printf(&b, "<UploadId>%s</UploadId><PartNumberMarker>%ld</PartNumberMarker>", info.id,
+               after);
+    long count = 0, last = 0;
+    int truncated = 0;
+    buf items = {0};
+    for (size_t i = 0; i < np; i++) {
+        if (parts[i].number <= after)
+            continue;
+        if (count == max) {
+            truncated = 1;
+            break;
+        }
+        char when[32], hex[33];
+        s3_format_iso8601(parts[i].mtime_ms, when);
+        util_hex(parts[i].md5, 16, hex);
+        buf_printf(&items,
+                   "<Part><PartNumber>%d</PartNumber><LastModified>%s</LastModified>"
+                   "<ETag>&quot;%s&quot;</ETag><Size>%llu</Size></Part>",
+                   parts[i].number, when, hex, (unsigned long long)parts[i].size);
+        last = parts[i].number;
+        count++;
+    }
+    buf_printf(&b,
+               "<NextPartNumberMarker>%ld</NextPartNumberMarker><MaxParts>%ld</MaxParts>"
+               "<IsTruncated>%s</IsTruncated><StorageClass>STANDARD</StorageClass>",
+               last, max, truncated ? "true" : "false");
+    buf_add(&b, items.data ? items.data : "", items.len);
+    buf_puts(&b, "</ListPartsResult>");
+    buf_free(&items);
+    free(parts);
+    mpu_info_clear(&info);
+    return s3_xml(r, 200, &b);
+}
+
+typedef struct uploads_ctx {
+    buf *b;
+    const char *prefix;
+    size_t plen;
+    long max, count;
+    int truncated;
+} uploads_ctx;
+
+static int list_upload(void *ctx, const mpu_info *info)
+{
+    uploads_ctx *u = ctx;
+    if (info->klen < u->plen || memcmp(info->key, u->prefix, u->plen) != 0)
+        return 0;
+    if (u->count == u->max) {
+        u->truncated = 1;
+        return 1;
+    }
+    char when[32];
+    s3_format_iso8601(info->created_ms, when);
+    buf_puts(u->b, "<Upload>");
+    buf_xml_elem(u->b, "Key", info->key, info->klen);
+    buf_printf(u->b,
+               "<UploadId>%s</UploadId><Initiated>%s</Initiated><StorageClass>STANDARD"
+               "</StorageClass></Upload>",
+               info->id, when);
+    u->count++;
+    return 0;
+}
+
+enum MHD_Result s3_list_multipart_uploads(request *r)
+{
+    s3_req *s = r->fe;
+    if (!s3_bucket_exists(r))
+        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+    const char *prefix = s3_param(r, "prefix");
+    const char *mu = s3_param(r, "max-uploads");
+    uploads_ctx u = {0};
+    buf items = {0};
+    u.b = &items;
+    u.prefix = prefix ? prefix : "";
+    u.plen = strlen(u.prefix);
+    u.max = mu ? strtol(mu, NULL, 10) : 1000;
+    if (u.max < 0 || u.max > 1000)
+        u.max = 1000;
+    mpu_list(r->srv->st, s->ns, list_upload, &u);
+    buf b = {0};
+    buf_printf(&b, "%s<ListMultipartUploadsResult xmlns=\"%s\">", XML_HEAD, S3_NS);
+    buf_xml_elem(&b, "Bucket", s->bucket, strlen(s->bucket));
+    buf_puts(&b, "<KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker>");
+    buf_xml_elem(&b, "Prefix", u.prefix, u.plen);
+    buf_printf(&b, "<MaxUploads>%ld</MaxUploads><IsTruncated>%s</IsTruncated>", u.max,
+               u.truncated ? "true" : "false");
+    buf_add(&b, items.data ? items.data : "", items.len);
+    buf_puts(&b, "</ListMultipartUploadsResult>");
+    buf_free(&items);
+    return s3_xml(r, 200, &b);
+}

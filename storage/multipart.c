@@ -1,0 +1,552 @@
+/*
+ * multipart.c - see multipart.h.
+ *
+ * The info file: "CMPU1\n", then u64 created ms, u32 ns length, ns, u32 key
+ * length, key, u32 meta length, meta (all little-endian).  Upload ids are 32
+ * random hex characters, checked on every call, so a path built from one can
+ * point nowhere else.
+ */
+#include "multipart.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "../common/util.h"
+
+#define INFO_MAGIC "CMPU1\n"
+#define COPY_BUF (1u << 20)
+
+static int valid_id(const char *id)
+{
+    if (strlen(id) != MPU_ID_LEN)
+        return 0;
+    for (const char *p = id; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return 0;
+    return 1;
+}
+
+static void upload_dir(store *s, const char *id, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/multipart/%s", store_dir(s), id);
+}
+
+static void le(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t unle(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static int map_errno(int e)
+{
+    return e == ENOSPC || e == EDQUOT ? STORE_NOSPACE : STORE_IO;
+}
+
+/* Writes path atomically: a temporary file, fsync, rename. */
+static int write_file(const char *path, const void *data, size_t len)
+{
+    char tmp[PATH_MAX + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return map_errno(errno);
+    int rc = util_write_all(fd, data, len);
+    if (rc == 0 && fsync(fd) != 0)
+        rc = -errno;
+    close(fd);
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = -errno;
+    if (rc != 0) {
+        unlink(tmp);
+        return map_errno(-rc);
+    }
+    return STORE_OK;
+}
+
+int mpu_create(store *s, const char *ns, const void *key, size_t klen, const void *meta,
+               size_t meta_len, char id[MPU_ID_LEN + 1])
+{
+    uint8_t rnd[MPU_ID_LEN / 2];
+    if (RAND_bytes(rnd, sizeof rnd) != 1)
+        return STORE_IO;
+    util_hex(rnd, sizeof rnd, id);
+    char dir[PATH_MAX - 64], path[PATH_MAX];
+    upload_dir(s, id, dir, sizeof dir);
+    if (mkdir(dir, 0755) != 0)
+        return map_errno(errno);
+    size_t nl = strlen(ns), len = 6 + 8 + 4 + nl + 4 + klen + 4 + meta_len;
+    uint8_t *b = malloc(len), *p = b;
+    if (b == NULL) {
+        rmdir(dir);
+        return STORE_IO;
+    }
+    memcpy(p, INFO_MAGIC, 6);
+    le(p + 6, util_now_ms(), 8);
+    p += 14;
+    le(p, nl, 4);
+    memcpy(p + 4, ns, nl);
+    p += 4 + nl;
+    le(p, klen, 4);
+    memcpy(p + 4, key, klen);
+    p += 4 + klen;
+    le(p, meta_len, 4);
+    if (meta_len)
+        memcpy(p + 4, meta, meta_len);
+    snprintf(path, sizeof path, "%s/info", dir);
+    int rc = write_file(path, b, len);
+    free(b);
+    if (rc != STORE_OK)
+        rmdir(dir);
+    return rc;
+}
+
+void mpu_info_clear(mpu_info *info)
+{
+    free(info->ns);
+    free(info->key);
+    free(info->meta);
+    memset(info, 0, sizeof *info);
+}
+
+/* Takes a length-prefixed field at *p, if it fits before end. */
+static int take(const uint8_t **p, const uint8_t *end, char **out, size_t *len)
+{
+    if (end - *p < 4)
+        return -1;
+    size_t n = (size_t)unle(*p, 4);
+    if ((size_t)(end - *p - 4) < n)
+        return -1;
+    *out = malloc(n + 1);
+    if (*out == NULL)
+        return -1;
+    memcpy(*out, *p + 4, n);
+    (*out)[n] = '\0';
+    *len = n;
+    *p += 4 + n;
+    return 0;
+}
+
+int mpu_get(store *s, const char *id, mpu_info *info)
+{
+    memset(info, 0, sizeof *info);
+    if (!valid_id(id))
+        return STORE_NOTFOUND;
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/multipart/%s/info", store_dir(s), id);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? STORE_NOTFOUND : STORE_IO;
+    struct stat sb;
+    uint8_t *b = NULL;
+    int rc = STORE_IO;
+    if (fstat(fd, &sb) == 0 && sb.st_size >= 14 && sb.st_size < (64 << 20) &&
+        (b = malloc((size_t)sb.st_size)) != NULL &&
+        util_pread_all(fd, b, (size_t)sb.st_size, 0) == sb.st_size &&
+        memcmp(b, INFO_MAGIC, 6) == 0) {
+        const uint8_t *p = b + 14, *end = b + sb.st_size;
+        size_t nl;
+        char *meta = NULL;
+        info->created_ms = unle(b + 6, 8);
+        if (take(&p, end, &info->ns, &nl) == 0 && take(&p, end, &info->key, &info->klen) == 0 &&
+            take(&p, end, &meta, &info->meta_len) == 0) {
+            info->meta = meta;
+            memcpy(info->id, id, MPU_ID_LEN + 1);
+            rc = STORE_OK;
+        }
+    }
+    free(b);
+    close(fd);
+    if (rc != STORE_OK)
+        mpu_info_clear(info);
+    return rc;
+}
+
+struct mpu_writer {
+    int fd;
+    char tmp[PATH_MAX];
+    char dir[PATH_MAX - 64];
+    int number;
+    EVP_MD_CTX *md5;
+    EVP_MD_CTX *sha;
+    uint64_t size;
+    int status;
+    int finished;
+    uint8_t digest[16];
+};
+
+int mpu_part_begin(store *s, const char *id, int number, mpu_writer **out)
+{
+    if (!valid_id(id) || number < 1 || number > MPU_MAX_PARTS)
+        return STORE_NOTFOUND;
+    mpu_writer *w = calloc(1, sizeof *w);
+    if (w == NULL)
+        return STORE_IO;
+    upload_dir(s, id, w->dir, sizeof w->dir);
+    uint8_t rnd[8];
+    char hex[17];
+    RAND_bytes(rnd, sizeof rnd);
+    util_hex(rnd, sizeof rnd, hex);
+    snprintf(w->tmp, sizeof w->tmp, "%s/tmp.%05d.%s", w->dir, number, hex);
+    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        int e = errno;
+        free(w);
+        return e == ENOENT ? STORE_NOTFOUND : map_errno(e);
+    }
+    w->number = number;
+    w->md5 = EVP_MD_CTX_new();
+    w->sha = EVP_MD_CTX_new();
+    if (w->md5 == NULL || !EVP_DigestInit_ex(w->md5, EVP_md5(), NULL) || w->sha == NULL ||
+        !EVP_DigestInit_ex(w->sha, EVP_sha256(), NULL)) {
+        mpu_part_abort(w);
+        return STORE_IO;
+    }
+    *out = w;
+    return STORE_OK;
+}
+
+int mpu_part_write(mpu_writer *w, const void *buf, size_t len)
+{
+    if (w->status != STORE_OK)
+        return w->status;
+    int rc = util_write_all(w->fd, buf, len);
+    if (rc != 0)
+        return w->status = map_errno(-rc);
+    EVP_DigestUpdate(w->md5, buf, len);
+    EVP_DigestUpdate(w->sha, buf, len);
+    w->size += len;
+    return STORE_OK;
+}
+
+void mpu_part_abort(mpu_writer *w)
+{
+    if (w == NULL)
+        return;
+    if (w->fd >= 0)
+        close(w->fd);
+    if (w->tmp[0])
+        unlink(w->tmp);
+    EVP_MD_CTX_free(w->md5);
+    EVP_MD_CTX_free(w->sha);
+    free(w);
+}
+
+/* Removes the files of part `number` other than `keep`. */
+static void drop_other_copies(const char *dir, int number, const char *keep)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return;
+    char prefix[16];
+    snprintf(prefix, sizeof prefix, "%05d.", number);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL)
+        if (strncmp(de->d_name, prefix, 6) == 0 && strcmp(de->d_name, keep) != 0)
+            unlinkat(dirfd(d), de->d_name, 0);
+    closedir(d);
+}
+
+int mpu_part_finish(mpu_writer *w, uint8_t md5[16], uint8_t sha256[32], uint64_t *size)
+{
+    unsigned int n;
+    if (w->status == STORE_OK && fdatasync(w->fd) != 0)
+        w->status = map_errno(errno);
+    if (w->status == STORE_OK &&
+        (!EVP_DigestFinal_ex(w->md5, w->digest, &n) || !EVP_DigestFinal_ex(w->sha, sha256, &n)))
+        w->status = STORE_IO;
+    if (w->status == STORE_OK) {
+        w->finished = 1;
+        memcpy(md5, w->digest, 16);
+        *size = w->size;
+    }
+    return w->status;
+}
+
+int mpu_part_commit(mpu_writer *w)
+{
+    int rc = w->finished ? w->status : STORE_IO;
+    char name[64], path[PATH_MAX];
+    if (rc == STORE_OK) {
+        char hex[33];
+        util_hex(w->digest, 16, hex);
+        snprintf(name, sizeof name, "%05d.%s", w->number, hex);
+        snprintf(path, sizeof path, "%s/%s", w->dir, name);
+        if (rename(w->tmp, path) != 0)
+            rc = errno == ENOENT ? STORE_NOTFOUND : STORE_IO; /* upload gone meanwhile */
+        else
+            w->tmp[0] = '\0';
+    }
+    if (rc == STORE_OK)
+        drop_other_copies(w->dir, w->number, name);
+    mpu_part_abort(w);
+    return rc;
+}
+
+static int cmp_part(const void *a, const void *b)
+{
+    const mpu_part *x = a, *y = b;
+    return (x->number > y->number) - (x->number < y->number);
+}
+
+int mpu_parts(store *s, const char *id, mpu_part **parts, size_t *n)
+{
+    *parts = NULL;
+    *n = 0;
+    if (!valid_id(id))
+        return STORE_NOTFOUND;
+    char dir[PATH_MAX];
+    upload_dir(s, id, dir, sizeof dir);
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return errno == ENOENT ? STORE_NOTFOUND : STORE_IO;
+    size_t cap = 0;
+    struct dirent *de;
+    int rc = STORE_OK;
+    while ((de = readdir(d)) != NULL) {
+        /* "NNNNN.<32 hex>" */
+        if (strlen(de->d_name) != 38 || de->d_name[5] != '.')
+            continue;
+        mpu_part p = {0};
+        p.number = atoi(de->d_name);
+        struct stat sb;
+        if (p.number < 1 || util_unhex(de->d_name + 6, 32, p.md5, 16) != 0 ||
+            fstatat(dirfd(d), de->d_name, &sb, 0) != 0)
+            continue;
+        p.size = (uint64_t)sb.st_size;
+        p.mtime_ms = (uint64_t)sb.st_mtim.tv_sec * 1000 + (uint64_t)sb.st_mtim.tv_nsec / 1000000;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            mpu_part *np = realloc(*parts, cap * sizeof *np);
+            if (np == NULL) {
+                rc = STORE_IO;
+                break;
+            }
+            *parts = np;
+        }
+        (*parts)[(*n)++] = p;
+    }
+    closedir(d);
+    if (rc == STORE_OK && *n > 1) {
+        qsort(*parts, *n, sizeof **parts, cmp_part);
+        /* two files of one number (a replace in progress): keep the newer */
+        size_t j = 0;
+        for (size_t i = 0; i < *n; i++) {
+            if (j > 0 && (*parts)[j - 1].number == (*parts)[i].number) {
+                if ((*parts)[i].mtime_ms >= (*parts)[j - 1].mtime_ms)
+                    (*parts)[j - 1] = (*parts)[i];
+                continue;
+            }
+            (*parts)[j++] = (*parts)[i];
+        }
+        *n = j;
+    }
+    return rc;
+}
+
+static void remove_upload(store *s, const char *id)
+{
+    char dir[PATH_MAX];
+    upload_dir(s, id, dir, sizeof dir);
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL)
+        if (de->d_name[0] != '.')
+            unlinkat(dirfd(d), de->d_name, 0);
+    closedir(d);
+    rmdir(dir);
+}
+
+static int copy_part(store *s, const char *id, const mpu_part *p, store_upload *u, uint8_t *buf)
+{
+    char path[PATH_MAX], hex[33];
+    util_hex(p->md5, 16, hex);
+    snprintf(path, sizeof path, "%s/multipart/%s/%05d.%s", store_dir(s), id, p->number, hex);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return STORE_IO;
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    int rc = STORE_OK;
+    for (;;) {
+        ssize_t n = read(fd, buf, COPY_BUF);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rc = n < 0 ? STORE_IO : STORE_OK;
+            break;
+        }
+        if ((rc = store_upload_write(u, buf, (size_t)n)) != STORE_OK)
+            break;
+    }
+    close(fd);
+    return rc;
+}
+
+int mpu_complete(store *s, const char *id, const int *numbers, size_t n, const void *meta,
+                 size_t meta_len, store_put_result *res)
+{
+    mpu_info info;
+    int rc = mpu_get(s, id, &info);
+    if (rc != STORE_OK)
+        return rc;
+    mpu_part *parts;
+    size_t np;
+    if ((rc = mpu_parts(s, id, &parts, &np)) != STORE_OK) {
+        mpu_info_clear(&info);
+        return rc;
+    }
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < np; j++)
+            if (parts[j].number == numbers[i])
+                total += parts[j].size;
+    store_upload *u;
+    uint8_t *buf = malloc(COPY_BUF);
+    rc = buf ? store_upload_begin(s, (int64_t)total, 0, &u) : STORE_IO;
+    for (size_t i = 0; rc == STORE_OK && i < n; i++) {
+        mpu_part key = {.number = numbers[i]};
+        mpu_part *p = bsearch(&key, parts, np, sizeof *parts, cmp_part);
+        rc = p ? copy_part(s, id, p, u, buf) : STORE_NOTFOUND;
+        if (rc != STORE_OK)
+            store_upload_abort(u);
+    }
+    if (rc == STORE_OK) {
+        rc = store_upload_commit(u, info.ns, info.key, info.klen, NULL, meta, meta_len, res);
+        if (rc == STORE_OK)
+            remove_upload(s, id);
+    }
+    free(buf);
+    free(parts);
+    mpu_info_clear(&info);
+    return rc;
+}
+
+int mpu_abort(store *s, const char *id)
+{
+    mpu_info info;
+    int rc = mpu_get(s, id, &info);
+    if (rc != STORE_OK)
+        return rc;
+    mpu_info_clear(&info);
+    remove_upload(s, id);
+    return STORE_OK;
+}
+
+typedef struct listed {
+    mpu_info info;
+} listed;
+
+static int cmp_created(const void *a, const void *b)
+{
+    const listed *x = a, *y = b;
+    if (x->info.created_ms != y->info.created_ms)
+        return (x->info.created_ms > y->info.created_ms) -
+               (x->info.created_ms < y->info.created_ms);
+    return strcmp(x->info.id, y->info.id);
+}
+
+int mpu_list(store *s, const char *ns, int (*cb)(void *ctx, const mpu_info *info), void *ctx)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/multipart", store_dir(s));
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return STORE_IO;
+    listed *all = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        mpu_info info;
+        if (!valid_id(de->d_name) || mpu_get(s, de->d_name, &info) != STORE_OK)
+            continue;
+        if (ns && strcmp(info.ns, ns) != 0) {
+            mpu_info_clear(&info);
+            continue;
+        }
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            listed *p = realloc(all, cap * sizeof *p);
+            if (p == NULL) {
+                mpu_info_clear(&info);
+                break;
+            }
+            all = p;
+        }
+        all[n++].info = info;
+    }
+    closedir(d);
+    if (n > 1)
+        qsort(all, n, sizeof *all, cmp_created);
+    int stop = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!stop)
+            stop = cb(ctx, &all[i].info);
+        mpu_info_clear(&all[i].info);
+    }
+    free(all);
+    return STORE_OK;
+}
+
+typedef struct expire_ctx {
+    store *s;
+    uint64_t cutoff;
+    int removed;
+} expire_ctx;
+
+static int expire_one(void *ctx, const mpu_info *info)
+{
+    expire_ctx *e = ctx;
+    if (info->created_ms < e->cutoff) {
+        remove_upload(e->s, info->id);
+        e->removed++;
+    }
+    return 0;
+}
+
+int mpu_expire(store *s, uint64_t max_age_ms)
+{
+    uint64_t now = util_now_ms();
+    expire_ctx e = {s, now > max_age_ms ? now - max_age_ms : 0, 0};
+    mpu_list(s, NULL, expire_one, &e);
+    /* an upload directory without info (a crash during create) goes after an hour */
+    char dir[PATH_MAX - 128];
+    snprintf(dir, sizeof dir, "%s/multipart", store_dir(s));
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            char info[PATH_MAX];
+            struct stat sb;
+            if (!valid_id(de->d_name))
+                continue;
+            snprintf(info, sizeof info, "%s/%s/info", dir, de->d_name);
+            if (stat(info, &sb) != 0 && errno == ENOENT &&
+                fstatat(dirfd(d), de->d_name, &sb, 0) == 0 &&
+                (uint64_t)sb.st_mtim.tv_sec * 1000 + 3600 * 1000 < now) {
+                remove_upload(s, de->d_name);
+                e.removed++;
+            }
+        }
+        closedir(d);
+    }
+    return e.removed;
+}
