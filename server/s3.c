@@ -469,6 +469,14 @@ static int authenticate(request *r, enum MHD_Result *ret)
     sigv4_request req = {r->method, path, raw_params, nraw, hl.h, hl.n, NULL};
     sigv4_auth auth;
     int rc = sigv4_parse_auth(&req, &auth);
+    if (rc == SIGV4_OK && auth.kind == SIGV4_AUTH_V4_HEADER &&
+        http_header(r, "x-amz-content-sha256") == NULL) {
+        /* S3 wants the header; curl --aws-sigv4 (before 8.x) omits it and signs
+         * the SHA-256 of the body, which must then be empty, as it is for a GET */
+        req.payload_hash = SIGV4_EMPTY_SHA256;
+        util_unhex(SIGV4_EMPTY_SHA256, 64, s->payload_sha256, 32);
+        s->payload_sha256_set = 1;
+    }
     int need = needed_right(s->op);
     const char *bucket = s->bucket[0] ? s->bucket : NULL;
     int result = 0;

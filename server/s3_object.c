@@ -184,13 +184,15 @@ typedef struct resp_ctx {
 static void add_meta_header(void *ctx, int tag, const char *v, size_t n)
 {
     resp_ctx *c = ctx;
-    char *val = strndup(v, n);
+    char *val = malloc(n + 1); /* not strndup: user fields hold a NUL */
     if (val == NULL)
         return;
+    memcpy(val, v, n);
+    val[n] = '\0';
     if (tag == META_USER || (tag == META_CHECKSUM && c->checksums)) {
         size_t nl = strlen(val);
         char name[64];
-        snprintf(name, sizeof name, "x-amz-checksum-%s", val);
+        snprintf(name, sizeof name, "x-amz-checksum-%.40s", val);
         if (nl < n)
             MHD_add_response_header(c->resp, tag == META_USER ? val : name, val + nl + 1);
     } else {
