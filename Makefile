@@ -63,6 +63,11 @@ $(TST)/unit/test_sigv4: $(TST)/tests/unit/test_sigv4.o $(call obj,$(TST),$(COMMO
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) -o $@ $^ -lcmocka -lcrypto
 
+$(TST)/unit/test_awschunked: $(TST)/tests/unit/test_awschunked.o \
+                             $(call obj,$(TST),$(COMMON) server/awschunked.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(TEST_CFLAGS) -o $@ $^ -lcmocka -lcrypto
+
 $(TST)/unit/sigv4_cli: $(TST)/tests/unit/sigv4_cli.o $(call obj,$(TST),$(COMMON))
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) -o $@ $^ -lcrypto
@@ -92,8 +97,7 @@ bench: bench-deps all
 	@sh bench/run.sh
 
 format:
-	clang-format -i $(COMMON:.c=.[ch]) $(STORAGE) $(STORAGE:.c=.h) $(SERVER) server/*.h \
-	    $(CLIENT) $(UNIT)
+	clang-format -i common/*.[ch] storage/*.[ch] server/*.[ch] client/*.c tests/unit/*.c
 
 clean:
 	rm -rf build bin build-test.log

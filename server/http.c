@@ -3,9 +3,9 @@
  *
  * MHD runs its own polling threads (epoll, a pool of cfg->threads).  Routing:
  * /healthz, /readyz and /status go to ops.c; a request with AWS
- * authentication, or whose first path segment is an existing bucket, to the
- * S3 front end (s3.c); /cas/ and /ac/ (with an optional /<instance>/ before
- * them) to native.c; everything else to S3, which answers in its own terms.
+ * authentication to the S3 front end (s3.c); /cas/ and /ac/ (with an optional
+ * /<instance>/ before them) to native.c; everything else to S3, which answers
+ * in its own terms (anonymous S3 requests included).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,10 +22,35 @@
 #include "s3.h"
 #include "server.h"
 
+#define DRAIN_MAX (64u << 20) /* beyond this, close rather than read a refused body */
+
+/* Will a body follow that nobody has read yet? */
+static int body_pending(request *r)
+{
+    if (r->calls != 1)
+        return 0;
+    const char *expect = http_header(r, "Expect");
+    if (expect && strcasecmp(expect, "100-continue") == 0)
+        return 0; /* the client waits for our word before sending it */
+    const char *te = http_header(r, "Transfer-Encoding");
+    if (te && strcasestr(te, "chunked"))
+        return 1;
+    const char *cl = http_header(r, "Content-Length");
+    if (cl == NULL)
+        return 0;
+    unsigned long long n = strtoull(cl, NULL, 10);
+    return n > 0 && n <= DRAIN_MAX;
+}
+
 enum MHD_Result http_queue(request *r, unsigned status, struct MHD_Response *resp)
 {
     if (resp == NULL)
         return MHD_NO;
+    if (body_pending(r)) {
+        r->deferred = resp;
+        r->deferred_status = status;
+        return MHD_YES;
+    }
     enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -66,6 +91,38 @@ const char *http_header(request *r, const char *name)
 int http_is(request *r, const char *method)
 {
     return strcmp(r->method, method) == 0;
+}
+
+int http_accepts_encoding(request *r, const char *coding)
+{
+    const char *h = http_header(r, "Accept-Encoding");
+    size_t cl = strlen(coding);
+    while (h && *h) {
+        while (*h == ' ' || *h == ',')
+            h++;
+        size_t tl = strcspn(h, ",;");
+        size_t nl = tl;
+        while (nl > 0 && h[nl - 1] == ' ')
+            nl--;
+        int match = (nl == cl && strncasecmp(h, coding, cl) == 0) || (nl == 1 && h[0] == '*');
+        const char *end = h + strcspn(h, ",");
+        double q = 1.0;
+        const char *qp = h + tl;
+        while (qp < end && *qp == ';') {
+            qp++;
+            while (*qp == ' ')
+                qp++;
+            if ((qp[0] == 'q' || qp[0] == 'Q') && qp[1] == '=')
+                q = strtod(qp + 2, NULL);
+            qp += strcspn(qp, ";,");
+        }
+        if (match && nl == cl)
+            return q > 0;
+        if (match && q <= 0)
+            return 0;
+        h = end;
+    }
+    return 0;
 }
 
 unsigned http_status_for(int st)
@@ -144,6 +201,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->path = url;
         route(r);
     }
+    if (r->deferred) {
+        r->drained += *upload_data_size;
+        if (*upload_data_size != 0 && r->drained <= DRAIN_MAX) {
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
+        struct MHD_Response *resp = r->deferred;
+        r->deferred = NULL;
+        enum MHD_Result ret = MHD_queue_response(conn, r->deferred_status, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
     return r->handler(r, upload_data, upload_data_size);
 }
 
@@ -158,6 +227,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     if (r->cleanup)
         r->cleanup(r);
+    if (r->deferred)
+        MHD_destroy_response(r->deferred);
     atomic_fetch_sub(&r->srv->in_flight, 1);
     free(r->raw_uri);
     free(r);

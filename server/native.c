@@ -115,9 +115,8 @@ static enum MHD_Result reply_get(request *r, native_req *n, int head)
     if (st != STORE_OK)
         return http_text(r, http_status_for(st),
                          st == STORE_NOTFOUND ? "not found" : store_strerror(st));
-    const char *ae = http_header(r, "Accept-Encoding");
     serve_opts o = {.head = head,
-                    .allow_zstd = ae && strcasestr(ae, "zstd") != NULL,
+                    .allow_zstd = http_accepts_encoding(r, "zstd"),
                     .range = http_header(r, "Range"),
                     .content_type = "application/octet-stream"};
     unsigned status;

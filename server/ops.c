@@ -45,8 +45,13 @@ enum MHD_Result ops_handle(request *r, const char *data, size_t *size)
     }
     if (r->calls == 1)
         return MHD_YES;
-    if (!http_is(r, "GET") && !http_is(r, "HEAD"))
-        return http_text(r, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET and HEAD");
+    if (!http_is(r, "GET") && !http_is(r, "HEAD")) {
+        static const char msg[] = "only GET and HEAD\n";
+        struct MHD_Response *resp =
+            MHD_create_response_from_buffer(sizeof msg - 1, (void *)msg, MHD_RESPMEM_PERSISTENT);
+        MHD_add_response_header(resp, "Allow", "GET, HEAD");
+        return http_queue(r, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
+    }
     if (r->path[1] == 'h')
         return http_text(r, MHD_HTTP_OK, "ok");
     if (r->path[1] == 'r') {

@@ -297,6 +297,7 @@ int s3_route(request *r)
         size_t hl = strlen(h);
         if (hl > dl + 1 && h[hl - dl - 1] == '.' && strcasecmp(h + hl - dl, dom) == 0) {
             snprintf(s->bucket, sizeof s->bucket, "%.*s", (int)(hl - dl - 1), h);
+            s->vhost = 1;
             if (plen > 0)
                 s->key = pct_decode(path, plen, 0, &s->klen);
         }
@@ -322,20 +323,13 @@ int s3_route(request *r)
     return 1;
 }
 
-/* Should this request go to S3 rather than the native API? */
+/* Should this request go to S3 rather than the native API?  Only when it
+ * carries AWS authentication: without it, paths of the native API's form
+ * (/ac/..., /cas/..., /<instance>/ac/<64 hex>) are the native API's, so a
+ * bucket can never hide a Bazel instance of the same name. */
 int s3_claims(request *r)
 {
-    if (has_aws_auth(r))
-        return 1;
-    /* /<bucket>/... where the bucket exists */
-    const char *p = r->path + 1;
-    const char *slash = strchr(p, '/');
-    size_t n = slash ? (size_t)(slash - p) : strlen(p);
-    if (n < 3 || n > 63)
-        return 0;
-    char ns[S3_NS_MAX];
-    snprintf(ns, sizeof ns, "s3/%.*s", (int)n, p);
-    return store_ns_get(r->srv->st, ns, NULL, NULL, NULL) == STORE_OK;
+    return has_aws_auth(r);
 }
 
 static int classify(request *r)
@@ -491,7 +485,7 @@ static int authenticate(request *r, enum MHD_Result *ret)
         }
     } else if (rc != SIGV4_OK) {
         int status;
-        const char *code = sigv4_s3_error(rc, SIGV4_AUTH_NONE, &status);
+        const char *code = sigv4_s3_error(rc, auth.kind, &status);
         *ret = s3_error(r, (unsigned)status, code, sigv4_strerror(rc));
         result = -1;
     } else {

@@ -32,6 +32,7 @@ typedef struct s3_req {
     size_t nparams;
     char request_id[17];
     int anonymous;
+    int vhost; /* the bucket came from the Host header */
     int op; /* enum s3_op */
     body_sink body;
     int body_started;

@@ -104,8 +104,14 @@ static struct MHD_Response *body_response(server *srv, const store_entry *e, con
                                           uint64_t start, uint64_t len, int ranged,
                                           int *zstd_passthrough, unsigned *status)
 {
-    if (o->head)
+    if (o->head) {
+        /* the headers a GET would get: zstd as stored, when it would be */
+        if (e->codec == CODEC_ZSTD && o->allow_zstd && !ranged) {
+            *zstd_passthrough = 1;
+            len = e->stored;
+        }
         return MHD_create_response_from_callback(len, 1, no_body, NULL, NULL);
+    }
     store_blob *b;
     int st = store_blob_open(srv->st, e, &b);
     if (st != STORE_OK) {

@@ -44,6 +44,11 @@ struct request {
     char *raw_uri;    /* as received, with the query */
     unsigned calls;
     handler_fn handler;
+    /* an answer given before the body was read: sent once the body has been
+     * read and dropped, so that the connection stays usable (http_queue) */
+    struct MHD_Response *deferred;
+    unsigned deferred_status;
+    uint64_t drained;
     /* front end state, freed by cleanup */
     void *fe;
     void (*cleanup)(request *r);
@@ -55,12 +60,18 @@ void server_stop(server *srv);
 
 /* ---- responses ---- */
 
+/* Queues resp.  On the first call of a request whose body is still to come
+ * (and that did not ask for 100-continue), the answer waits until the body has
+ * been read and dropped (up to a bound): closing a connection with unread
+ * bytes would reset it, and the client would never see the status. */
 enum MHD_Result http_queue(request *r, unsigned status, struct MHD_Response *resp);
 /* A short text/plain answer (the message is followed by a newline). */
 enum MHD_Result http_text(request *r, unsigned status, const char *msg);
 enum MHD_Result http_json(request *r, unsigned status, const char *json);
 const char *http_header(request *r, const char *name);
 int http_is(request *r, const char *method);
+/* Does the Accept-Encoding header accept coding (with a q-value above 0)? */
+int http_accepts_encoding(request *r, const char *coding);
 /* HTTP status for a store status. */
 unsigned http_status_for(int store_status);
 
@@ -73,6 +84,8 @@ typedef struct body_sink {
     struct mpu_writer *part; /* a multipart upload's part, instead of up */
     void *zstd; /* ZSTD_DStream when the body arrives zstd-compressed */
     uint8_t *zbuf;
+    size_t zstd_left; /* the decoder's last hint: 0 when a frame ended cleanly */
+    int zstd_fed;
     uint64_t max_body;
     uint64_t size;   /* decoded bytes taken */
     unsigned status; /* first HTTP error seen; the rest of the body is discarded */

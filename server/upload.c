@@ -107,20 +107,24 @@ void body_feed(body_sink *b, const char *data, size_t len)
 {
     if (b->status != 0 || len == 0)
         return;
+    b->zstd_fed = 1;
     if (b->zstd == NULL) {
         sink(b, data, len);
         return;
     }
     ZSTD_inBuffer in = {data, len, 0};
-    while (b->status == 0 && in.pos < in.size) {
+    int full;
+    do {
         ZSTD_outBuffer out = {b->zbuf, ZBUF_SIZE, 0};
         size_t rc = ZSTD_decompressStream(b->zstd, &out, &in);
         if (ZSTD_isError(rc)) {
             fail(b, MHD_HTTP_BAD_REQUEST, "body is not valid zstd");
             return;
         }
+        b->zstd_left = rc; /* 0 once a frame is complete and nothing is held back */
         sink(b, b->zbuf, out.pos);
-    }
+        full = out.pos == out.size; /* the decoder may hold more output */
+    } while (b->status == 0 && (in.pos < in.size || full));
 }
 
 unsigned body_finish(body_sink *b, store_put_result *res)
@@ -137,14 +141,8 @@ unsigned body_commit(body_sink *b, const char *ns, const void *key, size_t klen,
                      const uint8_t *expect_digest, const void *meta, size_t meta_len,
                      store_put_result *res)
 {
-    if (b->status == 0 && b->zstd) {
-        /* a complete zstd stream leaves nothing buffered: flush and check */
-        ZSTD_inBuffer in = {NULL, 0, 0};
-        ZSTD_outBuffer out = {b->zbuf, ZBUF_SIZE, 0};
-        size_t rc = ZSTD_decompressStream(b->zstd, &out, &in);
-        if (ZSTD_isError(rc) || rc != 0 || out.pos != 0)
-            fail(b, MHD_HTTP_BAD_REQUEST, "zstd body is truncated");
-    }
+    if (b->status == 0 && b->zstd && (b->zstd_left != 0 || !b->zstd_fed))
+        fail(b, MHD_HTTP_BAD_REQUEST, "zstd body is truncated");
     if (b->status != 0)
         return b->status;
     int st = store_upload_commit(b->up, ns, key, klen, expect_digest, meta, meta_len, res);

@@ -538,7 +538,7 @@ int mpu_expire(store *s, uint64_t max_age_ms)
             struct stat sb;
             if (!valid_id(de->d_name))
                 continue;
-            snprintf(info, sizeof info, "%s/%s/info", dir, de->d_name);
+            snprintf(info, sizeof info, "%s/%.32s/info", dir, de->d_name);
             if (stat(info, &sb) != 0 && errno == ENOENT &&
                 fstatat(dirfd(d), de->d_name, &sb, 0) == 0 &&
                 (uint64_t)sb.st_mtim.tv_sec * 1000 + 3600 * 1000 < now) {

@@ -177,14 +177,19 @@ void store_config_defaults(store_config *cfg)
     cfg->multipart_ttl_ms = 7ULL * 24 * 3600 * 1000;
 }
 
+static uint64_t percent_of(uint64_t v, unsigned pct)
+{
+    return v / 100 * pct + v % 100 * pct / 100; /* exact, and no overflow */
+}
+
 static uint64_t high_bytes(const store *s)
 {
-    return s->cfg.max_size / 100 * s->cfg.high_pct;
+    return percent_of(s->cfg.max_size, s->cfg.high_pct);
 }
 
 static uint64_t low_bytes(const store *s)
 {
-    return s->cfg.max_size / 100 * s->cfg.low_pct;
+    return percent_of(s->cfg.max_size, s->cfg.low_pct);
 }
 
 static void blob_path(const store *s, const uint8_t d[32], char *out, size_t cap)
