@@ -115,6 +115,8 @@ struct store {
     size_t ntouches;
 
     pthread_mutex_t readers_mu; /* registry of per-thread read transactions */
+    pthread_rwlock_t map_lock;  /* readers share it while a read txn is live; growing the map
+                                   takes it alone */
     MDB_txn *readers[MAX_READERS];
     size_t nreaders;
 
@@ -246,14 +248,18 @@ static char *make_nskey(const store *s, const char *ns, const void *key, size_t 
 
 static MDB_txn *reader_get(store *s)
 {
+    pthread_rwlock_rdlock(&s->map_lock);
     if (tls_reader.store_id == s->id && tls_reader.txn != NULL) {
         if (mdb_txn_renew(tls_reader.txn) == 0)
             return tls_reader.txn;
+        pthread_rwlock_unlock(&s->map_lock);
         return NULL;
     }
     MDB_txn *t;
-    if (mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &t) != 0)
+    if (mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &t) != 0) {
+        pthread_rwlock_unlock(&s->map_lock);
         return NULL;
+    }
     pthread_mutex_lock(&s->readers_mu);
     int kept = s->nreaders < MAX_READERS;
     if (kept)
@@ -272,6 +278,30 @@ static void reader_put(store *s, MDB_txn *t)
         mdb_txn_reset(t);
     else
         mdb_txn_abort(t);
+    pthread_rwlock_unlock(&s->map_lock);
+}
+
+/* Grows the LMDB map (address space, not disk) before it can fill: when
+ * three quarters are used, it doubles.  LMDB allows this only while no
+ * transaction is live in the process, hence the lock readers share. */
+static void grow_map_if_needed(store *s)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    if (mdb_env_info(s->ix.env, &info) != 0 || mdb_env_stat(s->ix.env, &st) != 0)
+        return;
+    uint64_t used = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+    if (used < (uint64_t)info.me_mapsize / 4 * 3)
+        return;
+    size_t size = info.me_mapsize * 2;
+    pthread_rwlock_wrlock(&s->map_lock);
+    int rc = mdb_env_set_mapsize(s->ix.env, size);
+    pthread_rwlock_unlock(&s->map_lock);
+    if (rc == 0)
+        log_msg(LOG_INFO, "index_map_grown", "LMDB map grown to %zu bytes (%llu in use)", size,
+                (unsigned long long)used);
+    else
+        log_msg(LOG_ERROR, "index_map_grow_failed", "%s", mdb_strerror(rc));
 }
 
 /* ---- the queue ---------------------------------------------------------- */
@@ -494,6 +524,9 @@ static int evict_in_txn(store *s, MDB_txn *t, idx_stats *st, uint64_t target, si
             continue;
         }
         uint64_t stored = b.stored;
+        char hex[65];
+        util_hex(d, 32, hex);
+        log_msg(LOG_DEBUG, "evict", "blob %s last used %llu", hex, (unsigned long long)b.atime);
         if ((rc = drop_blob(s, t, st, d, &b, &s->unlink_later)) != 0)
             break;
         (*evicted)++;
@@ -641,6 +674,7 @@ static void process_batch(store *s, op *list)
 {
     MDB_txn *t;
     idx_stats st;
+    grow_map_if_needed(s);
     int rc = mdb_txn_begin(s->ix.env, NULL, 0, &t);
     if (rc == 0 && (rc = idx_get_stats(t, &s->ix, &st)) != 0)
         mdb_txn_abort(t);
@@ -761,17 +795,21 @@ static void flush_touches(store *s)
     pthread_mutex_unlock(&s->touch_mu);
 
     MDB_txn *t;
+    grow_map_if_needed(s);
     if (mdb_txn_begin(s->ix.env, NULL, 0, &t) != 0)
         goto clear;
+    size_t n = 0;
     for (size_t i = 0; i < TOUCH_SLOTS; i++) {
         blob_rec b;
         if (!full[i].used || idx_get_blob(t, &s->ix, full[i].digest, &b) != 0)
             continue;
         if (full[i].t > b.atime && idx_move_atime(t, &s->ix, full[i].digest, &b, full[i].t) != 0)
             break;
+        n++;
     }
     if (mdb_txn_commit(t) == 0)
         atomic_fetch_add(&s->commits, 1);
+    log_msg(LOG_DEBUG, "touches_flushed", "%zu last-access times written", n);
 clear:
     memset(full, 0, TOUCH_SLOTS * sizeof *full);
 }
@@ -981,6 +1019,11 @@ int store_open(store **out, const store_config *cfg, char *err, size_t errlen)
     pthread_cond_init(&s->cv_stop, NULL);
     pthread_mutex_init(&s->touch_mu, NULL);
     pthread_mutex_init(&s->readers_mu, NULL);
+    pthread_rwlockattr_t rwa;
+    pthread_rwlockattr_init(&rwa);
+    pthread_rwlockattr_setkind_np(&rwa, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&s->map_lock, &rwa);
+    pthread_rwlockattr_destroy(&rwa);
     if (s->touches == NULL || s->touches_spare == NULL ||
         pthread_create(&s->committer, NULL, committer_main, s) != 0) {
         snprintf(err, errlen, "cannot start the committer thread");
@@ -1028,6 +1071,7 @@ void store_close(store *s)
     pthread_cond_destroy(&s->cv_stop);
     pthread_mutex_destroy(&s->touch_mu);
     pthread_mutex_destroy(&s->readers_mu);
+    pthread_rwlock_destroy(&s->map_lock);
     free(s);
 }
 
