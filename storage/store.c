@@ -128,6 +128,7 @@ struct store {
     digest_list unlink_later;
     digest_list quarantine_later;
     uint8_t dirs_dirty[256];
+    int blobs_dir_dirty;
 };
 
 static atomic_ullong next_store_id = 1;
@@ -446,7 +447,16 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
     if (create) {
         char path[PATH_MAX];
         blob_path(s, d, path, sizeof path);
-        if (rename(o->tmp, path) != 0)
+        int moved = rename(o->tmp, path) == 0;
+        if (!moved && errno == ENOENT) {
+            /* blobs/<xx>/ is made on first use: startup does not pay for 256 mkdirs */
+            char dir[PATH_MAX];
+            snprintf(dir, sizeof dir, "%.*s", (int)(strrchr(path, '/') - path), path);
+            if (mkdir(dir, 0755) == 0)
+                s->blobs_dir_dirty = 1;
+            moved = rename(o->tmp, path) == 0;
+        }
+        if (!moved)
             return errno;
         s->dirs_dirty[d[0]] = 1;
         o->tmp[0] = '\0';
@@ -548,6 +558,12 @@ static void fsync_dir(const char *path)
 
 static void sync_dirty_dirs(store *s)
 {
+    if (s->blobs_dir_dirty && s->cfg.fsync) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/blobs", s->dir);
+        fsync_dir(path);
+    }
+    s->blobs_dir_dirty = 0;
     for (int i = 0; i < 256; i++) {
         if (!s->dirs_dirty[i])
             continue;
@@ -930,13 +946,6 @@ static int make_dirs(store *s, char *err, size_t errlen)
     const char *subs[] = {"", "/blobs", "/tmp", "/quarantine", "/multipart"};
     for (size_t i = 0; i < 5; i++) {
         snprintf(path, sizeof path, "%s%s", s->dir, subs[i]);
-        if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-            snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
-            return -1;
-        }
-    }
-    for (int i = 0; i < 256; i++) {
-        snprintf(path, sizeof path, "%s/blobs/%02x", s->dir, i);
         if (mkdir(path, 0755) != 0 && errno != EEXIST) {
             snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
             return -1;

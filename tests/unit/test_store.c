@@ -241,6 +241,8 @@ static void test_persistence_and_cleanup(void **state)
     assert_true(fd >= 0);
     assert_int_equal(write(fd, "junk", 4), 4);
     close(fd);
+    snprintf(path, sizeof path, "%s/blobs/ab", f->dir);
+    mkdir(path, 0755); /* blob folders are made on first use */
     snprintf(path, sizeof path, "%s/blobs/ab/ab%062d", f->dir, 0);
     fd = open(path, O_CREAT | O_WRONLY, 0644);
     assert_true(fd >= 0);
