@@ -145,6 +145,7 @@ static struct MHD_Response *body_response(server *srv, const store_entry *e, con
         } else {
             s->blob = b;
             s->start = start;
+            store_blob_sequential(b);
             resp =
                 MHD_create_response_from_callback(len, STREAM_BLOCK, stream_read, s, stream_free);
             if (resp == NULL)

@@ -353,18 +353,35 @@ int codec_writer_finish(codec_writer *w, codec_result *res)
     return 0;
 }
 
+/* What decoding one frame needs; a reader has one, its read-ahead worker another. */
+typedef struct frame_decoder {
+    ZSTD_DCtx *dctx;
+    uint8_t *cbuf;
+    size_t cbuf_cap;
+} frame_decoder;
+
 struct codec_reader {
     int fd;
     int codec;
     uint64_t size;
     uint32_t nframes;
     uint64_t *coff; /* nframes + 1 compressed offsets */
-    ZSTD_DCtx *dctx;
-    uint8_t *cbuf;
-    size_t cbuf_cap;
+    frame_decoder dec;
     uint8_t *dbuf; /* the last frame decompressed, for reads that are not frame aligned */
     int64_t dbuf_frame;
     size_t dbuf_len;
+    /* Read-ahead (codec_reader_readahead): a worker decodes the next frame
+     * into abuf while the caller copies the current one out of dbuf. */
+    int ra_on;
+    pthread_t ra_thread;
+    pthread_mutex_t ra_mu;
+    pthread_cond_t ra_cv;
+    frame_decoder ra_dec;
+    uint8_t *abuf;
+    int64_t ra_job;   /* frame the worker is asked to decode, -1 for none */
+    int64_t ra_ready; /* frame decoded in abuf, -1 for none */
+    int ra_busy;
+    int ra_quit;
 };
 
 static int load_seek_table(codec_reader *r, uint64_t stored)
@@ -423,7 +440,7 @@ int codec_reader_open(codec_reader **out, int fd, int codec, uint64_t size, uint
     int rc = 0;
     if (codec == CODEC_ZSTD) {
         rc = load_seek_table(r, stored);
-        if (rc == 0 && (r->dctx = ZSTD_createDCtx()) == NULL)
+        if (rc == 0 && (r->dec.dctx = ZSTD_createDCtx()) == NULL)
             rc = -ENOMEM;
     } else if (codec != CODEC_RAW || stored != size) {
         rc = CODEC_ERR_CORRUPT;
@@ -436,34 +453,37 @@ int codec_reader_open(codec_reader **out, int fd, int codec, uint64_t size, uint
     return 0;
 }
 
+static void stop_readahead(codec_reader *r);
+
 void codec_reader_free(codec_reader *r)
 {
     if (r == NULL)
         return;
+    stop_readahead(r);
     free(r->coff);
-    ZSTD_freeDCtx(r->dctx);
-    free(r->cbuf);
+    ZSTD_freeDCtx(r->dec.dctx);
+    free(r->dec.cbuf);
     free(r->dbuf);
     free(r);
 }
 
 /* Decompresses frame i into dst (which holds at least the frame's size). */
-static int decode_frame(codec_reader *r, uint32_t i, uint8_t *dst, size_t dsize)
+static int decode_frame(codec_reader *r, frame_decoder *d, uint32_t i, uint8_t *dst, size_t dsize)
 {
     size_t csize = (size_t)(r->coff[i + 1] - r->coff[i]);
-    if (csize > r->cbuf_cap) {
-        uint8_t *b = realloc(r->cbuf, csize);
+    if (csize > d->cbuf_cap) {
+        uint8_t *b = realloc(d->cbuf, csize);
         if (b == NULL)
             return -ENOMEM;
-        r->cbuf = b;
-        r->cbuf_cap = csize;
+        d->cbuf = b;
+        d->cbuf_cap = csize;
     }
-    ssize_t n = util_pread_all(r->fd, r->cbuf, csize, r->coff[i]);
+    ssize_t n = util_pread_all(r->fd, d->cbuf, csize, r->coff[i]);
     if (n < 0)
         return (int)n;
     if ((size_t)n != csize)
         return CODEC_ERR_CORRUPT;
-    size_t got = ZSTD_decompressDCtx(r->dctx, dst, dsize, r->cbuf, csize);
+    size_t got = ZSTD_decompressDCtx(d->dctx, dst, dsize, d->cbuf, csize);
     if (ZSTD_isError(got) || got != dsize)
         return CODEC_ERR_CORRUPT;
     return 0;
@@ -474,6 +494,109 @@ static size_t frame_len(const codec_reader *r, uint32_t i)
     uint64_t start = (uint64_t)i * CODEC_FRAME_SIZE;
     uint64_t left = r->size - start;
     return left < CODEC_FRAME_SIZE ? (size_t)left : CODEC_FRAME_SIZE;
+}
+
+/* ---- read-ahead ------------------------------------------------------------ */
+
+static void *readahead_main(void *arg)
+{
+    codec_reader *r = arg;
+    pthread_mutex_lock(&r->ra_mu);
+    for (;;) {
+        while (r->ra_job < 0 && !r->ra_quit)
+            pthread_cond_wait(&r->ra_cv, &r->ra_mu);
+        if (r->ra_quit)
+            break;
+        uint32_t fi = (uint32_t)r->ra_job;
+        r->ra_job = -1;
+        pthread_mutex_unlock(&r->ra_mu);
+        /* a failure leaves ra_ready unset: the reader decodes the frame itself and
+         * meets the error there */
+        int rc = decode_frame(r, &r->ra_dec, fi, r->abuf, frame_len(r, fi));
+        pthread_mutex_lock(&r->ra_mu);
+        r->ra_ready = rc == 0 ? (int64_t)fi : -1;
+        r->ra_busy = 0;
+        pthread_cond_broadcast(&r->ra_cv);
+    }
+    pthread_mutex_unlock(&r->ra_mu);
+    return NULL;
+}
+
+int codec_reader_readahead(codec_reader *r)
+{
+    if (r->codec != CODEC_ZSTD || r->nframes < 3 || r->ra_on)
+        return 0;
+    r->abuf = malloc(CODEC_FRAME_SIZE);
+    r->ra_dec.dctx = ZSTD_createDCtx();
+    if (r->dbuf == NULL)
+        r->dbuf = malloc(CODEC_FRAME_SIZE);
+    if (r->abuf == NULL || r->ra_dec.dctx == NULL || r->dbuf == NULL)
+        goto fail;
+    r->ra_job = r->ra_ready = -1;
+    pthread_mutex_init(&r->ra_mu, NULL);
+    pthread_cond_init(&r->ra_cv, NULL);
+    if (pthread_create(&r->ra_thread, NULL, readahead_main, r) != 0) {
+        pthread_mutex_destroy(&r->ra_mu);
+        pthread_cond_destroy(&r->ra_cv);
+        goto fail;
+    }
+    r->ra_on = 1;
+    return 0;
+fail:
+    free(r->abuf);
+    r->abuf = NULL;
+    ZSTD_freeDCtx(r->ra_dec.dctx);
+    r->ra_dec.dctx = NULL;
+    return -ENOMEM; /* reads still work, without read-ahead */
+}
+
+static void stop_readahead(codec_reader *r)
+{
+    if (!r->ra_on)
+        return;
+    pthread_mutex_lock(&r->ra_mu);
+    r->ra_quit = 1;
+    pthread_cond_broadcast(&r->ra_cv);
+    pthread_mutex_unlock(&r->ra_mu);
+    pthread_join(r->ra_thread, NULL);
+    pthread_mutex_destroy(&r->ra_mu);
+    pthread_cond_destroy(&r->ra_cv);
+    free(r->abuf);
+    ZSTD_freeDCtx(r->ra_dec.dctx);
+    free(r->ra_dec.cbuf);
+    r->ra_on = 0;
+}
+
+/* Makes frame fi the one in dbuf, taking it from the worker when it is
+ * there, and sets the worker on the frame after it. */
+static int load_frame_readahead(codec_reader *r, uint32_t fi)
+{
+    pthread_mutex_lock(&r->ra_mu);
+    while (r->ra_busy)
+        pthread_cond_wait(&r->ra_cv, &r->ra_mu);
+    int have = r->ra_ready == (int64_t)fi;
+    if (have) {
+        uint8_t *t = r->dbuf;
+        r->dbuf = r->abuf;
+        r->abuf = t;
+    }
+    r->ra_ready = -1;
+    r->dbuf_frame = -1;
+    if (fi + 1 < r->nframes) {
+        r->ra_job = fi + 1;
+        r->ra_busy = 1;
+        pthread_cond_broadcast(&r->ra_cv);
+    }
+    pthread_mutex_unlock(&r->ra_mu);
+    size_t flen = frame_len(r, fi);
+    if (!have) {
+        int rc = decode_frame(r, &r->dec, fi, r->dbuf, flen);
+        if (rc != 0)
+            return rc;
+    }
+    r->dbuf_frame = fi;
+    r->dbuf_len = flen;
+    return 0;
 }
 
 ssize_t codec_reader_read(codec_reader *r, uint64_t off, void *buf, size_t len)
@@ -494,19 +617,22 @@ ssize_t codec_reader_read(codec_reader *r, uint64_t off, void *buf, size_t len)
         size_t flen = frame_len(r, fi);
         size_t want = len - done;
         int rc;
-        if (in_frame == 0 && want >= flen && r->dbuf_frame != fi) {
+        if (in_frame == 0 && want >= flen && r->dbuf_frame != fi && !r->ra_on) {
             /* a whole frame: decode straight into the caller's buffer */
-            rc = decode_frame(r, fi, p + done, flen);
+            rc = decode_frame(r, &r->dec, fi, p + done, flen);
             if (rc != 0)
                 return rc;
             done += flen;
             continue;
         }
-        if (r->dbuf_frame != fi) {
+        if (r->dbuf_frame != fi && r->ra_on) {
+            if ((rc = load_frame_readahead(r, fi)) != 0)
+                return rc;
+        } else if (r->dbuf_frame != fi) {
             if (r->dbuf == NULL && (r->dbuf = malloc(CODEC_FRAME_SIZE)) == NULL)
                 return -ENOMEM;
             r->dbuf_frame = -1;
-            rc = decode_frame(r, fi, r->dbuf, flen);
+            rc = decode_frame(r, &r->dec, fi, r->dbuf, flen);
             if (rc != 0)
                 return rc;
             r->dbuf_frame = fi;

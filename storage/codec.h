@@ -66,6 +66,9 @@ int codec_reader_open(codec_reader **r, int fd, int codec, uint64_t size, uint64
  * (-errno or CODEC_ERR_CORRUPT).  Frame checksums are verified. */
 ssize_t codec_reader_read(codec_reader *r, uint64_t off, void *buf, size_t len);
 void codec_reader_free(codec_reader *r);
+/* For long sequential reads of zstd blobs: a worker thread decodes the next
+ * frame while the caller consumes the current one.  Optional; 0 on success. */
+int codec_reader_readahead(codec_reader *r);
 
 /* Reads the whole file, checks every frame and the SHA-256 of the body.
  * 0 if it matches, CODEC_ERR_CORRUPT if not, -errno on I/O errors. */

@@ -1212,6 +1212,11 @@ ssize_t store_blob_read(store_blob *b, uint64_t off, void *buf, size_t len)
     return n < 0 ? -STORE_IO : n;
 }
 
+void store_blob_sequential(store_blob *b)
+{
+    codec_reader_readahead(b->r);
+}
+
 int store_blob_fd(const store_blob *b)
 {
     return b->fd;

@@ -87,6 +87,8 @@ int store_blob_open(store *s, const store_entry *e, store_blob **b);
 /* Reads body bytes; on a checksum failure quarantines the blob and returns
  * -STORE_CORRUPT.  Returns bytes read (0 at end) or a negative store status. */
 ssize_t store_blob_read(store_blob *b, uint64_t off, void *buf, size_t len);
+/* Announces a long sequential read: decoding runs ahead on another thread. */
+void store_blob_sequential(store_blob *b);
 /* The blob file's descriptor, for sendfile; the blob keeps owning it. */
 int store_blob_fd(const store_blob *b);
 /* Gives the descriptor away (the blob no longer closes it). */

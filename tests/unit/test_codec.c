@@ -185,6 +185,36 @@ static void test_ranges(void **state)
     close(fd);
 }
 
+/* Read-ahead gives the same bytes, sequentially and when the reader jumps. */
+static void test_readahead(void **state)
+{
+    (void)state;
+    size_t n = 7 * MiB + 4321;
+    uint8_t *body = make_body(n, 1, 21);
+    codec_result res;
+    int fd = write_blob(body, n, 1, &res);
+    codec_reader *r;
+    assert_int_equal(codec_reader_open(&r, fd, res.codec, res.size, res.stored), 0);
+    assert_int_equal(codec_reader_readahead(r), 0);
+    uint8_t *buf = malloc(256 * 1024);
+    for (uint64_t off = 0; off < n; off += 256 * 1024) {
+        ssize_t got = codec_reader_read(r, off, buf, 256 * 1024);
+        size_t want = n - off < 256 * 1024 ? n - off : 256 * 1024;
+        assert_int_equal(got, (ssize_t)want);
+        assert_memory_equal(buf, body + off, want);
+    }
+    uint64_t jumps[] = {5 * MiB + 7, 100, 3 * MiB, 6 * MiB + 1, 0, n - 10};
+    for (size_t i = 0; i < sizeof jumps / sizeof jumps[0]; i++) {
+        size_t want = n - jumps[i] < 4000 ? n - jumps[i] : 4000;
+        assert_int_equal(codec_reader_read(r, jumps[i], buf, 4000), (ssize_t)want);
+        assert_memory_equal(buf, body + jumps[i], want);
+    }
+    codec_reader_free(r);
+    free(buf);
+    free(body);
+    close(fd);
+}
+
 static void flip_byte(int fd, uint64_t off)
 {
     uint8_t c;
@@ -232,12 +262,10 @@ static void test_corrupt_seek_table(void **state)
                      CODEC_ERR_CORRUPT);
     /* damaged magic, then damaged frame count */
     flip_byte(fd, res.stored - 1);
-    assert_int_equal(codec_reader_open(&r, fd, res.codec, res.size, res.stored),
-                     CODEC_ERR_CORRUPT);
+    assert_int_equal(codec_reader_open(&r, fd, res.codec, res.size, res.stored), CODEC_ERR_CORRUPT);
     flip_byte(fd, res.stored - 1);
     flip_byte(fd, res.stored - 9);
-    assert_int_equal(codec_reader_open(&r, fd, res.codec, res.size, res.stored),
-                     CODEC_ERR_CORRUPT);
+    assert_int_equal(codec_reader_open(&r, fd, res.codec, res.size, res.stored), CODEC_ERR_CORRUPT);
     flip_byte(fd, res.stored - 9);
     /* a truncated file */
     assert_int_equal(ftruncate(fd, (off_t)res.stored - 3), 0);
@@ -268,10 +296,15 @@ static void test_verify_raw(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sizes_compressible), cmocka_unit_test(test_sizes_random),
-        cmocka_unit_test(test_level_zero_is_raw),  cmocka_unit_test(test_file_is_zstd_stream),
-        cmocka_unit_test(test_ranges),             cmocka_unit_test(test_corrupt_frame),
-        cmocka_unit_test(test_corrupt_seek_table), cmocka_unit_test(test_verify_raw),
+        cmocka_unit_test(test_sizes_compressible),
+        cmocka_unit_test(test_sizes_random),
+        cmocka_unit_test(test_level_zero_is_raw),
+        cmocka_unit_test(test_file_is_zstd_stream),
+        cmocka_unit_test(test_ranges),
+        cmocka_unit_test(test_readahead),
+        cmocka_unit_test(test_corrupt_frame),
+        cmocka_unit_test(test_corrupt_seek_table),
+        cmocka_unit_test(test_verify_raw),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
