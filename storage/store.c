@@ -73,8 +73,9 @@ typedef struct op {
     char tmp[PATH_MAX];
     codec_result cr;
     int dedup;
-    int link;    /* point a key at an existing blob: no file comes with it */
-    int created; /* this op renamed a new blob file into place */
+    int link;     /* point a key at an existing blob: no file comes with it */
+    int created;  /* this op renamed a new blob file into place */
+    int map_full; /* failed for want of index space: worth another try */
     /* OP_QUARANTINE, OP_SWEEP */
     uint8_t (*digests)[32];
     size_t ndigests;
@@ -285,14 +286,14 @@ static void reader_put(store *s, MDB_txn *t)
 /* Grows the LMDB map (address space, not disk) before it can fill: when
  * three quarters are used, it doubles.  LMDB allows this only while no
  * transaction is live in the process, hence the lock readers share. */
-static void grow_map_if_needed(store *s)
+static void grow_map(store *s, int force)
 {
     MDB_envinfo info;
     MDB_stat st;
     if (mdb_env_info(s->ix.env, &info) != 0 || mdb_env_stat(s->ix.env, &st) != 0)
         return;
     uint64_t used = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
-    if (used < (uint64_t)info.me_mapsize / 4 * 3)
+    if (!force && used < (uint64_t)info.me_mapsize / 4 * 3)
         return;
     size_t size = info.me_mapsize * 2;
     pthread_rwlock_wrlock(&s->map_lock);
@@ -459,8 +460,7 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
         if (!moved)
             return errno;
         s->dirs_dirty[d[0]] = 1;
-        o->tmp[0] = '\0';
-        o->created = 1;
+        o->created = 1; /* o->tmp is kept: undo_create may need to move it back */
     } else {
         o->dedup = 1;
     }
@@ -686,11 +686,25 @@ static void finish_batch(store *s, op *list, int fail_status)
     pthread_mutex_unlock(&s->mu);
 }
 
-static void process_batch(store *s, op *list)
+/* Moves a blob file that this op renamed into place back where it came from. */
+static void undo_create(store *s, op *o)
+{
+    if (!o->created)
+        return;
+    char path[PATH_MAX];
+    blob_path(s, o->cr.sha256, path, sizeof path);
+    if (rename(path, o->tmp) != 0)
+        unlink(path);
+    o->created = 0;
+}
+
+#define MAP_FULL_RETRIES 3
+
+static void process_batch(store *s, op *list, int attempt)
 {
     MDB_txn *t;
     idx_stats st;
-    grow_map_if_needed(s);
+    grow_map(s, 0);
     int rc = mdb_txn_begin(s->ix.env, NULL, 0, &t);
     if (rc == 0 && (rc = idx_get_stats(t, &s->ix, &st)) != 0)
         mdb_txn_abort(t);
@@ -714,12 +728,13 @@ static void process_batch(store *s, op *list)
         while (rc == 0 && n == EVICT_PER_TXN && st.physical > target);
     }
 
-    digest_list created = {0};
+    int any_map_full = 0;
     for (op *o = list; o; o = o->next) {
         MDB_txn *child;
         idx_stats saved = st;
         size_t unl = s->unlink_later.n, quar = s->quarantine_later.n;
         o->status = STORE_OK;
+        o->map_full = 0;
         if (o->kind == OP_PUT && s->cfg.max_size && st.physical + o->cr.stored > s->cfg.max_size) {
             o->status = STORE_NOSPACE;
             continue;
@@ -734,17 +749,17 @@ static void process_batch(store *s, op *list)
         else
             mdb_txn_abort(child);
         if (rc != 0) {
+            undo_create(s, o);
             if (rc == MDB_KEYEXIST)
                 o->status = o->kind == OP_NS_CREATE ? STORE_EXISTS : STORE_NOT_EMPTY;
             else
                 o->status = rc == EXDEV || rc == ENOENT ? STORE_IO : map_mdb(rc);
+            o->map_full = rc == MDB_MAP_FULL;
+            any_map_full |= o->map_full;
             st = saved;
             s->unlink_later.n = unl;
             s->quarantine_later.n = quar;
-            continue;
         }
-        if (o->created)
-            digest_list_push(&created, o->cr.sha256);
     }
     keep_unreferenced(s, t, &s->unlink_later);
     keep_unreferenced(s, t, &s->quarantine_later);
@@ -757,19 +772,44 @@ static void process_batch(store *s, op *list)
 
     if (rc != 0) {
         /* Nothing of this batch happened: take back the files it put in place. */
-        log_msg(LOG_ERROR, "index_commit_failed", "%s", mdb_strerror(rc));
         s->unlink_later.n = 0;
         s->quarantine_later.n = 0;
-        unlink_files(s, &created, 0);
+        for (op *o = list; o; o = o->next)
+            undo_create(s, o);
+        if (rc == MDB_MAP_FULL && attempt < MAP_FULL_RETRIES) {
+            grow_map(s, 1);
+            process_batch(s, list, attempt + 1);
+            return;
+        }
+        log_msg(LOG_ERROR, "index_commit_failed", "%s", mdb_strerror(rc));
         finish_batch(s, list, map_mdb(rc));
-    } else {
-        unlink_files(s, &s->unlink_later, 0);
-        unlink_files(s, &s->quarantine_later, 1);
-        atomic_fetch_add(&s->batches, 1);
-        atomic_fetch_add(&s->commits, 1);
-        finish_batch(s, list, STORE_OK);
+        return;
     }
-    free(created.d);
+    unlink_files(s, &s->unlink_later, 0);
+    unlink_files(s, &s->quarantine_later, 1);
+    atomic_fetch_add(&s->batches, 1);
+    atomic_fetch_add(&s->commits, 1);
+    if (!any_map_full || attempt >= MAP_FULL_RETRIES) {
+        finish_batch(s, list, STORE_OK);
+        return;
+    }
+    /* operations that found the map full get another go in a bigger one; the
+     * rest are done (split the list first: a finished op may vanish at once) */
+    op *retry = NULL, **rtail = &retry, *done = NULL, **dtail = &done;
+    for (op *o = list, *next; o; o = next) {
+        next = o->next;
+        o->next = NULL;
+        if (o->map_full) {
+            *rtail = o;
+            rtail = &o->next;
+        } else {
+            *dtail = o;
+            dtail = &o->next;
+        }
+    }
+    finish_batch(s, done, STORE_OK);
+    grow_map(s, 1);
+    process_batch(s, retry, attempt + 1);
 }
 
 /* ---- last access ---------------------------------------------------------- */
@@ -811,7 +851,7 @@ static void flush_touches(store *s)
     pthread_mutex_unlock(&s->touch_mu);
 
     MDB_txn *t;
-    grow_map_if_needed(s);
+    grow_map(s, 0);
     if (mdb_txn_begin(s->ix.env, NULL, 0, &t) != 0)
         goto clear;
     size_t n = 0;
@@ -859,7 +899,7 @@ static void *committer_main(void *arg)
             next_touch = util_mono_ns() + s->cfg.touch_interval_ms * 1000000ULL;
         }
         if (list)
-            process_batch(s, list);
+            process_batch(s, list, 0);
         if (stop)
             break;
     }
@@ -1357,7 +1397,7 @@ int store_upload_commit(store_upload *u, const char *ns, const void *key, size_t
     o.meta_len = meta_len;
     memcpy(o.tmp, u->tmp, sizeof o.tmp);
     rc = submit_and_wait(s, &o);
-    if (o.tmp[0])
+    if (!o.created)
         unlink(o.tmp); /* deduplicated, or failed: the copy is not needed */
     u->tmp[0] = '\0';
     if (rc == STORE_OK && res) {

@@ -1,0 +1,352 @@
+"""Crash safety of the store: kill -9 while uploads are in flight.
+
+DESIGN.md, "The store", invariants 1 and 4: the index never points at a
+missing or incomplete blob, a crash leaves the old state or the new one,
+orphan files are cleaned up, and an upload answered 2xx survives a crash of
+the process.
+
+Each round starts 50 uploads at once (one thread and one connection each;
+1 KiB to 8 MiB; compressible and random bodies; some PUT /cas/<sha256>, some
+PUT /ac/<key>, a few /ac values equal to a /cas body so that blobs are
+shared), kills cairnd with SIGKILL at a chosen moment while some are still
+in flight, restarts it on the same data folder and checks what a client can
+read and what the store holds.  Three rounds, three moments, one data folder,
+so each round also checks that earlier rounds survived the later kills.
+"""
+import hashlib
+import http.client
+import os
+import random
+import subprocess
+import threading
+import time
+import unittest
+
+from harness import Server, blob_files, get_digest, put_stream, tmp_files, wait_for
+
+KIB = 1 << 10
+MIB = 1 << 20
+UPLOADS = 50
+
+
+def make_body(rng, size, compressible, tag):
+    """A unique body: `tag` first, then a repeated text pattern or random bytes."""
+    head = ("%s\n" % tag).encode()
+    if compressible:
+        line = ("%s: the quick brown fox jumps over the lazy dog %d\n" % (tag, rng.randrange(1 << 30))).encode()
+        pat = line * (64 * KIB // len(line) + 1)
+        reps = size // len(pat) + 1
+        body = head + (pat * reps)
+    else:
+        body = head + rng.randbytes(size)
+    return body[:size]
+
+
+class Upload:
+    def __init__(self, path, body):
+        self.path = path
+        self.size = len(body)
+        self.sha = hashlib.sha256(body).hexdigest()
+        self.body = body
+        self.status = None  # HTTP status the client saw, or None
+        self.error = None   # exception text if the connection failed
+
+
+class CrashTest(unittest.TestCase):
+    def setUp(self):
+        self.seed = int(os.environ.get("CAIRN_TEST_SEED", time.time_ns() % 1000000))
+        print("\n  seed %d (set CAIRN_TEST_SEED to repeat)" % self.seed)
+        self.rng = random.Random(self.seed)
+
+    def start_server(self, args=()):
+        srv = Server(args)
+        self.addCleanup(self.close_server, srv)
+        return srv
+
+    def close_server(self, srv):
+        rc = srv.stop()
+        log = srv.read_log() if os.path.exists(srv.log_path) else ""
+        srv.close()
+        self.assertIn(rc, (0, None), "cairnd exited with %s on SIGTERM\n%s" % (rc, log[-4000:]))
+
+    # ---- uploads --------------------------------------------------------------
+
+    def plan_round(self, rnd, big=8 * MIB):
+        """50 uploads: sizes 1 KiB..`big` (log-uniform, plus a few of `big`),
+        half compressible, two thirds /cas, one third /ac, some /ac sharing a
+        /cas body."""
+        rng = self.rng
+        ups = []
+        for i in range(UPLOADS):
+            if i < 4:
+                size = big
+            elif i < 6:
+                size = 1 * KIB
+            else:
+                size = int(2 ** rng.uniform(10, big.bit_length() - 1))
+            body = make_body(rng, size, compressible=(i % 2 == 0), tag="round %d upload %d" % (rnd, i))
+            if i % 3 != 2:
+                ups.append(Upload("/cas/" + hashlib.sha256(body).hexdigest(), body))
+            else:
+                if i % 9 == 8 and ups:
+                    body = ups[i - 2].body  # same bytes as a /cas upload: one blob, two keys
+                key = hashlib.sha256(b"crash-ac-key %d %d %d" % (self.seed, rnd, i)).hexdigest()
+                ups.append(Upload("/ac/" + key, body))
+        rng.shuffle(ups)
+        # a few slow uploaders keep bodies in flight whenever the kill comes
+        for u in ups:
+            u.pace = 0.02 if u.size >= big // 2 else (0.005 if rng.random() < 0.3 else 0.0)
+        return ups
+
+    def run_uploads(self, srv, ups, kill_after, jitter):
+        """Uploads everything concurrently; kills the server once `kill_after`
+        uploads were answered (plus a random delay).  Returns how many were
+        answered and how many were still in flight at the kill."""
+        cv = threading.Condition()
+        answered = [0]
+        finished = [0]
+        go = threading.Event()
+
+        def worker(u):
+            conn = srv.conn(timeout=60)
+            try:
+                go.wait()
+
+                def chunks():
+                    for off in range(0, u.size, 256 * KIB):
+                        yield u.body[off:off + 256 * KIB]
+                        if u.pace:
+                            time.sleep(u.pace)
+                u.status, _ = put_stream(conn, u.path, chunks(), u.size)
+            except Exception as e:  # the kill resets the connection
+                u.error = "%s: %s" % (type(e).__name__, e)
+            finally:
+                conn.close()
+                with cv:
+                    answered[0] += 1 if u.status is not None else 0
+                    finished[0] += 1
+                    cv.notify_all()
+
+        threads = [threading.Thread(target=worker, args=(u,), daemon=True) for u in ups]
+        for t in threads:
+            t.start()
+        go.set()
+        with cv:
+            cv.wait_for(lambda: answered[0] >= kill_after or finished[0] == len(ups), timeout=60)
+        time.sleep(jitter)
+        in_flight = sum(1 for t in threads if t.is_alive())
+        at_kill = sum(1 for u in ups if u.status is not None)
+        rc = srv.proc.poll()
+        if rc is not None:
+            go.set()
+            for t in threads:
+                t.join(90)
+            srv.kill9()
+            self.fail("cairnd died by itself (exit status %s) before the kill\n%s"
+                      % (rc, srv.read_log()[-6000:]))
+        srv.kill9()
+        for t in threads:
+            t.join(90)
+            self.assertFalse(t.is_alive(), "an upload thread hung after the kill")
+        return at_kill, in_flight
+
+    # ---- checks ----------------------------------------------------------------
+
+    def read_all(self, srv, ups, evicting=False):
+        """GETs every key; returns {path: (sha, size)} of the readable ones and
+        fails on anything that is neither a 404 nor the exact body (nor on a
+        404 for an acknowledged upload, unless eviction may have taken it)."""
+        readable = {}
+        conn = srv.conn()
+        try:
+            for u in ups:
+                try:
+                    status, hdr, n, sha = get_digest(conn, u.path)
+                except (OSError, http.client.HTTPException) as e:
+                    self.fail("GET %s after the restart: %s: %s\nserver log:\n%s"
+                              % (u.path, type(e).__name__, e, srv.read_log()[-6000:]))
+                if status == 200:
+                    self.assertEqual((n, sha), (u.size, u.sha),
+                                     "GET %s after the crash returned other bytes (%d bytes) "
+                                     "than were uploaded (%d bytes); client saw %s/%s"
+                                     % (u.path, n, u.size, u.status, u.error))
+                    readable[u.path] = (u.sha, u.size)
+                else:
+                    self.assertEqual(status, 404, "GET %s: %d" % (u.path, status))
+                    if u.status is not None and 200 <= u.status < 300 and not evicting:
+                        self.fail("PUT %s was answered %d before the kill, but GET after "
+                                  "restart is %d" % (u.path, u.status, status))
+        finally:
+            conn.close()
+        return readable
+
+    def check_store(self, srv, readable, files_before, max_size=None):
+        """/status equals what is readable; blobs/ and tmp/ hold exactly that."""
+        digests = {sha: size for sha, size in readable.values()}
+        self.assertEqual(tmp_files(srv.data), [], "DATA/tmp not emptied at startup")
+        orphans = set(files_before) - set(digests)
+        # the orphan sweep runs in the background after startup
+        ok = wait_for(lambda: set(blob_files(srv.data)) == set(digests)
+                      and srv.status()["orphans_removed"] == len(orphans), timeout=20, step=0.2)
+        files = blob_files(srv.data)
+        st = srv.status()
+        self.assertTrue(ok, "after the orphan sweep blobs/ holds %d files, %d of them without an "
+                            "index entry, %d readable blobs are missing; orphans_removed=%d, "
+                            "expected %d" % (len(files), len(set(files) - set(digests)),
+                                             len(set(digests) - set(files)),
+                                             st["orphans_removed"], len(orphans)))
+        self.assertEqual(st["entries"]["keys"], len(readable))
+        self.assertEqual(st["entries"]["blobs"], len(digests))
+        self.assertEqual(st["bytes"]["logical"], sum(digests.values()))
+        self.assertEqual(st["bytes"]["referenced"], sum(s for _, s in readable.values()))
+        self.assertEqual(st["bytes"]["stored"], sum(files.values()))
+        self.assertEqual(st["eviction"]["blobs"], 0)  # no writes since the restart
+        self.assertEqual(st["corrupt_blobs_quarantined"], 0)
+        if max_size is not None:
+            self.assertLessEqual(st["bytes"]["stored"], max_size)
+
+    # ---- tests -------------------------------------------------------------------
+
+    def test_kill9_during_concurrent_uploads(self):
+        srv = self.start_server()
+        all_ups = []
+        seen_readable = set()
+        # three moments: right at the start, half way, near the end
+        for rnd, (kill_after, jitter) in enumerate([(0, self.rng.uniform(0.02, 0.1)),
+                                                    (UPLOADS // 2, self.rng.uniform(0, 0.05)),
+                                                    (UPLOADS - 8, self.rng.uniform(0, 0.05))]):
+            ups = self.plan_round(rnd)
+            at_kill, in_flight = self.run_uploads(srv, ups, kill_after, jitter)
+            acked = [u for u in ups if u.status is not None and 200 <= u.status < 300]
+            bad = [(u.path, u.status) for u in ups if u.status is not None and not 200 <= u.status < 300]
+            self.assertEqual(bad, [], "uploads answered with an error before the kill")
+            files_before = blob_files(srv.data)
+            tmp_before = tmp_files(srv.data)
+            print("  round %d: killed with %d answered, %d in flight; %d acked in all; "
+                  "%d blob files, %d tmp files left"
+                  % (rnd, at_kill, in_flight, len(acked), len(files_before), len(tmp_before)))
+            errs = sorted({u.error for u in ups if u.error})
+            self.assertGreater(in_flight, 0, "the kill came after every upload had finished; "
+                               "client errors: %s\n%s" % (errs[:5], srv.read_log()[-3000:]))
+
+            srv.start()  # same data folder
+            all_ups += ups
+            readable = self.read_all(srv, all_ups)
+            lost = seen_readable - set(readable)
+            self.assertEqual(lost, set(), "entries readable after an earlier restart are gone")
+            seen_readable |= set(readable)
+            self.check_store(srv, readable, files_before)
+            for u in ups:
+                u.body = None  # free memory
+
+    def test_kill9_while_evicting(self):
+        """The same with a 4 MiB store, so that uploads evict each other
+        while the kill comes: acknowledged bodies may have been evicted,
+        but whatever is readable is whole, and blobs/ matches the index."""
+        srv = self.start_server(["--max-size", "4M", "--high-watermark", "90",
+                                 "--low-watermark", "50"])
+        all_ups = []
+        for rnd, kill_after in enumerate([UPLOADS // 3, UPLOADS - 10]):
+            ups = self.plan_round(rnd, big=2 * MIB)
+            at_kill, in_flight = self.run_uploads(srv, ups, kill_after, self.rng.uniform(0, 0.05))
+            bad = [(u.path, u.status) for u in ups
+                   if u.status is not None and not 200 <= u.status < 300 and u.status != 507]
+            self.assertEqual(bad, [], "uploads answered with an error before the kill")
+            files_before = blob_files(srv.data)
+            print("  round %d: killed with %d answered (%d of them 507), %d in flight; %d blob files"
+                  % (rnd, at_kill, sum(1 for u in ups if u.status == 507), in_flight,
+                     len(files_before)))
+            srv.start()
+            all_ups += ups
+            readable = self.read_all(srv, all_ups, evicting=True)
+            self.check_store(srv, readable, files_before, max_size=4 * MIB)
+            for u in ups:
+                u.body = None
+
+    def test_clean_restart_keeps_everything(self):
+        srv = self.start_server()
+        ups = self.plan_round(0)[:30]
+        conn = srv.conn()
+        try:
+            for u in ups:
+                status, _ = put_stream(conn, u.path, [u.body], u.size)
+                self.assertEqual(status, 200, u.path)
+        finally:
+            conn.close()
+        before = srv.status()
+        files_before = blob_files(srv.data)
+        rc = srv.stop()
+        srv.start()
+        readable = self.read_all(srv, ups)
+        self.assertEqual(set(readable), {u.path for u in ups})
+        time.sleep(1.0)  # give the orphan sweep its chance to do something wrong
+        after = srv.status()
+        self.assertEqual(after["entries"], before["entries"])
+        self.assertEqual(after["bytes"], before["bytes"])
+        self.assertEqual(after["orphans_removed"], 0)
+        self.assertEqual(blob_files(srv.data), files_before)
+        self.assertEqual(tmp_files(srv.data), [])
+        self.assertEqual(rc, 0, "cairnd exited with %s on SIGTERM\n%s" % (rc, srv.read_log()[-4000:]))
+
+    def test_startup_after_kill9_clears_stale_readers(self):
+        """Readers left in LMDB's lock file by a killed process are cleared at
+        startup.  LMDB resets the whole reader table when the first process
+        opens the environment, so this test keeps the lock file open (a shared
+        fcntl lock, as any LMDB user holds) across the kill and restart: then
+        only cairnd's mdb_reader_check can clear the dead slots."""
+        import fcntl
+        import shutil
+        if shutil.which("mdb_stat") is None:
+            self.skipTest("mdb_stat (lmdb-utils) is not installed")
+        srv = self.start_server()
+        ups = self.plan_round(0)[:6]
+        for u in ups:
+            self.assertEqual(srv.request("PUT", u.path, u.body)[0], 200)
+        lockf = open(os.path.join(srv.data, "index.mdb-lock"), "rb")
+        self.addCleanup(lockf.close)
+        fcntl.lockf(lockf, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, 0, os.SEEK_SET)
+        dead = []
+        for _ in range(3):
+            # every worker thread takes a reader slot
+            def reader():
+                c = srv.conn()
+                try:
+                    for u in ups * 3:
+                        get_digest(c, u.path)
+                finally:
+                    c.close()
+            ts = [threading.Thread(target=reader) for _ in range(8)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            pid = srv.proc.pid
+            srv.kill9()
+            dead.append(pid)
+            table = self.reader_table(srv.data)
+            self.assertIn(pid, table, "test set-up: the killed cairnd left no reader slot behind")
+            srv.start()
+            self.assertEqual(set(self.read_all(srv, ups)), {u.path for u in ups})
+            st = srv.status()
+            self.assertEqual((st["entries"]["keys"], st["entries"]["blobs"]),
+                             (len(ups), len({u.sha for u in ups})))
+            self.assertEqual(tmp_files(srv.data), [])
+            table = self.reader_table(srv.data)
+            self.assertEqual([p for p in table if p in dead], [],
+                             "reader slots of killed processes %s still in the lock file: %s"
+                             % (dead, table))
+
+    @staticmethod
+    def reader_table(data):
+        out = subprocess.run(["mdb_stat", "-n", "-r", os.path.join(data, "index.mdb")],
+                             capture_output=True, text=True).stdout
+        pids = []
+        for line in out.splitlines():
+            f = line.split()
+            if len(f) == 3 and f[0].isdigit():
+                pids.append(int(f[0]))
+        return pids
+
+
+if __name__ == "__main__":
+    unittest.main()
