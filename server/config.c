@@ -40,7 +40,9 @@ static const option_def options[] = {
      "start evicting above this percentage of max-size"},
     {"low-watermark", T_PERCENT, OFF(low_watermark), 0, "80",
      "evict down to this percentage of max-size"},
-    {"threads", T_UINT, OFF(threads), 0, "0", "HTTP worker threads (0 = two per core, at least 4)"},
+    {"threads", T_UINT, OFF(threads), 0, "0",
+     "HTTP worker threads (0 = eight per core, at least 16: a thread waits while a write is "
+     "made durable)"},
     {"zstd-level", T_UINT, OFF(zstd_level), 0, "1",
      "zstd level for compressible bodies (0 stores every body raw)"},
     {"index-map-size", T_SIZE, OFF(index_map_size), 0, "256G",
@@ -286,7 +288,7 @@ int config_load(server_config *cfg, int argc, char **argv)
     }
     if (cfg->threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
-        cfg->threads = n > 2 ? (uint64_t)n * 2 : 4;
+        cfg->threads = n > 2 ? (uint64_t)n * 8 : 16;
     }
     if (cfg->max_header_size < 4096) {
         fprintf(stderr, "cairnd: max-header-size must be at least 4K\n");
