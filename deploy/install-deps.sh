@@ -6,8 +6,11 @@ set -e
 
 build="gcc make pkg-config libc6-dev libmicrohttpd-dev libssl-dev libzstd-dev liblmdb-dev \
 libcurl4-openssl-dev libexpat1-dev"
-test="libcmocka-dev curl python3 zstd procps util-linux ccache gcc"
-bench="nginx wrk curl python3 procps"
+# test: the real clients the integration tests drive (ccache, aws-cli v2,
+# boto3, minio-go for a Go program, curl) and the JS SDK's runtime
+test="libcmocka-dev curl python3 zstd procps util-linux ccache gcc lmdb-utils \
+awscli python3-boto3 golang-go golang-github-minio-minio-go-v7-dev"
+bench="nginx wrk curl python3 procps bc awscli"
 
 want=""
 for set in "$@"; do
@@ -19,6 +22,10 @@ for set in "$@"; do
     esac
 done
 
+case " $* " in
+*" test "*) command -v node >/dev/null 2>&1 || want="$want nodejs npm" ;;
+esac
+
 missing=""
 for p in $want; do
     case " $missing " in *" $p "*) continue ;; esac
@@ -26,7 +33,20 @@ for p in $want; do
         missing="$missing $p"
     fi
 done
-[ -z "$missing" ] && exit 0
+js_deps() {
+    # the JS SDK v3, from the npm registry, for tests/integration/test_s3_js.py
+    dir="$(dirname "$0")/../tests/integration/js-deps"
+    [ -d "$dir/node_modules/@aws-sdk/client-s3" ] && return 0
+    command -v npm >/dev/null 2>&1 || return 0
+    echo "installing @aws-sdk/client-s3 into tests/integration/js-deps"
+    npm install --prefix "$dir" --no-audit --no-fund --loglevel=error @aws-sdk/client-s3 \
+        </dev/null >/dev/null 2>&1 || echo "install-deps.sh: npm install failed; the JS SDK tests will be skipped" >&2
+}
+
+if [ -z "$missing" ]; then
+    case " $* " in *" test "*) js_deps ;; esac
+    exit 0
+fi
 
 if [ "$(id -u)" != 0 ]; then
     echo "cairn needs these Debian packages:$missing" >&2
@@ -38,3 +58,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q >/dev/null
 # shellcheck disable=SC2086
 apt-get install -y -q --no-install-recommends $missing </dev/null >/dev/null
+case " $* " in *" test "*) js_deps ;; esac

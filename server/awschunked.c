@@ -390,8 +390,19 @@ static int awschunked_trailer_line(awschunked *d, const char *p, size_t n)
     size_t nlen, vlen;
     int rc;
 
-    if (n == 0)
+    if (n == 0) {
+        /* minio-go puts a blank line between the checksum and the trailer
+         * signature (a format AWS accepts): only a signature may follow it */
+        if (d->mode == AWSCHUNKED_SIGNED_TRAILER && !d->trailer_signed && d->trailer_lines > 0 &&
+            !d->blank_before_sig) {
+            d->blank_before_sig = 1;
+            return AWSCHUNKED_OK;
+        }
         return awschunked_trailer_end(d);
+    }
+    if (d->blank_before_sig && !(n > strlen(TRAILER_SIGNATURE) &&
+                                 awschunked_is(p, strlen(TRAILER_SIGNATURE), TRAILER_SIGNATURE)))
+        return AWSCHUNKED_ERR_MALFORMED_TRAILER;
     if (d->mode == AWSCHUNKED_SIGNED)
         return AWSCHUNKED_ERR_UNEXPECTED_TRAILER;
     if (d->trailer_signed || colon == NULL)
@@ -416,13 +427,19 @@ static int awschunked_trailer_line(awschunked *d, const char *p, size_t n)
 /* ---- Lines ------------------------------------------------------------------------------------
  */
 
-/* A complete line, CRLF included: strip it and parse. */
+/* A complete line, CRLF included: strip it and parse.  Trailer lines may
+ * end in a bare LF (minio-go ends its checksum trailer so). */
 static int awschunked_line(awschunked *d, const char *p, size_t n)
 {
+    if (d->state == ST_TRAILER) {
+        if (n >= 2 && p[n - 2] == '\r')
+            return awschunked_trailer_line(d, p, n - 2);
+        if (n >= 2 && (p[n - 2] == ' ' || p[n - 2] == '\t'))
+            return AWSCHUNKED_ERR_BAD_LINE_END; /* a bare LF, but no blank before it */
+        return awschunked_trailer_line(d, p, n - 1);
+    }
     if (n < 2 || p[n - 2] != '\r')
         return AWSCHUNKED_ERR_BAD_LINE_END;
-    if (d->state == ST_TRAILER)
-        return awschunked_trailer_line(d, p, n - 2);
     return awschunked_header(d, p, n - 2);
 }
 

@@ -109,6 +109,7 @@ typedef struct awschunked {
     size_t trailer_bytes; /* raw bytes of the trailer section so far */
     int trailer_lines;    /* trailer lines, the signature line included */
     int trailer_signed;   /* x-amz-trailer-signature seen and right */
+    int blank_before_sig; /* the blank line minio-go sends before the signature */
     char declared[AWSCHUNKED_MAX_DECLARED][AWSCHUNKED_NAME_MAX]; /* x-amz-trailer */
     int ndeclared;
     unsigned seen;                          /* bit i: declared[i] arrived */

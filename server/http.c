@@ -163,10 +163,11 @@ static enum MHD_Result unknown_handle(request *r, const char *data, size_t *size
 
 static void route(request *r)
 {
-    if (strcmp(r->path, "/healthz") == 0 || strcmp(r->path, "/readyz") == 0 ||
-        strcmp(r->path, "/status") == 0)
+    int s3 = s3_claims(r);
+    if (!s3 && (strcmp(r->path, "/healthz") == 0 || strcmp(r->path, "/readyz") == 0 ||
+                strcmp(r->path, "/status") == 0))
         r->handler = ops_handle;
-    else if (!s3_claims(r) && native_route(r))
+    else if (!s3 && native_route(r))
         r->handler = native_handle;
     else if (s3_route(r))
         r->handler = s3_handle;

@@ -13,6 +13,7 @@
  * A bad signature is answered at once and the connection closed.
  */
 #include <ctype.h>
+#include <expat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,6 +214,27 @@ enum MHD_Result s3_store_error(request *r, int st)
     default:
         return s3_error(r, 500, "InternalError", store_strerror(st));
     }
+}
+
+struct XML_ParserStruct *s3_xml_parser(void *ud)
+{
+    XML_Parser xp = XML_ParserCreate("UTF-8");
+    if (xp == NULL)
+        return NULL;
+    XML_SetUserData(xp, ud);
+    XML_SetParamEntityParsing(xp, XML_PARAM_ENTITY_PARSING_NEVER);
+    return xp;
+}
+
+int s3_xml_parse(struct XML_ParserStruct *xp, const buf *b)
+{
+    const char *d = b->data ? b->data : "";
+    /* S3's request documents have no DTD; one can only be there to define
+     * entities, so it is refused before expat sees it */
+    int ok = memmem(d, b->len, "<!DOCTYPE", 9) == NULL &&
+             XML_Parse(xp, d, (int)b->len, 1) == XML_STATUS_OK;
+    XML_ParserFree(xp);
+    return ok;
 }
 
 int s3_bucket_exists(request *r)
@@ -467,6 +489,14 @@ static int authenticate(request *r, enum MHD_Result *ret)
         http_header(r, "x-amz-content-sha256") == NULL) {
         /* S3 wants the header; curl --aws-sigv4 (before 8.x) omits it and signs
          * the SHA-256 of the body, which must then be empty, as it is for a GET */
+        const char *cl = http_header(r, "Content-Length");
+        if ((cl && strtoull(cl, NULL, 10) > 0) || http_header(r, "Transfer-Encoding")) {
+            free(rawq);
+            free(path);
+            *ret = s3_error(r, 400, "InvalidRequest",
+                            "Missing required header for this request: x-amz-content-sha256.");
+            return -1;
+        }
         req.payload_hash = SIGV4_EMPTY_SHA256;
         util_unhex(SIGV4_EMPTY_SHA256, 64, s->payload_sha256, 32);
         s->payload_sha256_set = 1;
@@ -523,6 +553,29 @@ static int authenticate(request *r, enum MHD_Result *ret)
 
 /* ---- the handler ---------------------------------------------------------- */
 
+/* Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
+static int valid_utf8(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        unsigned c = *p;
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (len == 0 || (size_t)(end - p) < len)
+            return 0;
+        unsigned cp = len == 1 ? c : c & (0x7f >> len);
+        for (size_t i = 1; i < len; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (p[i] & 0x3f);
+        }
+        static const unsigned min[] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        p += len;
+    }
+    return 1;
+}
+
 static enum MHD_Result first_call(request *r)
 {
     s3_req *s = r->fe;
@@ -534,6 +587,19 @@ static enum MHD_Result first_call(request *r)
                         "implemented.");
     if (s->key && s->klen == 0)
         return s3_error(r, 400, "InvalidArgument", "The object key is empty.");
+    if (s->key && !valid_utf8(s->key, s->klen)) {
+        /* the error document must stay well-formed XML: leave the key out of it */
+        free(s->key);
+        s->key = NULL;
+        s->klen = 0;
+        snprintf(s->resource, strlen(s->resource) + 1, "/%s", s->bucket);
+        return s3_error(r, 400, "InvalidURI",
+                        "Couldn't parse the specified URI: the key is not valid UTF-8.");
+    }
+    if (s->key &&
+        (s->op == OP_PUT_OBJECT || s->op == OP_COPY_OBJECT || s->op == OP_CREATE_MULTIPART) &&
+        !store_key_fits(r->srv->st, s->ns, s->klen))
+        return s3_store_error(r, STORE_BAD_KEY);
     if (s->bucket[0] && !valid_bucket_name(s->bucket))
         return s3_error(r, 400, "InvalidBucketName", "The specified bucket is not valid.");
     if (authenticate(r, &ret) != 0)

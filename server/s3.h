@@ -33,7 +33,7 @@ typedef struct s3_req {
     char request_id[17];
     int anonymous;
     int vhost; /* the bucket came from the Host header */
-    int op; /* enum s3_op */
+    int op;    /* enum s3_op */
     body_sink body;
     int body_started;
     buf xml; /* small request bodies: DeleteObjects and the like */
@@ -79,6 +79,11 @@ int s3_bucket_exists(request *r);
 /* The error for a store status (NoSuchKey, InternalError, ...). */
 enum MHD_Result s3_store_error(request *r, int st);
 void s3_format_iso8601(uint64_t ms, char out[32]);
+/* An expat parser for a request document (user data ud) that refuses DTDs:
+ * no entity of any kind is expanded.  s3_xml_parse parses b whole, frees the
+ * parser, and says whether the document was well-formed. */
+struct XML_ParserStruct *s3_xml_parser(void *ud);
+int s3_xml_parse(struct XML_ParserStruct *xp, const buf *b);
 void s3_format_http_date(uint64_t ms, char out[40]);
 
 /* s3_bucket.c */

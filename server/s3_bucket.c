@@ -142,7 +142,9 @@ typedef struct lister {
     size_t plen;
     const char *delim;
     size_t dlen;
-    int url; /* encoding-type=url */
+    int url;           /* encoding-type=url */
+    const char *after; /* the marker or start-after: a common prefix it lies in was listed */
+    size_t after_len;
     int fetch_owner;
     long max;
     long count;
@@ -193,19 +195,29 @@ static int list_cb(void *ctx, const store_list_item *it, char *seek, size_t *see
                 break;
             }
     }
+    size_t cpl = cp_end ? (size_t)(cp_end - it->key) : 0;
+    int seekable = cp_end && cpl <= 1024 && (unsigned char)it->key[cpl - 1] != 0xff;
+    if (cp_end && l->after && cpl <= l->after_len && memcmp(it->key, l->after, cpl) == 0) {
+        /* the marker lies in this common prefix: the page before listed it */
+        if (!seekable)
+            return STORE_LIST_NEXT;
+        memcpy(seek, it->key, cpl);
+        seek[cpl - 1] = (char)((unsigned char)seek[cpl - 1] + 1);
+        *seek_len = cpl;
+        return STORE_LIST_SEEK;
+    }
     if (l->count >= l->max) {
         l->truncated = 1;
         return STORE_LIST_STOP;
     }
     l->count++;
     if (cp_end) {
-        size_t cpl = (size_t)(cp_end - it->key);
         buf_puts(&l->prefixes, "<CommonPrefixes>");
         emit_key(l, &l->prefixes, "Prefix", it->key, cpl);
         buf_puts(&l->prefixes, "</CommonPrefixes>");
         remember(l, it->key, cpl, 1);
         /* seek past every key under this prefix: its last byte plus one */
-        if (cpl <= 1024 && (unsigned char)it->key[cpl - 1] != 0xff) {
+        if (seekable) {
             memcpy(seek, it->key, cpl);
             seek[cpl - 1] = (char)((unsigned char)seek[cpl - 1] + 1);
             *seek_len = cpl;
@@ -339,6 +351,8 @@ enum MHD_Result s3_list_objects(request *r, int version)
             from = start_after;
             from_len = strlen(start_after);
             after = 1;
+            l.after = from;
+            l.after_len = from_len;
         }
     } else {
         marker = s3_param(r, version == 1 ? "marker" : "key-marker");
@@ -346,6 +360,8 @@ enum MHD_Result s3_list_objects(request *r, int version)
             from = marker;
             from_len = strlen(marker);
             after = 1;
+            l.after = from;
+            l.after_len = from_len;
         }
     }
     int st = STORE_OK;
@@ -483,14 +499,12 @@ enum MHD_Result s3_delete_objects(request *r)
     if (!s3_bucket_exists(r))
         return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
     del_parse p = {0};
-    XML_Parser xp = XML_ParserCreate("UTF-8");
+    XML_Parser xp = s3_xml_parser(&p);
     if (xp == NULL)
         return s3_error(r, 500, "InternalError", "out of memory");
-    XML_SetUserData(xp, &p);
     XML_SetElementHandler(xp, del_start, del_end);
     XML_SetCharacterDataHandler(xp, del_text);
-    int ok = XML_Parse(xp, s->xml.data ? s->xml.data : "", (int)s->xml.len, 1) == XML_STATUS_OK;
-    XML_ParserFree(xp);
+    int ok = s3_xml_parse(xp, &s->xml);
     enum MHD_Result ret;
     if (!ok || p.bad || !p.root_ok || p.n == 0 || p.n > 1000) {
         ret = s3_error(r, 400, "MalformedXML",

@@ -50,6 +50,8 @@ static int load_upload(request *r, mpu_info *info)
 enum MHD_Result s3_create_multipart(request *r)
 {
     s3_req *s = r->fe;
+    if (!store_key_fits(r->srv->st, s->ns, s->klen))
+        return s3_store_error(r, STORE_BAD_KEY);
     if (!s3_bucket_exists(r))
         return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
     buf meta = {0};
@@ -352,14 +354,12 @@ enum MHD_Result s3_complete_multipart(request *r)
     if (s->xml_too_big)
         return s3_error(r, 400, "MalformedXML", "The XML you provided was too large.");
     complete_parse p = {0};
-    XML_Parser xp = XML_ParserCreate("UTF-8");
+    XML_Parser xp = s3_xml_parser(&p);
     if (xp == NULL)
         return s3_error(r, 500, "InternalError", "out of memory");
-    XML_SetUserData(xp, &p);
     XML_SetElementHandler(xp, cp_start, cp_end);
     XML_SetCharacterDataHandler(xp, cp_text);
-    int ok = XML_Parse(xp, s->xml.data ? s->xml.data : "", (int)s->xml.len, 1) == XML_STATUS_OK;
-    XML_ParserFree(xp);
+    int ok = s3_xml_parse(xp, &s->xml);
     enum MHD_Result ret;
     if (!ok || p.bad || !p.root_ok || p.n == 0 || p.n > MPU_MAX_PARTS)
         ret = s3_error(r, 400, "MalformedXML",

@@ -413,6 +413,12 @@ enum MHD_Result s3_delete_object(request *r)
 
 /* ---- COPY ----------------------------------------------------------------- */
 
+static void keep_checksum(void *ctx, int tag, const char *v, size_t n)
+{
+    if (tag == META_CHECKSUM)
+        meta_add(ctx, tag, v, n);
+}
+
 enum MHD_Result s3_copy_object(request *r)
 {
     s3_req *s = r->fe;
@@ -483,10 +489,12 @@ enum MHD_Result s3_copy_object(request *r)
                         "redirect location or encryption attributes.");
     }
     buf meta = {0};
-    if (replace)
+    if (replace) {
         s3_request_meta(r, &meta, etag);
-    else
+        meta_each(e.meta, e.meta_len, keep_checksum, &meta); /* the bytes are the same */
+    } else {
         buf_add(&meta, e.meta, e.meta_len);
+    }
     st = store_link(r->srv->st, s->ns, s->key, s->klen, e.digest, meta.data, meta.len, NULL);
     buf_free(&meta);
     store_entry_clear(&e);

@@ -82,7 +82,7 @@ struct mpu_writer;
 typedef struct body_sink {
     store_upload *up;
     struct mpu_writer *part; /* a multipart upload's part, instead of up */
-    void *zstd; /* ZSTD_DStream when the body arrives zstd-compressed */
+    void *zstd;              /* ZSTD_DStream when the body arrives zstd-compressed */
     uint8_t *zbuf;
     size_t zstd_left; /* the decoder's last hint: 0 when a frame ended cleanly */
     int zstd_fed;

@@ -232,10 +232,15 @@ static int digest_list_push(digest_list *l, const uint8_t d[32])
 
 /* ---- namespaced keys ------------------------------------------------------ */
 
+int store_key_fits(const store *s, const char *ns, size_t klen)
+{
+    return klen > 0 && strlen(ns) + 1 + klen <= s->ix.max_key;
+}
+
 static char *make_nskey(const store *s, const char *ns, const void *key, size_t klen, size_t *out)
 {
     size_t nl = strlen(ns);
-    if (nl + 1 + klen > s->ix.max_key || klen == 0)
+    if (!store_key_fits(s, ns, klen))
         return NULL;
     char *p = malloc(nl + 1 + klen);
     if (p == NULL)

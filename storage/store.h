@@ -128,6 +128,8 @@ int store_link(store *s, const char *ns, const void *key, size_t klen, const uin
                const void *meta, size_t meta_len, uint64_t *size);
 
 int store_delete(store *s, const char *ns, const void *key, size_t klen);
+/* Can a key of klen bytes be stored in namespace ns (the index's key limit)? */
+int store_key_fits(const store *s, const char *ns, size_t klen);
 
 typedef struct store_stats {
     uint64_t blobs, keys, logical, physical, referenced;

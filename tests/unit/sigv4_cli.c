@@ -16,7 +16,7 @@
  * path and query, as on the wire), then one "Name:value" line per header,
  * the value taken verbatim. A TOKEN of "-" means none. */
 
-#include "sigv4.h"
+#include "../../common/sigv4.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -44,7 +44,7 @@
 
 #include <openssl/evp.h>
 
-#include "sigv4.h"
+#include "../../common/sigv4.h"
 
 #define MAX_HEADERS 64
 #define MAX_PARAMS 64

@@ -1,0 +1,702 @@
+"""boto3 and aws-cli, real S3 clients, against cairnd's S3 API.
+
+boto3 comes from the machine's python3 (pyenv: botocore 1.43, flexible
+checksums on by default) or from Debian's python3-boto3 (an older botocore
+without default checksums: the tests then ask for CRC32 themselves).  The
+class is skipped when boto3 cannot be imported.  CRC32C and CRC64NVME need
+botocore[crt] to be computed by the SDK; without it the test computes them
+itself and hands the values to the SDK, which sends them as headers.
+
+One server per class (with access keys); each test works in its own bucket.
+"""
+import base64
+import binascii
+import datetime
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from harness import Server, tmp_files
+
+AK, SK = "AKIDBOTO3TEST", "boto3/secret+key=="
+
+try:
+    import boto3  # noqa: F401
+    import botocore
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+    HAVE_BOTO3 = True
+except ImportError:  # pragma: no cover - depends on the machine
+    HAVE_BOTO3 = False
+
+MiB = 1 << 20
+
+
+def botocore_version():
+    return tuple(int(x) for x in botocore.__version__.split(".")[:2])
+
+
+def default_checksums():
+    """Does this botocore send a CRC32 with every upload by itself?"""
+    return botocore_version() >= (1, 36)
+
+
+def have_crt():
+    try:
+        import awscrt  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+# ---- pure-Python checksums (to check what the server stores and returns) ----
+
+def _crc_table(poly, width):
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ poly if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C_T = _crc_table(0x82F63B78, 32)
+_CRC64_T = _crc_table(0x9A6C9329AC4BC9B5, 64)  # CRC64NVME, reflected 0xAD93D23594C93659
+
+
+def crc32c(data):
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _CRC32C_T[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def crc64nvme(data):
+    c = 0xFFFFFFFFFFFFFFFF
+    for b in data:
+        c = _CRC64_T[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFFFFFFFFFF
+
+
+def b64(raw):
+    return base64.b64encode(raw).decode()
+
+
+def b64_crc32(data):
+    return b64((binascii.crc32(data) & 0xFFFFFFFF).to_bytes(4, "big"))
+
+
+def b64_crc32c(data):
+    return b64(crc32c(data).to_bytes(4, "big"))
+
+
+def b64_crc64nvme(data):
+    return b64(crc64nvme(data).to_bytes(8, "big"))
+
+
+def err_code(exc):
+    return exc.response.get("Error", {}).get("Code")
+
+
+def status_of(exc):
+    return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
+@unittest.skipUnless(HAVE_BOTO3, "boto3 is not installed (pip boto3 or Debian python3-boto3)")
+class Boto3Test(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        assert crc64nvme(b"123456789") == 0xAE8B14860A799888
+        assert crc32c(b"123456789") == 0xE3069283
+        cls.srv = Server(["--access-key", AK, "--secret-key", SK])
+        cls.work = tempfile.mkdtemp(prefix="cairn-boto3-")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.work, ignore_errors=True)
+        rc = cls.srv.close()
+        assert rc == 0, "cairnd exited with %s\n%s" % (rc, cls.srv.last_log[-6000:])
+
+    def client(self, **cfg):
+        s3cfg = {"addressing_style": "path"}
+        config = Config(s3=s3cfg, retries={"max_attempts": 1}, **cfg)
+        return boto3.session.Session().client(
+            "s3", endpoint_url=self.srv.url, aws_access_key_id=AK, aws_secret_access_key=SK,
+            region_name="us-east-1", config=config)
+
+    def setUp(self):
+        self.s3 = self.client()
+        self.bucket = "b-" + self._testMethodName.replace("_", "-")[:50].lower()
+        self.s3.create_bucket(Bucket=self.bucket)
+
+    def put_kw(self):
+        """Ask for CRC32 where botocore would not send one by itself."""
+        return {} if default_checksums() else {"ChecksumAlgorithm": "CRC32"}
+
+    def assertClientError(self, code, status, fn, *a, **kw):
+        with self.assertRaises(ClientError) as cm:
+            fn(*a, **kw)
+        self.assertEqual(err_code(cm.exception), code, cm.exception.response)
+        if status is not None:
+            self.assertEqual(status_of(cm.exception), status, cm.exception.response)
+        return cm.exception
+
+    # ---- put / get and checksums ------------------------------------------------
+
+    def test_put_get_default_crc32(self):
+        body = os.urandom(100_000)
+        r = self.s3.put_object(Bucket=self.bucket, Key="obj", Body=body, **self.put_kw())
+        self.assertEqual(r["ETag"], '"%s"' % hashlib.md5(body).hexdigest())
+        self.assertEqual(r.get("ChecksumCRC32"), b64_crc32(body))
+        g = self.s3.get_object(Bucket=self.bucket, Key="obj", ChecksumMode="ENABLED")
+        self.assertEqual(g["Body"].read(), body)
+        self.assertEqual(g.get("ChecksumCRC32"), b64_crc32(body))
+        self.assertEqual(g["ContentLength"], len(body))
+        self.assertEqual(g["ETag"], r["ETag"])
+        h = self.s3.head_object(Bucket=self.bucket, Key="obj", ChecksumMode="ENABLED")
+        self.assertEqual(h.get("ChecksumCRC32"), b64_crc32(body))
+        # without the mode, no checksum is returned (botocore >= 1.36 asks for it by
+        # default: turn that off)
+        plain = self.client(response_checksum_validation="when_required") \
+            if default_checksums() else self.s3
+        g = plain.get_object(Bucket=self.bucket, Key="obj")
+        g["Body"].read()
+        self.assertNotIn("x-amz-checksum-crc32", g["ResponseMetadata"]["HTTPHeaders"])
+
+    def test_put_get_explicit_sha256_and_sha1(self):
+        for alg, fn in (("SHA256", hashlib.sha256), ("SHA1", hashlib.sha1)):
+            body = os.urandom(70_000)
+            want = b64(fn(body).digest())
+            r = self.s3.put_object(Bucket=self.bucket, Key=alg, Body=body, ChecksumAlgorithm=alg)
+            self.assertEqual(r.get("Checksum" + alg), want)
+            g = self.s3.get_object(Bucket=self.bucket, Key=alg, ChecksumMode="ENABLED")
+            self.assertEqual(g["Body"].read(), body)
+            self.assertEqual(g.get("Checksum" + alg), want)
+            # a ranged GET (206) never carries the whole object's checksum
+            g = self.s3.get_object(Bucket=self.bucket, Key=alg, ChecksumMode="ENABLED",
+                                   Range="bytes=10-19")
+            self.assertEqual(g["ResponseMetadata"]["HTTPStatusCode"], 206)
+            self.assertEqual(g["Body"].read(), body[10:20])
+            self.assertEqual(g["ContentRange"], "bytes 10-19/%d" % len(body))
+            hdrs = g["ResponseMetadata"]["HTTPHeaders"]
+            self.assertFalse([k for k in hdrs if k.startswith("x-amz-checksum-")
+                              and k != "x-amz-checksum-type"], hdrs)
+
+    def put_with_header(self, key, body, name, value):
+        """PutObject with an extra header (for parameters an older botocore lacks)."""
+        member = {"x-amz-checksum-crc32c": "ChecksumCRC32C",
+                  "x-amz-checksum-crc64nvme": "ChecksumCRC64NVME"}.get(name)
+        shape = self.s3.meta.service_model.operation_model("PutObject").input_shape
+        if member in shape.members:
+            return self.s3.put_object(Bucket=self.bucket, Key=key, Body=body,
+                                      **{member: value})
+
+        def add(request, **kw):
+            request.headers[name] = value
+        self.s3.meta.events.register("before-sign.s3.PutObject", add)
+        try:
+            return self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+        finally:
+            self.s3.meta.events.unregister("before-sign.s3.PutObject", add)
+
+    def test_put_crc32c_crc64nvme(self):
+        """Values computed here (or by the SDK when botocore[crt] is installed)."""
+        for alg, fn in (("CRC32C", b64_crc32c), ("CRC64NVME", b64_crc64nvme)):
+            hdr = "x-amz-checksum-" + alg.lower()
+            body = os.urandom(5000)
+            want = fn(body)
+            r = self.put_with_header(alg, body, hdr, want)
+            self.assertEqual(r["ResponseMetadata"]["HTTPHeaders"].get(hdr), want)
+            g = self.s3.get_object(Bucket=self.bucket, Key=alg, ChecksumMode="ENABLED")
+            self.assertEqual(g["Body"].read(), body)
+            self.assertEqual(g["ResponseMetadata"]["HTTPHeaders"].get(hdr), want)
+            # a wrong value: BadDigest, the old object stays
+            bad = fn(body + b"x")
+            self.assertClientError("BadDigest", 400, self.put_with_header, alg, b"other", hdr,
+                                   bad)
+            g = self.s3.get_object(Bucket=self.bucket, Key=alg)
+            self.assertEqual(g["Body"].read(), body)
+            algs = self.s3.meta.service_model.operation_model("PutObject").input_shape \
+                .members["ChecksumAlgorithm"].enum
+            if have_crt() and alg in algs:
+                r = self.s3.put_object(Bucket=self.bucket, Key=alg + "-sdk", Body=body,
+                                       ChecksumAlgorithm=alg)
+                self.assertEqual(r.get("Checksum" + alg), want)
+
+    def test_put_wrong_crc32_bad_digest(self):
+        self.assertClientError("BadDigest", 400, self.s3.put_object, Bucket=self.bucket,
+                               Key="k", Body=b"hello", ChecksumCRC32=b64_crc32(b"hellO"))
+        self.assertClientError("NoSuchKey", 404, self.s3.get_object, Bucket=self.bucket,
+                               Key="k")
+
+    def test_user_metadata_and_content_headers(self):
+        self.s3.put_object(Bucket=self.bucket, Key="m", Body=b"x", ContentType="text/plain",
+                           CacheControl="max-age=60", Metadata={"cachekey": "abc", "Two": "2"})
+        h = self.s3.head_object(Bucket=self.bucket, Key="m")
+        self.assertEqual(h["Metadata"], {"cachekey": "abc", "two": "2"})
+        self.assertEqual(h["ContentType"], "text/plain")
+        self.assertEqual(h["CacheControl"], "max-age=60")
+        self.assertEqual(h["ContentLength"], 1)
+
+    def test_missing_key_and_bucket(self):
+        self.assertClientError("NoSuchKey", 404, self.s3.get_object, Bucket=self.bucket,
+                               Key="nope")
+        self.assertClientError("404", 404, self.s3.head_object, Bucket=self.bucket, Key="nope")
+        self.assertClientError("NoSuchBucket", 404, self.s3.get_object, Bucket="no-such-bkt",
+                               Key="k")
+        self.assertClientError("NoSuchBucket", 404, self.s3.list_objects_v2,
+                               Bucket="no-such-bkt")
+
+    # ---- transfers: multipart upload_file / ranged download_file ------------------
+
+    def test_upload_file_download_file_50mib(self):
+        src = os.path.join(self.work, "big.bin")
+        dst = os.path.join(self.work, "big.out")
+        with open(src, "wb") as f:
+            for _ in range(50):
+                f.write(os.urandom(MiB))
+        self.addCleanup(os.unlink, src)
+        from boto3.s3.transfer import TransferConfig
+        mpdir = os.path.join(self.srv.data, "multipart")
+        uploads_before = set(os.listdir(mpdir))
+        tc = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB,
+                            max_concurrency=4)
+        self.s3.upload_file(src, self.bucket, "dir/big.bin", Config=tc)
+        h = self.s3.head_object(Bucket=self.bucket, Key="dir/big.bin")
+        self.assertEqual(h["ContentLength"], 50 * MiB)
+        self.assertTrue(h["ETag"].endswith('-7"'), h["ETag"])  # 6 x 8 MiB + 2 MiB
+        # the multipart ETag is S3's
+        md5s = b""
+        with open(src, "rb") as f:
+            while True:
+                part = f.read(8 * MiB)
+                if not part:
+                    break
+                md5s += hashlib.md5(part).digest()
+        self.assertEqual(h["ETag"], '"%s-7"' % hashlib.md5(md5s).hexdigest())
+        self.s3.download_file(self.bucket, "dir/big.bin", dst, Config=tc)
+        self.addCleanup(os.unlink, dst)
+        with open(src, "rb") as a, open(dst, "rb") as b:
+            self.assertEqual(hashlib.sha256(a.read()).digest(), hashlib.sha256(b.read()).digest())
+        self.assertEqual(self.s3.list_multipart_uploads(Bucket=self.bucket).get("Uploads", []),
+                         [])
+        self.assertEqual(set(os.listdir(mpdir)), uploads_before)
+        self.assertEqual(tmp_files(self.srv.data), [])
+
+    # ---- listings -----------------------------------------------------------------
+
+    def fill(self, keys):
+        for k in keys:
+            self.s3.put_object(Bucket=self.bucket, Key=k, Body=k.encode())
+
+    def test_list_v2_pagination_delimiter_start_after(self):
+        keys = sorted(["a/%02d" % i for i in range(7)] + ["b/x", "b/y/z", "c", "d/e/f"])
+        self.fill(keys)
+        pages = list(self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, PaginationConfig={"PageSize": 3}))
+        self.assertEqual(len(pages), 4)
+        self.assertEqual([c["Key"] for p in pages for c in p.get("Contents", [])], keys)
+        self.assertTrue(all(p["IsTruncated"] for p in pages[:-1]))
+        self.assertFalse(pages[-1]["IsTruncated"])
+        self.assertTrue(all("NextContinuationToken" in p for p in pages[:-1]))
+        self.assertEqual([p["KeyCount"] for p in pages], [3, 3, 3, 2])
+        c = pages[0]["Contents"][0]
+        self.assertEqual(c["Size"], len(c["Key"]))
+        self.assertEqual(c["ETag"], '"%s"' % hashlib.md5(c["Key"].encode()).hexdigest())
+
+        r = self.s3.list_objects_v2(Bucket=self.bucket, Delimiter="/")
+        self.assertEqual([p["Prefix"] for p in r["CommonPrefixes"]], ["a/", "b/", "d/"])
+        self.assertEqual([c["Key"] for c in r["Contents"]], ["c"])
+        self.assertEqual(r["KeyCount"], 4)
+        r = self.s3.list_objects_v2(Bucket=self.bucket, Delimiter="/", Prefix="b/")
+        self.assertEqual([p["Prefix"] for p in r["CommonPrefixes"]], ["b/y/"])
+        self.assertEqual([c["Key"] for c in r["Contents"]], ["b/x"])
+        # delimiter with pagination: a common prefix counts as one and is not repeated
+        pages = list(self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Delimiter="/", PaginationConfig={"PageSize": 1}))
+        got = [x.get("Prefix") or x.get("Key") for p in pages
+               for x in p.get("CommonPrefixes", []) + p.get("Contents", [])]
+        self.assertEqual(sorted(got), ["a/", "b/", "c", "d/"])
+        self.assertEqual(len(got), 4)
+
+        r = self.s3.list_objects_v2(Bucket=self.bucket, StartAfter="a/05")
+        self.assertEqual([c["Key"] for c in r["Contents"]], [k for k in keys if k > "a/05"])
+        self.assertEqual(r["StartAfter"], "a/05")
+        r = self.s3.list_objects_v2(Bucket=self.bucket, MaxKeys=0)
+        self.assertEqual(r.get("Contents", []), [])
+        r = self.s3.list_objects_v2(Bucket=self.bucket, Prefix="zzz")
+        self.assertEqual(r.get("Contents", []), [])
+        self.assertEqual(r["KeyCount"], 0)
+
+    WEIRD = ["with space", "plus+sign", "per%cent", "colon:blobs/sha256:abc",
+             "unicodé/ключ/日本", "amp&lt<gt>\"quote'", "tilde~star*", "hash#q?x=1",
+             "a b/c d"]
+
+    def test_list_encoding_type_url(self):
+        self.fill(self.WEIRD)
+        # botocore asks for encoding-type=url by itself and decodes the answer
+        r = self.s3.list_objects_v2(Bucket=self.bucket)
+        self.assertEqual([c["Key"] for c in r["Contents"]], sorted(self.WEIRD))
+        # asked for explicitly, the keys come back encoded: decode them here
+        r = self.s3.list_objects_v2(Bucket=self.bucket, EncodingType="url")
+        self.assertEqual(r.get("EncodingType"), "url")
+        raw = [c["Key"] for c in r["Contents"]]
+        for k in raw:
+            self.assertNotIn(" ", k)
+            self.assertTrue(all(ord(ch) < 128 for ch in k), k)
+        self.assertEqual([urllib.parse.unquote_plus(k) for k in raw], sorted(self.WEIRD))
+        # delimiter and prefix with encoded characters
+        r = self.s3.list_objects_v2(Bucket=self.bucket, Delimiter="/", Prefix="unicodé/")
+        self.assertEqual([p["Prefix"] for p in r["CommonPrefixes"]], ["unicodé/ключ/"])
+        r = self.s3.list_objects(Bucket=self.bucket, Delimiter=" ")
+        self.assertEqual(sorted(p["Prefix"] for p in r["CommonPrefixes"]), ["a ", "with "])
+        # each key reads back
+        for k in self.WEIRD:
+            self.assertEqual(self.s3.get_object(Bucket=self.bucket, Key=k)["Body"].read(),
+                             k.encode())
+
+    def test_list_v1_marker(self):
+        keys = ["k%02d" % i for i in range(10)]
+        self.fill(keys)
+        r = self.s3.list_objects(Bucket=self.bucket, MaxKeys=4)
+        self.assertTrue(r["IsTruncated"])
+        self.assertEqual([c["Key"] for c in r["Contents"]], keys[:4])
+        r = self.s3.list_objects(Bucket=self.bucket, Marker="k03", MaxKeys=4)
+        self.assertEqual([c["Key"] for c in r["Contents"]], keys[4:8])
+        self.assertEqual(r["Marker"], "k03")
+        pages = list(self.s3.get_paginator("list_objects").paginate(
+            Bucket=self.bucket, PaginationConfig={"PageSize": 3}))
+        self.assertEqual([c["Key"] for p in pages for c in p["Contents"]], keys)
+        # with a delimiter, NextMarker is given
+        self.fill(["p/1", "p/2", "q/1"])
+        r = self.s3.list_objects(Bucket=self.bucket, Delimiter="/", MaxKeys=11)
+        self.assertTrue(r["IsTruncated"])
+        self.assertEqual(r["NextMarker"], "p/")
+        r = self.s3.list_objects(Bucket=self.bucket, Delimiter="/", Marker=r["NextMarker"])
+        self.assertEqual([p["Prefix"] for p in r["CommonPrefixes"]], ["q/"])
+
+    def test_list_v1_paginator_with_delimiter(self):
+        """botocore's ListObjects paginator follows NextMarker, which is a common prefix
+        here: the next page must start after everything under it."""
+        self.fill(["a", "p/1", "p/2", "q/1", "r"])
+        pages = list(self.s3.get_paginator("list_objects").paginate(
+            Bucket=self.bucket, Delimiter="/", PaginationConfig={"PageSize": 1}))
+        got = [x.get("Prefix") or x.get("Key") for p in pages
+               for x in p.get("CommonPrefixes", []) + p.get("Contents", [])]
+        self.assertEqual(got, ["a", "p/", "q/", "r"])
+
+    def test_delete_objects(self):
+        keys = ["d%d" % i for i in range(5)]
+        self.fill(keys)
+        r = self.s3.delete_objects(Bucket=self.bucket, Delete={
+            "Objects": [{"Key": "d0"}, {"Key": "d1"}, {"Key": "missing"}]})
+        self.assertEqual(sorted(d["Key"] for d in r["Deleted"]), ["d0", "d1", "missing"])
+        self.assertEqual(r.get("Errors", []), [])
+        r = self.s3.delete_objects(Bucket=self.bucket, Delete={
+            "Objects": [{"Key": "d2"}], "Quiet": True})
+        self.assertEqual(r.get("Deleted", []), [])
+        left = [c["Key"] for c in self.s3.list_objects_v2(Bucket=self.bucket)["Contents"]]
+        self.assertEqual(left, ["d3", "d4"])
+        self.s3.delete_object(Bucket=self.bucket, Key="d3")
+        self.s3.delete_object(Bucket=self.bucket, Key="never-there")  # 204 too
+
+    # ---- copy -----------------------------------------------------------------------
+
+    def test_copy_object(self):
+        body = os.urandom(3000)
+        self.s3.put_object(Bucket=self.bucket, Key="src", Body=body, ContentType="x/y",
+                           Metadata={"a": "1"})
+        r = self.s3.copy_object(Bucket=self.bucket, Key="dst/copy",
+                                CopySource={"Bucket": self.bucket, "Key": "src"})
+        self.assertEqual(r["CopyObjectResult"]["ETag"], '"%s"' % hashlib.md5(body).hexdigest())
+        g = self.s3.get_object(Bucket=self.bucket, Key="dst/copy")
+        self.assertEqual(g["Body"].read(), body)
+        self.assertEqual(g["Metadata"], {"a": "1"})
+        self.assertEqual(g["ContentType"], "x/y")
+        # across buckets, with a key that needs encoding in x-amz-copy-source
+        self.s3.create_bucket(Bucket=self.bucket + "-2")
+        self.s3.put_object(Bucket=self.bucket, Key="sp ace+plus:colon", Body=b"weird")
+        self.s3.copy_object(Bucket=self.bucket + "-2", Key="k",
+                            CopySource={"Bucket": self.bucket, "Key": "sp ace+plus:colon"})
+        self.assertEqual(self.s3.get_object(Bucket=self.bucket + "-2", Key="k")["Body"].read(),
+                         b"weird")
+        self.assertClientError("NoSuchKey", 404, self.s3.copy_object, Bucket=self.bucket,
+                               Key="x", CopySource={"Bucket": self.bucket, "Key": "nope"})
+        # onto itself without REPLACE: refused
+        self.assertClientError("InvalidRequest", 400, self.s3.copy_object, Bucket=self.bucket,
+                               Key="src", CopySource={"Bucket": self.bucket, "Key": "src"})
+
+    def test_copy_onto_itself_replace_touch(self):
+        """BuildKit's touch: self-copy with MetadataDirective=REPLACE."""
+        body = os.urandom(1000)
+        self.s3.put_object(Bucket=self.bucket, Key="blobs/sha256:ab", Body=body,
+                           Metadata={"old": "1"})
+        before = self.s3.head_object(Bucket=self.bucket, Key="blobs/sha256:ab")
+        r = self.s3.copy_object(Bucket=self.bucket, Key="blobs/sha256:ab",
+                                CopySource={"Bucket": self.bucket, "Key": "blobs/sha256:ab"},
+                                MetadataDirective="REPLACE", Metadata={"touched": "yes"},
+                                ContentType="application/vnd.test")
+        self.assertEqual(r["CopyObjectResult"]["ETag"], before["ETag"])
+        after = self.s3.head_object(Bucket=self.bucket, Key="blobs/sha256:ab")
+        self.assertEqual(after["Metadata"], {"touched": "yes"})
+        self.assertEqual(after["ContentType"], "application/vnd.test")
+        self.assertEqual(after["ETag"], before["ETag"])
+        self.assertGreaterEqual(after["LastModified"], before["LastModified"])
+        self.assertEqual(self.s3.get_object(Bucket=self.bucket,
+                                            Key="blobs/sha256:ab")["Body"].read(), body)
+
+    # ---- presigned URLs --------------------------------------------------------------
+
+    def presigned_roundtrip(self, s3, name):
+        body = os.urandom(2000)
+        put_url = s3.generate_presigned_url(
+            "put_object", Params={"Bucket": self.bucket, "Key": name,
+                                  "ContentType": "application/octet-stream"}, ExpiresIn=600)
+        req = urllib.request.Request(put_url, data=body, method="PUT",
+                                     headers={"Content-Type": "application/octet-stream"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.headers["ETag"], '"%s"' % hashlib.md5(body).hexdigest())
+        get_url = s3.generate_presigned_url("get_object",
+                                            Params={"Bucket": self.bucket, "Key": name},
+                                            ExpiresIn=600)
+        with urllib.request.urlopen(get_url, timeout=30) as r:
+            self.assertEqual(r.read(), body)
+        # the URL is for that key only
+        other = get_url.replace("/" + urllib.parse.quote(name), "/" + "other", 1)
+        self.s3.put_object(Bucket=self.bucket, Key="other", Body=b"o")
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            urllib.request.urlopen(other, timeout=30)
+        self.assertEqual(cm.exception.code, 403)
+        self.assertIn(b"<Code>SignatureDoesNotMatch</Code>", cm.exception.read())
+        return get_url
+
+    def test_presigned_default_signer(self):
+        url = self.presigned_roundtrip(self.s3, "pre/default key+1")
+        # botocore's default for presigning with a custom endpoint: SigV2 or SigV4
+        self.assertTrue("AWSAccessKeyId=" in url or "X-Amz-Signature=" in url, url)
+
+    def test_presigned_sigv4(self):
+        s3v4 = self.client(signature_version="s3v4")
+        url = self.presigned_roundtrip(s3v4, "pre/v4 key:1")
+        self.assertIn("X-Amz-Algorithm=AWS4-HMAC-SHA256", url)
+
+    # ---- conditionals -------------------------------------------------------------
+
+    def test_conditional_get(self):
+        r = self.s3.put_object(Bucket=self.bucket, Key="c", Body=b"cond")
+        etag = r["ETag"]
+        lm = self.s3.head_object(Bucket=self.bucket, Key="c")["LastModified"]
+        self.assertClientError("304", 304, self.s3.get_object, Bucket=self.bucket, Key="c",
+                               IfNoneMatch=etag)
+        self.assertClientError("PreconditionFailed", 412, self.s3.get_object,
+                               Bucket=self.bucket, Key="c", IfMatch='"0123"')
+        self.assertClientError("412", 412, self.s3.head_object, Bucket=self.bucket, Key="c",
+                               IfMatch='"0123"')
+        self.assertEqual(self.s3.get_object(Bucket=self.bucket, Key="c",
+                                            IfMatch=etag)["Body"].read(), b"cond")
+        self.assertClientError("304", 304, self.s3.get_object, Bucket=self.bucket, Key="c",
+                               IfModifiedSince=lm)
+        self.assertClientError("304", 304, self.s3.get_object, Bucket=self.bucket, Key="c",
+                               IfModifiedSince=lm + datetime.timedelta(hours=1))
+        g = self.s3.get_object(Bucket=self.bucket, Key="c",
+                               IfModifiedSince=lm - datetime.timedelta(hours=1))
+        self.assertEqual(g["Body"].read(), b"cond")
+        self.assertClientError("PreconditionFailed", 412, self.s3.get_object,
+                               Bucket=self.bucket, Key="c",
+                               IfUnmodifiedSince=lm - datetime.timedelta(hours=1))
+
+    def put_if_none_match(self, key, body):
+        shape = self.s3.meta.service_model.operation_model("PutObject").input_shape
+        if "IfNoneMatch" in shape.members:
+            return self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
+        # older botocore: the header by hand, before signing
+        def add(request, **kw):
+            request.headers["If-None-Match"] = "*"
+        self.s3.meta.events.register("before-sign.s3.PutObject", add)
+        try:
+            return self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+        finally:
+            self.s3.meta.events.unregister("before-sign.s3.PutObject", add)
+
+    def test_conditional_put(self):
+        self.put_if_none_match("new", b"first")  # absent: stored
+        self.assertClientError("PreconditionFailed", 412, self.put_if_none_match, "new",
+                               b"second")
+        self.assertEqual(self.s3.get_object(Bucket=self.bucket, Key="new")["Body"].read(),
+                         b"first")
+
+    # ---- buckets -------------------------------------------------------------------
+
+    def test_bucket_operations(self):
+        r = self.s3.head_bucket(Bucket=self.bucket)
+        self.assertEqual(r["ResponseMetadata"]["HTTPStatusCode"], 200)
+        self.assertClientError("404", 404, self.s3.head_bucket, Bucket="no-such-bucket-x")
+        loc = self.s3.get_bucket_location(Bucket=self.bucket)
+        self.assertIn(loc.get("LocationConstraint"), (None, ""))
+        self.assertClientError("BucketAlreadyOwnedByYou", 409, self.s3.create_bucket,
+                               Bucket=self.bucket)
+        names = [b["Name"] for b in self.s3.list_buckets()["Buckets"]]
+        self.assertIn(self.bucket, names)
+        self.s3.put_object(Bucket=self.bucket, Key="k", Body=b"v")
+        self.assertClientError("BucketNotEmpty", 409, self.s3.delete_bucket, Bucket=self.bucket)
+        self.s3.delete_object(Bucket=self.bucket, Key="k")
+        self.s3.delete_bucket(Bucket=self.bucket)
+        self.assertClientError("404", 404, self.s3.head_bucket, Bucket=self.bucket)
+        self.assertClientError("NoSuchBucket", 404, self.s3.delete_bucket, Bucket=self.bucket)
+        self.assertNotIn(self.bucket, [b["Name"] for b in self.s3.list_buckets()["Buckets"]])
+        self.s3.create_bucket(Bucket=self.bucket)  # for tearDown symmetry
+
+    # ---- multipart API --------------------------------------------------------------
+
+    def test_multipart_api(self):
+        key = "mp/object"
+        parts_data = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(1024)]
+        up = self.s3.create_multipart_upload(Bucket=self.bucket, Key=key,
+                                             Metadata={"m": "v"})["UploadId"]
+        etags = []
+        for i, d in enumerate(parts_data, 1):
+            r = self.s3.upload_part(Bucket=self.bucket, Key=key, UploadId=up, PartNumber=i,
+                                    Body=d)
+            self.assertEqual(r["ETag"], '"%s"' % hashlib.md5(d).hexdigest())
+            etags.append(r["ETag"])
+        lp = self.s3.list_parts(Bucket=self.bucket, Key=key, UploadId=up)
+        self.assertEqual([(p["PartNumber"], p["ETag"], p["Size"]) for p in lp["Parts"]],
+                         [(i + 1, etags[i], len(parts_data[i])) for i in range(3)])
+        ups = self.s3.list_multipart_uploads(Bucket=self.bucket)["Uploads"]
+        self.assertEqual([(u["Key"], u["UploadId"]) for u in ups], [(key, up)])
+
+        mpu = {"Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]}
+        r = self.s3.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=up,
+                                              MultipartUpload=mpu)
+        want = hashlib.md5(b"".join(hashlib.md5(d).digest() for d in parts_data)).hexdigest()
+        self.assertEqual(r["ETag"], '"%s-3"' % want)
+        # a second Complete of the same upload: same answer
+        r2 = self.s3.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=up,
+                                               MultipartUpload=mpu)
+        self.assertEqual(r2["ResponseMetadata"]["HTTPStatusCode"], 200)
+        self.assertEqual(r2["ETag"], r["ETag"])
+        g = self.s3.get_object(Bucket=self.bucket, Key=key)
+        self.assertEqual(g["ETag"], r["ETag"])
+        self.assertEqual(g["Metadata"], {"m": "v"})
+        self.assertEqual(hashlib.sha256(g["Body"].read()).digest(),
+                         hashlib.sha256(b"".join(parts_data)).digest())
+        # a ranged read across the part boundary
+        g = self.s3.get_object(Bucket=self.bucket, Key=key,
+                               Range="bytes=%d-%d" % (5 * MiB - 10, 5 * MiB + 9))
+        self.assertEqual(g["Body"].read(), parts_data[0][-10:] + parts_data[1][:10])
+        self.assertEqual(self.s3.list_multipart_uploads(Bucket=self.bucket).get("Uploads", []),
+                         [])
+
+        # abort another upload: gone afterwards
+        up2 = self.s3.create_multipart_upload(Bucket=self.bucket, Key="mp/aborted")["UploadId"]
+        self.s3.upload_part(Bucket=self.bucket, Key="mp/aborted", UploadId=up2, PartNumber=1,
+                            Body=b"abc")
+        self.s3.abort_multipart_upload(Bucket=self.bucket, Key="mp/aborted", UploadId=up2)
+        self.assertClientError("NoSuchUpload", 404, self.s3.list_parts, Bucket=self.bucket,
+                               Key="mp/aborted", UploadId=up2)
+        self.assertClientError("NoSuchUpload", 404, self.s3.upload_part, Bucket=self.bucket,
+                               Key="mp/aborted", UploadId=up2, PartNumber=2, Body=b"x")
+        self.assertClientError("NoSuchUpload", 404, self.s3.complete_multipart_upload,
+                               Bucket=self.bucket, Key="mp/aborted", UploadId=up2,
+                               MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": '"%s"' %
+                                                           hashlib.md5(b"abc").hexdigest()}]})
+        self.assertClientError("NoSuchKey", 404, self.s3.get_object, Bucket=self.bucket,
+                               Key="mp/aborted")
+        left = set(os.listdir(os.path.join(self.srv.data, "multipart")))
+        self.assertNotIn(up, left)
+        self.assertNotIn(up2, left)
+
+    def test_multipart_entity_too_small_and_invalid_part(self):
+        key = "mp/small"
+        up = self.s3.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+        small = os.urandom(1 * MiB)
+        e1 = self.s3.upload_part(Bucket=self.bucket, Key=key, UploadId=up, PartNumber=1,
+                                 Body=small)["ETag"]
+        e2 = self.s3.upload_part(Bucket=self.bucket, Key=key, UploadId=up, PartNumber=2,
+                                 Body=b"tail")["ETag"]
+        self.assertClientError("EntityTooSmall", 400, self.s3.complete_multipart_upload,
+                               Bucket=self.bucket, Key=key, UploadId=up,
+                               MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1},
+                                                          {"PartNumber": 2, "ETag": e2}]})
+        self.assertClientError("InvalidPart", 400, self.s3.complete_multipart_upload,
+                               Bucket=self.bucket, Key=key, UploadId=up,
+                               MultipartUpload={"Parts": [
+                                   {"PartNumber": 1, "ETag": '"%s"' % ("0" * 32)}]})
+        self.assertClientError("InvalidPart", 400, self.s3.complete_multipart_upload,
+                               Bucket=self.bucket, Key=key, UploadId=up,
+                               MultipartUpload={"Parts": [{"PartNumber": 3, "ETag": e2}]})
+        # out of order: either check may come first
+        with self.assertRaises(ClientError) as cm:
+            self.s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=up,
+                MultipartUpload={"Parts": [{"PartNumber": 2, "ETag": e2},
+                                           {"PartNumber": 1, "ETag": e1}]})
+        self.assertIn(err_code(cm.exception), ("InvalidPartOrder", "EntityTooSmall"))
+        self.assertClientError("NoSuchKey", 404, self.s3.get_object, Bucket=self.bucket,
+                               Key=key)
+        # the upload is still usable: the small part alone is a valid last part
+        r = self.s3.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=up,
+                                              MultipartUpload={"Parts": [
+                                                  {"PartNumber": 1, "ETag": e1}]})
+        self.assertTrue(r["ETag"].endswith('-1"'))
+        self.assertEqual(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read(), small)
+
+
+@unittest.skipUnless(shutil.which("aws"), "aws (aws-cli) is not installed")
+class AwsCliTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Server(["--access-key", AK, "--secret-key", SK])
+        cls.work = tempfile.mkdtemp(prefix="cairn-awscli-")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.work, ignore_errors=True)
+        rc = cls.srv.close()
+        assert rc == 0, "cairnd exited with %s\n%s" % (rc, cls.srv.last_log[-6000:])
+
+    def aws(self, *args):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, AWS_DEFAULT_REGION="us-east-1",
+                   AWS_CONFIG_FILE=os.path.join(self.work, "none"),
+                   AWS_SHARED_CREDENTIALS_FILE=os.path.join(self.work, "none"),
+                   AWS_PAGER="", AWS_MAX_ATTEMPTS="1")
+        p = subprocess.run(["aws", "--endpoint-url", self.srv.url] + list(args), env=env,
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, "aws %s: %s\n%s" % (args, p.stdout, p.stderr))
+        return p.stdout
+
+    def test_cp_up_down_and_ls(self):
+        src = os.path.join(self.work, "twenty.bin")
+        with open(src, "wb") as f:
+            f.write(os.urandom(20 * MiB))
+        self.aws("s3", "mb", "s3://cli-bucket")
+        self.aws("s3", "cp", src, "s3://cli-bucket/dir/twenty.bin")
+        self.aws("s3", "cp", src, "s3://cli-bucket/top file.bin")
+        out = self.aws("s3", "ls", "s3://cli-bucket/")
+        self.assertIn("PRE dir/", out)
+        self.assertIn("top file.bin", out)
+        out = self.aws("s3", "ls", "--recursive", "s3://cli-bucket/")
+        self.assertIn("%d dir/twenty.bin" % (20 * MiB), out)
+        out = self.aws("s3", "ls")
+        self.assertIn("cli-bucket", out)
+        dst = os.path.join(self.work, "back.bin")
+        self.aws("s3", "cp", "s3://cli-bucket/dir/twenty.bin", dst)
+        with open(src, "rb") as a, open(dst, "rb") as b:
+            self.assertEqual(hashlib.sha256(a.read()).digest(), hashlib.sha256(b.read()).digest())
+        self.aws("s3", "rm", "s3://cli-bucket/top file.bin")
+        out = self.aws("s3", "ls", "s3://cli-bucket/")
+        self.assertNotIn("top file.bin", out)
+        self.assertEqual(os.listdir(os.path.join(self.srv.data, "multipart")), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
