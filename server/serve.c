@@ -21,7 +21,7 @@
 #include "server.h"
 
 #define BUFFERED_MAX (1u << 20)
-#define STREAM_BLOCK (256u << 10)
+#define STREAM_BLOCK (1u << 20) /* one frame: MHD copies from its own buffer */
 
 int http_parse_range(const char *h, uint64_t size, uint64_t *start, uint64_t *len)
 {

@@ -440,8 +440,7 @@ int codec_reader_open(codec_reader **out, int fd, int codec, uint64_t size, uint
     int rc = 0;
     if (codec == CODEC_ZSTD) {
         rc = load_seek_table(r, stored);
-        if (rc == 0 && (r->dec.dctx = ZSTD_createDCtx()) == NULL)
-            rc = -ENOMEM;
+        /* r->dec.dctx stays NULL: the calling thread's context is used */
     } else if (codec != CODEC_RAW || stored != size) {
         rc = CODEC_ERR_CORRUPT;
     }
@@ -461,10 +460,34 @@ void codec_reader_free(codec_reader *r)
         return;
     stop_readahead(r);
     free(r->coff);
-    ZSTD_freeDCtx(r->dec.dctx);
     free(r->dec.cbuf);
     free(r->dbuf);
     free(r);
+}
+
+/* One decompression context per thread, made on first use and freed when
+ * the thread ends: creating one per read cost more than decoding a small
+ * blob. */
+static pthread_key_t dctx_key;
+static pthread_once_t dctx_once = PTHREAD_ONCE_INIT;
+
+static void dctx_free(void *p)
+{
+    ZSTD_freeDCtx(p);
+}
+
+static void dctx_key_init(void)
+{
+    pthread_key_create(&dctx_key, dctx_free);
+}
+
+static ZSTD_DCtx *thread_dctx(void)
+{
+    pthread_once(&dctx_once, dctx_key_init);
+    ZSTD_DCtx *d = pthread_getspecific(dctx_key);
+    if (d == NULL && (d = ZSTD_createDCtx()) != NULL)
+        pthread_setspecific(dctx_key, d);
+    return d;
 }
 
 /* Decompresses frame i into dst (which holds at least the frame's size). */
@@ -483,7 +506,10 @@ static int decode_frame(codec_reader *r, frame_decoder *d, uint32_t i, uint8_t *
         return (int)n;
     if ((size_t)n != csize)
         return CODEC_ERR_CORRUPT;
-    size_t got = ZSTD_decompressDCtx(d->dctx, dst, dsize, d->cbuf, csize);
+    ZSTD_DCtx *dctx = d->dctx ? d->dctx : thread_dctx();
+    if (dctx == NULL)
+        return -ENOMEM;
+    size_t got = ZSTD_decompressDCtx(dctx, dst, dsize, d->cbuf, csize);
     if (ZSTD_isError(got) || got != dsize)
         return CODEC_ERR_CORRUPT;
     return 0;

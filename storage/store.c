@@ -1198,7 +1198,9 @@ struct store_blob {
     store *s;
     int fd;
     ino_t ino;
-    codec_reader *r;
+    codec_reader *r; /* made on the first read */
+    int codec;
+    uint64_t size, stored;
     uint8_t digest[32];
 };
 
@@ -1231,24 +1233,38 @@ int store_blob_open(store *s, const store_entry *e, store_blob **out)
     b->s = s;
     b->fd = fd;
     b->ino = sb.st_ino;
+    b->codec = e->codec;
+    b->size = e->size;
+    b->stored = e->stored;
     memcpy(b->digest, e->digest, 32);
-    int rc = (uint64_t)sb.st_size != e->stored
-                 ? CODEC_ERR_CORRUPT
-                 : codec_reader_open(&b->r, fd, e->codec, e->size, e->stored);
-    if (rc != 0) {
-        if (rc == CODEC_ERR_CORRUPT)
-            quarantine(s, e->digest, b->ino);
+    if ((uint64_t)sb.st_size != e->stored) {
+        quarantine(s, e->digest, b->ino);
         close(fd);
         free(b);
-        return rc == CODEC_ERR_CORRUPT ? STORE_CORRUPT : STORE_IO;
+        return STORE_CORRUPT;
     }
     touch(s, e->digest);
     *out = b;
     return STORE_OK;
 }
 
+/* The reader (and, for zstd, the seek table) is made on the first read: a
+ * blob sent whole with sendfile never needs it. */
+static int blob_reader(store_blob *b)
+{
+    if (b->r)
+        return 0;
+    int rc = codec_reader_open(&b->r, b->fd, b->codec, b->size, b->stored);
+    if (rc == CODEC_ERR_CORRUPT)
+        quarantine(b->s, b->digest, b->ino);
+    return rc;
+}
+
 ssize_t store_blob_read(store_blob *b, uint64_t off, void *buf, size_t len)
 {
+    int rc = blob_reader(b);
+    if (rc != 0)
+        return rc == CODEC_ERR_CORRUPT ? -STORE_CORRUPT : -STORE_IO;
     ssize_t n = codec_reader_read(b->r, off, buf, len);
     if (n == CODEC_ERR_CORRUPT) {
         quarantine(b->s, b->digest, b->ino);
@@ -1259,7 +1275,8 @@ ssize_t store_blob_read(store_blob *b, uint64_t off, void *buf, size_t len)
 
 void store_blob_sequential(store_blob *b)
 {
-    codec_reader_readahead(b->r);
+    if (blob_reader(b) == 0)
+        codec_reader_readahead(b->r);
 }
 
 int store_blob_fd(const store_blob *b)

@@ -81,8 +81,9 @@ int store_lookup_blob(store *s, const uint8_t digest[32], store_entry *e);
 /* An open blob: read ranges of the body, or send the file itself. */
 typedef struct store_blob store_blob;
 /* Opens the blob an entry points at and counts a read of it for eviction.
- * STORE_NOTFOUND if it was evicted meanwhile; STORE_CORRUPT if its seek table
- * is wrong (the blob is then quarantined). */
+ * STORE_NOTFOUND if it was evicted meanwhile; STORE_CORRUPT if the file has
+ * the wrong size (the blob is then quarantined; a wrong seek table or frame
+ * is found, and handled the same way, by the read that meets it). */
 int store_blob_open(store *s, const store_entry *e, store_blob **b);
 /* Reads body bytes; on a checksum failure quarantines the blob and returns
  * -STORE_CORRUPT.  Returns bytes read (0 at end) or a negative store status. */
