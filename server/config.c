@@ -53,8 +53,9 @@ static const option_def options[] = {
      "close connections idle this long (s, m, h suffixes)"},
     {"connection-limit", T_UINT, OFF(connection_limit), 0, "1024",
      "maximum number of concurrent connections"},
-    {"max-header-size", T_SIZE, OFF(max_header_size), 0, "64K",
-     "largest request head (request line and headers) accepted"},
+    {"max-header-size", T_SIZE, OFF(max_header_size), 0, "16K",
+     "largest request head (request line and headers) accepted; also each connection's "
+     "buffer, cleared for every request, so bigger costs time"},
     {"shutdown-timeout", T_DURATION, OFF(shutdown_timeout), 0, "30s",
      "on SIGTERM, how long in-flight requests may take to finish"},
     {"log-level", T_STR, OFF(log_level), CAP(log_level), "info", "debug, info, warn or error"},

@@ -428,7 +428,22 @@ static int load_seek_table(codec_reader *r, uint64_t stored)
     return rc;
 }
 
-int codec_reader_open(codec_reader **out, int fd, int codec, uint64_t size, uint64_t stored)
+/* A body of one frame is read without its seek table: one pread of the whole
+ * file, and zstd decodes the frame and skips the table (a skippable frame).
+ * The frame's checksum still guards every byte served. */
+static int single_frame(codec_reader *r, uint64_t stored)
+{
+    r->nframes = 1;
+    r->coff = malloc(2 * sizeof *r->coff);
+    if (r->coff == NULL)
+        return -ENOMEM;
+    r->coff[0] = 0;
+    r->coff[1] = stored;
+    return 0;
+}
+
+static int reader_open(codec_reader **out, int fd, int codec, uint64_t size, uint64_t stored,
+                       int whole_table)
 {
     codec_reader *r = calloc(1, sizeof *r);
     if (r == NULL)
@@ -438,10 +453,12 @@ int codec_reader_open(codec_reader **out, int fd, int codec, uint64_t size, uint
     r->size = size;
     r->dbuf_frame = -1;
     int rc = 0;
-    if (codec == CODEC_ZSTD) {
+    /* r->dec.dctx stays NULL: the calling thread's context is used */
+    if (codec == CODEC_ZSTD && size > 0 && size <= CODEC_FRAME_SIZE && !whole_table)
+        rc = single_frame(r, stored);
+    else if (codec == CODEC_ZSTD)
         rc = load_seek_table(r, stored);
-        /* r->dec.dctx stays NULL: the calling thread's context is used */
-    } else if (codec != CODEC_RAW || stored != size) {
+    else if (codec != CODEC_RAW || stored != size) {
         rc = CODEC_ERR_CORRUPT;
     }
     if (rc != 0) {
@@ -450,6 +467,11 @@ int codec_reader_open(codec_reader **out, int fd, int codec, uint64_t size, uint
     }
     *out = r;
     return 0;
+}
+
+int codec_reader_open(codec_reader **out, int fd, int codec, uint64_t size, uint64_t stored)
+{
+    return reader_open(out, fd, codec, size, stored, 0);
 }
 
 static void stop_readahead(codec_reader *r);
@@ -676,7 +698,7 @@ ssize_t codec_reader_read(codec_reader *r, uint64_t off, void *buf, size_t len)
 int codec_verify(int fd, int codec, uint64_t size, uint64_t stored, const uint8_t sha256[32])
 {
     codec_reader *r;
-    int rc = codec_reader_open(&r, fd, codec, size, stored);
+    int rc = reader_open(&r, fd, codec, size, stored, 1); /* a scrub checks the table too */
     if (rc != 0)
         return rc;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();

@@ -59,8 +59,9 @@ uint64_t codec_writer_size(const codec_writer *w);
 
 typedef struct codec_reader codec_reader;
 
-/* Opens a reader over fd (not taken over).  For zstd files, loads and checks
- * the seek table against the expected body size: CODEC_ERR_CORRUPT if wrong. */
+/* Opens a reader over fd (not taken over).  For zstd files of several frames,
+ * loads and checks the seek table against the expected body size
+ * (CODEC_ERR_CORRUPT if wrong); a one-frame body is read without it. */
 int codec_reader_open(codec_reader **r, int fd, int codec, uint64_t size, uint64_t stored);
 /* Reads body bytes [off, off+len); returns bytes read, or a negative error
  * (-errno or CODEC_ERR_CORRUPT).  Frame checksums are verified. */

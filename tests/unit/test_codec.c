@@ -275,6 +275,41 @@ static void test_corrupt_seek_table(void **state)
     close(fd);
 }
 
+/* A body of one frame is read without its seek table: damage to the frame is
+ * still caught by the read, damage to the table by a scrub. */
+static void test_single_frame(void **state)
+{
+    (void)state;
+    size_t n = 600 * 1024;
+    uint8_t *body = make_body(n, 1, 23), *buf = malloc(n);
+    codec_result res;
+    int fd = write_blob(body, n, 1, &res);
+    assert_int_equal(res.codec, CODEC_ZSTD);
+    codec_reader *r;
+    assert_int_equal(codec_reader_open(&r, fd, res.codec, res.size, res.stored), 0);
+    assert_int_equal(codec_reader_read(r, 0, buf, n), (ssize_t)n);
+    assert_memory_equal(buf, body, n);
+    assert_int_equal(codec_reader_read(r, 1000, buf, 10), 10);
+    assert_memory_equal(buf, body + 1000, 10);
+    codec_reader_free(r);
+
+    flip_byte(fd, res.stored - 3); /* the seek table's magic */
+    assert_int_equal(codec_reader_open(&r, fd, res.codec, res.size, res.stored), 0);
+    assert_int_equal(codec_reader_read(r, 0, buf, n), (ssize_t)n); /* reads need no table */
+    codec_reader_free(r);
+    assert_int_equal(codec_verify(fd, res.codec, res.size, res.stored, res.sha256),
+                     CODEC_ERR_CORRUPT);
+    flip_byte(fd, res.stored - 3);
+
+    flip_byte(fd, res.stored / 2); /* inside the frame */
+    assert_int_equal(codec_reader_open(&r, fd, res.codec, res.size, res.stored), 0);
+    assert_int_equal(codec_reader_read(r, 0, buf, n), CODEC_ERR_CORRUPT);
+    codec_reader_free(r);
+    free(buf);
+    free(body);
+    close(fd);
+}
+
 /* A raw blob whose bytes changed fails a scrub (verify), even though reads
  * cannot notice it. */
 static void test_verify_raw(void **state)
@@ -303,6 +338,7 @@ int main(void)
         cmocka_unit_test(test_ranges),
         cmocka_unit_test(test_readahead),
         cmocka_unit_test(test_corrupt_frame),
+        cmocka_unit_test(test_single_frame),
         cmocka_unit_test(test_corrupt_seek_table),
         cmocka_unit_test(test_verify_raw),
     };
