@@ -42,6 +42,7 @@
  * CRYPTO_memcmp for comparisons, OPENSSL_cleanse for key material. */
 
 #include "sigv4.h"
+#include "util.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -66,17 +67,6 @@ static int is_digit(int c)
 static int is_space(int c)
 {
     return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 /* Case-insensitive equality of a NUL-terminated string and len bytes. */
@@ -178,9 +168,10 @@ static int next_decoded(const char **pp, int plus_is_space)
 
     if (*p == '\0')
         return -1;
-    if (p[0] == '%' && hexval((unsigned char)p[1]) >= 0 && hexval((unsigned char)p[2]) >= 0) {
+    if (p[0] == '%' && util_hexval((unsigned char)p[1]) >= 0 &&
+        util_hexval((unsigned char)p[2]) >= 0) {
         *pp = p + 3;
-        return hexval((unsigned char)p[1]) * 16 + hexval((unsigned char)p[2]);
+        return util_hexval((unsigned char)p[1]) * 16 + util_hexval((unsigned char)p[2]);
     }
     *pp = p + 1;
     if (*p == '+' && plus_is_space)
@@ -671,7 +662,7 @@ sigv4_payload_kind sigv4_payload_kind_of(const char *value)
     if (strcmp(value, SIGV4_STREAMING_UNSIGNED_TRAILER) == 0)
         return SIGV4_PAYLOAD_STREAMING_UNSIGNED;
     for (i = 0; i < 64; i++) {
-        if (hexval((unsigned char)value[i]) < 0)
+        if (util_hexval((unsigned char)value[i]) < 0)
             return SIGV4_PAYLOAD_INVALID;
     }
     return value[64] == '\0' ? SIGV4_PAYLOAD_HEX : SIGV4_PAYLOAD_INVALID;
@@ -861,48 +852,121 @@ static int parse_zone(const char *s, long *offset)
     return 0;
 }
 
-int sigv4_parse_http_date(const char *s, time_t *t)
+/* 1 or 2 digits; NULL when there are none. */
+static const char *read_day(const char *s, int *day)
 {
-    char zone[8];
-    int day = 0, mon = -1, year, h, mi, sec, i, n = 0;
-    long offset;
-    size_t zlen;
+    int n = 0;
 
-    s = skip_spaces(s);
-    if (s[0] != '\0' && s[1] != '\0' && s[2] != '\0' && s[3] == ',')
-        s = skip_spaces(s + 4); /* weekday, not checked */
+    *day = 0;
     while (is_digit((unsigned char)*s) && n < 2) {
-        day = day * 10 + (*s++ - '0');
+        *day = *day * 10 + (*s++ - '0');
         n++;
     }
-    if (n == 0 || *s++ != ' ')
-        return SIGV4_ERR_MISSING_DATE;
+    return n ? s : NULL;
+}
+
+/* A three-letter month name; NULL when not one. */
+static const char *read_month(const char *s, int *mon)
+{
+    int i;
+
     for (i = 0; i < 12; i++) {
-        if (has_prefix_nocase(s, month_names[i]))
-            mon = i;
+        if (has_prefix_nocase(s, month_names[i])) {
+            *mon = i + 1;
+            return s + 3;
+        }
     }
-    if (mon < 0 || s[3] != ' ')
+    return NULL;
+}
+
+/* "hh:mm:ss"; NULL when malformed. */
+static const char *read_clock(const char *s, int *h, int *mi, int *sec)
+{
+    *h = read_digits(s, 2);
+    if (*h < 0 || s[2] != ':')
+        return NULL;
+    *mi = read_digits(s + 3, 2);
+    if (*mi < 0 || s[5] != ':')
+        return NULL;
+    *sec = read_digits(s + 6, 2);
+    return *sec < 0 ? NULL : s + 8;
+}
+
+/* The zone that ends a date, alone on the rest of the line. */
+static int read_final_zone(const char *s, long *offset)
+{
+    char zone[8];
+    size_t len;
+
+    s = skip_spaces(s);
+    len = strcspn(s, " \t");
+    if (len == 0 || len >= sizeof(zone) || *skip_spaces(s + len) != '\0')
+        return -1;
+    memcpy(zone, s, len);
+    zone[len] = '\0';
+    return parse_zone(zone, offset);
+}
+
+/* "06 Nov 1994 08:49:37 GMT" (IMF-fixdate, RFC 1123, numeric zones too) or
+ * "06-Nov-94 08:49:37 GMT" (RFC 850: two-digit years 70..99 are 19xx). */
+static int parse_day_month_year(const char *s, time_t *t)
+{
+    int day, mon, year, h, mi, sec;
+    char sep;
+    long offset;
+
+    s = read_day(s, &day);
+    if (s == NULL || (*s != ' ' && *s != '-'))
         return SIGV4_ERR_MISSING_DATE;
-    s += 4;
+    sep = *s++;
+    s = read_month(s, &mon);
+    if (s == NULL || *s++ != sep)
+        return SIGV4_ERR_MISSING_DATE;
     year = read_digits(s, 4);
-    if (year < 0 || s[4] != ' ')
+    if (year >= 0 && sep == ' ') {
+        s += 4;
+    } else if (sep == '-' && (year = read_digits(s, 2)) >= 0 && !is_digit((unsigned char)s[2])) {
+        year += year < 70 ? 2000 : 1900;
+        s += 2;
+    } else {
         return SIGV4_ERR_MISSING_DATE;
-    s += 5;
-    h = read_digits(s, 2);
-    mi = read_digits(s + 3, 2);
-    sec = read_digits(s + 6, 2);
-    if (h < 0 || s[2] != ':' || mi < 0 || s[5] != ':' || sec < 0 || s[8] != ' ')
-        return SIGV4_ERR_MISSING_DATE;
-    s = skip_spaces(s + 9);
-    zlen = strcspn(s, " \t");
-    if (zlen == 0 || zlen >= sizeof(zone) || *skip_spaces(s + zlen) != '\0')
-        return SIGV4_ERR_MISSING_DATE;
-    memcpy(zone, s, zlen);
-    zone[zlen] = '\0';
-    if (parse_zone(zone, &offset) < 0 || make_time(year, mon + 1, day, h, mi, sec, t) != SIGV4_OK)
+    }
+    if (*s++ != ' ' || (s = read_clock(s, &h, &mi, &sec)) == NULL || (*s != ' ' && *s != '\t') ||
+        read_final_zone(s, &offset) < 0 || make_time(year, mon, day, h, mi, sec, t) != SIGV4_OK)
         return SIGV4_ERR_MISSING_DATE;
     *t -= offset;
     return SIGV4_OK;
+}
+
+/* asctime: "Nov  6 08:49:37 1994", always GMT. */
+static int parse_asctime(const char *s, time_t *t)
+{
+    int day, mon, year, h, mi, sec;
+
+    s = read_month(s, &mon);
+    if (s == NULL || *s != ' ')
+        return SIGV4_ERR_MISSING_DATE;
+    s = read_day(skip_spaces(s), &day);
+    if (s == NULL || *s++ != ' ' || (s = read_clock(s, &h, &mi, &sec)) == NULL || *s++ != ' ')
+        return SIGV4_ERR_MISSING_DATE;
+    year = read_digits(s, 4);
+    if (year < 0 || *skip_spaces(s + 4) != '\0')
+        return SIGV4_ERR_MISSING_DATE;
+    return make_time(year, mon, day, h, mi, sec, t);
+}
+
+int sigv4_parse_http_date(const char *s, time_t *t)
+{
+    s = skip_spaces(s);
+    /* The weekday, if any, is not checked. */
+    while ((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z'))
+        s++;
+    if (*s == ',')
+        s++;
+    s = skip_spaces(s);
+    if (is_digit((unsigned char)*s))
+        return parse_day_month_year(s, t);
+    return parse_asctime(s, t);
 }
 
 /* ---- Parsing authentication ---------------------------------------------------------- */
@@ -1231,16 +1295,23 @@ int sigv4_parse_auth(const sigv4_request *req, sigv4_auth *auth)
         return rc;
     switch (kind) {
     case SIGV4_AUTH_V4_HEADER:
-        return parse_v4_header(req, auth);
+        rc = parse_v4_header(req, auth);
+        break;
     case SIGV4_AUTH_V4_QUERY:
-        return parse_v4_query(req, auth);
+        rc = parse_v4_query(req, auth);
+        break;
     case SIGV4_AUTH_V2_HEADER:
-        return parse_v2_header(req, auth);
+        rc = parse_v2_header(req, auth);
+        break;
     case SIGV4_AUTH_V2_QUERY:
-        return parse_v2_query(req, auth);
+        rc = parse_v2_query(req, auth);
+        break;
     default:
-        return SIGV4_ERR_NO_AUTH;
+        rc = SIGV4_ERR_NO_AUTH;
+        break;
     }
+    auth->kind = kind; /* also on failure: sigv4_s3_error() needs it */
+    return rc;
 }
 
 /* ---- Checking and verifying ----------------------------------------------------------- */

@@ -226,8 +226,10 @@ sigv4_payload_kind sigv4_payload_kind_of(const char *value);
 int sigv4_format_amz_date(time_t t, char out[SIGV4_AMZ_DATE_SIZE]);
 int sigv4_parse_amz_date(const char *s, time_t *t);
 
-/* RFC 7231 IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"); parsing also takes
- * numeric zones ("+0000") and no weekday. */
+/* Format: RFC 7231 IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"). Parse: that,
+ * with a numeric zone ("+0000", as SigV2 clients send) or no weekday, and the
+ * obsolete RFC 850 ("Sunday, 06-Nov-94 08:49:37 GMT") and asctime
+ * ("Sun Nov  6 08:49:37 1994") forms HTTP recipients must accept. */
 int sigv4_format_http_date(time_t t, char out[SIGV4_HTTP_DATE_SIZE]);
 int sigv4_parse_http_date(const char *s, time_t *t);
 
@@ -239,7 +241,8 @@ int sigv4_parse_http_date(const char *s, time_t *t);
 int sigv4_detect(const sigv4_request *req, sigv4_auth_kind *kind);
 
 /* Detect and parse the request's authentication into auth (any kind).
- * SIGV4_ERR_NO_AUTH for an anonymous request. */
+ * SIGV4_ERR_NO_AUTH for an anonymous request. auth->kind is set even when
+ * parsing fails, for sigv4_s3_error(). */
 int sigv4_parse_auth(const sigv4_request *req, sigv4_auth *auth);
 
 /* Parse only an Authorization header value of the SigV4 form

@@ -21,7 +21,7 @@ void util_hex(const uint8_t *in, size_t len, char *out)
     out[2 * len] = '\0';
 }
 
-static int hexval(char c)
+int util_hexval(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -37,7 +37,8 @@ int util_unhex(const char *in, size_t inlen, uint8_t *out, size_t len)
     if (inlen != 2 * len)
         return -1;
     for (size_t i = 0; i < len; i++) {
-        int hi = hexval(in[2 * i]), lo = hexval(in[2 * i + 1]);
+        int hi = util_hexval((unsigned char)in[2 * i]),
+            lo = util_hexval((unsigned char)in[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -1;
         out[i] = (uint8_t)(hi << 4 | lo);
@@ -50,7 +51,7 @@ int util_is_hex64(const char *s, size_t len)
     if (len != 64)
         return 0;
     for (size_t i = 0; i < len; i++)
-        if (hexval(s[i]) < 0)
+        if (util_hexval((unsigned char)s[i]) < 0)
             return 0;
     return 1;
 }

@@ -14,6 +14,8 @@
 
 #define CAIRN_VERSION "0.1.0"
 
+/* The value of one hex digit (either case), or -1. */
+int util_hexval(int c);
 /* Writes 2*len lowercase hex characters and a NUL to out. */
 void util_hex(const uint8_t *in, size_t len, char *out);
 /* Parses exactly 2*len hex characters (either case); 0 on success, -1 otherwise. */

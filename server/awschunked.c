@@ -36,6 +36,8 @@
  */
 #include "awschunked.h"
 
+#include "../common/util.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -46,17 +48,6 @@ enum { ST_HEADER, ST_DATA, ST_DATA_CR, ST_DATA_LF, ST_TRAILER, ST_DONE };
 #define CHECKSUM_PREFIX "x-amz-checksum-"
 
 /* ---- Small helpers ------------------------------------------------------------------------ */
-
-static int awschunked_hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 static int awschunked_lower(int c)
 {
@@ -225,7 +216,7 @@ static int awschunked_extension(awschunked *d, const char *p, size_t n, int *hav
     if (*have_sig || vlen != SIGV4_SIG_SIZE - 1)
         return AWSCHUNKED_ERR_BAD_SIGNATURE;
     for (size_t i = 0; i < vlen; i++)
-        if (awschunked_hexval((unsigned char)value[i]) < 0)
+        if (util_hexval((unsigned char)value[i]) < 0)
             return AWSCHUNKED_ERR_BAD_SIGNATURE;
     memcpy(d->sig, value, vlen);
     d->sig[vlen] = '\0';
@@ -274,8 +265,8 @@ static int awschunked_header(awschunked *d, const char *p, size_t n)
     size_t i = 0;
     int rc;
 
-    while (i < n && awschunked_hexval((unsigned char)p[i]) >= 0) {
-        size = size * 16 + (uint64_t)awschunked_hexval((unsigned char)p[i]);
+    while (i < n && util_hexval((unsigned char)p[i]) >= 0) {
+        size = size * 16 + (uint64_t)util_hexval((unsigned char)p[i]);
         if (size > AWSCHUNKED_MAX_CHUNK)
             return AWSCHUNKED_ERR_CHUNK_TOO_LARGE;
         i++;

@@ -81,25 +81,18 @@ static void s3_cleanup(request *r)
     free(s);
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = tolower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /* Percent-decodes s[0..n) into a new string (plus as space when plus). */
-static char *pct_decode(const char *s, size_t n, int plus, size_t *out_len)
+char *s3_pct_decode(const char *s, size_t n, int plus, size_t *out_len)
 {
     char *d = malloc(n + 1);
     if (d == NULL)
         return NULL;
     size_t j = 0;
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%' && i + 2 < n && hexval((unsigned char)s[i + 1]) >= 0 &&
-            hexval((unsigned char)s[i + 2]) >= 0) {
-            d[j++] = (char)(hexval((unsigned char)s[i + 1]) << 4 | hexval((unsigned char)s[i + 2]));
+        if (s[i] == '%' && i + 2 < n && util_hexval((unsigned char)s[i + 1]) >= 0 &&
+            util_hexval((unsigned char)s[i + 2]) >= 0) {
+            d[j++] = (char)(util_hexval((unsigned char)s[i + 1]) << 4 |
+                            util_hexval((unsigned char)s[i + 2]));
             i += 2;
         } else if (plus && s[i] == '+') {
             d[j++] = ' ';
@@ -152,6 +145,17 @@ void s3_common_headers(request *r, struct MHD_Response *resp)
     s3_req *s = r->fe;
     MHD_add_response_header(resp, "x-amz-request-id", s->request_id);
     MHD_add_response_header(resp, "Server", "cairn");
+}
+
+enum MHD_Result s3_empty(request *r, unsigned status, const char *name, const char *value)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    if (resp == NULL)
+        return MHD_NO;
+    if (name)
+        MHD_add_response_header(resp, name, value);
+    s3_common_headers(r, resp);
+    return http_queue(r, status, resp);
 }
 
 enum MHD_Result s3_xml(request *r, unsigned status, buf *b)
@@ -290,13 +294,13 @@ int s3_route(request *r)
         /* parameter values are used decoded from here on (signatures use the raw URI) */
         for (size_t i = 0; i < s->nparams; i++) {
             char *n = (char *)s->params[i].name, *v = (char *)s->params[i].value;
-            char *dn = pct_decode(n, strlen(n), 1, NULL);
+            char *dn = s3_pct_decode(n, strlen(n), 1, NULL);
             if (dn) {
                 strcpy(n, dn); /* decoding never lengthens */
                 free(dn);
             }
             if (v) {
-                char *dv = pct_decode(v, strlen(v), 1, NULL);
+                char *dv = s3_pct_decode(v, strlen(v), 1, NULL);
                 if (dv) {
                     strcpy(v, dv);
                     free(dv);
@@ -321,20 +325,20 @@ int s3_route(request *r)
             snprintf(s->bucket, sizeof s->bucket, "%.*s", (int)(hl - dl - 1), h);
             s->vhost = 1;
             if (plen > 0)
-                s->key = pct_decode(path, plen, 0, &s->klen);
+                s->key = s3_pct_decode(path, plen, 0, &s->klen);
         }
     }
     if (s->bucket[0] == '\0' && plen > 0) {
         const char *slash = memchr(path, '/', plen);
         size_t bl = slash ? (size_t)(slash - path) : plen;
-        char *b = pct_decode(path, bl, 0, NULL);
+        char *b = s3_pct_decode(path, bl, 0, NULL);
         if (b && strlen(b) < sizeof s->bucket)
             snprintf(s->bucket, sizeof s->bucket, "%s", b);
         else
             snprintf(s->bucket, sizeof s->bucket, "-invalid-");
         free(b);
         if (slash && (size_t)(slash - path) + 1 < plen)
-            s->key = pct_decode(slash + 1, plen - bl - 1, 0, &s->klen);
+            s->key = s3_pct_decode(slash + 1, plen - bl - 1, 0, &s->klen);
     }
     if (s->bucket[0])
         snprintf(s->ns, sizeof s->ns, "s3/%s", s->bucket);
@@ -708,10 +712,7 @@ static enum MHD_Result last_call(request *r)
     case OP_BUCKET_SUBRESOURCE_OK: {
         if (!s3_bucket_exists(r))
             return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
-        struct MHD_Response *resp =
-            MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-        s3_common_headers(r, resp);
-        return http_queue(r, 200, resp);
+        return s3_empty(r, 200, NULL, NULL);
     }
     default:
         return s3_error(r, 501, "NotImplemented", "Not implemented.");

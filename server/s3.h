@@ -70,6 +70,10 @@ int s3_body_verify(request *r, const uint8_t md5[16], const uint8_t *sha256, enu
 /* Decoded value of query parameter name; NULL if absent ("" if no value).
  * The string lives as long as the request. */
 const char *s3_param(request *r, const char *name);
+/* Percent-decodes s[0..n) into a new string (a '+' as a space when plus). */
+char *s3_pct_decode(const char *s, size_t n, int plus, size_t *out_len);
+/* An empty answer with the S3 headers, and one more header unless name is NULL. */
+enum MHD_Result s3_empty(request *r, unsigned status, const char *name, const char *value);
 int s3_has_param(request *r, const char *name);
 enum MHD_Result s3_error(request *r, unsigned status, const char *code, const char *msg);
 /* Queues an XML document (taking buf's data) with status. */

@@ -78,12 +78,9 @@ enum MHD_Result s3_create_bucket(request *r)
                         "already own it.");
     if (st != STORE_OK)
         return s3_store_error(r, st);
-    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
     char loc[80];
     snprintf(loc, sizeof loc, "/%s", b);
-    MHD_add_response_header(resp, "Location", loc);
-    s3_common_headers(r, resp);
-    return http_queue(r, 200, resp);
+    return s3_empty(r, 200, "Location", loc);
 }
 
 enum MHD_Result s3_delete_bucket(request *r)
@@ -96,19 +93,14 @@ enum MHD_Result s3_delete_bucket(request *r)
         return s3_error(r, 409, "BucketNotEmpty", "The bucket you tried to delete is not empty.");
     if (st != STORE_OK)
         return s3_store_error(r, st);
-    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-    s3_common_headers(r, resp);
-    return http_queue(r, 204, resp);
+    return s3_empty(r, 204, NULL, NULL);
 }
 
 enum MHD_Result s3_head_bucket(request *r)
 {
     if (!s3_bucket_exists(r))
         return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
-    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-    MHD_add_response_header(resp, "x-amz-bucket-region", r->srv->cfg->region);
-    s3_common_headers(r, resp);
-    return http_queue(r, 200, resp);
+    return s3_empty(r, 200, "x-amz-bucket-region", r->srv->cfg->region);
 }
 
 enum MHD_Result s3_get_bucket_location(request *r)

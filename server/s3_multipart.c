@@ -25,6 +25,14 @@
 static const char *XML_HEAD = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
 static const char *S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/";
 
+static enum MHD_Result invalid_part(request *r)
+{
+    return s3_error(r, 400, "InvalidPart",
+                    "One or more of the specified parts could not be found. The part may not "
+                    "have been uploaded, or the specified entity tag may not match the part's "
+                    "entity tag.");
+}
+
 static enum MHD_Result no_such_upload(request *r)
 {
     return s3_error(r, 404, "NoSuchUpload",
@@ -144,10 +152,7 @@ enum MHD_Result s3_upload_part_end(request *r)
     etag[0] = '"';
     etag[33] = '"';
     etag[34] = '\0';
-    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-    MHD_add_response_header(resp, "ETag", etag);
-    s3_common_headers(r, resp);
-    return http_queue(r, 200, resp);
+    return s3_empty(r, 200, "ETag", etag);
 }
 
 /* ---- CompleteMultipartUpload ---------------------------------------------- */
@@ -271,10 +276,7 @@ static enum MHD_Result complete(request *r, complete_parse *p)
     char etag[48];
     for (size_t i = 0; i < p->n; i++)
         if (p->etags[i][0] == '\0')
-            return s3_error(r, 400, "InvalidPart",
-                            "One or more of the specified parts could not be found. The part "
-                            "may not have been uploaded, or the specified entity tag may not "
-                            "match the part's entity tag.");
+            return invalid_part(r);
     multipart_etag(p, etag);
     mpu_info info;
     if (load_upload(r, &info) != 0) {
@@ -317,10 +319,7 @@ static enum MHD_Result complete(request *r, complete_parse *p)
         if (found)
             util_hex(found->md5, 16, have);
         if (found == NULL || strcmp(have, p->etags[i]) != 0) {
-            ret = s3_error(r, 400, "InvalidPart",
-                           "One or more of the specified parts could not be found. The part may "
-                           "not have been uploaded, or the specified entity tag may not match "
-                           "the part's entity tag.");
+            ret = invalid_part(r);
             failed = 1;
         } else if (i + 1 < p->n && found->size < MIN_PART_SIZE) {
             ret = s3_error(r, 400, "EntityTooSmall",
@@ -382,9 +381,7 @@ enum MHD_Result s3_abort_multipart(request *r)
     mpu_info_clear(&info);
     if (st != STORE_OK && st != STORE_NOTFOUND)
         return s3_store_error(r, st);
-    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-    s3_common_headers(r, resp);
-    return http_queue(r, 204, resp);
+    return s3_empty(r, 204, NULL, NULL);
 }
 
 enum MHD_Result s3_list_parts(request *r)

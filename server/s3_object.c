@@ -406,9 +406,7 @@ enum MHD_Result s3_delete_object(request *r)
     int st = store_delete(r->srv->st, s->ns, s->key, s->klen);
     if (st != STORE_OK && st != STORE_NOTFOUND)
         return s3_store_error(r, st);
-    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-    s3_common_headers(r, resp);
-    return http_queue(r, 204, resp);
+    return s3_empty(r, 204, NULL, NULL);
 }
 
 /* ---- COPY ----------------------------------------------------------------- */
@@ -424,24 +422,12 @@ enum MHD_Result s3_copy_object(request *r)
     s3_req *s = r->fe;
     const char *src = http_header(r, "x-amz-copy-source");
     /* "/bucket/key" or "bucket/key", URL-encoded, maybe "?versionId=..." */
-    char *dec = strdup(src[0] == '/' ? src + 1 : src);
+    const char *p = src[0] == '/' ? src + 1 : src;
+    const char *qm = strstr(p, "?versionId=");
+    size_t j;
+    char *dec = s3_pct_decode(p, qm ? (size_t)(qm - p) : strlen(p), 0, &j);
     if (dec == NULL)
         return s3_error(r, 500, "InternalError", "out of memory");
-    char *qm = strstr(dec, "?versionId=");
-    if (qm)
-        *qm = '\0';
-    size_t j = 0;
-    for (size_t i = 0; dec[i]; i++) {
-        if (dec[i] == '%' && isxdigit((unsigned char)dec[i + 1]) &&
-            isxdigit((unsigned char)dec[i + 2])) {
-            char h[3] = {dec[i + 1], dec[i + 2], 0};
-            dec[j++] = (char)strtol(h, NULL, 16);
-            i += 2;
-        } else {
-            dec[j++] = dec[i];
-        }
-    }
-    dec[j] = '\0';
     char *slash = strchr(dec, '/');
     if (slash == NULL || slash[1] == '\0') {
         free(dec);
