@@ -48,7 +48,8 @@ static const option_def options[] = {
     {"index-map-size", T_SIZE, OFF(index_map_size), 0, "256G",
      "LMDB map size: address space reserved for the index, not disk"},
     {"fsync", T_BOOL, OFF(fsync), 0, "true",
-     "fsync blobs and the index before answering a write (survives power loss)"},
+     "fsync blob files and their folders before answering a write; the index is always "
+     "synced. false survives a crash of cairnd but not a power loss"},
     {"connection-timeout", T_DURATION, OFF(connection_timeout), 0, "120s",
      "close connections idle this long (s, m, h suffixes)"},
     {"connection-limit", T_UINT, OFF(connection_limit), 0, "1024",
