@@ -182,15 +182,7 @@ class RunnerCacheTest(unittest.TestCase):
         u = urllib.parse.urlsplit(url)
         self.assertEqual(u.port, self.srv.port)
         target = u.path + ("?" + u.query if u.query else "")
-        c = conn or http.client.HTTPConnection(u.hostname, u.port, timeout=120)
-        try:
-            c.request(method, target, body=body, headers=headers or {})
-            r = c.getresponse()
-            data = r.read()
-            return r.status, {k.lower(): v for k, v in r.getheaders()}, data
-        finally:
-            if conn is None:
-                c.close()
+        return self.srv.request(method, target, body, headers, conn)
 
     def helper_upload(self, key, body, cachekey):
         """The helper's upload: HEAD on the check URL, then one PUT."""
