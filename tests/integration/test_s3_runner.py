@@ -17,7 +17,6 @@ One server per test, with access keys.
 import base64
 import email.utils
 import hashlib
-import http.client
 import json
 import os
 import re
