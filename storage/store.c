@@ -73,7 +73,9 @@ typedef struct op {
     char tmp[PATH_MAX];
     codec_result cr;
     int dedup;
-    int link;     /* point a key at an existing blob: no file comes with it */
+    int link; /* point a key at an existing blob: no file comes with it */
+    int anon; /* the body is an unnamed file (O_TMPFILE), open as fd */
+    int fd;
     int created;  /* this op renamed a new blob file into place */
     int map_full; /* failed for want of index space: worth another try */
     /* OP_QUARANTINE, OP_SWEEP */
@@ -130,6 +132,7 @@ struct store {
     digest_list quarantine_later;
     uint8_t dirs_dirty[256];
     int blobs_dir_dirty;
+    int tmpfile_ok; /* uploads go to unnamed files (O_TMPFILE), linked in when committed */
 };
 
 static atomic_ullong next_store_id = 1;
@@ -388,6 +391,21 @@ static int unref_blob(store *s, MDB_txn *t, idx_stats *st, const uint8_t d[32])
     return digest_list_push(&s->unlink_later, d) == 0 ? 0 : ENOMEM;
 }
 
+/* Puts an upload's file at path: links the unnamed file in, or renames the
+ * temporary one.  A file already there has no index record (the committer
+ * alone makes them): it is an orphan of a crash, and is replaced. */
+static int place_blob(op *o, const char *path)
+{
+    if (!o->anon)
+        return rename(o->tmp, path);
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", o->fd);
+    int rc = linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
+    if (rc != 0 && errno == EEXIST && unlink(path) == 0)
+        rc = linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
+    return rc;
+}
+
 static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
 {
     const uint8_t *d = o->cr.sha256;
@@ -453,14 +471,14 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
     if (create) {
         char path[PATH_MAX];
         blob_path(s, d, path, sizeof path);
-        int moved = rename(o->tmp, path) == 0;
+        int moved = place_blob(o, path) == 0;
         if (!moved && errno == ENOENT) {
             /* blobs/<xx>/ is made on first use: startup does not pay for 256 mkdirs */
             char dir[PATH_MAX];
             snprintf(dir, sizeof dir, "%.*s", (int)(strrchr(path, '/') - path), path);
             if (mkdir(dir, 0755) == 0)
                 s->blobs_dir_dirty = 1;
-            moved = rename(o->tmp, path) == 0;
+            moved = place_blob(o, path) == 0;
         }
         if (!moved)
             return errno;
@@ -698,8 +716,8 @@ static void undo_create(store *s, op *o)
         return;
     char path[PATH_MAX];
     blob_path(s, o->cr.sha256, path, sizeof path);
-    if (rename(path, o->tmp) != 0)
-        unlink(path);
+    if (o->anon || rename(path, o->tmp) != 0)
+        unlink(path); /* an unnamed file lives on through its descriptor */
     o->created = 0;
 }
 
@@ -1015,6 +1033,23 @@ static void clear_tmp(store *s)
     closedir(dir);
 }
 
+/* Can this file system make unnamed files and link them in (O_TMPFILE)? */
+static int probe_tmpfile(store *s)
+{
+    char dir[PATH_MAX], name[PATH_MAX], proc[64];
+    snprintf(dir, sizeof dir, "%s/tmp", s->dir);
+    snprintf(name, sizeof name, "%s/tmp/probe", s->dir);
+    int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return 0;
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    int ok = linkat(AT_FDCWD, proc, AT_FDCWD, name, AT_SYMLINK_FOLLOW) == 0;
+    if (ok)
+        unlink(name);
+    close(fd);
+    return ok;
+}
+
 int store_open(store **out, const store_config *cfg, char *err, size_t errlen)
 {
     store *s = calloc(1, sizeof *s);
@@ -1060,6 +1095,7 @@ int store_open(store **out, const store_config *cfg, char *err, size_t errlen)
         return -1;
     }
     clear_tmp(s);
+    s->tmpfile_ok = probe_tmpfile(s);
     if (idx_open(&s->ix, s->dir, cfg->map_size, 1, err, errlen) != 0) {
         close(s->lock_fd);
         free(s);
@@ -1306,6 +1342,7 @@ void store_blob_close(store_blob *b)
 struct store_upload {
     store *s;
     int fd;
+    int anon; /* fd is an unnamed file; tmp is empty */
     char tmp[PATH_MAX];
     codec_writer *w;
     int status;
@@ -1326,9 +1363,18 @@ int store_upload_begin(store *s, int64_t expect_size, int want_md5, store_upload
     if (u == NULL)
         return STORE_IO;
     u->s = s;
-    snprintf(u->tmp, sizeof u->tmp, "%s/tmp/%ld.%llu", s->dir, (long)getpid(),
-             (unsigned long long)atomic_fetch_add(&s->tmp_seq, 1));
-    u->fd = open(u->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (s->tmpfile_ok) {
+        /* no name, so nothing to create in tmp/, unlink, or clean after a crash */
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s/tmp", s->dir);
+        u->fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+        u->anon = u->fd >= 0;
+    }
+    if (!u->anon) {
+        snprintf(u->tmp, sizeof u->tmp, "%s/tmp/%ld.%llu", s->dir, (long)getpid(),
+                 (unsigned long long)atomic_fetch_add(&s->tmp_seq, 1));
+        u->fd = open(u->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    }
     if (u->fd < 0) {
         int e = errno;
         free(u);
@@ -1412,14 +1458,21 @@ int store_upload_commit(store_upload *u, const char *ns, const void *key, size_t
         store_upload_abort(u);
         return rc;
     }
-    close(u->fd);
-    u->fd = -1;
     o.kind = OP_PUT;
     o.meta = meta;
     o.meta_len = meta_len;
+    o.anon = u->anon;
+    o.fd = u->fd; /* an unnamed file is linked in through it */
+    if (!u->anon) {
+        close(u->fd);
+        o.fd = -1;
+    }
+    u->fd = -1;
     memcpy(o.tmp, u->tmp, sizeof o.tmp);
     rc = submit_and_wait(s, &o);
-    if (!o.created)
+    if (o.anon)
+        close(o.fd); /* not linked (deduplicated or failed): the file goes with it */
+    else if (!o.created)
         unlink(o.tmp); /* deduplicated, or failed: the copy is not needed */
     u->tmp[0] = '\0';
     if (rc == STORE_OK && res) {
