@@ -1219,17 +1219,6 @@ int store_lookup(store *s, const char *ns, const void *key, size_t klen, store_e
     return rc;
 }
 
-int store_lookup_blob(store *s, const uint8_t digest[32], store_entry *e)
-{
-    memset(e, 0, sizeof *e);
-    MDB_txn *t = reader_get(s);
-    if (t == NULL)
-        return STORE_IO;
-    int rc = fill_entry(s, t, digest, e);
-    reader_put(s, t);
-    return rc;
-}
-
 struct store_blob {
     store *s;
     int fd;

@@ -75,8 +75,6 @@ void store_entry_clear(store_entry *e);
 
 /* Looks a key up; STORE_OK, STORE_NOTFOUND or STORE_IO. */
 int store_lookup(store *s, const char *ns, const void *key, size_t klen, store_entry *e);
-/* Looks a blob up by digest alone (whatever key uses it). */
-int store_lookup_blob(store *s, const uint8_t digest[32], store_entry *e);
 
 /* An open blob: read ranges of the body, or send the file itself. */
 typedef struct store_blob store_blob;
