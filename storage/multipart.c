@@ -55,11 +55,6 @@ static uint64_t unle(const uint8_t *p, int n)
     return v;
 }
 
-static int map_errno(int e)
-{
-    return e == ENOSPC || e == EDQUOT ? STORE_NOSPACE : STORE_IO;
-}
-
 /* Writes path atomically: a temporary file, fsync, rename. */
 static int write_file(const char *path, const void *data, size_t len)
 {
@@ -67,7 +62,7 @@ static int write_file(const char *path, const void *data, size_t len)
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
-        return map_errno(errno);
+        return store_status_of_errno(errno);
     int rc = util_write_all(fd, data, len);
     if (rc == 0 && fsync(fd) != 0)
         rc = -errno;
@@ -76,7 +71,7 @@ static int write_file(const char *path, const void *data, size_t len)
         rc = -errno;
     if (rc != 0) {
         unlink(tmp);
-        return map_errno(-rc);
+        return store_status_of_errno(-rc);
     }
     return STORE_OK;
 }
@@ -91,7 +86,7 @@ int mpu_create(store *s, const char *ns, const void *key, size_t klen, const voi
     char dir[PATH_MAX - 64], path[PATH_MAX];
     upload_dir(s, id, dir, sizeof dir);
     if (mkdir(dir, 0755) != 0)
-        return map_errno(errno);
+        return store_status_of_errno(errno);
     size_t nl = strlen(ns), len = 6 + 8 + 4 + nl + 4 + klen + 4 + meta_len;
     uint8_t *b = malloc(len), *p = b;
     if (b == NULL) {
@@ -209,7 +204,7 @@ int mpu_part_begin(store *s, const char *id, int number, mpu_writer **out)
     if (w->fd < 0) {
         int e = errno;
         free(w);
-        return e == ENOENT ? STORE_NOTFOUND : map_errno(e);
+        return e == ENOENT ? STORE_NOTFOUND : store_status_of_errno(e);
     }
     w->number = number;
     w->md5 = EVP_MD_CTX_new();
@@ -229,7 +224,7 @@ int mpu_part_write(mpu_writer *w, const void *buf, size_t len)
         return w->status;
     int rc = util_write_all(w->fd, buf, len);
     if (rc != 0)
-        return w->status = map_errno(-rc);
+        return w->status = store_status_of_errno(-rc);
     EVP_DigestUpdate(w->md5, buf, len);
     EVP_DigestUpdate(w->sha, buf, len);
     w->size += len;
@@ -268,7 +263,7 @@ int mpu_part_finish(mpu_writer *w, uint8_t md5[16], uint8_t sha256[32], uint64_t
 {
     unsigned int n;
     if (w->status == STORE_OK && fdatasync(w->fd) != 0)
-        w->status = map_errno(errno);
+        w->status = store_status_of_errno(errno);
     if (w->status == STORE_OK &&
         (!EVP_DigestFinal_ex(w->md5, w->digest, &n) || !EVP_DigestFinal_ex(w->sha, sha256, &n)))
         w->status = STORE_IO;

@@ -1339,7 +1339,7 @@ struct store_upload {
     codec_result cr;
 };
 
-static int map_errno(int e)
+int store_status_of_errno(int e)
 {
     return e == ENOSPC || e == EDQUOT ? STORE_NOSPACE : STORE_IO;
 }
@@ -1367,7 +1367,7 @@ int store_upload_begin(store *s, int64_t expect_size, int want_md5, store_upload
     if (u->fd < 0) {
         int e = errno;
         free(u);
-        return map_errno(e);
+        return store_status_of_errno(e);
     }
     u->w = codec_writer_new(u->fd, s->cfg.zstd_level, want_md5);
     if (u->w == NULL) {
@@ -1384,7 +1384,7 @@ int store_upload_write(store_upload *u, const void *buf, size_t len)
         return u->status;
     int rc = codec_writer_write(u->w, buf, len);
     if (rc != 0)
-        u->status = map_errno(-rc);
+        u->status = store_status_of_errno(-rc);
     return u->status;
 }
 
@@ -1419,7 +1419,7 @@ int store_upload_finish(store_upload *u, store_put_result *res)
     if (u->status == STORE_OK && !u->finished) {
         int e = codec_writer_finish(u->w, &u->cr);
         if (e != 0)
-            u->status = map_errno(-e);
+            u->status = store_status_of_errno(-e);
         u->finished = 1;
     }
     if (u->status == STORE_OK && res)
@@ -1440,7 +1440,7 @@ int store_upload_commit(store_upload *u, const char *ns, const void *key, size_t
     if (rc == STORE_OK && s->cfg.max_size && o.cr.stored > s->cfg.max_size)
         rc = STORE_TOO_LARGE;
     if (rc == STORE_OK && s->cfg.fsync && fdatasync(u->fd) != 0)
-        rc = map_errno(errno);
+        rc = store_status_of_errno(errno);
     if (rc == STORE_OK && (o.nskey = make_nskey(s, ns, key, klen, &o.nklen)) == NULL)
         rc = STORE_BAD_KEY;
     if (rc != STORE_OK) {

@@ -40,6 +40,9 @@ enum store_status {
 };
 
 const char *store_strerror(int status);
+/* The store status for an errno of a failed write: a full disk or quota is
+ * STORE_NOSPACE, anything else STORE_IO. */
+int store_status_of_errno(int err);
 
 typedef struct store_config {
     const char *dir;
