@@ -129,6 +129,11 @@ int awschunked_mode_of(const char *content_sha256);
  * AWSCHUNKED_ERR_UNEXPECTED_TRAILER. */
 int awschunked_init(awschunked *d, int mode, sigv4_chunk *signer, const char *expected_trailer);
 
+/* The same framing rules without any signature check, for a server that
+ * authenticates nobody (no access key configured): chunk and trailer
+ * signatures are read and ignored. */
+int awschunked_init_unverified(awschunked *d, int mode, const char *expected_trailer);
+
 /* Decode len more bytes of the body; sink (may be NULL) gets the payload. */
 int awschunked_feed(awschunked *d, const char *in, size_t len, awschunked_sink sink, void *ctx);
 

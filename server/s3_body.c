@@ -123,7 +123,11 @@ int s3_body_start(request *r, enum MHD_Result *ret)
             s->signer_on = 1;
             signer = &s->signer;
         }
-        int rc = awschunked_init(&s->chunked, mode, signer, trailer);
+        /* without a verified request signature (authentication off) the chunks'
+         * signatures cannot be checked either: the framing still is */
+        int rc = signer || mode == AWSCHUNKED_UNSIGNED_TRAILER
+                     ? awschunked_init(&s->chunked, mode, signer, trailer)
+                     : awschunked_init_unverified(&s->chunked, mode, trailer);
         if (rc != AWSCHUNKED_OK) {
             int status;
             const char *code = awschunked_s3_error(rc, &status);

@@ -435,6 +435,22 @@ class RunnerCacheTest(unittest.TestCase):
         s = self.status()
         self.assertEqual((s["entries"]["keys"], s["entries"]["blobs"]), (1, 1))
 
+    def test_minio_streaming_put_with_authentication_off(self):
+        """With no access key configured (as `make run` starts cairnd), minio-go's
+        signed streaming uploads still work: their framing is checked, their
+        signatures cannot be."""
+        self.srv.close()
+        self.srv = Server([])
+        self.flow("mb")
+        body = _random(3 << 20, "open")
+        path = self.write("open", body)
+        out, reqs = self.flow("put", "open/k", path)
+        puts = [r for r in reqs if r["method"] == "PUT" and r["path"].endswith("/open/k")]
+        self.assertEqual(puts[0]["headers"]["X-Amz-Content-Sha256"],
+                         "STREAMING-AWS4-HMAC-SHA256-PAYLOAD")
+        got, _ = self.flow("get", "open/k")
+        self.assertEqual((got["size"], got["sha256"]), (3 << 20, sha(body)))
+
     def test_minio_put_20mib_single_streaming_put(self):
         body = _random(20 * MiB, "twenty")
         path = self.write("twenty", body)

@@ -872,6 +872,43 @@ static int failing_sink(void *ctx, const char *data, size_t len)
     return ++*(int *)ctx >= 2;
 }
 
+/* Without a signer (authentication off), signed bodies decode with their
+ * signatures ignored, and the framing is still enforced. */
+static int unverified_rc(const char *p, size_t len, int mode, const char *declared)
+{
+    awschunked d;
+    int rc = awschunked_init_unverified(&d, mode, declared);
+    if (rc == AWSCHUNKED_OK)
+        rc = awschunked_feed(&d, p, len, NULL, NULL);
+    if (rc == AWSCHUNKED_OK)
+        rc = awschunked_finish(&d);
+    if (rc == AWSCHUNKED_OK)
+        assert_int_equal(awschunked_decoded(&d), EX_DECODED);
+    awschunked_free(&d);
+    return rc;
+}
+
+static void test_unverified(void **state)
+{
+    (void)state;
+    for (int trailer = 0; trailer < 2; trailer++) {
+        int mode = trailer ? AWSCHUNKED_SIGNED_TRAILER : AWSCHUNKED_SIGNED;
+        body b = example_body(trailer);
+        assert_int_equal(unverified_rc(b.p, b.len, mode, NULL), AWSCHUNKED_OK);
+        char *sig = strstr(b.p, "chunk-signature=") + strlen("chunk-signature=");
+        sig[3] ^= 1; /* a wrong signature is not checked */
+        assert_int_equal(unverified_rc(b.p, b.len, mode, NULL), AWSCHUNKED_OK);
+        assert_int_equal(unverified_rc(b.p, b.len - 7, mode, NULL), AWSCHUNKED_ERR_TRUNCATED);
+        free(b.p);
+    }
+    awschunked d;
+    assert_int_equal(awschunked_init_unverified(&d, 42, NULL), AWSCHUNKED_ERR_INVALID_ARG);
+    awschunked_free(&d);
+    assert_int_equal(awschunked_init_unverified(&d, AWSCHUNKED_SIGNED, "x-amz-checksum-crc32"),
+                     AWSCHUNKED_ERR_UNEXPECTED_TRAILER);
+    awschunked_free(&d);
+}
+
 static void test_api(void **state)
 {
     sigv4_chunk c;
@@ -963,23 +1000,15 @@ static void test_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_example_signed),
-        cmocka_unit_test(test_example_trailer),
-        cmocka_unit_test(test_example_tampered),
-        cmocka_unit_test(test_forms),
-        cmocka_unit_test(test_trailer_checksum),
-        cmocka_unit_test(test_client_quirks),
-        cmocka_unit_test(test_truncation),
-        cmocka_unit_test(test_truncation_example),
-        cmocka_unit_test(test_every_bit_flip),
-        cmocka_unit_test(test_trailer_rules),
-        cmocka_unit_test(test_signed_trailer_rules),
-        cmocka_unit_test(test_hostile_sizes),
-        cmocka_unit_test(test_hostile_lines),
-        cmocka_unit_test(test_hostile_framing),
-        cmocka_unit_test(test_hostile_signatures),
-        cmocka_unit_test(test_api),
-        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_example_signed),       cmocka_unit_test(test_example_trailer),
+        cmocka_unit_test(test_example_tampered),     cmocka_unit_test(test_forms),
+        cmocka_unit_test(test_trailer_checksum),     cmocka_unit_test(test_client_quirks),
+        cmocka_unit_test(test_truncation),           cmocka_unit_test(test_truncation_example),
+        cmocka_unit_test(test_every_bit_flip),       cmocka_unit_test(test_trailer_rules),
+        cmocka_unit_test(test_signed_trailer_rules), cmocka_unit_test(test_hostile_sizes),
+        cmocka_unit_test(test_hostile_lines),        cmocka_unit_test(test_hostile_framing),
+        cmocka_unit_test(test_hostile_signatures),   cmocka_unit_test(test_api),
+        cmocka_unit_test(test_unverified),           cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
