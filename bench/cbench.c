@@ -56,6 +56,7 @@
 
 #include <openssl/evp.h>
 
+#include "../common/util.h"
 #include "../storage/codec.h"
 #include "../storage/index.h"
 
@@ -143,10 +144,10 @@ static void fill_random(rng *r, uint8_t *p, size_t n)
 }
 
 static const char *words[] = {
-    "cache",   "build",  "target", "compile", "link",    "object",  "runner", "artifact",
-    "layer",   "digest", "src",    "lib",     "include", "test",    "main",   "util",
-    "hash",    "store",  "index",  "blob",    "module",  "package", "crate",  "gradle",
-    "node",    "vendor", "debug",  "release", "x86_64",  "aarch64", "linux",  "archive"};
+    "cache", "build",  "target", "compile", "link",    "object",  "runner", "artifact",
+    "layer", "digest", "src",    "lib",     "include", "test",    "main",   "util",
+    "hash",  "store",  "index",  "blob",    "module",  "package", "crate",  "gradle",
+    "node",  "vendor", "debug",  "release", "x86_64",  "aarch64", "linux",  "archive"};
 static const char *levels[] = {"INFO", "INFO", "INFO", "DEBUG", "WARN"};
 static const char *exts[] = {"c", "h", "o", "rs", "go", "java", "ts", "a"};
 
@@ -157,17 +158,17 @@ static void fill_text(rng *r, uint8_t *p, size_t n)
     size_t done = 0;
     while (done < n) {
         uint64_t a = rng_next(r), b = rng_next(r);
-        int len = snprintf(line, sizeof line,
-                           "2024-%02u-%02uT%02u:%02u:%02u.%03uZ %s %s-%u %s/%s/%s_%u.%s %s in "
-                           "%u.%u ms (%s)\n",
-                           (unsigned)(a % 12 + 1), (unsigned)(a >> 8) % 28 + 1,
-                           (unsigned)(a >> 16) % 24, (unsigned)(a >> 24) % 60,
-                           (unsigned)(a >> 32) % 60, (unsigned)(a >> 40) % 1000,
-                           levels[(b >> 0) % 5], words[(b >> 4) % 32], (unsigned)(b >> 10) % 64,
-                           words[(b >> 16) % 32], words[(b >> 21) % 32], words[(b >> 26) % 32],
-                           (unsigned)(b >> 31) % 500, exts[(b >> 40) % 8], words[(b >> 43) % 32],
-                           (unsigned)(b >> 48) % 200, (unsigned)(b >> 56) % 10,
-                           (b >> 60) & 1 ? "cache hit" : "cache miss");
+        int len =
+            snprintf(line, sizeof line,
+                     "2024-%02u-%02uT%02u:%02u:%02u.%03uZ %s %s-%u %s/%s/%s_%u.%s %s in "
+                     "%u.%u ms (%s)\n",
+                     (unsigned)(a % 12 + 1), (unsigned)(a >> 8) % 28 + 1, (unsigned)(a >> 16) % 24,
+                     (unsigned)(a >> 24) % 60, (unsigned)(a >> 32) % 60, (unsigned)(a >> 40) % 1000,
+                     levels[(b >> 0) % 5], words[(b >> 4) % 32], (unsigned)(b >> 10) % 64,
+                     words[(b >> 16) % 32], words[(b >> 21) % 32], words[(b >> 26) % 32],
+                     (unsigned)(b >> 31) % 500, exts[(b >> 40) % 8], words[(b >> 43) % 32],
+                     (unsigned)(b >> 48) % 200, (unsigned)(b >> 56) % 10,
+                     (b >> 60) & 1 ? "cache hit" : "cache miss");
         size_t take = (size_t)len < n - done ? (size_t)len : n - done;
         memcpy(p + done, line, take);
         done += take;
@@ -227,22 +228,6 @@ static uint64_t parse_u64(const char *s)
     return v;
 }
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static int cmd_gen(int argc, char **argv, int digest_only)
 {
     if (argc != 5)
@@ -259,7 +244,7 @@ static int cmd_gen(int argc, char **argv, int digest_only)
         gen_chunk(&g, buf, n);
         if (digest_only)
             EVP_DigestUpdate(ctx, buf, n);
-        else if (write_all(1, buf, n) != 0)
+        else if (util_write_all(1, buf, n) != 0)
             return 1;
         done += n;
     }
@@ -352,7 +337,7 @@ static int http_do(int fd, const char *method, const char *path, const void *bod
                       "%s %s HTTP/1.1\r\nHost: bench\r\nContent-Length: %zu\r\n"
                       "Content-Type: application/octet-stream\r\n\r\n",
                       method, path, len);
-    if (write_all(fd, head, (size_t)hn) != 0 || (len && write_all(fd, body, len) != 0))
+    if (util_write_all(fd, head, (size_t)hn) != 0 || (len && util_write_all(fd, body, len) != 0))
         return -1;
     char buf[8192];
     size_t got = 0;
@@ -401,7 +386,7 @@ static int cmd_get(int argc, char **argv)
     char head[1024];
     int hn = snprintf(head, sizeof head, "GET %s HTTP/1.1\r\nHost: bench\r\n%s%s\r\n", argv[3],
                       argc == 5 ? argv[4] : "", argc == 5 ? "\r\n" : "");
-    if (write_all(fd, head, (size_t)hn) != 0)
+    if (util_write_all(fd, head, (size_t)hn) != 0)
         die("%s", "cannot send the request");
     size_t cap = 1u << 20, got = 0;
     char *buf = malloc(cap + 1), *end = NULL;
@@ -504,7 +489,7 @@ static int cmd_smallset(int argc, char **argv)
         snprintf(ss.paths[i], sizeof ss.paths[i], "/cas/%s", h);
         snprintf(file, sizeof file, "%s/%s", dir, h);
         int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd < 0 || write_all(fd, b, ss.size) != 0 || close(fd) != 0)
+        if (fd < 0 || util_write_all(fd, b, ss.size) != 0 || close(fd) != 0)
             die("cannot write %s", file);
         fprintf(list, "%s\n", ss.paths[i]);
     }
@@ -554,7 +539,7 @@ static void *pop_files_main(void *arg)
         hex(pf->e[k].digest, 32, h);
         snprintf(path, sizeof path, "%s/blobs/%.2s/%s", pf->dir, h, h);
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0 || write_all(fd, body, (size_t)len) != 0 || close(fd) != 0) {
+        if (fd < 0 || util_write_all(fd, body, (size_t)len) != 0 || close(fd) != 0) {
             fprintf(stderr, "cbench: cannot write %s: %s\n", path, strerror(errno));
             pf->failed = 1;
             return NULL;
@@ -615,8 +600,12 @@ static int cmd_populate(int argc, char **argv)
         int len = snprintf(body, sizeof body, POP_BODY_FMT, e[k].i);
         memcpy(nskey, "cas", 4); /* "cas\0" */
         hex(e[k].digest, 32, nskey + 4);
-        blob_rec b = {.format = 1, .codec = CODEC_RAW, .refs = 1, .size = (uint64_t)len,
-                      .stored = (uint64_t)len, .atime = 0};
+        blob_rec b = {.format = 1,
+                      .codec = CODEC_RAW,
+                      .refs = 1,
+                      .size = (uint64_t)len,
+                      .stored = (uint64_t)len,
+                      .atime = 0};
         key_rec kr = {.size = (uint64_t)len, .mtime_ms = now_s * 1000};
         memcpy(kr.digest, e[k].digest, 32);
         if ((rc = idx_move_atime(t, &ix, e[k].digest, &b, now_s)) != 0 ||

@@ -102,9 +102,9 @@ if ! make -s all >"$WORK/build.log" 2>&1; then
 fi
 CBENCH=$OUT/cbench
 if [ ! -x "$CBENCH" ] || [ bench/cbench.c -nt "$CBENCH" ] || [ storage/index.c -nt "$CBENCH" ] ||
-    [ storage/index.h -nt "$CBENCH" ]; then
+    [ storage/index.h -nt "$CBENCH" ] || [ common/util.c -nt "$CBENCH" ]; then
     cc -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -o "$CBENCH" bench/cbench.c storage/index.c \
-        -llmdb -lcrypto -pthread
+        common/util.c -llmdb -lcrypto -pthread
 fi
 # a private copy: a rebuild of bin/cairnd during the run does not change what is measured
 cp "$ROOT/bin/cairnd" "$WORK/cairnd"

@@ -55,6 +55,19 @@ static int load_upload(request *r, mpu_info *info)
     return 0;
 }
 
+/* The parts of a loaded upload; on failure, answers, releases info and
+ * returns -1 (the upload may have completed or been aborted meanwhile). */
+static int load_parts(request *r, mpu_info *info, mpu_part **parts, size_t *np,
+                      enum MHD_Result *ret)
+{
+    int st = mpu_parts(r->srv->st, info->id, parts, np);
+    if (st == STORE_OK)
+        return 0;
+    mpu_info_clear(info);
+    *ret = st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);
+    return -1;
+}
+
 enum MHD_Result s3_create_multipart(request *r)
 {
     s3_req *s = r->fe;
@@ -296,13 +309,10 @@ static enum MHD_Result complete(request *r, complete_parse *p)
     }
     mpu_part *parts;
     size_t np;
-    int st = mpu_parts(r->srv->st, info.id, &parts, &np);
-    if (st != STORE_OK) {
-        mpu_info_clear(&info);
-        return st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);
-    }
     enum MHD_Result ret = MHD_NO;
-    int failed = 0;
+    if (load_parts(r, &info, &parts, &np, &ret) != 0)
+        return ret;
+    int st, failed = 0;
     for (size_t i = 0; i < p->n && !failed; i++) {
         if (i > 0 && p->numbers[i] <= p->numbers[i - 1]) {
             ret = s3_error(r, 400, "InvalidPartOrder",
@@ -392,11 +402,9 @@ enum MHD_Result s3_list_parts(request *r)
         return no_such_upload(r);
     mpu_part *parts;
     size_t np;
-    int st = mpu_parts(r->srv->st, info.id, &parts, &np);
-    if (st != STORE_OK) {
-        mpu_info_clear(&info);
-        return s3_store_error(r, st);
-    }
+    enum MHD_Result ret;
+    if (load_parts(r, &info, &parts, &np, &ret) != 0)
+        return ret;
     const char *mp = s3_param(r, "max-parts"), *marker = s3_param(r, "part-number-marker");
     long max = mp ? strtol(mp, NULL, 10) : 1000;
     long after = marker ? strtol(marker, NULL, 10) : 0;

@@ -89,10 +89,10 @@ class Server:
         self.last_log = self.read_log() if os.path.exists(self.log_path) else ""
         if self.own_data:
             shutil.rmtree(self.data, ignore_errors=True)
-            try:
-                os.unlink(self.data + ".log")
-            except OSError:
-                pass
+        try:
+            os.unlink(self.log_path)  # the log is the test's, not the data's: kept in last_log
+        except OSError:
+            pass
         return rc
 
     def conn(self, timeout=120):
@@ -134,6 +134,21 @@ class ServerTest(unittest.TestCase):
     def tearDown(self):
         rc = self.srv.close()
         self.assertEqual(rc, 0, "cairnd exited with %s\n%s" % (rc, self.srv.last_log[-6000:]))
+
+
+def random_seed():
+    """The seed of a test's random data, printed so that a failure can be repeated."""
+    seed = int(os.environ.get("CAIRN_TEST_SEED", time.time_ns() % 1000000))
+    print("\n  seed %d (set CAIRN_TEST_SEED to repeat)" % seed)
+    return seed
+
+
+def close_checked(test, srv, killed_ok=False):
+    """Stops srv with SIGTERM and removes what it left; the test fails unless
+    cairnd exited 0 (or, with killed_ok, had already been stopped or killed)."""
+    rc = srv.close()
+    test.assertIn(rc, (0, None) if killed_ok else (0,),
+                  "cairnd exited with %s on SIGTERM\n%s" % (rc, srv.last_log[-4000:]))
 
 
 def wait_for(pred, timeout=10.0, step=0.05):

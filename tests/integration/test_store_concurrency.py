@@ -19,7 +19,7 @@ import threading
 import time
 import unittest
 
-from harness import Server, blob_files, get_digest, put_stream, tmp_files
+from harness import Server, close_checked, random_seed, blob_files, get_digest, put_stream, tmp_files
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -30,8 +30,7 @@ READERS = 4
 
 class ConcurrencyTest(unittest.TestCase):
     def setUp(self):
-        seed = int(os.environ.get("CAIRN_TEST_SEED", time.time_ns() % 1000000))
-        print("\n  seed %d (set CAIRN_TEST_SEED to repeat)" % seed)
+        seed = random_seed()
         self.rng = random.Random(seed)
 
     def start(self, args=()):
@@ -40,10 +39,7 @@ class ConcurrencyTest(unittest.TestCase):
         return self.srv
 
     def close_server(self):
-        rc = self.srv.stop()
-        log = self.srv.read_log() if os.path.exists(self.srv.log_path) else ""
-        self.srv.close()
-        self.assertEqual(rc, 0, "cairnd exited with %s on SIGTERM\n%s" % (rc, log[-4000:]))
+        close_checked(self, self.srv)
 
     def make_bodies(self):
         bodies = []

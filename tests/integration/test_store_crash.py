@@ -22,7 +22,7 @@ import threading
 import time
 import unittest
 
-from harness import Server, blob_files, get_digest, put_stream, tmp_files, wait_for
+from harness import Server, close_checked, random_seed, blob_files, get_digest, put_stream, tmp_files, wait_for
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -54,8 +54,7 @@ class Upload:
 
 class CrashTest(unittest.TestCase):
     def setUp(self):
-        self.seed = int(os.environ.get("CAIRN_TEST_SEED", time.time_ns() % 1000000))
-        print("\n  seed %d (set CAIRN_TEST_SEED to repeat)" % self.seed)
+        self.seed = random_seed()
         self.rng = random.Random(self.seed)
 
     def start_server(self, args=()):
@@ -64,10 +63,7 @@ class CrashTest(unittest.TestCase):
         return srv
 
     def close_server(self, srv):
-        rc = srv.stop()
-        log = srv.read_log() if os.path.exists(srv.log_path) else ""
-        srv.close()
-        self.assertIn(rc, (0, None), "cairnd exited with %s on SIGTERM\n%s" % (rc, log[-4000:]))
+        close_checked(self, srv, killed_ok=True)
 
     # ---- uploads --------------------------------------------------------------
 

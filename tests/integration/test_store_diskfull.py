@@ -19,10 +19,9 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
 import unittest
 
-from harness import Server, blob_files, get_digest, put_stream, tmp_files
+from harness import Server, close_checked, random_seed, blob_files, get_digest, put_stream, tmp_files
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -39,21 +38,12 @@ class FullStoreChecks:
     """Shared by both tests: PUT until 507, then check client view and store."""
 
     def setUp(self):
-        seed = int(os.environ.get("CAIRN_TEST_SEED", time.time_ns() % 1000000))
-        print("\n  seed %d (set CAIRN_TEST_SEED to repeat)" % seed)
+        seed = random_seed()
         self.rng = random.Random(seed)
         self.n = 0
 
     def close_server(self, srv):
-        rc = srv.stop()
-        log = srv.read_log() if os.path.exists(srv.log_path) else ""
-        srv.close()
-        if not srv.own_data:
-            try:
-                os.unlink(srv.data + ".log")
-            except OSError:
-                pass
-        self.assertIn(rc, (0, None), "cairnd exited with %s on SIGTERM\n%s" % (rc, log[-4000:]))
+        close_checked(self, srv, killed_ok=True)
 
     def new_entry(self, size, compressible=False):
         """A random body (stored raw), or random hex text (compresses to

@@ -11,13 +11,12 @@ times are flushed to the index every 2 s, so the test waits 2.5 s after such
 a read before it pushes more data.
 """
 import hashlib
-import os
 import random
 import socket
 import time
 import unittest
 
-from harness import Server, blob_files, sha256, tmp_files
+from harness import Server, close_checked, random_seed, blob_files, sha256, tmp_files
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -69,17 +68,13 @@ def put_expect_continue(port, path, chunks, length, chunked=False):
 
 class EvictionTest(unittest.TestCase):
     def setUp(self):
-        seed = int(os.environ.get("CAIRN_TEST_SEED", time.time_ns() % 1000000))
-        print("\n  seed %d (set CAIRN_TEST_SEED to repeat)" % seed)
+        seed = random_seed()
         self.rng = random.Random(seed)
         self.srv = Server(ARGS)
         self.addCleanup(self.close_server)
 
     def close_server(self):
-        rc = self.srv.stop()
-        log = self.srv.read_log() if os.path.exists(self.srv.log_path) else ""
-        self.srv.close()
-        self.assertEqual(rc, 0, "cairnd exited with %s on SIGTERM\n%s" % (rc, log[-4000:]))
+        close_checked(self, self.srv)
 
     def body(self, n=BODY):
         return self.rng.randbytes(n)

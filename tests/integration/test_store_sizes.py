@@ -9,13 +9,12 @@ first frame compressible, so the body is stored as zstd frames of which some
 compress and some do not, and is read back through the frame decoder.
 """
 import hashlib
-import os
 import random
 import shutil
 import time
 import unittest
 
-from harness import Server, blob_files, get_digest, put_stream, sha256, tmp_files
+from harness import Server, close_checked, random_seed, blob_files, get_digest, put_stream, sha256, tmp_files
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -71,18 +70,14 @@ class BigBody:
 
 class SizesTest(unittest.TestCase):
     def setUp(self):
-        seed = int(os.environ.get("CAIRN_TEST_SEED", time.time_ns() % 1000000))
-        print("\n  seed %d (set CAIRN_TEST_SEED to repeat)" % seed)
+        seed = random_seed()
         self.seed = seed
         self.rng = random.Random(seed)
         self.srv = Server()
         self.addCleanup(self.close_server)
 
     def close_server(self):
-        rc = self.srv.stop()
-        log = self.srv.read_log() if os.path.exists(self.srv.log_path) else ""
-        self.srv.close()
-        self.assertEqual(rc, 0, "cairnd exited with %s on SIGTERM\n%s" % (rc, log[-4000:]))
+        close_checked(self, self.srv)
 
     def check_store(self, distinct, keys):
         """distinct: {sha: size} of the bodies stored; keys: number of keys."""
