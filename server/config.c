@@ -3,6 +3,8 @@
  */
 #include "config.h"
 
+#include "../storage/store.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -12,6 +14,7 @@
 
 #include "../common/log.h"
 #include "../common/util.h"
+#include "../storage/store.h"
 
 enum opt_type { T_STR, T_SIZE, T_UINT, T_BOOL, T_DURATION, T_PERCENT };
 
@@ -45,6 +48,9 @@ static const option_def options[] = {
      "made durable)"},
     {"zstd-level", T_UINT, OFF(zstd_level), 0, "1",
      "zstd level for compressible bodies (0 stores every body raw)"},
+    {"inline-max-size", T_SIZE, OFF(inline_max_size), 0, "16K",
+     "bodies up to this size are kept in the index instead of a file each (at most 64K; "
+     "0 = a file for every body): a small write is then one share of a group commit"},
     {"index-map-size", T_SIZE, OFF(index_map_size), 0, "256G",
      "LMDB map size: address space reserved for the index, not disk"},
     {"fsync", T_BOOL, OFF(fsync), 0, "true",
@@ -282,6 +288,10 @@ int config_load(server_config *cfg, int argc, char **argv)
     }
     if (cfg->low_watermark > cfg->high_watermark || cfg->high_watermark == 0) {
         fprintf(stderr, "cairnd: need 0 <= low-watermark <= high-watermark <= 100, 0 < high\n");
+        return -1;
+    }
+    if (cfg->inline_max_size > STORE_INLINE_LIMIT) {
+        fprintf(stderr, "cairnd: inline-max-size must be at most 64K\n");
         return -1;
     }
     if (cfg->zstd_level > 19) {

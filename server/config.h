@@ -23,6 +23,7 @@ typedef struct server_config {
     uint64_t low_watermark;
     uint64_t threads;
     uint64_t zstd_level;
+    uint64_t inline_max_size;
     uint64_t index_map_size;
     int fsync;
     uint64_t connection_timeout;

@@ -61,6 +61,7 @@ int main(int argc, char **argv)
     sc.high_pct = (unsigned)cfg.high_watermark;
     sc.low_pct = (unsigned)cfg.low_watermark;
     sc.zstd_level = (int)cfg.zstd_level;
+    sc.inline_max = cfg.inline_max_size;
     sc.map_size = cfg.index_map_size;
     sc.fsync = cfg.fsync;
 

@@ -20,7 +20,8 @@ static enum MHD_Result status_json(request *r)
     char buf[2048];
     snprintf(buf, sizeof buf,
              "{\"version\":\"%s\",\"uptime_seconds\":%" PRIu64 ",\"ready\":%s,"
-             "\"entries\":{\"keys\":%" PRIu64 ",\"blobs\":%" PRIu64 "},"
+             "\"entries\":{\"keys\":%" PRIu64 ",\"blobs\":%" PRIu64 ",\"inline_blobs\":%" PRIu64
+             "},"
              "\"bytes\":{\"stored\":%" PRIu64 ",\"logical\":%" PRIu64 ",\"referenced\":%" PRIu64
              ",\"saved_by_dedup\":%" PRIu64 ",\"saved_by_compression\":%" PRIu64 "},"
              "\"limits\":{\"max_size\":%" PRIu64 ",\"high_watermark_bytes\":%" PRIu64
@@ -28,8 +29,8 @@ static enum MHD_Result status_json(request *r)
              "\"eviction\":{\"blobs\":%" PRIu64 ",\"bytes\":%" PRIu64 "},"
              "\"corrupt_blobs_quarantined\":%" PRIu64 ",\"orphans_removed\":%" PRIu64 "}\n",
              CAIRN_VERSION, (util_now_ms() - r->srv->start_ms) / 1000,
-             atomic_load(&r->srv->ready) ? "true" : "false", st.keys, st.blobs, st.physical,
-             st.logical, st.referenced, st.referenced - st.logical,
+             atomic_load(&r->srv->ready) ? "true" : "false", st.keys, st.blobs, st.inline_blobs,
+             st.physical, st.logical, st.referenced, st.referenced - st.logical,
              st.logical > st.physical ? st.logical - st.physical : 0, st.max_size, st.high_bytes,
              st.low_bytes, c->max_body, st.evicted_blobs, st.evicted_bytes, st.corrupt_blobs,
              st.orphans_removed);

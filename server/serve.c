@@ -2,7 +2,8 @@
  * serve.c - stored bodies out, for every front end.
  *
  * Four ways out, cheapest first:
- *   - raw blob: sendfile from the blob file, whole or a range;
+ *   - raw blob: sendfile from the blob file, whole or a range (a small blob
+ *     kept in the index is copied from memory, whatever its codec);
  *   - zstd blob, client accepts zstd, no range: sendfile of the file as it
  *     is (it is a valid zstd stream) with Content-Encoding: zstd;
  *   - zstd blob, small answer: decode into one buffer before answering, so a
@@ -119,7 +120,16 @@ static struct MHD_Response *body_response(server *srv, const store_entry *e, con
         return NULL;
     }
     struct MHD_Response *resp = NULL;
-    if (e->codec == CODEC_RAW || (e->codec == CODEC_ZSTD && o->allow_zstd && !ranged)) {
+    const void *inl;
+    size_t inl_len;
+    int in_index = store_blob_bytes(b, &inl, &inl_len) == 0;
+    if (in_index && e->codec == CODEC_ZSTD && o->allow_zstd && !ranged) {
+        /* a small blob kept in the index: its one zstd frame, as stored */
+        *zstd_passthrough = 1;
+        resp = MHD_create_response_from_buffer(inl_len, (void *)inl, MHD_RESPMEM_MUST_COPY);
+        store_blob_close(b);
+    } else if (!in_index &&
+               (e->codec == CODEC_RAW || (e->codec == CODEC_ZSTD && o->allow_zstd && !ranged))) {
         uint64_t flen = e->codec == CODEC_RAW ? len : e->stored;
         *zstd_passthrough = e->codec == CODEC_ZSTD;
         resp = MHD_create_response_from_fd_at_offset64(flen, store_blob_fd(b), start);

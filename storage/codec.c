@@ -733,3 +733,85 @@ out:
     codec_reader_free(r);
     return rc;
 }
+
+/* ---- small bodies, kept in the index ---------------------------------------- */
+
+static pthread_key_t cctx_key;
+static pthread_once_t cctx_once = PTHREAD_ONCE_INIT;
+
+static void cctx_free(void *p)
+{
+    ZSTD_freeCCtx(p);
+}
+
+static void cctx_key_init(void)
+{
+    pthread_key_create(&cctx_key, cctx_free);
+}
+
+/* One compression context per thread, as for decoding: small bodies come
+ * many at a time, and a context costs more to make than to use on 4 KiB. */
+static ZSTD_CCtx *thread_cctx(void)
+{
+    pthread_once(&cctx_once, cctx_key_init);
+    ZSTD_CCtx *c = pthread_getspecific(cctx_key);
+    if (c == NULL && (c = ZSTD_createCCtx()) != NULL)
+        pthread_setspecific(cctx_key, c);
+    return c;
+}
+
+size_t codec_small_bound(size_t len)
+{
+    return ZSTD_compressBound(len);
+}
+
+int codec_encode_small(int level, int want_md5, const void *in, size_t len, uint8_t *out,
+                       codec_result *res)
+{
+    unsigned int n;
+    if (!EVP_Digest(in, len, res->sha256, &n, EVP_sha256(), NULL))
+        return -EIO;
+    if (want_md5 && !EVP_Digest(in, len, res->md5, &n, EVP_md5(), NULL))
+        return -EIO;
+    res->size = len;
+    size_t csize = 0;
+    if (level > 0 && len > 0) {
+        ZSTD_CCtx *c = thread_cctx();
+        if (c == NULL)
+            return -ENOMEM;
+        ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
+        ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level);
+        ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+        ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1);
+        csize = ZSTD_compress2(c, out, ZSTD_compressBound(len), in, len);
+        if (ZSTD_isError(csize))
+            return -EIO;
+    }
+    if (csize > 0 && csize <= len - len / 8) {
+        res->codec = CODEC_ZSTD;
+        res->stored = csize;
+    } else {
+        /* the writer's rule: zstd must save at least an eighth */
+        if (len)
+            memcpy(out, in, len);
+        res->codec = CODEC_RAW;
+        res->stored = len;
+    }
+    return 0;
+}
+
+int codec_decode_small(int codec, const void *in, size_t in_len, void *out, size_t size)
+{
+    if (codec == CODEC_RAW) {
+        if (in_len != size)
+            return CODEC_ERR_CORRUPT;
+        if (size)
+            memcpy(out, in, size);
+        return 0;
+    }
+    ZSTD_DCtx *d = thread_dctx();
+    if (d == NULL)
+        return -ENOMEM;
+    size_t got = ZSTD_decompressDCtx(d, out, size, in, in_len);
+    return ZSTD_isError(got) || got != size ? CODEC_ERR_CORRUPT : 0;
+}

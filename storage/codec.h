@@ -71,6 +71,17 @@ void codec_reader_free(codec_reader *r);
  * frame while the caller consumes the current one.  Optional; 0 on success. */
 int codec_reader_readahead(codec_reader *r);
 
+/* Small bodies kept in the index rather than in a file of their own ("inline"
+ * blobs) use the same two codecs without a seek table: CODEC_RAW is the body,
+ * CODEC_ZSTD one zstd frame with its content checksum.  codec_encode_small
+ * hashes the body and picks the codec with the same rule as the writer; out
+ * must hold codec_small_bound(len) bytes.  0 or -errno. */
+size_t codec_small_bound(size_t len);
+int codec_encode_small(int level, int want_md5, const void *in, size_t len, uint8_t *out,
+                       codec_result *res);
+/* Decodes a small body of exactly size bytes into out: 0, or CODEC_ERR_CORRUPT. */
+int codec_decode_small(int codec, const void *in, size_t in_len, void *out, size_t size);
+
 /* Reads the whole file, checks every frame and the SHA-256 of the body.
  * 0 if it matches, CODEC_ERR_CORRUPT if not, -errno on I/O errors. */
 int codec_verify(int fd, int codec, uint64_t size, uint64_t stored, const uint8_t sha256[32]);

@@ -43,7 +43,7 @@ int idx_open(idx *ix, const char *dir, uint64_t map_size, int nosync_meta, char 
     memset(ix, 0, sizeof *ix);
     if ((rc = mdb_env_create(&ix->env)) != 0)
         goto fail;
-    mdb_env_set_maxdbs(ix->env, 8);
+    mdb_env_set_maxdbs(ix->env, 16);
     mdb_env_set_maxreaders(ix->env, 1024);
     if ((rc = mdb_env_set_mapsize(ix->env, (size_t)map_size)) != 0)
         goto fail;
@@ -63,7 +63,8 @@ int idx_open(idx *ix, const char *dir, uint64_t map_size, int nosync_meta, char 
         (rc = mdb_dbi_open(t, "atime", MDB_CREATE, &ix->atime)) != 0 ||
         (rc = mdb_dbi_open(t, "refs", MDB_CREATE | MDB_DUPSORT, &ix->refs)) != 0 ||
         (rc = mdb_dbi_open(t, "meta", MDB_CREATE, &ix->meta)) != 0 ||
-        (rc = mdb_dbi_open(t, "ns", MDB_CREATE, &ix->ns)) != 0)
+        (rc = mdb_dbi_open(t, "ns", MDB_CREATE, &ix->ns)) != 0 ||
+        (rc = mdb_dbi_open(t, "inline", MDB_CREATE, &ix->inl)) != 0)
         goto fail;
     MDB_val k = {7, "version"}, v;
     rc = mdb_get(t, ix->meta, &k, &v);
@@ -175,7 +176,32 @@ int idx_del_blob(MDB_txn *t, idx *ix, const uint8_t d[32], const blob_rec *b)
     if (rc != 0)
         return rc;
     MDB_val k = {32, (void *)d};
+    if (b->format == BLOB_INLINE && (rc = mdb_del(t, ix->inl, &k, NULL)) != 0 && rc != MDB_NOTFOUND)
+        return rc;
     return mdb_del(t, ix->blobs, &k, NULL);
+}
+
+int idx_put_inline(MDB_txn *t, idx *ix, const uint8_t d[32], const void *data, size_t len)
+{
+    MDB_val k = {32, (void *)d}, v = {len, (void *)data};
+    return mdb_put(t, ix->inl, &k, &v, 0);
+}
+
+int idx_get_inline(MDB_txn *t, idx *ix, const uint8_t d[32], const void **data, size_t *len)
+{
+    MDB_val k = {32, (void *)d}, v;
+    int rc = mdb_get(t, ix->inl, &k, &v);
+    if (rc == 0) {
+        *data = v.mv_data;
+        *len = v.mv_size;
+    }
+    return rc;
+}
+
+uint64_t idx_count_inline(MDB_txn *t, idx *ix)
+{
+    MDB_stat st;
+    return mdb_stat(t, ix->inl, &st) == 0 ? st.ms_entries : 0;
 }
 
 /* Sets b->atime and keeps the atime database in step (b is stored too). */

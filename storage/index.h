@@ -13,6 +13,8 @@
  *   meta   "stats" -> totals, "version" -> index format version.
  *   ns     namespace name -> creation time and the front end's metadata, for
  *          front ends whose namespaces are created explicitly (S3 buckets).
+ *   inline digest -> the stored bytes of a small blob kept in the index
+ *          instead of a file of its own (blob format BLOB_INLINE).
  *
  * Records are encoded little-endian with explicit offsets (no struct images),
  * and each starts with a version byte so the layout can evolve.  Everything
@@ -28,14 +30,18 @@
 
 #define INDEX_FORMAT 1
 
+/* blob_rec.format: where the stored bytes are */
+#define BLOB_FILE 1   /* blobs/xx/<digest>, laid out as codec.h says */
+#define BLOB_INLINE 2 /* the `inline` database: raw, or one zstd frame */
+
 typedef struct idx {
     MDB_env *env;
-    MDB_dbi keys, blobs, atime, refs, meta, ns;
+    MDB_dbi keys, blobs, atime, refs, meta, ns, inl;
     size_t max_key; /* LMDB's key size limit */
 } idx;
 
 typedef struct blob_rec {
-    uint8_t format; /* blob file layout version */
+    uint8_t format; /* BLOB_FILE or BLOB_INLINE */
     uint8_t codec;  /* CODEC_RAW or CODEC_ZSTD */
     uint8_t tier;   /* cold-tier state; 0 = local only */
     uint32_t refs;  /* keys that point at this blob */
@@ -66,7 +72,14 @@ void idx_close(idx *ix);
 
 int idx_get_blob(MDB_txn *t, idx *ix, const uint8_t d[32], blob_rec *b);
 int idx_put_blob(MDB_txn *t, idx *ix, const uint8_t d[32], const blob_rec *b);
+/* Removes the blob record, its place in the eviction order, and its inline
+ * bytes if it has any. */
 int idx_del_blob(MDB_txn *t, idx *ix, const uint8_t d[32], const blob_rec *b);
+int idx_put_inline(MDB_txn *t, idx *ix, const uint8_t d[32], const void *data, size_t len);
+/* The stored bytes point into LMDB memory: valid until the txn ends. */
+int idx_get_inline(MDB_txn *t, idx *ix, const uint8_t d[32], const void **data, size_t *len);
+/* Number of records in the inline database. */
+uint64_t idx_count_inline(MDB_txn *t, idx *ix);
 int idx_move_atime(MDB_txn *t, idx *ix, const uint8_t d[32], blob_rec *b, uint64_t atime);
 
 int idx_get_key(MDB_txn *t, idx *ix, const void *k, size_t klen, key_rec *r);

@@ -34,6 +34,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -76,6 +77,8 @@ typedef struct op {
     int link; /* point a key at an existing blob: no file comes with it */
     int anon; /* the body is an unnamed file (O_TMPFILE), open as fd */
     int fd;
+    const uint8_t *inl; /* a small body's stored bytes, kept in the index: no file */
+    size_t inl_len;
     int created;  /* this op renamed a new blob file into place */
     int map_full; /* failed for want of index space: worth another try */
     /* OP_QUARANTINE, OP_SWEEP */
@@ -182,6 +185,7 @@ void store_config_defaults(store_config *cfg)
     cfg->fsync = 1;
     cfg->touch_interval_ms = 2000;
     cfg->multipart_ttl_ms = 7ULL * 24 * 3600 * 1000;
+    cfg->inline_max = 16u << 10;
 }
 
 static uint64_t percent_of(uint64_t v, unsigned pct)
@@ -370,6 +374,8 @@ static int drop_blob(store *s, MDB_txn *t, idx_stats *st, const uint8_t d[32], c
     st->blobs--;
     st->logical -= b->size;
     st->physical -= b->stored;
+    if (b->format == BLOB_INLINE)
+        return 0; /* its bytes went with its record */
     return digest_list_push(later, d) == 0 ? 0 : ENOMEM;
 }
 
@@ -388,6 +394,8 @@ static int unref_blob(store *s, MDB_txn *t, idx_stats *st, const uint8_t d[32])
     st->blobs--;
     st->logical -= b.size;
     st->physical -= b.stored;
+    if (b.format == BLOB_INLINE)
+        return 0;
     return digest_list_push(&s->unlink_later, d) == 0 ? 0 : ENOMEM;
 }
 
@@ -429,7 +437,7 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
     }
     if (create) {
         memset(&b, 0, sizeof b);
-        b.format = 1;
+        b.format = o->inl ? BLOB_INLINE : BLOB_FILE;
         b.codec = (uint8_t)o->cr.codec;
         b.size = o->cr.size;
         b.stored = o->cr.stored;
@@ -468,7 +476,10 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
     st->referenced += o->cr.size;
     st->referenced -= old_size;
 
-    if (create) {
+    if (create && o->inl) {
+        if ((rc = idx_put_inline(t, &s->ix, d, o->inl, o->inl_len)) != 0)
+            return rc;
+    } else if (create) {
         char path[PATH_MAX];
         blob_path(s, d, path, sizeof path);
         int moved = place_blob(o, path) == 0;
@@ -510,17 +521,26 @@ static int apply_delete(store *s, MDB_txn *t, idx_stats *st, op *o)
 
 static int apply_quarantine(store *s, MDB_txn *t, idx_stats *st, op *o)
 {
-    char path[PATH_MAX];
-    struct stat sb;
-    blob_path(s, o->digests[0], path, sizeof path);
-    if (stat(path, &sb) != 0 || sb.st_ino != o->ino)
-        return 0; /* already replaced or gone */
     blob_rec b;
     int rc = idx_get_blob(t, &s->ix, o->digests[0], &b);
     if (rc == MDB_NOTFOUND)
         return 0;
     if (rc != 0)
         return rc;
+    if (b.format == BLOB_INLINE) {
+        if (o->ino != 0)
+            return 0; /* the failing file was replaced by an inline copy */
+        char hex[65];
+        util_hex(o->digests[0], 32, hex);
+        atomic_fetch_add(&s->corrupt_blobs, 1);
+        log_msg(LOG_WARN, "blob_quarantined", "inline blob %s failed its checks, dropped", hex);
+        return drop_blob(s, t, st, o->digests[0], &b, NULL);
+    }
+    char path[PATH_MAX];
+    struct stat sb;
+    blob_path(s, o->digests[0], path, sizeof path);
+    if (stat(path, &sb) != 0 || sb.st_ino != o->ino)
+        return 0; /* already replaced or gone */
     return drop_blob(s, t, st, o->digests[0], &b, &s->quarantine_later);
 }
 
@@ -722,6 +742,18 @@ static void undo_create(store *s, op *o)
 }
 
 #define MAP_FULL_RETRIES 3
+#define NEARLY_FULL (8u << 20)
+
+/* LMDB reports a short write of its pages as EIO.  Writes come up short when
+ * the disk fills in the middle of one: with the disk (nearly) full, the
+ * failure is a want of space, to be answered as such. */
+static int commit_error(store *s, int rc)
+{
+    struct statvfs vs;
+    if (rc == EIO && statvfs(s->dir, &vs) == 0 && (uint64_t)vs.f_bavail * vs.f_frsize < NEARLY_FULL)
+        return ENOSPC;
+    return rc;
+}
 
 static void process_batch(store *s, op *list, int attempt)
 {
@@ -789,7 +821,7 @@ static void process_batch(store *s, op *list, int attempt)
     rc = idx_put_stats(t, &s->ix, &st);
     sync_dirty_dirs(s);
     if (rc == 0)
-        rc = mdb_txn_commit(t);
+        rc = commit_error(s, mdb_txn_commit(t));
     else
         mdb_txn_abort(t);
 
@@ -1184,6 +1216,7 @@ static int fill_entry(store *s, MDB_txn *t, const uint8_t d[32], store_entry *e)
     e->size = b.size;
     e->stored = b.stored;
     e->codec = b.codec;
+    e->format = b.format;
     return STORE_OK;
 }
 
@@ -1221,12 +1254,14 @@ int store_lookup(store *s, const char *ns, const void *key, size_t klen, store_e
 
 struct store_blob {
     store *s;
-    int fd;
+    int fd; /* -1 for an inline blob */
     ino_t ino;
     codec_reader *r; /* made on the first read */
     int codec;
     uint64_t size, stored;
     uint8_t digest[32];
+    uint8_t *inl;  /* an inline blob's stored bytes (a copy: the read txn is gone) */
+    uint8_t *body; /* ... and its body, decoded on the first read */
 };
 
 static void quarantine(store *s, const uint8_t d[32], ino_t ino)
@@ -1241,36 +1276,87 @@ static void quarantine(store *s, const uint8_t d[32], ino_t ino)
     submit_and_wait(s, &o);
 }
 
+/* Copies an inline blob's bytes out of the index.  STORE_NOTFOUND for a blob
+ * that has a file (or none any more). */
+static int open_inline(store *s, store_blob *b)
+{
+    MDB_txn *t = reader_get(s);
+    if (t == NULL)
+        return STORE_IO;
+    const void *data;
+    size_t len;
+    int rc = map_mdb(idx_get_inline(t, &s->ix, b->digest, &data, &len));
+    if (rc == STORE_OK && len != b->stored) {
+        rc = STORE_CORRUPT;
+    } else if (rc == STORE_OK) {
+        b->inl = malloc(len ? len : 1);
+        if (b->inl == NULL)
+            rc = STORE_IO;
+        else if (len)
+            memcpy(b->inl, data, len);
+    }
+    reader_put(s, t);
+    return rc;
+}
+
 int store_blob_open(store *s, const store_entry *e, store_blob **out)
 {
-    char path[PATH_MAX];
-    blob_path(s, e->digest, path, sizeof path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ENOENT ? STORE_NOTFOUND : STORE_IO;
-    struct stat sb;
     store_blob *b = calloc(1, sizeof *b);
-    if (b == NULL || fstat(fd, &sb) != 0) {
-        free(b);
-        close(fd);
+    if (b == NULL)
         return STORE_IO;
-    }
     b->s = s;
-    b->fd = fd;
-    b->ino = sb.st_ino;
+    b->fd = -1;
     b->codec = e->codec;
     b->size = e->size;
     b->stored = e->stored;
     memcpy(b->digest, e->digest, 32);
-    if ((uint64_t)sb.st_size != e->stored) {
-        quarantine(s, e->digest, b->ino);
-        close(fd);
-        free(b);
-        return STORE_CORRUPT;
+    int rc = STORE_NOTFOUND;
+    if (e->format == BLOB_INLINE && (rc = open_inline(s, b)) == STORE_CORRUPT)
+        quarantine(s, e->digest, 0);
+    if (rc == STORE_NOTFOUND) {
+        /* a file, or an inline blob that was dropped since the lookup: a
+         * later upload of the same body may have brought it back as a file */
+        char path[PATH_MAX];
+        struct stat sb;
+        blob_path(s, e->digest, path, sizeof path);
+        b->fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (b->fd < 0) {
+            rc = errno == ENOENT ? STORE_NOTFOUND : STORE_IO;
+        } else if (fstat(b->fd, &sb) != 0) {
+            rc = STORE_IO;
+        } else {
+            b->ino = sb.st_ino;
+            rc = STORE_OK;
+            if ((uint64_t)sb.st_size != e->stored) {
+                quarantine(s, e->digest, b->ino);
+                rc = STORE_CORRUPT;
+            }
+        }
+    }
+    if (rc != STORE_OK) {
+        store_blob_close(b);
+        return rc;
     }
     touch(s, e->digest);
     *out = b;
     return STORE_OK;
+}
+
+static int inline_body(store_blob *b)
+{
+    if (b->body)
+        return 0;
+    b->body = malloc(b->size ? b->size : 1);
+    if (b->body == NULL)
+        return -ENOMEM;
+    int rc = codec_decode_small(b->codec, b->inl, b->stored, b->body, b->size);
+    if (rc != 0) {
+        free(b->body);
+        b->body = NULL;
+        if (rc == CODEC_ERR_CORRUPT)
+            quarantine(b->s, b->digest, 0);
+    }
+    return rc;
 }
 
 /* The reader (and, for zstd, the seek table) is made on the first read: a
@@ -1287,6 +1373,17 @@ static int blob_reader(store_blob *b)
 
 ssize_t store_blob_read(store_blob *b, uint64_t off, void *buf, size_t len)
 {
+    if (b->inl) {
+        int rc = inline_body(b);
+        if (rc != 0)
+            return rc == CODEC_ERR_CORRUPT ? -STORE_CORRUPT : -STORE_IO;
+        if (off >= b->size)
+            return 0;
+        if (len > b->size - off)
+            len = (size_t)(b->size - off);
+        memcpy(buf, b->body + off, len);
+        return (ssize_t)len;
+    }
     int rc = blob_reader(b);
     if (rc != 0)
         return rc == CODEC_ERR_CORRUPT ? -STORE_CORRUPT : -STORE_IO;
@@ -1300,13 +1397,22 @@ ssize_t store_blob_read(store_blob *b, uint64_t off, void *buf, size_t len)
 
 void store_blob_sequential(store_blob *b)
 {
-    if (blob_reader(b) == 0)
+    if (b->fd >= 0 && blob_reader(b) == 0)
         codec_reader_readahead(b->r);
 }
 
 int store_blob_fd(const store_blob *b)
 {
     return b->fd;
+}
+
+int store_blob_bytes(const store_blob *b, const void **data, size_t *len)
+{
+    if (b->inl == NULL)
+        return -1;
+    *data = b->inl;
+    *len = b->stored;
+    return 0;
 }
 
 int store_blob_take_fd(store_blob *b)
@@ -1323,6 +1429,8 @@ void store_blob_close(store_blob *b)
     codec_reader_free(b->r);
     if (b->fd >= 0)
         close(b->fd);
+    free(b->inl);
+    free(b->body);
     free(b);
 }
 
@@ -1336,7 +1444,14 @@ struct store_upload {
     codec_writer *w;
     int status;
     int finished;
+    int want_md5;
     codec_result cr;
+    /* A body that may still be small enough for the index is kept here; it
+     * goes to a file (w) once it grows past inline_max. */
+    int in_memory;
+    uint8_t *mem;
+    size_t mem_len, mem_cap;
+    uint8_t *inl; /* after finish: the stored bytes of an inline body */
 };
 
 int store_status_of_errno(int e)
@@ -1344,14 +1459,10 @@ int store_status_of_errno(int e)
     return e == ENOSPC || e == EDQUOT ? STORE_NOSPACE : STORE_IO;
 }
 
-int store_upload_begin(store *s, int64_t expect_size, int want_md5, store_upload **out)
+/* Opens the temporary file and its writer. */
+static int upload_open_file(store_upload *u)
 {
-    if (expect_size >= 0 && s->cfg.max_size && (uint64_t)expect_size > s->cfg.max_size)
-        return STORE_TOO_LARGE;
-    store_upload *u = calloc(1, sizeof *u);
-    if (u == NULL)
-        return STORE_IO;
-    u->s = s;
+    store *s = u->s;
     if (s->tmpfile_ok) {
         /* no name, so nothing to create in tmp/, unlink, or clean after a crash */
         char dir[PATH_MAX];
@@ -1365,23 +1476,82 @@ int store_upload_begin(store *s, int64_t expect_size, int want_md5, store_upload
         u->fd = open(u->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     }
     if (u->fd < 0) {
-        int e = errno;
-        free(u);
-        return store_status_of_errno(e);
+        u->tmp[0] = '\0';
+        return store_status_of_errno(errno);
     }
-    u->w = codec_writer_new(u->fd, s->cfg.zstd_level, want_md5);
-    if (u->w == NULL) {
-        store_upload_abort(u);
+    u->w = codec_writer_new(u->fd, s->cfg.zstd_level, u->want_md5);
+    return u->w ? STORE_OK : STORE_IO;
+}
+
+int store_upload_begin(store *s, int64_t expect_size, int want_md5, store_upload **out)
+{
+    if (expect_size >= 0 && s->cfg.max_size && (uint64_t)expect_size > s->cfg.max_size)
+        return STORE_TOO_LARGE;
+    store_upload *u = calloc(1, sizeof *u);
+    if (u == NULL)
         return STORE_IO;
+    u->s = s;
+    u->fd = -1;
+    u->want_md5 = want_md5;
+    int rc = STORE_OK;
+    if (s->cfg.inline_max > 0 && (expect_size < 0 || (uint64_t)expect_size <= s->cfg.inline_max)) {
+        u->in_memory = 1;
+        u->mem_cap = expect_size > 0 ? (size_t)expect_size : 0;
+        if (u->mem_cap && (u->mem = malloc(u->mem_cap)) == NULL)
+            rc = STORE_IO;
+    } else {
+        rc = upload_open_file(u);
+    }
+    if (rc != STORE_OK) {
+        store_upload_abort(u);
+        return rc;
     }
     *out = u;
     return STORE_OK;
+}
+
+/* Appends to the in-memory body, or moves it to a file when it outgrows the
+ * index. */
+static int upload_write_memory(store_upload *u, const void *buf, size_t len)
+{
+    if (len <= u->s->cfg.inline_max - u->mem_len) {
+        if (u->mem_len + len > u->mem_cap) {
+            size_t cap = u->mem_cap ? u->mem_cap : 4096;
+            while (cap < u->mem_len + len)
+                cap *= 2;
+            if (cap > u->s->cfg.inline_max)
+                cap = u->s->cfg.inline_max;
+            uint8_t *p = realloc(u->mem, cap);
+            if (p == NULL)
+                return STORE_IO;
+            u->mem = p;
+            u->mem_cap = cap;
+        }
+        memcpy(u->mem + u->mem_len, buf, len);
+        u->mem_len += len;
+        return STORE_OK;
+    }
+    int rc = upload_open_file(u);
+    if (rc != STORE_OK)
+        return rc;
+    u->in_memory = 0;
+    if (u->mem_len && (rc = codec_writer_write(u->w, u->mem, u->mem_len)) != 0)
+        return store_status_of_errno(-rc);
+    free(u->mem);
+    u->mem = NULL;
+    u->mem_len = u->mem_cap = 0;
+    rc = codec_writer_write(u->w, buf, len);
+    return rc == 0 ? STORE_OK : store_status_of_errno(-rc);
 }
 
 int store_upload_write(store_upload *u, const void *buf, size_t len)
 {
     if (u->status != STORE_OK)
         return u->status;
+    if (u->in_memory) {
+        u->status = upload_write_memory(u, buf, len);
+        return u->status;
+    }
     int rc = codec_writer_write(u->w, buf, len);
     if (rc != 0)
         u->status = store_status_of_errno(-rc);
@@ -1390,7 +1560,7 @@ int store_upload_write(store_upload *u, const void *buf, size_t len)
 
 uint64_t store_upload_size(const store_upload *u)
 {
-    return codec_writer_size(u->w);
+    return u->in_memory ? u->mem_len : codec_writer_size(u->w);
 }
 
 void store_upload_abort(store_upload *u)
@@ -1402,6 +1572,8 @@ void store_upload_abort(store_upload *u)
         close(u->fd);
     if (u->tmp[0])
         unlink(u->tmp);
+    free(u->mem);
+    free(u->inl);
     free(u);
 }
 
@@ -1416,7 +1588,17 @@ static void fill_result(const codec_result *cr, store_put_result *res)
 
 int store_upload_finish(store_upload *u, store_put_result *res)
 {
-    if (u->status == STORE_OK && !u->finished) {
+    if (u->status == STORE_OK && !u->finished && u->in_memory) {
+        u->inl = malloc(codec_small_bound(u->mem_len));
+        int e = u->inl ? codec_encode_small(u->s->cfg.zstd_level, u->want_md5, u->mem, u->mem_len,
+                                            u->inl, &u->cr)
+                       : -ENOMEM;
+        if (e != 0)
+            u->status = STORE_IO;
+        free(u->mem);
+        u->mem = NULL;
+        u->finished = 1;
+    } else if (u->status == STORE_OK && !u->finished) {
         int e = codec_writer_finish(u->w, &u->cr);
         if (e != 0)
             u->status = store_status_of_errno(-e);
@@ -1439,7 +1621,7 @@ int store_upload_commit(store_upload *u, const char *ns, const void *key, size_t
         rc = STORE_DIGEST_MISMATCH;
     if (rc == STORE_OK && s->cfg.max_size && o.cr.stored > s->cfg.max_size)
         rc = STORE_TOO_LARGE;
-    if (rc == STORE_OK && s->cfg.fsync && fdatasync(u->fd) != 0)
+    if (rc == STORE_OK && u->fd >= 0 && s->cfg.fsync && fdatasync(u->fd) != 0)
         rc = store_status_of_errno(errno);
     if (rc == STORE_OK && (o.nskey = make_nskey(s, ns, key, klen, &o.nklen)) == NULL)
         rc = STORE_BAD_KEY;
@@ -1450,9 +1632,11 @@ int store_upload_commit(store_upload *u, const char *ns, const void *key, size_t
     o.kind = OP_PUT;
     o.meta = meta;
     o.meta_len = meta_len;
+    o.inl = u->inl;
+    o.inl_len = u->inl ? (size_t)o.cr.stored : 0;
     o.anon = u->anon;
     o.fd = u->fd; /* an unnamed file is linked in through it */
-    if (!u->anon) {
+    if (!u->anon && u->fd >= 0) {
         close(u->fd);
         o.fd = -1;
     }
@@ -1461,7 +1645,7 @@ int store_upload_commit(store_upload *u, const char *ns, const void *key, size_t
     rc = submit_and_wait(s, &o);
     if (o.anon)
         close(o.fd); /* not linked (deduplicated or failed): the file goes with it */
-    else if (!o.created)
+    else if (!o.created && o.tmp[0])
         unlink(o.tmp); /* deduplicated, or failed: the copy is not needed */
     u->tmp[0] = '\0';
     if (rc == STORE_OK && res) {
@@ -1530,6 +1714,7 @@ int store_get_stats(store *s, store_stats *st)
         return STORE_IO;
     idx_stats is;
     int rc = idx_get_stats(t, &s->ix, &is);
+    st->inline_blobs = idx_count_inline(t, &s->ix);
     reader_put(s, t);
     if (rc != 0)
         return STORE_IO;

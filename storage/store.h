@@ -11,7 +11,10 @@
  * finished file to the one committer thread, which renames it into place (or
  * drops it if the blob already exists: dedup), updates the index in a group
  * commit together with whatever other writes are waiting, and only then lets
- * the caller answer.  Reads never take a lock: they use a per-thread LMDB read
+ * the caller answer.  A body of at most inline_max bytes is held in memory
+ * instead and committed into the index itself: no file is made, synced,
+ * linked or unlinked for it, so a small write costs one share of a group
+ * commit.  Reads never take a lock: they use a per-thread LMDB read
  * transaction that is reset and renewed.
  *
  * Invariants kept here: the index never points at a missing or incomplete
@@ -54,7 +57,11 @@ typedef struct store_config {
     int fsync;                  /* fsync blob files and the index before answering */
     unsigned touch_interval_ms; /* how often buffered last-access times are written */
     uint64_t multipart_ttl_ms;  /* unfinished multipart uploads older than this are removed */
+    uint64_t inline_max;        /* bodies up to this size live in the index, not in files;
+                                   at most STORE_INLINE_LIMIT; 0 = every body has a file */
 } store_config;
+
+#define STORE_INLINE_LIMIT (64u << 10)
 
 void store_config_defaults(store_config *cfg);
 
@@ -70,6 +77,7 @@ typedef struct store_entry {
     uint64_t stored;   /* file bytes */
     uint64_t mtime_ms; /* when the key was written */
     int codec;
+    int format; /* in a file, or in the index (BLOB_FILE, BLOB_INLINE of index.h) */
     void *meta; /* malloc'ed copy of the front end's metadata; free with store_entry_clear */
     size_t meta_len;
 } store_entry;
@@ -91,8 +99,12 @@ int store_blob_open(store *s, const store_entry *e, store_blob **b);
 ssize_t store_blob_read(store_blob *b, uint64_t off, void *buf, size_t len);
 /* Announces a long sequential read: decoding runs ahead on another thread. */
 void store_blob_sequential(store_blob *b);
-/* The blob file's descriptor, for sendfile; the blob keeps owning it. */
+/* The blob file's descriptor, for sendfile; the blob keeps owning it.  -1
+ * for a small blob kept in the index: see store_blob_bytes. */
 int store_blob_fd(const store_blob *b);
+/* A blob kept in the index: its stored bytes (the body, or one zstd frame),
+ * owned by the blob.  Returns 0, or -1 for a blob with a file. */
+int store_blob_bytes(const store_blob *b, const void **data, size_t *len);
 /* Gives the descriptor away (the blob no longer closes it). */
 int store_blob_take_fd(store_blob *b);
 void store_blob_close(store_blob *b);
@@ -135,6 +147,7 @@ int store_key_fits(const store *s, const char *ns, size_t klen);
 
 typedef struct store_stats {
     uint64_t blobs, keys, logical, physical, referenced;
+    uint64_t inline_blobs; /* of blobs, those kept in the index */
     uint64_t max_size, high_bytes, low_bytes;
     uint64_t evicted_blobs, evicted_bytes; /* since start */
     uint64_t corrupt_blobs;                /* quarantined since start */

@@ -178,6 +178,26 @@ def blob_files(data):
     return out
 
 
+def inline_blobs(data):
+    """{digest hex: stored bytes} of the small blobs kept in the index itself,
+    read with mdb_dump (a reader beside cairnd, as LMDB allows)."""
+    path = os.path.join(data, "index.mdb")
+    if not os.path.exists(path):
+        return {}
+    out = subprocess.run(["mdb_dump", "-n", "-s", "inline", path], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    rows = [line[1:] for line in out[out.index("HEADER=END") + 1:] if line.startswith(" ")]
+    return {rows[i]: bytes.fromhex(rows[i + 1]) for i in range(0, len(rows), 2)}
+
+
+def stored_blobs(data):
+    """{digest hex: stored size} of every blob: files and those kept inline."""
+    out = blob_files(data)
+    for d, v in inline_blobs(data).items():
+        out[d] = len(v)
+    return out
+
+
 def tmp_files(data):
     """Names of the files left in DATA/tmp/."""
     d = os.path.join(data, "tmp")

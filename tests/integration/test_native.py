@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import CAIRND, Server, ServerTest, sha256
+from harness import CAIRND, Server, ServerTest, inline_blobs, sha256
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -50,6 +50,11 @@ def zstd_compress(data, *extra):
 def zstd_decompress(data):
     return subprocess.run(["zstd", "-q", "-dc"], input=data, stdout=subprocess.PIPE,
                           check=True).stdout
+
+
+def kb(st):
+    """Keys and blobs from /status (where the blobs are is checked apart)."""
+    return {"keys": st["entries"]["keys"], "blobs": st["entries"]["blobs"]}
 
 
 def ac_key(name):
@@ -149,8 +154,9 @@ class NativeTest(ServerTest):
         return self.srv.status()
 
     def blob_files(self):
-        """{digest hex: file bytes} of every file under DATA/blobs."""
-        found = {}
+        """{digest hex: stored bytes} of every blob: its file under DATA/blobs,
+        or its record in the index for a small one kept inline."""
+        found = inline_blobs(self.srv.data)
         root = os.path.join(self.srv.data, "blobs")
         for d, _, files in os.walk(root):
             for name in files:
@@ -167,7 +173,7 @@ class NativeTest(ServerTest):
 
     def assertNothingStored(self):
         st = self.stats()
-        self.assertEqual(st["entries"], {"keys": 0, "blobs": 0}, st)
+        self.assertEqual(kb(st), {"keys": 0, "blobs": 0}, st)
         self.assertEqual(st["bytes"]["logical"], 0, st)
         self.assertEqual(st["bytes"]["stored"], 0, st)
         self.assertEqual(self.blob_files(), {})
@@ -178,6 +184,7 @@ class NativeTest(ServerTest):
         st = self.stats()
         files = self.blob_files()
         self.assertEqual(st["entries"]["blobs"], len(files), (st, sorted(files)))
+        self.assertEqual(st["entries"]["inline_blobs"], len(inline_blobs(self.srv.data)), st)
         self.assertEqual(st["bytes"]["stored"], sum(len(v) for v in files.values()), st)
         for digest, data in files.items():
             if data.startswith(ZSTD_MAGIC):
@@ -209,13 +216,13 @@ class CasTest(NativeTest):
         self.assertEqual((s, b), (200, b""))
         self.assertEqual(int(h["content-length"]), len(body))
         st, files = self.assertStoreConsistent()
-        self.assertEqual(st["entries"], {"keys": 1, "blobs": 1})
+        self.assertEqual(kb(st), {"keys": 1, "blobs": 1})
         self.assertEqual(st["bytes"]["logical"], len(body))
         self.assertEqual(list(files), [d])
         # a second PUT of the same body is accepted and changes nothing
         s, _, _ = self.put("/cas/" + d, body)
         self.assertIn(s, (200, 201, 204))
-        self.assertEqual(self.stats()["entries"], {"keys": 1, "blobs": 1})
+        self.assertEqual(kb(self.stats()), {"keys": 1, "blobs": 1})
 
     def test_put_get_head_with_curl(self):
         body = random_body(300 * KiB)
@@ -233,7 +240,7 @@ class CasTest(NativeTest):
         self.assertEqual(s, 200)
         self.assertEqual(int(h["content-length"]), len(body))
         st, files = self.assertStoreConsistent()
-        self.assertEqual(st["entries"], {"keys": 1, "blobs": 1})
+        self.assertEqual(kb(st), {"keys": 1, "blobs": 1})
         self.assertEqual(files[d], body)  # random: stored raw, byte for byte
 
     def test_digest_mismatch_is_400_and_stores_nothing(self):
@@ -327,7 +334,7 @@ class CasTest(NativeTest):
         self.assertEqual(self.put("/cas/" + da, a)[0], 200)
         self.assertEqual(self.put("/ac/" + ac_key("k"), a)[0], 200)  # same blob, second key
         self.assertEqual(self.put("/ac/" + ac_key("b"), b)[0], 200)
-        self.assertEqual(self.stats()["entries"], {"keys": 3, "blobs": 2})
+        self.assertEqual(kb(self.stats()), {"keys": 3, "blobs": 2})
 
         s, _, _ = self.req("DELETE", "/cas/" + da)
         self.assertIn(s, (200, 204))
@@ -337,7 +344,7 @@ class CasTest(NativeTest):
         s, _, body = self.get("/ac/" + ac_key("k"))
         self.assertEqual((s, body), (200, a))
         st, files = self.assertStoreConsistent()
-        self.assertEqual(st["entries"], {"keys": 2, "blobs": 2})
+        self.assertEqual(kb(st), {"keys": 2, "blobs": 2})
         self.assertIn(da, files)
 
         s, _, _, _ = self.curl("-X", "DELETE", self.url("/ac/" + ac_key("k")))
@@ -345,7 +352,7 @@ class CasTest(NativeTest):
         s, _, _, _ = self.curl(self.url("/ac/" + ac_key("k")))
         self.assertEqual(s, 404)
         st, files = self.assertStoreConsistent()
-        self.assertEqual(st["entries"], {"keys": 1, "blobs": 1})
+        self.assertEqual(kb(st), {"keys": 1, "blobs": 1})
         self.assertNotIn(da, files)       # last key gone: the file is gone
         self.assertEqual(st["bytes"]["logical"], len(b))
 
@@ -456,7 +463,7 @@ class ActionCacheTest(NativeTest):
         s, h, b = self.get("/ac/" + k)
         self.assertEqual((s, b), (200, v1))
         st, files = self.assertStoreConsistent()
-        self.assertEqual(st["entries"], {"keys": 1, "blobs": 1})
+        self.assertEqual(kb(st), {"keys": 1, "blobs": 1})
         self.assertEqual(files, {sha256(v1): v1})
         # the AC value is not content-addressed: it is not readable as CAS
         self.assertEqual(self.get("/cas/" + k)[0], 404)
@@ -470,14 +477,14 @@ class ActionCacheTest(NativeTest):
         self.assertEqual((s, b), (200, v2))
         self.assertEqual(int(self.head("/ac/" + k)[1]["content-length"]), len(v2))
         st, files = self.assertStoreConsistent()
-        self.assertEqual(st["entries"], {"keys": 1, "blobs": 1})
+        self.assertEqual(kb(st), {"keys": 1, "blobs": 1})
         self.assertEqual(list(files), [sha256(v2)])
         self.assertEqual(st["bytes"]["logical"], len(v2))
         self.assertEqual(st["bytes"]["referenced"], len(v2))
         # and back to a short value
         self.assertEqual(self.put("/ac/" + k, v1)[0], 200)
         self.assertEqual(self.get("/ac/" + k)[2], v1)
-        self.assertEqual(self.stats()["entries"], {"keys": 1, "blobs": 1})
+        self.assertEqual(kb(self.stats()), {"keys": 1, "blobs": 1})
 
     def test_instance_prefix(self):
         k = ac_key("link app")
@@ -507,7 +514,7 @@ class ActionCacheTest(NativeTest):
         self.assertEqual(self.put("/bar/cas/" + d, blob)[0], 200)
         st, files = self.assertStoreConsistent()
         # keys: ac, foo's ac, one cas key; blobs: va, vb, blob
-        self.assertEqual(st["entries"], {"keys": 3, "blobs": 3})
+        self.assertEqual(kb(st), {"keys": 3, "blobs": 3})
         self.assertEqual(set(files), {sha256(va), sha256(vb), d})
 
 
@@ -584,7 +591,7 @@ class RangeTest(NativeTest):
         s, h, got = self.get("/ac/" + k, headers={"Range": "bytes=%d-%d" % (MiB - 2, MiB + 1)})
         self.assertEqual((s, got), (206, body[MiB - 2:MiB + 2]))
         st, files = self.assertStoreConsistent()
-        self.assertEqual(st["entries"], {"keys": 2, "blobs": 1})
+        self.assertEqual(kb(st), {"keys": 2, "blobs": 1})
         self.assertEqual(files[d], data)  # reads changed nothing on disk
 
     def test_ranges_on_compressible_body(self):
@@ -707,7 +714,7 @@ class ZstdTest(NativeTest):
                     self.assertEqual(files[sha256(rnd)], rnd)
         self.assertNoProblems(problems)
         st, files = self.assertStoreConsistent()
-        self.assertEqual(st["entries"], {"keys": stored, "blobs": stored})
+        self.assertEqual(kb(st), {"keys": stored, "blobs": stored})
         self.assertEqual(stored, len(cases))
         self.assertEqual(st["bytes"]["logical"], sum(len(c[4]) for c in cases))
 
@@ -825,7 +832,7 @@ class SizesTest(NativeTest):
                       "/inst/ac/" + ac_key("one " + d)):
                 self.assertTrue(self.get(p)[2] == body, p)
         st = self.stats()
-        self.assertEqual(st["entries"], {"keys": 8, "blobs": 2})
+        self.assertEqual(kb(st), {"keys": 8, "blobs": 2})
         self.assertGreater(st["bytes"]["saved_by_dedup"], 0)
         # the blob stays while any key uses it
         body = text_body(MiB + 1234, seed=12)
@@ -836,7 +843,7 @@ class SizesTest(NativeTest):
         self.assertIn(self.req("DELETE", "/inst/ac/" + ac_key("one " + d))[0], (200, 204))
         st, files = self.assertStoreConsistent()
         self.assertNotIn(d, files)
-        self.assertEqual(st["entries"], {"keys": 4, "blobs": 1})
+        self.assertEqual(kb(st), {"keys": 4, "blobs": 1})
 
 
 # ---- Expect: 100-continue ------------------------------------------------------------
@@ -864,7 +871,7 @@ class ExpectContinueTest(NativeTest):
         self.assertEqual(s, 400)
         self.assertEqual(self.get("/cas/" + sha256(b"other"))[0], 404)
         st, files = self.assertStoreConsistent()
-        self.assertEqual(st["entries"], {"keys": 2, "blobs": 2})
+        self.assertEqual(kb(st), {"keys": 2, "blobs": 2})
         self.assertEqual(set(files), {d, sha256(text)})
         self.assertEqual(self.tmp_files(), [])
 
@@ -882,7 +889,7 @@ class MaxBodyTest(NativeTest):
         body = random_body(MiB)
         self.assertEqual(self.put("/cas/" + sha256(body), body)[0], 200)
         self.assertTrue(self.get("/cas/" + sha256(body))[2] == body)
-        self.assertEqual(self.stats()["entries"], {"keys": 1, "blobs": 1})
+        self.assertEqual(kb(self.stats()), {"keys": 1, "blobs": 1})
 
     def test_content_length_over_limit_is_413(self):
         problems = []
@@ -923,7 +930,7 @@ class MaxBodyTest(NativeTest):
                                    self.url("/cas/" + sha256(small)), stdin=f)
         self.assertEqual(s, 200)
         self.assertTrue(self.get("/cas/" + sha256(small))[2] == small)
-        self.assertEqual(self.stats()["entries"], {"keys": 1, "blobs": 1})
+        self.assertEqual(kb(self.stats()), {"keys": 1, "blobs": 1})
 
     def test_limit_applies_to_decoded_zstd(self):
         body = text_body(2 * MiB, seed=15)
@@ -981,7 +988,7 @@ class KeepAliveTest(NativeTest):
                     self.assertTrue(b == body)
         finally:
             c.close()
-        self.assertEqual(self.stats()["entries"], {"keys": 1, "blobs": 1})
+        self.assertEqual(kb(self.stats()), {"keys": 1, "blobs": 1})
 
     def test_curl_reuses_the_connection(self):
         a, b = text_body(100 * KiB, seed=17), random_body(100 * KiB)
@@ -1023,7 +1030,7 @@ class OpsTest(NativeTest):
                                  timeout=10).stdout.decode().split()[-1]
         self.assertEqual(st["version"], version)
         self.assertTrue(st["ready"])
-        self.assertEqual(st["entries"], {"keys": 0, "blobs": 0})
+        self.assertEqual(kb(st), {"keys": 0, "blobs": 0})
         for k in ("stored", "logical", "referenced", "saved_by_dedup", "saved_by_compression"):
             self.assertEqual(st["bytes"][k], 0, k)
         lim = st["limits"]
@@ -1038,7 +1045,7 @@ class OpsTest(NativeTest):
         self.assertEqual(self.put("/ac/" + ac_key("s"), body)[0], 200)
         s, _, b, _ = self.curl(self.url("/status"))
         st = json.loads(b)
-        self.assertEqual(st["entries"], {"keys": 2, "blobs": 1})
+        self.assertEqual(kb(st), {"keys": 2, "blobs": 1})
         self.assertEqual(st["bytes"]["logical"], MiB)
         self.assertEqual(st["bytes"]["referenced"], 2 * MiB)
         self.assertEqual(st["bytes"]["saved_by_dedup"], MiB)

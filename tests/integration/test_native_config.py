@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import CAIRND, Server, sha256
+from harness import CAIRND, Server, inline_blobs, sha256, stored_blobs
 
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 
@@ -154,6 +154,7 @@ class ConfigTest(unittest.TestCase):
         self.assertRefused(["--low-watermark", "95", "--high-watermark", "90"])
         self.assertRefused(["--threads", "many"], mentions=("threads",))
         self.assertRefused(["--zstd-level", "99"], mentions=("zstd-level",))
+        self.assertRefused(["--inline-max-size", "65K"], mentions=("inline-max-size",))
         self.assertRefused(["--fsync", "perhaps"], mentions=("fsync",))
         self.assertRefused(["--log-level", "chatty"], mentions=("log-level",))
         self.assertRefused(["--connection-timeout", "soon"], mentions=("connection-timeout",))
@@ -206,6 +207,26 @@ class ConfigTest(unittest.TestCase):
             self.assertEqual(f.read(), body)  # level 0: stored raw
         self.assertEqual(srv.status()["bytes"]["stored"], len(body))
 
+    def test_inline_max_size(self):
+        small, big = os.urandom(1000), os.urandom(40 * KiB)
+        # default 16K: the small body lives in the index, the big one in a file
+        srv = self.server([])
+        for b in (small, big):
+            self.assertEqual(srv.put_cas(b)[0], 200)
+        self.assertEqual(set(inline_blobs(srv.data)), {sha256(small)})
+        self.assertTrue(os.path.isfile(os.path.join(srv.data, "blobs", sha256(big)[:2],
+                                                    sha256(big))))
+        self.assertEqual(srv.close(), 0)
+        # 0: every body has a file; 64K: both inline
+        for setting, inline in (("0", set()), ("64K", {sha256(small), sha256(big)})):
+            srv = self.server(env={"CAIRN_INLINE_MAX_SIZE": setting})
+            for b in (small, big):
+                self.assertEqual(srv.put_cas(b)[0], 200)
+                self.assertEqual(srv.request("GET", "/cas/" + sha256(b))[2], b)
+            self.assertEqual(set(inline_blobs(srv.data)), inline, setting)
+            self.assertEqual(srv.status()["entries"]["inline_blobs"], len(inline))
+            self.assertEqual(srv.close(), 0)
+
     def test_environment_listen_and_data(self):
         data = os.path.join(self.tmp, "env-data")
         p = subprocess.Popen([CAIRND], cwd=self.tmp, stdout=subprocess.PIPE,
@@ -220,8 +241,7 @@ class ConfigTest(unittest.TestCase):
             c.request("PUT", "/cas/" + sha256(b"env"), b"env")
             self.assertEqual(c.getresponse().status, 200)
             c.close()
-            self.assertTrue(os.path.isfile(os.path.join(data, "blobs", sha256(b"env")[:2],
-                                                        sha256(b"env"))))
+            self.assertIn(sha256(b"env"), stored_blobs(data))
         finally:
             p.send_signal(signal.SIGTERM)
             try:
@@ -287,7 +307,7 @@ class ConfigTest(unittest.TestCase):
         s, _, b = first.get_cas(sha256(body))
         self.assertEqual((s, b), (200, body))
         self.assertEqual(first.request("GET", "/readyz")[0], 200)
-        self.assertEqual(first.status()["entries"], {"keys": 1, "blobs": 1})
+        self.assertEqual(first.status()["entries"], {"keys": 1, "blobs": 1, "inline_blobs": 1})
         # once it has stopped, the folder can be opened again, with its data
         self.assertEqual(first.stop(), 0)
         again = self.server(data=first.data)

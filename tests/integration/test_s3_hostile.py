@@ -20,7 +20,7 @@ import unittest
 import urllib.parse
 import xml.etree.ElementTree as ET
 
-from harness import ROOT, Server, blob_files, tmp_files, wait_for
+from harness import ROOT, Server, stored_blobs, tmp_files, wait_for
 
 AK, SK = "AKIDHOSTILE", "hostile/secret+key=="
 REGION = "us-east-1"
@@ -263,7 +263,7 @@ class S3Case(unittest.TestCase):
 
     def snapshot(self):
         st = self.srv.status()
-        return (st["entries"]["keys"], st["entries"]["blobs"], sorted(blob_files(self.srv.data)),
+        return (st["entries"]["keys"], st["entries"]["blobs"], sorted(stored_blobs(self.srv.data)),
                 sorted(os.listdir(os.path.join(self.srv.data, "multipart"))))
 
     def assertNothingStored(self, before, bucket=None, key=None):

@@ -19,7 +19,7 @@ import threading
 import time
 import unittest
 
-from harness import Server, close_checked, random_seed, blob_files, get_digest, put_stream, tmp_files
+from harness import Server, close_checked, random_seed, stored_blobs, get_digest, put_stream, tmp_files
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -243,7 +243,7 @@ class ConcurrencyTest(unittest.TestCase):
 
         # the store: one blob per distinct body, one file per blob, no leftovers
         st = srv.status()
-        files = blob_files(srv.data)
+        files = stored_blobs(srv.data)
         used = BODIES + small  # the churn bodies come after these, and are gone
         self.assertEqual(st["entries"]["blobs"], used)
         self.assertEqual(st["entries"]["keys"], len(keys))

@@ -22,7 +22,7 @@ import threading
 import time
 import unittest
 
-from harness import Server, close_checked, random_seed, blob_files, get_digest, put_stream, tmp_files, wait_for
+from harness import Server, close_checked, random_seed, stored_blobs, get_digest, put_stream, tmp_files, wait_for
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -182,9 +182,9 @@ class CrashTest(unittest.TestCase):
         self.assertEqual(tmp_files(srv.data), [], "DATA/tmp not emptied at startup")
         orphans = set(files_before) - set(digests)
         # the orphan sweep runs in the background after startup
-        ok = wait_for(lambda: set(blob_files(srv.data)) == set(digests)
+        ok = wait_for(lambda: set(stored_blobs(srv.data)) == set(digests)
                       and srv.status()["orphans_removed"] == len(orphans), timeout=20, step=0.2)
-        files = blob_files(srv.data)
+        files = stored_blobs(srv.data)
         st = srv.status()
         self.assertTrue(ok, "after the orphan sweep blobs/ holds %d files, %d of them without an "
                             "index entry, %d readable blobs are missing; orphans_removed=%d, "
@@ -216,7 +216,7 @@ class CrashTest(unittest.TestCase):
             acked = [u for u in ups if u.status is not None and 200 <= u.status < 300]
             bad = [(u.path, u.status) for u in ups if u.status is not None and not 200 <= u.status < 300]
             self.assertEqual(bad, [], "uploads answered with an error before the kill")
-            files_before = blob_files(srv.data)
+            files_before = stored_blobs(srv.data)
             tmp_before = tmp_files(srv.data)
             print("  round %d: killed with %d answered, %d in flight; %d acked in all; "
                   "%d blob files, %d tmp files left"
@@ -248,7 +248,7 @@ class CrashTest(unittest.TestCase):
             bad = [(u.path, u.status) for u in ups
                    if u.status is not None and not 200 <= u.status < 300 and u.status != 507]
             self.assertEqual(bad, [], "uploads answered with an error before the kill")
-            files_before = blob_files(srv.data)
+            files_before = stored_blobs(srv.data)
             print("  round %d: killed with %d answered (%d of them 507), %d in flight; %d blob files"
                   % (rnd, at_kill, sum(1 for u in ups if u.status == 507), in_flight,
                      len(files_before)))
@@ -270,7 +270,7 @@ class CrashTest(unittest.TestCase):
         finally:
             conn.close()
         before = srv.status()
-        files_before = blob_files(srv.data)
+        files_before = stored_blobs(srv.data)
         rc = srv.stop()
         srv.start()
         readable = self.read_all(srv, ups)
@@ -280,7 +280,7 @@ class CrashTest(unittest.TestCase):
         self.assertEqual(after["entries"], before["entries"])
         self.assertEqual(after["bytes"], before["bytes"])
         self.assertEqual(after["orphans_removed"], 0)
-        self.assertEqual(blob_files(srv.data), files_before)
+        self.assertEqual(stored_blobs(srv.data), files_before)
         self.assertEqual(tmp_files(srv.data), [])
         self.assertEqual(rc, 0, "cairnd exited with %s on SIGTERM\n%s" % (rc, srv.read_log()[-4000:]))
 

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import unittest
 
-from harness import Server, close_checked, random_seed, blob_files, get_digest, put_stream, tmp_files
+from harness import Server, close_checked, random_seed, stored_blobs, get_digest, put_stream, tmp_files
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -70,7 +70,7 @@ class FullStoreChecks:
         stored = []
         for _ in range(limit):
             before = srv.status()
-            files_before = blob_files(srv.data)
+            files_before = stored_blobs(srv.data)
             e, status, text = self.put(conn, size, compressible)
             if status == 200:
                 stored.append(e)
@@ -88,7 +88,7 @@ class FullStoreChecks:
         self.assertEqual(after["entries"], before["entries"], "a 507'd PUT changed the index")
         self.assertEqual(after["bytes"], before["bytes"], "a 507'd PUT changed the index")
         self.assertEqual(tmp_files(srv.data), [], "a 507'd PUT left its temporary file")
-        files = blob_files(srv.data)
+        files = stored_blobs(srv.data)
         self.assertEqual((sorted(set(files) - set(files_before)), sorted(set(files_before) - set(files))),
                          ([], []), "a 507'd PUT left a blob file behind (first list) or "
                                    "removed one (second list)")
@@ -99,7 +99,7 @@ class FullStoreChecks:
             status, _, n, sha = get_digest(conn, e.path)
             self.assertEqual((status, n, sha), (200, e.size, e.sha), "GET %s" % e.path)
         st = srv.status()
-        files = blob_files(srv.data)
+        files = stored_blobs(srv.data)
         digests = {e.sha: e.size for e in entries}
         self.assertEqual(st["entries"]["keys"], len(entries))
         self.assertEqual(st["entries"]["blobs"], len(digests))
@@ -254,6 +254,29 @@ class DiskFullTest(FullStoreChecks, unittest.TestCase):
         entries.append(e)
         self.check_all(srv, conn, entries)
 
+    def test_full_disk_of_small_bodies_kept_in_the_index(self):
+        """Only small bodies, which live in the index: the index file is what
+        fills the disk.  507 and nothing else; DELETEs work; PUTs go on."""
+        mnt = self.mount_tmpfs("8m")
+        srv = Server(["--max-size", "1G"], data=mnt)
+        self.addCleanup(self.close_server, srv)
+        conn = srv.conn()
+        self.addCleanup(conn.close)
+        entries = []
+        for size in (8 * KIB, 2 * KIB):
+            stored, bad = self.fill(srv, conn, size, 6000)
+            self.assertIsNotNone(bad, "no PUT of %d bytes got 507 on an 8 MiB tmpfs" % size)
+            entries += stored
+        self.assertEqual(srv.status()["entries"]["inline_blobs"], len(entries))
+        self.check_all(srv, conn, entries)
+        entries, failed = self.delete(srv, conn, entries, 200)
+        self.assertEqual(failed, [], "DELETE on a full disk must work: it is how space is freed")
+        for _ in range(100):
+            e, status, text = self.put(conn, 4 * KIB)
+            self.assertEqual(status, 200, "PUT after DELETEs freed space: %d %r" % (status, text))
+            entries.append(e)
+        self.check_all(srv, conn, entries)
+
     def test_index_map_full(self):
         """--index-map-size 64K: the LMDB map is full after a few entries.
         DESIGN.md: "handle MDB_MAP_FULL by growing it", so every PUT must
@@ -265,7 +288,7 @@ class DiskFullTest(FullStoreChecks, unittest.TestCase):
         self.addCleanup(conn.close)
         entries, refused = [], []
         while len(entries) + len(refused) < 300:
-            before, files_before = srv.status(), blob_files(srv.data)
+            before, files_before = srv.status(), stored_blobs(srv.data)
             e, status, text = self.put(conn, KIB)
             if status == 200:
                 entries.append(e)

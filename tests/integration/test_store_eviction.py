@@ -16,7 +16,7 @@ import socket
 import time
 import unittest
 
-from harness import Server, close_checked, random_seed, blob_files, sha256, tmp_files
+from harness import Server, close_checked, random_seed, stored_blobs, sha256, tmp_files
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -81,7 +81,7 @@ class EvictionTest(unittest.TestCase):
 
     def check_limits(self, what):
         st = self.srv.status()
-        files = blob_files(self.srv.data)
+        files = stored_blobs(self.srv.data)
         self.assertLessEqual(st["bytes"]["stored"], MAX, "%s: over --max-size" % what)
         self.assertEqual(st["entries"]["blobs"], len(files),
                          "%s: blobs/ holds %d files, the index %d blobs"

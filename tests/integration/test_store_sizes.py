@@ -14,7 +14,7 @@ import shutil
 import time
 import unittest
 
-from harness import Server, close_checked, random_seed, blob_files, get_digest, put_stream, sha256, tmp_files
+from harness import Server, close_checked, random_seed, stored_blobs, get_digest, put_stream, sha256, tmp_files
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -82,7 +82,7 @@ class SizesTest(unittest.TestCase):
     def check_store(self, distinct, keys):
         """distinct: {sha: size} of the bodies stored; keys: number of keys."""
         st = self.srv.status()
-        files = blob_files(self.srv.data)
+        files = stored_blobs(self.srv.data)
         self.assertEqual(st["entries"]["keys"], keys)
         self.assertEqual(st["entries"]["blobs"], len(distinct))
         self.assertEqual((sorted(set(files) - set(distinct)), sorted(set(distinct) - set(files))),

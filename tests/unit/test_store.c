@@ -19,6 +19,8 @@
 #include <unistd.h>
 #include <openssl/evp.h>
 
+#include <lmdb.h>
+
 #include "../../common/util.h"
 #include "../../storage/codec.h"
 #include "../../storage/store.h"
@@ -32,7 +34,9 @@ typedef struct fixture {
     store *s;
 } fixture;
 
-static int setup(void **state)
+/* Most tests look at blob files, so they keep every body in a file; the
+ * inline tests use the default, which keeps small bodies in the index. */
+static int setup_with(void **state, uint64_t inline_max)
 {
     fixture *f = calloc(1, sizeof *f);
     snprintf(f->dir, sizeof f->dir, "/tmp/cairn-store-XXXXXX");
@@ -42,6 +46,7 @@ static int setup(void **state)
     f->cfg.dir = f->dir;
     f->cfg.fsync = 0; /* the tests check logic, not the disk */
     f->cfg.max_size = 0;
+    f->cfg.inline_max = inline_max;
     char err[256];
     if (store_open(&f->s, &f->cfg, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
@@ -49,6 +54,18 @@ static int setup(void **state)
     }
     *state = f;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_with(state, 0);
+}
+
+static int setup_inline(void **state)
+{
+    store_config d;
+    store_config_defaults(&d);
+    return setup_with(state, d.inline_max);
 }
 
 static int teardown(void **state)
@@ -486,6 +503,218 @@ static void test_list(void **state)
     assert_int_equal(l.n, 0);
 }
 
+/* ---- small bodies kept in the index ---- */
+
+static void stats(fixture *f, store_stats *st)
+{
+    assert_int_equal(store_get_stats(f->s, st), STORE_OK);
+}
+
+/* Writes a body in pieces with no declared size, as a chunked upload does. */
+static int put_chunked(store *s, const char *key, const uint8_t *b, size_t n, size_t piece,
+                       store_put_result *res)
+{
+    store_upload *u;
+    int rc = store_upload_begin(s, -1, 1, &u);
+    if (rc != STORE_OK)
+        return rc;
+    for (size_t off = 0; off < n; off += piece)
+        store_upload_write(u, b + off, n - off < piece ? n - off : piece);
+    return store_upload_commit(u, "ac", key, strlen(key), NULL, "meta", 4, res);
+}
+
+static void test_inline_sizes(void **state)
+{
+    fixture *f = *state;
+    size_t max = f->cfg.inline_max;
+    size_t sizes[] = {0, 1, 100, 4096, max - 1, max};
+    char key[32];
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        for (int comp = 0; comp < 2; comp++) {
+            size_t n = sizes[i];
+            uint8_t *b = body_of(n, (unsigned)(10 + i), comp), d[32];
+            digest_of(b, n, d);
+            store_put_result r;
+            snprintf(key, sizeof key, "s%zu-%d", n, comp);
+            assert_int_equal(put(f->s, "ac", key, b, n, d, &r), STORE_OK);
+            assert_memory_equal(r.digest, d, 32);
+            if (comp && n >= 100)
+                assert_int_equal(r.codec, CODEC_ZSTD);
+            if (!comp)
+                assert_int_equal(r.codec, CODEC_RAW);
+            expect_body(f->s, "ac", key, b, n);
+            /* a range inside the body */
+            if (n > 10) {
+                store_entry e;
+                store_blob *blob;
+                uint8_t part[5];
+                assert_int_equal(store_lookup(f->s, "ac", key, strlen(key), &e), STORE_OK);
+                assert_int_equal(store_blob_open(f->s, &e, &blob), STORE_OK);
+                assert_int_equal(store_blob_fd(blob), -1);
+                assert_int_equal(store_blob_read(blob, n - 7, part, 5), 5);
+                assert_memory_equal(part, b + n - 7, 5);
+                assert_int_equal(store_blob_read(blob, n, part, 5), 0);
+                store_blob_close(blob);
+                store_entry_clear(&e);
+            }
+            free(b);
+        }
+    }
+    store_stats st;
+    stats(f, &st);
+    assert_int_equal(st.inline_blobs, st.blobs);
+    assert_int_equal(count_files(f->dir, NULL), 0);
+    assert_int_equal(count_files(f->dir, "tmp"), 0);
+}
+
+static void test_inline_spills_to_file(void **state)
+{
+    fixture *f = *state;
+    size_t max = f->cfg.inline_max;
+    /* no declared size: held in memory until it grows past the limit */
+    uint8_t *b = body_of(max + 1, 20, 1), *c = body_of(max, 21, 0);
+    store_put_result r;
+    assert_int_equal(put_chunked(f->s, "big", b, max + 1, 1000, &r), STORE_OK);
+    assert_int_equal(put_chunked(f->s, "small", c, max, 1000, &r), STORE_OK);
+    expect_body(f->s, "ac", "big", b, max + 1);
+    expect_body(f->s, "ac", "small", c, max);
+    /* a declared size over the limit goes straight to a file */
+    assert_int_equal(put(f->s, "ac", "declared", b, max + 1, NULL, NULL), STORE_OK);
+    store_stats st;
+    stats(f, &st);
+    assert_int_equal(st.blobs, 2);
+    assert_int_equal(st.inline_blobs, 1);
+    assert_int_equal(count_files(f->dir, NULL), 1);
+    free(b);
+    free(c);
+}
+
+static void test_inline_dedup_delete_persist(void **state)
+{
+    fixture *f = *state;
+    uint8_t *a = body_of(3000, 30, 1), *b = body_of(5000, 31, 0);
+    store_put_result r1, r2;
+    assert_int_equal(put(f->s, "ac", "a1", a, 3000, NULL, &r1), STORE_OK);
+    assert_int_equal(put(f->s, "bucket", "a2", a, 3000, NULL, &r2), STORE_OK);
+    assert_int_equal(r2.deduplicated, 1);
+    assert_int_equal(put(f->s, "ac", "b", b, 5000, NULL, NULL), STORE_OK);
+    store_stats st;
+    stats(f, &st);
+    assert_int_equal(st.blobs, 2);
+    assert_int_equal(st.inline_blobs, 2);
+    assert_int_equal(st.physical, r1.stored + 5000);
+    reopen(f);
+    expect_body(f->s, "ac", "a1", a, 3000);
+    expect_body(f->s, "bucket", "a2", a, 3000);
+    /* overwriting the last key of a blob drops the blob and its bytes */
+    assert_int_equal(put(f->s, "ac", "b", a, 3000, NULL, NULL), STORE_OK);
+    stats(f, &st);
+    assert_int_equal(st.blobs, 1);
+    assert_int_equal(st.inline_blobs, 1);
+    assert_int_equal(store_delete(f->s, "ac", "a1", 2), STORE_OK);
+    assert_int_equal(store_delete(f->s, "bucket", "a2", 2), STORE_OK);
+    assert_int_equal(store_delete(f->s, "ac", "b", 1), STORE_OK);
+    stats(f, &st);
+    assert_int_equal(st.blobs, 0);
+    assert_int_equal(st.inline_blobs, 0);
+    assert_int_equal(st.physical, 0);
+    assert_int_equal(st.keys, 0);
+    free(a);
+    free(b);
+}
+
+static void test_inline_eviction(void **state)
+{
+    fixture *f = *state;
+    f->cfg.max_size = 100 * 8 * KiB; /* a hundred random 8 KiB bodies */
+    f->cfg.high_pct = 90;
+    f->cfg.low_pct = 50;
+    reopen(f);
+    char key[16];
+    for (int i = 0; i < 300; i++) {
+        uint8_t *b = body_of(8 * KiB, 1000 + (unsigned)i, 0);
+        snprintf(key, sizeof key, "k%d", i);
+        assert_int_equal(put(f->s, "ac", key, b, 8 * KiB, NULL, NULL), STORE_OK);
+        free(b);
+    }
+    store_stats st;
+    stats(f, &st);
+    assert_true(st.physical <= f->cfg.max_size);
+    assert_true(st.evicted_blobs >= 200);
+    assert_int_equal(st.inline_blobs, st.blobs);
+    store_entry e;
+    assert_int_equal(store_lookup(f->s, "ac", "k0", 2, &e), STORE_NOTFOUND);
+    uint8_t *last = body_of(8 * KiB, 1299, 0);
+    expect_body(f->s, "ac", "k299", last, 8 * KiB);
+    free(last);
+    assert_int_equal(store_evict_to(f->s, 0), STORE_OK);
+    stats(f, &st);
+    assert_int_equal(st.blobs, 0);
+    assert_int_equal(st.inline_blobs, 0);
+}
+
+/* Flips a byte of an inline blob's stored bytes, through LMDB, with the
+ * store closed. */
+static void damage_inline(fixture *f, const uint8_t d[32])
+{
+    store_close(f->s);
+    f->s = NULL;
+    char path[128];
+    snprintf(path, sizeof path, "%s/index.mdb", f->dir);
+    MDB_env *env;
+    MDB_txn *t;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    mdb_env_set_mapsize(env, f->cfg.map_size);
+    assert_int_equal(mdb_env_open(env, path, MDB_NOSUBDIR, 0644), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &t), 0);
+    assert_int_equal(mdb_dbi_open(t, "inline", 0, &dbi), 0);
+    MDB_val k = {32, (void *)d}, v;
+    assert_int_equal(mdb_get(t, dbi, &k, &v), 0);
+    uint8_t *copy = malloc(v.mv_size);
+    memcpy(copy, v.mv_data, v.mv_size);
+    copy[v.mv_size / 2] ^= 0xff;
+    MDB_val nv = {v.mv_size, copy};
+    assert_int_equal(mdb_put(t, dbi, &k, &nv, 0), 0);
+    assert_int_equal(mdb_txn_commit(t), 0);
+    mdb_env_close(env);
+    free(copy);
+    char err[256];
+    assert_int_equal(store_open(&f->s, &f->cfg, err, sizeof err), 0);
+}
+
+static void test_inline_corrupt_is_miss(void **state)
+{
+    fixture *f = *state;
+    uint8_t *b = body_of(6000, 40, 1), d[32];
+    digest_of(b, 6000, d);
+    store_put_result r;
+    assert_int_equal(put(f->s, "ac", "c1", b, 6000, NULL, &r), STORE_OK);
+    assert_int_equal(put(f->s, "ac", "c2", b, 6000, NULL, NULL), STORE_OK);
+    assert_int_equal(r.codec, CODEC_ZSTD);
+    damage_inline(f, d);
+    store_entry e;
+    store_blob *blob;
+    uint8_t buf[6000];
+    assert_int_equal(store_lookup(f->s, "ac", "c1", 2, &e), STORE_OK);
+    assert_int_equal(store_blob_open(f->s, &e, &blob), STORE_OK);
+    assert_int_equal(store_blob_read(blob, 0, buf, sizeof buf), -STORE_CORRUPT);
+    store_blob_close(blob);
+    store_entry_clear(&e);
+    /* both keys of the damaged blob are gone; a good copy can come back */
+    assert_int_equal(store_lookup(f->s, "ac", "c1", 2, &e), STORE_NOTFOUND);
+    assert_int_equal(store_lookup(f->s, "ac", "c2", 2, &e), STORE_NOTFOUND);
+    store_stats st;
+    stats(f, &st);
+    assert_int_equal(st.corrupt_blobs, 1);
+    assert_int_equal(st.blobs, 0);
+    assert_int_equal(st.inline_blobs, 0);
+    assert_int_equal(put(f->s, "ac", "c1", b, 6000, NULL, NULL), STORE_OK);
+    expect_body(f->s, "ac", "c1", b, 6000);
+    free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -500,6 +729,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_truncated_blob_is_miss, setup, teardown),
         cmocka_unit_test_setup_teardown(test_namespaces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inline_sizes, setup_inline, teardown),
+        cmocka_unit_test_setup_teardown(test_inline_spills_to_file, setup_inline, teardown),
+        cmocka_unit_test_setup_teardown(test_inline_dedup_delete_persist, setup_inline, teardown),
+        cmocka_unit_test_setup_teardown(test_inline_eviction, setup_inline, teardown),
+        cmocka_unit_test_setup_teardown(test_inline_corrupt_is_miss, setup_inline, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
