@@ -134,10 +134,8 @@ void s3_format_iso8601(uint64_t ms, char out[32])
 
 void s3_format_http_date(uint64_t ms, char out[40])
 {
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, 40, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    if (sigv4_format_http_date((time_t)(ms / 1000), out) != SIGV4_OK)
+        strcpy(out, "Thu, 01 Jan 1970 00:00:00 GMT");
 }
 
 void s3_common_headers(request *r, struct MHD_Response *resp)
@@ -281,8 +279,11 @@ int s3_route(request *r)
         return 0;
     r->fe = s;
     r->cleanup = s3_cleanup;
-    snprintf(s->request_id, sizeof s->request_id, "%016llx",
-             (unsigned long long)(util_mono_ns() ^ ((uint64_t)(uintptr_t)r << 16)));
+    uint64_t id = util_mono_ns() ^ ((uint64_t)(uintptr_t)r << 16);
+    uint8_t idb[8];
+    for (int i = 0; i < 8; i++)
+        idb[i] = (uint8_t)(id >> (56 - 8 * i));
+    util_hex(idb, 8, s->request_id);
 
     const char *raw = r->raw_uri;
     const char *q = strchr(raw, '?');
