@@ -405,6 +405,22 @@ static void test_dates(void **state)
     assert_string_equal(buf, "20150830T123600Z");
     assert_int_equal(sigv4_format_http_date(t, buf), SIGV4_OK);
     assert_string_equal(buf, "Sun, 30 Aug 2015 12:36:00 GMT");
+    /* the formatter is arithmetic: its edges, leap days and the turn of centuries */
+    static const struct {
+        long long t;
+        const char *s;
+    } dates[] = {{0, "Thu, 01 Jan 1970 00:00:00 GMT"},
+                 {951782400, "Tue, 29 Feb 2000 00:00:00 GMT"},
+                 {951868799, "Tue, 29 Feb 2000 23:59:59 GMT"},
+                 {1709251199, "Thu, 29 Feb 2024 23:59:59 GMT"},
+                 {4107542400LL, "Mon, 01 Mar 2100 00:00:00 GMT"},
+                 {253402300799LL, "Fri, 31 Dec 9999 23:59:59 GMT"}};
+    for (size_t i = 0; i < sizeof dates / sizeof *dates; i++) {
+        assert_int_equal(sigv4_format_http_date((time_t)dates[i].t, buf), SIGV4_OK);
+        assert_string_equal(buf, dates[i].s);
+    }
+    assert_int_equal(sigv4_format_http_date((time_t)253402300800LL, buf), SIGV4_ERR_INVALID_ARG);
+    assert_int_equal(sigv4_format_http_date((time_t)-1, buf), SIGV4_ERR_INVALID_ARG);
     assert_int_equal(sigv4_parse_http_date("Sun, 30 Aug 2015 12:36:00 GMT", &t), SIGV4_OK);
     assert_int_equal((long long)t, 1440938160LL);
     assert_int_equal(sigv4_parse_http_date("Tue, 27 Mar 2007 19:36:42 +0000", &t), SIGV4_OK);
