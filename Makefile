@@ -7,13 +7,14 @@
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -MMD -MP
-LIBS     = -lmicrohttpd -lcrypto -lzstd -llmdb -lexpat -pthread
+LIBS     = -lmicrohttpd -lcurl -lcrypto -lzstd -llmdb -lexpat -pthread
 CLI_LIBS = -lcurl -lcrypto
 
 TEST_CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
 COMMON  = common/util.c common/log.c common/sigv4.c common/checksum.c
-STORAGE = storage/codec.c storage/index.c storage/store.c storage/multipart.c
+STORAGE = storage/codec.c storage/index.c storage/store.c storage/store_tier.c storage/tier.c \
+          storage/multipart.c
 SERVER  = server/main.c server/config.c server/http.c server/upload.c server/serve.c \
           server/native.c server/ops.c server/buf.c server/creds.c server/s3.c \
           server/s3_bucket.c server/s3_object.c server/s3_multipart.c server/s3_body.c \

@@ -77,6 +77,29 @@ static const option_def options[] = {
      "domain for virtual-host style S3 (bucket.DOMAIN); path style always works"},
     {"anonymous-read", T_STR, OFF(anonymous_read), CAP(anonymous_read), "",
      "comma-separated buckets anyone may read without a signature"},
+    {"tier", T_STR, OFF(tier), CAP(tier), "",
+     "cold tier shared by a fleet: s3://BUCKET[/PREFIX], gs://BUCKET[/PREFIX] (GCS, HMAC "
+     "keys) or http(s)://HOST[:PORT][/BUCKET[/PREFIX]] (another cairnd); credentials from "
+     "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or --tier-credentials"},
+    {"tier-endpoint", T_STR, OFF(tier_endpoint), CAP(tier_endpoint), "",
+     "for s3://: the S3 server, http(s)://HOST[:PORT] (default AWS for --tier-region)"},
+    {"tier-region", T_STR, OFF(tier_region), CAP(tier_region), "",
+     "the tier's region (default us-east-1; auto for gs://)"},
+    {"tier-path-style", T_STR, OFF(tier_path_style), CAP(tier_path_style), "auto",
+     "true: http://HOST/BUCKET/KEY; false: http://BUCKET.HOST/KEY; auto: path style unless "
+     "the endpoint is AWS"},
+    {"tier-credentials", T_STR, OFF(tier_credentials), CAP(tier_credentials), "",
+     "AWS shared credentials file for the tier (profile AWS_PROFILE, else default); "
+     "AWS_SHARED_CREDENTIALS_FILE is read too"},
+    {"tier-timeout", T_DURATION, OFF(tier_timeout), 0, "10s",
+     "a read from the tier that takes longer is a miss (blobs get 1s more per MiB)"},
+    {"tier-workers", T_UINT, OFF(tier_workers), 0, "4", "uploads to the tier at once"},
+    {"tier-queue-max", T_SIZE, OFF(tier_queue_max), 0, "10G",
+     "bytes of blobs waiting for the tier before writes are refused (507 / SlowDown)"},
+    {"tier-drain-timeout", T_DURATION, OFF(tier_drain_timeout), 0, "0s",
+     "on SIGTERM, wait this long for the tier's queue to empty (rolling restarts)"},
+    {"tier-insecure", T_BOOL, OFF(tier_insecure), 0, "false",
+     "do not verify the tier's TLS certificate (tests only)"},
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])
@@ -288,6 +311,15 @@ int config_load(server_config *cfg, int argc, char **argv)
     }
     if (cfg->low_watermark > cfg->high_watermark || cfg->high_watermark == 0) {
         fprintf(stderr, "cairnd: need 0 <= low-watermark <= high-watermark <= 100, 0 < high\n");
+        return -1;
+    }
+    if (strcmp(cfg->tier_path_style, "auto") != 0 && strcmp(cfg->tier_path_style, "true") != 0 &&
+        strcmp(cfg->tier_path_style, "false") != 0) {
+        fprintf(stderr, "cairnd: tier-path-style must be auto, true or false\n");
+        return -1;
+    }
+    if (cfg->tier_workers == 0 || cfg->tier_workers > 64) {
+        fprintf(stderr, "cairnd: tier-workers must be between 1 and 64\n");
         return -1;
     }
     if (cfg->inline_max_size > STORE_INLINE_LIMIT) {

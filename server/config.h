@@ -37,6 +37,16 @@ typedef struct server_config {
     char region[64];
     char s3_domain[256];
     char anonymous_read[1024];
+    char tier[1024];
+    char tier_endpoint[256];
+    char tier_region[64];
+    char tier_path_style[8];
+    char tier_credentials[1024];
+    uint64_t tier_timeout;
+    uint64_t tier_workers;
+    uint64_t tier_queue_max;
+    uint64_t tier_drain_timeout;
+    int tier_insecure;
 } server_config;
 
 /* 0: run; 1: --help or --version printed, exit 0; -1: error printed, exit 2. */

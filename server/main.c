@@ -6,15 +6,113 @@
  * Signals are blocked in every thread and taken synchronously here with
  * sigwait, so no handler ever runs inside the server's code.
  */
+#include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "../common/log.h"
 #include "../common/util.h"
+#include "../storage/tier.h"
 #include "creds.h"
 #include "server.h"
+
+typedef struct tier_keys {
+    char access[256], secret[256], token[2048];
+} tier_keys;
+
+static void trim(char *s)
+{
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t'))
+        s[--n] = '\0';
+    size_t i = strspn(s, " \t");
+    memmove(s, s + i, strlen(s + i) + 1);
+}
+
+/* The tier's credentials, as AWS tools find them: the environment, else the
+ * profile AWS_PROFILE (or "default") of a shared credentials file. */
+static int tier_credentials(const server_config *c, tier_keys *k, char *err, size_t errlen)
+{
+    memset(k, 0, sizeof *k);
+    const char *a = getenv("AWS_ACCESS_KEY_ID"), *sk = getenv("AWS_SECRET_ACCESS_KEY");
+    if (a && *a && sk) {
+        snprintf(k->access, sizeof k->access, "%s", a);
+        snprintf(k->secret, sizeof k->secret, "%s", sk);
+        const char *tok = getenv("AWS_SESSION_TOKEN");
+        snprintf(k->token, sizeof k->token, "%s", tok ? tok : "");
+        return 0;
+    }
+    char path[1024];
+    const char *f =
+        c->tier_credentials[0] ? c->tier_credentials : getenv("AWS_SHARED_CREDENTIALS_FILE");
+    if (f && *f)
+        snprintf(path, sizeof path, "%s", f);
+    else if (getenv("HOME"))
+        snprintf(path, sizeof path, "%s/.aws/credentials", getenv("HOME"));
+    else
+        return 0;
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL) {
+        if (c->tier_credentials[0]) {
+            snprintf(err, errlen, "tier-credentials %.300s: %s", path, strerror(errno));
+            return -1;
+        }
+        return 0; /* no credentials: unsigned requests (a cairnd parent without keys) */
+    }
+    const char *profile = getenv("AWS_PROFILE") ? getenv("AWS_PROFILE") : "default";
+    char line[2300], section[256] = "";
+    while (fgets(line, sizeof line, fp)) {
+        trim(line);
+        if (line[0] == '[') {
+            snprintf(section, sizeof section, "%.*s", (int)strcspn(line + 1, "]"), line + 1);
+            continue;
+        }
+        char *eq = strchr(line, '=');
+        if (eq == NULL || line[0] == '#' || line[0] == ';' || strcmp(section, profile) != 0)
+            continue;
+        *eq = '\0';
+        char *name = line, *value = eq + 1;
+        trim(name);
+        trim(value);
+        if (strcmp(name, "aws_access_key_id") == 0)
+            snprintf(k->access, sizeof k->access, "%s", value);
+        else if (strcmp(name, "aws_secret_access_key") == 0)
+            snprintf(k->secret, sizeof k->secret, "%s", value);
+        else if (strcmp(name, "aws_session_token") == 0)
+            snprintf(k->token, sizeof k->token, "%s", value);
+    }
+    fclose(fp);
+    return 0;
+}
+
+static int open_tier(const server_config *c, tier **t, char *err, size_t errlen)
+{
+    tier_keys k;
+    if (tier_credentials(c, &k, err, errlen) != 0)
+        return -1;
+    tier_config tc = {0};
+    tc.url = c->tier;
+    tc.endpoint = c->tier_endpoint;
+    tc.region = c->tier_region;
+    tc.path_style = strcmp(c->tier_path_style, "true") == 0    ? 1
+                    : strcmp(c->tier_path_style, "false") == 0 ? 0
+                                                               : -1;
+    tc.access_key = k.access;
+    tc.secret_key = k.secret;
+    tc.session_token = k.token;
+    tc.timeout_ms = (long)c->tier_timeout * 1000;
+    tc.insecure = c->tier_insecure;
+    int rc = tier_open(t, &tc, err, errlen);
+    memset(&k, 0, sizeof k);
+    if (rc == 0 && strncmp(c->tier, "http", 4) == 0 && tier_ensure_bucket(*t) != TIER_OK)
+        log_msg(LOG_WARN, "tier_bucket",
+                "could not make sure the tier's bucket exists; "
+                "uploads will retry");
+    return rc;
+}
 
 static void log_config(const server_config *c)
 {
@@ -62,6 +160,17 @@ int main(int argc, char **argv)
     sc.low_pct = (unsigned)cfg.low_watermark;
     sc.zstd_level = (int)cfg.zstd_level;
     sc.inline_max = cfg.inline_max_size;
+    tier *tr = NULL;
+    if (cfg.tier[0]) {
+        if (open_tier(&cfg, &tr, err, sizeof err) != 0) {
+            fprintf(stderr, "cairnd: %s\n", err);
+            return 2;
+        }
+        sc.tier = tr;
+        sc.tier_workers = (unsigned)cfg.tier_workers;
+        sc.tier_queue_max = cfg.tier_queue_max;
+        sc.tier_drain_ms = cfg.tier_drain_timeout * 1000;
+    }
     sc.map_size = cfg.index_map_size;
     sc.fsync = cfg.fsync;
 
@@ -70,6 +179,7 @@ int main(int argc, char **argv)
     if (store_open(&st, &sc, err, sizeof err) != 0) {
         log_msg(LOG_ERROR, "store_open_failed", "%s", err);
         fprintf(stderr, "cairnd: %s\n", err);
+        tier_close(tr);
         return 1;
     }
     server srv = {0};
@@ -77,6 +187,7 @@ int main(int argc, char **argv)
         log_msg(LOG_ERROR, "listen_failed", "%s", err);
         fprintf(stderr, "cairnd: %s\n", err);
         store_close(st);
+        tier_close(tr);
         return 1;
     }
     log_config(&cfg);
@@ -98,6 +209,7 @@ int main(int argc, char **argv)
     log_msg(LOG_INFO, "stopping", "signal %d: finishing in-flight requests", sig);
     server_stop(&srv);
     store_close(st);
+    tier_close(tr);
     creds_free();
     log_msg(LOG_INFO, "stopped", "bye");
     return 0;

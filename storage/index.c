@@ -64,7 +64,8 @@ int idx_open(idx *ix, const char *dir, uint64_t map_size, int nosync_meta, char 
         (rc = mdb_dbi_open(t, "refs", MDB_CREATE | MDB_DUPSORT, &ix->refs)) != 0 ||
         (rc = mdb_dbi_open(t, "meta", MDB_CREATE, &ix->meta)) != 0 ||
         (rc = mdb_dbi_open(t, "ns", MDB_CREATE, &ix->ns)) != 0 ||
-        (rc = mdb_dbi_open(t, "inline", MDB_CREATE, &ix->inl)) != 0)
+        (rc = mdb_dbi_open(t, "inline", MDB_CREATE, &ix->inl)) != 0 ||
+        (rc = mdb_dbi_open(t, "tierq", MDB_CREATE, &ix->tierq)) != 0)
         goto fail;
     MDB_val k = {7, "version"}, v;
     rc = mdb_get(t, ix->meta, &k, &v);
@@ -287,12 +288,14 @@ int idx_get_stats(MDB_txn *t, idx *ix, idx_stats *s)
     s->logical = get64(p + 16);
     s->physical = get64(p + 24);
     s->referenced = get64(p + 32);
+    s->tier_pending = v.mv_size >= 48 ? get64(p + 40) : 0;
     return 0;
 }
 
 int idx_put_stats(MDB_txn *t, idx *ix, const idx_stats *s)
 {
-    uint8_t p[40];
+    uint8_t p[48];
+    put64(p + 40, s->tier_pending);
     put64(p, s->blobs);
     put64(p + 8, s->keys);
     put64(p + 16, s->logical);
@@ -300,4 +303,54 @@ int idx_put_stats(MDB_txn *t, idx *ix, const idx_stats *s)
     put64(p + 32, s->referenced);
     MDB_val k = {5, "stats"}, v = {sizeof p, p};
     return mdb_put(t, ix->meta, &k, &v, 0);
+}
+
+/* ---- the cold tier's queue ---- */
+
+#define TQ_REC_SIZE 32
+
+int idx_tq_decode(const MDB_val *v, tq_rec *r)
+{
+    const uint8_t *p = v->mv_data;
+    if (v->mv_size < TQ_REC_SIZE || p[0] != 1)
+        return MDB_CORRUPTED;
+    r->attempts = get32(p + 4);
+    r->next_ms = get64(p + 8);
+    r->seq = get64(p + 16);
+    r->bytes = get64(p + 24);
+    r->name = p + TQ_REC_SIZE;
+    r->name_len = v->mv_size - TQ_REC_SIZE;
+    return 0;
+}
+
+int idx_tq_get(MDB_txn *t, idx *ix, const void *k, size_t klen, tq_rec *r)
+{
+    MDB_val key = {klen, (void *)k}, v;
+    int rc = mdb_get(t, ix->tierq, &key, &v);
+    return rc != 0 ? rc : idx_tq_decode(&v, r);
+}
+
+int idx_tq_put(MDB_txn *t, idx *ix, const void *k, size_t klen, const tq_rec *r)
+{
+    MDB_val key = {klen, (void *)k}, v = {TQ_REC_SIZE + r->name_len, NULL};
+    int rc = mdb_put(t, ix->tierq, &key, &v, MDB_RESERVE);
+    if (rc != 0)
+        return rc;
+    uint8_t *p = v.mv_data;
+    memset(p, 0, TQ_REC_SIZE);
+    p[0] = 1;
+    put32(p + 4, r->attempts);
+    put64(p + 8, r->next_ms);
+    put64(p + 16, r->seq);
+    put64(p + 24, r->bytes);
+    if (r->name_len)
+        memcpy(p + TQ_REC_SIZE, r->name, r->name_len);
+    return 0;
+}
+
+int idx_tq_del(MDB_txn *t, idx *ix, const void *k, size_t klen)
+{
+    MDB_val key = {klen, (void *)k};
+    int rc = mdb_del(t, ix->tierq, &key, NULL);
+    return rc == MDB_NOTFOUND ? 0 : rc;
 }

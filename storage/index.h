@@ -15,6 +15,8 @@
  *          front ends whose namespaces are created explicitly (S3 buckets).
  *   inline digest -> the stored bytes of a small blob kept in the index
  *          instead of a file of its own (blob format BLOB_INLINE).
+ *   tierq  the cold tier's work queue: a type byte and a name -> attempts,
+ *          next try, sequence number and bytes (see store.c, "cold tier").
  *
  * Records are encoded little-endian with explicit offsets (no struct images),
  * and each starts with a version byte so the layout can evolve.  Everything
@@ -36,14 +38,14 @@
 
 typedef struct idx {
     MDB_env *env;
-    MDB_dbi keys, blobs, atime, refs, meta, ns, inl;
+    MDB_dbi keys, blobs, atime, refs, meta, ns, inl, tierq;
     size_t max_key; /* LMDB's key size limit */
 } idx;
 
 typedef struct blob_rec {
     uint8_t format; /* BLOB_FILE or BLOB_INLINE */
     uint8_t codec;  /* CODEC_RAW or CODEC_ZSTD */
-    uint8_t tier;   /* cold-tier state; 0 = local only */
+    uint8_t tier;   /* 1: the cold tier holds a copy; 0: local only */
     uint32_t refs;  /* keys that point at this blob */
     uint64_t size;  /* body bytes */
     uint64_t stored;
@@ -61,10 +63,27 @@ typedef struct key_rec {
 typedef struct idx_stats {
     uint64_t blobs;
     uint64_t keys;
-    uint64_t logical;    /* body bytes of all blobs */
-    uint64_t physical;   /* file bytes of all blobs */
-    uint64_t referenced; /* body bytes of all keys: referenced - logical is dedup's saving */
+    uint64_t logical;      /* body bytes of all blobs */
+    uint64_t physical;     /* file bytes of all blobs */
+    uint64_t referenced;   /* body bytes of all keys: referenced - logical is dedup's saving */
+    uint64_t tier_pending; /* stored bytes of blobs queued for the cold tier */
 } idx_stats;
+
+/* A cold-tier queue entry's value. */
+typedef struct tq_rec {
+    uint32_t attempts;
+    uint64_t next_ms; /* not before */
+    uint64_t seq;     /* changes whenever the entry is queued again */
+    uint64_t bytes;   /* stored bytes, for blob uploads */
+    const void *name; /* what the work is about (a digest, a namespaced key); on a get,
+                         it points into LMDB memory: valid until the txn ends */
+    size_t name_len;
+} tq_rec;
+
+int idx_tq_get(MDB_txn *t, idx *ix, const void *k, size_t klen, tq_rec *r);
+int idx_tq_put(MDB_txn *t, idx *ix, const void *k, size_t klen, const tq_rec *r);
+int idx_tq_del(MDB_txn *t, idx *ix, const void *k, size_t klen);
+int idx_tq_decode(const MDB_val *v, tq_rec *r);
 
 int idx_open(idx *ix, const char *dir, uint64_t map_size, int nosync_meta, char *err,
              size_t errlen);

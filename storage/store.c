@@ -44,99 +44,7 @@
 #include "index.h"
 #include "multipart.h"
 
-#define TOUCH_SLOTS 8192
-#define TOUCH_PROBE 8
-#define MAX_READERS 1024
-#define EVICT_PER_TXN 2000
-#define SWEEP_BATCH 1024
-
-enum op_kind {
-    OP_PUT,
-    OP_DELETE,
-    OP_QUARANTINE,
-    OP_SWEEP,
-    OP_EVICT,
-    OP_FLUSH,
-    OP_NS_CREATE,
-    OP_NS_DELETE
-};
-
-typedef struct op {
-    int kind;
-    struct op *next;
-    int status;
-    int done;
-    /* OP_PUT, OP_DELETE */
-    char *nskey;
-    size_t nklen;
-    const void *meta;
-    size_t meta_len;
-    char tmp[PATH_MAX];
-    codec_result cr;
-    int dedup;
-    int link; /* point a key at an existing blob: no file comes with it */
-    int anon; /* the body is an unnamed file (O_TMPFILE), open as fd */
-    int fd;
-    const uint8_t *inl; /* a small body's stored bytes, kept in the index: no file */
-    size_t inl_len;
-    int created;  /* this op renamed a new blob file into place */
-    int map_full; /* failed for want of index space: worth another try */
-    /* OP_QUARANTINE, OP_SWEEP */
-    uint8_t (*digests)[32];
-    size_t ndigests;
-    ino_t ino; /* quarantine only the file that failed */
-    /* OP_EVICT */
-    uint64_t target;
-} op;
-
-typedef struct touch_slot {
-    uint8_t digest[32];
-    uint64_t t;
-    int used;
-} touch_slot;
-
-typedef struct digest_list {
-    uint8_t (*d)[32];
-    size_t n, cap;
-} digest_list;
-
-struct store {
-    store_config cfg;
-    char dir[PATH_MAX - 256]; /* room for the longest name inside it */
-    uint64_t id;
-    int lock_fd;
-    idx ix;
-
-    pthread_mutex_t mu; /* guards the queue */
-    pthread_cond_t cv_work, cv_done, cv_stop;
-    op *head, *tail;
-    int stopping;
-    pthread_t committer;
-    pthread_t sweeper;
-    int sweeper_started;
-
-    pthread_mutex_t touch_mu;
-    touch_slot *touches;       /* filled by readers */
-    touch_slot *touches_spare; /* written out by the committer */
-    size_t ntouches;
-
-    pthread_mutex_t readers_mu; /* registry of per-thread read transactions */
-    pthread_rwlock_t map_lock;  /* readers share it while a read txn is live; growing the map
-                                   takes it alone */
-    MDB_txn *readers[MAX_READERS];
-    size_t nreaders;
-
-    atomic_ullong tmp_seq;
-    atomic_ullong evicted_blobs, evicted_bytes, corrupt_blobs, orphans_removed;
-    atomic_ullong commits, batches;
-
-    /* committer-only scratch, reset per batch */
-    digest_list unlink_later;
-    digest_list quarantine_later;
-    uint8_t dirs_dirty[256];
-    int blobs_dir_dirty;
-    int tmpfile_ok; /* uploads go to unnamed files (O_TMPFILE), linked in when committed */
-};
+#include "store_int.h"
 
 static atomic_ullong next_store_id = 1;
 
@@ -203,14 +111,14 @@ static uint64_t low_bytes(const store *s)
     return percent_of(s->cfg.max_size, s->cfg.low_pct);
 }
 
-static void blob_path(const store *s, const uint8_t d[32], char *out, size_t cap)
+void blob_path(const store *s, const uint8_t d[32], char *out, size_t cap)
 {
     char hex[65];
     util_hex(d, 32, hex);
     snprintf(out, cap, "%s/blobs/%.2s/%s", s->dir, hex, hex);
 }
 
-static int map_mdb(int rc)
+int map_mdb(int rc)
 {
     if (rc == 0)
         return STORE_OK;
@@ -244,7 +152,7 @@ int store_key_fits(const store *s, const char *ns, size_t klen)
     return klen > 0 && strlen(ns) + 1 + klen <= s->ix.max_key;
 }
 
-static char *make_nskey(const store *s, const char *ns, const void *key, size_t klen, size_t *out)
+char *make_nskey(const store *s, const char *ns, const void *key, size_t klen, size_t *out)
 {
     size_t nl = strlen(ns);
     if (!store_key_fits(s, ns, klen))
@@ -260,7 +168,7 @@ static char *make_nskey(const store *s, const char *ns, const void *key, size_t 
 
 /* ---- read transactions ---------------------------------------------------- */
 
-static MDB_txn *reader_get(store *s)
+MDB_txn *reader_get(store *s)
 {
     pthread_rwlock_rdlock(&s->map_lock);
     if (tls_reader.store_id == s->id && tls_reader.txn != NULL) {
@@ -286,7 +194,7 @@ static MDB_txn *reader_get(store *s)
     return t;
 }
 
-static void reader_put(store *s, MDB_txn *t)
+void reader_put(store *s, MDB_txn *t)
 {
     if (tls_reader.store_id == s->id && tls_reader.txn == t)
         mdb_txn_reset(t);
@@ -320,7 +228,7 @@ static void grow_map(store *s, int force)
 
 /* ---- the queue ---------------------------------------------------------- */
 
-static int submit_and_wait(store *s, op *o)
+int submit_and_wait(store *s, op *o)
 {
     pthread_mutex_lock(&s->mu);
     if (s->stopping && o->kind != OP_FLUSH) {
@@ -369,7 +277,7 @@ static int drop_blob(store *s, MDB_txn *t, idx_stats *st, const uint8_t d[32], c
     rc = mdb_del(t, s->ix.refs, &k, NULL);
     if (rc != 0 && rc != MDB_NOTFOUND)
         return rc;
-    if ((rc = idx_del_blob(t, &s->ix, d, b)) != 0)
+    if ((rc = idx_del_blob(t, &s->ix, d, b)) != 0 || (rc = tier_blob_dropped(s, t, st, d)) != 0)
         return rc;
     st->blobs--;
     st->logical -= b->size;
@@ -389,7 +297,7 @@ static int unref_blob(store *s, MDB_txn *t, idx_stats *st, const uint8_t d[32])
         b.refs--;
         return idx_put_blob(t, &s->ix, d, &b);
     }
-    if ((rc = idx_del_blob(t, &s->ix, d, &b)) != 0)
+    if ((rc = idx_del_blob(t, &s->ix, d, &b)) != 0 || (rc = tier_blob_dropped(s, t, st, d)) != 0)
         return rc;
     st->blobs--;
     st->logical -= b.size;
@@ -442,6 +350,7 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
         b.size = o->cr.size;
         b.stored = o->cr.stored;
         b.refs = 1;
+        b.tier = o->from_tier ? 1 : 0;
         b.atime = util_now_ms();
         if ((rc = idx_move_atime(t, &s->ix, d, &b, b.atime)) != 0)
             return rc;
@@ -456,7 +365,7 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
 
     memcpy(kr.digest, d, 32);
     kr.size = o->cr.size;
-    kr.mtime_ms = util_now_ms();
+    kr.mtime_ms = o->mtime_ms ? o->mtime_ms : util_now_ms();
     kr.meta = o->meta;
     kr.meta_len = o->meta_len;
     if ((rc = idx_put_key(t, &s->ix, o->nskey, o->nklen, &kr)) != 0)
@@ -475,6 +384,8 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
         st->keys++;
     st->referenced += o->cr.size;
     st->referenced -= old_size;
+    if ((rc = tier_queue_put(s, t, st, o, create, &b)) != 0)
+        return rc;
 
     if (create && o->inl) {
         if ((rc = idx_put_inline(t, &s->ix, d, o->inl, o->inl_len)) != 0)
@@ -516,6 +427,8 @@ static int apply_delete(store *s, MDB_txn *t, idx_stats *st, op *o)
         return rc;
     st->keys--;
     st->referenced -= size;
+    if ((rc = tier_queue_delete(s, t, o->nskey, o->nklen)) != 0)
+        return rc;
     return unref_blob(s, t, st, d);
 }
 
@@ -563,9 +476,19 @@ static int evict_in_txn(store *s, MDB_txn *t, idx_stats *st, uint64_t target, si
     if (rc != 0)
         return rc;
     *evicted = 0;
+    uint8_t skip[40]; /* the last atime entry passed over: a blob the tier does not hold yet */
+    int skipping = 0;
     while (st->physical > target && *evicted < max_n) {
         MDB_val k, v;
-        rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+        if (skipping) {
+            k.mv_size = sizeof skip;
+            k.mv_data = skip;
+            rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+            if (rc == 0 && k.mv_size == sizeof skip && memcmp(k.mv_data, skip, sizeof skip) == 0)
+                rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+        } else {
+            rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+        }
         if (rc != 0)
             break;
         uint8_t d[32];
@@ -574,6 +497,11 @@ static int evict_in_txn(store *s, MDB_txn *t, idx_stats *st, uint64_t target, si
         if ((rc = idx_get_blob(t, &s->ix, d, &b)) != 0) {
             if (rc != MDB_NOTFOUND || (rc = mdb_cursor_del(c, 0)) != 0)
                 break; /* a stray atime entry is dropped; anything else stops */
+            continue;
+        }
+        if (!tier_evictable(s, t, d, &b)) {
+            memcpy(skip, k.mv_data, sizeof skip);
+            skipping = 1;
             continue;
         }
         uint64_t stored = b.stored;
@@ -660,12 +588,12 @@ static int apply_ns_create(store *s, MDB_txn *t, op *o)
     int rc = mdb_put(t, s->ix.ns, &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
     if (rc != 0)
         return rc;
-    uint64_t now = util_now_ms();
+    uint64_t now = o->created_ms ? o->created_ms : util_now_ms();
     for (int i = 0; i < 8; i++)
         ((uint8_t *)v.mv_data)[i] = (uint8_t)(now >> (56 - 8 * i));
     if (o->meta_len)
         memcpy((uint8_t *)v.mv_data + 8, o->meta, o->meta_len);
-    return 0;
+    return o->from_tier ? 0 : tier_queue_ns(s, t, o->nskey, 0);
 }
 
 static int apply_ns_delete(store *s, MDB_txn *t, op *o)
@@ -684,7 +612,9 @@ static int apply_ns_delete(store *s, MDB_txn *t, op *o)
     if (!empty)
         return MDB_KEYEXIST; /* mapped to STORE_NOT_EMPTY by the caller */
     MDB_val name = {nl, o->nskey};
-    return mdb_del(t, s->ix.ns, &name, NULL);
+    if ((rc = mdb_del(t, s->ix.ns, &name, NULL)) != 0)
+        return rc;
+    return tier_queue_ns(s, t, o->nskey, 1);
 }
 
 static int apply_op(store *s, MDB_txn *t, idx_stats *st, op *o)
@@ -702,6 +632,9 @@ static int apply_op(store *s, MDB_txn *t, idx_stats *st, op *o)
         return apply_ns_create(s, t, o);
     case OP_NS_DELETE:
         return apply_ns_delete(s, t, o);
+    case OP_TIER_DONE:
+    case OP_TIER_RETRY:
+        return tier_apply(s, t, st, o);
     case OP_EVICT: {
         size_t n;
         int rc;
@@ -760,6 +693,7 @@ static void process_batch(store *s, op *list, int attempt)
     MDB_txn *t;
     idx_stats st;
     grow_map(s, 0);
+    s->tier_kick_pending = 0;
     int rc = mdb_txn_begin(s->ix.env, NULL, 0, &t);
     if (rc == 0 && (rc = idx_get_stats(t, &s->ix, &st)) != 0)
         mdb_txn_abort(t);
@@ -842,6 +776,8 @@ static void process_batch(store *s, op *list, int attempt)
     }
     unlink_files(s, &s->unlink_later, 0);
     unlink_files(s, &s->quarantine_later, 1);
+    if (s->tier_kick_pending && s->tier_q)
+        tier_kick(s);
     atomic_fetch_add(&s->batches, 1);
     atomic_fetch_add(&s->commits, 1);
     if (!any_map_full || attempt >= MAP_FULL_RETRIES) {
@@ -1157,6 +1093,10 @@ int store_open(store **out, const store_config *cfg, char *err, size_t errlen)
         return -1;
     }
     s->sweeper_started = pthread_create(&s->sweeper, NULL, sweeper_main, s) == 0;
+    if (cfg->tier && tier_start(s, err, errlen) != 0) {
+        store_close(s);
+        return -1;
+    }
     *out = s;
     return 0;
 }
@@ -1165,6 +1105,7 @@ void store_close(store *s)
 {
     if (s == NULL)
         return;
+    tier_stop(s); /* its workers commit their outcomes: before the committer stops */
     pthread_mutex_lock(&s->mu);
     s->stopping = 1;
     pthread_cond_signal(&s->cv_work);
@@ -1173,6 +1114,7 @@ void store_close(store *s)
     if (s->sweeper_started)
         pthread_join(s->sweeper, NULL);
     pthread_join(s->committer, NULL);
+    tier_free(s);
     pthread_mutex_lock(&s->readers_mu);
     for (size_t i = 0; i < s->nreaders; i++)
         mdb_txn_abort(s->readers[i]);
@@ -1220,18 +1162,12 @@ static int fill_entry(store *s, MDB_txn *t, const uint8_t d[32], store_entry *e)
     return STORE_OK;
 }
 
-int store_lookup(store *s, const char *ns, const void *key, size_t klen, store_entry *e)
+static int lookup_local(store *s, const char *nskey, size_t nklen, store_entry *e)
 {
-    size_t nklen;
     memset(e, 0, sizeof *e);
-    char *nskey = make_nskey(s, ns, key, klen, &nklen);
-    if (nskey == NULL)
-        return STORE_BAD_KEY;
     MDB_txn *t = reader_get(s);
-    if (t == NULL) {
-        free(nskey);
+    if (t == NULL)
         return STORE_IO;
-    }
     key_rec kr;
     int rc = map_mdb(idx_get_key(t, &s->ix, nskey, nklen, &kr));
     if (rc == STORE_OK)
@@ -1248,6 +1184,20 @@ int store_lookup(store *s, const char *ns, const void *key, size_t klen, store_e
         }
     }
     reader_put(s, t);
+    return rc;
+}
+
+int store_lookup(store *s, const char *ns, const void *key, size_t klen, store_entry *e)
+{
+    size_t nklen;
+    memset(e, 0, sizeof *e);
+    char *nskey = make_nskey(s, ns, key, klen, &nklen);
+    if (nskey == NULL)
+        return STORE_BAD_KEY;
+    int rc = lookup_local(s, nskey, nklen, e);
+    /* a local miss falls through to the cold tier */
+    if (rc == STORE_NOTFOUND && s->tier_q && tier_resolve_key(s, nskey, nklen) == STORE_OK)
+        rc = lookup_local(s, nskey, nklen, e);
     free(nskey);
     return rc;
 }
@@ -1732,6 +1682,8 @@ int store_get_stats(store *s, store_stats *st)
     st->orphans_removed = atomic_load(&s->orphans_removed);
     st->commits = atomic_load(&s->commits);
     st->commit_batches = atomic_load(&s->batches);
+    st->tier_pending_bytes = is.tier_pending;
+    tier_stats(s, st);
     return STORE_OK;
 }
 
@@ -1768,6 +1720,14 @@ static uint64_t ns_created(const MDB_val *v)
 }
 
 int store_ns_get(store *s, const char *ns, uint64_t *created_ms, void **meta, size_t *meta_len)
+{
+    int rc = ns_get_local(s, ns, created_ms, meta, meta_len);
+    if (rc == STORE_NOTFOUND && s->tier_q && *ns && tier_resolve_ns(s, ns) == STORE_OK)
+        rc = ns_get_local(s, ns, created_ms, meta, meta_len);
+    return rc;
+}
+
+int ns_get_local(store *s, const char *ns, uint64_t *created_ms, void **meta, size_t *meta_len)
 {
     if (*ns == '\0' || strlen(ns) >= s->ix.max_key)
         return STORE_NOTFOUND;

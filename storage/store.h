@@ -59,6 +59,11 @@ typedef struct store_config {
     uint64_t multipart_ttl_ms;  /* unfinished multipart uploads older than this are removed */
     uint64_t inline_max;        /* bodies up to this size live in the index, not in files;
                                    at most STORE_INLINE_LIMIT; 0 = every body has a file */
+    /* the cold tier (tier.h), or NULL; the store uses it, the caller owns it */
+    struct tier *tier;
+    unsigned tier_workers;   /* uploads running at once */
+    uint64_t tier_queue_max; /* stored bytes waiting for the tier before writes are refused */
+    uint64_t tier_drain_ms;  /* store_close waits this long for the queue to empty */
 } store_config;
 
 #define STORE_INLINE_LIMIT (64u << 10)
@@ -153,6 +158,13 @@ typedef struct store_stats {
     uint64_t corrupt_blobs;                /* quarantined since start */
     uint64_t orphans_removed;              /* since start */
     uint64_t commits, commit_batches;      /* since start */
+    /* the cold tier */
+    uint64_t tier_queue, tier_pending_bytes;      /* queue entries; blob bytes not yet there */
+    uint64_t tier_uploads, tier_upload_bytes;     /* since start */
+    uint64_t tier_upload_failures;                /* attempts that failed, since start */
+    uint64_t tier_skipped;                        /* blobs the tier had already */
+    uint64_t tier_hits, tier_misses, tier_errors; /* local misses resolved from the tier */
+    uint64_t tier_fetched_bytes, tier_corrupt;    /* ... its bytes; objects that failed checks */
 } store_stats;
 
 int store_get_stats(store *s, store_stats *st);

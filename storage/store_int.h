@@ -1,0 +1,158 @@
+/*
+ * store_int.h - the store's insides, shared by store.c and store_tier.c (the
+ * cold tier's queue, workers and read-through).  Nothing outside storage/
+ * includes it.
+ */
+#ifndef CAIRN_STORE_INT_H
+#define CAIRN_STORE_INT_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+
+#include "codec.h"
+#include "index.h"
+#include "store.h"
+
+#define TOUCH_SLOTS 8192
+#define TOUCH_PROBE 8
+#define MAX_READERS 1024
+#define EVICT_PER_TXN 2000
+#define SWEEP_BATCH 1024
+
+enum op_kind {
+    OP_PUT,
+    OP_DELETE,
+    OP_QUARANTINE,
+    OP_SWEEP,
+    OP_EVICT,
+    OP_FLUSH,
+    OP_NS_CREATE,
+    OP_NS_DELETE,
+    OP_TIER_DONE,  /* a queue entry was carried out */
+    OP_TIER_RETRY, /* ... failed: try again later */
+};
+
+typedef struct op {
+    int kind;
+    struct op *next;
+    int status;
+    int done;
+    /* OP_PUT, OP_DELETE */
+    char *nskey;
+    size_t nklen;
+    const void *meta;
+    size_t meta_len;
+    char tmp[PATH_MAX];
+    codec_result cr;
+    int dedup;
+    int link; /* point a key at an existing blob: no file comes with it */
+    int anon; /* the body is an unnamed file (O_TMPFILE), open as fd */
+    int fd;
+    const uint8_t *inl; /* a small body's stored bytes, kept in the index: no file */
+    size_t inl_len;
+    int created;  /* this op renamed a new blob file into place */
+    int map_full; /* failed for want of index space: worth another try */
+    /* OP_QUARANTINE, OP_SWEEP */
+    uint8_t (*digests)[32];
+    size_t ndigests;
+    ino_t ino; /* quarantine only the file that failed */
+    /* OP_EVICT */
+    uint64_t target;
+    /* from the cold tier: no upload is queued, the blob is marked as in the
+     * tier, and the key keeps the writer's time */
+    int from_tier;
+    uint64_t mtime_ms;
+    /* OP_TIER_DONE, OP_TIER_RETRY: the queue entry (nskey, nklen) and the
+     * sequence number it had when its work began */
+    uint64_t seq;
+    uint64_t next_ms;
+    /* OP_NS_CREATE from the tier: its creation time */
+    uint64_t created_ms;
+} op;
+
+typedef struct touch_slot {
+    uint8_t digest[32];
+    uint64_t t;
+    int used;
+} touch_slot;
+
+typedef struct digest_list {
+    uint8_t (*d)[32];
+    size_t n, cap;
+} digest_list;
+
+struct store {
+    store_config cfg;
+    char dir[PATH_MAX - 256]; /* room for the longest name inside it */
+    uint64_t id;
+    int lock_fd;
+    idx ix;
+
+    pthread_mutex_t mu; /* guards the queue */
+    pthread_cond_t cv_work, cv_done, cv_stop;
+    op *head, *tail;
+    int stopping;
+    pthread_t committer;
+    pthread_t sweeper;
+    int sweeper_started;
+
+    pthread_mutex_t touch_mu;
+    touch_slot *touches;       /* filled by readers */
+    touch_slot *touches_spare; /* written out by the committer */
+    size_t ntouches;
+
+    pthread_mutex_t readers_mu; /* registry of per-thread read transactions */
+    pthread_rwlock_t map_lock;  /* readers share it while a read txn is live; growing the map
+                                   takes it alone */
+    MDB_txn *readers[MAX_READERS];
+    size_t nreaders;
+
+    atomic_ullong tmp_seq;
+    atomic_ullong evicted_blobs, evicted_bytes, corrupt_blobs, orphans_removed;
+    atomic_ullong commits, batches;
+
+    /* committer-only scratch, reset per batch */
+    digest_list unlink_later;
+    digest_list quarantine_later;
+    uint8_t dirs_dirty[256];
+    int blobs_dir_dirty;
+    int tmpfile_ok; /* uploads go to unnamed files (O_TMPFILE), linked in when committed */
+
+    /* the cold tier (store_tier.c); tier_q is NULL without one */
+    struct tier_state *tier_q;
+    int tier_kick_pending; /* committer: this batch queued tier work */
+};
+
+/* helpers of store.c */
+void blob_path(const store *s, const uint8_t d[32], char *out, size_t cap);
+int map_mdb(int rc);
+char *make_nskey(const store *s, const char *ns, const void *key, size_t klen, size_t *out);
+MDB_txn *reader_get(store *s);
+void reader_put(store *s, MDB_txn *t);
+int submit_and_wait(store *s, op *o);
+int ns_get_local(store *s, const char *ns, uint64_t *created_ms, void **meta, size_t *meta_len);
+
+/* store_tier.c: everything of the cold tier */
+int tier_start(store *s, char *err, size_t errlen); /* after the committer runs */
+void tier_stop(store *s);                           /* drains first, up to tier_drain_ms */
+void tier_free(store *s);                           /* after the committer stopped */
+void tier_stats(store *s, store_stats *st);
+/* In the committer's transaction: queue work after a write, a delete, a namespace change. */
+int tier_queue_put(store *s, MDB_txn *t, idx_stats *st, op *o, int created, const blob_rec *b);
+int tier_queue_delete(store *s, MDB_txn *t, const char *nskey, size_t nklen);
+int tier_queue_ns(store *s, MDB_txn *t, const char *name, int deleted);
+/* A blob's local copy is gone: its upload is no longer owed. */
+int tier_blob_dropped(store *s, MDB_txn *t, idx_stats *st, const uint8_t d[32]);
+/* May eviction drop this blob?  Only when the tier holds it and its keys. */
+int tier_evictable(store *s, MDB_txn *t, const uint8_t d[32], const blob_rec *b);
+int tier_apply(store *s, MDB_txn *t, idx_stats *st, op *o);
+/* Wakes the workers after a commit that queued work. */
+void tier_kick(store *s);
+/* A local miss: fetch the key (and its blob) from the tier.  STORE_OK once
+ * the key is stored locally, else STORE_NOTFOUND (or STORE_IO). */
+int tier_resolve_key(store *s, const char *nskey, size_t nklen);
+int tier_resolve_ns(store *s, const char *ns);
+
+#endif

@@ -1,0 +1,955 @@
+/*
+ * store_tier.c - the cold tier: the queue of work for it, the workers that
+ * carry the work out, and read-through on a local miss.
+ *
+ * The queue.  Every write, delete and namespace change that the committer
+ * applies queues, in the same LMDB transaction, what the tier owes: a blob
+ * to upload ('b' + digest), a key record to upload ('k') or delete ('d'), a
+ * namespace to upload ('n') or delete ('x').  An entry's LMDB key is its type
+ * and the SHA-256 of its name, so any name fits; the name itself is in the
+ * value.  A later change of the same key replaces its entry (a delete cancels
+ * a pending upload, and the other way round), so the queue holds at most one
+ * piece of work per name.  Since the queue is in the index, a restart resumes
+ * it and an acknowledged write is never forgotten.
+ *
+ * The workers.  tier_workers threads take entries whose time has come, do
+ * the request, and hand the outcome to the committer: done (the entry goes;
+ * for a blob, its record is marked as held by the tier) or failed (tried
+ * again later, with backoff up to five minutes).  An entry carries a sequence
+ * number, so an outcome for work that was queued again meanwhile changes
+ * nothing.  A key record is uploaded only once its blob is in the tier, so
+ * another node never finds a key whose blob is missing.  A blob the tier
+ * already has (another node uploaded it) is not uploaded again.
+ *
+ * Eviction drops only blobs the tier holds, whose keys are all in the tier
+ * too: the local copy is then a cache of the tier.
+ *
+ * Read-through.  A local miss asks the tier for the key record, then for the
+ * blob unless it is here already, checks the blob against its digest (every
+ * frame and the SHA-256 of the body), and stores both, as a write that owes
+ * the tier nothing.  Concurrent misses of one key wait for the first.  A key
+ * with a delete still queued is a miss, whatever the tier says.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "../common/log.h"
+#include "../common/util.h"
+#include "store_int.h"
+#include "tier.h"
+
+#define TQ_BLOB 'b'
+#define TQ_KEY 'k'
+#define TQ_KEY_DEL 'd'
+#define TQ_NS 'n'
+#define TQ_NS_DEL 'x'
+#define TQ_KEYLEN 33
+#define BACKOFF_FIRST_MS 1000
+#define BACKOFF_MAX_MS 300000
+#define RECORD_MAX (64u << 10) /* a key record: key, metadata and a few numbers */
+#define MAX_WORKERS 64
+
+typedef struct worker_arg {
+    store *s;
+    unsigned me;
+} worker_arg;
+
+typedef struct gate {
+    uint8_t id[TQ_KEYLEN];
+    struct gate *next;
+} gate;
+
+typedef struct tier_state {
+    tier *t;
+    pthread_t workers[MAX_WORKERS];
+    worker_arg args[MAX_WORKERS];
+    unsigned nworkers;
+    pthread_mutex_t mu; /* guards what follows, up to the gates */
+    pthread_cond_t cv;  /* workers wait here for work; the drain waits here too */
+    int stop;
+    uint8_t busy[MAX_WORKERS][TQ_KEYLEN]; /* entries being worked on */
+    int busy_used[MAX_WORKERS];
+    uint8_t cursor[TQ_KEYLEN]; /* the round robin's position */
+    int have_cursor;
+    uint64_t seq; /* committer only */
+
+    pthread_mutex_t gate_mu; /* read-through in progress, by key */
+    pthread_cond_t gate_cv;
+    gate *gates;
+
+    atomic_ullong uploads, upload_bytes, upload_failures, skipped;
+    atomic_ullong hits, misses, errors, fetched_bytes, corrupt;
+} tier_state;
+
+static void sha256_of(const void *p, size_t n, uint8_t out[32])
+{
+    unsigned int len;
+    EVP_Digest(p, n, out, &len, EVP_sha256(), NULL);
+}
+
+static void tq_key(char type, const void *name, size_t len, uint8_t out[TQ_KEYLEN])
+{
+    out[0] = (uint8_t)type;
+    sha256_of(name, len, out + 1);
+}
+
+/* ---- in the committer's transaction --------------------------------------- */
+
+static int enqueue(store *s, MDB_txn *t, char type, const void *name, size_t len, uint64_t bytes)
+{
+    uint8_t k[TQ_KEYLEN];
+    tq_key(type, name, len, k);
+    tq_rec r = {0, 0, ++s->tier_q->seq, bytes, name, len};
+    s->tier_kick_pending = 1;
+    return idx_tq_put(t, &s->ix, k, sizeof k, &r);
+}
+
+static int dequeue(store *s, MDB_txn *t, char type, const void *name, size_t len)
+{
+    uint8_t k[TQ_KEYLEN];
+    tq_key(type, name, len, k);
+    return idx_tq_del(t, &s->ix, k, sizeof k);
+}
+
+int tier_queue_put(store *s, MDB_txn *t, idx_stats *st, op *o, int created, const blob_rec *b)
+{
+    if (s->tier_q == NULL || o->from_tier)
+        return 0;
+    int rc;
+    if (created) {
+        if (s->cfg.tier_queue_max && st->tier_pending + b->stored > s->cfg.tier_queue_max)
+            return ENOSPC; /* the tier is behind: refuse rather than owe it without bound */
+        if ((rc = enqueue(s, t, TQ_BLOB, o->cr.sha256, 32, b->stored)) != 0)
+            return rc;
+        st->tier_pending += b->stored;
+    }
+    if ((rc = dequeue(s, t, TQ_KEY_DEL, o->nskey, o->nklen)) != 0)
+        return rc;
+    return enqueue(s, t, TQ_KEY, o->nskey, o->nklen, 0);
+}
+
+int tier_queue_delete(store *s, MDB_txn *t, const char *nskey, size_t nklen)
+{
+    if (s->tier_q == NULL)
+        return 0;
+    int rc = dequeue(s, t, TQ_KEY, nskey, nklen);
+    return rc != 0 ? rc : enqueue(s, t, TQ_KEY_DEL, nskey, nklen, 0);
+}
+
+int tier_queue_ns(store *s, MDB_txn *t, const char *name, int deleted)
+{
+    if (s->tier_q == NULL)
+        return 0;
+    size_t n = strlen(name);
+    int rc = dequeue(s, t, deleted ? TQ_NS : TQ_NS_DEL, name, n);
+    return rc != 0 ? rc : enqueue(s, t, deleted ? TQ_NS_DEL : TQ_NS, name, n, 0);
+}
+
+int tier_blob_dropped(store *s, MDB_txn *t, idx_stats *st, const uint8_t d[32])
+{
+    if (s->tier_q == NULL)
+        return 0;
+    uint8_t k[TQ_KEYLEN];
+    tq_rec r;
+    tq_key(TQ_BLOB, d, 32, k);
+    int rc = idx_tq_get(t, &s->ix, k, sizeof k, &r);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    st->tier_pending -= r.bytes < st->tier_pending ? r.bytes : st->tier_pending;
+    return idx_tq_del(t, &s->ix, k, sizeof k);
+}
+
+int tier_evictable(store *s, MDB_txn *t, const uint8_t d[32], const blob_rec *b)
+{
+    if (s->tier_q == NULL)
+        return 1;
+    if (!b->tier)
+        return 0;
+    MDB_cursor *c;
+    if (mdb_cursor_open(t, s->ix.refs, &c) != 0)
+        return 0;
+    MDB_val k = {32, (void *)d}, v;
+    int ok = 1;
+    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
+    while (rc == 0 && ok) {
+        uint8_t qk[TQ_KEYLEN];
+        tq_rec r;
+        tq_key(TQ_KEY, v.mv_data, v.mv_size, qk);
+        if (idx_tq_get(t, &s->ix, qk, sizeof qk, &r) != MDB_NOTFOUND)
+            ok = 0; /* a key record the tier does not have yet */
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT_DUP);
+    }
+    mdb_cursor_close(c);
+    return ok;
+}
+
+int tier_apply(store *s, MDB_txn *t, idx_stats *st, op *o)
+{
+    tq_rec r;
+    int rc = idx_tq_get(t, &s->ix, o->nskey, TQ_KEYLEN, &r);
+    if (rc == MDB_NOTFOUND || (rc == 0 && r.seq != o->seq))
+        return 0; /* queued again meanwhile: that work is still owed */
+    if (rc != 0)
+        return rc;
+    if (o->kind == OP_TIER_RETRY) {
+        uint8_t name[1024];
+        if (r.name_len > sizeof name)
+            return MDB_CORRUPTED;
+        memcpy(name, r.name, r.name_len); /* r.name points into the page being rewritten */
+        r.name = name;
+        r.attempts++;
+        r.next_ms = o->next_ms;
+        return idx_tq_put(t, &s->ix, o->nskey, TQ_KEYLEN, &r);
+    }
+    if (o->nskey[0] == TQ_BLOB && r.name_len == 32) {
+        blob_rec b;
+        uint8_t d[32];
+        memcpy(d, r.name, 32);
+        if ((rc = idx_get_blob(t, &s->ix, d, &b)) == 0) {
+            b.tier = 1;
+            if ((rc = idx_put_blob(t, &s->ix, d, &b)) != 0)
+                return rc;
+        } else if (rc != MDB_NOTFOUND) {
+            return rc;
+        }
+        st->tier_pending -= r.bytes < st->tier_pending ? r.bytes : st->tier_pending;
+    }
+    return idx_tq_del(t, &s->ix, o->nskey, TQ_KEYLEN);
+}
+
+void tier_kick(store *s)
+{
+    tier_state *q = s->tier_q;
+    pthread_mutex_lock(&q->mu);
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* ---- records in the tier ---------------------------------------------------- */
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* A key record: "CKR1", u32 name length, "<namespace>\0<key>", digest, u64
+ * size, u64 mtime (ms), u32 metadata length, metadata. */
+static uint8_t *key_record(const char *nskey, size_t nklen, const key_rec *kr, size_t *len)
+{
+    size_t n = 4 + 4 + nklen + 32 + 8 + 8 + 4 + kr->meta_len;
+    uint8_t *p = malloc(n), *q = p;
+    if (p == NULL)
+        return NULL;
+    memcpy(q, "CKR1", 4);
+    put_u32(q + 4, (uint32_t)nklen);
+    memcpy(q + 8, nskey, nklen);
+    q += 8 + nklen;
+    memcpy(q, kr->digest, 32);
+    put_u64(q + 32, kr->size);
+    put_u64(q + 40, kr->mtime_ms);
+    put_u32(q + 48, (uint32_t)kr->meta_len);
+    if (kr->meta_len)
+        memcpy(q + 52, kr->meta, kr->meta_len);
+    *len = n;
+    return p;
+}
+
+static int parse_key_record(const uint8_t *p, size_t n, const char *nskey, size_t nklen,
+                            key_rec *kr)
+{
+    if (n < 8 || memcmp(p, "CKR1", 4) != 0 || get_u32(p + 4) != nklen || n < 8 + nklen + 52 ||
+        memcmp(p + 8, nskey, nklen) != 0)
+        return -1;
+    const uint8_t *q = p + 8 + nklen;
+    memcpy(kr->digest, q, 32);
+    kr->size = get_u64(q + 32);
+    kr->mtime_ms = get_u64(q + 40);
+    kr->meta_len = get_u32(q + 48);
+    if (8 + nklen + 52 + kr->meta_len != n)
+        return -1;
+    kr->meta = q + 52;
+    return 0;
+}
+
+/* A namespace record: "CNS1", u64 created (ms), u32 metadata length, metadata. */
+static uint8_t *ns_record(uint64_t created, const void *meta, size_t meta_len, size_t *len)
+{
+    uint8_t *p = malloc(16 + meta_len);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, "CNS1", 4);
+    put_u64(p + 4, created);
+    put_u32(p + 12, (uint32_t)meta_len);
+    if (meta_len)
+        memcpy(p + 16, meta, meta_len);
+    *len = 16 + meta_len;
+    return p;
+}
+
+static void blob_name(const uint8_t d[32], char out[80])
+{
+    char hex[65];
+    util_hex(d, 32, hex);
+    snprintf(out, 80, "blobs/%s", hex);
+}
+
+static void key_name(const void *nskey, size_t nklen, char out[80])
+{
+    uint8_t h[32];
+    char hex[65];
+    sha256_of(nskey, nklen, h);
+    util_hex(h, 32, hex);
+    snprintf(out, 80, "keys/%s", hex);
+}
+
+static void ns_name(const char *ns, char *out, size_t cap)
+{
+    size_t n = strlen(ns);
+    char hex[2 * 64 + 1];
+    if (n > 64)
+        n = 64; /* a namespace name is at most 63 bytes */
+    util_hex((const uint8_t *)ns, n, hex);
+    snprintf(out, cap, "ns/%s", hex);
+}
+
+/* ---- the workers ------------------------------------------------------------- */
+
+typedef struct job {
+    uint8_t key[TQ_KEYLEN];
+    uint64_t seq;
+    uint32_t attempts;
+    uint8_t name[1024];
+    size_t name_len;
+} job;
+
+/* Would this entry's work have to wait for another's?  A key record waits
+ * for its blob to be in the tier. */
+static int must_wait(store *s, MDB_txn *t, const job *j)
+{
+    if (j->key[0] != TQ_KEY)
+        return 0;
+    key_rec kr;
+    blob_rec b;
+    if (idx_get_key(t, &s->ix, j->name, j->name_len, &kr) != 0)
+        return 0; /* gone: the worker drops the entry */
+    return idx_get_blob(t, &s->ix, kr.digest, &b) == 0 && !b.tier;
+}
+
+/* Takes the next entry whose time has come and that nobody works on.
+ * 0 with *j filled, or 1 with *wait_ms until the earliest one is due.
+ * Called with q->mu held. */
+static int pick(store *s, unsigned me, job *j, uint64_t *wait_ms)
+{
+    tier_state *q = s->tier_q;
+    uint64_t now = util_now_ms(), soonest = UINT64_MAX;
+    *wait_ms = 1000;
+    MDB_txn *t = reader_get(s);
+    if (t == NULL)
+        return 1;
+    MDB_cursor *c;
+    int found = 0;
+    if (mdb_cursor_open(t, s->ix.tierq, &c) == 0) {
+        MDB_val k, v;
+        int rc, wrapped = 0;
+        if (q->have_cursor) {
+            k.mv_size = TQ_KEYLEN;
+            k.mv_data = q->cursor;
+            rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+            if (rc == 0 && k.mv_size == TQ_KEYLEN && memcmp(k.mv_data, q->cursor, TQ_KEYLEN) == 0)
+                rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+        } else {
+            rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+        }
+        for (size_t seen = 0;; seen++) {
+            if (rc == MDB_NOTFOUND && !wrapped) {
+                wrapped = 1;
+                rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+            }
+            if (rc != 0)
+                break;
+            if (wrapped && q->have_cursor && memcmp(k.mv_data, q->cursor, TQ_KEYLEN) > 0)
+                break; /* around once */
+            tq_rec r;
+            int busy = 0;
+            for (unsigned i = 0; i < q->nworkers; i++)
+                busy |= q->busy_used[i] && memcmp(q->busy[i], k.mv_data, TQ_KEYLEN) == 0;
+            if (k.mv_size == TQ_KEYLEN && !busy && idx_tq_decode(&v, &r) == 0 &&
+                r.name_len <= sizeof j->name) {
+                if (r.next_ms > now) {
+                    if (r.next_ms < soonest)
+                        soonest = r.next_ms;
+                } else {
+                    memcpy(j->key, k.mv_data, TQ_KEYLEN);
+                    j->seq = r.seq;
+                    j->attempts = r.attempts;
+                    memcpy(j->name, r.name, r.name_len);
+                    j->name_len = r.name_len;
+                    if (!must_wait(s, t, j)) {
+                        found = 1;
+                        break;
+                    }
+                }
+            }
+            rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+        }
+        mdb_cursor_close(c);
+    }
+    reader_put(s, t);
+    if (found) {
+        memcpy(q->busy[me], j->key, TQ_KEYLEN);
+        q->busy_used[me] = 1;
+        memcpy(q->cursor, j->key, TQ_KEYLEN);
+        q->have_cursor = 1;
+        return 0;
+    }
+    q->have_cursor = 0;
+    if (soonest != UINT64_MAX)
+        *wait_ms = soonest - now < 1000 ? soonest - now : 1000;
+    return 1;
+}
+
+static int upload_blob(store *s, const job *j)
+{
+    tier_state *q = s->tier_q;
+    blob_rec b;
+    MDB_txn *t = reader_get(s);
+    if (t == NULL)
+        return TIER_ERROR;
+    int rc = idx_get_blob(t, &s->ix, j->name, &b);
+    uint8_t *inl = NULL;
+    if (rc == 0 && b.format == BLOB_INLINE) {
+        const void *data;
+        size_t len;
+        if (idx_get_inline(t, &s->ix, j->name, &data, &len) == 0 && (inl = malloc(len + 1)))
+            memcpy(inl, data, len);
+        else
+            rc = MDB_NOTFOUND;
+    }
+    reader_put(s, t);
+    if (rc != 0)
+        return rc == MDB_NOTFOUND ? TIER_OK : TIER_ERROR; /* gone here: nothing owed */
+    char name[80];
+    blob_name(j->name, name);
+    tier_meta m;
+    if (tier_head(q->t, name, &m) == TIER_OK && m.length == b.stored) {
+        atomic_fetch_add(&q->skipped, 1); /* another node uploaded it */
+        free(inl);
+        return TIER_OK;
+    }
+    tier_meta put = {.codec = b.codec, .size = b.size, .length = b.stored};
+    if (inl) {
+        rc = tier_put(q->t, name, -1, inl, b.stored, &put);
+        free(inl);
+    } else {
+        char path[PATH_MAX];
+        blob_path(s, j->name, path, sizeof path);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return errno == ENOENT ? TIER_OK : TIER_ERROR;
+        rc = tier_put(q->t, name, fd, NULL, b.stored, &put);
+        close(fd);
+    }
+    if (rc == TIER_OK) {
+        atomic_fetch_add(&q->uploads, 1);
+        atomic_fetch_add(&q->upload_bytes, b.stored);
+    }
+    return rc;
+}
+
+static int upload_key(store *s, const job *j)
+{
+    MDB_txn *t = reader_get(s);
+    if (t == NULL)
+        return TIER_ERROR;
+    key_rec kr;
+    uint8_t *rec = NULL;
+    size_t len = 0;
+    int rc = idx_get_key(t, &s->ix, j->name, j->name_len, &kr);
+    if (rc == 0)
+        rec = key_record((const char *)j->name, j->name_len, &kr, &len);
+    reader_put(s, t);
+    if (rc != 0)
+        return rc == MDB_NOTFOUND ? TIER_OK : TIER_ERROR;
+    if (rec == NULL)
+        return TIER_ERROR;
+    char name[80];
+    key_name(j->name, j->name_len, name);
+    rc = tier_put(s->tier_q->t, name, -1, rec, len, NULL);
+    free(rec);
+    return rc;
+}
+
+static int upload_ns(store *s, const job *j)
+{
+    char ns[128], name[160];
+    uint64_t created;
+    void *meta = NULL;
+    size_t meta_len = 0;
+    if (j->name_len >= sizeof ns)
+        return TIER_OK;
+    memcpy(ns, j->name, j->name_len);
+    ns[j->name_len] = '\0';
+    int rc = ns_get_local(s, ns, &created, &meta, &meta_len);
+    if (rc == STORE_NOTFOUND)
+        return TIER_OK;
+    if (rc != STORE_OK)
+        return TIER_ERROR;
+    size_t len;
+    uint8_t *rec = ns_record(created, meta, meta_len, &len);
+    free(meta);
+    if (rec == NULL)
+        return TIER_ERROR;
+    ns_name(ns, name, sizeof name);
+    rc = tier_put(s->tier_q->t, name, -1, rec, len, NULL);
+    free(rec);
+    return rc;
+}
+
+static int do_job(store *s, const job *j)
+{
+    char name[160];
+    switch (j->key[0]) {
+    case TQ_BLOB:
+        return j->name_len == 32 ? upload_blob(s, j) : TIER_OK;
+    case TQ_KEY:
+        return upload_key(s, j);
+    case TQ_KEY_DEL:
+        key_name(j->name, j->name_len, name);
+        return tier_delete(s->tier_q->t, name);
+    case TQ_NS:
+        return upload_ns(s, j);
+    case TQ_NS_DEL: {
+        char ns[128];
+        snprintf(ns, sizeof ns, "%.*s", (int)j->name_len, (const char *)j->name);
+        ns_name(ns, name, sizeof name);
+        return tier_delete(s->tier_q->t, name);
+    }
+    default:
+        return TIER_OK; /* an entry of a later version: dropped */
+    }
+}
+
+static uint64_t backoff_ms(uint32_t attempts)
+{
+    uint64_t ms = BACKOFF_FIRST_MS;
+    for (uint32_t i = 0; i < attempts && ms < BACKOFF_MAX_MS; i++)
+        ms *= 2;
+    if (ms > BACKOFF_MAX_MS)
+        ms = BACKOFF_MAX_MS;
+    return ms - ms / 4 + (uint64_t)rand() % (ms / 2 + 1); /* +-25%: nodes do not move in step */
+}
+
+static void *worker_main(void *arg)
+{
+    worker_arg *wa = arg;
+    store *s = wa->s;
+    tier_state *q = s->tier_q;
+    job j;
+    pthread_mutex_lock(&q->mu);
+    while (!q->stop) {
+        uint64_t wait_ms;
+        if (pick(s, wa->me, &j, &wait_ms) != 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += (time_t)(wait_ms / 1000);
+            ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&q->cv, &q->mu, &ts);
+            continue;
+        }
+        pthread_mutex_unlock(&q->mu);
+
+        int rc = do_job(s, &j);
+        op o = {0};
+        o.kind = rc == TIER_OK ? OP_TIER_DONE : OP_TIER_RETRY;
+        o.nskey = (char *)j.key;
+        o.nklen = TQ_KEYLEN;
+        o.seq = j.seq;
+        if (rc != TIER_OK) {
+            atomic_fetch_add(&q->upload_failures, 1);
+            o.next_ms = util_now_ms() + backoff_ms(j.attempts);
+            if (j.attempts == 0 || j.attempts % 10 == 0)
+                log_msg(LOG_WARN, "tier_upload_failed", "'%c' entry, attempt %u: %s; retrying",
+                        j.key[0], j.attempts + 1, tier_strerror(rc));
+        }
+        submit_and_wait(s, &o);
+
+        pthread_mutex_lock(&q->mu);
+        q->busy_used[wa->me] = 0;
+        pthread_cond_broadcast(&q->cv); /* the drain, and key records waiting for this blob */
+    }
+    pthread_mutex_unlock(&q->mu);
+    return NULL;
+}
+
+static uint64_t queue_entries(store *s)
+{
+    MDB_txn *t = reader_get(s);
+    if (t == NULL)
+        return 0;
+    MDB_stat st;
+    uint64_t n = mdb_stat(t, s->ix.tierq, &st) == 0 ? st.ms_entries : 0;
+    reader_put(s, t);
+    return n;
+}
+
+int tier_start(store *s, char *err, size_t errlen)
+{
+    tier_state *q = calloc(1, sizeof *q);
+    if (q == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    q->t = s->cfg.tier;
+    q->seq = util_now_ms() << 16; /* above any sequence number of an earlier run */
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->cv, NULL);
+    pthread_mutex_init(&q->gate_mu, NULL);
+    pthread_cond_init(&q->gate_cv, NULL);
+    s->tier_q = q;
+    unsigned n = s->cfg.tier_workers ? s->cfg.tier_workers : 4;
+    if (n > MAX_WORKERS)
+        n = MAX_WORKERS;
+    for (unsigned i = 0; i < n; i++) {
+        q->args[i] = (worker_arg){s, i};
+        if (pthread_create(&q->workers[i], NULL, worker_main, &q->args[i]) != 0)
+            break;
+        q->nworkers++;
+    }
+    if (q->nworkers == 0) {
+        snprintf(err, errlen, "cannot start the tier's workers");
+        return -1;
+    }
+    uint64_t queued = queue_entries(s);
+    log_msg(LOG_INFO, "tier", "cold tier %s, %u workers, %" PRIu64 " queued entries",
+            tier_describe(q->t), q->nworkers, queued);
+    return 0;
+}
+
+void tier_stop(store *s)
+{
+    tier_state *q = s->tier_q;
+    if (q == NULL)
+        return;
+    uint64_t end = util_now_ms() + s->cfg.tier_drain_ms, n;
+    if (s->cfg.tier_drain_ms && (n = queue_entries(s)) > 0) {
+        log_msg(LOG_INFO, "tier_drain",
+                "waiting up to %" PRIu64 " ms for %" PRIu64 " queued entries", s->cfg.tier_drain_ms,
+                n);
+        while ((n = queue_entries(s)) > 0 && util_now_ms() < end)
+            usleep(50000);
+        log_msg(n ? LOG_WARN : LOG_INFO, "tier_drained", "%" PRIu64 " entries left in the queue",
+                n);
+    }
+    pthread_mutex_lock(&q->mu);
+    q->stop = 1;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+    for (unsigned i = 0; i < q->nworkers; i++)
+        pthread_join(q->workers[i], NULL);
+}
+
+void tier_free(store *s)
+{
+    tier_state *q = s->tier_q;
+    if (q == NULL)
+        return;
+    pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->cv);
+    pthread_mutex_destroy(&q->gate_mu);
+    pthread_cond_destroy(&q->gate_cv);
+    free(q);
+    s->tier_q = NULL;
+}
+
+void tier_stats(store *s, store_stats *st)
+{
+    tier_state *q = s->tier_q;
+    if (q == NULL)
+        return;
+    st->tier_queue = queue_entries(s);
+    st->tier_uploads = atomic_load(&q->uploads);
+    st->tier_upload_bytes = atomic_load(&q->upload_bytes);
+    st->tier_upload_failures = atomic_load(&q->upload_failures);
+    st->tier_skipped = atomic_load(&q->skipped);
+    st->tier_hits = atomic_load(&q->hits);
+    st->tier_misses = atomic_load(&q->misses);
+    st->tier_errors = atomic_load(&q->errors);
+    st->tier_fetched_bytes = atomic_load(&q->fetched_bytes);
+    st->tier_corrupt = atomic_load(&q->corrupt);
+}
+
+/* ---- read-through ------------------------------------------------------------ */
+
+/* Enters the gate of id; 1 if this thread is the one to fetch, 0 if another
+ * was and has finished (look again locally). */
+static int gate_enter(tier_state *q, const uint8_t id[TQ_KEYLEN])
+{
+    pthread_mutex_lock(&q->gate_mu);
+    int waited = 0;
+    for (;;) {
+        gate *g = q->gates;
+        while (g && memcmp(g->id, id, TQ_KEYLEN) != 0)
+            g = g->next;
+        if (g == NULL)
+            break;
+        waited = 1;
+        pthread_cond_wait(&q->gate_cv, &q->gate_mu);
+    }
+    gate *g = waited ? NULL : malloc(sizeof *g);
+    if (g) {
+        memcpy(g->id, id, TQ_KEYLEN);
+        g->next = q->gates;
+        q->gates = g;
+    }
+    pthread_mutex_unlock(&q->gate_mu);
+    return g != NULL;
+}
+
+static void gate_leave(tier_state *q, const uint8_t id[TQ_KEYLEN])
+{
+    pthread_mutex_lock(&q->gate_mu);
+    for (gate **p = &q->gates; *p; p = &(*p)->next) {
+        if (memcmp((*p)->id, id, TQ_KEYLEN) == 0) {
+            gate *g = *p;
+            *p = g->next;
+            free(g);
+            break;
+        }
+    }
+    pthread_cond_broadcast(&q->gate_cv);
+    pthread_mutex_unlock(&q->gate_mu);
+}
+
+static int queued(store *s, char type, const void *name, size_t len)
+{
+    uint8_t k[TQ_KEYLEN];
+    tq_rec r;
+    tq_key(type, name, len, k);
+    MDB_txn *t = reader_get(s);
+    if (t == NULL)
+        return 0;
+    int rc = idx_tq_get(t, &s->ix, k, sizeof k, &r);
+    reader_put(s, t);
+    return rc == 0;
+}
+
+static int have_blob(store *s, const uint8_t d[32])
+{
+    blob_rec b;
+    MDB_txn *t = reader_get(s);
+    if (t == NULL)
+        return 0;
+    int rc = idx_get_blob(t, &s->ix, d, &b);
+    reader_put(s, t);
+    return rc == 0;
+}
+
+static int open_tmp(store *s, char *path, size_t cap, int *anon)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/tmp", s->dir);
+    *anon = 0;
+    path[0] = '\0';
+    int fd = s->tmpfile_ok ? open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0644) : -1;
+    if (fd >= 0) {
+        *anon = 1;
+        return fd;
+    }
+    snprintf(path, cap, "%s/tmp/%ld.tier.%llu", s->dir, (long)getpid(),
+             (unsigned long long)atomic_fetch_add(&s->tmp_seq, 1));
+    return open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+}
+
+/* Fetches the blob of kr into o (inline bytes, or a temporary file), checked
+ * against its digest.  TIER_OK, or a tier status. */
+static int fetch_blob(store *s, const key_rec *kr, op *o, uint8_t **inl)
+{
+    tier_state *q = s->tier_q;
+    char name[80];
+    tier_meta m;
+    blob_name(kr->digest, name);
+    uint64_t max = kr->size + kr->size / 16 + (1u << 20); /* the stored form never grows more */
+    int rc;
+    if (kr->size <= s->cfg.inline_max) {
+        void *data = NULL;
+        size_t len = 0;
+        rc = tier_get(q->t, name, -1, &data, &len, max, &m);
+        if (rc != TIER_OK)
+            return rc;
+        uint8_t *body = malloc(kr->size ? kr->size : 1), d[32];
+        int ok = body && m.codec >= 0 && m.size == kr->size &&
+                 codec_decode_small(m.codec, data, len, body, kr->size) == 0;
+        if (ok)
+            sha256_of(body, kr->size, d);
+        free(body);
+        if (!ok || memcmp(d, kr->digest, 32) != 0) {
+            free(data);
+            atomic_fetch_add(&q->corrupt, 1);
+            return TIER_BAD;
+        }
+        *inl = data;
+        o->inl = data;
+        o->inl_len = len;
+        o->cr.stored = len;
+        o->cr.codec = m.codec;
+    } else {
+        int anon;
+        int fd = open_tmp(s, o->tmp, sizeof o->tmp, &anon);
+        if (fd < 0)
+            return TIER_ERROR;
+        rc = tier_get(q->t, name, fd, NULL, NULL, max, &m);
+        if (rc == TIER_OK && (m.codec < 0 || m.size != kr->size ||
+                              codec_verify(fd, m.codec, m.size, m.length, kr->digest) != 0)) {
+            atomic_fetch_add(&q->corrupt, 1);
+            rc = TIER_BAD;
+        }
+        if (rc == TIER_OK && s->cfg.fsync && fdatasync(fd) != 0)
+            rc = TIER_ERROR;
+        if (rc != TIER_OK) {
+            close(fd);
+            if (o->tmp[0])
+                unlink(o->tmp);
+            o->tmp[0] = '\0';
+            return rc;
+        }
+        o->anon = anon;
+        o->fd = fd;
+        if (!anon) {
+            close(fd);
+            o->fd = -1;
+        }
+        o->cr.stored = m.length;
+        o->cr.codec = m.codec;
+    }
+    atomic_fetch_add(&q->fetched_bytes, o->cr.stored);
+    return TIER_OK;
+}
+
+int tier_resolve_key(store *s, const char *nskey, size_t nklen)
+{
+    tier_state *q = s->tier_q;
+    if (q == NULL || queued(s, TQ_KEY_DEL, nskey, nklen))
+        return STORE_NOTFOUND; /* deleted here; the tier will hear of it */
+    uint8_t id[TQ_KEYLEN];
+    tq_key(TQ_KEY, nskey, nklen, id);
+    if (!gate_enter(q, id))
+        return STORE_OK; /* another request fetched it (or failed to): look again */
+    char name[80];
+    key_name(nskey, nklen, name);
+    void *data = NULL;
+    size_t len = 0;
+    int rc = tier_get(q->t, name, -1, &data, &len, RECORD_MAX, NULL);
+    key_rec kr;
+    int status = STORE_NOTFOUND;
+    if (rc == TIER_NOTFOUND) {
+        atomic_fetch_add(&q->misses, 1);
+    } else if (rc != TIER_OK) {
+        atomic_fetch_add(&q->errors, 1);
+        log_msg(LOG_WARN, "tier_read_failed", "key record %s: %s", name, tier_strerror(rc));
+    } else if (parse_key_record(data, len, nskey, nklen, &kr) != 0) {
+        atomic_fetch_add(&q->corrupt, 1);
+        log_msg(LOG_WARN, "tier_corrupt", "key record %s does not parse", name);
+    } else {
+        op o = {0};
+        uint8_t *inl = NULL;
+        o.kind = OP_PUT;
+        o.from_tier = 1;
+        o.fd = -1;
+        o.nskey = (char *)nskey;
+        o.nklen = nklen;
+        o.meta = kr.meta;
+        o.meta_len = kr.meta_len;
+        o.mtime_ms = kr.mtime_ms;
+        memcpy(o.cr.sha256, kr.digest, 32);
+        o.cr.size = kr.size;
+        if (have_blob(s, kr.digest))
+            o.link = 1;
+        else
+            rc = fetch_blob(s, &kr, &o, &inl);
+        if (rc == TIER_OK) {
+            status = submit_and_wait(s, &o);
+            if (status == STORE_OK)
+                atomic_fetch_add(&q->hits, 1);
+        } else {
+            atomic_fetch_add(rc == TIER_NOTFOUND ? &q->misses : &q->errors, 1);
+            log_msg(LOG_WARN, "tier_read_failed", "blob of %s: %s", name, tier_strerror(rc));
+        }
+        if (o.anon)
+            close(o.fd);
+        else if (!o.created && o.tmp[0])
+            unlink(o.tmp);
+        free(inl);
+    }
+    free(data);
+    gate_leave(q, id);
+    return status;
+}
+
+int tier_resolve_ns(store *s, const char *ns)
+{
+    tier_state *q = s->tier_q;
+    if (q == NULL || queued(s, TQ_NS_DEL, ns, strlen(ns)))
+        return STORE_NOTFOUND;
+    uint8_t id[TQ_KEYLEN];
+    tq_key(TQ_NS, ns, strlen(ns), id);
+    if (!gate_enter(q, id))
+        return STORE_OK;
+    char name[160];
+    ns_name(ns, name, sizeof name);
+    void *data = NULL;
+    size_t len = 0;
+    int status = STORE_NOTFOUND;
+    int rc = tier_get(q->t, name, -1, &data, &len, RECORD_MAX, NULL);
+    if (rc == TIER_OK && len >= 16 && memcmp(data, "CNS1", 4) == 0 &&
+        16 + (size_t)get_u32((uint8_t *)data + 12) == len) {
+        op o = {0};
+        o.kind = OP_NS_CREATE;
+        o.from_tier = 1;
+        o.nskey = (char *)ns;
+        o.created_ms = get_u64((uint8_t *)data + 4);
+        o.meta = (uint8_t *)data + 16;
+        o.meta_len = len - 16;
+        status = submit_and_wait(s, &o);
+        if (status == STORE_EXISTS)
+            status = STORE_OK;
+    } else if (rc != TIER_NOTFOUND && rc != TIER_OK) {
+        atomic_fetch_add(&q->errors, 1);
+    }
+    free(data);
+    gate_leave(q, id);
+    return status;
+}

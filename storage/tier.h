@@ -1,0 +1,70 @@
+/*
+ * tier.h - the cold tier's client: objects in an S3 bucket (AWS, GCS's XML
+ * API, MinIO, another cairnd's S3 API), under a prefix, over libcurl and
+ * signed with common/sigv4.
+ *
+ * Layout under the prefix, so that any node can resolve what another wrote:
+ *   blobs/<64 hex>   a blob's stored bytes, exactly as the local store keeps
+ *                    them (codec.h), with x-amz-meta-cairn-codec and
+ *                    x-amz-meta-cairn-size (body bytes)
+ *   keys/<64 hex>    a key record; the name is SHA-256("<namespace>\0<key>")
+ *   ns/<hex name>    a namespace that is created explicitly (an S3 bucket)
+ *
+ * Each thread that calls in keeps its own curl handle, so connections are
+ * reused.  Nothing here touches the store.
+ */
+#ifndef CAIRN_TIER_H
+#define CAIRN_TIER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum tier_status {
+    TIER_OK = 0,
+    TIER_NOTFOUND, /* 404 */
+    TIER_DENIED,   /* 401/403: credentials */
+    TIER_ERROR,    /* anything else: the network, 5xx, a timeout; worth a retry */
+    TIER_BAD,      /* an answer that makes no sense (bad metadata, too large) */
+};
+
+const char *tier_strerror(int status);
+
+typedef struct tier_config {
+    const char *url;      /* s3://bucket/prefix, gs://bucket/prefix, http(s)://host/bucket/prefix */
+    const char *endpoint; /* for s3://: scheme://host[:port]; default AWS's for the region */
+    const char *region;   /* default us-east-1 ("auto" for gs://) */
+    int path_style;       /* 1 path style, 0 virtual host, -1 by endpoint (path style unless AWS) */
+    const char *access_key, *secret_key, *session_token; /* no access key: unsigned requests */
+    long timeout_ms;         /* a whole request that reads (reads must answer in time) */
+    long connect_timeout_ms; /* connecting */
+    int insecure;            /* skip TLS verification (tests with self-signed certificates) */
+} tier_config;
+
+typedef struct tier tier;
+
+int tier_open(tier **t, const tier_config *cfg, char *err, size_t errlen);
+void tier_close(tier *t);
+/* "s3://bucket/prefix" as configured, for logs (never with credentials). */
+const char *tier_describe(const tier *t);
+
+typedef struct tier_meta {
+    int codec;       /* CODEC_RAW or CODEC_ZSTD; -1 when the object has none */
+    uint64_t size;   /* body bytes (x-amz-meta-cairn-size) */
+    uint64_t length; /* object bytes */
+} tier_meta;
+
+/* PUT an object from a file (fd, from offset 0) or from memory (fd < 0).
+ * meta may be NULL. */
+int tier_put(tier *t, const char *name, int fd, const void *data, uint64_t len,
+             const tier_meta *meta);
+int tier_head(tier *t, const char *name, tier_meta *meta);
+/* GET an object into fd (written from offset 0), or into a malloc'ed buffer
+ * (*data, *len) when fd < 0.  An object longer than max is TIER_BAD. */
+int tier_get(tier *t, const char *name, int fd, void **data, size_t *len, uint64_t max,
+             tier_meta *meta);
+/* DELETE; a missing object is TIER_OK. */
+int tier_delete(tier *t, const char *name);
+/* Makes the bucket if it does not exist (a cairnd parent, a test's moto). */
+int tier_ensure_bucket(tier *t);
+
+#endif
