@@ -1,0 +1,400 @@
+"""The cold tier: cairnd nodes over one bucket of moto_server (the S3 emulator
+on this machine), and a node over another cairnd.  Between a node and moto
+sits a small proxy that can fail on demand (500, 503, 403, very slow), for
+the fault tests.  Everything on loopback, ports chosen at run time.
+
+What is checked: what a node acknowledges reaches the tier; a node with an
+empty folder (or the same node after its folder is wiped) reads every body
+back through the tier, equal; the tier receives each body once; deletes
+reach the tier; with the tier down, failing or slow, local hits are served,
+writes are accepted, misses answer in time, and the queue drains once the
+tier is back, across a kill -9 too."""
+import hashlib
+import http.client
+import http.server
+import json
+import os
+import random
+import shutil
+import socket
+import socketserver
+import subprocess
+import threading
+import time
+import unittest
+
+from harness import Server, close_checked, random_seed, sha256, wait_for
+
+KIB, MIB = 1024, 1024 * 1024
+CREDS = {"AWS_ACCESS_KEY_ID": "tier-test", "AWS_SECRET_ACCESS_KEY": "tier-secret",
+         "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_CONFIG_FILE": "/dev/null"}
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def have_moto():
+    return shutil.which("moto_server") is not None
+
+
+class Moto:
+    """moto_server on a port (its data lives in memory: a restart empties it)."""
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.proc = subprocess.Popen(["moto_server", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ok = wait_for(self.up, timeout=30)
+        if not ok:
+            self.stop()
+            raise RuntimeError("moto_server did not start")
+
+    def up(self):
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            c.request("GET", "/")
+            c.getresponse().read()
+            c.close()
+            return True
+        except OSError:
+            return False
+
+    def client(self):
+        import boto3
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id=CREDS["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=CREDS["AWS_SECRET_ACCESS_KEY"])
+
+    def objects(self, bucket, prefix=""):
+        """{name: size} of the bucket's objects under prefix."""
+        out = {}
+        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                           Prefix=prefix):
+            for o in page.get("Contents", []):
+                out[o["Key"]] = o["Size"]
+        return out
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
+class FaultProxy:
+    """Forwards requests to a backend, or fails them: mode is "ok", "down"
+    (connection closed), "500", "503", "403" or "slow" (answers after 30 s)."""
+
+    def __init__(self, backend_port):
+        self.mode = "ok"
+        self.requests = 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def handle_any(self):
+                proxy.requests += 1
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                mode = proxy.mode
+                if mode == "down":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if mode == "slow":
+                    time.sleep(30)
+                if mode in ("500", "503", "403"):
+                    msg = b"<Error><Code>Injected</Code><Message>fault</Message></Error>"
+                    self.send_response(int(mode))
+                    self.send_header("Content-Length", str(len(msg)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(msg)
+                    return
+                c = http.client.HTTPConnection("127.0.0.1", backend_port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                c.request(self.command, self.path, body=body if n else None, headers=headers)
+                r = c.getresponse()
+                data = r.read()
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection",
+                                         "server", "date"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data) if self.command != "HEAD"
+                                                       else r.getheader("Content-Length", "0")))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                c.close()
+
+            do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = handle_any
+
+        class Threading(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+
+        self.server = Threading(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def status(srv):
+    c = srv.conn()
+    c.request("GET", "/status")
+    st = json.loads(c.getresponse().read())
+    c.close()
+    return st
+
+
+def request(srv, method, path, body=None, headers=None, timeout=60):
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=timeout)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read()
+    finally:
+        c.close()
+
+
+@unittest.skipUnless(have_moto(), "moto_server is not installed")
+class TierTest(unittest.TestCase):
+    BUCKET = "fleet"
+    PREFIX = "cache"
+
+    def setUp(self):
+        self.rng = random.Random(random_seed())
+        self.moto = Moto()
+        self.addCleanup(self.moto.stop)
+        self.moto.client().create_bucket(Bucket=self.BUCKET)
+        self.proxy = FaultProxy(self.moto.port)
+        self.addCleanup(self.proxy.stop)
+        self.dirs = []
+
+    def tearDown(self):
+        for d in self.dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def node(self, data=None, extra=(), endpoint=None):
+        srv = Server(["--tier", "s3://%s/%s" % (self.BUCKET, self.PREFIX), "--tier-endpoint",
+                      endpoint or self.proxy.url, "--tier-timeout", "3s"] + list(extra),
+                     data=data, env=CREDS)
+        self.addCleanup(close_checked, self, srv, True)
+        return srv
+
+    def folder(self):
+        import tempfile
+        d = tempfile.mkdtemp(prefix="cairn-tier-")
+        self.dirs.append(d)
+        return d
+
+    def drained(self, srv, timeout=60):
+        ok = wait_for(lambda: status(srv)["tier"]["queue"] == 0, timeout=timeout, step=0.1)
+        self.assertTrue(ok, "the tier's queue did not drain: %s" % status(srv)["tier"])
+
+    def bodies(self, n):
+        """n bodies of 1 byte to 3 MiB: random and text-like."""
+        out = []
+        for i in range(n):
+            size = self.rng.choice([1, 100, 4 * KIB, 20 * KIB, 300 * KIB, 3 * MIB])
+            if i % 2:
+                b = self.rng.randbytes(size)
+            else:
+                b = (b"line %d of a log\n" % i * (size // 10 + 1))[:size]
+            out.append(b)
+        return out
+
+    def write(self, srv, bodies):
+        """Each body under /cas, and under two /ac keys (duplicates); an S3
+        bucket with one object and its metadata.  Returns {path: body}."""
+        want = {}
+        for i, b in enumerate(bodies):
+            d = sha256(b)
+            self.assertEqual(request(srv, "PUT", "/cas/" + d, b)[0], 200)
+            want["/cas/" + d] = b
+            for j in range(2):
+                k = sha256(b"ac %d %d" % (i, j))
+                self.assertEqual(request(srv, "PUT", "/ac/" + k, b)[0], 200)
+                want["/ac/" + k] = b
+        self.assertEqual(request(srv, "PUT", "/shared-bucket")[0], 200)
+        self.assertEqual(request(srv, "PUT", "/shared-bucket/dir/obj.txt", bodies[0],
+                                 {"x-amz-meta-owner": "node-a", "Content-Type": "text/x-test"})[0],
+                         200)
+        want["/shared-bucket/dir/obj.txt"] = bodies[0]
+        return want
+
+    def read_all(self, srv, want):
+        for path, body in want.items():
+            st, h, got = request(srv, "GET", path)
+            self.assertEqual((st, sha256(got)), (200, sha256(body)), path)
+        st, h, _ = request(srv, "HEAD", "/shared-bucket/dir/obj.txt")
+        self.assertEqual(st, 200)
+        self.assertEqual(h.get("x-amz-meta-owner"), "node-a")
+        self.assertEqual(h.get("content-type"), "text/x-test")
+
+    def blobs_in_tier(self):
+        return {k.rsplit("/", 1)[1]: v
+                for k, v in self.moto.objects(self.BUCKET, self.PREFIX + "/blobs/").items()}
+
+    def test_write_wipe_read_and_a_second_node(self):
+        data_a = self.folder()
+        a = self.node(data=data_a)
+        bodies = self.bodies(12)
+        bodies += bodies[:6]  # half of the second half are duplicates
+        want = self.write(a, bodies)
+        self.drained(a)
+        distinct = {sha256(b) for b in bodies}
+        self.assertEqual(set(self.blobs_in_tier()), distinct)
+        st = status(a)["tier"]
+        self.assertEqual(st["uploads"], len(distinct), st)
+
+        # wipe A's folder: everything comes back from the tier
+        self.assertIn(a.stop(), (0,))
+        shutil.rmtree(data_a)
+        os.mkdir(data_a)
+        a.start()
+        self.read_all(a, want)
+        st = status(a)["tier"]
+        self.assertEqual(st["uploads"], 0, "a node re-uploaded what it read from the tier")
+        self.assertEqual(st["corrupt"], 0)
+        self.assertGreaterEqual(st["hits"], len(want))
+
+        # a second node, its own empty folder, the same tier
+        b = self.node()
+        self.read_all(b, want)
+        time.sleep(1.5)
+        self.assertEqual(status(b)["tier"]["uploads"], 0)
+        self.assertEqual(set(self.blobs_in_tier()), distinct, "the tier got a blob twice")
+
+        # a third node writes a body the tier has: it asks, and uploads nothing
+        c = self.node()
+        self.assertEqual(request(c, "PUT", "/ac/" + sha256(b"on c"), bodies[3])[0], 200)
+        self.drained(c)
+        self.assertEqual(status(c)["tier"]["uploads"], 0)
+        self.assertEqual(status(c)["tier"]["already_there"], 1)
+        self.assertEqual(set(self.blobs_in_tier()), distinct)
+
+    def test_delete_reaches_the_tier(self):
+        a, b = self.node(), self.node()
+        key = "/ac/" + sha256(b"to delete")
+        self.assertEqual(request(a, "PUT", key, b"soon gone")[0], 200)
+        self.drained(a)
+        self.assertEqual(request(b, "GET", key)[2], b"soon gone")
+        self.assertEqual(request(a, "DELETE", key)[0], 204)
+        self.assertEqual(request(a, "GET", key)[0], 404)  # not resurrected from the tier
+        self.drained(a)
+        c = self.node()
+        self.assertEqual(request(c, "GET", key)[0], 404)
+
+    def test_tier_down_then_back(self):
+        self.proxy.mode = "down"
+        data = self.folder()
+        a = self.node(data=data)
+        bodies = self.bodies(8)
+        want = {}
+        for b in bodies:
+            path = "/cas/" + sha256(b)
+            self.assertEqual(request(a, "PUT", path, b)[0], 200)
+            want[path] = b
+        # local hits are served; a miss answers within the tier timeout
+        for path, b in want.items():
+            self.assertEqual(request(a, "GET", path)[2], b)
+        t0 = time.time()
+        self.assertEqual(request(a, "GET", "/cas/" + sha256(b"nowhere"))[0], 404)
+        self.assertLess(time.time() - t0, 8)
+        wait_for(lambda: status(a)["tier"]["upload_failures"] > 0, timeout=10)
+        self.assertGreater(status(a)["tier"]["queue"], 0)
+        # kill -9 with a full queue; the tier comes back; the restart resumes
+        a.kill9()
+        self.proxy.mode = "ok"
+        a.start()
+        self.drained(a, timeout=90)
+        self.assertEqual(set(self.blobs_in_tier()), {sha256(b) for b in bodies})
+        b2 = self.node()
+        for path, b in want.items():
+            self.assertEqual(request(b2, "GET", path)[2], b)
+
+    def test_tier_errors_slowness_and_credentials(self):
+        a = self.node()
+        body = self.rng.randbytes(50 * KIB)
+        path = "/cas/" + sha256(body)
+        for mode in ("500", "503", "403", "slow"):
+            self.proxy.mode = mode
+            other = self.rng.randbytes(1000)
+            self.assertEqual(request(a, "PUT", "/cas/" + sha256(other), other)[0], 200, mode)
+            self.assertEqual(request(a, "GET", "/cas/" + sha256(other))[2], other, mode)
+            t0 = time.time()
+            self.assertEqual(request(a, "GET", "/cas/" + sha256(mode.encode()))[0], 404, mode)
+            self.assertLess(time.time() - t0, 8, "a miss with the tier %s took too long" % mode)
+        self.proxy.mode = "ok"
+        self.assertEqual(request(a, "PUT", path, body)[0], 200)
+        self.drained(a, timeout=120)
+        self.assertIn(sha256(body), self.blobs_in_tier())
+
+    def test_corrupt_tier_object_is_a_miss(self):
+        a = self.node()
+        body = self.rng.randbytes(200 * KIB)
+        path = "/cas/" + sha256(body)
+        self.assertEqual(request(a, "PUT", path, body)[0], 200)
+        self.drained(a)
+        name = "%s/blobs/%s" % (self.PREFIX, sha256(body))
+        s3 = self.moto.client()
+        head = s3.head_object(Bucket=self.BUCKET, Key=name)
+        bad = bytearray(body)
+        bad[1000] ^= 0xFF
+        s3.put_object(Bucket=self.BUCKET, Key=name, Body=bytes(bad), Metadata=head["Metadata"])
+        b = self.node()
+        self.assertEqual(request(b, "GET", path)[0], 404)
+        self.assertEqual(status(b)["tier"]["corrupt"], 1)
+        self.assertEqual(status(b)["entries"]["keys"], 0)
+
+
+class CairnOverCairnTest(unittest.TestCase):
+    def test_node_over_a_parent_cairnd(self):
+        parent = Server()
+        self.addCleanup(close_checked, self, parent)
+        data = parent.data + "-child"
+        child = Server(["--tier", parent.url + "/", "--tier-timeout", "3s"], data=data,
+                       env={"AWS_ACCESS_KEY_ID": "", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"})
+        self.addCleanup(shutil.rmtree, data, True)
+        self.addCleanup(close_checked, self, child)
+        bodies = [os.urandom(n) for n in (10, 5000, 70 * KIB, 2 * MIB)]
+        for b in bodies:
+            self.assertEqual(request(child, "PUT", "/cas/" + sha256(b), b)[0], 200)
+        self.assertTrue(wait_for(lambda: status(child)["tier"]["queue"] == 0, timeout=30))
+        # the parent holds them, in its bucket cairn-tier
+        st, _, listing = request(parent, "GET", "/cairn-tier?list-type=2")
+        self.assertEqual(st, 200)
+        for b in bodies:
+            self.assertIn(sha256(b).encode(), listing)
+        # the child's folder wiped: everything comes back from the parent
+        self.assertEqual(child.stop(), 0)
+        shutil.rmtree(data)
+        os.mkdir(data)
+        child.start()
+        for b in bodies:
+            self.assertEqual(request(child, "GET", "/cas/" + sha256(b))[2], b)
+        self.assertEqual(status(child)["tier"]["hits"], len(bodies))
+
+
+if __name__ == "__main__":
+    unittest.main()
