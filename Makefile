@@ -97,6 +97,7 @@ test: test-deps
 bench: bench-deps all
 	@sh bench/run.sh
 	@bash bench/s3.sh
+	@python3 bench/tier.py
 
 format:
 	clang-format -i common/*.[ch] storage/*.[ch] server/*.[ch] client/*.c tests/unit/*.c

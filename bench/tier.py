@@ -1,0 +1,237 @@
+"""bench/tier.py - the cold tier: read-through of cold objects, and what the
+tier receives for a write workload with duplicates.
+
+    python3 bench/tier.py [N]        (make bench runs it; N defaults to 1000)
+
+1. Read-through.  N objects (by default 900 of 4-64 KiB, 90 of 64 KiB-4 MiB,
+   10 of 4-64 MiB; a mix of text-like and random bytes) are written through
+   cairnd's S3 API into a node whose tier is moto_server, and the same bodies
+   straight into another moto bucket.  The node's folder is then wiped, so
+   every object is cold, and boto3 reads them all (a) straight from moto and
+   (b) through the node, which reads each from moto, checks it and stores it.
+   Target: (b) takes at most 10 % longer than (a).
+2. Duplicates.  A fresh node writes N/2 distinct bodies, each under two keys;
+   the tier must receive each body once (bytes and object counts).
+
+Everything on 127.0.0.1, ports chosen at run time, stopped on exit.  Prints
+a table; the raw numbers go to bench/out/tier-<stamp>.txt too.
+"""
+import hashlib
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import boto3
+from botocore.config import Config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CAIRND = os.path.join(ROOT, "bin", "cairnd")
+KIB, MIB = 1024, 1024 * 1024
+CREDS = dict(aws_access_key_id="bench", aws_secret_access_key="bench-secret")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_http(url, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("%s did not come up" % url)
+
+
+class Node:
+    def __init__(self, data, moto_url, prefix):
+        self.data, self.moto_url, self.prefix = data, moto_url, prefix
+        self.start()
+
+    def start(self):
+        self.port = free_port()
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=CREDS["aws_access_key_id"],
+                   AWS_SECRET_ACCESS_KEY=CREDS["aws_secret_access_key"])
+        self.log = open(self.data + ".log", "ab")
+        self.proc = subprocess.Popen(
+            [CAIRND, "--listen", "127.0.0.1:%d" % self.port, "--data", self.data, "--tier",
+             "s3://bench/" + self.prefix, "--tier-endpoint", self.moto_url, "--max-size", "20G",
+             "--log-level", "warn"], stdout=subprocess.DEVNULL, stderr=self.log, env=env)
+        self.url = "http://127.0.0.1:%d" % self.port
+        wait_http(self.url + "/healthz")
+
+    def status(self):
+        return json.loads(urllib.request.urlopen(self.url + "/status").read())
+
+    def drain(self, timeout=600):
+        end = time.time() + timeout
+        while self.status()["tier"]["queue"] and time.time() < end:
+            time.sleep(0.2)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(60)
+        self.log.close()
+
+
+def client(url):
+    return boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                        config=Config(retries={"max_attempts": 1}), **CREDS)
+
+
+def bodies(n, rng):
+    sizes = []
+    for i in range(n):
+        r = i % 100
+        if r < 90:
+            sizes.append(rng.randint(4 * KIB, 64 * KIB))
+        elif r < 99:
+            sizes.append(rng.randint(64 * KIB, 4 * MIB))
+        else:
+            sizes.append(rng.randint(4 * MIB, 64 * MIB))
+    text = b"".join(b"line %08d of a build log: compiling module, linking\n" % i
+                    for i in range(1400000))
+    out = []
+    for i, size in enumerate(sizes):
+        if i % 2:
+            out.append(rng.randbytes(size))
+        else:
+            off = rng.randrange(0, len(text) - size)
+            out.append(text[off:off + size])
+    return out
+
+
+def read_all(c, bucket, keys):
+    t0 = time.time()
+    n = 0
+    for k, digest in keys:
+        data = c.get_object(Bucket=bucket, Key=k)["Body"].read()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise RuntimeError("%s/%s: wrong body" % (bucket, k))
+        n += len(data)
+    return time.time() - t0, n
+
+
+def main():
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    runs = int(os.environ.get("RUNS", "3"))
+    rng = random.Random(1)
+    work = tempfile.mkdtemp(prefix="cairn-tierbench-")
+    moto_port = free_port()
+    moto = subprocess.Popen(["moto_server", "-p", str(moto_port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    moto_url = "http://127.0.0.1:%d" % moto_port
+    nodes = []
+    try:
+        wait_http(moto_url)
+        m = client(moto_url)
+        m.create_bucket(Bucket="bench")
+        m.create_bucket(Bucket="direct")
+        objs = bodies(n, rng)
+        total = sum(len(b) for b in objs)
+        keys = [("obj/%05d" % i, hashlib.sha256(b).hexdigest()) for i, b in enumerate(objs)]
+
+        data = os.path.join(work, "a")
+        os.mkdir(data)
+        a = Node(data, moto_url, "read")
+        nodes.append(a)
+        ca = client(a.url)
+        ca.create_bucket(Bucket="objs")
+        for (k, _), b in zip(keys, objs):
+            ca.put_object(Bucket="objs", Key=k, Body=b)
+            m.put_object(Bucket="direct", Key=k, Body=b)
+        a.drain()
+        del objs
+
+        direct, through = [], []
+        for run in range(runs):
+            # every object cold: the node's folder wiped before each pass
+            a.stop()
+            shutil.rmtree(data)
+            os.mkdir(data)
+            a.start()
+            ca = client(a.url)
+            t_direct, nd = read_all(m, "direct", keys)
+            t_through, nt = read_all(ca, "objs", keys)
+            direct.append(t_direct)
+            through.append(t_through)
+            st = a.status()["tier"]
+            print("  run %d: direct from moto %.1f s, through cairnd %.1f s (%d read-through "
+                  "hits, %d errors)" % (run + 1, t_direct, t_through, st["hits"], st["errors"]),
+                  flush=True)
+        direct.sort()
+        through.sort()
+        td, tt = direct[len(direct) // 2], through[len(through) // 2]
+
+        # duplicates: N/2 bodies, each under two keys
+        data_b = os.path.join(work, "b")
+        os.mkdir(data_b)
+        b = Node(data_b, moto_url, "dups")
+        nodes.append(b)
+        cb = client(b.url)
+        cb.create_bucket(Bucket="dups")
+        distinct = [rng.randbytes(rng.randint(4 * KIB, 256 * KIB)) for _ in range(max(1, n // 2))]
+        for i, body in enumerate(distinct):
+            cb.put_object(Bucket="dups", Key="x/%05d" % i, Body=body)
+            cb.put_object(Bucket="dups", Key="y/%05d" % i, Body=body)
+        b.drain()
+        blobs = [o for p in m.get_paginator("list_objects_v2").paginate(
+            Bucket="bench", Prefix="dups/blobs/") for o in p.get("Contents", [])]
+        st = b.status()["tier"]
+
+        lines = [
+            "cairn cold-tier bench %s, commit %s" % (
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                               capture_output=True, text=True).stdout.strip()),
+            "command: python3 bench/tier.py %d (RUNS=%d, medians); moto_server as the tier; "
+            "boto3 as the client" % (n, runs),
+            "",
+            "read-through of %d cold objects (%.0f MiB, 4 KiB to 64 MiB):" % (n, total / MIB),
+            "  boto3 straight from moto_server   %8.1f s  %7.1f MB/s" % (td, total / td / 1e6),
+            "  boto3 through cairnd (cold)       %8.1f s  %7.1f MB/s" % (tt, total / tt / 1e6),
+            "  overhead                          %+7.1f %%   (target <= +10 %%)" % (
+                (tt / td - 1) * 100),
+            "",
+            "write workload, %d bodies each under two keys (%d PUTs):" % (len(distinct),
+                                                                     2 * len(distinct)),
+            "  blobs in the tier                 %8d   (distinct bodies: %d)" % (len(blobs),
+                                                                               len(distinct)),
+            "  blob bytes uploaded               %8.1f MiB (distinct body bytes: %.1f MiB)" % (
+                st["upload_bytes"] / MIB, sum(len(x) for x in distinct) / MIB),
+            "  blob uploads                      %8d" % (st["uploads"]),
+        ]
+        text = "\n".join(lines)
+        print(text)
+        os.makedirs(os.path.join(ROOT, "bench", "out"), exist_ok=True)
+        with open(os.path.join(ROOT, "bench", "out", "tier-%s.txt" % time.strftime(
+                "%Y%m%dT%H%M%SZ", time.gmtime())), "w") as f:
+            f.write(text + "\n")
+    finally:
+        for nd in nodes:
+            try:
+                nd.stop()
+            except Exception:
+                pass
+        moto.terminate()
+        moto.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
