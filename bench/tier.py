@@ -67,11 +67,14 @@ class Node:
         self.port = free_port()
         env = dict(os.environ, AWS_ACCESS_KEY_ID=CREDS["aws_access_key_id"],
                    AWS_SECRET_ACCESS_KEY=CREDS["aws_secret_access_key"])
-        self.log = open(self.data + ".log", "ab")
+        # TIER_LOG_DIR keeps the nodes' logs; TIER_LOG_LEVEL=debug times each read-through
+        logdir = os.environ.get("TIER_LOG_DIR")
+        self.log = open(os.path.join(logdir, os.path.basename(self.data) + ".log") if logdir
+                        else self.data + ".log", "ab")
         self.proc = subprocess.Popen(
             [CAIRND, "--listen", "127.0.0.1:%d" % self.port, "--data", self.data, "--tier",
              "s3://bench/" + self.prefix, "--tier-endpoint", self.moto_url, "--max-size", "20G",
-             "--log-level", "warn"], stdout=subprocess.DEVNULL, stderr=self.log, env=env)
+             "--log-level", os.environ.get("TIER_LOG_LEVEL", "warn")], stdout=subprocess.DEVNULL, stderr=self.log, env=env)
         self.url = "http://127.0.0.1:%d" % self.port
         wait_http(self.url + "/healthz")
 

@@ -54,7 +54,8 @@
 #define TQ_KEYLEN 33
 #define BACKOFF_FIRST_MS 1000
 #define BACKOFF_MAX_MS 300000
-#define RECORD_MAX (64u << 10) /* a key record: key, metadata and a few numbers */
+#define EMBED_MAX STORE_INLINE_LIMIT         /* blobs this small ride in their key records too */
+#define RECORD_MAX (EMBED_MAX + (64u << 10)) /* a key record: key, metadata, a small blob */
 #define MAX_WORKERS 64
 
 typedef struct worker_arg {
@@ -263,10 +264,14 @@ static uint64_t get_u64(const uint8_t *p)
 }
 
 /* A key record: "CKR1", u32 name length, "<namespace>\0<key>", digest, u64
- * size, u64 mtime (ms), u32 metadata length, metadata. */
-static uint8_t *key_record(const char *nskey, size_t nklen, const key_rec *kr, size_t *len)
+ * size, u64 mtime (ms), u32 metadata length, metadata; then, for a small
+ * blob, u8 codec, u32 length and the blob's stored bytes, so that a cold read
+ * of a small object is one request to the tier (its blob is uploaded on its
+ * own as well, once, for the keys that come later). */
+static uint8_t *key_record(const char *nskey, size_t nklen, const key_rec *kr, int codec,
+                           const void *blob, size_t blob_len, size_t *len)
 {
-    size_t n = 4 + 4 + nklen + 32 + 8 + 8 + 4 + kr->meta_len;
+    size_t n = 4 + 4 + nklen + 32 + 8 + 8 + 4 + kr->meta_len + (blob ? 5 + blob_len : 0);
     uint8_t *p = malloc(n), *q = p;
     if (p == NULL)
         return NULL;
@@ -280,24 +285,51 @@ static uint8_t *key_record(const char *nskey, size_t nklen, const key_rec *kr, s
     put_u32(q + 48, (uint32_t)kr->meta_len);
     if (kr->meta_len)
         memcpy(q + 52, kr->meta, kr->meta_len);
+    q += 52 + kr->meta_len;
+    if (blob) {
+        q[0] = (uint8_t)codec;
+        put_u32(q + 1, (uint32_t)blob_len);
+        if (blob_len)
+            memcpy(q + 5, blob, blob_len);
+    }
     *len = n;
     return p;
 }
 
+typedef struct parsed_record {
+    key_rec kr;
+    int codec; /* -1: no blob bytes in the record */
+    const uint8_t *blob;
+    size_t blob_len;
+} parsed_record;
+
 static int parse_key_record(const uint8_t *p, size_t n, const char *nskey, size_t nklen,
-                            key_rec *kr)
+                            parsed_record *pr)
 {
+    key_rec *kr = &pr->kr;
     if (n < 8 || memcmp(p, "CKR1", 4) != 0 || get_u32(p + 4) != nklen || n < 8 + nklen + 52 ||
         memcmp(p + 8, nskey, nklen) != 0)
         return -1;
-    const uint8_t *q = p + 8 + nklen;
+    const uint8_t *q = p + 8 + nklen, *end = p + n;
     memcpy(kr->digest, q, 32);
     kr->size = get_u64(q + 32);
     kr->mtime_ms = get_u64(q + 40);
     kr->meta_len = get_u32(q + 48);
-    if (8 + nklen + 52 + kr->meta_len != n)
+    if ((size_t)(end - q) < 52 + kr->meta_len)
         return -1;
     kr->meta = q + 52;
+    q += 52 + kr->meta_len;
+    pr->codec = -1;
+    pr->blob = NULL;
+    pr->blob_len = 0;
+    if (q == end)
+        return 0;
+    if (end - q < 5 || (q[0] != CODEC_RAW && q[0] != CODEC_ZSTD) ||
+        (size_t)(end - q) != 5 + (size_t)get_u32(q + 1))
+        return -1;
+    pr->codec = q[0];
+    pr->blob = q + 5;
+    pr->blob_len = get_u32(q + 1);
     return 0;
 }
 
@@ -486,18 +518,55 @@ static int upload_blob(store *s, const job *j)
     return rc;
 }
 
+/* A copy of a blob's stored bytes when there are at most EMBED_MAX of them. */
+static uint8_t *small_blob_bytes(store *s, MDB_txn *t, const uint8_t d[32], int *codec, size_t *len)
+{
+    blob_rec b;
+    if (idx_get_blob(t, &s->ix, d, &b) != 0 || b.stored > EMBED_MAX)
+        return NULL;
+    uint8_t *p = malloc(b.stored ? b.stored : 1);
+    if (p == NULL)
+        return NULL;
+    const void *data;
+    size_t n;
+    int ok = 0;
+    if (b.format == BLOB_INLINE) {
+        ok = idx_get_inline(t, &s->ix, d, &data, &n) == 0 && n == b.stored;
+        if (ok && n)
+            memcpy(p, data, n);
+    } else {
+        char path[PATH_MAX];
+        blob_path(s, d, path, sizeof path);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ok = fd >= 0 && util_pread_all(fd, p, b.stored, 0) == (ssize_t)b.stored;
+        if (fd >= 0)
+            close(fd);
+    }
+    if (!ok) {
+        free(p);
+        return NULL;
+    }
+    *codec = b.codec;
+    *len = b.stored;
+    return p;
+}
+
 static int upload_key(store *s, const job *j)
 {
     MDB_txn *t = reader_get(s);
     if (t == NULL)
         return TIER_ERROR;
     key_rec kr;
-    uint8_t *rec = NULL;
-    size_t len = 0;
+    uint8_t *rec = NULL, *blob = NULL;
+    size_t len = 0, blob_len = 0;
+    int codec = -1;
     int rc = idx_get_key(t, &s->ix, j->name, j->name_len, &kr);
-    if (rc == 0)
-        rec = key_record((const char *)j->name, j->name_len, &kr, &len);
+    if (rc == 0) {
+        blob = small_blob_bytes(s, t, kr.digest, &codec, &blob_len);
+        rec = key_record((const char *)j->name, j->name_len, &kr, codec, blob, blob_len, &len);
+    }
     reader_put(s, t);
+    free(blob);
     if (rc != 0)
         return rc == MDB_NOTFOUND ? TIER_OK : TIER_ERROR;
     if (rec == NULL)
@@ -794,6 +863,110 @@ static int open_tmp(store *s, char *path, size_t cap, int *anon)
     return open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 }
 
+/* Takes a fetched blob file (fd, written from offset 0) into o once it
+ * checks out: every frame, and the SHA-256 of the body. */
+static int adopt_file(store *s, const key_rec *kr, const tier_meta *m, int fd, int anon, op *o)
+{
+    tier_state *q = s->tier_q;
+    int rc = TIER_OK;
+    if (m->codec < 0 || m->size != kr->size ||
+        codec_verify(fd, m->codec, m->size, m->length, kr->digest) != 0) {
+        atomic_fetch_add(&q->corrupt, 1);
+        rc = TIER_BAD;
+    }
+    if (rc == TIER_OK && s->cfg.fsync && fdatasync(fd) != 0)
+        rc = TIER_ERROR;
+    if (rc != TIER_OK) {
+        close(fd);
+        if (o->tmp[0])
+            unlink(o->tmp);
+        o->tmp[0] = '\0';
+        return rc;
+    }
+    o->anon = anon;
+    o->fd = fd;
+    if (!anon) {
+        close(fd);
+        o->fd = -1;
+    }
+    o->cr.stored = m->length;
+    o->cr.codec = m->codec;
+    atomic_fetch_add(&q->fetched_bytes, m->length);
+    return TIER_OK;
+}
+
+/* Writes fetched bytes (data, owned from here) to a temporary file and takes
+ * it into o.  m->codec -2: already checked (the real codec is one frame of
+ * zstd or raw, as the key says), so the file is not checked again. */
+static int bytes_to_file(store *s, const key_rec *kr, const tier_meta *m, void *data, op *o)
+{
+    int anon;
+    int fd = open_tmp(s, o->tmp, sizeof o->tmp, &anon);
+    int rc = fd < 0 ? -1 : util_write_all(fd, data, m->length);
+    free(data);
+    if (rc == 0 && s->cfg.fsync && fdatasync(fd) != 0)
+        rc = -1;
+    if (rc != 0) {
+        if (fd >= 0)
+            close(fd);
+        if (o->tmp[0])
+            unlink(o->tmp);
+        o->tmp[0] = '\0';
+        return TIER_ERROR;
+    }
+    if (m->codec != -2)
+        return adopt_file(s, kr, m, fd, anon, o);
+    o->anon = anon;
+    o->fd = fd;
+    if (!anon) {
+        close(fd);
+        o->fd = -1;
+    }
+    o->cr.stored = m->length;
+    atomic_fetch_add(&s->tier_q->fetched_bytes, m->length);
+    return TIER_OK;
+}
+
+/* Takes a blob's stored bytes, fetched into memory (data, which this owns
+ * from here), into o once they check out: kept inline when the body is small
+ * enough, else written to a temporary file. */
+static int adopt_bytes(store *s, const key_rec *kr, const tier_meta *m, void *data, op *o,
+                       uint8_t **inl)
+{
+    tier_state *q = s->tier_q;
+    if (m->codec < 0 || m->size != kr->size) {
+        free(data);
+        atomic_fetch_add(&q->corrupt, 1);
+        return TIER_BAD;
+    }
+    if (kr->size > CODEC_FRAME_SIZE)
+        return bytes_to_file(s, kr, m, data, o); /* several frames: checked from the file */
+    uint8_t *body = malloc(kr->size ? kr->size : 1), d[32];
+    int ok = body && codec_decode_small(m->codec, data, m->length, body, kr->size) == 0;
+    if (ok)
+        sha256_of(body, kr->size, d);
+    free(body);
+    if (!ok || memcmp(d, kr->digest, 32) != 0) {
+        free(data);
+        atomic_fetch_add(&q->corrupt, 1);
+        return TIER_BAD;
+    }
+    if (kr->size > s->cfg.inline_max) {
+        /* checked; one frame, so readable without a seek table */
+        tier_meta checked = *m;
+        checked.codec = -2;
+        o->cr.codec = m->codec;
+        return bytes_to_file(s, kr, &checked, data, o);
+    }
+    *inl = data;
+    o->inl = data;
+    o->inl_len = m->length;
+    o->cr.stored = m->length;
+    o->cr.codec = m->codec;
+    atomic_fetch_add(&q->fetched_bytes, m->length);
+    return TIER_OK;
+}
+
 /* Fetches the blob of kr into o (inline bytes, or a temporary file), checked
  * against its digest.  TIER_OK, or a tier status. */
 static int fetch_blob(store *s, const key_rec *kr, op *o, uint8_t **inl)
@@ -803,60 +976,28 @@ static int fetch_blob(store *s, const key_rec *kr, op *o, uint8_t **inl)
     tier_meta m;
     blob_name(kr->digest, name);
     uint64_t max = kr->size + kr->size / 16 + (1u << 20); /* the stored form never grows more */
-    int rc;
     if (kr->size <= s->cfg.inline_max) {
         void *data = NULL;
         size_t len = 0;
-        rc = tier_get(q->t, name, -1, &data, &len, max, &m);
+        int rc = tier_get(q->t, name, -1, &data, &len, max, &m);
         if (rc != TIER_OK)
             return rc;
-        uint8_t *body = malloc(kr->size ? kr->size : 1), d[32];
-        int ok = body && m.codec >= 0 && m.size == kr->size &&
-                 codec_decode_small(m.codec, data, len, body, kr->size) == 0;
-        if (ok)
-            sha256_of(body, kr->size, d);
-        free(body);
-        if (!ok || memcmp(d, kr->digest, 32) != 0) {
-            free(data);
-            atomic_fetch_add(&q->corrupt, 1);
-            return TIER_BAD;
-        }
-        *inl = data;
-        o->inl = data;
-        o->inl_len = len;
-        o->cr.stored = len;
-        o->cr.codec = m.codec;
-    } else {
-        int anon;
-        int fd = open_tmp(s, o->tmp, sizeof o->tmp, &anon);
-        if (fd < 0)
-            return TIER_ERROR;
-        rc = tier_get(q->t, name, fd, NULL, NULL, max, &m);
-        if (rc == TIER_OK && (m.codec < 0 || m.size != kr->size ||
-                              codec_verify(fd, m.codec, m.size, m.length, kr->digest) != 0)) {
-            atomic_fetch_add(&q->corrupt, 1);
-            rc = TIER_BAD;
-        }
-        if (rc == TIER_OK && s->cfg.fsync && fdatasync(fd) != 0)
-            rc = TIER_ERROR;
-        if (rc != TIER_OK) {
-            close(fd);
-            if (o->tmp[0])
-                unlink(o->tmp);
-            o->tmp[0] = '\0';
-            return rc;
-        }
-        o->anon = anon;
-        o->fd = fd;
-        if (!anon) {
-            close(fd);
-            o->fd = -1;
-        }
-        o->cr.stored = m.length;
-        o->cr.codec = m.codec;
+        m.length = len;
+        return adopt_bytes(s, kr, &m, data, o, inl);
     }
-    atomic_fetch_add(&q->fetched_bytes, o->cr.stored);
-    return TIER_OK;
+    int anon;
+    int fd = open_tmp(s, o->tmp, sizeof o->tmp, &anon);
+    if (fd < 0)
+        return TIER_ERROR;
+    int rc = tier_get(q->t, name, fd, NULL, NULL, max, &m);
+    if (rc != TIER_OK) {
+        close(fd);
+        if (o->tmp[0])
+            unlink(o->tmp);
+        o->tmp[0] = '\0';
+        return rc;
+    }
+    return adopt_file(s, kr, &m, fd, anon, o);
 }
 
 int tier_resolve_key(store *s, const char *nskey, size_t nklen)
@@ -872,7 +1013,10 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen)
     key_name(nskey, nklen, name);
     void *data = NULL;
     size_t len = 0;
+    uint64_t t0 = util_mono_ns();
     int rc = tier_get(q->t, name, -1, &data, &len, RECORD_MAX, NULL);
+    uint64_t t1 = util_mono_ns(), t2 = t1;
+    parsed_record pr;
     key_rec kr;
     int status = STORE_NOTFOUND;
     if (rc == TIER_NOTFOUND) {
@@ -880,12 +1024,13 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen)
     } else if (rc != TIER_OK) {
         atomic_fetch_add(&q->errors, 1);
         log_msg(LOG_WARN, "tier_read_failed", "key record %s: %s", name, tier_strerror(rc));
-    } else if (parse_key_record(data, len, nskey, nklen, &kr) != 0) {
+    } else if (parse_key_record(data, len, nskey, nklen, &pr) != 0) {
         atomic_fetch_add(&q->corrupt, 1);
         log_msg(LOG_WARN, "tier_corrupt", "key record %s does not parse", name);
     } else {
         op o = {0};
         uint8_t *inl = NULL;
+        kr = pr.kr;
         o.kind = OP_PUT;
         o.from_tier = 1;
         o.fd = -1;
@@ -896,12 +1041,25 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen)
         o.mtime_ms = kr.mtime_ms;
         memcpy(o.cr.sha256, kr.digest, 32);
         o.cr.size = kr.size;
-        if (have_blob(s, kr.digest))
+        if (have_blob(s, kr.digest)) {
             o.link = 1;
-        else
+        } else if (pr.blob) {
+            /* a small blob came in the record: no second request */
+            tier_meta m = {.codec = pr.codec, .size = kr.size, .length = pr.blob_len};
+            void *copy = malloc(pr.blob_len ? pr.blob_len : 1);
+            if (copy && pr.blob_len)
+                memcpy(copy, pr.blob, pr.blob_len);
+            rc = copy ? adopt_bytes(s, &kr, &m, copy, &o, &inl) : TIER_ERROR;
+        } else {
             rc = fetch_blob(s, &kr, &o, &inl);
+        }
+        t2 = util_mono_ns();
         if (rc == TIER_OK) {
             status = submit_and_wait(s, &o);
+            log_msg(LOG_DEBUG, "tier_fetch",
+                    "%s: %" PRIu64 " bytes; key record %.1f ms, blob %.1f ms, local commit %.1f ms",
+                    name, kr.size, (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6,
+                    (double)(util_mono_ns() - t2) / 1e6);
             if (status == STORE_OK)
                 atomic_fetch_add(&q->hits, 1);
         } else {

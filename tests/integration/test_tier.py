@@ -368,6 +368,28 @@ class TierTest(unittest.TestCase):
         self.assertEqual(status(b)["entries"]["keys"], 0)
 
 
+    def test_small_cold_read_is_one_request(self):
+        """A small blob rides in its key record: one request to the tier."""
+        a = self.node()
+        body = self.rng.randbytes(3000)
+        key = "/ac/" + sha256(b"small")
+        self.assertEqual(request(a, "PUT", key, body)[0], 200)
+        self.drained(a)
+        b = self.node()
+        before = self.proxy.requests
+        self.assertEqual(request(b, "GET", key)[2], body)
+        self.assertEqual(self.proxy.requests - before, 1)
+        # the record's copy damaged: a miss, counted, never served
+        s3 = self.moto.client()
+        name = [k for k in self.moto.objects(self.BUCKET, self.PREFIX + "/keys/")][0]
+        rec = bytearray(s3.get_object(Bucket=self.BUCKET, Key=name)["Body"].read())
+        rec[-100] ^= 0xFF
+        s3.put_object(Bucket=self.BUCKET, Key=name, Body=bytes(rec))
+        c = self.node()
+        self.assertEqual(request(c, "GET", key)[0], 404)
+        self.assertEqual(status(c)["tier"]["corrupt"], 1)
+
+
 class CairnOverCairnTest(unittest.TestCase):
     def test_node_over_a_parent_cairnd(self):
         parent = Server()
