@@ -46,6 +46,7 @@ typedef struct server_config {
     uint64_t tier_workers;
     uint64_t tier_queue_max;
     uint64_t tier_drain_timeout;
+    uint64_t tier_refresh_after;
     int tier_insecure;
 } server_config;
 

@@ -117,7 +117,7 @@ static void encode_blob(uint8_t *p, const blob_rec *b)
     put64(p + 8, b->size);
     put64(p + 16, b->stored);
     put64(p + 24, b->atime);
-    put32(p + 32, 0);
+    put32(p + 32, b->tier_time);
 }
 
 int idx_get_blob(MDB_txn *t, idx *ix, const uint8_t d[32], blob_rec *b)
@@ -136,6 +136,7 @@ int idx_get_blob(MDB_txn *t, idx *ix, const uint8_t d[32], blob_rec *b)
     b->size = get64(p + 8);
     b->stored = get64(p + 16);
     b->atime = get64(p + 24);
+    b->tier_time = get32(p + 32);
     return 0;
 }
 

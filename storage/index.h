@@ -49,7 +49,8 @@ typedef struct blob_rec {
     uint32_t refs;  /* keys that point at this blob */
     uint64_t size;  /* body bytes */
     uint64_t stored;
-    uint64_t atime; /* last access, milliseconds since the epoch */
+    uint64_t atime;     /* last access, milliseconds since the epoch */
+    uint32_t tier_time; /* when the tier's copy was written or refreshed (s since the epoch) */
 } blob_rec;
 
 typedef struct key_rec {

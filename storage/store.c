@@ -351,6 +351,7 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
         b.stored = o->cr.stored;
         b.refs = 1;
         b.tier = o->from_tier ? 1 : 0;
+        b.tier_time = o->from_tier ? o->tier_time : 0;
         b.atime = util_now_ms();
         if ((rc = idx_move_atime(t, &s->ix, d, &b, b.atime)) != 0)
             return rc;
@@ -850,12 +851,23 @@ static void flush_touches(store *s)
         blob_rec b;
         if (!full[i].used || idx_get_blob(t, &s->ix, full[i].digest, &b) != 0)
             continue;
-        if (full[i].t > b.atime && idx_move_atime(t, &s->ix, full[i].digest, &b, full[i].t) != 0)
+        uint32_t day = b.tier_time;
+        if (tier_touched(s, t, full[i].digest, &b) != 0)
             break;
+        if (full[i].t > b.atime) {
+            if (idx_move_atime(t, &s->ix, full[i].digest, &b, full[i].t) != 0)
+                break;
+        } else if (b.tier_time != day && idx_put_blob(t, &s->ix, full[i].digest, &b) != 0) {
+            break;
+        }
         n++;
     }
-    if (mdb_txn_commit(t) == 0)
+    if (mdb_txn_commit(t) == 0) {
         atomic_fetch_add(&s->commits, 1);
+        if (s->tier_kick_pending && s->tier_q)
+            tier_kick(s);
+    }
+    s->tier_kick_pending = 0;
     log_msg(LOG_DEBUG, "touches_flushed", "%zu last-access times written", n);
 clear:
     memset(full, 0, TOUCH_SLOTS * sizeof *full);

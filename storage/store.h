@@ -61,9 +61,10 @@ typedef struct store_config {
                                    at most STORE_INLINE_LIMIT; 0 = every body has a file */
     /* the cold tier (tier.h), or NULL; the store uses it, the caller owns it */
     struct tier *tier;
-    unsigned tier_workers;   /* uploads running at once */
-    uint64_t tier_queue_max; /* stored bytes waiting for the tier before writes are refused */
-    uint64_t tier_drain_ms;  /* store_close waits this long for the queue to empty */
+    unsigned tier_workers;    /* uploads running at once */
+    uint64_t tier_queue_max;  /* stored bytes waiting for the tier before writes are refused */
+    uint64_t tier_drain_ms;   /* store_close waits this long for the queue to empty */
+    uint64_t tier_refresh_ms; /* a blob read locally whose tier copy is older is refreshed */
 } store_config;
 
 #define STORE_INLINE_LIMIT (64u << 10)

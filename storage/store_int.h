@@ -64,6 +64,7 @@ typedef struct op {
      * tier, and the key keeps the writer's time */
     int from_tier;
     uint64_t mtime_ms;
+    uint32_t tier_time; /* from the tier: when its copy was last written (s) */
     /* OP_TIER_DONE, OP_TIER_RETRY: the queue entry (nskey, nklen) and the
      * sequence number it had when its work began */
     uint64_t seq;
@@ -148,6 +149,8 @@ int tier_blob_dropped(store *s, MDB_txn *t, idx_stats *st, const uint8_t d[32]);
 /* May eviction drop this blob?  Only when the tier holds it and its keys. */
 int tier_evictable(store *s, MDB_txn *t, const uint8_t d[32], const blob_rec *b);
 int tier_apply(store *s, MDB_txn *t, idx_stats *st, op *o);
+/* flush_touches: a blob was read; may queue a refresh and change b->tier_time. */
+int tier_touched(store *s, MDB_txn *t, const uint8_t d[32], blob_rec *b);
 /* Wakes the workers after a commit that queued work. */
 void tier_kick(store *s);
 /* A local miss: fetch the key (and its blob) from the tier.  STORE_OK once

@@ -51,6 +51,7 @@
 #define TQ_KEY_DEL 'd'
 #define TQ_NS 'n'
 #define TQ_NS_DEL 'x'
+#define TQ_REFRESH 'r'
 #define TQ_KEYLEN 33
 #define BACKOFF_FIRST_MS 1000
 #define BACKOFF_MAX_MS 300000
@@ -89,6 +90,11 @@ typedef struct tier_state {
     atomic_ullong uploads, upload_bytes, upload_failures, skipped;
     atomic_ullong hits, misses, errors, fetched_bytes, corrupt;
 } tier_state;
+
+static uint32_t now_s(void)
+{
+    return (uint32_t)(util_now_ms() / 1000);
+}
 
 static void sha256_of(const void *p, size_t n, uint8_t out[32])
 {
@@ -212,12 +218,13 @@ int tier_apply(store *s, MDB_txn *t, idx_stats *st, op *o)
         r.next_ms = o->next_ms;
         return idx_tq_put(t, &s->ix, o->nskey, TQ_KEYLEN, &r);
     }
-    if (o->nskey[0] == TQ_BLOB && r.name_len == 32) {
+    if ((o->nskey[0] == TQ_BLOB || o->nskey[0] == TQ_REFRESH) && r.name_len == 32) {
         blob_rec b;
         uint8_t d[32];
         memcpy(d, r.name, 32);
         if ((rc = idx_get_blob(t, &s->ix, d, &b)) == 0) {
             b.tier = 1;
+            b.tier_time = now_s();
             if ((rc = idx_put_blob(t, &s->ix, d, &b)) != 0)
                 return rc;
         } else if (rc != MDB_NOTFOUND) {
@@ -226,6 +233,37 @@ int tier_apply(store *s, MDB_txn *t, idx_stats *st, op *o)
         st->tier_pending -= r.bytes < st->tier_pending ? r.bytes : st->tier_pending;
     }
     return idx_tq_del(t, &s->ix, o->nskey, TQ_KEYLEN);
+}
+
+/* A blob was read: when the tier's copy is older than tier_refresh_ms, queue
+ * a refresh of it and of its keys' records, so that the bucket's lifecycle
+ * rules expire only what nobody uses.  b is written back by the caller. */
+int tier_touched(store *s, MDB_txn *t, const uint8_t d[32], blob_rec *b)
+{
+    if (s->tier_q == NULL || !s->cfg.tier_refresh_ms || !b->tier)
+        return 0;
+    uint32_t now = now_s();
+    if ((uint64_t)(now - (b->tier_time < now ? b->tier_time : now)) * 1000ULL <
+        s->cfg.tier_refresh_ms)
+        return 0;
+    int rc = enqueue(s, t, TQ_REFRESH, d, 32, 0);
+    MDB_cursor *c;
+    if (rc == 0 && (rc = mdb_cursor_open(t, s->ix.refs, &c)) == 0) {
+        MDB_val k = {32, (void *)d}, v;
+        int r = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
+        while (r == 0 && rc == 0) {
+            uint8_t copy[512];
+            if (v.mv_size <= sizeof copy) {
+                memcpy(copy, v.mv_data, v.mv_size); /* v points into a page the put may move */
+                rc = enqueue(s, t, TQ_KEY, copy, v.mv_size, 0);
+            }
+            r = mdb_cursor_get(c, &k, &v, MDB_NEXT_DUP);
+        }
+        mdb_cursor_close(c);
+    }
+    if (rc == 0)
+        b->tier_time = now; /* asked for: not again until the next period */
+    return rc;
 }
 
 void tier_kick(store *s)
@@ -551,6 +589,30 @@ static uint8_t *small_blob_bytes(store *s, MDB_txn *t, const uint8_t d[32], int 
     return p;
 }
 
+/* Renews the tier's copy of a blob that is still read: a copy onto itself;
+ * when the tier lost it (expired), an upload from the local copy. */
+static int refresh_blob(store *s, const job *j)
+{
+    blob_rec b;
+    MDB_txn *t = reader_get(s);
+    if (t == NULL)
+        return TIER_ERROR;
+    int rc = idx_get_blob(t, &s->ix, j->name, &b);
+    reader_put(s, t);
+    if (rc != 0)
+        return rc == MDB_NOTFOUND ? TIER_OK : TIER_ERROR;
+    char name[80];
+    blob_name(j->name, name);
+    tier_meta m = {.codec = b.codec, .size = b.size, .length = b.stored};
+    rc = tier_refresh(s->tier_q->t, name, &m);
+    if (rc == TIER_NOTFOUND) {
+        job up = *j;
+        up.key[0] = TQ_BLOB;
+        return upload_blob(s, &up);
+    }
+    return rc;
+}
+
 static int upload_key(store *s, const job *j)
 {
     MDB_txn *t = reader_get(s);
@@ -610,6 +672,8 @@ static int do_job(store *s, const job *j)
     switch (j->key[0]) {
     case TQ_BLOB:
         return j->name_len == 32 ? upload_blob(s, j) : TIER_OK;
+    case TQ_REFRESH:
+        return j->name_len == 32 ? refresh_blob(s, j) : TIER_OK;
     case TQ_KEY:
         return upload_key(s, j);
     case TQ_KEY_DEL:
@@ -983,6 +1047,7 @@ static int fetch_blob(store *s, const key_rec *kr, op *o, uint8_t **inl)
         if (rc != TIER_OK)
             return rc;
         m.length = len;
+        o->tier_time = (uint32_t)m.mtime;
         return adopt_bytes(s, kr, &m, data, o, inl);
     }
     int anon;
@@ -990,6 +1055,7 @@ static int fetch_blob(store *s, const key_rec *kr, op *o, uint8_t **inl)
     if (fd < 0)
         return TIER_ERROR;
     int rc = tier_get(q->t, name, fd, NULL, NULL, max, &m);
+    o->tier_time = (uint32_t)m.mtime;
     if (rc != TIER_OK) {
         close(fd);
         if (o->tmp[0])
@@ -1014,7 +1080,8 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen)
     void *data = NULL;
     size_t len = 0;
     uint64_t t0 = util_mono_ns();
-    int rc = tier_get(q->t, name, -1, &data, &len, RECORD_MAX, NULL);
+    tier_meta rm = {0};
+    int rc = tier_get(q->t, name, -1, &data, &len, RECORD_MAX, &rm);
     uint64_t t1 = util_mono_ns(), t2 = t1;
     parsed_record pr;
     key_rec kr;
@@ -1039,6 +1106,9 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen)
         o.meta = kr.meta;
         o.meta_len = kr.meta_len;
         o.mtime_ms = kr.mtime_ms;
+        /* the tier's copy is as old as the record that carried it, or as the
+         * blob object (set by fetch_blob) */
+        o.tier_time = (uint32_t)rm.mtime;
         memcpy(o.cr.sha256, kr.digest, 32);
         o.cr.size = kr.size;
         if (have_blob(s, kr.digest)) {

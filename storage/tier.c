@@ -321,6 +321,11 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *arg)
         x->meta->size = strtoull(v, NULL, 10);
     else if (strcasecmp(line, "content-length") == 0)
         x->meta->length = strtoull(v, NULL, 10);
+    else if (strcasecmp(line, "last-modified") == 0) {
+        time_t tm;
+        if (sigv4_parse_http_date(v, &tm) == SIGV4_OK)
+            x->meta->mtime = (int64_t)tm;
+    }
     return len;
 }
 
@@ -346,7 +351,7 @@ static void encode_path(const char *s, char *out, size_t cap)
 /* Runs method on an object name (NULL: the bucket itself).  Returns a tier
  * status; *http gets the HTTP status (0 if none came). */
 static int perform(tier *t, const char *method, const char *name, xfer *x,
-                   const tier_meta *put_meta, long timeout_ms, long *http)
+                   const tier_meta *put_meta, const char *copy_source, long timeout_ms, long *http)
 {
     CURL *h = thread_handle();
     if (h == NULL)
@@ -370,11 +375,16 @@ static int perform(tier *t, const char *method, const char *name, xfer *x,
     const char *payload = strcmp(method, "PUT") == 0 && (x->in_len > 0 || x->in_fd >= 0)
                               ? "UNSIGNED-PAYLOAD"
                               : SIGV4_EMPTY_SHA256;
-    char codec_v[8] = "", size_v[24] = "";
-    sigv4_header hs[5];
+    char codec_v[8] = "", size_v[24] = "", source[3200];
+    sigv4_header hs[7];
     size_t nh = 0;
     hs[nh++] = (sigv4_header){"host", t->host};
     hs[nh++] = (sigv4_header){"x-amz-content-sha256", payload};
+    if (copy_source) {
+        snprintf(source, sizeof source, "/%s/%s", t->bucket, enc);
+        hs[nh++] = (sigv4_header){"x-amz-copy-source", source};
+        hs[nh++] = (sigv4_header){"x-amz-metadata-directive", "REPLACE"};
+    }
     if (put_meta && put_meta->codec >= 0) {
         snprintf(codec_v, sizeof codec_v, "%s", put_meta->codec == CODEC_ZSTD ? "zstd" : "raw");
         snprintf(size_v, sizeof size_v, "%" PRIu64, put_meta->size);
@@ -382,7 +392,7 @@ static int perform(tier *t, const char *method, const char *name, xfer *x,
         hs[nh++] = (sigv4_header){"x-amz-meta-cairn-size", size_v};
     }
     struct curl_slist *sl = NULL;
-    char line[1200];
+    char line[3400];
     for (size_t i = 1; i < nh; i++) {
         snprintf(line, sizeof line, "%s: %s", hs[i].name, hs[i].value);
         sl = curl_slist_append(sl, line);
@@ -461,7 +471,7 @@ int tier_put(tier *t, const char *name, int fd, const void *data, uint64_t len,
 {
     xfer x = {.in_fd = fd, .in_data = data, .in_len = len, .out_fd = -1, .out_max = 1 << 20};
     long http;
-    int rc = perform(t, "PUT", name, &x, meta, budget(t, len), &http);
+    int rc = perform(t, "PUT", name, &x, meta, NULL, budget(t, len), &http);
     free(x.out);
     return rc;
 }
@@ -471,7 +481,7 @@ int tier_head(tier *t, const char *name, tier_meta *meta)
     tier_meta m = {.codec = -1};
     xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 0, .meta = &m};
     long http;
-    int rc = perform(t, "HEAD", name, &x, NULL, t->timeout_ms, &http);
+    int rc = perform(t, "HEAD", name, &x, NULL, NULL, t->timeout_ms, &http);
     if (meta)
         *meta = m;
     return rc;
@@ -483,7 +493,7 @@ int tier_get(tier *t, const char *name, int fd, void **data, size_t *len, uint64
     tier_meta m = {.codec = -1};
     xfer x = {.in_fd = -1, .out_fd = fd, .out_max = max, .meta = &m};
     long http;
-    int rc = perform(t, "GET", name, &x, NULL, budget(t, max), &http);
+    int rc = perform(t, "GET", name, &x, NULL, NULL, budget(t, max), &http);
     if (rc == TIER_OK && x.write_error)
         rc = TIER_ERROR;
     if (rc == TIER_OK && fd < 0) {
@@ -499,11 +509,25 @@ int tier_get(tier *t, const char *name, int fd, void **data, size_t *len, uint64
     return rc;
 }
 
+int tier_refresh(tier *t, const char *name, const tier_meta *meta)
+{
+    xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 1 << 20};
+    long http;
+    int rc = perform(t, "PUT", name, &x, meta, "", t->timeout_ms, &http);
+    /* S3 may answer a copy 200 and put its error in the body */
+    if (rc == TIER_OK && x.out && x.out_len && memmem(x.out, x.out_len, "<Error>", 7) != NULL)
+        rc = TIER_ERROR;
+    if (rc == TIER_ERROR && http == 404)
+        rc = TIER_NOTFOUND;
+    free(x.out);
+    return rc;
+}
+
 int tier_delete(tier *t, const char *name)
 {
     xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 1 << 20};
     long http;
-    int rc = perform(t, "DELETE", name, &x, NULL, t->timeout_ms, &http);
+    int rc = perform(t, "DELETE", name, &x, NULL, NULL, t->timeout_ms, &http);
     free(x.out);
     return rc == TIER_NOTFOUND ? TIER_OK : rc;
 }
@@ -512,7 +536,7 @@ int tier_ensure_bucket(tier *t)
 {
     xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 1 << 20};
     long http;
-    int rc = perform(t, "HEAD", NULL, &x, NULL, t->timeout_ms, &http);
+    int rc = perform(t, "HEAD", NULL, &x, NULL, NULL, t->timeout_ms, &http);
     if (rc != TIER_NOTFOUND)
         return rc;
     char body[200];
@@ -528,7 +552,7 @@ int tier_ensure_bucket(tier *t)
               .out_fd = -1,
               .out_max = 1 << 20};
     /* a bucket PUT is a bucket's path: name NULL */
-    rc = perform(t, "PUT", NULL, &p, NULL, t->timeout_ms, &http);
+    rc = perform(t, "PUT", NULL, &p, NULL, NULL, t->timeout_ms, &http);
     free(p.out);
     free(x.out);
     return rc == TIER_OK || http == 409 ? TIER_OK : rc;

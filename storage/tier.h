@@ -51,6 +51,7 @@ typedef struct tier_meta {
     int codec;       /* CODEC_RAW or CODEC_ZSTD; -1 when the object has none */
     uint64_t size;   /* body bytes (x-amz-meta-cairn-size) */
     uint64_t length; /* object bytes */
+    int64_t mtime;   /* Last-Modified, seconds since the epoch; 0 if not given */
 } tier_meta;
 
 /* PUT an object from a file (fd, from offset 0) or from memory (fd < 0).
@@ -62,6 +63,9 @@ int tier_head(tier *t, const char *name, tier_meta *meta);
  * (*data, *len) when fd < 0.  An object longer than max is TIER_BAD. */
 int tier_get(tier *t, const char *name, int fd, void **data, size_t *len, uint64_t max,
              tier_meta *meta);
+/* Copies an object onto itself with its metadata replaced (meta), which
+ * renews its date for the bucket's lifecycle rules, moving no bytes. */
+int tier_refresh(tier *t, const char *name, const tier_meta *meta);
 /* DELETE; a missing object is TIER_OK. */
 int tier_delete(tier *t, const char *name);
 /* Makes the bucket if it does not exist (a cairnd parent, a test's moto). */

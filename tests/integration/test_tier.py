@@ -368,6 +368,35 @@ class TierTest(unittest.TestCase):
         self.assertEqual(status(b)["entries"]["keys"], 0)
 
 
+    def test_blobs_in_use_are_refreshed(self):
+        """A blob read here whose tier copy is older than --tier-refresh-after
+        is copied onto itself (a new date for the lifecycle rules) with its
+        key records; one the tier lost (expired) is uploaded again."""
+        a = self.node(extra=["--tier-refresh-after", "1s"])
+        kept, lost = self.rng.randbytes(200 * KIB), self.rng.randbytes(150 * KIB)
+        for b in (kept, lost):
+            self.assertEqual(request(a, "PUT", "/ac/" + sha256(b"key " + b[:8]), b)[0], 200)
+        self.drained(a)
+        s3 = self.moto.client()
+        names = {b: "%s/blobs/%s" % (self.PREFIX, sha256(b)) for b in (kept, lost)}
+        before = s3.head_object(Bucket=self.BUCKET, Key=names[kept])["LastModified"]
+        s3.delete_object(Bucket=self.BUCKET, Key=names[lost])  # as a lifecycle rule would
+        time.sleep(2.2)
+        for b in (kept, lost):
+            self.assertEqual(request(a, "GET", "/ac/" + sha256(b"key " + b[:8]))[2], b)
+
+        def refreshed():
+            try:
+                h = s3.head_object(Bucket=self.BUCKET, Key=names[kept])
+                s3.head_object(Bucket=self.BUCKET, Key=names[lost])
+            except Exception:
+                return False
+            return h["LastModified"] > before
+        self.assertTrue(wait_for(refreshed, timeout=30), "blobs in use were not refreshed")
+        self.drained(a)
+        b2 = self.node()
+        self.assertEqual(request(b2, "GET", "/ac/" + sha256(b"key " + lost[:8]))[2], lost)
+
     def test_small_cold_read_is_one_request(self):
         """A small blob rides in its key record: one request to the tier."""
         a = self.node()
