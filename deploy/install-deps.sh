@@ -34,13 +34,14 @@ for p in $want; do
     fi
 done
 js_deps() {
-    # the JS SDK v3, from the npm registry, for tests/integration/test_s3_js.py
+    # from the npm registry: the JS SDK v3 (tests/integration/test_s3_js.py) and
+    # s3rver, an S3 server that checks signatures (tests/integration/test_tier.py)
     dir="$(dirname "$0")/../tests/integration/js-deps"
-    [ -d "$dir/node_modules/@aws-sdk/client-s3" ] && return 0
+    [ -d "$dir/node_modules/@aws-sdk/client-s3" ] && [ -d "$dir/node_modules/s3rver" ] && return 0
     command -v npm >/dev/null 2>&1 || return 0
-    echo "installing @aws-sdk/client-s3 into tests/integration/js-deps"
-    npm install --prefix "$dir" --no-audit --no-fund --loglevel=error @aws-sdk/client-s3 \
-        </dev/null >/dev/null 2>&1 || echo "install-deps.sh: npm install failed; the JS SDK tests will be skipped" >&2
+    echo "installing @aws-sdk/client-s3 and s3rver into tests/integration/js-deps"
+    npm install --prefix "$dir" --no-audit --no-fund --loglevel=error @aws-sdk/client-s3 s3rver \
+        </dev/null >/dev/null 2>&1 || echo "install-deps.sh: npm install failed; the JS SDK and s3rver tests will be skipped" >&2
 }
 
 if [ -z "$missing" ]; then

@@ -164,6 +164,7 @@ typedef struct store_stats {
     uint64_t tier_uploads, tier_upload_bytes;     /* since start */
     uint64_t tier_upload_failures;                /* attempts that failed, since start */
     uint64_t tier_skipped;                        /* blobs the tier had already */
+    uint64_t tier_refreshes;                      /* blobs copied onto themselves */
     uint64_t tier_hits, tier_misses, tier_errors; /* local misses resolved from the tier */
     uint64_t tier_fetched_bytes, tier_corrupt;    /* ... its bytes; objects that failed checks */
 } store_stats;

@@ -87,7 +87,7 @@ typedef struct tier_state {
     pthread_cond_t gate_cv;
     gate *gates;
 
-    atomic_ullong uploads, upload_bytes, upload_failures, skipped;
+    atomic_ullong uploads, upload_bytes, upload_failures, skipped, refreshes;
     atomic_ullong hits, misses, errors, fetched_bytes, corrupt;
 } tier_state;
 
@@ -605,6 +605,8 @@ static int refresh_blob(store *s, const job *j)
     blob_name(j->name, name);
     tier_meta m = {.codec = b.codec, .size = b.size, .length = b.stored};
     rc = tier_refresh(s->tier_q->t, name, &m);
+    if (rc == TIER_OK)
+        atomic_fetch_add(&s->tier_q->refreshes, 1);
     if (rc == TIER_NOTFOUND) {
         job up = *j;
         up.key[0] = TQ_BLOB;
@@ -838,6 +840,7 @@ void tier_stats(store *s, store_stats *st)
     st->tier_upload_bytes = atomic_load(&q->upload_bytes);
     st->tier_upload_failures = atomic_load(&q->upload_failures);
     st->tier_skipped = atomic_load(&q->skipped);
+    st->tier_refreshes = atomic_load(&q->refreshes);
     st->tier_hits = atomic_load(&q->hits);
     st->tier_misses = atomic_load(&q->misses);
     st->tier_errors = atomic_load(&q->errors);
