@@ -249,6 +249,20 @@ int submit_and_wait(store *s, op *o)
     return o->status;
 }
 
+void submit_async(store *s, op *o)
+{
+    pthread_mutex_lock(&s->mu);
+    o->next = NULL;
+    o->done = 0;
+    if (s->tail)
+        s->tail->next = o;
+    else
+        s->head = o;
+    s->tail = o;
+    pthread_cond_signal(&s->cv_work);
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* ---- committer: operations inside a transaction ---------------------------- */
 
 /* Removes a blob and every key that uses it; its file goes to `later`. */
@@ -325,6 +339,8 @@ static int place_blob(op *o, const char *path)
 static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
 {
     const uint8_t *d = o->cr.sha256;
+    if (o->from_tier && tier_key_deleted(s, t, o->nskey, o->nklen))
+        return MDB_NOTFOUND; /* deleted here meanwhile: the tier's copy is stale */
     key_rec old, kr;
     int had_old = idx_get_key(t, &s->ix, o->nskey, o->nklen, &old) == 0;
     int same = had_old && memcmp(old.digest, d, 32) == 0;
@@ -651,16 +667,27 @@ static int apply_op(store *s, MDB_txn *t, idx_stats *st, op *o)
 
 static void finish_batch(store *s, op *list, int fail_status)
 {
+    op *async = NULL;
     pthread_mutex_lock(&s->mu);
     for (op *o = list; o;) {
         op *next = o->next;
         if (fail_status != STORE_OK && o->status == STORE_OK)
             o->status = fail_status;
-        o->done = 1;
+        if (o->on_done) {
+            o->next = async;
+            async = o;
+        } else {
+            o->done = 1; /* from here the waiter owns o: do not touch it */
+        }
         o = next;
     }
     pthread_cond_broadcast(&s->cv_done);
     pthread_mutex_unlock(&s->mu);
+    while (async) {
+        op *next = async->next;
+        async->on_done(s, async);
+        async = next;
+    }
 }
 
 /* Moves a blob file that this op renamed into place back where it came from. */
@@ -1155,6 +1182,9 @@ void store_close(store *s)
 
 void store_entry_clear(store_entry *e)
 {
+    if (e->fill)
+        tier_fill_release(e->fill);
+    e->fill = NULL;
     free(e->meta);
     e->meta = NULL;
     e->meta_len = 0;
@@ -1208,8 +1238,10 @@ int store_lookup(store *s, const char *ns, const void *key, size_t klen, store_e
         return STORE_BAD_KEY;
     int rc = lookup_local(s, nskey, nklen, e);
     /* a local miss falls through to the cold tier */
-    if (rc == STORE_NOTFOUND && s->tier_q && tier_resolve_key(s, nskey, nklen) == STORE_OK)
-        rc = lookup_local(s, nskey, nklen, e);
+    int filled = 0;
+    if (rc == STORE_NOTFOUND && s->tier_q &&
+        tier_resolve_key(s, nskey, nklen, e, &filled) == STORE_OK)
+        rc = filled ? STORE_OK : lookup_local(s, nskey, nklen, e);
     free(nskey);
     return rc;
 }
@@ -1273,6 +1305,22 @@ int store_blob_open(store *s, const store_entry *e, store_blob **out)
     b->stored = e->stored;
     memcpy(b->digest, e->digest, 32);
     int rc = STORE_NOTFOUND;
+    if (e->fill) {
+        /* read through the tier and checked; its local copy is on its way */
+        const uint8_t *bytes;
+        size_t len;
+        rc = tier_fill_open(e->fill, &bytes, &len, &b->fd) == 0 ? STORE_OK : STORE_IO;
+        if (rc == STORE_OK && bytes && (b->inl = malloc(len ? len : 1)) == NULL)
+            rc = STORE_IO;
+        else if (rc == STORE_OK && bytes && len)
+            memcpy(b->inl, bytes, len);
+        if (rc != STORE_OK) {
+            store_blob_close(b);
+            return rc;
+        }
+        *out = b;
+        return STORE_OK;
+    }
     if (e->format == BLOB_INLINE && (rc = open_inline(s, b)) == STORE_CORRUPT)
         quarantine(s, e->digest, 0);
     if (rc == STORE_NOTFOUND) {

@@ -83,7 +83,8 @@ typedef struct store_entry {
     uint64_t stored;   /* file bytes */
     uint64_t mtime_ms; /* when the key was written */
     int codec;
-    int format; /* in a file, or in the index (BLOB_FILE, BLOB_INLINE of index.h) */
+    int format;             /* in a file, or in the index (BLOB_FILE, BLOB_INLINE of index.h) */
+    struct tier_fill *fill; /* read through the cold tier, not yet committed here */
     void *meta; /* malloc'ed copy of the front end's metadata; free with store_entry_clear */
     size_t meta_len;
 } store_entry;

@@ -71,6 +71,9 @@ typedef struct op {
     uint64_t next_ms;
     /* OP_NS_CREATE from the tier: its creation time */
     uint64_t created_ms;
+    /* nobody waits for an async op: when it is done, the committer calls
+     * on_done, which owns it from then on */
+    void (*on_done)(store *s, struct op *o);
 } op;
 
 typedef struct touch_slot {
@@ -133,6 +136,7 @@ char *make_nskey(const store *s, const char *ns, const void *key, size_t klen, s
 MDB_txn *reader_get(store *s);
 void reader_put(store *s, MDB_txn *t);
 int submit_and_wait(store *s, op *o);
+void submit_async(store *s, op *o);
 int ns_get_local(store *s, const char *ns, uint64_t *created_ms, void **meta, size_t *meta_len);
 
 /* store_tier.c: everything of the cold tier */
@@ -155,7 +159,15 @@ int tier_touched(store *s, MDB_txn *t, const uint8_t d[32], blob_rec *b);
 void tier_kick(store *s);
 /* A local miss: fetch the key (and its blob) from the tier.  STORE_OK once
  * the key is stored locally, else STORE_NOTFOUND (or STORE_IO). */
-int tier_resolve_key(store *s, const char *nskey, size_t nklen);
+int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, int *filled);
+/* A key read through the tier is answered from the checked bytes while its
+ * local copy is being committed: the entry holds them (store_entry.fill). */
+void tier_fill_release(struct tier_fill *f);
+/* The fill's bytes (inline-sized blobs) or, with *bytes NULL, a new
+ * descriptor of its file. */
+int tier_fill_open(struct tier_fill *f, const uint8_t **bytes, size_t *len, int *fd);
+/* The tier holds a delete of this key that is not done yet. */
+int tier_key_deleted(store *s, MDB_txn *t, const char *nskey, size_t nklen);
 int tier_resolve_ns(store *s, const char *ns);
 
 #endif

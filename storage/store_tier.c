@@ -1018,7 +1018,10 @@ static int adopt_bytes(store *s, const key_rec *kr, const tier_meta *m, void *da
         atomic_fetch_add(&q->corrupt, 1);
         return TIER_BAD;
     }
-    if (kr->size > s->cfg.inline_max) {
+    /* Kept in the index when small enough to have come in memory: up to
+     * inline_max bytes of body, or EMBED_MAX stored (a cold read should not
+     * wait for a file to be made and synced); unless files are wanted for all. */
+    if (kr->size > s->cfg.inline_max && (s->cfg.inline_max == 0 || m->length > EMBED_MAX)) {
         /* checked; one frame, so readable without a seek table */
         tier_meta checked = *m;
         checked.codec = -2;
@@ -1069,9 +1072,75 @@ static int fetch_blob(store *s, const key_rec *kr, op *o, uint8_t **inl)
     return adopt_file(s, kr, &m, fd, anon, o);
 }
 
-int tier_resolve_key(store *s, const char *nskey, size_t nklen)
+/* ---- answering from checked bytes while the local copy is committed ---- */
+
+typedef struct tier_fill {
+    atomic_int refs;
+    uint8_t *bytes; /* an inline-sized blob's stored bytes, or NULL */
+    size_t len;
+    int fd; /* else the checked temporary file */
+} tier_fill;
+
+void tier_fill_release(tier_fill *f)
+{
+    if (f == NULL || atomic_fetch_sub(&f->refs, 1) != 1)
+        return;
+    free(f->bytes);
+    if (f->fd >= 0)
+        close(f->fd);
+    free(f);
+}
+
+int tier_fill_open(tier_fill *f, const uint8_t **bytes, size_t *len, int *fd)
+{
+    *bytes = f->bytes;
+    *len = f->len;
+    if (f->bytes)
+        return 0;
+    *fd = dup(f->fd);
+    return *fd >= 0 ? 0 : -1;
+}
+
+int tier_key_deleted(store *s, MDB_txn *t, const char *nskey, size_t nklen)
+{
+    uint8_t k[TQ_KEYLEN];
+    tq_rec r;
+    if (s->tier_q == NULL)
+        return 0;
+    tq_key(TQ_KEY_DEL, nskey, nklen, k);
+    return idx_tq_get(t, &s->ix, k, sizeof k, &r) == 0;
+}
+
+/* A fill committed in the background: the op and what it owns. */
+typedef struct fill_job {
+    op o; /* first: the committer hands back &o */
+    uint8_t id[TQ_KEYLEN];
+    char *nskey;
+    void *meta;
+    uint8_t *inl;
+} fill_job;
+
+static void fill_done(store *s, op *o)
+{
+    fill_job *j = (fill_job *)o;
+    if (o->status != STORE_OK)
+        log_msg(LOG_WARN, "tier_fill_failed", "a key read through the tier was not kept: %s",
+                store_strerror(o->status));
+    if (o->anon)
+        close(o->fd);
+    else if (!o->created && o->tmp[0])
+        unlink(o->tmp);
+    gate_leave(s->tier_q, j->id); /* waiters find it here now */
+    free(j->nskey);
+    free(j->meta);
+    free(j->inl);
+    free(j);
+}
+
+int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, int *filled)
 {
     tier_state *q = s->tier_q;
+    *filled = 0;
     if (q == NULL || queued(s, TQ_KEY_DEL, nskey, nklen))
         return STORE_NOTFOUND; /* deleted here; the tier will hear of it */
     uint8_t id[TQ_KEYLEN];
@@ -1085,10 +1154,10 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen)
     uint64_t t0 = util_mono_ns();
     tier_meta rm = {0};
     int rc = tier_get(q->t, name, -1, &data, &len, RECORD_MAX, &rm);
-    uint64_t t1 = util_mono_ns(), t2 = t1;
+    uint64_t t1 = util_mono_ns();
     parsed_record pr;
-    key_rec kr;
     int status = STORE_NOTFOUND;
+    fill_job *j = NULL;
     if (rc == TIER_NOTFOUND) {
         atomic_fetch_add(&q->misses, 1);
     } else if (rc != TIER_OK) {
@@ -1097,53 +1166,108 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen)
     } else if (parse_key_record(data, len, nskey, nklen, &pr) != 0) {
         atomic_fetch_add(&q->corrupt, 1);
         log_msg(LOG_WARN, "tier_corrupt", "key record %s does not parse", name);
+    } else if ((j = calloc(1, sizeof *j)) == NULL || (j->nskey = malloc(nklen)) == NULL ||
+               (pr.kr.meta_len && (j->meta = malloc(pr.kr.meta_len)) == NULL)) {
+        status = STORE_IO;
     } else {
-        op o = {0};
-        uint8_t *inl = NULL;
-        kr = pr.kr;
-        o.kind = OP_PUT;
-        o.from_tier = 1;
-        o.fd = -1;
-        o.nskey = (char *)nskey;
-        o.nklen = nklen;
-        o.meta = kr.meta;
-        o.meta_len = kr.meta_len;
-        o.mtime_ms = kr.mtime_ms;
+        key_rec kr = pr.kr;
+        op *o = &j->o;
+        memcpy(j->id, id, TQ_KEYLEN);
+        memcpy(j->nskey, nskey, nklen);
+        if (kr.meta_len)
+            memcpy(j->meta, kr.meta, kr.meta_len);
+        o->kind = OP_PUT;
+        o->from_tier = 1;
+        o->fd = -1;
+        o->nskey = j->nskey;
+        o->nklen = nklen;
+        o->meta = j->meta;
+        o->meta_len = kr.meta_len;
+        o->mtime_ms = kr.mtime_ms;
         /* the tier's copy is as old as the record that carried it, or as the
          * blob object (set by fetch_blob) */
-        o.tier_time = (uint32_t)rm.mtime;
-        memcpy(o.cr.sha256, kr.digest, 32);
-        o.cr.size = kr.size;
-        if (have_blob(s, kr.digest)) {
-            o.link = 1;
+        o->tier_time = (uint32_t)rm.mtime;
+        memcpy(o->cr.sha256, kr.digest, 32);
+        o->cr.size = kr.size;
+        int link = have_blob(s, kr.digest);
+        if (link) {
+            o->link = 1;
         } else if (pr.blob) {
             /* a small blob came in the record: no second request */
             tier_meta m = {.codec = pr.codec, .size = kr.size, .length = pr.blob_len};
             void *copy = malloc(pr.blob_len ? pr.blob_len : 1);
             if (copy && pr.blob_len)
                 memcpy(copy, pr.blob, pr.blob_len);
-            rc = copy ? adopt_bytes(s, &kr, &m, copy, &o, &inl) : TIER_ERROR;
+            rc = copy ? adopt_bytes(s, &kr, &m, copy, o, &j->inl) : TIER_ERROR;
         } else {
-            rc = fetch_blob(s, &kr, &o, &inl);
+            rc = fetch_blob(s, &kr, o, &j->inl);
         }
-        t2 = util_mono_ns();
-        if (rc == TIER_OK) {
-            status = submit_and_wait(s, &o);
+        uint64_t t2 = util_mono_ns();
+        tier_fill *f = NULL;
+        if (rc == TIER_OK && !link) {
+            /* answer from the checked bytes; the local copy commits meanwhile */
+            f = calloc(1, sizeof *f);
+            if (f) {
+                f->fd = -1;
+                atomic_init(&f->refs, 2); /* the entry's, and ours until submitted */
+                if (j->inl) {
+                    f->len = o->inl_len;
+                    f->bytes = malloc(f->len ? f->len : 1);
+                    if (f->bytes && f->len)
+                        memcpy(f->bytes, j->inl, f->len);
+                } else {
+                    f->fd = o->anon ? dup(o->fd) : open(o->tmp, O_RDONLY | O_CLOEXEC);
+                }
+                if (f->bytes == NULL && f->fd < 0) {
+                    free(f->bytes);
+                    free(f);
+                    f = NULL;
+                }
+            }
+        }
+        if (rc == TIER_OK && f) {
+            memcpy(e->digest, kr.digest, 32);
+            e->size = kr.size;
+            e->stored = o->cr.stored;
+            e->codec = o->cr.codec;
+            e->format = j->inl ? BLOB_INLINE : BLOB_FILE;
+            e->mtime_ms = kr.mtime_ms;
+            e->meta = kr.meta_len ? malloc(kr.meta_len) : NULL;
+            if (e->meta)
+                memcpy(e->meta, kr.meta, kr.meta_len);
+            e->meta_len = e->meta ? kr.meta_len : 0;
+            e->fill = f;
+            tier_fill_release(f); /* ours */
+            *filled = 1;
+            status = STORE_OK;
+            atomic_fetch_add(&q->hits, 1);
+            o->on_done = fill_done;
+            submit_async(s, o); /* fill_done leaves the gate */
             log_msg(LOG_DEBUG, "tier_fetch",
-                    "%s: %" PRIu64 " bytes; key record %.1f ms, blob %.1f ms, local commit %.1f ms",
-                    name, kr.size, (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6,
-                    (double)(util_mono_ns() - t2) / 1e6);
+                    "%s: %" PRIu64 " bytes; key record %.1f ms, blob %.1f ms", name, kr.size,
+                    (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6);
+            free(data);
+            return status;
+        }
+        if (rc == TIER_OK) {
+            /* the blob is here already (or memory ran short): commit, then look again */
+            status = submit_and_wait(s, o);
             if (status == STORE_OK)
                 atomic_fetch_add(&q->hits, 1);
         } else {
             atomic_fetch_add(rc == TIER_NOTFOUND ? &q->misses : &q->errors, 1);
             log_msg(LOG_WARN, "tier_read_failed", "blob of %s: %s", name, tier_strerror(rc));
         }
-        if (o.anon)
-            close(o.fd);
-        else if (!o.created && o.tmp[0])
-            unlink(o.tmp);
-        free(inl);
+        if (o->anon)
+            close(o->fd);
+        else if (!o->created && o->tmp[0])
+            unlink(o->tmp);
+    }
+    if (j) {
+        free(j->nskey);
+        free(j->meta);
+        free(j->inl);
+        free(j);
     }
     free(data);
     gate_leave(q, id);
