@@ -128,7 +128,7 @@ static struct MHD_Response *body_response(server *srv, const store_entry *e, con
         *zstd_passthrough = 1;
         resp = MHD_create_response_from_buffer(inl_len, (void *)inl, MHD_RESPMEM_MUST_COPY);
         store_blob_close(b);
-    } else if (!in_index &&
+    } else if (!in_index && store_blob_fd(b) >= 0 &&
                (e->codec == CODEC_RAW || (e->codec == CODEC_ZSTD && o->allow_zstd && !ranged))) {
         uint64_t flen = e->codec == CODEC_RAW ? len : e->stored;
         *zstd_passthrough = e->codec == CODEC_ZSTD;

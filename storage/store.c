@@ -1254,8 +1254,10 @@ struct store_blob {
     int codec;
     uint64_t size, stored;
     uint8_t digest[32];
-    uint8_t *inl;  /* an inline blob's stored bytes (a copy: the read txn is gone) */
-    uint8_t *body; /* ... and its body, decoded on the first read */
+    uint8_t *inl;           /* an inline blob's stored bytes (a copy: the read txn is gone) */
+    uint8_t *body;          /* ... and its body, decoded on the first read */
+    struct tier_fill *fill; /* a blob still arriving from the cold tier */
+    void *fill_cursor;
 };
 
 static void quarantine(store *s, const uint8_t d[32], ino_t ino)
@@ -1309,7 +1311,10 @@ int store_blob_open(store *s, const store_entry *e, store_blob **out)
         /* read through the tier and checked; its local copy is on its way */
         const uint8_t *bytes;
         size_t len;
-        rc = tier_fill_open(e->fill, &bytes, &len, &b->fd) == 0 ? STORE_OK : STORE_IO;
+        int r = tier_fill_open(e->fill, &bytes, &len, &b->fd);
+        if (r == 1)
+            b->fill = e->fill; /* streaming: a reference of our own */
+        rc = r >= 0 ? STORE_OK : STORE_IO;
         if (rc == STORE_OK && bytes && (b->inl = malloc(len ? len : 1)) == NULL)
             rc = STORE_IO;
         else if (rc == STORE_OK && bytes && len)
@@ -1383,6 +1388,8 @@ static int blob_reader(store_blob *b)
 
 ssize_t store_blob_read(store_blob *b, uint64_t off, void *buf, size_t len)
 {
+    if (b->fill)
+        return tier_fill_read(b->fill, &b->fill_cursor, off, buf, len);
     if (b->inl) {
         int rc = inline_body(b);
         if (rc != 0)
@@ -1441,6 +1448,8 @@ void store_blob_close(store_blob *b)
         close(b->fd);
     free(b->inl);
     free(b->body);
+    tier_fill_cursor_free(b->fill_cursor);
+    tier_fill_release(b->fill);
     free(b);
 }
 

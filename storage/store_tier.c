@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#include <zstd.h>
 
 #include "../common/log.h"
 #include "../common/util.h"
@@ -1078,8 +1079,27 @@ typedef struct tier_fill {
     atomic_int refs;
     uint8_t *bytes; /* an inline-sized blob's stored bytes, or NULL */
     size_t len;
-    int fd; /* else the checked temporary file */
+    int fd; /* else the temporary file */
+    /* A large blob is answered while it arrives: readers wait for the bytes
+     * they need, and the end of the body only once all of it checked out. */
+    int streaming;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t have; /* stored bytes written so far */
+    int state;     /* 0 arriving, 1 complete and checked, -1 failed */
+    int codec, headers;
+    uint64_t size, stored;
 } tier_fill;
+
+/* A reader's place in a streaming fill of zstd frames. */
+typedef struct fill_cursor {
+    uint64_t coff;   /* stored offset of the next frame */
+    uint64_t dstart; /* body offset of the frame in dbuf */
+    size_t dlen;
+    uint8_t *cbuf, *dbuf;
+    size_t cbuf_cap;
+    codec_reader *r; /* once complete, for reads out of order */
+} fill_cursor;
 
 void tier_fill_release(tier_fill *f)
 {
@@ -1088,6 +1108,10 @@ void tier_fill_release(tier_fill *f)
     free(f->bytes);
     if (f->fd >= 0)
         close(f->fd);
+    if (f->streaming) {
+        pthread_mutex_destroy(&f->mu);
+        pthread_cond_destroy(&f->cv);
+    }
     free(f);
 }
 
@@ -1097,8 +1121,128 @@ int tier_fill_open(tier_fill *f, const uint8_t **bytes, size_t *len, int *fd)
     *len = f->len;
     if (f->bytes)
         return 0;
+    if (f->streaming) {
+        *fd = -1; /* read through tier_fill_read */
+        atomic_fetch_add(&f->refs, 1);
+        return 1;
+    }
     *fd = dup(f->fd);
     return *fd >= 0 ? 0 : -1;
+}
+
+/* Waits until cond holds or the fill failed; 0, or -1 if it failed. */
+#define FILL_WAIT(f, cond)                                                                         \
+    do {                                                                                           \
+        pthread_mutex_lock(&(f)->mu);                                                              \
+        while (!(cond) && (f)->state == 0)                                                         \
+            pthread_cond_wait(&(f)->cv, &(f)->mu);                                                 \
+        failed = (f)->state < 0 || !(cond);                                                        \
+        pthread_mutex_unlock(&(f)->mu);                                                            \
+    } while (0)
+
+void tier_fill_cursor_free(void *p)
+{
+    fill_cursor *c = p;
+    if (c == NULL)
+        return;
+    codec_reader_free(c->r);
+    free(c->cbuf);
+    free(c->dbuf);
+    free(c);
+}
+
+/* Decodes the next zstd frame of a streaming fill into c->dbuf. */
+static int next_frame(tier_fill *f, fill_cursor *c)
+{
+    size_t cap = ZSTD_compressBound(CODEC_FRAME_SIZE) + 64;
+    if (c->cbuf == NULL &&
+        ((c->cbuf = malloc(cap)) == NULL || (c->dbuf = malloc(CODEC_FRAME_SIZE)) == NULL))
+        return -STORE_IO;
+    c->cbuf_cap = cap;
+    for (;;) {
+        int failed;
+        uint64_t want = c->coff + 1;
+        FILL_WAIT(f, f->have >= want);
+        if (failed)
+            return -STORE_CORRUPT;
+        pthread_mutex_lock(&f->mu);
+        uint64_t have = f->have;
+        int arriving = f->state == 0;
+        pthread_mutex_unlock(&f->mu);
+        size_t avail = (size_t)(have - c->coff < cap ? have - c->coff : cap);
+        if (util_pread_all(f->fd, c->cbuf, avail, (off_t)c->coff) != (ssize_t)avail)
+            return -STORE_IO;
+        size_t fsz = ZSTD_findFrameCompressedSize(c->cbuf, avail);
+        if (ZSTD_isError(fsz)) {
+            if (!arriving || avail == cap)
+                return -STORE_CORRUPT;
+            /* the frame is not all here yet */
+            FILL_WAIT(f, f->have > have);
+            continue; /* a failure shows on the next round */
+        }
+        size_t n = ZSTD_decompress(c->dbuf, CODEC_FRAME_SIZE, c->cbuf, fsz);
+        if (ZSTD_isError(n))
+            return -STORE_CORRUPT;
+        c->dstart += c->dlen;
+        c->dlen = n;
+        c->coff += fsz;
+        return 0;
+    }
+}
+
+ssize_t tier_fill_read(tier_fill *f, void **cursor, uint64_t off, void *buf, size_t len)
+{
+    int failed;
+    if (off >= f->size)
+        return 0;
+    if (len > f->size - off)
+        len = (size_t)(f->size - off);
+    uint64_t hold = f->size < 65536 ? f->size : 65536; /* the end waits for the checks */
+    if (f->codec == CODEC_RAW) {
+        if (off + len > f->size - hold)
+            FILL_WAIT(f, f->state == 1);
+        else
+            FILL_WAIT(f, f->have >= off + len);
+        if (failed)
+            return -STORE_CORRUPT;
+        ssize_t n = util_pread_all(f->fd, buf, len, (off_t)off);
+        return n < 0 ? -STORE_IO : n;
+    }
+    fill_cursor *c = *cursor;
+    if (c == NULL && (c = *cursor = calloc(1, sizeof *c)) == NULL)
+        return -STORE_IO;
+    if (c->r == NULL && off < c->dstart) {
+        /* out of order: wait for the whole blob, then read it as a file */
+        FILL_WAIT(f, f->state == 1);
+        if (failed)
+            return -STORE_CORRUPT;
+        if (codec_reader_open(&c->r, f->fd, f->codec, f->size, f->stored) != 0)
+            return -STORE_CORRUPT;
+    }
+    if (c->r) {
+        ssize_t n = codec_reader_read(c->r, off, buf, len);
+        return n == CODEC_ERR_CORRUPT ? -STORE_CORRUPT : n < 0 ? -STORE_IO : n;
+    }
+    size_t done = 0;
+    while (done < len) {
+        while (off >= c->dstart + c->dlen) {
+            int rc = next_frame(f, c);
+            if (rc != 0)
+                return rc;
+        }
+        if (c->dstart + c->dlen >= f->size) {
+            FILL_WAIT(f, f->state == 1); /* the last frame waits for the body's SHA-256 */
+            if (failed)
+                return -STORE_CORRUPT;
+        }
+        size_t n = (size_t)(c->dstart + c->dlen - off);
+        if (n > len - done)
+            n = len - done;
+        memcpy((uint8_t *)buf + done, c->dbuf + (off - c->dstart), n);
+        done += n;
+        off += n;
+    }
+    return (ssize_t)done;
 }
 
 int tier_key_deleted(store *s, MDB_txn *t, const char *nskey, size_t nklen)
@@ -1135,6 +1279,203 @@ static void fill_done(store *s, op *o)
     free(j->meta);
     free(j->inl);
     free(j);
+}
+
+/* ---- a large blob, answered while it arrives ---- */
+
+typedef struct stream_job {
+    store *s;
+    fill_job *j;
+    tier_fill *f;
+    char name[80];
+    key_rec kr;
+    int wfd; /* the temporary file, written here */
+    /* the checks run as the bytes arrive, so the end of the body is not held
+     * for a second pass over it */
+    EVP_MD_CTX *sha;
+    ZSTD_DStream *zs;
+    uint8_t *zout;
+    uint64_t body; /* body bytes hashed */
+    int bad;
+} stream_job;
+
+#define ZOUT_SIZE (128u << 10)
+
+static void check_piece(stream_job *sj, int codec, const void *piece, size_t len)
+{
+    if (sj->bad)
+        return;
+    if (codec == CODEC_RAW) {
+        sj->bad = !EVP_DigestUpdate(sj->sha, piece, len);
+        sj->body += len;
+        return;
+    }
+    if (sj->zs == NULL &&
+        ((sj->zs = ZSTD_createDStream()) == NULL || (sj->zout = malloc(ZOUT_SIZE)) == NULL)) {
+        sj->bad = 1;
+        return;
+    }
+    ZSTD_inBuffer in = {piece, len, 0};
+    while (in.pos < in.size && !sj->bad) {
+        ZSTD_outBuffer out = {sj->zout, ZOUT_SIZE, 0};
+        size_t r = ZSTD_decompressStream(sj->zs, &out, &in); /* frame checksums too */
+        if (ZSTD_isError(r))
+            sj->bad = 1;
+        else if (out.pos && !EVP_DigestUpdate(sj->sha, sj->zout, out.pos))
+            sj->bad = 1;
+        sj->body += out.pos;
+    }
+}
+
+static void stream_progress(void *arg, const void *piece, size_t len, uint64_t written,
+                            const tier_meta *m)
+{
+    stream_job *sj = arg;
+    tier_fill *f = sj->f;
+    check_piece(sj, m->codec, piece, len);
+    pthread_mutex_lock(&f->mu);
+    if (!f->headers) {
+        f->codec = m->codec;
+        f->stored = m->length;
+        f->headers = 1;
+    }
+    f->have = written;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void *stream_main(void *arg)
+{
+    stream_job *sj = arg;
+    store *s = sj->s;
+    tier_state *q = s->tier_q;
+    tier_fill *f = sj->f;
+    op *o = &sj->j->o;
+    uint64_t max = sj->kr.size + sj->kr.size / 16 + (1u << 20);
+    tier_meta m;
+    sj->sha = EVP_MD_CTX_new();
+    sj->bad = sj->sha == NULL || !EVP_DigestInit_ex(sj->sha, EVP_sha256(), NULL);
+    int rc = tier_get_stream(q->t, sj->name, sj->wfd, max, &m, stream_progress, sj);
+    uint8_t d[32];
+    unsigned int dl;
+    int ok = rc == TIER_OK && !sj->bad && m.codec >= 0 && m.size == sj->kr.size &&
+             sj->body == sj->kr.size && EVP_DigestFinal_ex(sj->sha, d, &dl) &&
+             memcmp(d, sj->kr.digest, 32) == 0;
+    if (ok && m.codec == CODEC_ZSTD) {
+        /* the file must also be what the local reader expects (a seek table) */
+        codec_reader *r;
+        ok = codec_reader_open(&r, sj->wfd, m.codec, m.size, m.length) == 0;
+        if (ok)
+            codec_reader_free(r);
+    }
+    EVP_MD_CTX_free(sj->sha);
+    ZSTD_freeDStream(sj->zs);
+    free(sj->zout);
+    if (rc == TIER_OK && !ok)
+        atomic_fetch_add(&q->corrupt, 1);
+    pthread_mutex_lock(&f->mu);
+    if (!f->headers) {
+        f->codec = m.codec;
+        f->stored = m.length;
+        f->headers = 1;
+    }
+    f->have = m.length;
+    f->state = ok ? 1 : -1;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    /* readers have their answer; the local copy is made durable after it */
+    if (ok && s->cfg.fsync && fdatasync(sj->wfd) != 0) {
+        ok = 0;
+        log_msg(LOG_WARN, "tier_fill_failed", "blob %s: cannot sync its local copy", sj->name);
+    }
+    if (ok) {
+        atomic_fetch_add(&q->fetched_bytes, m.length);
+        o->cr.stored = m.length;
+        o->cr.codec = m.codec;
+        o->tier_time = (uint32_t)m.mtime;
+        o->fd = sj->wfd;
+        if (!o->anon) {
+            close(sj->wfd);
+            o->fd = -1;
+        }
+        o->on_done = fill_done;
+        submit_async(s, o); /* fill_done cleans up and leaves the gate */
+    } else {
+        if (rc != TIER_OK)
+            atomic_fetch_add(rc == TIER_NOTFOUND ? &q->misses : &q->errors, 1);
+        log_msg(LOG_WARN, "tier_read_failed", "blob %s: %s", sj->name,
+                rc == TIER_OK ? "failed its checks" : tier_strerror(rc));
+        close(sj->wfd);
+        if (o->tmp[0])
+            unlink(o->tmp);
+        gate_leave(q, sj->j->id);
+        free(sj->j->nskey);
+        free(sj->j->meta);
+        free(sj->j);
+    }
+    tier_fill_release(f);
+    free(sj);
+    return NULL;
+}
+
+/* Starts fetching the blob of kr on its own thread and waits for the
+ * answer's headers.  On success *fp is a streaming fill (a reference for
+ * the caller) and the thread owns j; on failure the caller still owns j. */
+static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp)
+{
+    op *o = &j->o;
+    stream_job *sj = calloc(1, sizeof *sj);
+    tier_fill *f = calloc(1, sizeof *f);
+    int anon = 0;
+    int wfd = open_tmp(s, o->tmp, sizeof o->tmp, &anon);
+    if (sj == NULL || f == NULL || wfd < 0) {
+        free(sj);
+        free(f);
+        if (wfd >= 0)
+            close(wfd);
+        if (o->tmp[0])
+            unlink(o->tmp);
+        o->tmp[0] = '\0';
+        return TIER_ERROR;
+    }
+    o->anon = anon;
+    f->streaming = 1;
+    f->fd = anon ? dup(wfd) : open(o->tmp, O_RDONLY | O_CLOEXEC);
+    f->size = kr->size;
+    f->codec = -1;
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    atomic_init(&f->refs, 2); /* the thread's and the caller's */
+    sj->s = s;
+    sj->j = j;
+    sj->f = f;
+    sj->kr = *kr;
+    sj->kr.meta = NULL;
+    sj->wfd = wfd;
+    blob_name(kr->digest, sj->name);
+    pthread_t th;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    if (f->fd < 0 || pthread_create(&th, &at, stream_main, sj) != 0) {
+        pthread_attr_destroy(&at);
+        close(wfd);
+        if (o->tmp[0])
+            unlink(o->tmp);
+        o->tmp[0] = '\0';
+        atomic_store(&f->refs, 1);
+        tier_fill_release(f);
+        free(sj);
+        return TIER_ERROR;
+    }
+    pthread_attr_destroy(&at);
+    pthread_mutex_lock(&f->mu);
+    while (!f->headers && f->state == 0)
+        pthread_cond_wait(&f->cv, &f->mu);
+    int good = f->state >= 0 && f->codec >= 0;
+    pthread_mutex_unlock(&f->mu);
+    *fp = f;
+    return good ? TIER_OK : TIER_BAD;
 }
 
 int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, int *filled)
@@ -1199,6 +1540,33 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
             if (copy && pr.blob_len)
                 memcpy(copy, pr.blob, pr.blob_len);
             rc = copy ? adopt_bytes(s, &kr, &m, copy, o, &j->inl) : TIER_ERROR;
+        } else if (kr.size > s->cfg.inline_max) {
+            /* large: answered while it arrives, on its own thread */
+            tier_fill *f = NULL;
+            rc = start_stream(s, &kr, j, &f);
+            if (f && rc == TIER_OK) {
+                memcpy(e->digest, kr.digest, 32);
+                e->size = kr.size;
+                e->stored = f->stored;
+                e->codec = f->codec;
+                e->format = BLOB_FILE;
+                e->mtime_ms = kr.mtime_ms;
+                e->meta = kr.meta_len ? malloc(kr.meta_len) : NULL;
+                if (e->meta)
+                    memcpy(e->meta, kr.meta, kr.meta_len);
+                e->meta_len = e->meta ? kr.meta_len : 0;
+                e->fill = f;
+                *filled = 1;
+                atomic_fetch_add(&q->hits, 1);
+                free(data);
+                return STORE_OK; /* the thread owns j, and leaves the gate */
+            }
+            if (f) {
+                /* failed before its headers: the thread cleans up after itself */
+                tier_fill_release(f);
+                free(data);
+                return STORE_NOTFOUND;
+            }
         } else {
             rc = fetch_blob(s, &kr, o, &j->inl);
         }

@@ -240,6 +240,9 @@ typedef struct xfer {
     int too_large;
     int write_error;
     tier_meta *meta;
+    void (*progress)(void *arg, const void *piece, size_t len, uint64_t written,
+                     const tier_meta *meta);
+    void *progress_arg;
 } xfer;
 
 static size_t read_cb(char *buf, size_t size, size_t n, void *arg)
@@ -277,6 +280,8 @@ static size_t write_cb(char *buf, size_t size, size_t n, void *arg)
             return 0;
         }
         x->out_len += len;
+        if (x->progress)
+            x->progress(x->progress_arg, buf, len, x->out_len, x->meta);
         return len;
     }
     if (x->out_len + len > x->out_cap) {
@@ -430,6 +435,7 @@ static int perform(tier *t, const char *method, const char *name, xfer *x,
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
     }
+    curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024); /* fewer, larger writes of a blob */
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
@@ -504,6 +510,28 @@ int tier_get(tier *t, const char *name, int fd, void **data, size_t *len, uint64
         m.length = x.out_len;
     }
     free(x.out);
+    if (meta)
+        *meta = m;
+    return rc;
+}
+
+int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *meta,
+                    void (*progress)(void *arg, const void *piece, size_t len, uint64_t written,
+                                     const tier_meta *meta),
+                    void *arg)
+{
+    tier_meta m = {.codec = -1};
+    xfer x = {.in_fd = -1,
+              .out_fd = fd,
+              .out_max = max,
+              .meta = &m,
+              .progress = progress,
+              .progress_arg = arg};
+    long http;
+    int rc = perform(t, "GET", name, &x, NULL, NULL, budget(t, max), &http);
+    if (rc == TIER_OK && x.write_error)
+        rc = TIER_ERROR;
+    m.length = x.out_len;
     if (meta)
         *meta = m;
     return rc;

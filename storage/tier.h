@@ -66,6 +66,12 @@ int tier_get(tier *t, const char *name, int fd, void **data, size_t *len, uint64
 /* Copies an object onto itself with its metadata replaced (meta), which
  * renews its date for the bucket's lifecycle rules, moving no bytes. */
 int tier_refresh(tier *t, const char *name, const tier_meta *meta);
+/* tier_get into fd, calling progress with each piece once it is written
+ * (meta holds the answer's headers from the first call on). */
+int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *meta,
+                    void (*progress)(void *arg, const void *piece, size_t len, uint64_t written,
+                                     const tier_meta *meta),
+                    void *arg);
 /* DELETE; a missing object is TIER_OK. */
 int tier_delete(tier *t, const char *name);
 /* Makes the bucket if it does not exist (a cairnd parent, a test's moto). */

@@ -457,6 +457,36 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(c, "GET", key)[0], 404)
         self.assertEqual(status(c)["tier"]["corrupt"], 1)
 
+    def test_large_bodies_stream_and_a_damaged_one_is_never_served_whole(self):
+        """Large blobs are answered while they arrive from the tier; the end of
+        the body waits until all of it checked out."""
+        a = self.node()
+        text = b"".join(b"line %d of a large log\n" % i for i in range(400000))[:6 * MIB]
+        good, bad = text, self.rng.randbytes(5 * MIB)
+        for b in (good, bad):
+            self.assertEqual(request(a, "PUT", "/cas/" + sha256(b), b)[0], 200)
+        self.drained(a)
+        name = "%s/blobs/%s" % (self.PREFIX, sha256(bad))
+        s3 = self.moto.client()
+        head = s3.head_object(Bucket=self.BUCKET, Key=name)
+        damaged = bytearray(bad)
+        damaged[len(bad) // 2] ^= 0xFF
+        s3.put_object(Bucket=self.BUCKET, Key=name, Body=bytes(damaged), Metadata=head["Metadata"])
+        b = self.node()
+        # zstd frames, decoded as they arrive; then a range of the local copy
+        self.assertEqual(sha256(request(b, "GET", "/cas/" + sha256(good))[2]), sha256(good))
+        st, _, part = request(b, "GET", "/cas/" + sha256(good), headers={"Range": "bytes=3000000-3999999"})
+        self.assertEqual((st, part), (206, good[3000000:4000000]))
+        # the damaged one: a 404, or an answer cut short, never the whole body
+        try:
+            st, _, got = request(b, "GET", "/cas/" + sha256(bad))
+        except (http.client.HTTPException, OSError):
+            st, got = None, b""
+        self.assertNotEqual(sha256(got), sha256(damaged))
+        self.assertLess(len(got), len(bad))
+        self.assertTrue(wait_for(lambda: status(b)["tier"]["corrupt"] == 1, timeout=10))
+        self.assertEqual(status(b)["entries"]["keys"], 1)
+
 
 @unittest.skipUnless(have_s3rver(), "s3rver is not installed (npm; make test installs it)")
 class S3rverTierTest(TierTest):
