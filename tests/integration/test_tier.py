@@ -369,6 +369,20 @@ class TierTest(unittest.TestCase):
         for path, b in want.items():
             self.assertEqual(request(b2, "GET", path)[2], b)
 
+    def test_tier_stopped_in_the_middle_of_uploads(self):
+        a = self.node(extra=["--tier-workers", "2"])
+        bodies = [self.rng.randbytes(2 * MIB) for _ in range(10)]
+        for b in bodies:
+            self.assertEqual(request(a, "PUT", "/cas/" + sha256(b), b)[0], 200)
+        wait_for(lambda: status(a)["tier"]["uploads"] >= 1, timeout=30, step=0.02)
+        self.proxy.mode = "down"  # in the middle: some uploaded, some on the way, some queued
+        for b in bodies:  # local hits go on
+            self.assertEqual(sha256(request(a, "GET", "/cas/" + sha256(b))[2]), sha256(b))
+        time.sleep(1)
+        self.proxy.mode = "ok"
+        self.drained(a, timeout=90)
+        self.assertEqual(set(self.blobs_in_tier()), {sha256(b) for b in bodies})
+
     def test_tier_errors_slowness_and_credentials(self):
         a = self.node()
         body = self.rng.randbytes(50 * KIB)
