@@ -18,7 +18,7 @@ STORAGE = storage/codec.c storage/index.c storage/store.c storage/store_tier.c s
 SERVER  = server/main.c server/config.c server/http.c server/upload.c server/serve.c \
           server/native.c server/ops.c server/buf.c server/creds.c server/s3.c \
           server/s3_bucket.c server/s3_object.c server/s3_multipart.c server/s3_body.c \
-          server/awschunked.c
+          server/awschunked.c server/metrics.c
 CLIENT  = client/cairn.c
 UNIT    = $(wildcard tests/unit/test_*.c)
 

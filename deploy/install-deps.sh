@@ -7,9 +7,10 @@ set -e
 build="gcc make pkg-config libc6-dev libmicrohttpd-dev libssl-dev libzstd-dev liblmdb-dev \
 libcurl4-openssl-dev libexpat1-dev"
 # test: the real clients the integration tests drive (ccache, aws-cli v2,
-# boto3, minio-go for a Go program, curl) and the JS SDK's runtime
+# boto3, minio-go for a Go program, curl), Prometheus (promtool, a real
+# server scraping cairnd) and the JS SDK's runtime
 test="libcmocka-dev curl python3 zstd procps util-linux ccache gcc lmdb-utils \
-awscli python3-boto3 golang-go golang-github-minio-minio-go-v7-dev"
+awscli python3-boto3 golang-go golang-github-minio-minio-go-v7-dev prometheus"
 bench="nginx wrk curl python3 procps bc awscli"
 
 want=""

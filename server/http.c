@@ -49,8 +49,10 @@ enum MHD_Result http_queue(request *r, unsigned status, struct MHD_Response *res
     if (body_pending(r)) {
         r->deferred = resp;
         r->deferred_status = status;
+        r->status = status;
         return MHD_YES;
     }
+    r->status = status;
     enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -164,15 +166,26 @@ static enum MHD_Result unknown_handle(request *r, const char *data, size_t *size
 static void route(request *r)
 {
     int s3 = s3_claims(r);
+    const char *m = r->method;
+    r->m.op = strcmp(m, "GET") == 0      ? MOP_GET
+              : strcmp(m, "HEAD") == 0   ? MOP_HEAD
+              : strcmp(m, "PUT") == 0    ? MOP_PUT
+              : strcmp(m, "DELETE") == 0 ? MOP_DELETE
+                                         : MOP_OTHER;
     if (!s3 && (strcmp(r->path, "/healthz") == 0 || strcmp(r->path, "/readyz") == 0 ||
-                strcmp(r->path, "/status") == 0))
+                strcmp(r->path, "/status") == 0 || strcmp(r->path, "/metrics") == 0)) {
         r->handler = ops_handle;
-    else if (!s3 && native_route(r))
+        r->m.fe = MFE_OPS;
+    } else if (!s3 && native_route(r)) {
         r->handler = native_handle;
-    else if (s3_route(r))
+        r->m.fe = MFE_NATIVE;
+    } else if (s3_route(r)) {
         r->handler = s3_handle;
-    else
+        r->m.fe = MFE_S3;
+    } else {
         r->handler = unknown_handle;
+        r->m.fe = MFE_OTHER;
+    }
 }
 
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
@@ -183,6 +196,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
         return NULL;
     r->srv = cls;
     r->raw_uri = strdup(uri);
+    r->m.start_ns = util_mono_ns();
+    r->m.fe = MFE_OTHER;
     atomic_fetch_add(&r->srv->in_flight, 1);
     return r;
 }
@@ -202,6 +217,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->path = url;
         route(r);
     }
+    r->m.received += *upload_data_size;
     if (r->deferred) {
         r->drained += *upload_data_size;
         if (*upload_data_size != 0 && r->drained <= DRAIN_MAX) {
@@ -222,10 +238,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
     (void)cls;
     (void)conn;
-    (void)toe;
     request *r = *con_cls;
     if (r == NULL)
         return;
+    if (r->status && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        metrics_request_done(&r->m, r->status);
+    else if (r->status)
+        metrics_request_done(&r->m, 500); /* answer cut short */
     if (r->cleanup)
         r->cleanup(r);
     if (r->deferred)

@@ -107,15 +107,20 @@ static enum MHD_Result reply_get(request *r, native_req *n, int head)
     store_entry e;
     int st = store_lookup(r->srv->st, n->ns, n->hex, 64, &e);
     if (st == STORE_NOTFOUND && n->cas && memcmp(n->digest, empty_sha256, 32) == 0) {
+        r->m.cache = MC_LOCAL; /* the empty blob always exists */
         struct MHD_Response *resp =
             MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
         MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
         return http_queue(r, MHD_HTTP_OK, resp);
     }
+    r->m.cache = st == STORE_OK         ? (e.from_tier ? MC_TIER : MC_LOCAL)
+                 : st == STORE_NOTFOUND ? MC_MISS
+                                        : MC_NONE;
     if (st != STORE_OK)
         return http_text(r, http_status_for(st),
                          st == STORE_NOTFOUND ? "not found" : store_strerror(st));
-    serve_opts o = {.head = head,
+    serve_opts o = {.sent = &r->m.sent,
+                    .head = head,
                     .allow_zstd = http_accepts_encoding(r, "zstd"),
                     .range = http_header(r, "Range"),
                     .content_type = "application/octet-stream"};

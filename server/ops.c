@@ -2,10 +2,12 @@
  * ops.c - endpoints for operators and orchestrators:
  *   /healthz  the process answers (liveness);
  *   /readyz   the store is open and the server is not shutting down;
- *   /status   JSON: sizes, entries, limits, version, uptime.
+ *   /status   JSON: sizes, entries, limits, version, uptime;
+ *   /metrics  the same and more, in Prometheus's text format (metrics.c).
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "../common/util.h"
 #include "server.h"
@@ -60,6 +62,23 @@ enum MHD_Result ops_handle(request *r, const char *data, size_t *size)
             MHD_create_response_from_buffer(sizeof msg - 1, (void *)msg, MHD_RESPMEM_PERSISTENT);
         MHD_add_response_header(resp, "Allow", "GET, HEAD");
         return http_queue(r, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
+    }
+    if (r->path[1] == 'm') {
+        buf b = {0};
+        metrics_render(r->srv, &b);
+        size_t len;
+        char *data = buf_ok(&b) ? buf_take(&b, &len) : NULL;
+        buf_free(&b);
+        if (data == NULL)
+            return http_text(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+        struct MHD_Response *resp =
+            MHD_create_response_from_buffer_with_free_callback(len, data, free);
+        if (resp == NULL) {
+            free(data);
+            return MHD_NO;
+        }
+        MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+        return http_queue(r, MHD_HTTP_OK, resp);
     }
     if (r->path[1] == 'h')
         return http_text(r, MHD_HTTP_OK, "ok");

@@ -618,6 +618,38 @@ static enum MHD_Result first_call(request *r)
     s3_req *s = r->fe;
     enum MHD_Result ret;
     s->op = classify(r);
+    switch (s->op) {
+    case OP_LIST_BUCKETS:
+    case OP_LIST_V1:
+    case OP_LIST_V2:
+    case OP_LIST_VERSIONS:
+    case OP_LIST_UPLOADS:
+    case OP_LIST_PARTS:
+        r->m.op = MOP_LIST;
+        break;
+    case OP_CREATE_MULTIPART:
+    case OP_UPLOAD_PART:
+    case OP_COMPLETE_MULTIPART:
+    case OP_ABORT_MULTIPART:
+        r->m.op = MOP_MULTIPART;
+        break;
+    case OP_COPY_OBJECT:
+        r->m.op = MOP_COPY;
+        break;
+    case OP_CREATE_BUCKET:
+    case OP_DELETE_BUCKET:
+    case OP_HEAD_BUCKET:
+    case OP_GET_LOCATION:
+    case OP_GET_VERSIONING:
+    case OP_BUCKET_SUBRESOURCE_OK:
+        r->m.op = MOP_BUCKET;
+        break;
+    case OP_DELETE_OBJECTS:
+        r->m.op = MOP_DELETE;
+        break;
+    default:
+        break; /* by method */
+    }
     if (s->op == OP_NOT_IMPLEMENTED)
         return s3_error(r, 501, "NotImplemented",
                         "A header or query you provided implies functionality that is not "

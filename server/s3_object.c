@@ -275,6 +275,9 @@ enum MHD_Result s3_get_object(request *r, int head)
     s3_req *s = r->fe;
     store_entry e;
     int st = store_lookup(r->srv->st, s->ns, s->key, s->klen, &e);
+    r->m.cache = st == STORE_OK         ? (e.from_tier ? MC_TIER : MC_LOCAL)
+                 : st == STORE_NOTFOUND ? MC_MISS
+                                        : MC_NONE;
     if (st == STORE_NOTFOUND && !s3_bucket_exists(r))
         return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
     if (st != STORE_OK)
@@ -297,7 +300,8 @@ enum MHD_Result s3_get_object(request *r, int head)
         s3_common_headers(r, resp);
         return http_queue(r, 304, resp);
     }
-    serve_opts o = {.head = head, .allow_zstd = 0, .range = http_header(r, "Range")};
+    serve_opts o = {
+        .sent = &r->m.sent, .head = head, .allow_zstd = 0, .range = http_header(r, "Range")};
     if (s3_has_param(r, "partNumber")) {
         const char *pn = s3_param(r, "partNumber");
         if (strcmp(pn, "1") != 0) {

@@ -189,6 +189,8 @@ struct MHD_Response *serve_entry(server *srv, const store_entry *e, const serve_
         body_response(srv, e, o, start, len, ranged, &zstd_passthrough, status);
     if (resp == NULL)
         return NULL;
+    if (o->sent)
+        *o->sent = o->head ? 0 : zstd_passthrough ? e->stored : len;
     MHD_add_response_header(resp, "Accept-Ranges", "bytes");
     if (o->content_type)
         MHD_add_response_header(resp, "Content-Type", o->content_type);

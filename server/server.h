@@ -22,6 +22,7 @@
 
 #include "../storage/store.h"
 #include "config.h"
+#include "metrics.h"
 
 typedef struct server {
     const server_config *cfg;
@@ -49,6 +50,9 @@ struct request {
     struct MHD_Response *deferred;
     unsigned deferred_status;
     uint64_t drained;
+    /* what /metrics counts; status is the answer's, 0 until one is queued */
+    request_metrics m;
+    unsigned status;
     /* front end state, freed by cleanup */
     void *fe;
     void (*cleanup)(request *r);
@@ -111,6 +115,7 @@ void body_free(body_sink *b);
 /* ---- stored bodies out (serve.c) ---- */
 
 typedef struct serve_opts {
+    uint64_t *sent; /* if set: the body bytes the answer will carry */
     int head;
     int allow_zstd; /* the client takes Content-Encoding: zstd */
     const char *range;

@@ -1240,8 +1240,10 @@ int store_lookup(store *s, const char *ns, const void *key, size_t klen, store_e
     /* a local miss falls through to the cold tier */
     int filled = 0;
     if (rc == STORE_NOTFOUND && s->tier_q &&
-        tier_resolve_key(s, nskey, nklen, e, &filled) == STORE_OK)
+        tier_resolve_key(s, nskey, nklen, e, &filled) == STORE_OK) {
         rc = filled ? STORE_OK : lookup_local(s, nskey, nklen, e);
+        e->from_tier = rc == STORE_OK;
+    }
     free(nskey);
     return rc;
 }

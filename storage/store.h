@@ -85,6 +85,7 @@ typedef struct store_entry {
     int codec;
     int format;             /* in a file, or in the index (BLOB_FILE, BLOB_INLINE of index.h) */
     struct tier_fill *fill; /* read through the cold tier, not yet committed here */
+    int from_tier;          /* this lookup found it in the cold tier, not here */
     void *meta; /* malloc'ed copy of the front end's metadata; free with store_entry_clear */
     size_t meta_len;
 } store_entry;

@@ -1,0 +1,238 @@
+/*
+ * metrics.c - see metrics.h.  Names follow Prometheus's conventions: a
+ * cairn_ prefix, base units (seconds, bytes), _total on counters; the
+ * process_* names are the standard ones.
+ */
+#include "metrics.h"
+
+#include <dirent.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/util.h"
+#include "server.h"
+
+#define NCLASS 5 /* 1xx .. 5xx */
+static const double BOUNDS[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                0.25,   0.5,   1,      2.5,   5,    10,    30};
+#define NB (sizeof BOUNDS / sizeof *BOUNDS)
+
+static const char *FE[MFE_N] = {"native", "s3", "ops", "other"};
+static const char *OP[MOP_N] = {"get",       "head", "put",    "delete", "list",
+                                "multipart", "copy", "bucket", "other"};
+
+static atomic_ullong requests[MFE_N][MOP_N][NCLASS];
+static atomic_ullong buckets[MFE_N][MOP_N][NB + 1];
+static atomic_ullong dur_sum_ns[MFE_N][MOP_N];
+static atomic_ullong hits[MFE_N][2]; /* local, tier */
+static atomic_ullong misses[MFE_N];
+static atomic_ullong received[MFE_N], sent[MFE_N];
+
+void metrics_request_done(const request_metrics *m, unsigned status)
+{
+    unsigned fe = m->fe < MFE_N ? m->fe : MFE_OTHER, op = m->op < MOP_N ? m->op : MOP_OTHER;
+    unsigned cls = status >= 100 && status < 600 ? status / 100 - 1 : 4;
+    uint64_t ns = util_mono_ns() - m->start_ns;
+    double s = (double)ns / 1e9;
+    size_t b = 0;
+    while (b < NB && s > BOUNDS[b])
+        b++;
+    atomic_fetch_add_explicit(&requests[fe][op][cls], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&buckets[fe][op][b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&dur_sum_ns[fe][op], ns, memory_order_relaxed);
+    if (m->cache == MC_MISS)
+        atomic_fetch_add_explicit(&misses[fe], 1, memory_order_relaxed);
+    else if (m->cache == MC_LOCAL || m->cache == MC_TIER)
+        atomic_fetch_add_explicit(&hits[fe][m->cache == MC_TIER], 1, memory_order_relaxed);
+    if (m->received)
+        atomic_fetch_add_explicit(&received[fe], m->received, memory_order_relaxed);
+    if (m->sent)
+        atomic_fetch_add_explicit(&sent[fe], m->sent, memory_order_relaxed);
+}
+
+static void head(buf *b, const char *name, const char *type, const char *help)
+{
+    buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void one(buf *b, const char *name, const char *type, const char *help, uint64_t v)
+{
+    head(b, name, type, help);
+    buf_printf(b, "%s %" PRIu64 "\n", name, v);
+}
+
+static uint64_t ld(atomic_ullong *a)
+{
+    return atomic_load_explicit(a, memory_order_relaxed);
+}
+
+static void process_metrics(buf *b, const server *srv)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    unsigned long long size = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%llu %llu", &size, &rss) != 2)
+            rss = 0;
+        fclose(f);
+    }
+    one(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+        (uint64_t)rss * (uint64_t)page);
+    one(b, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.",
+        (uint64_t)size * (uint64_t)page);
+    uint64_t fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL)
+            fds += de->d_name[0] != '.';
+        closedir(d);
+        fds--; /* the directory's own descriptor */
+    }
+    one(b, "process_open_fds", "gauge", "Number of open file descriptors.", fds);
+    long maxfd = sysconf(_SC_OPEN_MAX);
+    one(b, "process_max_fds", "gauge", "Maximum number of open file descriptors.",
+        maxfd > 0 ? (uint64_t)maxfd : 0);
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    head(b, "process_cpu_seconds_total", "counter",
+         "Total user and system CPU time spent in seconds.");
+    buf_printf(b, "process_cpu_seconds_total %.3f\n", (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+    head(b, "process_start_time_seconds", "gauge",
+         "Start time of the process since unix epoch in seconds.");
+    buf_printf(b, "process_start_time_seconds %.3f\n", (double)srv->start_ms / 1000.0);
+}
+
+void metrics_render(server *srv, buf *b)
+{
+    head(b, "cairn_build_info", "gauge", "Version of cairnd; always 1.");
+    buf_printf(b, "cairn_build_info{version=\"%s\"} 1\n", CAIRN_VERSION);
+
+    head(b, "cairn_http_requests_total", "counter",
+         "HTTP requests answered, by front end, operation and status class.");
+    for (int fe = 0; fe < MFE_N; fe++)
+        for (int op = 0; op < MOP_N; op++)
+            for (int c = 0; c < NCLASS; c++) {
+                uint64_t v = ld(&requests[fe][op][c]);
+                if (v)
+                    buf_printf(b,
+                               "cairn_http_requests_total{frontend=\"%s\",operation=\"%s\","
+                               "status_class=\"%dxx\"} %" PRIu64 "\n",
+                               FE[fe], OP[op], c + 1, v);
+            }
+
+    head(b, "cairn_http_request_duration_seconds", "histogram",
+         "Time from a request's first byte to its answer's last, by front end and operation.");
+    for (int fe = 0; fe < MFE_N; fe++)
+        for (int op = 0; op < MOP_N; op++) {
+            uint64_t n = 0, cum[NB + 1];
+            for (size_t i = 0; i <= NB; i++)
+                cum[i] = n += ld(&buckets[fe][op][i]);
+            if (n == 0)
+                continue;
+            for (size_t i = 0; i < NB; i++)
+                buf_printf(b,
+                           "cairn_http_request_duration_seconds_bucket{frontend=\"%s\","
+                           "operation=\"%s\",le=\"%g\"} %" PRIu64 "\n",
+                           FE[fe], OP[op], BOUNDS[i], cum[i]);
+            buf_printf(b,
+                       "cairn_http_request_duration_seconds_bucket{frontend=\"%s\","
+                       "operation=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
+                       FE[fe], OP[op], n);
+            buf_printf(b,
+                       "cairn_http_request_duration_seconds_sum{frontend=\"%s\",operation=\"%s\"} "
+                       "%.6f\n",
+                       FE[fe], OP[op], (double)ld(&dur_sum_ns[fe][op]) / 1e9);
+            buf_printf(b,
+                       "cairn_http_request_duration_seconds_count{frontend=\"%s\","
+                       "operation=\"%s\"} %" PRIu64 "\n",
+                       FE[fe], OP[op], n);
+        }
+
+    one(b, "cairn_http_requests_in_flight", "gauge", "Requests being handled now.",
+        (uint64_t)atomic_load(&srv->in_flight));
+    head(b, "cairn_http_received_bytes_total", "counter", "Request body bytes received.");
+    for (int fe = 0; fe < MFE_N; fe++)
+        buf_printf(b, "cairn_http_received_bytes_total{frontend=\"%s\"} %" PRIu64 "\n", FE[fe],
+                   ld(&received[fe]));
+    head(b, "cairn_http_sent_bytes_total", "counter", "Response body bytes sent.");
+    for (int fe = 0; fe < MFE_N; fe++)
+        buf_printf(b, "cairn_http_sent_bytes_total{frontend=\"%s\"} %" PRIu64 "\n", FE[fe],
+                   ld(&sent[fe]));
+
+    head(b, "cairn_cache_hits_total", "counter",
+         "Reads (GET, HEAD) that found their entry, by front end and level (local disk, or "
+         "the cold tier after a local miss).");
+    head(b, "cairn_cache_misses_total", "counter",
+         "Reads (GET, HEAD) that found nothing, locally or in the tier, by front end.");
+    for (int fe = 0; fe < 2; fe++) {
+        buf_printf(b, "cairn_cache_hits_total{frontend=\"%s\",level=\"local\"} %" PRIu64 "\n",
+                   FE[fe], ld(&hits[fe][0]));
+        buf_printf(b, "cairn_cache_hits_total{frontend=\"%s\",level=\"tier\"} %" PRIu64 "\n",
+                   FE[fe], ld(&hits[fe][1]));
+        buf_printf(b, "cairn_cache_misses_total{frontend=\"%s\"} %" PRIu64 "\n", FE[fe],
+                   ld(&misses[fe]));
+    }
+
+    store_stats st;
+    if (store_get_stats(srv->st, &st) == STORE_OK) {
+        head(b, "cairn_store_entries", "gauge", "Keys, blobs, and blobs kept inline in the index.");
+        buf_printf(b, "cairn_store_entries{kind=\"keys\"} %" PRIu64 "\n", st.keys);
+        buf_printf(b, "cairn_store_entries{kind=\"blobs\"} %" PRIu64 "\n", st.blobs);
+        buf_printf(b, "cairn_store_entries{kind=\"inline_blobs\"} %" PRIu64 "\n", st.inline_blobs);
+        one(b, "cairn_store_stored_bytes", "gauge", "Bytes the blobs take on disk (compressed).",
+            st.physical);
+        one(b, "cairn_store_logical_bytes", "gauge", "Body bytes of the blobs (uncompressed).",
+            st.logical);
+        one(b, "cairn_store_referenced_bytes", "gauge",
+            "Body bytes of all keys: what the store would hold without deduplication.",
+            st.referenced);
+        one(b, "cairn_store_dedup_saved_bytes", "gauge", "Bytes deduplication saves.",
+            st.referenced - st.logical);
+        one(b, "cairn_store_max_bytes", "gauge", "The size limit of stored blobs.", st.max_size);
+        one(b, "cairn_store_high_watermark_bytes", "gauge", "Eviction starts above this.",
+            st.high_bytes);
+        one(b, "cairn_evictions_total", "counter", "Blobs evicted since start.", st.evicted_blobs);
+        one(b, "cairn_evicted_bytes_total", "counter", "Stored bytes evicted since start.",
+            st.evicted_bytes);
+        one(b, "cairn_quarantined_blobs_total", "counter",
+            "Blobs that failed their checks since start.", st.corrupt_blobs);
+        one(b, "cairn_orphans_removed_total", "counter",
+            "Blob files without an index entry removed since start.", st.orphans_removed);
+        one(b, "cairn_index_commits_total", "counter", "Index transactions committed.", st.commits);
+
+        one(b, "cairn_tier_enabled", "gauge", "1 when a cold tier is configured.",
+            srv->cfg->tier[0] ? 1 : 0);
+        one(b, "cairn_tier_queue_entries", "gauge", "Work queued for the cold tier.",
+            st.tier_queue);
+        one(b, "cairn_tier_queue_bytes", "gauge",
+            "Stored bytes of blobs waiting to be uploaded to the cold tier.",
+            st.tier_pending_bytes);
+        head(b, "cairn_tier_uploads_total", "counter",
+             "Blob uploads to the cold tier, by result (already_there: another node had "
+             "uploaded it).");
+        buf_printf(b, "cairn_tier_uploads_total{result=\"ok\"} %" PRIu64 "\n", st.tier_uploads);
+        buf_printf(b, "cairn_tier_uploads_total{result=\"already_there\"} %" PRIu64 "\n",
+                   st.tier_skipped);
+        one(b, "cairn_tier_upload_failures_total", "counter",
+            "Attempts at queued tier work that failed (they are retried).",
+            st.tier_upload_failures);
+        one(b, "cairn_tier_uploaded_bytes_total", "counter", "Blob bytes uploaded to the tier.",
+            st.tier_upload_bytes);
+        one(b, "cairn_tier_refreshes_total", "counter", "Blobs in use whose tier copy was renewed.",
+            st.tier_refreshes);
+        head(b, "cairn_tier_reads_total", "counter",
+             "Local misses asked of the cold tier, by result.");
+        buf_printf(b, "cairn_tier_reads_total{result=\"hit\"} %" PRIu64 "\n", st.tier_hits);
+        buf_printf(b, "cairn_tier_reads_total{result=\"miss\"} %" PRIu64 "\n", st.tier_misses);
+        buf_printf(b, "cairn_tier_reads_total{result=\"error\"} %" PRIu64 "\n", st.tier_errors);
+        buf_printf(b, "cairn_tier_reads_total{result=\"corrupt\"} %" PRIu64 "\n", st.tier_corrupt);
+        one(b, "cairn_tier_read_bytes_total", "counter", "Stored bytes read from the tier.",
+            st.tier_fetched_bytes);
+    }
+    process_metrics(b, srv);
+}

@@ -1,0 +1,169 @@
+"""/metrics: the counters agree with what a workload did, the exposition
+passes `promtool check metrics`, and a real Prometheus (Debian's package)
+scrapes it and answers queries about hit ratios."""
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.parse
+import urllib.request
+
+from harness import Server, close_checked, random_seed, sha256, wait_for
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def request(srv, method, path, body=None, headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def scrape(srv):
+    st, body = request(srv, "GET", "/metrics")
+    assert st == 200
+    return body.decode()
+
+
+def value(text, name, **labels):
+    """The sample's value, or None.  Labels must match exactly those given."""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
+        if got == {k: str(v) for k, v in labels.items()}:
+            return float(m.group(4))
+    return None
+
+
+class MetricsTest(unittest.TestCase):
+    def setUp(self):
+        import random
+        self.rng = random.Random(random_seed())
+        self.srv = Server()
+        self.addCleanup(close_checked, self, self.srv)
+
+    def workload(self):
+        """20 CAS bodies; every one read 5 times (100 hits), 20 misses; an S3
+        bucket with 10 objects read once each, and 5 misses."""
+        bodies = [self.rng.randbytes(self.rng.choice([10, 3000, 40000, 200000]))
+                  for _ in range(20)]
+        for b in bodies:
+            self.assertEqual(request(self.srv, "PUT", "/cas/" + sha256(b), b)[0], 200)
+        for _ in range(5):
+            for b in bodies:
+                self.assertEqual(request(self.srv, "GET", "/cas/" + sha256(b))[0], 200)
+        for i in range(20):
+            self.assertEqual(request(self.srv, "GET", "/cas/" + sha256(b"no %d" % i))[0], 404)
+        self.assertEqual(request(self.srv, "PUT", "/metrics-bucket")[0], 200)
+        for i, b in enumerate(bodies[:10]):
+            self.assertEqual(request(self.srv, "PUT", "/metrics-bucket/o%d" % i, b)[0], 200)
+        for i, b in enumerate(bodies[:10]):
+            self.assertEqual(request(self.srv, "GET", "/metrics-bucket/o%d" % i)[1], b)
+        for i in range(5):
+            self.assertEqual(request(self.srv, "GET", "/metrics-bucket/none%d" % i)[0], 404)
+        self.assertEqual(request(self.srv, "GET", "/metrics-bucket?list-type=2")[0], 200)
+        return bodies
+
+    def test_counters_agree_with_the_workload(self):
+        bodies = self.workload()
+        m = scrape(self.srv)
+        self.assertEqual(value(m, "cairn_cache_hits_total", frontend="native", level="local"), 100)
+        self.assertEqual(value(m, "cairn_cache_hits_total", frontend="native", level="tier"), 0)
+        self.assertEqual(value(m, "cairn_cache_misses_total", frontend="native"), 20)
+        self.assertEqual(value(m, "cairn_cache_hits_total", frontend="s3", level="local"), 10)
+        self.assertEqual(value(m, "cairn_cache_misses_total", frontend="s3"), 5)
+        self.assertEqual(value(m, "cairn_http_requests_total", frontend="native", operation="get",
+                               status_class="2xx"), 100)
+        self.assertEqual(value(m, "cairn_http_requests_total", frontend="native", operation="get",
+                               status_class="4xx"), 20)
+        self.assertEqual(value(m, "cairn_http_requests_total", frontend="native", operation="put",
+                               status_class="2xx"), 20)
+        self.assertEqual(value(m, "cairn_http_requests_total", frontend="s3", operation="list",
+                               status_class="2xx"), 1)
+        self.assertEqual(value(m, "cairn_http_requests_total", frontend="s3", operation="bucket",
+                               status_class="2xx"), 1)
+        total = sum(len(b) for b in bodies)
+        self.assertEqual(value(m, "cairn_http_received_bytes_total", frontend="native"), total)
+        self.assertEqual(value(m, "cairn_http_sent_bytes_total", frontend="native"), 5 * total)
+        self.assertEqual(value(m, "cairn_http_sent_bytes_total", frontend="s3"),
+                         sum(len(b) for b in bodies[:10]))
+        self.assertEqual(value(m, "cairn_http_request_duration_seconds_count", frontend="native",
+                               operation="get"), 120)
+        self.assertEqual(value(m, "cairn_store_entries", kind="keys"), 30)
+        self.assertEqual(value(m, "cairn_store_entries", kind="blobs"), len(set(map(sha256, bodies))))
+        self.assertGreater(value(m, "cairn_store_dedup_saved_bytes"), 0)  # the bucket's copies
+        self.assertEqual(value(m, "cairn_build_info", version="0.1.0"), 1)
+        self.assertGreater(value(m, "process_resident_memory_bytes"), 1 << 20)
+        self.assertGreater(value(m, "process_open_fds"), 3)
+
+    @unittest.skipUnless(shutil.which("promtool"), "promtool (Debian package prometheus) missing")
+    def test_promtool_check_metrics(self):
+        self.workload()
+        r = subprocess.run(["promtool", "check", "metrics"], input=scrape(self.srv).encode(),
+                           capture_output=True)
+        self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
+
+    @unittest.skipUnless(shutil.which("prometheus"), "prometheus (Debian package) missing")
+    def test_a_real_prometheus_scrapes_it(self):
+        tmp = tempfile.mkdtemp(prefix="cairn-prom-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        port = free_port()
+        with open(os.path.join(tmp, "prometheus.yml"), "w") as f:
+            f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                    "scrape_configs:\n  - job_name: cairn\n    static_configs:\n"
+                    "      - targets: ['127.0.0.1:%d']\n" % self.srv.port)
+        prom = subprocess.Popen(
+            ["prometheus", "--config.file", os.path.join(tmp, "prometheus.yml"),
+             "--storage.tsdb.path", os.path.join(tmp, "data"),
+             "--web.listen-address", "127.0.0.1:%d" % port],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def stop():
+            prom.terminate()
+            try:
+                prom.wait(20)
+            except subprocess.TimeoutExpired:
+                prom.kill()
+                prom.wait()
+        self.addCleanup(stop)
+        self.workload()
+
+        def query(q):
+            url = "http://127.0.0.1:%d/api/v1/query?query=%s" % (port, urllib.parse.quote(q))
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    return json.loads(r.read())["data"]["result"]
+            except OSError:
+                return []
+        hit_ratio = ('sum by (frontend) (cairn_cache_hits_total) / (sum by (frontend) '
+                     '(cairn_cache_hits_total) + sum by (frontend) (cairn_cache_misses_total))')
+        self.assertTrue(wait_for(lambda: len(query(hit_ratio)) == 2, timeout=60, step=0.5),
+                        "Prometheus never had the hit ratio")
+        ratios = {r["metric"]["frontend"]: float(r["value"][1]) for r in query(hit_ratio)}
+        self.assertAlmostEqual(ratios["native"], 100 / 120)
+        self.assertAlmostEqual(ratios["s3"], 10 / 15)
+        self.assertEqual(query('up{job="cairn"}')[0]["value"][1], "1")
+
+
+if __name__ == "__main__":
+    unittest.main()
