@@ -14,7 +14,9 @@ import unittest
 import urllib.parse
 import urllib.request
 
-from harness import Server, close_checked, random_seed, sha256, wait_for
+from harness import ROOT, Server, close_checked, random_seed, sha256, wait_for
+
+RULES = os.path.join(ROOT, "deploy", "prometheus")
 
 
 def free_port():
@@ -123,15 +125,25 @@ class MetricsTest(unittest.TestCase):
                            capture_output=True)
         self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
 
-    @unittest.skipUnless(shutil.which("prometheus"), "prometheus (Debian package) missing")
-    def test_a_real_prometheus_scrapes_it(self):
+    @unittest.skipUnless(shutil.which("promtool"), "promtool (Debian package prometheus) missing")
+    def test_alert_rules_check_and_pass_their_unit_tests(self):
+        for args in (["check", "rules", "alerts.yml"], ["check", "config", "prometheus.yml"],
+                     ["test", "rules", "alerts_test.yml"]):
+            r = subprocess.run(["promtool"] + args, cwd=RULES, capture_output=True)
+            self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
+
+    def prometheus(self, target_port, rules=False):
+        """A Prometheus scraping 127.0.0.1:target_port every second; returns
+        its query function."""
         tmp = tempfile.mkdtemp(prefix="cairn-prom-")
         self.addCleanup(shutil.rmtree, tmp, True)
         port = free_port()
         with open(os.path.join(tmp, "prometheus.yml"), "w") as f:
             f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
                     "scrape_configs:\n  - job_name: cairn\n    static_configs:\n"
-                    "      - targets: ['127.0.0.1:%d']\n" % self.srv.port)
+                    "      - targets: ['127.0.0.1:%d']\n" % target_port)
+            if rules:
+                f.write("rule_files: ['%s']\n" % os.path.join(RULES, "alerts.yml"))
         prom = subprocess.Popen(
             ["prometheus", "--config.file", os.path.join(tmp, "prometheus.yml"),
              "--storage.tsdb.path", os.path.join(tmp, "data"),
@@ -146,7 +158,6 @@ class MetricsTest(unittest.TestCase):
                 prom.kill()
                 prom.wait()
         self.addCleanup(stop)
-        self.workload()
 
         def query(q):
             url = "http://127.0.0.1:%d/api/v1/query?query=%s" % (port, urllib.parse.quote(q))
@@ -155,6 +166,12 @@ class MetricsTest(unittest.TestCase):
                     return json.loads(r.read())["data"]["result"]
             except OSError:
                 return []
+        return query
+
+    @unittest.skipUnless(shutil.which("prometheus"), "prometheus (Debian package) missing")
+    def test_a_real_prometheus_scrapes_it(self):
+        query = self.prometheus(self.srv.port)
+        self.workload()
         hit_ratio = ('sum by (frontend) (cairn_cache_hits_total) / (sum by (frontend) '
                      '(cairn_cache_hits_total) + sum by (frontend) (cairn_cache_misses_total))')
         self.assertTrue(wait_for(lambda: len(query(hit_ratio)) == 2, timeout=60, step=0.5),
@@ -163,6 +180,22 @@ class MetricsTest(unittest.TestCase):
         self.assertAlmostEqual(ratios["native"], 100 / 120)
         self.assertAlmostEqual(ratios["s3"], 10 / 15)
         self.assertEqual(query('up{job="cairn"}')[0]["value"][1], "1")
+
+    @unittest.skipUnless(shutil.which("prometheus"), "prometheus (Debian package) missing")
+    def test_the_tier_alert_goes_off_when_the_tier_is_down(self):
+        # a tier nobody answers at: every upload fails
+        node = Server(["--tier", "s3://fleet/x", "--tier-endpoint",
+                       "http://127.0.0.1:%d" % free_port(), "--tier-timeout", "1s"],
+                      env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
+        self.addCleanup(close_checked, self, node)
+        query = self.prometheus(node.port, rules=True)
+        for i in range(5):
+            self.assertEqual(request(node, "PUT", "/cas/" + sha256(b"%d" % i), b"%d" % i)[0], 200)
+        self.assertTrue(
+            wait_for(lambda: query('ALERTS{alertname="CairnTierUploadsFailing"}'), timeout=60,
+                     step=0.5), "CairnTierUploadsFailing never became pending")
+        state = query('ALERTS{alertname="CairnTierUploadsFailing"}')[0]["metric"]["alertstate"]
+        self.assertIn(state, ("pending", "firing"))
 
 
 if __name__ == "__main__":
