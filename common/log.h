@@ -15,6 +15,11 @@ void log_set_level(int level);
 int log_parse_level(const char *s, int *out);
 void log_msg(int level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* A line with fields of the caller's instead of "msg": fields is the inside
+ * of a JSON object ("\"status\":200,..."), strings escaped with log_json_escape. */
+void log_fields(int level, const char *event, const char *fields);
+/* Writes out what log_fields buffered (it is written every 200 ms anyway). */
+void log_flush(void);
 /* Appends s as a JSON string body (without quotes) to out; returns bytes written. */
 size_t log_json_escape(char *out, size_t cap, const char *s);
 

@@ -66,6 +66,13 @@ static const option_def options[] = {
     {"shutdown-timeout", T_DURATION, OFF(shutdown_timeout), 0, "30s",
      "on SIGTERM, how long in-flight requests may take to finish"},
     {"log-level", T_STR, OFF(log_level), CAP(log_level), "info", "debug, info, warn or error"},
+    {"access-log", T_STR, OFF(access_log), CAP(access_log), "off",
+     "a JSON line per request: off, sampled (one in --access-log-sample) or all"},
+    {"access-log-sample", T_UINT, OFF(access_log_sample), 0, "100",
+     "with --access-log sampled, log one request in this many"},
+    {"audit-log", T_BOOL, OFF(audit_log), 0, "true",
+     "a JSON line (event audit) for refused authentication, deletes and bucket changes"},
+    {"metrics", T_BOOL, OFF(metrics), 0, "true", "count requests for /metrics"},
     {"access-key", T_STR, OFF(access_key), CAP(access_key), "",
      "S3 access key with every right (with --secret-key)"},
     {"secret-key", T_STR, OFF(secret_key), CAP(secret_key), "", "secret of --access-key"},
@@ -321,6 +328,13 @@ int config_load(server_config *cfg, int argc, char **argv)
         fprintf(stderr, "cairnd: tier-path-style must be auto, true or false\n");
         return -1;
     }
+    if (strcmp(cfg->access_log, "off") != 0 && strcmp(cfg->access_log, "sampled") != 0 &&
+        strcmp(cfg->access_log, "all") != 0) {
+        fprintf(stderr, "cairnd: access-log must be off, sampled or all\n");
+        return -1;
+    }
+    if (cfg->access_log_sample == 0)
+        cfg->access_log_sample = 1;
     if (cfg->tier_workers == 0 || cfg->tier_workers > 64) {
         fprintf(stderr, "cairnd: tier-workers must be between 1 and 64\n");
         return -1;

@@ -31,6 +31,10 @@ typedef struct server_config {
     uint64_t max_header_size;
     uint64_t shutdown_timeout;
     char log_level[16];
+    char access_log[16];
+    uint64_t access_log_sample;
+    int audit_log;
+    int metrics;
     char access_key[129];
     char secret_key[129];
     char credentials[1024];

@@ -9,6 +9,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -233,6 +234,63 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return r->handler(r, upload_data, upload_data_size);
 }
 
+static const char *CACHE_NAMES[] = {"", "miss", "hit-local", "hit-tier"};
+
+static void client_address(struct MHD_Connection *conn, char *out, size_t cap)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    snprintf(out, cap, "-");
+    if (ci == NULL || ci->client_addr == NULL)
+        return;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)cap);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)cap);
+}
+
+/* The access log's line, and the audit log's: the path without its query
+ * (a presigned URL's query holds a signature), never a header. */
+static void log_request(request *r, const char *event, const char *action)
+{
+    char path[1100], client[64], fields[2048];
+    const char *q = strchr(r->raw_uri, '?');
+    size_t plen = q ? (size_t)(q - r->raw_uri) : strlen(r->raw_uri);
+    char raw[1024];
+    snprintf(raw, sizeof raw, "%.*s", (int)(plen < sizeof raw ? plen : sizeof raw - 1), r->raw_uri);
+    log_json_escape(path, sizeof path, raw);
+    client_address(r->conn, client, sizeof client);
+    snprintf(fields, sizeof fields,
+             "%s%s%s\"method\":\"%s\",\"path\":\"%s\",\"status\":%u,\"frontend\":\"%s\","
+             "\"operation\":\"%s\",\"cache\":\"%s\",\"in\":%llu,\"out\":%llu,\"ms\":%.3f,"
+             "\"client\":\"%s\"",
+             action ? "\"action\":\"" : "", action ? action : "", action ? "\"," : "",
+             r->method ? r->method : "-", path, r->status, metrics_fe_name(r->m.fe),
+             metrics_op_name(r->m.op), CACHE_NAMES[r->m.cache & 3],
+             (unsigned long long)r->m.received, (unsigned long long)r->m.sent,
+             (double)(util_mono_ns() - r->m.start_ns) / 1e6, client);
+    log_fields(LOG_INFO, event, fields);
+}
+
+/* What the audit log records: refused authentication, deletes, bucket changes. */
+static const char *audit_action(const request *r)
+{
+    if (r->m.fe == MFE_S3 && (r->status == 401 || r->status == 403))
+        return "refused";
+    if (r->status >= 300)
+        return NULL;
+    if (r->m.op == MOP_DELETE)
+        return "delete";
+    if (r->m.op == MOP_BUCKET && r->method && strcmp(r->method, "PUT") == 0)
+        return "bucket_create";
+    if (r->m.op == MOP_BUCKET && r->method && strcmp(r->method, "DELETE") == 0)
+        return "bucket_delete";
+    return NULL;
+}
+
+static atomic_ullong access_seq;
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -241,10 +299,20 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     request *r = *con_cls;
     if (r == NULL)
         return;
-    if (r->status && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+    const server_config *cfg = r->srv->cfg;
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->status)
+        r->status = 500; /* the answer was cut short */
+    if (r->status && cfg->metrics)
         metrics_request_done(&r->m, r->status);
-    else if (r->status)
-        metrics_request_done(&r->m, 500); /* answer cut short */
+    if (r->status && r->conn) {
+        const char *action = cfg->audit_log ? audit_action(r) : NULL;
+        if (action)
+            log_request(r, "audit", action);
+        if (cfg->access_log[0] == 'a' ||
+            (cfg->access_log[0] == 's' &&
+             atomic_fetch_add(&access_seq, 1) % cfg->access_log_sample == 0))
+            log_request(r, "access", NULL);
+    }
     if (r->cleanup)
         r->cleanup(r);
     if (r->deferred)

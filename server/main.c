@@ -212,6 +212,6 @@ int main(int argc, char **argv)
     store_close(st);
     tier_close(tr);
     creds_free();
-    log_msg(LOG_INFO, "stopped", "bye");
+    log_msg(LOG_INFO, "stopped", "bye"); /* after the buffered lines */
     return 0;
 }

@@ -6,6 +6,9 @@
 #include "metrics.h"
 
 #include <dirent.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -25,15 +28,56 @@ static const char *FE[MFE_N] = {"native", "s3", "ops", "other"};
 static const char *OP[MOP_N] = {"get",       "head", "put",    "delete", "list",
                                 "multipart", "copy", "bucket", "other"};
 
-static atomic_ullong requests[MFE_N][MOP_N][NCLASS];
-static atomic_ullong buckets[MFE_N][MOP_N][NB + 1];
-static atomic_ullong dur_sum_ns[MFE_N][MOP_N];
-static atomic_ullong hits[MFE_N][2]; /* local, tier */
-static atomic_ullong misses[MFE_N];
-static atomic_ullong received[MFE_N], sent[MFE_N];
+/* Each thread counts into a block of its own (no cache line bounces between
+ * cores on the hot path); a scrape sums the blocks.  Blocks live as long as
+ * the process, so counts survive their threads. */
+typedef struct counters {
+    atomic_ullong requests[MFE_N][MOP_N][NCLASS];
+    atomic_ullong buckets[MFE_N][MOP_N][NB + 1];
+    atomic_ullong dur_sum_ns[MFE_N][MOP_N];
+    atomic_ullong hits[MFE_N][2]; /* local, tier */
+    atomic_ullong misses[MFE_N];
+    atomic_ullong received[MFE_N], sent[MFE_N];
+    struct counters *next;
+} counters;
+
+static pthread_mutex_t all_mu = PTHREAD_MUTEX_INITIALIZER;
+static counters *all;
+static _Thread_local counters *mine;
+
+static counters *own(void)
+{
+    if (mine == NULL && (mine = calloc(1, sizeof *mine)) != NULL) {
+        pthread_mutex_lock(&all_mu);
+        mine->next = all;
+        all = mine;
+        pthread_mutex_unlock(&all_mu);
+    }
+    return mine;
+}
+
+/* Only the owning thread writes a block: a plain add, visible to readers. */
+static void add(atomic_ullong *a, uint64_t v)
+{
+    atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + v,
+                          memory_order_relaxed);
+}
+
+const char *metrics_fe_name(unsigned fe)
+{
+    return FE[fe < MFE_N ? fe : MFE_OTHER];
+}
+
+const char *metrics_op_name(unsigned op)
+{
+    return OP[op < MOP_N ? op : MOP_OTHER];
+}
 
 void metrics_request_done(const request_metrics *m, unsigned status)
 {
+    counters *c = own();
+    if (c == NULL)
+        return;
     unsigned fe = m->fe < MFE_N ? m->fe : MFE_OTHER, op = m->op < MOP_N ? m->op : MOP_OTHER;
     unsigned cls = status >= 100 && status < 600 ? status / 100 - 1 : 4;
     uint64_t ns = util_mono_ns() - m->start_ns;
@@ -41,18 +85,31 @@ void metrics_request_done(const request_metrics *m, unsigned status)
     size_t b = 0;
     while (b < NB && s > BOUNDS[b])
         b++;
-    atomic_fetch_add_explicit(&requests[fe][op][cls], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&buckets[fe][op][b], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&dur_sum_ns[fe][op], ns, memory_order_relaxed);
+    add(&c->requests[fe][op][cls], 1);
+    add(&c->buckets[fe][op][b], 1);
+    add(&c->dur_sum_ns[fe][op], ns);
     if (m->cache == MC_MISS)
-        atomic_fetch_add_explicit(&misses[fe], 1, memory_order_relaxed);
+        add(&c->misses[fe], 1);
     else if (m->cache == MC_LOCAL || m->cache == MC_TIER)
-        atomic_fetch_add_explicit(&hits[fe][m->cache == MC_TIER], 1, memory_order_relaxed);
+        add(&c->hits[fe][m->cache == MC_TIER], 1);
     if (m->received)
-        atomic_fetch_add_explicit(&received[fe], m->received, memory_order_relaxed);
+        add(&c->received[fe], m->received);
     if (m->sent)
-        atomic_fetch_add_explicit(&sent[fe], m->sent, memory_order_relaxed);
+        add(&c->sent[fe], m->sent);
 }
+
+/* The sum over every thread's block of the counter at byte offset off. */
+static uint64_t total(size_t off)
+{
+    uint64_t v = 0;
+    pthread_mutex_lock(&all_mu);
+    for (counters *c = all; c; c = c->next)
+        v += atomic_load_explicit((atomic_ullong *)((char *)c + off), memory_order_relaxed);
+    pthread_mutex_unlock(&all_mu);
+    return v;
+}
+
+#define SUM(field) total(offsetof(counters, field))
 
 static void head(buf *b, const char *name, const char *type, const char *help)
 {
@@ -63,11 +120,6 @@ static void one(buf *b, const char *name, const char *type, const char *help, ui
 {
     head(b, name, type, help);
     buf_printf(b, "%s %" PRIu64 "\n", name, v);
-}
-
-static uint64_t ld(atomic_ullong *a)
-{
-    return atomic_load_explicit(a, memory_order_relaxed);
 }
 
 static void process_metrics(buf *b, const server *srv)
@@ -117,7 +169,7 @@ void metrics_render(server *srv, buf *b)
     for (int fe = 0; fe < MFE_N; fe++)
         for (int op = 0; op < MOP_N; op++)
             for (int c = 0; c < NCLASS; c++) {
-                uint64_t v = ld(&requests[fe][op][c]);
+                uint64_t v = SUM(requests[fe][op][c]);
                 if (v)
                     buf_printf(b,
                                "cairn_http_requests_total{frontend=\"%s\",operation=\"%s\","
@@ -131,7 +183,7 @@ void metrics_render(server *srv, buf *b)
         for (int op = 0; op < MOP_N; op++) {
             uint64_t n = 0, cum[NB + 1];
             for (size_t i = 0; i <= NB; i++)
-                cum[i] = n += ld(&buckets[fe][op][i]);
+                cum[i] = n += SUM(buckets[fe][op][i]);
             if (n == 0)
                 continue;
             for (size_t i = 0; i < NB; i++)
@@ -146,7 +198,7 @@ void metrics_render(server *srv, buf *b)
             buf_printf(b,
                        "cairn_http_request_duration_seconds_sum{frontend=\"%s\",operation=\"%s\"} "
                        "%.6f\n",
-                       FE[fe], OP[op], (double)ld(&dur_sum_ns[fe][op]) / 1e9);
+                       FE[fe], OP[op], (double)SUM(dur_sum_ns[fe][op]) / 1e9);
             buf_printf(b,
                        "cairn_http_request_duration_seconds_count{frontend=\"%s\","
                        "operation=\"%s\"} %" PRIu64 "\n",
@@ -158,11 +210,11 @@ void metrics_render(server *srv, buf *b)
     head(b, "cairn_http_received_bytes_total", "counter", "Request body bytes received.");
     for (int fe = 0; fe < MFE_N; fe++)
         buf_printf(b, "cairn_http_received_bytes_total{frontend=\"%s\"} %" PRIu64 "\n", FE[fe],
-                   ld(&received[fe]));
+                   SUM(received[fe]));
     head(b, "cairn_http_sent_bytes_total", "counter", "Response body bytes sent.");
     for (int fe = 0; fe < MFE_N; fe++)
         buf_printf(b, "cairn_http_sent_bytes_total{frontend=\"%s\"} %" PRIu64 "\n", FE[fe],
-                   ld(&sent[fe]));
+                   SUM(sent[fe]));
 
     head(b, "cairn_cache_hits_total", "counter",
          "Reads (GET, HEAD) that found their entry, by front end and level (local disk, or "
@@ -171,11 +223,11 @@ void metrics_render(server *srv, buf *b)
          "Reads (GET, HEAD) that found nothing, locally or in the tier, by front end.");
     for (int fe = 0; fe < 2; fe++) {
         buf_printf(b, "cairn_cache_hits_total{frontend=\"%s\",level=\"local\"} %" PRIu64 "\n",
-                   FE[fe], ld(&hits[fe][0]));
+                   FE[fe], SUM(hits[fe][0]));
         buf_printf(b, "cairn_cache_hits_total{frontend=\"%s\",level=\"tier\"} %" PRIu64 "\n",
-                   FE[fe], ld(&hits[fe][1]));
+                   FE[fe], SUM(hits[fe][1]));
         buf_printf(b, "cairn_cache_misses_total{frontend=\"%s\"} %" PRIu64 "\n", FE[fe],
-                   ld(&misses[fe]));
+                   SUM(misses[fe]));
     }
 
     store_stats st;

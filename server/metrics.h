@@ -36,6 +36,9 @@ typedef struct request_metrics {
 } request_metrics;
 
 void metrics_request_done(const request_metrics *m, unsigned status);
+/* The label values, for logs too. */
+const char *metrics_fe_name(unsigned fe);
+const char *metrics_op_name(unsigned op);
 
 struct server;
 /* The whole exposition into b. */

@@ -63,6 +63,8 @@ enum MHD_Result ops_handle(request *r, const char *data, size_t *size)
         MHD_add_response_header(resp, "Allow", "GET, HEAD");
         return http_queue(r, MHD_HTTP_METHOD_NOT_ALLOWED, resp);
     }
+    if (r->path[1] == 'm' && !r->srv->cfg->metrics)
+        return http_text(r, MHD_HTTP_NOT_FOUND, "metrics are off (--metrics false)");
     if (r->path[1] == 'm') {
         buf b = {0};
         metrics_render(r->srv, &b);

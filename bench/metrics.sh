@@ -1,0 +1,90 @@
+#!/bin/bash
+# bench/metrics.sh - what metrics and logging cost on the hot path: 4 KiB
+# GETs through the native API (wrk, 2 threads, 64 connections), cairnd with
+# metrics on and every request in the access log (to a file) against cairnd
+# with metrics and the access log off, alternating, medians of RUNS runs.
+# Target: at most 3 % fewer requests/s.  Server CPU per request is printed
+# too: on this shared machine it moves far less than throughput.
+#   ACCESS_LOG=sampled bash bench/metrics.sh   (default: all)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+RUNS=${RUNS:-5}
+SECS=${WRK_SECONDS:-5}
+WORK=$(mktemp -d /tmp/cairn-metricsbench.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+start() { # name flags... -> port in $PORT
+    local name=$1
+    shift
+    "$ROOT/bin/cairnd" --listen 127.0.0.1:0 --data "$WORK/data-$name" "$@" \
+        >"$WORK/$name.out" 2>"$WORK/$name.log" &
+    PIDS+=($!)
+    for _ in $(seq 100); do
+        PORT=$(sed -n 's|.*http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$WORK/$name.out")
+        [ -n "$PORT" ] && return 0
+        sleep 0.05
+    done
+    echo "metrics.sh: cairnd did not start" >&2
+    exit 1
+}
+
+start on --metrics true --access-log ${ACCESS_LOG:-all}
+ON=$PORT
+ON_PID=${PIDS[0]}
+start off --metrics false --access-log off --audit-log false
+OFF=$PORT
+OFF_PID=${PIDS[1]}
+python3 - "$WORK/paths" "$ON" "$OFF" <<'PY'
+import hashlib, http.client, sys
+out, ports = sys.argv[1], sys.argv[2:]
+paths = []
+for i in range(1000):
+    body = (b"key %08d lorem ipsum dolor sit amet consectetur\n" % i * 80)[:4096]
+    d = hashlib.sha256(body).hexdigest()
+    for p in ports:
+        c = http.client.HTTPConnection("127.0.0.1", int(p))
+        c.request("PUT", "/cas/" + d, body)
+        assert c.getresponse().status == 200
+        c.close()
+    paths.append("/cas/" + d)
+open(out, "w").write("\n".join(paths) + "\n")
+PY
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# one wrk run: prints "requests/s server-CPU-us-per-request"
+rps() { # port pid
+    local t0 t1 out
+    t0=$(ticks "$2")
+    out=$(wrk -t2 -c64 -d"${SECS}s" -s "$ROOT/bench/paths.lua" "http://127.0.0.1:$1" -- "$WORK/paths")
+    t1=$(ticks "$2")
+    echo "$out" | awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v s="$SECS" \
+        '/Requests\/sec/ {printf "%s %.2f\n", $2, t / hz * 1e6 / ($2 * s)}'
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+: >"$WORK/on" ; : >"$WORK/off"
+for r in $(seq "$RUNS"); do
+    rps "$ON" "$ON_PID" >>"$WORK/on"
+    rps "$OFF" "$OFF_PID" >>"$WORK/off"
+done
+on=$(cut -d' ' -f1 "$WORK/on" | median)
+off=$(cut -d' ' -f1 "$WORK/off" | median)
+con=$(cut -d' ' -f2 "$WORK/on" | median)
+coff=$(cut -d' ' -f2 "$WORK/off" | median)
+lines=$(grep -c '"event":"access"' "$WORK/on.log" || true)
+echo "cairn metrics bench $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD)"
+echo "command: bash bench/metrics.sh (RUNS=$RUNS, ${SECS}s each, medians; 4 KiB GETs, native API)"
+printf '%-48s %10s\n' "metrics on, access log ${ACCESS_LOG:-all} (req/s)" "$on"
+printf '%-48s %10s\n' "metrics off, access log off (req/s)" "$off"
+printf '%-48s %9.1f%%   (target >= -3%%)\n' "difference" "$(echo "($on / $off - 1) * 100" | bc -l)"
+printf '%-48s %10s\n' "  server CPU per request (us)" "$con"
+printf '%-48s %10s\n' "  server CPU per request, all off (us)" "$coff"
+printf '%-48s %9.1f%%\n' "  CPU difference" "$(echo "($con / $coff - 1) * 100" | bc -l)"
+printf '%-48s %10s\n' "access log lines written" "$lines"
+echo "runs on (req/s us):  $(tr '\n' ',' <"$WORK/on")"
+echo "runs off (req/s us): $(tr '\n' ',' <"$WORK/off")"
