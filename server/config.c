@@ -73,6 +73,9 @@ static const option_def options[] = {
     {"audit-log", T_BOOL, OFF(audit_log), 0, "true",
      "a JSON line (event audit) for refused authentication, deletes and bucket changes"},
     {"metrics", T_BOOL, OFF(metrics), 0, "true", "count requests for /metrics"},
+    {"metrics-namespaces", T_UINT, OFF(metrics_namespaces), 0, "50",
+     "namespaces (buckets, ac/<instance>) that get their own label in /metrics, the first "
+     "seen; the rest are counted as _other (at most 1024)"},
     {"access-key", T_STR, OFF(access_key), CAP(access_key), "",
      "S3 access key with every right (with --secret-key)"},
     {"secret-key", T_STR, OFF(secret_key), CAP(secret_key), "", "secret of --access-key"},

@@ -35,6 +35,7 @@ typedef struct server_config {
     uint64_t access_log_sample;
     int audit_log;
     int metrics;
+    uint64_t metrics_namespaces;
     char access_key[129];
     char secret_key[129];
     char credentials[1024];

@@ -152,6 +152,7 @@ int main(int argc, char **argv)
                 "no S3 access key configured (--access-key/--secret-key or --credentials): "
                 "S3 requests are not authenticated");
 
+    metrics_set_namespace_limit((unsigned)cfg.metrics_namespaces);
     store_config sc;
     store_config_defaults(&sc);
     sc.dir = cfg.data;

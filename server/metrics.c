@@ -28,6 +28,9 @@ static const char *FE[MFE_N] = {"native", "s3", "ops", "other"};
 static const char *OP[MOP_N] = {"get",       "head", "put",    "delete", "list",
                                 "multipart", "copy", "bucket", "other"};
 
+static void head(buf *b, const char *name, const char *type, const char *help);
+static void ns_count(const request_metrics *m);
+
 /* Each thread counts into a block of its own (no cache line bounces between
  * cores on the hot path); a scrape sums the blocks.  Blocks live as long as
  * the process, so counts survive their threads. */
@@ -96,6 +99,103 @@ void metrics_request_done(const request_metrics *m, unsigned status)
         add(&c->received[fe], m->received);
     if (m->sent)
         add(&c->sent[fe], m->sent);
+    ns_count(m);
+}
+
+/* ---- per namespace, for cost attribution ---- */
+
+#define NS_SLOTS_MAX 1024
+typedef struct ns_slot {
+    _Atomic(int) used; /* 0 free, 1 being named, 2 named */
+    char name[72];
+    atomic_ullong hits, misses, received, sent;
+} ns_slot;
+
+static ns_slot ns_slots[NS_SLOTS_MAX + 1]; /* the last one is "_other" */
+static unsigned ns_limit = 50;
+
+void metrics_set_namespace_limit(unsigned n)
+{
+    ns_limit = n < NS_SLOTS_MAX ? n : NS_SLOTS_MAX;
+}
+
+static ns_slot *ns_find(const char *ns)
+{
+    for (unsigned i = 0; i < ns_limit; i++) {
+        ns_slot *sl = &ns_slots[i];
+        int u = atomic_load(&sl->used);
+        if (u == 2 && strcmp(sl->name, ns) == 0)
+            return sl;
+        if (u == 0) {
+            int expect = 0;
+            if (atomic_compare_exchange_strong(&sl->used, &expect, 1)) {
+                snprintf(sl->name, sizeof sl->name, "%s", ns);
+                atomic_store(&sl->used, 2);
+                return sl;
+            }
+            i--; /* somebody took it: look at it again */
+            continue;
+        }
+        if (u == 1) {
+            while (atomic_load(&sl->used) == 1)
+                ; /* a name being written: a few instructions */
+            i--;
+        }
+    }
+    return &ns_slots[NS_SLOTS_MAX];
+}
+
+static void ns_count(const request_metrics *m)
+{
+    if (m->ns == NULL || m->ns[0] == '\0')
+        return;
+    ns_slot *sl = ns_find(m->ns);
+    if (m->cache == MC_MISS)
+        atomic_fetch_add_explicit(&sl->misses, 1, memory_order_relaxed);
+    else if (m->cache == MC_LOCAL || m->cache == MC_TIER)
+        atomic_fetch_add_explicit(&sl->hits, 1, memory_order_relaxed);
+    if (m->received)
+        atomic_fetch_add_explicit(&sl->received, m->received, memory_order_relaxed);
+    if (m->sent)
+        atomic_fetch_add_explicit(&sl->sent, m->sent, memory_order_relaxed);
+}
+
+static void ns_render(buf *b)
+{
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } f[] = {
+        {"cairn_namespace_hits_total", "Reads that found their entry, by namespace.",
+         offsetof(ns_slot, hits)},
+        {"cairn_namespace_misses_total", "Reads that found nothing, by namespace.",
+         offsetof(ns_slot, misses)},
+        {"cairn_namespace_received_bytes_total", "Request body bytes received, by namespace.",
+         offsetof(ns_slot, received)},
+        {"cairn_namespace_sent_bytes_total", "Response body bytes sent, by namespace.",
+         offsetof(ns_slot, sent)},
+    };
+    for (size_t k = 0; k < sizeof f / sizeof *f; k++) {
+        head(b, f[k].name, "counter", f[k].help);
+        for (unsigned i = 0; i <= NS_SLOTS_MAX; i++) {
+            ns_slot *sl = &ns_slots[i];
+            if (i < NS_SLOTS_MAX && atomic_load(&sl->used) != 2)
+                continue;
+            uint64_t v = atomic_load((atomic_ullong *)((char *)sl + f[k].off));
+            if (i == NS_SLOTS_MAX && v == 0)
+                continue;
+            char esc[160];
+            const char *name = i == NS_SLOTS_MAX ? "_other" : sl->name;
+            size_t o = 0;
+            for (const char *p = name; *p && o + 2 < sizeof esc; p++) {
+                if (*p == '\\' || *p == '"')
+                    esc[o++] = '\\';
+                esc[o++] = *p;
+            }
+            esc[o] = '\0';
+            buf_printf(b, "%s{namespace=\"%s\"} %" PRIu64 "\n", f[k].name, esc, v);
+        }
+    }
 }
 
 /* The sum over every thread's block of the counter at byte offset off. */
@@ -229,6 +329,8 @@ void metrics_render(server *srv, buf *b)
         buf_printf(b, "cairn_cache_misses_total{frontend=\"%s\"} %" PRIu64 "\n", FE[fe],
                    SUM(misses[fe]));
     }
+
+    ns_render(b);
 
     store_stats st;
     if (store_get_stats(srv->st, &st) == STORE_OK) {

@@ -30,12 +30,16 @@ enum metrics_op {
 enum metrics_cache { MC_NONE, MC_MISS, MC_LOCAL, MC_TIER };
 
 typedef struct request_metrics {
+    const char *ns; /* the namespace (S3 bucket, native cas or ac/<instance>), or NULL */
     uint64_t start_ns;
     uint8_t fe, op, cache;
     uint64_t received, sent; /* body bytes */
 } request_metrics;
 
 void metrics_request_done(const request_metrics *m, unsigned status);
+/* Namespaces that get a label of their own (the first seen); the rest are
+ * counted under "_other". */
+void metrics_set_namespace_limit(unsigned n);
 /* The label values, for logs too. */
 const char *metrics_fe_name(unsigned fe);
 const char *metrics_op_name(unsigned op);

@@ -99,6 +99,7 @@ int native_route(request *r)
         snprintf(n->ns, sizeof n->ns, "ac");
     r->fe = n;
     r->cleanup = native_cleanup;
+    r->m.ns = n->ns;
     return 1;
 }
 

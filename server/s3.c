@@ -343,6 +343,7 @@ int s3_route(request *r)
     }
     if (s->bucket[0])
         snprintf(s->ns, sizeof s->ns, "s3/%s", s->bucket);
+    r->m.ns = s->bucket;
     size_t rl = strlen(s->bucket) + (s->key ? s->klen : 0) + 3;
     s->resource = malloc(rl);
     if (s->resource)

@@ -115,6 +115,13 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(value(m, "cairn_store_entries", kind="blobs"), len(set(map(sha256, bodies))))
         self.assertGreater(value(m, "cairn_store_dedup_saved_bytes"), 0)  # the bucket's copies
         self.assertEqual(value(m, "cairn_build_info", version="0.1.0"), 1)
+        # per namespace: the CAS and the bucket
+        self.assertEqual(value(m, "cairn_namespace_hits_total", namespace="cas"), 100)
+        self.assertEqual(value(m, "cairn_namespace_misses_total", namespace="cas"), 20)
+        self.assertEqual(value(m, "cairn_namespace_hits_total", namespace="metrics-bucket"), 10)
+        self.assertEqual(value(m, "cairn_namespace_misses_total", namespace="metrics-bucket"), 5)
+        self.assertEqual(value(m, "cairn_namespace_sent_bytes_total", namespace="cas"),
+                         5 * total)
         self.assertGreater(value(m, "process_resident_memory_bytes"), 1 << 20)
         self.assertGreater(value(m, "process_open_fds"), 3)
 
@@ -196,6 +203,56 @@ class MetricsTest(unittest.TestCase):
                      step=0.5), "CairnTierUploadsFailing never became pending")
         state = query('ALERTS{alertname="CairnTierUploadsFailing"}')[0]["metric"]["alertstate"]
         self.assertIn(state, ("pending", "firing"))
+
+
+class NamespaceLimitTest(unittest.TestCase):
+    def test_namespaces_over_the_limit_are_counted_together(self):
+        srv = Server(["--metrics-namespaces", "3"])
+        self.addCleanup(close_checked, self, srv)
+        for i in range(6):
+            self.assertEqual(request(srv, "PUT", "/bucket-%d" % i)[0], 200)
+            self.assertEqual(request(srv, "GET", "/bucket-%d/missing" % i)[0], 404)
+        m = scrape(srv)
+        named = re.findall(r'cairn_namespace_misses_total\{namespace="([^"]+)"\} (\d+)', m)
+        self.assertEqual(len(named), 4, named)  # three of their own, and _other
+        self.assertEqual(dict(named)["_other"], "3")
+
+
+class LogTest(unittest.TestCase):
+    def test_access_and_audit_lines(self):
+        srv = Server(["--access-log", "all", "--access-key", "AKLOGTEST", "--secret-key",
+                      "supersecretvalue", "--anonymous-read", "open-bucket"])
+        self.addCleanup(close_checked, self, srv)
+        body = b"logged body"
+        key = "/ac/" + sha256(b"log key")
+        self.assertEqual(request(srv, "PUT", key, body)[0], 200)
+        self.assertEqual(request(srv, "GET", key)[0], 200)
+        self.assertEqual(request(srv, "GET", "/ac/" + sha256(b"missing"))[0], 404)
+        self.assertEqual(request(srv, "DELETE", key)[0], 204)
+        # a presigned-looking GET with a bad signature: refused, and its query never logged
+        q = ("X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKLOGTEST%2F20260101%2Fus-east-1"
+             "%2Fs3%2Faws4_request&X-Amz-Date=20260101T000000Z&X-Amz-Expires=60"
+             "&X-Amz-SignedHeaders=host&X-Amz-Signature=" + "ab" * 32)
+        self.assertEqual(request(srv, "GET", "/some-bucket/obj?" + q)[0], 403)
+        time.sleep(0.5)  # access lines are written every 200 ms
+        self.assertEqual(srv.stop(), 0)
+        lines = [json.loads(l) for l in srv.read_log().splitlines() if l.startswith("{")]
+        access = [l for l in lines if l["event"] == "access"]
+        audit = [l for l in lines if l["event"] == "audit"]
+        self.assertEqual([(l["method"], l["status"]) for l in access],
+                         [("PUT", 200), ("GET", 200), ("GET", 404), ("DELETE", 204),
+                          ("GET", 403)])
+        self.assertEqual(access[1]["cache"], "hit-local")
+        self.assertEqual(access[1]["out"], len(body))
+        self.assertEqual(access[0]["in"], len(body))
+        self.assertEqual(access[2]["cache"], "miss")
+        self.assertEqual(access[4]["path"], "/some-bucket/obj")
+        self.assertEqual([l["action"] for l in audit], ["delete", "refused"])
+        log = srv.read_log()
+        self.assertNotIn("supersecretvalue", log)
+        self.assertNotIn("ab" * 32, log)
+        self.assertTrue(any(l["event"] == "config" for l in lines))
+        srv.start()  # close_checked stops it again
 
 
 if __name__ == "__main__":
