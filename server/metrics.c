@@ -6,6 +6,7 @@
 #include "metrics.h"
 
 #include <dirent.h>
+#include <sys/statvfs.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -348,6 +349,14 @@ void metrics_render(server *srv, buf *b)
         one(b, "cairn_store_dedup_saved_bytes", "gauge", "Bytes deduplication saves.",
             st.referenced - st.logical);
         one(b, "cairn_store_max_bytes", "gauge", "The size limit of stored blobs.", st.max_size);
+        struct statvfs vs;
+        if (statvfs(store_dir(srv->st), &vs) == 0) {
+            one(b, "cairn_disk_free_bytes", "gauge",
+                "Bytes free (to unprivileged users) on the data folder's file system.",
+                (uint64_t)vs.f_bavail * vs.f_frsize);
+            one(b, "cairn_disk_size_bytes", "gauge", "Size of the data folder's file system.",
+                (uint64_t)vs.f_blocks * vs.f_frsize);
+        }
         one(b, "cairn_store_high_watermark_bytes", "gauge", "Eviction starts above this.",
             st.high_bytes);
         one(b, "cairn_evictions_total", "counter", "Blobs evicted since start.", st.evicted_blobs);
@@ -387,6 +396,29 @@ void metrics_render(server *srv, buf *b)
         buf_printf(b, "cairn_tier_reads_total{result=\"corrupt\"} %" PRIu64 "\n", st.tier_corrupt);
         one(b, "cairn_tier_read_bytes_total", "counter", "Stored bytes read from the tier.",
             st.tier_fetched_bytes);
+        head(b, "cairn_tier_request_duration_seconds", "histogram",
+             "Durations of requests to the cold tier: blob uploads, and reads of key records "
+             "and blobs.");
+        static const char *kinds[2] = {"upload", "read"};
+        for (int k = 0; k < 2; k++) {
+            uint64_t n = 0;
+            for (int i = 0; i <= STORE_TIER_LAT_N; i++) {
+                n += st.tier_lat[k][i];
+                if (i < STORE_TIER_LAT_N)
+                    buf_printf(b,
+                               "cairn_tier_request_duration_seconds_bucket{kind=\"%s\",le=\"%g\"} "
+                               "%" PRIu64 "\n",
+                               kinds[k], store_tier_lat_bounds[i], n);
+            }
+            buf_printf(b,
+                       "cairn_tier_request_duration_seconds_bucket{kind=\"%s\",le=\"+Inf\"} "
+                       "%" PRIu64 "\n",
+                       kinds[k], n);
+            buf_printf(b, "cairn_tier_request_duration_seconds_sum{kind=\"%s\"} %.6f\n", kinds[k],
+                       (double)st.tier_lat_sum_ns[k] / 1e9);
+            buf_printf(b, "cairn_tier_request_duration_seconds_count{kind=\"%s\"} %" PRIu64 "\n",
+                       kinds[k], n);
+        }
     }
     process_metrics(b, srv);
 }

@@ -153,6 +153,10 @@ int store_delete(store *s, const char *ns, const void *key, size_t klen);
 /* Can a key of klen bytes be stored in namespace ns (the index's key limit)? */
 int store_key_fits(const store *s, const char *ns, size_t klen);
 
+/* Latency buckets of requests to the cold tier, in seconds (+Inf after). */
+#define STORE_TIER_LAT_N 12
+extern const double store_tier_lat_bounds[STORE_TIER_LAT_N];
+
 typedef struct store_stats {
     uint64_t blobs, keys, logical, physical, referenced;
     uint64_t inline_blobs; /* of blobs, those kept in the index */
@@ -169,6 +173,10 @@ typedef struct store_stats {
     uint64_t tier_refreshes;                      /* blobs copied onto themselves */
     uint64_t tier_hits, tier_misses, tier_errors; /* local misses resolved from the tier */
     uint64_t tier_fetched_bytes, tier_corrupt;    /* ... its bytes; objects that failed checks */
+    /* durations of tier requests: [0] uploads (blob PUTs), [1] reads (GETs of a key
+     * record or blob); per bucket, not cumulative */
+    uint64_t tier_lat[2][STORE_TIER_LAT_N + 1];
+    uint64_t tier_lat_sum_ns[2];
 } store_stats;
 
 int store_get_stats(store *s, store_stats *st);

@@ -90,7 +90,24 @@ typedef struct tier_state {
 
     atomic_ullong uploads, upload_bytes, upload_failures, skipped, refreshes;
     atomic_ullong hits, misses, errors, fetched_bytes, corrupt;
+    atomic_ullong lat[2][STORE_TIER_LAT_N + 1], lat_sum_ns[2];
 } tier_state;
+
+const double store_tier_lat_bounds[STORE_TIER_LAT_N] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                        0.5,   1,    2.5,   5,    10,  30};
+
+enum { LAT_UPLOAD, LAT_READ };
+
+static void lat_record(tier_state *q, int kind, uint64_t t0)
+{
+    uint64_t ns = util_mono_ns() - t0;
+    double s = (double)ns / 1e9;
+    int b = 0;
+    while (b < STORE_TIER_LAT_N && s > store_tier_lat_bounds[b])
+        b++;
+    atomic_fetch_add_explicit(&q->lat[kind][b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&q->lat_sum_ns[kind], ns, memory_order_relaxed);
+}
 
 static uint32_t now_s(void)
 {
@@ -538,6 +555,7 @@ static int upload_blob(store *s, const job *j)
         return TIER_OK;
     }
     tier_meta put = {.codec = b.codec, .size = b.size, .length = b.stored};
+    uint64_t t0 = util_mono_ns();
     if (inl) {
         rc = tier_put(q->t, name, -1, inl, b.stored, &put);
         free(inl);
@@ -550,6 +568,7 @@ static int upload_blob(store *s, const job *j)
         rc = tier_put(q->t, name, fd, NULL, b.stored, &put);
         close(fd);
     }
+    lat_record(q, LAT_UPLOAD, t0);
     if (rc == TIER_OK) {
         atomic_fetch_add(&q->uploads, 1);
         atomic_fetch_add(&q->upload_bytes, b.stored);
@@ -847,6 +866,11 @@ void tier_stats(store *s, store_stats *st)
     st->tier_errors = atomic_load(&q->errors);
     st->tier_fetched_bytes = atomic_load(&q->fetched_bytes);
     st->tier_corrupt = atomic_load(&q->corrupt);
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i <= STORE_TIER_LAT_N; i++)
+            st->tier_lat[k][i] = atomic_load(&q->lat[k][i]);
+        st->tier_lat_sum_ns[k] = atomic_load(&q->lat_sum_ns[k]);
+    }
 }
 
 /* ---- read-through ------------------------------------------------------------ */
@@ -1047,10 +1071,12 @@ static int fetch_blob(store *s, const key_rec *kr, op *o, uint8_t **inl)
     tier_meta m;
     blob_name(kr->digest, name);
     uint64_t max = kr->size + kr->size / 16 + (1u << 20); /* the stored form never grows more */
+    uint64_t t0 = util_mono_ns();
     if (kr->size <= s->cfg.inline_max) {
         void *data = NULL;
         size_t len = 0;
         int rc = tier_get(q->t, name, -1, &data, &len, max, &m);
+        lat_record(q, LAT_READ, t0);
         if (rc != TIER_OK)
             return rc;
         m.length = len;
@@ -1062,6 +1088,7 @@ static int fetch_blob(store *s, const key_rec *kr, op *o, uint8_t **inl)
     if (fd < 0)
         return TIER_ERROR;
     int rc = tier_get(q->t, name, fd, NULL, NULL, max, &m);
+    lat_record(q, LAT_READ, t0);
     o->tier_time = (uint32_t)m.mtime;
     if (rc != TIER_OK) {
         close(fd);
@@ -1355,7 +1382,9 @@ static void *stream_main(void *arg)
     tier_meta m;
     sj->sha = EVP_MD_CTX_new();
     sj->bad = sj->sha == NULL || !EVP_DigestInit_ex(sj->sha, EVP_sha256(), NULL);
+    uint64_t t0 = util_mono_ns();
     int rc = tier_get_stream(q->t, sj->name, sj->wfd, max, &m, stream_progress, sj);
+    lat_record(q, LAT_READ, t0);
     uint8_t d[32];
     unsigned int dl;
     int ok = rc == TIER_OK && !sj->bad && m.codec >= 0 && m.size == sj->kr.size &&
@@ -1496,6 +1525,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
     tier_meta rm = {0};
     int rc = tier_get(q->t, name, -1, &data, &len, RECORD_MAX, &rm);
     uint64_t t1 = util_mono_ns();
+    lat_record(q, LAT_READ, t0);
     parsed_record pr;
     int status = STORE_NOTFOUND;
     fill_job *j = NULL;

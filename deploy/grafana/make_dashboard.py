@@ -55,6 +55,12 @@ PANELS = [
      [("sum by (result) (rate(cairn_tier_uploads_total{%s}[%s]))" % (SEL, RI), "upload {{result}}"),
       ("sum(rate(cairn_tier_upload_failures_total{%s}[%s]))" % (SEL, RI), "upload failed"),
       ("sum by (result) (rate(cairn_tier_reads_total{%s}[%s]))" % (SEL, RI), "read {{result}}")], 8),
+    ("Cold tier: request latency (p95)", "timeseries", "s",
+     [("histogram_quantile(0.95, sum by (le, kind) (rate(cairn_tier_request_duration_seconds_bucket{%s}[%s])))"
+       % (SEL, RI), "{{kind}}")], 8),
+    ("Disk", "timeseries", "bytes",
+     [("cairn_disk_free_bytes{%s}" % SEL, "free {{instance}}"),
+      ("cairn_disk_size_bytes{%s}" % SEL, "size {{instance}}")], 8),
     ("Process", "timeseries", "bytes",
      [("process_resident_memory_bytes{%s}" % SEL, "RSS {{instance}}"),
       ("process_open_fds{%s}" % SEL, "open files {{instance}}"),
