@@ -30,12 +30,17 @@ static const char *OP[MOP_N] = {"get",       "head", "put",    "delete", "list",
                                 "multipart", "copy", "bucket", "other"};
 
 static void head(buf *b, const char *name, const char *type, const char *help);
-static void ns_count(const request_metrics *m);
+struct counters;
+static void ns_count(struct counters *c, const request_metrics *m);
 
 /* Each thread counts into a block of its own (no cache line bounces between
  * cores on the hot path); a scrape sums the blocks.  Blocks live as long as
  * the process, so counts survive their threads. */
+#define NS_SLOTS_MAX 1024
+enum { NS_HITS, NS_MISSES, NS_RECEIVED, NS_SENT, NS_N };
+
 typedef struct counters {
+    atomic_ullong ns[NS_SLOTS_MAX + 1][NS_N]; /* per namespace slot; the last is _other */
     atomic_ullong requests[MFE_N][MOP_N][NCLASS];
     atomic_ullong buckets[MFE_N][MOP_N][NB + 1];
     atomic_ullong dur_sum_ns[MFE_N][MOP_N];
@@ -100,16 +105,17 @@ void metrics_request_done(const request_metrics *m, unsigned status)
         add(&c->received[fe], m->received);
     if (m->sent)
         add(&c->sent[fe], m->sent);
-    ns_count(m);
+    ns_count(c, m);
 }
+
+static uint64_t total(size_t off);
+#define SUM(field) total(offsetof(counters, field))
 
 /* ---- per namespace, for cost attribution ---- */
 
-#define NS_SLOTS_MAX 1024
 typedef struct ns_slot {
     _Atomic(int) used; /* 0 free, 1 being named, 2 named */
     char name[72];
-    atomic_ullong hits, misses, received, sent;
 } ns_slot;
 
 static ns_slot ns_slots[NS_SLOTS_MAX + 1]; /* the last one is "_other" */
@@ -120,19 +126,19 @@ void metrics_set_namespace_limit(unsigned n)
     ns_limit = n < NS_SLOTS_MAX ? n : NS_SLOTS_MAX;
 }
 
-static ns_slot *ns_find(const char *ns)
+static unsigned ns_find(const char *ns)
 {
     for (unsigned i = 0; i < ns_limit; i++) {
         ns_slot *sl = &ns_slots[i];
         int u = atomic_load(&sl->used);
         if (u == 2 && strcmp(sl->name, ns) == 0)
-            return sl;
+            return i;
         if (u == 0) {
             int expect = 0;
             if (atomic_compare_exchange_strong(&sl->used, &expect, 1)) {
                 snprintf(sl->name, sizeof sl->name, "%s", ns);
                 atomic_store(&sl->used, 2);
-                return sl;
+                return i;
             }
             i--; /* somebody took it: look at it again */
             continue;
@@ -143,38 +149,35 @@ static ns_slot *ns_find(const char *ns)
             i--;
         }
     }
-    return &ns_slots[NS_SLOTS_MAX];
+    return NS_SLOTS_MAX;
 }
 
-static void ns_count(const request_metrics *m)
+static void ns_count(counters *c, const request_metrics *m)
 {
     if (m->ns == NULL || m->ns[0] == '\0')
         return;
-    ns_slot *sl = ns_find(m->ns);
+    atomic_ullong *n = c->ns[ns_find(m->ns)];
     if (m->cache == MC_MISS)
-        atomic_fetch_add_explicit(&sl->misses, 1, memory_order_relaxed);
+        add(&n[NS_MISSES], 1);
     else if (m->cache == MC_LOCAL || m->cache == MC_TIER)
-        atomic_fetch_add_explicit(&sl->hits, 1, memory_order_relaxed);
+        add(&n[NS_HITS], 1);
     if (m->received)
-        atomic_fetch_add_explicit(&sl->received, m->received, memory_order_relaxed);
+        add(&n[NS_RECEIVED], m->received);
     if (m->sent)
-        atomic_fetch_add_explicit(&sl->sent, m->sent, memory_order_relaxed);
+        add(&n[NS_SENT], m->sent);
 }
 
 static void ns_render(buf *b)
 {
     static const struct {
         const char *name, *help;
-        size_t off;
+        int k;
     } f[] = {
-        {"cairn_namespace_hits_total", "Reads that found their entry, by namespace.",
-         offsetof(ns_slot, hits)},
-        {"cairn_namespace_misses_total", "Reads that found nothing, by namespace.",
-         offsetof(ns_slot, misses)},
+        {"cairn_namespace_hits_total", "Reads that found their entry, by namespace.", NS_HITS},
+        {"cairn_namespace_misses_total", "Reads that found nothing, by namespace.", NS_MISSES},
         {"cairn_namespace_received_bytes_total", "Request body bytes received, by namespace.",
-         offsetof(ns_slot, received)},
-        {"cairn_namespace_sent_bytes_total", "Response body bytes sent, by namespace.",
-         offsetof(ns_slot, sent)},
+         NS_RECEIVED},
+        {"cairn_namespace_sent_bytes_total", "Response body bytes sent, by namespace.", NS_SENT},
     };
     for (size_t k = 0; k < sizeof f / sizeof *f; k++) {
         head(b, f[k].name, "counter", f[k].help);
@@ -182,7 +185,7 @@ static void ns_render(buf *b)
             ns_slot *sl = &ns_slots[i];
             if (i < NS_SLOTS_MAX && atomic_load(&sl->used) != 2)
                 continue;
-            uint64_t v = atomic_load((atomic_ullong *)((char *)sl + f[k].off));
+            uint64_t v = SUM(ns[i][f[k].k]);
             if (i == NS_SLOTS_MAX && v == 0)
                 continue;
             char esc[160];
@@ -209,8 +212,6 @@ static uint64_t total(size_t off)
     pthread_mutex_unlock(&all_mu);
     return v;
 }
-
-#define SUM(field) total(offsetof(counters, field))
 
 static void head(buf *b, const char *name, const char *type, const char *help)
 {
