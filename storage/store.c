@@ -228,13 +228,9 @@ static void grow_map(store *s, int force)
 
 /* ---- the queue ---------------------------------------------------------- */
 
-int submit_and_wait(store *s, op *o)
+/* Queues o for the committer; called with s->mu held. */
+static void append_op(store *s, op *o)
 {
-    pthread_mutex_lock(&s->mu);
-    if (s->stopping && o->kind != OP_FLUSH) {
-        pthread_mutex_unlock(&s->mu);
-        return STORE_SHUTDOWN;
-    }
     o->next = NULL;
     o->done = 0;
     if (s->tail)
@@ -243,6 +239,16 @@ int submit_and_wait(store *s, op *o)
         s->head = o;
     s->tail = o;
     pthread_cond_signal(&s->cv_work);
+}
+
+int submit_and_wait(store *s, op *o)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping && o->kind != OP_FLUSH) {
+        pthread_mutex_unlock(&s->mu);
+        return STORE_SHUTDOWN;
+    }
+    append_op(s, o);
     while (!o->done)
         pthread_cond_wait(&s->cv_done, &s->mu);
     pthread_mutex_unlock(&s->mu);
@@ -252,14 +258,7 @@ int submit_and_wait(store *s, op *o)
 void submit_async(store *s, op *o)
 {
     pthread_mutex_lock(&s->mu);
-    o->next = NULL;
-    o->done = 0;
-    if (s->tail)
-        s->tail->next = o;
-    else
-        s->head = o;
-    s->tail = o;
-    pthread_cond_signal(&s->cv_work);
+    append_op(s, o); /* the committer drains its queue before it stops */
     pthread_mutex_unlock(&s->mu);
 }
 

@@ -91,6 +91,7 @@ typedef struct tier_state {
     atomic_ullong uploads, upload_bytes, upload_failures, skipped, refreshes;
     atomic_ullong hits, misses, errors, fetched_bytes, corrupt;
     atomic_ullong lat[2][STORE_TIER_LAT_N + 1], lat_sum_ns[2];
+    atomic_int streams; /* fetch threads running (they may outlive their request) */
 } tier_state;
 
 const double store_tier_lat_bounds[STORE_TIER_LAT_N] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -835,6 +836,10 @@ void tier_stop(store *s)
     pthread_mutex_unlock(&q->mu);
     for (unsigned i = 0; i < q->nworkers; i++)
         pthread_join(q->workers[i], NULL);
+    /* fetches still running hand their fill to the committer: wait for them
+     * (their requests end within the tier's timeouts) */
+    while (atomic_load(&q->streams) > 0)
+        usleep(10000);
 }
 
 void tier_free(store *s)
@@ -1444,6 +1449,7 @@ static void *stream_main(void *arg)
     }
     tier_fill_release(f);
     free(sj);
+    atomic_fetch_sub(&q->streams, 1); /* last: tier_stop waits for it */
     return NULL;
 }
 
@@ -1486,7 +1492,9 @@ static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp
     pthread_attr_t at;
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    atomic_fetch_add(&s->tier_q->streams, 1);
     if (f->fd < 0 || pthread_create(&th, &at, stream_main, sj) != 0) {
+        atomic_fetch_sub(&s->tier_q->streams, 1);
         pthread_attr_destroy(&at);
         close(wfd);
         if (o->tmp[0])
