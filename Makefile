@@ -98,6 +98,7 @@ bench: bench-deps all
 	@sh bench/run.sh
 	@bash bench/s3.sh
 	@python3 bench/tier.py
+	@bash bench/metrics.sh
 
 format:
 	clang-format -i common/*.[ch] storage/*.[ch] server/*.[ch] client/*.c tests/unit/*.c
