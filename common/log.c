@@ -69,26 +69,36 @@ static void write_out(const char *p, size_t n)
     }
 }
 
+/* {"ts":"...","level":"...","event":"..." into line; returns its length.  The
+ * date changes once a second: it is formatted once a second per thread. */
+static size_t line_head(char *line, size_t cap, int level, const char *event)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    static __thread time_t ts_sec = -1;
+    static __thread char ts[32];
+    if (now.tv_sec != ts_sec) {
+        struct tm tm;
+        gmtime_r(&now.tv_sec, &tm);
+        strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+        ts_sec = now.tv_sec;
+    }
+    size_t n = (size_t)snprintf(line, cap, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"event\":\"",
+                                ts, now.tv_nsec / 1000000, level_names[level]);
+    n += log_json_escape(line + n, cap - n, event);
+    return n;
+}
+
 void log_msg(int level, const char *event, const char *fmt, ...)
 {
     if (level < min_level)
         return;
-    char msg[1024], line[2600], ts[32];
+    char msg[1024], line[2600];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-
-    struct timespec now;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-
-    size_t n =
-        (size_t)snprintf(line, sizeof line, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"event\":\"",
-                         ts, now.tv_nsec / 1000000, level_names[level]);
-    n += log_json_escape(line + n, sizeof line - n, event);
+    size_t n = line_head(line, sizeof line, level, event);
     n += (size_t)snprintf(line + n, sizeof line - n, "\",\"msg\":\"");
     n += log_json_escape(line + n, sizeof line - n - 4, msg);
     n += (size_t)snprintf(line + n, sizeof line - n, "\"}\n");
@@ -137,21 +147,7 @@ void log_fields(int level, const char *event, const char *fields)
     if (level < min_level)
         return;
     char line[4096];
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    /* the date changes once a second: format it once a second per thread */
-    static __thread time_t ts_sec = -1;
-    static __thread char ts[32];
-    if (now.tv_sec != ts_sec) {
-        struct tm tm;
-        gmtime_r(&now.tv_sec, &tm);
-        strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-        ts_sec = now.tv_sec;
-    }
-    size_t n =
-        (size_t)snprintf(line, sizeof line, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"event\":\"",
-                         ts, now.tv_nsec / 1000000, level_names[level]);
-    n += log_json_escape(line + n, sizeof line - n, event);
+    size_t n = line_head(line, sizeof line, level, event);
     int m = snprintf(line + n, sizeof line - n, "\",%s}\n", fields);
     if (m < 0 || (size_t)m >= sizeof line - n)
         m = snprintf(line + n, sizeof line - n, "\",\"truncated\":true}\n"); /* still JSON */

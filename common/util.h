@@ -38,4 +38,10 @@ int util_write_all(int fd, const void *buf, size_t len);
 /* pread() until len bytes or EOF; returns bytes read or -errno. */
 ssize_t util_pread_all(int fd, void *buf, size_t len, uint64_t off);
 
+/* Little-endian integers in byte buffers (on-disk records, file formats). */
+void util_put_le32(uint8_t *p, uint32_t v);
+void util_put_le64(uint8_t *p, uint64_t v);
+uint32_t util_get_le32(const uint8_t *p);
+uint64_t util_get_le64(const uint8_t *p);
+
 #endif

@@ -54,19 +54,6 @@ struct codec_writer {
 
 static void stop_worker(codec_writer *w);
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 codec_writer *codec_writer_new(int fd, int level, int want_md5)
 {
     codec_writer *w = calloc(1, sizeof *w);
@@ -313,16 +300,16 @@ static int write_seek_table(codec_writer *w)
     uint8_t *t = malloc(8 + body);
     if (t == NULL)
         return -ENOMEM;
-    put_le32(t, SKIPPABLE_MAGIC);
-    put_le32(t + 4, (uint32_t)body);
+    util_put_le32(t, SKIPPABLE_MAGIC);
+    util_put_le32(t + 4, (uint32_t)body);
     for (size_t i = 0; i < w->nframes; i++) {
-        put_le32(t + 8 + 8 * i, w->table[2 * i]);
-        put_le32(t + 12 + 8 * i, w->table[2 * i + 1]);
+        util_put_le32(t + 8 + 8 * i, w->table[2 * i]);
+        util_put_le32(t + 12 + 8 * i, w->table[2 * i + 1]);
     }
     uint8_t *f = t + 8 + w->nframes * 8;
-    put_le32(f, (uint32_t)w->nframes);
+    util_put_le32(f, (uint32_t)w->nframes);
     f[4] = 0; /* descriptor: no per-entry checksums */
-    put_le32(f + 5, SEEKABLE_MAGIC);
+    util_put_le32(f + 5, SEEKABLE_MAGIC);
     int rc = write_out(w, t, 8 + body);
     free(t);
     return rc;
@@ -392,9 +379,9 @@ static int load_seek_table(codec_reader *r, uint64_t stored)
     ssize_t n = util_pread_all(r->fd, foot, SEEK_FOOTER, stored - SEEK_FOOTER);
     if (n < 0)
         return (int)n;
-    if (n != SEEK_FOOTER || get_le32(foot + 5) != SEEKABLE_MAGIC || (foot[4] & 0x80))
+    if (n != SEEK_FOOTER || util_get_le32(foot + 5) != SEEKABLE_MAGIC || (foot[4] & 0x80))
         return CODEC_ERR_CORRUPT;
-    uint32_t nf = get_le32(foot);
+    uint32_t nf = util_get_le32(foot);
     uint64_t tsize = 8 + (uint64_t)nf * 8 + SEEK_FOOTER;
     if (tsize > stored || (uint64_t)nf * CODEC_FRAME_SIZE < r->size ||
         (nf > 0 && (uint64_t)(nf - 1) * CODEC_FRAME_SIZE >= r->size))
@@ -409,11 +396,12 @@ static int load_seek_table(codec_reader *r, uint64_t stored)
     int rc = 0;
     if (n < 0)
         rc = (int)n;
-    else if ((uint64_t)n != tsize || get_le32(t) != SKIPPABLE_MAGIC || get_le32(t + 4) != tsize - 8)
+    else if ((uint64_t)n != tsize || util_get_le32(t) != SKIPPABLE_MAGIC ||
+             util_get_le32(t + 4) != tsize - 8)
         rc = CODEC_ERR_CORRUPT;
     uint64_t off = 0, dsum = 0;
     for (uint32_t i = 0; rc == 0 && i < nf; i++) {
-        uint32_t c = get_le32(t + 8 + 8 * i), d = get_le32(t + 12 + 8 * i);
+        uint32_t c = util_get_le32(t + 8 + 8 * i), d = util_get_le32(t + 12 + 8 * i);
         if (d == 0 || d > CODEC_FRAME_SIZE || (i + 1 < nf && d != CODEC_FRAME_SIZE))
             rc = CODEC_ERR_CORRUPT;
         r->coff[i] = off;

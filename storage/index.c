@@ -8,33 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/util.h"
+
 #define BLOB_REC_SIZE 36
 #define KEY_REC_HEAD 49
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 int idx_open(idx *ix, const char *dir, uint64_t map_size, int nosync_meta, char *err, size_t errlen)
 {
@@ -113,11 +90,11 @@ static void encode_blob(uint8_t *p, const blob_rec *b)
     p[1] = b->format;
     p[2] = b->codec;
     p[3] = b->tier;
-    put32(p + 4, b->refs);
-    put64(p + 8, b->size);
-    put64(p + 16, b->stored);
-    put64(p + 24, b->atime);
-    put32(p + 32, b->tier_time);
+    util_put_le32(p + 4, b->refs);
+    util_put_le64(p + 8, b->size);
+    util_put_le64(p + 16, b->stored);
+    util_put_le64(p + 24, b->atime);
+    util_put_le32(p + 32, b->tier_time);
 }
 
 int idx_get_blob(MDB_txn *t, idx *ix, const uint8_t d[32], blob_rec *b)
@@ -132,11 +109,11 @@ int idx_get_blob(MDB_txn *t, idx *ix, const uint8_t d[32], blob_rec *b)
     b->format = p[1];
     b->codec = p[2];
     b->tier = p[3];
-    b->refs = get32(p + 4);
-    b->size = get64(p + 8);
-    b->stored = get64(p + 16);
-    b->atime = get64(p + 24);
-    b->tier_time = get32(p + 32);
+    b->refs = util_get_le32(p + 4);
+    b->size = util_get_le64(p + 8);
+    b->stored = util_get_le64(p + 16);
+    b->atime = util_get_le64(p + 24);
+    b->tier_time = util_get_le32(p + 32);
     return 0;
 }
 
@@ -228,8 +205,8 @@ int idx_get_key(MDB_txn *t, idx *ix, const void *kp, size_t klen, key_rec *r)
     if (v.mv_size < KEY_REC_HEAD || p[0] != 1)
         return MDB_CORRUPTED;
     memcpy(r->digest, p + 1, 32);
-    r->size = get64(p + 33);
-    r->mtime_ms = get64(p + 41);
+    r->size = util_get_le64(p + 33);
+    r->mtime_ms = util_get_le64(p + 41);
     r->meta = p + KEY_REC_HEAD;
     r->meta_len = v.mv_size - KEY_REC_HEAD;
     return 0;
@@ -245,8 +222,8 @@ int idx_put_key(MDB_txn *t, idx *ix, const void *kp, size_t klen, const key_rec 
     uint8_t *p = v.mv_data;
     p[0] = 1;
     memcpy(p + 1, r->digest, 32);
-    put64(p + 33, r->size);
-    put64(p + 41, r->mtime_ms);
+    util_put_le64(p + 33, r->size);
+    util_put_le64(p + 41, r->mtime_ms);
     if (r->meta_len)
         memcpy(p + KEY_REC_HEAD, r->meta, r->meta_len);
     return 0;
@@ -284,24 +261,24 @@ int idx_get_stats(MDB_txn *t, idx *ix, idx_stats *s)
     if (v.mv_size < 40)
         return MDB_CORRUPTED;
     const uint8_t *p = v.mv_data;
-    s->blobs = get64(p);
-    s->keys = get64(p + 8);
-    s->logical = get64(p + 16);
-    s->physical = get64(p + 24);
-    s->referenced = get64(p + 32);
-    s->tier_pending = v.mv_size >= 48 ? get64(p + 40) : 0;
+    s->blobs = util_get_le64(p);
+    s->keys = util_get_le64(p + 8);
+    s->logical = util_get_le64(p + 16);
+    s->physical = util_get_le64(p + 24);
+    s->referenced = util_get_le64(p + 32);
+    s->tier_pending = v.mv_size >= 48 ? util_get_le64(p + 40) : 0;
     return 0;
 }
 
 int idx_put_stats(MDB_txn *t, idx *ix, const idx_stats *s)
 {
     uint8_t p[48];
-    put64(p + 40, s->tier_pending);
-    put64(p, s->blobs);
-    put64(p + 8, s->keys);
-    put64(p + 16, s->logical);
-    put64(p + 24, s->physical);
-    put64(p + 32, s->referenced);
+    util_put_le64(p + 40, s->tier_pending);
+    util_put_le64(p, s->blobs);
+    util_put_le64(p + 8, s->keys);
+    util_put_le64(p + 16, s->logical);
+    util_put_le64(p + 24, s->physical);
+    util_put_le64(p + 32, s->referenced);
     MDB_val k = {5, "stats"}, v = {sizeof p, p};
     return mdb_put(t, ix->meta, &k, &v, 0);
 }
@@ -315,10 +292,10 @@ int idx_tq_decode(const MDB_val *v, tq_rec *r)
     const uint8_t *p = v->mv_data;
     if (v->mv_size < TQ_REC_SIZE || p[0] != 1)
         return MDB_CORRUPTED;
-    r->attempts = get32(p + 4);
-    r->next_ms = get64(p + 8);
-    r->seq = get64(p + 16);
-    r->bytes = get64(p + 24);
+    r->attempts = util_get_le32(p + 4);
+    r->next_ms = util_get_le64(p + 8);
+    r->seq = util_get_le64(p + 16);
+    r->bytes = util_get_le64(p + 24);
     r->name = p + TQ_REC_SIZE;
     r->name_len = v->mv_size - TQ_REC_SIZE;
     return 0;
@@ -340,10 +317,10 @@ int idx_tq_put(MDB_txn *t, idx *ix, const void *k, size_t klen, const tq_rec *r)
     uint8_t *p = v.mv_data;
     memset(p, 0, TQ_REC_SIZE);
     p[0] = 1;
-    put32(p + 4, r->attempts);
-    put64(p + 8, r->next_ms);
-    put64(p + 16, r->seq);
-    put64(p + 24, r->bytes);
+    util_put_le32(p + 4, r->attempts);
+    util_put_le64(p + 8, r->next_ms);
+    util_put_le64(p + 16, r->seq);
+    util_put_le64(p + 24, r->bytes);
     if (r->name_len)
         memcpy(p + TQ_REC_SIZE, r->name, r->name_len);
     return 0;

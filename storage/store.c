@@ -1480,25 +1480,55 @@ int store_status_of_errno(int e)
 }
 
 /* Opens the temporary file and its writer. */
-static int upload_open_file(store_upload *u)
+int store_tmp_open(store *s, char path[PATH_MAX], int *anon)
 {
-    store *s = u->s;
+    *anon = 0;
+    path[0] = '\0';
     if (s->tmpfile_ok) {
         /* no name, so nothing to create in tmp/, unlink, or clean after a crash */
         char dir[PATH_MAX];
         snprintf(dir, sizeof dir, "%s/tmp", s->dir);
-        u->fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
-        u->anon = u->fd >= 0;
+        int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            *anon = 1;
+            return fd;
+        }
     }
-    if (!u->anon) {
-        snprintf(u->tmp, sizeof u->tmp, "%s/tmp/%ld.%llu", s->dir, (long)getpid(),
-                 (unsigned long long)atomic_fetch_add(&s->tmp_seq, 1));
-        u->fd = open(u->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    snprintf(path, PATH_MAX, "%s/tmp/%ld.%llu", s->dir, (long)getpid(),
+             (unsigned long long)atomic_fetch_add(&s->tmp_seq, 1));
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        path[0] = '\0';
+    return fd;
+}
+
+void op_take_file(op *o, int fd, int anon)
+{
+    o->anon = anon;
+    o->fd = fd; /* an unnamed file is linked in through it */
+    if (!anon) {
+        close(fd); /* a named one by its name, o->tmp */
+        o->fd = -1;
     }
-    if (u->fd < 0) {
-        u->tmp[0] = '\0';
+}
+
+void op_release_file(op *o)
+{
+    if (o->anon && o->fd >= 0)
+        close(o->fd); /* not linked (deduplicated or failed): the file goes with it */
+    else if (!o->created && o->tmp[0])
+        unlink(o->tmp); /* deduplicated, or failed: the copy is not needed */
+    o->fd = -1;
+    o->tmp[0] = '\0';
+}
+
+/* Opens the temporary file and its writer. */
+static int upload_open_file(store_upload *u)
+{
+    store *s = u->s;
+    u->fd = store_tmp_open(s, u->tmp, &u->anon);
+    if (u->fd < 0)
         return store_status_of_errno(errno);
-    }
     u->w = codec_writer_new(u->fd, s->cfg.zstd_level, u->want_md5);
     return u->w ? STORE_OK : STORE_IO;
 }
@@ -1654,19 +1684,13 @@ int store_upload_commit(store_upload *u, const char *ns, const void *key, size_t
     o.meta_len = meta_len;
     o.inl = u->inl;
     o.inl_len = u->inl ? (size_t)o.cr.stored : 0;
-    o.anon = u->anon;
-    o.fd = u->fd; /* an unnamed file is linked in through it */
-    if (!u->anon && u->fd >= 0) {
-        close(u->fd);
-        o.fd = -1;
-    }
+    o.fd = -1;
+    if (u->fd >= 0)
+        op_take_file(&o, u->fd, u->anon);
     u->fd = -1;
     memcpy(o.tmp, u->tmp, sizeof o.tmp);
     rc = submit_and_wait(s, &o);
-    if (o.anon)
-        close(o.fd); /* not linked (deduplicated or failed): the file goes with it */
-    else if (!o.created && o.tmp[0])
-        unlink(o.tmp); /* deduplicated, or failed: the copy is not needed */
+    op_release_file(&o);
     u->tmp[0] = '\0';
     if (rc == STORE_OK && res) {
         fill_result(&o.cr, res);

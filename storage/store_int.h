@@ -137,6 +137,14 @@ MDB_txn *reader_get(store *s);
 void reader_put(store *s, MDB_txn *t);
 int submit_and_wait(store *s, op *o);
 void submit_async(store *s, op *o);
+/* A temporary file in DATA/tmp, read-write: unnamed (O_TMPFILE, *anon set)
+ * where the file system allows, else named in path.  -1 on failure. */
+int store_tmp_open(store *s, char path[PATH_MAX], int *anon);
+/* Hands a finished temporary file (from store_tmp_open) to o: an unnamed
+ * one by its descriptor, a named one by its name (the descriptor is closed). */
+void op_take_file(op *o, int fd, int anon);
+/* After o ran: drops its file unless the committer put it in place. */
+void op_release_file(op *o);
 int ns_get_local(store *s, const char *ns, uint64_t *created_ms, void **meta, size_t *meta_len);
 
 /* store_tier.c: everything of the cold tier */

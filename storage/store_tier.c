@@ -295,31 +295,6 @@ void tier_kick(store *s)
 
 /* ---- records in the tier ---------------------------------------------------- */
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
 /* A key record: "CKR1", u32 name length, "<namespace>\0<key>", digest, u64
  * size, u64 mtime (ms), u32 metadata length, metadata; then, for a small
  * blob, u8 codec, u32 length and the blob's stored bytes, so that a cold read
@@ -333,19 +308,19 @@ static uint8_t *key_record(const char *nskey, size_t nklen, const key_rec *kr, i
     if (p == NULL)
         return NULL;
     memcpy(q, "CKR1", 4);
-    put_u32(q + 4, (uint32_t)nklen);
+    util_put_le32(q + 4, (uint32_t)nklen);
     memcpy(q + 8, nskey, nklen);
     q += 8 + nklen;
     memcpy(q, kr->digest, 32);
-    put_u64(q + 32, kr->size);
-    put_u64(q + 40, kr->mtime_ms);
-    put_u32(q + 48, (uint32_t)kr->meta_len);
+    util_put_le64(q + 32, kr->size);
+    util_put_le64(q + 40, kr->mtime_ms);
+    util_put_le32(q + 48, (uint32_t)kr->meta_len);
     if (kr->meta_len)
         memcpy(q + 52, kr->meta, kr->meta_len);
     q += 52 + kr->meta_len;
     if (blob) {
         q[0] = (uint8_t)codec;
-        put_u32(q + 1, (uint32_t)blob_len);
+        util_put_le32(q + 1, (uint32_t)blob_len);
         if (blob_len)
             memcpy(q + 5, blob, blob_len);
     }
@@ -364,14 +339,14 @@ static int parse_key_record(const uint8_t *p, size_t n, const char *nskey, size_
                             parsed_record *pr)
 {
     key_rec *kr = &pr->kr;
-    if (n < 8 || memcmp(p, "CKR1", 4) != 0 || get_u32(p + 4) != nklen || n < 8 + nklen + 52 ||
+    if (n < 8 || memcmp(p, "CKR1", 4) != 0 || util_get_le32(p + 4) != nklen || n < 8 + nklen + 52 ||
         memcmp(p + 8, nskey, nklen) != 0)
         return -1;
     const uint8_t *q = p + 8 + nklen, *end = p + n;
     memcpy(kr->digest, q, 32);
-    kr->size = get_u64(q + 32);
-    kr->mtime_ms = get_u64(q + 40);
-    kr->meta_len = get_u32(q + 48);
+    kr->size = util_get_le64(q + 32);
+    kr->mtime_ms = util_get_le64(q + 40);
+    kr->meta_len = util_get_le32(q + 48);
     if ((size_t)(end - q) < 52 + kr->meta_len)
         return -1;
     kr->meta = q + 52;
@@ -382,11 +357,11 @@ static int parse_key_record(const uint8_t *p, size_t n, const char *nskey, size_
     if (q == end)
         return 0;
     if (end - q < 5 || (q[0] != CODEC_RAW && q[0] != CODEC_ZSTD) ||
-        (size_t)(end - q) != 5 + (size_t)get_u32(q + 1))
+        (size_t)(end - q) != 5 + (size_t)util_get_le32(q + 1))
         return -1;
     pr->codec = q[0];
     pr->blob = q + 5;
-    pr->blob_len = get_u32(q + 1);
+    pr->blob_len = util_get_le32(q + 1);
     return 0;
 }
 
@@ -397,8 +372,8 @@ static uint8_t *ns_record(uint64_t created, const void *meta, size_t meta_len, s
     if (p == NULL)
         return NULL;
     memcpy(p, "CNS1", 4);
-    put_u64(p + 4, created);
-    put_u32(p + 12, (uint32_t)meta_len);
+    util_put_le64(p + 4, created);
+    util_put_le32(p + 12, (uint32_t)meta_len);
     if (meta_len)
         memcpy(p + 16, meta, meta_len);
     *len = 16 + meta_len;
@@ -920,17 +895,24 @@ static void gate_leave(tier_state *q, const uint8_t id[TQ_KEYLEN])
     pthread_mutex_unlock(&q->gate_mu);
 }
 
-static int queued(store *s, char type, const void *name, size_t len)
+/* Is (type, name) in the queue, in transaction t? */
+static int tq_has(store *s, MDB_txn *t, char type, const void *name, size_t len)
 {
     uint8_t k[TQ_KEYLEN];
     tq_rec r;
     tq_key(type, name, len, k);
+    return idx_tq_get(t, &s->ix, k, sizeof k, &r) == 0;
+}
+
+/* ... in a read snapshot of its own. */
+static int queued(store *s, char type, const void *name, size_t len)
+{
     MDB_txn *t = reader_get(s);
     if (t == NULL)
         return 0;
-    int rc = idx_tq_get(t, &s->ix, k, sizeof k, &r);
+    int rc = tq_has(s, t, type, name, len);
     reader_put(s, t);
-    return rc == 0;
+    return rc;
 }
 
 static int have_blob(store *s, const uint8_t d[32])
@@ -942,22 +924,6 @@ static int have_blob(store *s, const uint8_t d[32])
     int rc = idx_get_blob(t, &s->ix, d, &b);
     reader_put(s, t);
     return rc == 0;
-}
-
-static int open_tmp(store *s, char *path, size_t cap, int *anon)
-{
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s/tmp", s->dir);
-    *anon = 0;
-    path[0] = '\0';
-    int fd = s->tmpfile_ok ? open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0644) : -1;
-    if (fd >= 0) {
-        *anon = 1;
-        return fd;
-    }
-    snprintf(path, cap, "%s/tmp/%ld.tier.%llu", s->dir, (long)getpid(),
-             (unsigned long long)atomic_fetch_add(&s->tmp_seq, 1));
-    return open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 }
 
 /* Takes a fetched blob file (fd, written from offset 0) into o once it
@@ -973,18 +939,10 @@ static int adopt_file(store *s, const key_rec *kr, const tier_meta *m, int fd, i
     }
     if (rc == TIER_OK && s->cfg.fsync && fdatasync(fd) != 0)
         rc = TIER_ERROR;
+    op_take_file(o, fd, anon);
     if (rc != TIER_OK) {
-        close(fd);
-        if (o->tmp[0])
-            unlink(o->tmp);
-        o->tmp[0] = '\0';
+        op_release_file(o);
         return rc;
-    }
-    o->anon = anon;
-    o->fd = fd;
-    if (!anon) {
-        close(fd);
-        o->fd = -1;
     }
     o->cr.stored = m->length;
     o->cr.codec = m->codec;
@@ -993,33 +951,28 @@ static int adopt_file(store *s, const key_rec *kr, const tier_meta *m, int fd, i
 }
 
 /* Writes fetched bytes (data, owned from here) to a temporary file and takes
- * it into o.  m->codec -2: already checked (the real codec is one frame of
- * zstd or raw, as the key says), so the file is not checked again. */
-static int bytes_to_file(store *s, const key_rec *kr, const tier_meta *m, void *data, op *o)
+ * it into o: checked from the file, unless `checked` says the bytes were
+ * already (one frame, readable without a seek table). */
+static int bytes_to_file(store *s, const key_rec *kr, const tier_meta *m, void *data, op *o,
+                         int checked)
 {
     int anon;
-    int fd = open_tmp(s, o->tmp, sizeof o->tmp, &anon);
+    int fd = store_tmp_open(s, o->tmp, &anon);
     int rc = fd < 0 ? -1 : util_write_all(fd, data, m->length);
     free(data);
-    if (rc == 0 && s->cfg.fsync && fdatasync(fd) != 0)
+    if (rc == 0 && checked && s->cfg.fsync && fdatasync(fd) != 0)
         rc = -1;
     if (rc != 0) {
         if (fd >= 0)
-            close(fd);
-        if (o->tmp[0])
-            unlink(o->tmp);
-        o->tmp[0] = '\0';
+            op_take_file(o, fd, anon);
+        op_release_file(o);
         return TIER_ERROR;
     }
-    if (m->codec != -2)
+    if (!checked)
         return adopt_file(s, kr, m, fd, anon, o);
-    o->anon = anon;
-    o->fd = fd;
-    if (!anon) {
-        close(fd);
-        o->fd = -1;
-    }
+    op_take_file(o, fd, anon);
     o->cr.stored = m->length;
+    o->cr.codec = m->codec;
     atomic_fetch_add(&s->tier_q->fetched_bytes, m->length);
     return TIER_OK;
 }
@@ -1037,7 +990,7 @@ static int adopt_bytes(store *s, const key_rec *kr, const tier_meta *m, void *da
         return TIER_BAD;
     }
     if (kr->size > CODEC_FRAME_SIZE)
-        return bytes_to_file(s, kr, m, data, o); /* several frames: checked from the file */
+        return bytes_to_file(s, kr, m, data, o, 0); /* several frames: checked from the file */
     uint8_t *body = malloc(kr->size ? kr->size : 1), d[32];
     int ok = body && codec_decode_small(m->codec, data, m->length, body, kr->size) == 0;
     if (ok)
@@ -1051,13 +1004,8 @@ static int adopt_bytes(store *s, const key_rec *kr, const tier_meta *m, void *da
     /* Kept in the index when small enough to have come in memory: up to
      * inline_max bytes of body, or EMBED_MAX stored (a cold read should not
      * wait for a file to be made and synced); unless files are wanted for all. */
-    if (kr->size > s->cfg.inline_max && (s->cfg.inline_max == 0 || m->length > EMBED_MAX)) {
-        /* checked; one frame, so readable without a seek table */
-        tier_meta checked = *m;
-        checked.codec = -2;
-        o->cr.codec = m->codec;
-        return bytes_to_file(s, kr, &checked, data, o);
-    }
+    if (kr->size > s->cfg.inline_max && (s->cfg.inline_max == 0 || m->length > EMBED_MAX))
+        return bytes_to_file(s, kr, m, data, o, 1);
     *inl = data;
     o->inl = data;
     o->inl_len = m->length;
@@ -1089,17 +1037,15 @@ static int fetch_blob(store *s, const key_rec *kr, op *o, uint8_t **inl)
         return adopt_bytes(s, kr, &m, data, o, inl);
     }
     int anon;
-    int fd = open_tmp(s, o->tmp, sizeof o->tmp, &anon);
+    int fd = store_tmp_open(s, o->tmp, &anon);
     if (fd < 0)
         return TIER_ERROR;
     int rc = tier_get(q->t, name, fd, NULL, NULL, max, &m);
     lat_record(q, LAT_READ, t0);
     o->tier_time = (uint32_t)m.mtime;
     if (rc != TIER_OK) {
-        close(fd);
-        if (o->tmp[0])
-            unlink(o->tmp);
-        o->tmp[0] = '\0';
+        op_take_file(o, fd, anon);
+        op_release_file(o);
         return rc;
     }
     return adopt_file(s, kr, &m, fd, anon, o);
@@ -1279,12 +1225,7 @@ ssize_t tier_fill_read(tier_fill *f, void **cursor, uint64_t off, void *buf, siz
 
 int tier_key_deleted(store *s, MDB_txn *t, const char *nskey, size_t nklen)
 {
-    uint8_t k[TQ_KEYLEN];
-    tq_rec r;
-    if (s->tier_q == NULL)
-        return 0;
-    tq_key(TQ_KEY_DEL, nskey, nklen, k);
-    return idx_tq_get(t, &s->ix, k, sizeof k, &r) == 0;
+    return s->tier_q != NULL && tq_has(s, t, TQ_KEY_DEL, nskey, nklen);
 }
 
 /* A fill committed in the background: the op and what it owns. */
@@ -1296,21 +1237,26 @@ typedef struct fill_job {
     uint8_t *inl;
 } fill_job;
 
+/* Drops a fill job, its file (unless committed in place) and its buffers. */
+static void fill_job_free(fill_job *j)
+{
+    if (j == NULL)
+        return;
+    op_release_file(&j->o);
+    free(j->nskey);
+    free(j->meta);
+    free(j->inl);
+    free(j);
+}
+
 static void fill_done(store *s, op *o)
 {
     fill_job *j = (fill_job *)o;
     if (o->status != STORE_OK)
         log_msg(LOG_WARN, "tier_fill_failed", "a key read through the tier was not kept: %s",
                 store_strerror(o->status));
-    if (o->anon)
-        close(o->fd);
-    else if (!o->created && o->tmp[0])
-        unlink(o->tmp);
     gate_leave(s->tier_q, j->id); /* waiters find it here now */
-    free(j->nskey);
-    free(j->meta);
-    free(j->inl);
-    free(j);
+    fill_job_free(j);
 }
 
 /* ---- a large blob, answered while it arrives ---- */
@@ -1422,16 +1368,12 @@ static void *stream_main(void *arg)
         ok = 0;
         log_msg(LOG_WARN, "tier_fill_failed", "blob %s: cannot sync its local copy", sj->name);
     }
+    op_take_file(o, sj->wfd, o->anon);
     if (ok) {
         atomic_fetch_add(&q->fetched_bytes, m.length);
         o->cr.stored = m.length;
         o->cr.codec = m.codec;
         o->tier_time = (uint32_t)m.mtime;
-        o->fd = sj->wfd;
-        if (!o->anon) {
-            close(sj->wfd);
-            o->fd = -1;
-        }
         o->on_done = fill_done;
         submit_async(s, o); /* fill_done cleans up and leaves the gate */
     } else {
@@ -1439,13 +1381,8 @@ static void *stream_main(void *arg)
             atomic_fetch_add(rc == TIER_NOTFOUND ? &q->misses : &q->errors, 1);
         log_msg(LOG_WARN, "tier_read_failed", "blob %s: %s", sj->name,
                 rc == TIER_OK ? "failed its checks" : tier_strerror(rc));
-        close(sj->wfd);
-        if (o->tmp[0])
-            unlink(o->tmp);
         gate_leave(q, sj->j->id);
-        free(sj->j->nskey);
-        free(sj->j->meta);
-        free(sj->j);
+        fill_job_free(sj->j);
     }
     tier_fill_release(f);
     free(sj);
@@ -1462,15 +1399,13 @@ static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp
     stream_job *sj = calloc(1, sizeof *sj);
     tier_fill *f = calloc(1, sizeof *f);
     int anon = 0;
-    int wfd = open_tmp(s, o->tmp, sizeof o->tmp, &anon);
+    int wfd = store_tmp_open(s, o->tmp, &anon);
     if (sj == NULL || f == NULL || wfd < 0) {
         free(sj);
         free(f);
         if (wfd >= 0)
-            close(wfd);
-        if (o->tmp[0])
-            unlink(o->tmp);
-        o->tmp[0] = '\0';
+            op_take_file(o, wfd, anon);
+        op_release_file(o);
         return TIER_ERROR;
     }
     o->anon = anon;
@@ -1496,10 +1431,8 @@ static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp
     if (f->fd < 0 || pthread_create(&th, &at, stream_main, sj) != 0) {
         atomic_fetch_sub(&s->tier_q->streams, 1);
         pthread_attr_destroy(&at);
-        close(wfd);
-        if (o->tmp[0])
-            unlink(o->tmp);
-        o->tmp[0] = '\0';
+        op_take_file(o, wfd, anon);
+        op_release_file(o);
         atomic_store(&f->refs, 1);
         tier_fill_release(f);
         free(sj);
@@ -1513,6 +1446,23 @@ static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp
     pthread_mutex_unlock(&f->mu);
     *fp = f;
     return good ? TIER_OK : TIER_BAD;
+}
+
+/* The entry a cold read answers with, while its local copy commits. */
+static void fill_entry_from(store_entry *e, const key_rec *kr, uint64_t stored, int codec,
+                            int format, tier_fill *f)
+{
+    memcpy(e->digest, kr->digest, 32);
+    e->size = kr->size;
+    e->stored = stored;
+    e->codec = codec;
+    e->format = format;
+    e->mtime_ms = kr->mtime_ms;
+    e->meta = kr->meta_len ? malloc(kr->meta_len) : NULL;
+    if (e->meta)
+        memcpy(e->meta, kr->meta, kr->meta_len);
+    e->meta_len = e->meta ? kr->meta_len : 0;
+    e->fill = f;
 }
 
 int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, int *filled)
@@ -1583,17 +1533,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
             tier_fill *f = NULL;
             rc = start_stream(s, &kr, j, &f);
             if (f && rc == TIER_OK) {
-                memcpy(e->digest, kr.digest, 32);
-                e->size = kr.size;
-                e->stored = f->stored;
-                e->codec = f->codec;
-                e->format = BLOB_FILE;
-                e->mtime_ms = kr.mtime_ms;
-                e->meta = kr.meta_len ? malloc(kr.meta_len) : NULL;
-                if (e->meta)
-                    memcpy(e->meta, kr.meta, kr.meta_len);
-                e->meta_len = e->meta ? kr.meta_len : 0;
-                e->fill = f;
+                fill_entry_from(e, &kr, f->stored, f->codec, BLOB_FILE, f);
                 *filled = 1;
                 atomic_fetch_add(&q->hits, 1);
                 free(data);
@@ -1632,17 +1572,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
             }
         }
         if (rc == TIER_OK && f) {
-            memcpy(e->digest, kr.digest, 32);
-            e->size = kr.size;
-            e->stored = o->cr.stored;
-            e->codec = o->cr.codec;
-            e->format = j->inl ? BLOB_INLINE : BLOB_FILE;
-            e->mtime_ms = kr.mtime_ms;
-            e->meta = kr.meta_len ? malloc(kr.meta_len) : NULL;
-            if (e->meta)
-                memcpy(e->meta, kr.meta, kr.meta_len);
-            e->meta_len = e->meta ? kr.meta_len : 0;
-            e->fill = f;
+            fill_entry_from(e, &kr, o->cr.stored, o->cr.codec, j->inl ? BLOB_INLINE : BLOB_FILE, f);
             tier_fill_release(f); /* ours */
             *filled = 1;
             status = STORE_OK;
@@ -1664,17 +1594,8 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
             atomic_fetch_add(rc == TIER_NOTFOUND ? &q->misses : &q->errors, 1);
             log_msg(LOG_WARN, "tier_read_failed", "blob of %s: %s", name, tier_strerror(rc));
         }
-        if (o->anon)
-            close(o->fd);
-        else if (!o->created && o->tmp[0])
-            unlink(o->tmp);
     }
-    if (j) {
-        free(j->nskey);
-        free(j->meta);
-        free(j->inl);
-        free(j);
-    }
+    fill_job_free(j);
     free(data);
     gate_leave(q, id);
     return status;
@@ -1696,12 +1617,12 @@ int tier_resolve_ns(store *s, const char *ns)
     int status = STORE_NOTFOUND;
     int rc = tier_get(q->t, name, -1, &data, &len, RECORD_MAX, NULL);
     if (rc == TIER_OK && len >= 16 && memcmp(data, "CNS1", 4) == 0 &&
-        16 + (size_t)get_u32((uint8_t *)data + 12) == len) {
+        16 + (size_t)util_get_le32((uint8_t *)data + 12) == len) {
         op o = {0};
         o.kind = OP_NS_CREATE;
         o.from_tier = 1;
         o.nskey = (char *)ns;
-        o.created_ms = get_u64((uint8_t *)data + 4);
+        o.created_ms = util_get_le64((uint8_t *)data + 4);
         o.meta = (uint8_t *)data + 16;
         o.meta_len = len - 16;
         status = submit_and_wait(s, &o);

@@ -356,7 +356,7 @@ static void encode_path(const char *s, char *out, size_t cap)
 /* Runs method on an object name (NULL: the bucket itself).  Returns a tier
  * status; *http gets the HTTP status (0 if none came). */
 static int perform(tier *t, const char *method, const char *name, xfer *x,
-                   const tier_meta *put_meta, const char *copy_source, long timeout_ms, long *http)
+                   const tier_meta *put_meta, int self_copy, long timeout_ms, long *http)
 {
     CURL *h = thread_handle();
     if (h == NULL)
@@ -385,7 +385,7 @@ static int perform(tier *t, const char *method, const char *name, xfer *x,
     size_t nh = 0;
     hs[nh++] = (sigv4_header){"host", t->host};
     hs[nh++] = (sigv4_header){"x-amz-content-sha256", payload};
-    if (copy_source) {
+    if (self_copy) {
         snprintf(source, sizeof source, "/%s/%s", t->bucket, enc);
         hs[nh++] = (sigv4_header){"x-amz-copy-source", source};
         hs[nh++] = (sigv4_header){"x-amz-metadata-directive", "REPLACE"};
@@ -477,7 +477,7 @@ int tier_put(tier *t, const char *name, int fd, const void *data, uint64_t len,
 {
     xfer x = {.in_fd = fd, .in_data = data, .in_len = len, .out_fd = -1, .out_max = 1 << 20};
     long http;
-    int rc = perform(t, "PUT", name, &x, meta, NULL, budget(t, len), &http);
+    int rc = perform(t, "PUT", name, &x, meta, 0, budget(t, len), &http);
     free(x.out);
     return rc;
 }
@@ -487,7 +487,7 @@ int tier_head(tier *t, const char *name, tier_meta *meta)
     tier_meta m = {.codec = -1};
     xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 0, .meta = &m};
     long http;
-    int rc = perform(t, "HEAD", name, &x, NULL, NULL, t->timeout_ms, &http);
+    int rc = perform(t, "HEAD", name, &x, NULL, 0, t->timeout_ms, &http);
     if (meta)
         *meta = m;
     return rc;
@@ -499,7 +499,7 @@ int tier_get(tier *t, const char *name, int fd, void **data, size_t *len, uint64
     tier_meta m = {.codec = -1};
     xfer x = {.in_fd = -1, .out_fd = fd, .out_max = max, .meta = &m};
     long http;
-    int rc = perform(t, "GET", name, &x, NULL, NULL, budget(t, max), &http);
+    int rc = perform(t, "GET", name, &x, NULL, 0, budget(t, max), &http);
     if (rc == TIER_OK && x.write_error)
         rc = TIER_ERROR;
     if (rc == TIER_OK && fd < 0) {
@@ -528,7 +528,7 @@ int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *
               .progress = progress,
               .progress_arg = arg};
     long http;
-    int rc = perform(t, "GET", name, &x, NULL, NULL, budget(t, max), &http);
+    int rc = perform(t, "GET", name, &x, NULL, 0, budget(t, max), &http);
     if (rc == TIER_OK && x.write_error)
         rc = TIER_ERROR;
     m.length = x.out_len;
@@ -541,7 +541,7 @@ int tier_refresh(tier *t, const char *name, const tier_meta *meta)
 {
     xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 1 << 20};
     long http;
-    int rc = perform(t, "PUT", name, &x, meta, "", t->timeout_ms, &http);
+    int rc = perform(t, "PUT", name, &x, meta, 1, t->timeout_ms, &http);
     /* S3 may answer a copy 200 and put its error in the body */
     if (rc == TIER_OK && x.out && x.out_len && memmem(x.out, x.out_len, "<Error>", 7) != NULL)
         rc = TIER_ERROR;
@@ -555,7 +555,7 @@ int tier_delete(tier *t, const char *name)
 {
     xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 1 << 20};
     long http;
-    int rc = perform(t, "DELETE", name, &x, NULL, NULL, t->timeout_ms, &http);
+    int rc = perform(t, "DELETE", name, &x, NULL, 0, t->timeout_ms, &http);
     free(x.out);
     return rc == TIER_NOTFOUND ? TIER_OK : rc;
 }
@@ -564,7 +564,7 @@ int tier_ensure_bucket(tier *t)
 {
     xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 1 << 20};
     long http;
-    int rc = perform(t, "HEAD", NULL, &x, NULL, NULL, t->timeout_ms, &http);
+    int rc = perform(t, "HEAD", NULL, &x, NULL, 0, t->timeout_ms, &http);
     if (rc != TIER_NOTFOUND)
         return rc;
     char body[200];
@@ -580,7 +580,7 @@ int tier_ensure_bucket(tier *t)
               .out_fd = -1,
               .out_max = 1 << 20};
     /* a bucket PUT is a bucket's path: name NULL */
-    rc = perform(t, "PUT", NULL, &p, NULL, NULL, t->timeout_ms, &http);
+    rc = perform(t, "PUT", NULL, &p, NULL, 0, t->timeout_ms, &http);
     free(p.out);
     free(x.out);
     return rc == TIER_OK || http == 409 ? TIER_OK : rc;

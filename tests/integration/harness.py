@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -149,6 +150,15 @@ def close_checked(test, srv, killed_ok=False):
     rc = srv.close()
     test.assertIn(rc, (0, None) if killed_ok else (0,),
                   "cairnd exited with %s on SIGTERM\n%s" % (rc, srv.last_log[-4000:]))
+
+
+def free_port():
+    """A loopback port nothing listens on now."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def wait_for(pred, timeout=10.0, step=0.05):

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -14,17 +13,9 @@ import unittest
 import urllib.parse
 import urllib.request
 
-from harness import ROOT, Server, close_checked, random_seed, sha256, wait_for
+from harness import ROOT, Server, close_checked, free_port, random_seed, sha256, wait_for
 
 RULES = os.path.join(ROOT, "deploy", "prometheus")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def request(srv, method, path, body=None, headers=None):

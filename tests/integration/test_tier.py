@@ -24,19 +24,11 @@ import threading
 import time
 import unittest
 
-from harness import Server, close_checked, random_seed, sha256, wait_for
+from harness import Server, close_checked, free_port, random_seed, sha256, wait_for
 
 KIB, MIB = 1024, 1024 * 1024
 CREDS = {"AWS_ACCESS_KEY_ID": "tier-test", "AWS_SECRET_ACCESS_KEY": "tier-secret",
          "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_CONFIG_FILE": "/dev/null"}
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
