@@ -119,15 +119,23 @@ def bodies(n, rng):
     return out
 
 
+CLASSES = ((64 * KIB, "<=64K"), (4 * MIB, "<=4M"), (None, ">4M"))
+
+
 def read_all(c, bucket, keys):
+    """Reads every key in turn; returns (seconds, bytes, {size class: seconds})."""
     t0 = time.time()
     n = 0
+    by_class = {name: 0.0 for _, name in CLASSES}
     for k, digest in keys:
+        t = time.time()
         data = c.get_object(Bucket=bucket, Key=k)["Body"].read()
         if hashlib.sha256(data).hexdigest() != digest:
             raise RuntimeError("%s/%s: wrong body" % (bucket, k))
+        by_class[next(name for lim, name in CLASSES if lim is None or len(data) <= lim)] += \
+            time.time() - t
         n += len(data)
-    return time.time() - t0, n
+    return time.time() - t0, n, by_class
 
 
 def main():
@@ -169,14 +177,16 @@ def main():
             os.mkdir(data)
             a.start()
             ca = client(a.url)
-            t_direct, nd = read_all(m, "direct", keys)
-            t_through, nt = read_all(ca, "objs", keys)
+            t_direct, nd, cd = read_all(m, "direct", keys)
+            t_through, nt, ct = read_all(ca, "objs", keys)
             direct.append(t_direct)
             through.append(t_through)
             st = a.status()["tier"]
             print("  run %d: direct from moto %.1f s, through cairnd %.1f s (%d read-through "
                   "hits, %d errors)" % (run + 1, t_direct, t_through, st["hits"], st["errors"]),
                   flush=True)
+            print("         by size: " + ", ".join("%s %.2f s vs %.2f s" % (name, cd[name], ct[name])
+                                                    for _, name in CLASSES), flush=True)
         direct.sort()
         through.sort()
         td, tt = direct[len(direct) // 2], through[len(through) // 2]

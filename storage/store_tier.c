@@ -1063,8 +1063,9 @@ typedef struct tier_fill {
     int streaming;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    uint64_t have; /* stored bytes written so far */
-    int state;     /* 0 arriving, 1 complete and checked, -1 failed */
+    uint64_t have;    /* stored bytes written so far */
+    uint64_t wake_at; /* the least `have` a reader waits for: fewer wake-ups */
+    int state;        /* 0 arriving, 1 complete and checked, -1 failed */
     int codec, headers;
     uint64_t size, stored;
 } tier_fill;
@@ -1118,6 +1119,22 @@ int tier_fill_open(tier_fill *f, const uint8_t **bytes, size_t *len, int *fd)
         pthread_mutex_unlock(&(f)->mu);                                                            \
     } while (0)
 
+/* Waits until n stored bytes are here; 0, or -1 if the fill failed or
+ * ended short.  The writer wakes readers only once `have` reaches the least
+ * of their targets, not for every piece that arrives. */
+static int fill_wait_have(tier_fill *f, uint64_t n)
+{
+    pthread_mutex_lock(&f->mu);
+    while (f->have < n && f->state == 0) {
+        if (n < f->wake_at)
+            f->wake_at = n;
+        pthread_cond_wait(&f->cv, &f->mu);
+    }
+    int failed = f->state < 0 || f->have < n;
+    pthread_mutex_unlock(&f->mu);
+    return failed ? -1 : 0;
+}
+
 void tier_fill_cursor_free(void *p)
 {
     fill_cursor *c = p;
@@ -1138,10 +1155,7 @@ static int next_frame(tier_fill *f, fill_cursor *c)
         return -STORE_IO;
     c->cbuf_cap = cap;
     for (;;) {
-        int failed;
-        uint64_t want = c->coff + 1;
-        FILL_WAIT(f, f->have >= want);
-        if (failed)
+        if (fill_wait_have(f, c->coff + 1) != 0)
             return -STORE_CORRUPT;
         pthread_mutex_lock(&f->mu);
         uint64_t have = f->have;
@@ -1154,8 +1168,9 @@ static int next_frame(tier_fill *f, fill_cursor *c)
         if (ZSTD_isError(fsz)) {
             if (!arriving || avail == cap)
                 return -STORE_CORRUPT;
-            /* the frame is not all here yet */
-            FILL_WAIT(f, f->have > have);
+            /* the frame is not all here yet: wait for 64 KiB more of it,
+             * or for the end */
+            fill_wait_have(f, have + 65536 < f->stored ? have + 65536 : f->stored);
             continue; /* a failure shows on the next round */
         }
         size_t n = ZSTD_decompress(c->dbuf, CODEC_FRAME_SIZE, c->cbuf, fsz);
@@ -1180,7 +1195,7 @@ ssize_t tier_fill_read(tier_fill *f, void **cursor, uint64_t off, void *buf, siz
         if (off + len > f->size - hold)
             FILL_WAIT(f, f->state == 1);
         else
-            FILL_WAIT(f, f->have >= off + len);
+            failed = fill_wait_have(f, off + len) != 0;
         if (failed)
             return -STORE_CORRUPT;
         ssize_t n = util_pread_all(f->fd, buf, len, (off_t)off);
@@ -1312,13 +1327,19 @@ static void stream_progress(void *arg, const void *piece, size_t len, uint64_t w
     tier_fill *f = sj->f;
     check_piece(sj, m->codec, piece, len);
     pthread_mutex_lock(&f->mu);
+    int wake = 0;
     if (!f->headers) {
         f->codec = m->codec;
         f->stored = m->length;
-        f->headers = 1;
+        f->headers = wake = 1;
     }
     f->have = written;
-    pthread_cond_broadcast(&f->cv);
+    if (written >= f->wake_at) {
+        f->wake_at = UINT64_MAX;
+        wake = 1;
+    }
+    if (wake)
+        pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mu);
 }
 
@@ -1413,6 +1434,7 @@ static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp
     f->fd = anon ? dup(wfd) : open(o->tmp, O_RDONLY | O_CLOEXEC);
     f->size = kr->size;
     f->codec = -1;
+    f->wake_at = UINT64_MAX;
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cv, NULL);
     atomic_init(&f->refs, 2); /* the thread's and the caller's */

@@ -4,6 +4,7 @@
 #include "tier.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -275,6 +276,10 @@ static size_t write_cb(char *buf, size_t size, size_t n, void *arg)
         return 0;
     }
     if (x->out_fd >= 0) {
+        /* the whole length at once: the file system allocates it in one go
+         * rather than a block at a time as the pieces arrive */
+        if (x->out_len == 0 && x->meta && x->meta->length > len && x->meta->length <= x->out_max)
+            (void)fallocate(x->out_fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)x->meta->length);
         if (util_write_all(x->out_fd, buf, len) != 0) {
             x->write_error = 1;
             return 0;
