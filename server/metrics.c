@@ -167,7 +167,35 @@ static void ns_count(counters *c, const request_metrics *m)
         add(&n[NS_SENT], m->sent);
 }
 
-static void ns_render(buf *b)
+/* The label value of slot i, escaped for the text format. */
+static const char *ns_label(unsigned i, char *esc, size_t cap)
+{
+    const char *name = i == NS_SLOTS_MAX ? "_other" : ns_slots[i].name;
+    size_t o = 0;
+    for (const char *p = name; *p && o + 2 < cap; p++) {
+        if (*p == '\\' || *p == '"')
+            esc[o++] = '\\';
+        esc[o++] = *p;
+    }
+    esc[o] = '\0';
+    return esc;
+}
+
+typedef struct ns_usage {
+    uint64_t keys[NS_SLOTS_MAX + 1], bytes[NS_SLOTS_MAX + 1];
+} ns_usage;
+
+static int ns_usage_add(void *ctx, const char *ns, uint64_t keys, uint64_t bytes)
+{
+    ns_usage *u = ctx;
+    /* labelled as requests are: a bucket by its name, native ones as stored */
+    unsigned i = ns_find(strncmp(ns, "s3/", 3) == 0 ? ns + 3 : ns);
+    u->keys[i] += keys;
+    u->bytes[i] += bytes;
+    return 0;
+}
+
+static void ns_render(buf *b, store *st)
 {
     static const struct {
         const char *name, *help;
@@ -179,27 +207,37 @@ static void ns_render(buf *b)
          NS_RECEIVED},
         {"cairn_namespace_sent_bytes_total", "Response body bytes sent, by namespace.", NS_SENT},
     };
+    /* first, so that namespaces that store something have their slots */
+    ns_usage *u = calloc(1, sizeof *u);
+    int have_usage = u != NULL && store_ns_usage(st, ns_usage_add, u) == STORE_OK;
+    char esc[160];
     for (size_t k = 0; k < sizeof f / sizeof *f; k++) {
         head(b, f[k].name, "counter", f[k].help);
         for (unsigned i = 0; i <= NS_SLOTS_MAX; i++) {
-            ns_slot *sl = &ns_slots[i];
-            if (i < NS_SLOTS_MAX && atomic_load(&sl->used) != 2)
+            if (i < NS_SLOTS_MAX && atomic_load(&ns_slots[i].used) != 2)
                 continue;
             uint64_t v = SUM(ns[i][f[k].k]);
             if (i == NS_SLOTS_MAX && v == 0)
                 continue;
-            char esc[160];
-            const char *name = i == NS_SLOTS_MAX ? "_other" : sl->name;
-            size_t o = 0;
-            for (const char *p = name; *p && o + 2 < sizeof esc; p++) {
-                if (*p == '\\' || *p == '"')
-                    esc[o++] = '\\';
-                esc[o++] = *p;
-            }
-            esc[o] = '\0';
-            buf_printf(b, "%s{namespace=\"%s\"} %" PRIu64 "\n", f[k].name, esc, v);
+            buf_printf(b, "%s{namespace=\"%s\"} %" PRIu64 "\n", f[k].name,
+                       ns_label(i, esc, sizeof esc), v);
         }
     }
+    if (have_usage) {
+        head(b, "cairn_namespace_keys", "gauge", "Keys stored, by namespace.");
+        for (unsigned i = 0; i <= NS_SLOTS_MAX; i++)
+            if (u->keys[i])
+                buf_printf(b, "cairn_namespace_keys{namespace=\"%s\"} %" PRIu64 "\n",
+                           ns_label(i, esc, sizeof esc), u->keys[i]);
+        head(b, "cairn_namespace_stored_bytes", "gauge",
+             "Body bytes of the keys stored, by namespace (before deduplication and "
+             "compression).");
+        for (unsigned i = 0; i <= NS_SLOTS_MAX; i++)
+            if (u->keys[i])
+                buf_printf(b, "cairn_namespace_stored_bytes{namespace=\"%s\"} %" PRIu64 "\n",
+                           ns_label(i, esc, sizeof esc), u->bytes[i]);
+    }
+    free(u);
 }
 
 /* The sum over every thread's block of the counter at byte offset off. */
@@ -332,7 +370,7 @@ void metrics_render(server *srv, buf *b)
                    SUM(misses[fe]));
     }
 
-    ns_render(b);
+    ns_render(b, srv->st);
 
     store_stats st;
     if (store_get_stats(srv->st, &st) == STORE_OK) {

@@ -42,7 +42,12 @@ int idx_open(idx *ix, const char *dir, uint64_t map_size, int nosync_meta, char 
         (rc = mdb_dbi_open(t, "meta", MDB_CREATE, &ix->meta)) != 0 ||
         (rc = mdb_dbi_open(t, "ns", MDB_CREATE, &ix->ns)) != 0 ||
         (rc = mdb_dbi_open(t, "inline", MDB_CREATE, &ix->inl)) != 0 ||
-        (rc = mdb_dbi_open(t, "tierq", MDB_CREATE, &ix->tierq)) != 0)
+        (rc = mdb_dbi_open(t, "tierq", MDB_CREATE, &ix->tierq)) != 0 ||
+        (rc = mdb_dbi_open(t, "usage", MDB_CREATE, &ix->usage)) != 0)
+        goto fail;
+    MDB_stat ks, us;
+    if ((rc = mdb_stat(t, ix->keys, &ks)) != 0 || (rc = mdb_stat(t, ix->usage, &us)) != 0 ||
+        (ks.ms_entries > 0 && us.ms_entries == 0 && (rc = idx_usage_rebuild(t, ix)) != 0))
         goto fail;
     MDB_val k = {7, "version"}, v;
     rc = mdb_get(t, ix->meta, &k, &v);
@@ -247,6 +252,80 @@ int idx_del_ref(MDB_txn *t, idx *ix, const uint8_t d[32], const void *kp, size_t
     MDB_val k = {32, (void *)d}, v = {klen, (void *)kp};
     int rc = mdb_del(t, ix->refs, &k, &v);
     return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* ---- usage by namespace ---- */
+
+#define USAGE_REC 17 /* version 1, keys, bytes */
+
+int idx_usage_decode(const MDB_val *v, uint64_t *keys, uint64_t *bytes)
+{
+    const uint8_t *p = v->mv_data;
+    if (v->mv_size < USAGE_REC || p[0] != 1)
+        return MDB_CORRUPTED;
+    *keys = util_get_le64(p + 1);
+    *bytes = util_get_le64(p + 9);
+    return 0;
+}
+
+static int usage_put(MDB_txn *t, idx *ix, const char *ns, size_t nslen, uint64_t keys,
+                     uint64_t bytes)
+{
+    MDB_val k = {nslen, (void *)ns};
+    if (keys == 0) {
+        int rc = mdb_del(t, ix->usage, &k, NULL);
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    }
+    uint8_t p[USAGE_REC] = {1};
+    util_put_le64(p + 1, keys);
+    util_put_le64(p + 9, bytes);
+    MDB_val v = {sizeof p, p};
+    return mdb_put(t, ix->usage, &k, &v, 0);
+}
+
+int idx_usage_add(MDB_txn *t, idx *ix, const char *ns, size_t nslen, int64_t dkeys, int64_t dbytes)
+{
+    MDB_val k = {nslen, (void *)ns}, v;
+    uint64_t keys = 0, bytes = 0;
+    int rc = mdb_get(t, ix->usage, &k, &v);
+    if (rc == 0)
+        rc = idx_usage_decode(&v, &keys, &bytes);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return rc;
+    return usage_put(t, ix, ns, nslen, keys + (uint64_t)dkeys, bytes + (uint64_t)dbytes);
+}
+
+int idx_usage_rebuild(MDB_txn *t, idx *ix)
+{
+    int rc = mdb_drop(t, ix->usage, 0);
+    MDB_cursor *c;
+    if (rc != 0 || (rc = mdb_cursor_open(t, ix->keys, &c)) != 0)
+        return rc;
+    /* keys are "<namespace>\0<key>" in order: each namespace is one run */
+    char ns[512];
+    size_t nslen = 0;
+    uint64_t keys = 0, bytes = 0;
+    MDB_val k, v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        const char *name = k.mv_data;
+        size_t n = strnlen(name, k.mv_size);
+        if (n >= sizeof ns || v.mv_size < KEY_REC_HEAD || ((const uint8_t *)v.mv_data)[0] != 1)
+            continue;
+        if (keys && (n != nslen || memcmp(ns, name, n) != 0)) {
+            if ((rc = usage_put(t, ix, ns, nslen, keys, bytes)) != 0)
+                break;
+            keys = bytes = 0;
+        }
+        memcpy(ns, name, n);
+        nslen = n;
+        keys++;
+        bytes += util_get_le64((const uint8_t *)v.mv_data + 33);
+    }
+    mdb_cursor_close(c);
+    if (rc != MDB_NOTFOUND)
+        return rc;
+    return keys ? usage_put(t, ix, ns, nslen, keys, bytes) : 0;
 }
 
 int idx_get_stats(MDB_txn *t, idx *ix, idx_stats *s)

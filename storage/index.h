@@ -1,7 +1,7 @@
 /*
  * index.h - the LMDB index: record layouts and the named databases.
  *
- * One environment, five named databases:
+ * One environment, nine named databases:
  *
  *   keys   "<namespace>\0<key>" -> key record (digest, size, mtime, the front
  *          end's opaque metadata).  Ordered, so a prefix listing is a range scan.
@@ -17,6 +17,8 @@
  *          instead of a file of its own (blob format BLOB_INLINE).
  *   tierq  the cold tier's work queue: a type byte and a name -> attempts,
  *          next try, sequence number and bytes (see store.c, "cold tier").
+ *   usage  namespace name -> its keys and their body bytes, kept in the same
+ *          transactions as the keys themselves (cost attribution).
  *
  * Records are encoded little-endian with explicit offsets (no struct images),
  * and each starts with a version byte so the layout can evolve.  Everything
@@ -38,7 +40,7 @@
 
 typedef struct idx {
     MDB_env *env;
-    MDB_dbi keys, blobs, atime, refs, meta, ns, inl, tierq;
+    MDB_dbi keys, blobs, atime, refs, meta, ns, inl, tierq, usage;
     size_t max_key; /* LMDB's key size limit */
 } idx;
 
@@ -108,6 +110,13 @@ int idx_del_key(MDB_txn *t, idx *ix, const void *k, size_t klen);
 
 int idx_add_ref(MDB_txn *t, idx *ix, const uint8_t d[32], const void *k, size_t klen);
 int idx_del_ref(MDB_txn *t, idx *ix, const uint8_t d[32], const void *k, size_t klen);
+
+/* Adds dkeys keys and dbytes body bytes to namespace ns's usage. */
+int idx_usage_add(MDB_txn *t, idx *ix, const char *ns, size_t nslen, int64_t dkeys, int64_t dbytes);
+int idx_usage_decode(const MDB_val *v, uint64_t *keys, uint64_t *bytes);
+/* Counts usage again from the keys themselves: for an index written before
+ * usage was kept (idx_open calls it when `usage` is empty but `keys` is not). */
+int idx_usage_rebuild(MDB_txn *t, idx *ix);
 
 int idx_get_stats(MDB_txn *t, idx *ix, idx_stats *s);
 int idx_put_stats(MDB_txn *t, idx *ix, const idx_stats *s);

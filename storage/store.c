@@ -264,6 +264,15 @@ void submit_async(store *s, op *o)
 
 /* ---- committer: operations inside a transaction ---------------------------- */
 
+/* Counts keys coming and going: the totals and their namespace's usage. */
+static int count_keys(store *s, MDB_txn *t, idx_stats *st, const char *nskey, size_t nklen,
+                      int64_t dkeys, int64_t dbytes)
+{
+    st->keys += (uint64_t)dkeys;
+    st->referenced += (uint64_t)dbytes;
+    return idx_usage_add(t, &s->ix, nskey, strnlen(nskey, nklen), dkeys, dbytes);
+}
+
 /* Removes a blob and every key that uses it; its file goes to `later`. */
 static int drop_blob(store *s, MDB_txn *t, idx_stats *st, const uint8_t d[32], const blob_rec *b,
                      digest_list *later)
@@ -276,12 +285,10 @@ static int drop_blob(store *s, MDB_txn *t, idx_stats *st, const uint8_t d[32], c
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
     while (rc == 0) {
         key_rec kr;
-        if (idx_get_key(t, &s->ix, v.mv_data, v.mv_size, &kr) == 0) {
-            st->keys--;
-            st->referenced -= kr.size;
-            if ((rc = idx_del_key(t, &s->ix, v.mv_data, v.mv_size)) != 0)
-                break;
-        }
+        if (idx_get_key(t, &s->ix, v.mv_data, v.mv_size, &kr) == 0 &&
+            ((rc = count_keys(s, t, st, v.mv_data, v.mv_size, -1, -(int64_t)kr.size)) != 0 ||
+             (rc = idx_del_key(t, &s->ix, v.mv_data, v.mv_size)) != 0))
+            break;
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT_DUP);
     }
     mdb_cursor_close(c);
@@ -396,10 +403,9 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
                 return rc;
         }
     }
-    if (!had_old)
-        st->keys++;
-    st->referenced += o->cr.size;
-    st->referenced -= old_size;
+    if ((rc = count_keys(s, t, st, o->nskey, o->nklen, had_old ? 0 : 1,
+                         (int64_t)o->cr.size - (int64_t)old_size)) != 0)
+        return rc;
     if ((rc = tier_queue_put(s, t, st, o, create, &b)) != 0)
         return rc;
 
@@ -441,8 +447,8 @@ static int apply_delete(store *s, MDB_txn *t, idx_stats *st, op *o)
         return rc;
     if ((rc = idx_del_ref(t, &s->ix, d, o->nskey, o->nklen)) != 0)
         return rc;
-    st->keys--;
-    st->referenced -= size;
+    if ((rc = count_keys(s, t, st, o->nskey, o->nklen, -1, -(int64_t)size)) != 0)
+        return rc;
     if ((rc = tier_queue_delete(s, t, o->nskey, o->nklen)) != 0)
         return rc;
     return unref_blob(s, t, st, d);
@@ -1865,6 +1871,33 @@ int store_ns_list(store *s, int (*cb)(void *ctx, const char *ns, uint64_t create
             memcpy(name, k.mv_data, k.mv_size);
             name[k.mv_size] = '\0';
             if (cb(ctx, name, ns_created(&v)) != 0)
+                break;
+        }
+        mdb_cursor_close(c);
+    }
+    reader_put(s, t);
+    return rc == 0 || rc == MDB_NOTFOUND ? STORE_OK : STORE_IO;
+}
+
+int store_ns_usage(store *s, int (*cb)(void *ctx, const char *ns, uint64_t keys, uint64_t bytes),
+                   void *ctx)
+{
+    MDB_txn *t = reader_get(s);
+    if (t == NULL)
+        return STORE_IO;
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(t, s->ix.usage, &c);
+    if (rc == 0) {
+        MDB_val k, v;
+        char name[1024];
+        uint64_t keys, bytes;
+        for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+            if (k.mv_size >= sizeof name || idx_usage_decode(&v, &keys, &bytes) != 0)
+                continue;
+            memcpy(name, k.mv_data, k.mv_size);
+            name[k.mv_size] = '\0';
+            if (cb(ctx, name, keys, bytes) != 0)
                 break;
         }
         mdb_cursor_close(c);

@@ -195,6 +195,11 @@ int store_ns_create(store *s, const char *ns, const void *meta, size_t meta_len)
 int store_ns_get(store *s, const char *ns, uint64_t *created_ms, void **meta, size_t *meta_len);
 /* STORE_NOT_EMPTY while any key of the namespace exists. */
 int store_ns_delete(store *s, const char *ns);
+/* Calls cb with each namespace that has keys, in name order: how many, and
+ * their body bytes (what the namespace stores, before dedup and compression).
+ * Kept in the index with the keys, so this reads one record a namespace. */
+int store_ns_usage(store *s, int (*cb)(void *ctx, const char *ns, uint64_t keys, uint64_t bytes),
+                   void *ctx);
 /* Calls cb for each namespace in name order; cb returns non-zero to stop. */
 int store_ns_list(store *s, int (*cb)(void *ctx, const char *ns, uint64_t created_ms), void *ctx);
 

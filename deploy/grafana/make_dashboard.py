@@ -68,11 +68,14 @@ PANELS = [
       ("cairn_http_requests_in_flight{%s}" % SEL, "in flight {{instance}}")], 8),
 ]
 
-TABLE = ("Usage by namespace (over the dashboard's time range)", [
-    ("sum by (namespace) (increase(cairn_namespace_sent_bytes_total{%s}[$__range]))" % SEL, "sent"),
-    ("sum by (namespace) (increase(cairn_namespace_received_bytes_total{%s}[$__range]))" % SEL, "received"),
-    ("sum by (namespace) (increase(cairn_namespace_hits_total{%s}[$__range]))" % SEL, "hits"),
-    ("sum by (namespace) (increase(cairn_namespace_misses_total{%s}[$__range]))" % SEL, "misses"),
+# (query, column, unit): stored and keys now; the others over the dashboard's time range
+TABLE = ("Usage by namespace (stored now; traffic over the dashboard's time range)", [
+    ("sum by (namespace) (cairn_namespace_stored_bytes{%s})" % SEL, "stored", "bytes"),
+    ("sum by (namespace) (cairn_namespace_keys{%s})" % SEL, "keys", "short"),
+    ("sum by (namespace) (increase(cairn_namespace_sent_bytes_total{%s}[$__range]))" % SEL, "sent", "bytes"),
+    ("sum by (namespace) (increase(cairn_namespace_received_bytes_total{%s}[$__range]))" % SEL, "received", "bytes"),
+    ("sum by (namespace) (increase(cairn_namespace_hits_total{%s}[$__range]))" % SEL, "hits", "short"),
+    ("sum by (namespace) (increase(cairn_namespace_misses_total{%s}[$__range]))" % SEL, "misses", "short"),
 ])
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
@@ -98,12 +101,19 @@ def main():
         pid += 1
         x += w
     y += 8
-    table = panel(pid, TABLE[0], "table", "bytes", TABLE[1], 0, y, 24, 10)
+    table = panel(pid, TABLE[0], "table", "bytes", [(e, c) for e, c, _ in TABLE[1]], 0, y, 24, 10)
     for t in table["targets"]:
         t["format"] = "table"
         t["instant"] = True
+    # a merged table names its columns "Value #<refId>": give them names and units
+    cols = {"Value #%s" % chr(65 + i): (c, u) for i, (_, c, u) in enumerate(TABLE[1])}
+    table["fieldConfig"]["overrides"] = [
+        {"matcher": {"id": "byName", "options": v}, "properties": [{"id": "unit", "value": u}]}
+        for v, (_, u) in cols.items() if u != "bytes"]
     table["transformations"] = [{"id": "merge", "options": {}},
-                                {"id": "organize", "options": {"excludeByName": {"Time": True}}}]
+                                {"id": "organize", "options": {
+                                    "excludeByName": {"Time": True},
+                                    "renameByName": {v: c for v, (c, _) in cols.items()}}}]
     panels.append(table)
     dash = {
         "title": "cairn", "uid": "cairn-overview", "schemaVersion": 39, "version": 1,

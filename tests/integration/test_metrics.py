@@ -113,6 +113,17 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(value(m, "cairn_namespace_misses_total", namespace="metrics-bucket"), 5)
         self.assertEqual(value(m, "cairn_namespace_sent_bytes_total", namespace="cas"),
                          5 * total)
+        # what each namespace stores, before dedup: the bucket's copies count in it
+        self.assertEqual(value(m, "cairn_namespace_keys", namespace="cas"), 20)
+        self.assertEqual(value(m, "cairn_namespace_stored_bytes", namespace="cas"), total)
+        self.assertEqual(value(m, "cairn_namespace_keys", namespace="metrics-bucket"), 10)
+        self.assertEqual(value(m, "cairn_namespace_stored_bytes", namespace="metrics-bucket"),
+                         sum(len(b) for b in bodies[:10]))
+        self.assertEqual(request(self.srv, "DELETE", "/metrics-bucket/o0")[0], 204)
+        m = scrape(self.srv)
+        self.assertEqual(value(m, "cairn_namespace_keys", namespace="metrics-bucket"), 9)
+        self.assertEqual(value(m, "cairn_namespace_stored_bytes", namespace="metrics-bucket"),
+                         sum(len(b) for b in bodies[1:10]))
         self.assertGreater(value(m, "process_resident_memory_bytes"), 1 << 20)
         self.assertGreater(value(m, "process_open_fds"), 3)
 

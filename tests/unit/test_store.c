@@ -715,6 +715,102 @@ static void test_inline_corrupt_is_miss(void **state)
     free(b);
 }
 
+typedef struct usage_seen {
+    int n;
+    char ns[4][16];
+    uint64_t keys[4], bytes[4];
+} usage_seen;
+
+static int usage_cb(void *ctx, const char *ns, uint64_t keys, uint64_t bytes)
+{
+    usage_seen *u = ctx;
+    assert_true(u->n < 4);
+    snprintf(u->ns[u->n], sizeof u->ns[u->n], "%s", ns);
+    u->keys[u->n] = keys;
+    u->bytes[u->n++] = bytes;
+    return 0;
+}
+
+static usage_seen usage(fixture *f)
+{
+    usage_seen u = {0};
+    assert_int_equal(store_ns_usage(f->s, usage_cb, &u), STORE_OK);
+    return u;
+}
+
+/* Removes the usage records behind the store's back, as an index written
+ * before they were kept would lack them. */
+static void drop_usage_records(fixture *f)
+{
+    store_close(f->s);
+    f->s = NULL;
+    MDB_env *env;
+    MDB_txn *t;
+    MDB_dbi dbi;
+    char path[128];
+    snprintf(path, sizeof path, "%s/index.mdb", f->dir);
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    assert_int_equal(mdb_env_open(env, path, MDB_NOSUBDIR, 0644), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &t), 0);
+    assert_int_equal(mdb_dbi_open(t, "usage", 0, &dbi), 0);
+    assert_int_equal(mdb_drop(t, dbi, 1), 0);
+    assert_int_equal(mdb_txn_commit(t), 0);
+    mdb_env_close(env);
+    char err[256];
+    assert_int_equal(store_open(&f->s, &f->cfg, err, sizeof err), 0);
+}
+
+static void test_namespace_usage(void **state)
+{
+    fixture *f = *state;
+    uint8_t *a = body_of(3000, 1, 1), *b = body_of(70 * KiB, 2, 0), *c = body_of(500, 3, 0);
+    /* the same body under two namespaces counts in each: usage is before dedup */
+    assert_int_equal(put(f->s, "ac/x", "k1", a, 3000, NULL, NULL), STORE_OK);
+    assert_int_equal(put(f->s, "ac/x", "k2", b, 70 * KiB, NULL, NULL), STORE_OK);
+    assert_int_equal(put(f->s, "cas", "k1", a, 3000, NULL, NULL), STORE_OK);
+    usage_seen u = usage(f);
+    assert_int_equal(u.n, 2);
+    assert_string_equal(u.ns[0], "ac/x");
+    assert_int_equal(u.keys[0], 2);
+    assert_int_equal(u.bytes[0], 3000 + 70 * KiB);
+    assert_string_equal(u.ns[1], "cas");
+    assert_int_equal(u.keys[1], 1);
+    assert_int_equal(u.bytes[1], 3000);
+
+    /* an overwrite changes the bytes, not the keys; a delete both; the same
+     * body again changes nothing */
+    assert_int_equal(put(f->s, "ac/x", "k2", c, 500, NULL, NULL), STORE_OK);
+    assert_int_equal(put(f->s, "ac/x", "k1", a, 3000, NULL, NULL), STORE_OK);
+    assert_int_equal(store_delete(f->s, "cas", "k1", 2), STORE_OK);
+    u = usage(f);
+    assert_int_equal(u.n, 1);
+    assert_string_equal(u.ns[0], "ac/x");
+    assert_int_equal(u.keys[0], 2);
+    assert_int_equal(u.bytes[0], 3500);
+
+    /* kept across a restart, and counted again from the keys when missing */
+    assert_int_equal(put(f->s, "zz", "k", b, 70 * KiB, NULL, NULL), STORE_OK);
+    reopen(f);
+    usage_seen before = usage(f);
+    assert_int_equal(before.n, 2);
+    drop_usage_records(f);
+    u = usage(f);
+    assert_int_equal(u.n, before.n);
+    for (int i = 0; i < u.n; i++) {
+        assert_string_equal(u.ns[i], before.ns[i]);
+        assert_int_equal(u.keys[i], before.keys[i]);
+        assert_int_equal(u.bytes[i], before.bytes[i]);
+    }
+
+    /* eviction takes keys with their blobs */
+    assert_int_equal(store_evict_to(f->s, 0), STORE_OK);
+    assert_int_equal(usage(f).n, 0);
+    free(a);
+    free(b);
+    free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -729,6 +825,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_truncated_blob_is_miss, setup, teardown),
         cmocka_unit_test_setup_teardown(test_namespaces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_namespace_usage, setup_inline, teardown),
         cmocka_unit_test_setup_teardown(test_inline_sizes, setup_inline, teardown),
         cmocka_unit_test_setup_teardown(test_inline_spills_to_file, setup_inline, teardown),
         cmocka_unit_test_setup_teardown(test_inline_dedup_delete_persist, setup_inline, teardown),
