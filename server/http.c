@@ -305,6 +305,8 @@ static const char *audit_action(const request *r)
         return "bucket_create";
     if (r->m.op == MOP_BUCKET && r->method && strcmp(r->method, "DELETE") == 0)
         return "bucket_delete";
+    if (r->m.op == MOP_ADMIN && r->method && strcmp(r->method, "GET") != 0)
+        return "admin";
     return NULL;
 }
 

@@ -16,6 +16,7 @@
 #include "../common/log.h"
 #include "../common/util.h"
 #include "../storage/tier.h"
+#include "admin.h"
 #include "creds.h"
 #include "server.h"
 
@@ -210,6 +211,7 @@ int main(int argc, char **argv)
     while (sig == SIGPIPE);
     log_msg(LOG_INFO, "stopping", "signal %d: finishing in-flight requests", sig);
     server_stop(&srv);
+    admin_stop(); /* warmup jobs use the store */
     store_close(st);
     tier_close(tr);
     creds_free();

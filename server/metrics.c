@@ -27,7 +27,7 @@ static const double BOUNDS[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 
 static const char *FE[MFE_N] = {"native", "s3", "ops", "other"};
 static const char *OP[MOP_N] = {"get",       "head", "put",    "delete", "list",
-                                "multipart", "copy", "bucket", "other"};
+                                "multipart", "copy", "bucket", "admin",  "other"};
 
 static void head(buf *b, const char *name, const char *type, const char *help);
 struct counters;

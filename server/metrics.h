@@ -23,6 +23,7 @@ enum metrics_op {
     MOP_MULTIPART,
     MOP_COPY,
     MOP_BUCKET,
+    MOP_ADMIN,
     MOP_OTHER,
     MOP_N
 };

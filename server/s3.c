@@ -21,13 +21,17 @@
 #include <time.h>
 
 #include "../common/log.h"
+#include <openssl/evp.h>
+
 #include "../common/util.h"
 #include "creds.h"
+#include "admin.h"
 #include "s3.h"
 
 enum s3_op {
     OP_UNKNOWN,
     OP_LIST_BUCKETS,
+    OP_ADMIN, /* /admin/...: signed like S3, answered by admin.c */
     OP_CREATE_BUCKET,
     OP_DELETE_BUCKET,
     OP_HEAD_BUCKET,
@@ -368,6 +372,8 @@ static int classify(request *r)
         del = strcmp(m, "DELETE") == 0, post = strcmp(m, "POST") == 0;
     if (s->bucket[0] == '\0')
         return get || head ? OP_LIST_BUCKETS : OP_NOT_IMPLEMENTED;
+    if (!s->vhost && s->key && strcmp(s->bucket, "admin") == 0)
+        return OP_ADMIN; /* /admin itself stays a (reserved) bucket name */
     if (s->key == NULL) {
         if (get) {
             if (s3_has_param(r, "location"))
@@ -441,6 +447,7 @@ static int needed_right(int op)
     case OP_CREATE_BUCKET:
     case OP_DELETE_BUCKET:
     case OP_BUCKET_SUBRESOURCE_OK:
+    case OP_ADMIN:
         return CREDS_ADMIN;
     default:
         return CREDS_WRITE;
@@ -542,7 +549,8 @@ static int authenticate(request *r, enum MHD_Result *ret)
         s->payload_sha256_set = 1;
     }
     int need = needed_right(s->op);
-    const char *bucket = s->bucket[0] ? s->bucket : NULL;
+    /* the admin API acts on every bucket: it takes an admin key for all ("*") */
+    const char *bucket = s->op == OP_ADMIN ? "*" : s->bucket[0] ? s->bucket : NULL;
     int result = 0;
     if (creds_count() == 0) {
         /* authentication off: signatures are not checked, everything is allowed */
@@ -648,6 +656,10 @@ static enum MHD_Result first_call(request *r)
     case OP_DELETE_OBJECTS:
         r->m.op = MOP_DELETE;
         break;
+    case OP_ADMIN:
+        r->m.op = MOP_ADMIN;
+        r->m.ns = NULL;
+        break;
     default:
         break; /* by method */
     }
@@ -674,6 +686,10 @@ static enum MHD_Result first_call(request *r)
         return s3_error(r, 400, "InvalidBucketName", "The specified bucket is not valid.");
     if (authenticate(r, &ret) != 0)
         return ret;
+    if (s->op == OP_ADMIN && creds_count() == 0 && !admin_local_client(r))
+        return s3_error(r, 403, "AccessDenied",
+                        "The admin API takes an admin key; with none configured, only "
+                        "loopback clients may use it.");
     if (s->op == OP_PUT_OBJECT || s->op == OP_UPLOAD_PART) {
         if (s3_body_start(r, &ret) != 0)
             return ret;
@@ -688,11 +704,32 @@ static enum MHD_Result first_call(request *r)
 
 static void feed_xml(s3_req *s, const char *data, size_t n)
 {
-    if (s->xml.len + n > S3_XML_BODY_MAX) {
+    if (s->xml.len + n > (s->op == OP_ADMIN ? S3_ADMIN_BODY_MAX : S3_XML_BODY_MAX)) {
         s->xml_too_big = 1;
         return;
     }
     buf_add(&s->xml, data, n);
+}
+
+/* An admin request, once its body is here and matches the SHA-256 it was
+ * signed with. */
+static enum MHD_Result admin_call(request *r)
+{
+    s3_req *s = r->fe;
+    if (s->xml_too_big)
+        return s3_error(r, 400, "EntityTooLarge", "The admin request's body is too large.");
+    const char *announced = http_header(r, "x-amz-content-sha256");
+    if (announced && util_is_hex64(announced, strlen(announced))) {
+        uint8_t want[32], got[32];
+        unsigned int n;
+        util_unhex(announced, 64, want, 32);
+        EVP_Digest(s->xml.data ? s->xml.data : "", s->xml.len, got, &n, EVP_sha256(), NULL);
+        if (memcmp(want, got, 32) != 0)
+            return s3_error(r, 400, "XAmzContentSHA256Mismatch",
+                            "The provided 'x-amz-content-sha256' header does not match what was "
+                            "computed.");
+    }
+    return admin_handle(r, s->key ? s->key : "", &s->xml);
 }
 
 static enum MHD_Result last_call(request *r)
@@ -743,6 +780,8 @@ static enum MHD_Result last_call(request *r)
         return s3_list_parts(r);
     case OP_LIST_UPLOADS:
         return s3_list_multipart_uploads(r);
+    case OP_ADMIN:
+        return admin_call(r);
     case OP_BUCKET_SUBRESOURCE_OK: {
         if (!s3_bucket_exists(r))
             return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
@@ -762,7 +801,7 @@ enum MHD_Result s3_handle(request *r, const char *data, size_t *size)
         if ((s->op == OP_PUT_OBJECT || s->op == OP_UPLOAD_PART) && s->body_started)
             s3_body_feed(r, data, *size);
         else if (s->op == OP_DELETE_OBJECTS || s->op == OP_CREATE_BUCKET ||
-                 s->op == OP_COMPLETE_MULTIPART)
+                 s->op == OP_COMPLETE_MULTIPART || s->op == OP_ADMIN)
             feed_xml(s, data, *size);
         *size = 0;
         return MHD_YES;

@@ -20,6 +20,7 @@
 #define S3_MAX_PARAMS 64
 #define S3_NS_MAX 80
 #define S3_XML_BODY_MAX (2u << 20)
+#define S3_ADMIN_BODY_MAX (64u << 20) /* a warmup list: a million items or so */
 
 typedef struct s3_req {
     char bucket[64];

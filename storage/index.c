@@ -137,6 +137,19 @@ static void atime_key(uint8_t *p, uint64_t atime, const uint8_t d[32])
     memcpy(p + 8, d, 32);
 }
 
+int idx_atime_decode(const MDB_val *k, uint64_t *atime, const uint8_t **digest)
+{
+    if (k->mv_size != 40)
+        return MDB_CORRUPTED;
+    const uint8_t *p = k->mv_data;
+    uint64_t a = 0;
+    for (int i = 0; i < 8; i++)
+        a = a << 8 | p[i];
+    *atime = a;
+    *digest = p + 8;
+    return 0;
+}
+
 static int atime_put(MDB_txn *t, idx *ix, const uint8_t d[32], uint64_t atime)
 {
     uint8_t kb[40];

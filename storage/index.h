@@ -102,6 +102,8 @@ int idx_put_inline(MDB_txn *t, idx *ix, const uint8_t d[32], const void *data, s
 int idx_get_inline(MDB_txn *t, idx *ix, const uint8_t d[32], const void **data, size_t *len);
 /* Number of records in the inline database. */
 uint64_t idx_count_inline(MDB_txn *t, idx *ix);
+/* A key of the atime database: the access time, and the digest in it. */
+int idx_atime_decode(const MDB_val *k, uint64_t *atime, const uint8_t **digest);
 int idx_move_atime(MDB_txn *t, idx *ix, const uint8_t d[32], blob_rec *b, uint64_t atime);
 
 int idx_get_key(MDB_txn *t, idx *ix, const void *k, size_t klen, key_rec *r);

@@ -1906,6 +1906,87 @@ int store_ns_usage(store *s, int (*cb)(void *ctx, const char *ns, uint64_t keys,
     return rc == 0 || rc == MDB_NOTFOUND ? STORE_OK : STORE_IO;
 }
 
+int store_warm(store *s, const char *ns, const void *key, size_t klen, int *state, uint64_t *size)
+{
+    size_t nklen;
+    *state = 0;
+    *size = 0;
+    char *nskey = make_nskey(s, ns, key, klen, &nklen);
+    if (nskey == NULL)
+        return STORE_BAD_KEY;
+    store_entry e;
+    int rc = lookup_local(s, nskey, nklen, &e);
+    if (rc == STORE_OK) {
+        *state = STORE_WARM_LOCAL;
+    } else if (rc == STORE_NOTFOUND && s->tier_q) {
+        int filled = 0;
+        rc = tier_resolve_key(s, nskey, nklen, &e, &filled);
+        if (rc == STORE_OK && filled) {
+            store_entry_clear(&e); /* not read here: the fill goes on without us */
+            tier_wait_key(s, nskey, nklen);
+        } else if (rc == STORE_OK) {
+            store_entry_clear(&e);
+        }
+        /* warmed means committed here */
+        if (rc == STORE_OK && (rc = lookup_local(s, nskey, nklen, &e)) == STORE_OK)
+            *state = STORE_WARM_FETCHED;
+    }
+    if (rc == STORE_OK) {
+        *size = e.size;
+        store_entry_clear(&e);
+    }
+    free(nskey);
+    return rc;
+}
+
+int store_hot(store *s, uint64_t since_ms, size_t limit,
+              int (*cb)(void *ctx, const char *ns, const void *key, size_t klen, uint64_t size),
+              void *ctx)
+{
+    int rc = store_flush(s);
+    if (rc != STORE_OK)
+        return rc;
+    MDB_txn *t = reader_get(s);
+    if (t == NULL)
+        return STORE_IO;
+    MDB_cursor *ac = NULL, *rcur = NULL;
+    rc = mdb_cursor_open(t, s->ix.atime, &ac);
+    if (rc == 0)
+        rc = mdb_cursor_open(t, s->ix.refs, &rcur);
+    size_t n = 0;
+    int stop = 0;
+    MDB_val k, v;
+    /* the atime database is ordered oldest first: walk it from the end */
+    for (rc = rc ? rc : mdb_cursor_get(ac, &k, &v, MDB_LAST); rc == 0 && !stop && n < limit;
+         rc = mdb_cursor_get(ac, &k, &v, MDB_PREV)) {
+        uint64_t atime;
+        const uint8_t *digest;
+        if (idx_atime_decode(&k, &atime, &digest) != 0 || atime < since_ms)
+            break;
+        MDB_val d = {32, (void *)digest}, kv;
+        int r2;
+        for (r2 = mdb_cursor_get(rcur, &d, &kv, MDB_SET_KEY); r2 == 0 && n < limit;
+             r2 = mdb_cursor_get(rcur, &d, &kv, MDB_NEXT_DUP)) {
+            key_rec kr;
+            const char *nk = kv.mv_data;
+            size_t nl = strnlen(nk, kv.mv_size);
+            if (nl == kv.mv_size || idx_get_key(t, &s->ix, kv.mv_data, kv.mv_size, &kr) != 0)
+                continue;
+            n++;
+            if (cb(ctx, nk, nk + nl + 1, kv.mv_size - nl - 1, kr.size) != 0) {
+                stop = 1;
+                break;
+            }
+        }
+    }
+    if (rcur)
+        mdb_cursor_close(rcur);
+    if (ac)
+        mdb_cursor_close(ac);
+    reader_put(s, t);
+    return rc == 0 || rc == MDB_NOTFOUND ? STORE_OK : STORE_IO;
+}
+
 /* ---- listing -------------------------------------------------------------- */
 
 int store_list(store *s, const char *ns, const void *from, size_t from_len, int after,

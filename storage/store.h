@@ -183,6 +183,18 @@ int store_get_stats(store *s, store_stats *st);
 /* The data directory (absolute). */
 const char *store_dir(const store *s);
 
+/* Makes a key local: looks it up here, else reads it through the cold tier
+ * and waits until its local copy is committed.  *state says which; *size is
+ * the body's size.  STORE_NOTFOUND when neither here nor in the tier. */
+enum { STORE_WARM_LOCAL = 1, STORE_WARM_FETCHED = 2 };
+int store_warm(store *s, const char *ns, const void *key, size_t klen, int *state, uint64_t *size);
+/* The hot set: calls cb with each key whose blob was read or written since
+ * since_ms, most recent first, at most limit of them; cb returns non-zero to
+ * stop.  Access times kept in memory are written first. */
+int store_hot(store *s, uint64_t since_ms, size_t limit,
+              int (*cb)(void *ctx, const char *ns, const void *key, size_t klen, uint64_t size),
+              void *ctx);
+
 /* Runs eviction now until physical bytes are at most target. */
 int store_evict_to(store *s, uint64_t target);
 /* Waits until buffered last-access times are written (tests, shutdown). */

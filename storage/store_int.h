@@ -168,6 +168,9 @@ void tier_kick(store *s);
 /* A local miss: fetch the key (and its blob) from the tier.  STORE_OK once
  * the key is stored locally, else STORE_NOTFOUND (or STORE_IO). */
 int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, int *filled);
+/* Waits until no read-through of this key is in progress (its local copy
+ * committed or dropped). */
+void tier_wait_key(store *s, const char *nskey, size_t nklen);
 /* A key read through the tier is answered from the checked bytes while its
  * local copy is being committed: the entry holds them (store_entry.fill). */
 void tier_fill_release(struct tier_fill *f);

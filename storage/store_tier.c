@@ -1623,6 +1623,17 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
     return status;
 }
 
+void tier_wait_key(store *s, const char *nskey, size_t nklen)
+{
+    tier_state *q = s->tier_q;
+    if (q == NULL)
+        return;
+    uint8_t id[TQ_KEYLEN];
+    tq_key(TQ_KEY, nskey, nklen, id);
+    if (gate_enter(q, id)) /* nobody was fetching it: nothing to wait for */
+        gate_leave(q, id);
+}
+
 int tier_resolve_ns(store *s, const char *ns)
 {
     tier_state *q = s->tier_q;

@@ -120,7 +120,8 @@ class S3rver(Moto):
 
 class FaultProxy:
     """Forwards requests to a backend, or fails them: mode is "ok", "down"
-    (connection closed), "500", "503", "403" or "slow" (answers after 30 s)."""
+    (connection closed), "500", "503", "403", "slow" (answers after 30 s), or
+    "flip" (the answer's body with one byte changed)."""
 
     def __init__(self, backend_port):
         self.mode = "ok"
@@ -157,6 +158,9 @@ class FaultProxy:
                 c.request(self.command, self.path, body=body if n else None, headers=headers)
                 r = c.getresponse()
                 data = r.read()
+                if mode == "flip" and data:
+                    data = data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 1]) + \
+                        data[len(data) // 2 + 1:]
                 self.send_response(r.status)
                 for k, v in r.getheaders():
                     if k.lower() not in ("content-length", "transfer-encoding", "connection",

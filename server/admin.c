@@ -1,0 +1,482 @@
+/*
+ * admin.c - see admin.h.
+ */
+#include "admin.h"
+
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/log.h"
+#include "../common/util.h"
+#include "s3.h"
+
+#define ITEM_MAX 2048      /* bytes of one item line */
+#define JOBS_KEPT 32       /* finished jobs still answerable */
+#define PARALLEL_MAX 64    /* workers of one warmup job */
+#define PARALLEL_DEFAULT 8 /* each a tier request at a time */
+
+/* ---- items -------------------------------------------------------------- */
+
+typedef struct item {
+    char *ns;
+    char *key;
+    size_t klen;
+} item;
+
+/* Parses one line into it (0), or -1 if it names nothing. */
+static int item_parse(const char *line, size_t len, item *it)
+{
+    char *d = malloc(len + 1);
+    size_t n = 0;
+    if (d == NULL)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (line[i] == '%') {
+            int a = i + 2 < len ? util_hexval((unsigned char)line[i + 1]) : -1,
+                b = a >= 0 ? util_hexval((unsigned char)line[i + 2]) : -1;
+            if (b < 0) {
+                free(d);
+                return -1;
+            }
+            d[n++] = (char)(a << 4 | b);
+            i += 2;
+        } else {
+            d[n++] = line[i];
+        }
+    }
+    d[n] = '\0';
+    const char *ns, *key;
+    size_t nslen;
+    char buf[S3_NS_MAX];
+    if (util_is_hex64(d, n)) {
+        ns = "cas", nslen = 3, key = d;
+    } else if (n > 4 && memcmp(d, "cas/", 4) == 0) {
+        ns = "cas", nslen = 3, key = d + 4;
+    } else if (n > 3 && memcmp(d, "ac/", 3) == 0) {
+        /* ac/KEY or ac/INSTANCE/KEY: the key is the last part (a digest) */
+        const char *last = memrchr(d + 3, '/', n - 3);
+        ns = d, nslen = last ? (size_t)(last - d) : 2, key = last ? last + 1 : d + 3;
+    } else {
+        const char *slash = memchr(d, '/', n);
+        if (slash == NULL || slash == d || (size_t)(slash - d) + 3 >= sizeof buf ||
+            slash + 1 == d + n) {
+            free(d);
+            return -1;
+        }
+        nslen = (size_t)snprintf(buf, sizeof buf, "s3/%.*s", (int)(slash - d), d);
+        ns = buf, key = slash + 1;
+    }
+    it->klen = (size_t)(d + n - key);
+    it->ns = strndup(ns, nslen);
+    it->key = malloc(it->klen + 1);
+    if (it->ns == NULL || it->key == NULL || it->klen == 0 || memchr(it->ns, '\0', nslen)) {
+        free(it->ns);
+        free(it->key);
+        free(d);
+        return -1;
+    }
+    memcpy(it->key, key, it->klen);
+    it->key[it->klen] = '\0';
+    free(d);
+    return 0;
+}
+
+static void pct_add(buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x21 || c == '%' || c == 0x7f) {
+            char e[3] = {'%', hex[c >> 4], hex[c & 15]};
+            buf_add(b, e, 3);
+        } else {
+            buf_add(b, (const char *)&s[i], 1);
+        }
+    }
+}
+
+/* Appends the item line of (ns, key): the reverse of item_parse. */
+static void item_format(buf *b, const char *ns, const char *key, size_t klen)
+{
+    if (strncmp(ns, "s3/", 3) == 0)
+        pct_add(b, ns + 3, strlen(ns + 3));
+    else
+        pct_add(b, ns, strlen(ns));
+    buf_add(b, "/", 1);
+    pct_add(b, key, klen);
+}
+
+/* ---- warmup jobs -------------------------------------------------------- */
+
+typedef struct job {
+    unsigned id;
+    store *st;
+    item *items;
+    size_t n;
+    unsigned parallel;
+    atomic_size_t next;
+    atomic_int cancel;
+    atomic_uint running; /* workers still at it */
+    atomic_ullong done, local, warmed, missing, failed, bytes, fetched_bytes;
+    uint64_t start_ms;
+    _Atomic(uint64_t) end_ms;
+} job;
+
+static pthread_mutex_t jobs_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t jobs_cv = PTHREAD_COND_INITIALIZER;
+static job *jobs[JOBS_KEPT];
+static unsigned next_id = 1;
+
+static void job_free(job *j)
+{
+    for (size_t i = 0; i < j->n; i++) {
+        free(j->items[i].ns);
+        free(j->items[i].key);
+    }
+    free(j->items);
+    free(j);
+}
+
+static void *worker_main(void *arg)
+{
+    job *j = arg;
+    for (;;) {
+        size_t i = atomic_fetch_add(&j->next, 1);
+        if (i >= j->n || atomic_load(&j->cancel))
+            break;
+        item *it = &j->items[i];
+        int state;
+        uint64_t size;
+        int rc = store_warm(j->st, it->ns, it->key, it->klen, &state, &size);
+        if (rc == STORE_OK) {
+            atomic_fetch_add(state == STORE_WARM_LOCAL ? &j->local : &j->warmed, 1);
+            atomic_fetch_add(&j->bytes, size);
+            if (state == STORE_WARM_FETCHED)
+                atomic_fetch_add(&j->fetched_bytes, size);
+        } else {
+            atomic_fetch_add(rc == STORE_NOTFOUND || rc == STORE_BAD_KEY ? &j->missing : &j->failed,
+                             1);
+            if (rc != STORE_NOTFOUND && rc != STORE_BAD_KEY)
+                log_msg(LOG_WARN, "warmup_failed", "job %u: %s: %s", j->id, it->ns,
+                        store_strerror(rc));
+        }
+        atomic_fetch_add(&j->done, 1);
+    }
+    pthread_mutex_lock(&jobs_mu);
+    if (atomic_fetch_sub(&j->running, 1) == 1) {
+        atomic_store(&j->end_ms, util_now_ms());
+        log_msg(LOG_INFO, "warmup_done",
+                "job %u: %llu items: %llu already local, %llu warmed, %llu missing, %llu failed%s",
+                j->id, (unsigned long long)j->n, (unsigned long long)atomic_load(&j->local),
+                (unsigned long long)atomic_load(&j->warmed),
+                (unsigned long long)atomic_load(&j->missing),
+                (unsigned long long)atomic_load(&j->failed),
+                atomic_load(&j->cancel) ? " (stopped)" : "");
+        pthread_cond_broadcast(&jobs_cv);
+    }
+    pthread_mutex_unlock(&jobs_mu);
+    return NULL;
+}
+
+static void job_json(buf *b, job *j)
+{
+    uint64_t end = atomic_load(&j->end_ms);
+    const char *state = end == 0 ? "running" : atomic_load(&j->cancel) ? "stopped" : "done";
+    uint64_t now = end ? end : util_now_ms();
+    buf_printf(
+        b,
+        "{\"job\":%u,\"state\":\"%s\",\"items\":%zu,\"done\":%llu,\"local\":%llu,"
+        "\"warmed\":%llu,\"missing\":%llu,\"failed\":%llu,\"bytes\":%llu,"
+        "\"fetched_bytes\":%llu,\"elapsed_ms\":%llu}\n",
+        j->id, state, j->n, (unsigned long long)atomic_load(&j->done),
+        (unsigned long long)atomic_load(&j->local), (unsigned long long)atomic_load(&j->warmed),
+        (unsigned long long)atomic_load(&j->missing), (unsigned long long)atomic_load(&j->failed),
+        (unsigned long long)atomic_load(&j->bytes),
+        (unsigned long long)atomic_load(&j->fetched_bytes),
+        (unsigned long long)(now - j->start_ms));
+}
+
+static enum MHD_Result send_buf(request *r, unsigned status, buf *b)
+{
+    if (!buf_ok(b)) {
+        buf_free(b);
+        return http_json(r, 500, "{\"error\":\"out of memory\"}\n");
+    }
+    size_t len;
+    char *data = buf_take(b, &len);
+    if (data == NULL)
+        return http_json(r, 500, "{\"error\":\"out of memory\"}\n");
+    int json = len > 0 && data[0] == '{';
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    if (resp == NULL) {
+        free(data);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type",
+                            json ? "application/json" : "text/plain; charset=utf-8");
+    return http_queue(r, status, resp);
+}
+
+static enum MHD_Result admin_error(request *r, unsigned status, const char *msg)
+{
+    buf b = {0};
+    buf_puts(&b, "{\"error\":\"");
+    char esc[512];
+    log_json_escape(esc, sizeof esc, msg);
+    buf_puts(&b, esc);
+    buf_puts(&b, "\"}\n");
+    return send_buf(r, status, &b);
+}
+
+static int uint_param(request *r, const char *name, uint64_t def, uint64_t *out)
+{
+    const char *v = s3_param(r, name);
+    if (v == NULL || v[0] == '\0') {
+        *out = def;
+        return 0;
+    }
+    return util_parse_size(v, out);
+}
+
+static enum MHD_Result warmup_start(request *r, const buf *body)
+{
+    uint64_t parallel;
+    if (uint_param(r, "parallel", PARALLEL_DEFAULT, &parallel) != 0 || parallel == 0 ||
+        parallel > PARALLEL_MAX)
+        return admin_error(r, 400, "parallel must be 1 to 64");
+    job *j = calloc(1, sizeof *j);
+    if (j == NULL)
+        return admin_error(r, 500, "out of memory");
+    size_t cap = 0;
+    const char *p = body->data ? body->data : "", *end = p + body->len;
+    unsigned lineno = 0;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        lineno++;
+        if (len && p[len - 1] == '\r')
+            len--;
+        if (len > 0 && p[0] != '#') {
+            if (j->n == cap) {
+                cap = cap ? 2 * cap : 256;
+                item *ni = realloc(j->items, cap * sizeof *ni);
+                if (ni == NULL) {
+                    job_free(j);
+                    return admin_error(r, 500, "out of memory");
+                }
+                j->items = ni;
+            }
+            if (len > ITEM_MAX || item_parse(p, len, &j->items[j->n]) != 0) {
+                job_free(j);
+                char msg[160];
+                snprintf(msg, sizeof msg,
+                         "line %u: not an item (BUCKET/KEY, cas/DIGEST, DIGEST or ac/KEY)", lineno);
+                return admin_error(r, 400, msg);
+            }
+            j->n++;
+        }
+        p = nl ? nl + 1 : end;
+    }
+    j->st = r->srv->st;
+    j->parallel = (unsigned)(parallel < j->n ? parallel : j->n ? j->n : 1);
+    j->start_ms = util_now_ms();
+    atomic_init(&j->running, j->parallel);
+
+    pthread_mutex_lock(&jobs_mu);
+    int slot = -1;
+    for (int i = 0; i < JOBS_KEPT && slot < 0; i++)
+        if (jobs[i] == NULL)
+            slot = i;
+    for (int i = 0; i < JOBS_KEPT && slot < 0; i++)
+        if (atomic_load(&jobs[i]->running) == 0 && (slot < 0 || jobs[i]->id < jobs[slot]->id))
+            slot = i; /* the oldest finished job makes room */
+    if (slot < 0) {
+        pthread_mutex_unlock(&jobs_mu);
+        job_free(j);
+        return admin_error(r, 503, "too many warmup jobs running");
+    }
+    if (jobs[slot])
+        job_free(jobs[slot]);
+    jobs[slot] = j;
+    j->id = next_id++;
+    unsigned started = 0;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    for (unsigned i = 0; i < j->parallel; i++) {
+        pthread_t t;
+        if (pthread_create(&t, &at, worker_main, j) == 0)
+            started++;
+    }
+    pthread_attr_destroy(&at);
+    if (started < j->parallel)
+        atomic_fetch_sub(&j->running, j->parallel - started);
+    if (started == 0)
+        atomic_store(&j->end_ms, util_now_ms());
+    log_msg(LOG_INFO, "warmup_started", "job %u: %zu items, %u at a time", j->id, j->n, started);
+    buf b = {0};
+    job_json(&b, j);
+    pthread_mutex_unlock(&jobs_mu);
+    return send_buf(r, started ? 202 : 500, &b);
+}
+
+static enum MHD_Result warmup_job(request *r, const char *id)
+{
+    char *endp;
+    unsigned long n = strtoul(id, &endp, 10);
+    if (*id == '\0' || *endp != '\0')
+        return admin_error(r, 404, "no such job");
+    pthread_mutex_lock(&jobs_mu);
+    job *j = NULL;
+    for (int i = 0; i < JOBS_KEPT; i++)
+        if (jobs[i] && jobs[i]->id == n)
+            j = jobs[i];
+    if (j == NULL) {
+        pthread_mutex_unlock(&jobs_mu);
+        return admin_error(r, 404, "no such job");
+    }
+    if (http_is(r, "DELETE") && atomic_load(&j->end_ms) == 0)
+        atomic_store(&j->cancel, 1);
+    buf b = {0};
+    job_json(&b, j);
+    pthread_mutex_unlock(&jobs_mu);
+    return send_buf(r, 200, &b);
+}
+
+/* ---- the hot set, eviction, drain ---------------------------------------- */
+
+static int hot_line(void *ctx, const char *ns, const void *key, size_t klen, uint64_t size)
+{
+    (void)size;
+    buf *b = ctx;
+    item_format(b, ns, key, klen);
+    buf_add(b, "\n", 1);
+    return !buf_ok(b);
+}
+
+static enum MHD_Result hot(request *r)
+{
+    uint64_t window, limit;
+    if (uint_param(r, "window", 86400, &window) != 0 || uint_param(r, "limit", 100000, &limit) != 0)
+        return admin_error(r, 400, "window (seconds) and limit must be numbers");
+    uint64_t now = util_now_ms(), since = window * 1000 < now ? now - window * 1000 : 0;
+    buf b = {0};
+    int rc = store_hot(r->srv->st, since, (size_t)limit, hot_line, &b);
+    if (rc != STORE_OK) {
+        buf_free(&b);
+        return admin_error(r, 500, store_strerror(rc));
+    }
+    return send_buf(r, 200, &b);
+}
+
+static void stats_json(buf *b, store *st)
+{
+    store_stats s;
+    store_get_stats(st, &s);
+    buf_printf(b,
+               "{\"stored_bytes\":%llu,\"blobs\":%llu,\"keys\":%llu,\"tier_queue\":%llu,"
+               "\"tier_queue_bytes\":%llu}\n",
+               (unsigned long long)s.physical, (unsigned long long)s.blobs,
+               (unsigned long long)s.keys, (unsigned long long)s.tier_queue,
+               (unsigned long long)s.tier_pending_bytes);
+}
+
+static enum MHD_Result evict(request *r)
+{
+    const char *to = s3_param(r, "to");
+    uint64_t target;
+    if (to == NULL || util_parse_size(to, &target) != 0)
+        return admin_error(r, 400, "to=SIZE is required (bytes, or with K, M, G, T)");
+    int rc = store_evict_to(r->srv->st, target);
+    if (rc != STORE_OK)
+        return admin_error(r, 500, store_strerror(rc));
+    buf b = {0};
+    stats_json(&b, r->srv->st);
+    return send_buf(r, 200, &b);
+}
+
+static enum MHD_Result drain(request *r)
+{
+    uint64_t timeout;
+    if (uint_param(r, "timeout", 60, &timeout) != 0)
+        return admin_error(r, 400, "timeout must be a number of seconds");
+    if (!r->srv->cfg->tier[0])
+        return admin_error(r, 409, "no cold tier is configured");
+    uint64_t end = util_mono_ns() + timeout * 1000000000ull;
+    store_stats s;
+    for (;;) {
+        if (store_get_stats(r->srv->st, &s) != STORE_OK)
+            return admin_error(r, 500, "cannot read the store's state");
+        if (s.tier_queue == 0 || util_mono_ns() >= end)
+            break;
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    buf b = {0};
+    stats_json(&b, r->srv->st);
+    return send_buf(r, s.tier_queue == 0 ? 200 : 504, &b);
+}
+
+/* ---- routing -------------------------------------------------------------- */
+
+int admin_local_client(request *r)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci == NULL || ci->client_addr == NULL)
+        return 0;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return 0;
+}
+
+enum MHD_Result admin_handle(request *r, const char *path, const buf *body)
+{
+    if (strcmp(path, "warmup") == 0) {
+        if (!http_is(r, "POST"))
+            return admin_error(r, 405, "POST a list of items to /admin/warmup");
+        return warmup_start(r, body);
+    }
+    if (strncmp(path, "warmup/", 7) == 0) {
+        if (!http_is(r, "GET") && !http_is(r, "DELETE"))
+            return admin_error(r, 405, "GET or DELETE a warmup job");
+        return warmup_job(r, path + 7);
+    }
+    if (strcmp(path, "hot") == 0)
+        return http_is(r, "GET") ? hot(r) : admin_error(r, 405, "GET /admin/hot");
+    if (strcmp(path, "evict") == 0)
+        return http_is(r, "POST") ? evict(r) : admin_error(r, 405, "POST /admin/evict?to=SIZE");
+    if (strcmp(path, "drain") == 0)
+        return http_is(r, "POST") ? drain(r) : admin_error(r, 405, "POST /admin/drain");
+    return admin_error(r, 404, "no such admin endpoint (warmup, hot, evict, drain)");
+}
+
+void admin_stop(void)
+{
+    pthread_mutex_lock(&jobs_mu);
+    for (int i = 0; i < JOBS_KEPT; i++)
+        if (jobs[i])
+            atomic_store(&jobs[i]->cancel, 1);
+    for (int i = 0; i < JOBS_KEPT; i++) {
+        while (jobs[i] && atomic_load(&jobs[i]->running) > 0)
+            pthread_cond_wait(&jobs_cv, &jobs_mu);
+        if (jobs[i])
+            job_free(jobs[i]);
+        jobs[i] = NULL;
+    }
+    pthread_mutex_unlock(&jobs_mu);
+}

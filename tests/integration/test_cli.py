@@ -1,0 +1,319 @@
+"""The cairn CLI against real cairnd nodes over a moto_server tier.
+
+What is checked: after a node's folder is wiped, `cairn warmup` makes every
+listed entry local (the metrics then count local hits, not tier reads); an
+interrupted warmup resumes without fetching anything twice; the hot set of
+one node warms another; --into DIR downloads verified files, skips what is
+there, and keeps nothing when the server's bytes are damaged; the admin API
+refuses keys that are not admin keys; the progress bar on a terminal and
+plain lines in a pipe; put/get/stat/ls/rm/stats/evict/drain do what they say."""
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+import test_tier as tt
+from harness import CAIRN, Server, close_checked, random_seed, sha256, wait_for
+
+KIB, MIB = 1024, 1024 * 1024
+AK, SK = "cli-admin", "cli-admin-secret"
+
+
+def metric(srv, name, **labels):
+    text = tt.request(srv, "GET", "/metrics")[2].decode()
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(r"(\w+)(?:\{(.*)\})? (\S+)$", line)
+        if m and m.group(1) == name and all(
+                ('%s="%s"' % kv) in (m.group(2) or "") for kv in labels.items()):
+            total += float(m.group(3))
+    return total
+
+
+@unittest.skipUnless(tt.have_moto(), "moto_server missing")
+class CliTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.moto = tt.Moto("tier")
+        cls.creds_file = tempfile.NamedTemporaryFile("w", suffix=".creds", delete=False)
+        cls.creds_file.write("%s %s admin *\ncli-reader cli-reader-secret read *\n" % (AK, SK))
+        cls.creds_file.close()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.moto.stop()
+        os.unlink(cls.creds_file.name)
+
+    def node(self, prefix="cli", data=None):
+        srv = Server(["--tier", "s3://tier/" + prefix, "--tier-endpoint", self.moto.url,
+                      "--credentials", self.creds_file.name], data=data, env=tt.CREDS)
+        self.addCleanup(close_checked, self, srv)
+        return srv
+
+    def cli(self, srv, *args, key=(AK, SK), stdin=None, timeout=300, url=None):
+        env = dict(os.environ, CAIRN_URL=url or srv.url, CAIRN_CONFIG="/dev/null")
+        for k in ("CAIRN_ACCESS_KEY", "CAIRN_SECRET_KEY", "AWS_ACCESS_KEY_ID",
+                  "AWS_SECRET_ACCESS_KEY"):
+            env.pop(k, None)
+        if key:
+            env["CAIRN_ACCESS_KEY"], env["CAIRN_SECRET_KEY"] = key
+        p = subprocess.run([CAIRN] + list(args), input=stdin, capture_output=True, env=env,
+                           timeout=timeout)
+        return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+    def s3(self, srv):
+        import boto3
+        return boto3.client("s3", endpoint_url=srv.url, region_name="us-east-1",
+                            aws_access_key_id=AK, aws_secret_access_key=SK)
+
+    def fill(self, srv, n_small=40, n_big=2):
+        """Objects in bucket proj and blobs in the CAS; returns {item: body}."""
+        rng = random.Random(random_seed())
+        c = self.s3(srv)
+        c.create_bucket(Bucket="proj")
+        items = {}
+        for i in range(n_small + n_big):
+            size = rng.randint(1, 200 * KIB) if i < n_small else rng.randint(3 * MIB, 6 * MIB)
+            body = rng.randbytes(size) if i % 2 else (b"log line %d\n" % i) * (size // 12 + 1)
+            key = "runner/p%d/cache %d.zip" % (i % 3, i)  # a space: items escape it
+            c.put_object(Bucket="proj", Key=key, Body=body)
+            items["proj/" + key.replace(" ", "%20")] = body
+        for i in range(4):
+            body = rng.randbytes(rng.randint(10, 100 * KIB))
+            self.assertEqual(tt.request(srv, "PUT", "/cas/" + sha256(body), body)[0], 200)
+            items[sha256(body)] = body
+        rc, out, err = self.cli(srv, "drain", "--timeout", "120s")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("tier queue 0", out)
+        return items
+
+    def wipe(self, srv):
+        srv.stop()
+        shutil.rmtree(srv.data)
+        os.mkdir(srv.data)
+        srv.start()
+
+    def read_all(self, srv, items):
+        c = self.s3(srv)
+        for name, body in items.items():
+            if name.startswith("proj/"):
+                got = c.get_object(Bucket="proj", Key=name[5:].replace("%20", " "))["Body"].read()
+            else:
+                got = tt.request(srv, "GET", "/cas/" + name)[2]
+            self.assertEqual(got, body, name)
+
+    def test_warmup_after_wipe_makes_every_entry_a_local_hit(self):
+        a = self.node()
+        items = self.fill(a)
+        self.wipe(a)
+        listing = "".join(n + "\n" for n in items) + "# a comment\n\n"
+        rc, out, err = self.cli(a, "warmup", "--json", "-", stdin=listing.encode())
+        self.assertEqual(rc, 0, err)
+        s = json.loads(out)
+        self.assertEqual((s["items"], s["warmed"], s["local"], s["missing"], s["failed"]),
+                         (len(items), len(items), 0, 0, 0))
+        self.assertEqual(s["bytes"], sum(len(b) for b in items.values()))
+        tier_reads = metric(a, "cairn_tier_reads_total", result="hit")
+        self.read_all(a, items)
+        # every read was local: the hits say so, and the tier was not asked again
+        self.assertEqual(metric(a, "cairn_cache_hits_total", level="local"), len(items))
+        self.assertEqual(metric(a, "cairn_cache_hits_total", level="tier"), 0)
+        self.assertEqual(metric(a, "cairn_tier_reads_total", result="hit"), tier_reads)
+        # again: all already local
+        rc, out, err = self.cli(a, "warmup", "--json", "-", stdin=listing.encode())
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out)["local"], len(items))
+        # an entry nobody has: counted missing, exit 1
+        rc, out, err = self.cli(a, "warmup", "-", stdin=b"proj/not-there\n")
+        self.assertEqual(rc, 1)
+        self.assertIn("1 missing", out)
+
+    def test_interrupted_warmup_resumes_without_duplicates(self):
+        a = self.node(prefix="resume")
+        items = self.fill(a, n_small=150, n_big=0)
+        self.wipe(a)
+        listing = "".join(n + "\n" for n in items).encode()
+        env = dict(os.environ, CAIRN_URL=a.url, CAIRN_CONFIG="/dev/null", CAIRN_ACCESS_KEY=AK,
+                   CAIRN_SECRET_KEY=SK)
+        path = a.data + ".items"
+        with open(path, "wb") as f:
+            f.write(listing)
+        self.addCleanup(os.unlink, path)
+        p = subprocess.Popen([CAIRN, "warmup", "--parallel", "1", "--json", path],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        self.assertTrue(wait_for(lambda: metric(a, "cairn_tier_reads_total", result="hit") >= 10,
+                                 timeout=60))
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 130, err)
+        first = json.loads(out)
+        self.assertEqual(first["state"], "stopped")
+        self.assertLess(first["local"] + first["warmed"], len(items))
+        rc, out, err = self.cli(a, "warmup", "--json", "-", stdin=listing)
+        self.assertEqual(rc, 0, err)
+        second = json.loads(out)
+        self.assertEqual(second["state"], "done")
+        self.assertEqual(second["local"], first["warmed"])  # what the first run warmed
+        self.assertEqual(second["local"] + second["warmed"], len(items))
+        # nothing was fetched from the tier twice
+        self.assertEqual(metric(a, "cairn_tier_reads_total", result="hit"), len(items))
+        self.read_all(a, items)
+
+    def test_hot_set_of_one_node_warms_another(self):
+        a = self.node(prefix="hot")
+        items = self.fill(a, n_small=20, n_big=0)
+        hot = [n for n in items if n.startswith("proj/")][:7]
+        time.sleep(1.1)  # before this second, everything was written
+        c = self.s3(a)
+        for n in hot:
+            c.get_object(Bucket="proj", Key=n[5:].replace("%20", " "))["Body"].read()
+        b = self.node(prefix="hot")
+        rc, out, err = self.cli(b, "warmup", "--hot", "--from", a.url, "--window", "1s",
+                                "--json")
+        self.assertEqual(rc, 0, err)
+        s = json.loads(out)
+        self.assertEqual((s["items"], s["warmed"]), (len(hot), len(hot)))
+        for n in hot:
+            got = self.s3(b).get_object(Bucket="proj", Key=n[5:].replace("%20", " "))
+            self.assertEqual(got["Body"].read(), items[n])
+        self.assertEqual(metric(b, "cairn_cache_hits_total", level="local"), len(hot))
+
+    def test_warmup_into_a_directory(self):
+        a = self.node(prefix="into")
+        items = self.fill(a, n_small=12, n_big=1)
+        d = tempfile.mkdtemp(prefix="cairn-into-")
+        self.addCleanup(shutil.rmtree, d, True)
+        listing = "".join(n + "\n" for n in items).encode()
+        rc, out, err = self.cli(a, "warmup", "--into", d, "--json", "-", stdin=listing)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out)["warmed"], len(items))
+        for n, body in items.items():
+            path = os.path.join(d, "cas", n) if "/" not in n else \
+                os.path.join(d, n.replace("%20", " "))
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(), body, n)
+        rc, out, err = self.cli(a, "warmup", "--into", d, "--json", "-", stdin=listing)
+        self.assertEqual(json.loads(out)["local"], len(items))  # all there: skipped
+        # a damaged answer: nothing kept, exit 1
+        proxy = tt.FaultProxy(a.port)
+        self.addCleanup(proxy.stop)
+        proxy.mode = "flip"
+        d2 = tempfile.mkdtemp(prefix="cairn-into-")
+        self.addCleanup(shutil.rmtree, d2, True)
+        some = [n for n in items if n.startswith("proj/")][:3] + \
+            [n for n in items if "/" not in n][:2]
+        rc, out, err = self.cli(a, "warmup", "--into", d2, "--json", "-",
+                                stdin="".join(n + "\n" for n in some).encode(), url=proxy.url)
+        self.assertEqual(rc, 1, err)
+        self.assertEqual(json.loads(out)["failed"], len(some))
+        self.assertIn("does not match its digest", err)
+        left = [f for _, _, fs in os.walk(d2) for f in fs]
+        self.assertEqual(left, [])
+
+    def test_admin_needs_an_admin_key(self):
+        a = self.node(prefix="auth")
+        rc, out, err = self.cli(a, "warmup", "-", stdin=b"proj/x\n",
+                                key=("cli-reader", "cli-reader-secret"))
+        self.assertEqual(rc, 3)
+        self.assertIn("403", err)
+        rc, out, err = self.cli(a, "warmup", "-", stdin=b"proj/x\n", key=(AK, "wrong"))
+        self.assertEqual(rc, 3)
+        self.assertIn("signature", err.lower())
+        rc, out, err = self.cli(a, "drain", key=None)
+        self.assertEqual(rc, 3)
+        # a bad item is refused before anything is sent
+        rc, out, err = self.cli(a, "warmup", "-", stdin=b"no-slash\n")
+        self.assertEqual(rc, 2)
+        self.assertIn("not an item", err)
+        audit = [json.loads(x) for x in a.read_log().splitlines() if '"audit"' in x]
+        self.assertTrue(any(x.get("action") == "refused" for x in audit))
+
+    def test_progress_on_a_terminal_and_plain_in_a_pipe(self):
+        a = self.node(prefix="tty")
+        items = self.fill(a, n_small=30, n_big=1)
+        self.wipe(a)
+        listing = os.path.join(a.data + ".items")
+        with open(listing, "w") as f:
+            f.write("".join(n + "\n" for n in items))
+        self.addCleanup(os.unlink, listing)
+        env = dict(os.environ, CAIRN_URL=a.url, CAIRN_CONFIG="/dev/null", CAIRN_ACCESS_KEY=AK,
+                   CAIRN_SECRET_KEY=SK)
+        # a real terminal: script(1) gives the CLI a pty
+        p = subprocess.run(["script", "-qefc", "%s warmup --parallel 1 %s" % (CAIRN, listing),
+                            "/dev/null"], capture_output=True, env=env, timeout=120)
+        tty = p.stdout.decode(errors="replace")
+        self.assertEqual(p.returncode, 0, tty)
+        self.assertIn("\r", tty)
+        self.assertRegex(tty, r"warmup \[[#-]{30}\] \d+/%d items" % len(items))
+        self.assertIn("%d items: 0 already local, %d warmed" % (len(items), len(items)), tty)
+        # piped: no bar, no carriage returns, plain lines
+        self.wipe(a)
+        rc, out, err = self.cli(a, "warmup", listing)
+        self.assertEqual(rc, 0, err)
+        self.assertNotIn("\r", err)
+        self.assertNotIn("[#", err)
+        self.assertRegex(err, r"warmup: %d/%d items" % (len(items), len(items)))
+
+    def test_everyday_commands(self):
+        a = self.node(prefix="daily")
+        d = tempfile.mkdtemp(prefix="cairn-cli-")
+        self.addCleanup(shutil.rmtree, d, True)
+        body = os.urandom(300 * KIB)
+        path = os.path.join(d, "f")
+        with open(path, "wb") as f:
+            f.write(body)
+        self.s3(a).create_bucket(Bucket="daily")
+        rc, out, err = self.cli(a, "put", path, "--key", "daily/dir/f.bin")
+        self.assertEqual(rc, 0, err)
+        rc, out, err = self.cli(a, "put", path)
+        self.assertEqual((rc, out.split()[0]), (0, sha256(body)), err)
+        rc, out, err = self.cli(a, "get", "daily/dir/f.bin", "-o", os.path.join(d, "back"))
+        self.assertEqual(rc, 0, err)
+        with open(os.path.join(d, "back"), "rb") as f:
+            self.assertEqual(f.read(), body)
+        env = dict(os.environ, CAIRN_URL=a.url, CAIRN_CONFIG="/dev/null")
+        p = subprocess.run([CAIRN, "get", sha256(body)], capture_output=True, env=env)
+        self.assertEqual((p.returncode, p.stdout), (0, body))
+        rc, out, err = self.cli(a, "stat", "--json", "daily/dir/f.bin")
+        self.assertEqual(rc, 0, err)
+        st = json.loads(out)
+        self.assertEqual((st["size"], st["sha256"]), (len(body), sha256(body)))
+        rc, out, err = self.cli(a, "ls", "daily/dir/")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("daily/dir/f.bin", out)
+        self.assertIn(str(len(body)), out)
+        rc, out, err = self.cli(a, "ls")
+        self.assertEqual(out.split(), ["daily"])
+        rc, out, err = self.cli(a, "stats")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("daily", out)
+        self.assertIn("hit ratio", out)
+        rc, out, err = self.cli(a, "rm", "daily/dir/f.bin")
+        self.assertEqual(rc, 0, err)
+        rc, out, err = self.cli(a, "stat", "daily/dir/f.bin")
+        self.assertEqual(rc, 1)
+        self.assertIn("not found", err)
+        rc, out, err = self.cli(a, "get", "0" * 64)
+        self.assertEqual(rc, 1)
+        rc, out, err = self.cli(a, "frobnicate")
+        self.assertEqual(rc, 2)
+        for cmd in ("warmup", "put", "get", "stat", "ls", "rm", "stats", "evict", "drain"):
+            rc, out, err = self.cli(a, cmd, "--help")
+            self.assertEqual(rc, 0, cmd)
+            self.assertIn("Usage: cairn", out, cmd)
+        # evict down to nothing: the tier has it all, so every blob can go
+        rc, out, err = self.cli(a, "drain")
+        self.assertEqual(rc, 0, err)
+        rc, out, err = self.cli(a, "evict", "--to", "0")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("stored 0 B in 0 blobs", out)
+
+
+if __name__ == "__main__":
+    unittest.main()
