@@ -688,53 +688,60 @@ static void summary(uint64_t n, uint64_t local, uint64_t warmed, uint64_t missin
            strcmp(state, "done") == 0 ? "" : "; stopped: run the same command again to resume");
 }
 
-static int warmup_server(item_list *l, unsigned parallel)
+/* Starts an admin job (POST path?query with body), follows it with a
+ * progress display until it ends (Ctrl-C stops it), and leaves its last
+ * state in *last: 0, or an exit code. */
+static int run_job(const char *what, const char *path, const char *query, const char *body,
+                   size_t body_len, buf *last, char state[32])
 {
-    char q[64];
-    snprintf(q, sizeof q, "parallel=%u", parallel);
     response r = {.fd = -1};
-    int rc =
-        request("POST", "/admin/warmup", q, l->text.data ? l->text.data : "", l->text.len, 1, &r);
+    int rc = request("POST", path, query, body, body_len, 1, &r);
     if (rc != 0)
         return rc;
     if (r.status != 202) {
-        rc = server_said("warmup", &r);
+        rc = server_said(what, &r);
         free(r.body.data);
         return rc;
     }
     unsigned long long id = json_u64(r.body.data, "job");
     free(r.body.data);
-    char path[64];
-    snprintf(path, sizeof path, "/admin/warmup/%llu", id);
-    progress p = {isatty(STDERR_FILENO), util_mono_ns(), 0, "warmup"};
-    char state[32] = "running";
-    buf last = {0};
+    char jpath[64];
+    snprintf(jpath, sizeof jpath, "/admin/jobs/%llu", id);
+    progress p = {isatty(STDERR_FILENO), util_mono_ns(), 0, what};
+    snprintf(state, 32, "running");
     for (;;) {
         struct timespec ts = {0, 200 * 1000000L};
         nanosleep(&ts, NULL);
         int stop = interrupted;
         response s = {.fd = -1};
-        if ((rc = request(stop ? "DELETE" : "GET", path, "", NULL, 0, 1, &s)) != 0)
+        if ((rc = request(stop ? "DELETE" : "GET", jpath, "", NULL, 0, 1, &s)) != 0)
             break;
         if (s.status != 200) {
-            rc = server_said("warmup", &s);
+            rc = server_said(what, &s);
             free(s.body.data);
             break;
         }
-        free(last.data);
-        last = s.body;
-        json_str(last.data, "state", state, sizeof state);
+        free(last->data);
+        *last = s.body;
+        json_str(last->data, "state", state, 32);
         int over = strcmp(state, "running") != 0;
-        progress_show(&p, json_u64(last.data, "done"), json_u64(last.data, "items"),
-                      json_u64(last.data, "bytes"), over);
+        progress_show(&p, json_u64(last->data, "done"), json_u64(last->data, "items"),
+                      json_u64(last->data, "bytes"), over);
         if (over)
             break;
-        if (stop) {
-            /* stopped: wait for the workers to finish what they started */
-            interrupted = 0;
-            continue;
-        }
+        if (stop)
+            interrupted = 0; /* stopped: wait for the workers to finish what they started */
     }
+    return rc;
+}
+
+static int warmup_server(item_list *l, unsigned parallel)
+{
+    char q[64], state[32];
+    snprintf(q, sizeof q, "parallel=%u", parallel);
+    buf last = {0};
+    int rc = run_job("warmup", "/admin/warmup", q, l->text.data ? l->text.data : "", l->text.len,
+                     &last, state);
     if (rc == 0) {
         uint64_t missing = json_u64(last.data, "missing"), failed = json_u64(last.data, "failed");
         summary(json_u64(last.data, "items"), json_u64(last.data, "local"),
@@ -1495,6 +1502,99 @@ static int cmd_drain(int argc, char **argv)
     return admin_post("drain", "/admin/drain", q);
 }
 
+static int cmd_verify(int argc, char **argv)
+{
+    unsigned parallel = 2;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            cfg.json = 1;
+        } else if (strcmp(argv[i], "--parallel") == 0 && i + 1 < argc) {
+            parallel = (unsigned)strtoul(argv[++i], NULL, 10);
+            if (parallel == 0 || parallel > 64)
+                return die_usage("%s", "verify: --parallel takes 1 to 64");
+        } else {
+            printf("Usage: cairn verify [--parallel N] [--json]\n"
+                   "Scrubs every blob on the server: reads it whole (every frame's checksum)\n"
+                   "and checks its SHA-256, while it serves.  Damaged blobs are quarantined\n"
+                   "(moved to DATA/quarantine/; their keys become misses) and listed.\n"
+                   "Exit 1 when one was damaged.  Admin key needed.\n");
+            return strcmp(argv[i], "--help") == 0 ? EXIT_OK : EXIT_USAGE;
+        }
+    }
+    signal(SIGINT, on_sigint);
+    signal(SIGTERM, on_sigint);
+    char q[64], state[32];
+    snprintf(q, sizeof q, "parallel=%u", parallel);
+    buf last = {0};
+    int rc = run_job("verify", "/admin/verify", q, "", 0, &last, state);
+    if (rc == 0) {
+        const char *b = last.data ? last.data : "";
+        uint64_t corrupt = json_u64(b, "corrupt"), unreadable = json_u64(b, "unreadable");
+        if (cfg.json) {
+            fputs(b, stdout);
+        } else {
+            char by[32];
+            human(json_u64(b, "bytes"), by, sizeof by);
+            printf("%llu blobs: %llu good, %llu damaged (quarantined), %llu gone meanwhile, "
+                   "%llu unreadable; %s checked in %.1f s%s\n",
+                   (unsigned long long)json_u64(b, "items"),
+                   (unsigned long long)json_u64(b, "good"), (unsigned long long)corrupt,
+                   (unsigned long long)json_u64(b, "gone"), (unsigned long long)unreadable, by,
+                   (double)json_u64(b, "elapsed_ms") / 1000,
+                   strcmp(state, "done") == 0 ? "" : "; stopped");
+            const char *q2 = strstr(b, "\"quarantined\":[");
+            for (const char *p = q2 ? strchr(q2, '[') : NULL; p && (p = strchr(p, '"'));) {
+                const char *e = strchr(p + 1, '"');
+                if (e == NULL)
+                    break;
+                printf("quarantined %.*s\n", (int)(e - p - 1), p + 1);
+                p = e + 1;
+            }
+        }
+        rc = strcmp(state, "done") != 0 ? EXIT_INTERRUPTED
+             : corrupt                  ? EXIT_CHECK
+             : unreadable               ? EXIT_SERVER
+                                        : EXIT_OK;
+    }
+    free(last.data);
+    return rc;
+}
+
+static int cmd_gc(int argc, char **argv)
+{
+    const char *older = "";
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            cfg.json = 1;
+        } else if (strcmp(argv[i], "--multipart-older-than") == 0 && i + 1 < argc) {
+            static char q[64];
+            uint64_t s;
+            if (util_parse_duration(argv[++i], &s) != 0)
+                return die_usage("gc: '%s' is not a duration", argv[i]);
+            snprintf(q, sizeof q, "multipart-older-than=%llu", (unsigned long long)s);
+            older = q;
+        } else {
+            printf("Usage: cairn gc [--multipart-older-than DURATION] [--json]\n"
+                   "Removes blob files the index does not know (left by a crash) and multipart\n"
+                   "uploads abandoned for longer than DURATION (default 7d, as cairnd does by\n"
+                   "itself every hour).  Admin key needed.\n");
+            return strcmp(argv[i], "--help") == 0 ? EXIT_OK : EXIT_USAGE;
+        }
+    }
+    response r = {.fd = -1};
+    int rc = request("POST", "/admin/gc", older, "", 0, 1, &r);
+    if (rc == 0 && r.status != 200)
+        rc = server_said("gc", &r);
+    if (rc == 0 && cfg.json)
+        fputs(r.body.data ? r.body.data : "", stdout);
+    else if (rc == 0)
+        printf("%llu orphan blob files removed, %llu abandoned multipart uploads removed\n",
+               (unsigned long long)json_u64(r.body.data, "orphans_removed"),
+               (unsigned long long)json_u64(r.body.data, "multipart_expired"));
+    free(r.body.data);
+    return rc;
+}
+
 /* ---- main ------------------------------------------------------------------------- */
 
 static void usage(FILE *f)
@@ -1514,6 +1614,8 @@ static void usage(FILE *f)
                "  stats                hit ratios, sizes, tier state, top namespaces\n"
                "  status               the server's /status (JSON)\n"
                "Maintenance (admin key):\n"
+               "  verify               scrub every blob; quarantine and list damaged ones\n"
+               "  gc                   remove orphan files and abandoned multipart uploads\n"
                "  evict --to SIZE      evict down to SIZE\n"
                "  drain                upload the tier queue, then report\n"
                "\n"
@@ -1647,6 +1749,10 @@ int main(int argc, char **argv)
         rc = cmd_evict(n, args);
     else if (strcmp(cmd, "drain") == 0)
         rc = cmd_drain(n, args);
+    else if (strcmp(cmd, "verify") == 0)
+        rc = cmd_verify(n, args);
+    else if (strcmp(cmd, "gc") == 0)
+        rc = cmd_gc(n, args);
     else
         rc = die_usage("unknown command '%s'", cmd);
     curl_global_cleanup();

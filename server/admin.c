@@ -117,11 +117,19 @@ static void item_format(buf *b, const char *ns, const char *key, size_t klen)
 
 /* ---- warmup jobs -------------------------------------------------------- */
 
+enum { JOB_WARMUP, JOB_VERIFY };
+#define CORRUPT_LISTED 100 /* damaged digests a verify job names */
+
 typedef struct job {
     unsigned id;
+    int kind;
     store *st;
-    item *items;
+    item *items;            /* warmup */
+    uint8_t (*digests)[32]; /* verify */
     size_t n;
+    pthread_mutex_t mu; /* corrupt_hex */
+    char (*corrupt_hex)[65];
+    size_t ncorrupt;
     unsigned parallel;
     atomic_size_t next;
     atomic_int cancel;
@@ -138,13 +146,40 @@ static unsigned next_id = 1;
 
 static void job_free(job *j)
 {
-    for (size_t i = 0; i < j->n; i++) {
+    for (size_t i = 0; j->items && i < j->n; i++) {
         free(j->items[i].ns);
         free(j->items[i].key);
     }
     free(j->items);
+    free(j->digests);
+    free(j->corrupt_hex);
+    pthread_mutex_destroy(&j->mu);
     free(j);
 }
+
+/* verify: one blob scrubbed */
+static void verify_one(job *j, const uint8_t d[32])
+{
+    uint64_t size;
+    int rc = store_verify(j->st, d, &size);
+    if (rc == STORE_OK) {
+        atomic_fetch_add(&j->local, 1);
+        atomic_fetch_add(&j->bytes, size);
+    } else if (rc == STORE_CORRUPT) {
+        atomic_fetch_add(&j->failed, 1);
+        pthread_mutex_lock(&j->mu);
+        if (j->ncorrupt < CORRUPT_LISTED && j->corrupt_hex)
+            util_hex(d, 32, j->corrupt_hex[j->ncorrupt++]);
+        pthread_mutex_unlock(&j->mu);
+    } else if (rc == STORE_NOTFOUND) {
+        atomic_fetch_add(&j->missing, 1); /* gone since the list was made */
+    } else {
+        atomic_fetch_add(&j->warmed, 1); /* could not be read: an error, not damage */
+        log_msg(LOG_WARN, "verify_failed", "job %u: %s", j->id, store_strerror(rc));
+    }
+}
+
+static void job_json(buf *b, job *j);
 
 static void *worker_main(void *arg)
 {
@@ -153,6 +188,11 @@ static void *worker_main(void *arg)
         size_t i = atomic_fetch_add(&j->next, 1);
         if (i >= j->n || atomic_load(&j->cancel))
             break;
+        if (j->kind == JOB_VERIFY) {
+            verify_one(j, j->digests[i]);
+            atomic_fetch_add(&j->done, 1);
+            continue;
+        }
         item *it = &j->items[i];
         int state;
         uint64_t size;
@@ -174,13 +214,12 @@ static void *worker_main(void *arg)
     pthread_mutex_lock(&jobs_mu);
     if (atomic_fetch_sub(&j->running, 1) == 1) {
         atomic_store(&j->end_ms, util_now_ms());
-        log_msg(LOG_INFO, "warmup_done",
-                "job %u: %llu items: %llu already local, %llu warmed, %llu missing, %llu failed%s",
-                j->id, (unsigned long long)j->n, (unsigned long long)atomic_load(&j->local),
-                (unsigned long long)atomic_load(&j->warmed),
-                (unsigned long long)atomic_load(&j->missing),
-                (unsigned long long)atomic_load(&j->failed),
-                atomic_load(&j->cancel) ? " (stopped)" : "");
+        buf b = {0};
+        job_json(&b, j); /* its final state, as GET /admin/jobs/ID shows it */
+        if (buf_ok(&b) && b.len)
+            b.data[b.len - 1] = '\0';
+        log_msg(LOG_INFO, "job_done", "%s", buf_ok(&b) && b.data ? b.data : "");
+        buf_free(&b);
         pthread_cond_broadcast(&jobs_cv);
     }
     pthread_mutex_unlock(&jobs_mu);
@@ -192,17 +231,29 @@ static void job_json(buf *b, job *j)
     uint64_t end = atomic_load(&j->end_ms);
     const char *state = end == 0 ? "running" : atomic_load(&j->cancel) ? "stopped" : "done";
     uint64_t now = end ? end : util_now_ms();
-    buf_printf(
-        b,
-        "{\"job\":%u,\"state\":\"%s\",\"items\":%zu,\"done\":%llu,\"local\":%llu,"
-        "\"warmed\":%llu,\"missing\":%llu,\"failed\":%llu,\"bytes\":%llu,"
-        "\"fetched_bytes\":%llu,\"elapsed_ms\":%llu}\n",
-        j->id, state, j->n, (unsigned long long)atomic_load(&j->done),
-        (unsigned long long)atomic_load(&j->local), (unsigned long long)atomic_load(&j->warmed),
-        (unsigned long long)atomic_load(&j->missing), (unsigned long long)atomic_load(&j->failed),
-        (unsigned long long)atomic_load(&j->bytes),
-        (unsigned long long)atomic_load(&j->fetched_bytes),
-        (unsigned long long)(now - j->start_ms));
+    unsigned long long done = atomic_load(&j->done), local = atomic_load(&j->local),
+                       warmed = atomic_load(&j->warmed), missing = atomic_load(&j->missing),
+                       failed = atomic_load(&j->failed), bytes = atomic_load(&j->bytes),
+                       elapsed = now - j->start_ms;
+    if (j->kind == JOB_WARMUP) {
+        buf_printf(b,
+                   "{\"job\":%u,\"kind\":\"warmup\",\"state\":\"%s\",\"items\":%zu,"
+                   "\"done\":%llu,\"local\":%llu,\"warmed\":%llu,\"missing\":%llu,"
+                   "\"failed\":%llu,\"bytes\":%llu,\"fetched_bytes\":%llu,\"elapsed_ms\":%llu}\n",
+                   j->id, state, j->n, done, local, warmed, missing, failed, bytes,
+                   (unsigned long long)atomic_load(&j->fetched_bytes), elapsed);
+        return;
+    }
+    buf_printf(b,
+               "{\"job\":%u,\"kind\":\"verify\",\"state\":\"%s\",\"items\":%zu,"
+               "\"done\":%llu,\"good\":%llu,\"corrupt\":%llu,\"gone\":%llu,"
+               "\"unreadable\":%llu,\"bytes\":%llu,\"elapsed_ms\":%llu,\"quarantined\":[",
+               j->id, state, j->n, done, local, failed, missing, warmed, bytes, elapsed);
+    pthread_mutex_lock(&j->mu);
+    for (size_t i = 0; i < j->ncorrupt; i++)
+        buf_printf(b, "%s\"%s\"", i ? "," : "", j->corrupt_hex[i]);
+    pthread_mutex_unlock(&j->mu);
+    buf_puts(b, "]}\n");
 }
 
 static enum MHD_Result send_buf(request *r, unsigned status, buf *b)
@@ -247,13 +298,25 @@ static int uint_param(request *r, const char *name, uint64_t def, uint64_t *out)
     return util_parse_size(v, out);
 }
 
+static job *job_new(int kind)
+{
+    job *j = calloc(1, sizeof *j);
+    if (j == NULL)
+        return NULL;
+    j->kind = kind;
+    pthread_mutex_init(&j->mu, NULL);
+    return j;
+}
+
+static enum MHD_Result job_start(request *r, job *j, uint64_t parallel);
+
 static enum MHD_Result warmup_start(request *r, const buf *body)
 {
     uint64_t parallel;
     if (uint_param(r, "parallel", PARALLEL_DEFAULT, &parallel) != 0 || parallel == 0 ||
         parallel > PARALLEL_MAX)
         return admin_error(r, 400, "parallel must be 1 to 64");
-    job *j = calloc(1, sizeof *j);
+    job *j = job_new(JOB_WARMUP);
     if (j == NULL)
         return admin_error(r, 500, "out of memory");
     size_t cap = 0;
@@ -286,6 +349,27 @@ static enum MHD_Result warmup_start(request *r, const buf *body)
         }
         p = nl ? nl + 1 : end;
     }
+    return job_start(r, j, parallel);
+}
+
+static enum MHD_Result verify_start(request *r)
+{
+    uint64_t parallel;
+    if (uint_param(r, "parallel", 2, &parallel) != 0 || parallel == 0 || parallel > PARALLEL_MAX)
+        return admin_error(r, 400, "parallel must be 1 to 64");
+    job *j = job_new(JOB_VERIFY);
+    if (j == NULL || (j->corrupt_hex = calloc(CORRUPT_LISTED, 65)) == NULL ||
+        store_digests(r->srv->st, &j->digests, &j->n) != STORE_OK) {
+        if (j)
+            job_free(j);
+        return admin_error(r, 500, "cannot list the blobs");
+    }
+    return job_start(r, j, parallel);
+}
+
+/* Files job j and starts its workers; answers 202 with its state. */
+static enum MHD_Result job_start(request *r, job *j, uint64_t parallel)
+{
     j->st = r->srv->st;
     j->parallel = (unsigned)(parallel < j->n ? parallel : j->n ? j->n : 1);
     j->start_ms = util_now_ms();
@@ -302,7 +386,7 @@ static enum MHD_Result warmup_start(request *r, const buf *body)
     if (slot < 0) {
         pthread_mutex_unlock(&jobs_mu);
         job_free(j);
-        return admin_error(r, 503, "too many warmup jobs running");
+        return admin_error(r, 503, "too many jobs running");
     }
     if (jobs[slot])
         job_free(jobs[slot]);
@@ -329,7 +413,7 @@ static enum MHD_Result warmup_start(request *r, const buf *body)
     return send_buf(r, started ? 202 : 500, &b);
 }
 
-static enum MHD_Result warmup_job(request *r, const char *id)
+static enum MHD_Result job_get(request *r, const char *id)
 {
     char *endp;
     unsigned long n = strtoul(id, &endp, 10);
@@ -426,6 +510,21 @@ static enum MHD_Result drain(request *r)
     return send_buf(r, s.tier_queue == 0 ? 200 : 504, &b);
 }
 
+static enum MHD_Result gc(request *r)
+{
+    uint64_t age;
+    if (uint_param(r, "multipart-older-than", 0, &age) != 0)
+        return admin_error(r, 400, "multipart-older-than must be a number of seconds");
+    uint64_t orphans, expired;
+    int rc = store_gc(r->srv->st, age * 1000, &orphans, &expired);
+    if (rc != STORE_OK)
+        return admin_error(r, 500, store_strerror(rc));
+    buf b = {0};
+    buf_printf(&b, "{\"orphans_removed\":%llu,\"multipart_expired\":%llu}\n",
+               (unsigned long long)orphans, (unsigned long long)expired);
+    return send_buf(r, 200, &b);
+}
+
 /* ---- routing -------------------------------------------------------------- */
 
 int admin_local_client(request *r)
@@ -451,18 +550,23 @@ enum MHD_Result admin_handle(request *r, const char *path, const buf *body)
             return admin_error(r, 405, "POST a list of items to /admin/warmup");
         return warmup_start(r, body);
     }
-    if (strncmp(path, "warmup/", 7) == 0) {
+    if (strcmp(path, "verify") == 0)
+        return http_is(r, "POST") ? verify_start(r) : admin_error(r, 405, "POST /admin/verify");
+    if (strncmp(path, "jobs/", 5) == 0) {
         if (!http_is(r, "GET") && !http_is(r, "DELETE"))
-            return admin_error(r, 405, "GET or DELETE a warmup job");
-        return warmup_job(r, path + 7);
+            return admin_error(r, 405, "GET or DELETE a job");
+        return job_get(r, path + 5);
     }
+    if (strcmp(path, "gc") == 0)
+        return http_is(r, "POST") ? gc(r) : admin_error(r, 405, "POST /admin/gc");
     if (strcmp(path, "hot") == 0)
         return http_is(r, "GET") ? hot(r) : admin_error(r, 405, "GET /admin/hot");
     if (strcmp(path, "evict") == 0)
         return http_is(r, "POST") ? evict(r) : admin_error(r, 405, "POST /admin/evict?to=SIZE");
     if (strcmp(path, "drain") == 0)
         return http_is(r, "POST") ? drain(r) : admin_error(r, 405, "POST /admin/drain");
-    return admin_error(r, 404, "no such admin endpoint (warmup, hot, evict, drain)");
+    return admin_error(r, 404,
+                       "no such admin endpoint (warmup, verify, jobs/ID, hot, evict, drain, gc)");
 }
 
 void admin_stop(void)

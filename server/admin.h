@@ -7,12 +7,16 @@
  * JSON, errors {"error":"..."}.
  *
  *   POST   /admin/warmup[?parallel=N]  body: items, one per line -> 202 {"job":ID,...}
- *   GET    /admin/warmup/ID            the job's progress
- *   DELETE /admin/warmup/ID            stop it (what is done stays done)
+ *   POST   /admin/verify[?parallel=N]  scrub every blob (frames and SHA-256) while
+ *                                      serving; damaged ones are quarantined -> 202
+ *   GET    /admin/jobs/ID              a job's progress
+ *   DELETE /admin/jobs/ID              stop it (what is done stays done)
  *   GET    /admin/hot?window=S&limit=N the hot set: items read or written in
  *                                      the last S seconds, most recent first
  *   POST   /admin/evict?to=SIZE        evict least recently used blobs down to SIZE
  *   POST   /admin/drain?timeout=S      wait until the cold tier's queue is empty
+ *   POST   /admin/gc[?multipart-older-than=S]  remove orphan blob files and
+ *                                      abandoned multipart uploads
  *
  * An item names an entry the way a user does, percent-encoded (%XX) where
  * it has bytes below 0x21, '%' or 0x7f:

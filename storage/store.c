@@ -37,6 +37,7 @@
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
+#include <openssl/evp.h>
 
 #include "../common/log.h"
 #include "../common/util.h"
@@ -953,14 +954,14 @@ static void sweep_submit(store *s, op *o)
 }
 
 /* Finds blob files the index does not know (left by a crash between rename
- * and commit) and hands them to the committer, which re-checks and unlinks. */
-static void *sweeper_main(void *arg)
+ * and commit) and hands them to the committer, which re-checks and unlinks.
+ * Returns how many it found. */
+static size_t sweep_orphans(store *s)
 {
-    store *s = arg;
     op o = {0};
     o.digests = malloc(SWEEP_BATCH * 32);
     if (o.digests == NULL)
-        return NULL;
+        return 0;
     size_t found = 0;
     for (int i = 0; i < 256 && !s->stopping; i++) {
         char path[PATH_MAX];
@@ -994,6 +995,23 @@ static void *sweeper_main(void *arg)
     if (found)
         log_msg(LOG_INFO, "orphans_swept", "%zu blob files without an index record removed", found);
     atomic_fetch_add(&s->orphans_removed, found);
+    return found;
+}
+
+int store_gc(store *s, uint64_t multipart_age_ms, uint64_t *orphans, uint64_t *expired)
+{
+    *orphans = sweep_orphans(s);
+    int n = mpu_expire(s, multipart_age_ms ? multipart_age_ms : s->cfg.multipart_ttl_ms);
+    *expired = n > 0 ? (uint64_t)n : 0;
+    if (n > 0)
+        log_msg(LOG_INFO, "multipart_expired", "%d abandoned multipart uploads removed", n);
+    return n < 0 ? STORE_IO : STORE_OK;
+}
+
+static void *sweeper_main(void *arg)
+{
+    store *s = arg;
+    sweep_orphans(s);
 
     /* then, for the life of the store, expire abandoned multipart uploads */
     pthread_mutex_lock(&s->mu);
@@ -1302,7 +1320,7 @@ static int open_inline(store *s, store_blob *b)
     return rc;
 }
 
-int store_blob_open(store *s, const store_entry *e, store_blob **out)
+static int blob_open(store *s, const store_entry *e, store_blob **out, int touch_it)
 {
     store_blob *b = calloc(1, sizeof *b);
     if (b == NULL)
@@ -1359,9 +1377,15 @@ int store_blob_open(store *s, const store_entry *e, store_blob **out)
         store_blob_close(b);
         return rc;
     }
-    touch(s, e->digest);
+    if (touch_it)
+        touch(s, e->digest);
     *out = b;
     return STORE_OK;
+}
+
+int store_blob_open(store *s, const store_entry *e, store_blob **out)
+{
+    return blob_open(s, e, out, 1);
 }
 
 static int inline_body(store_blob *b)
@@ -1444,6 +1468,79 @@ int store_blob_take_fd(store_blob *b)
     int fd = b->fd;
     b->fd = -1;
     return fd;
+}
+
+int store_verify(store *s, const uint8_t digest[32], uint64_t *size)
+{
+    *size = 0;
+    store_entry e;
+    memset(&e, 0, sizeof e);
+    MDB_txn *t = reader_get(s);
+    if (t == NULL)
+        return STORE_IO;
+    int rc = fill_entry(s, t, digest, &e);
+    reader_put(s, t);
+    store_blob *b;
+    if (rc != STORE_OK || (rc = blob_open(s, &e, &b, 0)) != STORE_OK)
+        return rc; /* gone meanwhile, or damaged at open (quarantined then) */
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    size_t cap = 1u << 20;
+    uint8_t *buf = malloc(cap);
+    rc = ctx && buf && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) ? STORE_OK : STORE_IO;
+    uint64_t off = 0;
+    int damaged = 0; /* found here, not by the reader (which quarantines what it finds) */
+    while (rc == STORE_OK && off < e.size) {
+        /* every frame's checksum on the way */
+        ssize_t n = store_blob_read(b, off, buf, cap);
+        if (n < 0)
+            rc = (int)-n;
+        else if (n == 0)
+            rc = STORE_CORRUPT, damaged = 1; /* shorter than its record says */
+        else if (!EVP_DigestUpdate(ctx, buf, (size_t)n))
+            rc = STORE_IO;
+        off += n > 0 ? (uint64_t)n : 0;
+    }
+    uint8_t d[32];
+    unsigned int dl;
+    if (rc == STORE_OK && (!EVP_DigestFinal_ex(ctx, d, &dl) || memcmp(d, digest, 32) != 0))
+        rc = STORE_CORRUPT, damaged = 1; /* frames fine, but not the body it claims to be */
+    if (damaged)
+        quarantine(s, digest, b->ino); /* which counts it */
+    EVP_MD_CTX_free(ctx);
+    free(buf);
+    store_blob_close(b);
+    if (rc == STORE_OK)
+        *size = e.size;
+    return rc;
+}
+
+int store_digests(store *s, uint8_t (**out)[32], size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    MDB_txn *t = reader_get(s);
+    if (t == NULL)
+        return STORE_IO;
+    MDB_stat st;
+    MDB_cursor *c = NULL;
+    int rc = mdb_stat(t, s->ix.blobs, &st);
+    uint8_t(*d)[32] = rc == 0 ? malloc((st.ms_entries ? st.ms_entries : 1) * 32) : NULL;
+    if (d == NULL || (rc = mdb_cursor_open(t, s->ix.blobs, &c)) != 0) {
+        free(d);
+        reader_put(s, t);
+        return STORE_IO;
+    }
+    size_t k = 0;
+    MDB_val key, v;
+    for (rc = mdb_cursor_get(c, &key, &v, MDB_FIRST); rc == 0 && k < st.ms_entries;
+         rc = mdb_cursor_get(c, &key, &v, MDB_NEXT))
+        if (key.mv_size == 32)
+            memcpy(d[k++], key.mv_data, 32);
+    mdb_cursor_close(c);
+    reader_put(s, t);
+    *out = d;
+    *n = k;
+    return STORE_OK;
 }
 
 void store_blob_close(store_blob *b)

@@ -195,6 +195,18 @@ int store_hot(store *s, uint64_t since_ms, size_t limit,
               int (*cb)(void *ctx, const char *ns, const void *key, size_t klen, uint64_t size),
               void *ctx);
 
+/* Scrubs one blob: reads all of it (every frame's checksum) and checks its
+ * SHA-256, without counting as a use.  A damaged blob is quarantined, as a
+ * read would have done, and STORE_CORRUPT returned; STORE_NOTFOUND if it is
+ * gone.  *size is the body's size. */
+int store_verify(store *s, const uint8_t digest[32], uint64_t *size);
+/* The digests of every blob now (malloc'ed, for the caller to free). */
+int store_digests(store *s, uint8_t (**out)[32], size_t *n);
+/* Garbage: blob files the index does not know (*orphans, removed), and
+ * multipart uploads older than multipart_age_ms (0: the configured TTL;
+ * *expired, removed). */
+int store_gc(store *s, uint64_t multipart_age_ms, uint64_t *orphans, uint64_t *expired);
+
 /* Runs eviction now until physical bytes are at most target. */
 int store_evict_to(store *s, uint64_t target);
 /* Waits until buffered last-access times are written (tests, shutdown). */

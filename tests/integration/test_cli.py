@@ -260,6 +260,66 @@ class CliTest(unittest.TestCase):
         self.assertNotIn("[#", err)
         self.assertRegex(err, r"warmup: %d/%d items" % (len(items), len(items)))
 
+    def test_verify_quarantines_a_damaged_blob_and_the_tier_heals_it(self):
+        a = self.node(prefix="verify")
+        c = self.s3(a)
+        c.create_bucket(Bucket="vvv")
+        rnd = os.urandom(300 * KIB)
+        text = b"".join(b"line %d of a log\n" % i for i in range(200000))  # zstd frames
+        small = os.urandom(5 * KIB)  # kept in the index
+        for k, b in (("rnd", rnd), ("text", text), ("small", small)):
+            c.put_object(Bucket="vvv", Key=k, Body=b)
+        rc, out, err = self.cli(a, "drain")
+        self.assertEqual(rc, 0, err)
+        rc, out, err = self.cli(a, "verify", "--json")
+        self.assertEqual(rc, 0, err)
+        v = json.loads(out)
+        self.assertEqual((v["items"], v["good"], v["corrupt"]), (3, 3, 0))
+        self.assertEqual(v["bytes"], len(rnd) + len(text) + len(small))
+        # flip one byte of the random blob's file, and one of the text's
+        for body in (rnd, text):
+            d = sha256(body)
+            path = os.path.join(a.data, "blobs", d[:2], d)
+            with open(path, "r+b") as f:
+                f.seek(os.path.getsize(path) // 2)
+                x = f.read(1)
+                f.seek(-1, 1)
+                f.write(bytes([x[0] ^ 0x40]))
+        rc, out, err = self.cli(a, "verify")
+        self.assertEqual(rc, 1, err)
+        self.assertIn("3 blobs: 1 good, 2 damaged (quarantined)", out)
+        for body in (rnd, text):
+            self.assertIn("quarantined " + sha256(body), out)
+            self.assertTrue(os.path.exists(os.path.join(a.data, "quarantine", sha256(body))))
+        self.assertEqual(metric(a, "cairn_quarantined_blobs_total"), 2)
+        rc, out, err = self.cli(a, "verify", "--json")
+        self.assertEqual((rc, json.loads(out)["items"]), (0, 1))
+        # the keys now miss locally, and the tier gives the good bodies back
+        self.assertEqual(c.get_object(Bucket="vvv", Key="rnd")["Body"].read(), rnd)
+        self.assertEqual(c.get_object(Bucket="vvv", Key="text")["Body"].read(), text)
+        self.assertEqual(metric(a, "cairn_cache_hits_total", level="tier"), 2)
+
+    def test_gc_removes_orphans_and_abandoned_multipart_uploads(self):
+        a = self.node(prefix="gc")
+        c = self.s3(a)
+        c.create_bucket(Bucket="ggg")
+        up = c.create_multipart_upload(Bucket="ggg", Key="big")["UploadId"]
+        c.upload_part(Bucket="ggg", Key="big", UploadId=up, PartNumber=1, Body=b"x" * (5 * MIB))
+        orphan = sha256(b"nobody's")
+        os.makedirs(os.path.join(a.data, "blobs", orphan[:2]), exist_ok=True)
+        with open(os.path.join(a.data, "blobs", orphan[:2], orphan), "wb") as f:
+            f.write(b"left by a crash")
+        rc, out, err = self.cli(a, "gc")  # the upload is young: kept
+        self.assertEqual(rc, 0, err)
+        self.assertIn("1 orphan blob files removed, 0 abandoned", out)
+        self.assertFalse(os.path.exists(os.path.join(a.data, "blobs", orphan[:2], orphan)))
+        self.assertEqual(len(c.list_multipart_uploads(Bucket="ggg").get("Uploads", [])), 1)
+        time.sleep(1.1)
+        rc, out, err = self.cli(a, "gc", "--json", "--multipart-older-than", "1s")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out), {"orphans_removed": 0, "multipart_expired": 1})
+        self.assertEqual(c.list_multipart_uploads(Bucket="ggg").get("Uploads", []), [])
+
     def test_everyday_commands(self):
         a = self.node(prefix="daily")
         d = tempfile.mkdtemp(prefix="cairn-cli-")
@@ -303,7 +363,8 @@ class CliTest(unittest.TestCase):
         self.assertEqual(rc, 1)
         rc, out, err = self.cli(a, "frobnicate")
         self.assertEqual(rc, 2)
-        for cmd in ("warmup", "put", "get", "stat", "ls", "rm", "stats", "evict", "drain"):
+        for cmd in ("warmup", "put", "get", "stat", "ls", "rm", "stats", "evict", "drain",
+                    "verify", "gc"):
             rc, out, err = self.cli(a, cmd, "--help")
             self.assertEqual(rc, 0, cmd)
             self.assertIn("Usage: cairn", out, cmd)
