@@ -33,6 +33,16 @@ CAIRN = os.path.join(ROOT, "bin", "cairn")
 KIB, MIB = 1024, 1024 * 1024
 
 
+def random_body(rng, size):
+    """size random bytes (randbytes cannot make 256 MiB at once)."""
+    out, left = [], size
+    while left:
+        n = min(left, 16 * MIB)
+        out.append(rng.randbytes(n))
+        left -= n
+    return b"".join(out)
+
+
 def main():
     n_small = int(os.environ.get("N_SMALL", "10000"))
     n_big = int(os.environ.get("N_BIG", "20"))
@@ -60,7 +70,7 @@ def main():
         for name, n, size in sets:
             items[name] = []
             for i in range(n):
-                body = rng.randbytes(size)
+                body = random_body(rng, size)
                 key = "%s/%05d" % (name, i)
                 c.put_object(Bucket="objs", Key=key, Body=body)
                 m.put_object(Bucket="direct", Key=key, Body=body)
