@@ -8,7 +8,7 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -MMD -MP
 LIBS     = -lmicrohttpd -lcurl -lcrypto -lzstd -llmdb -lexpat -pthread
-CLI_LIBS = -lcurl -lcrypto -lexpat
+CLI_LIBS = -lcurl -lcrypto -lexpat -llmdb
 
 TEST_CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
@@ -19,7 +19,7 @@ SERVER  = server/main.c server/config.c server/http.c server/upload.c server/ser
           server/native.c server/ops.c server/buf.c server/creds.c server/s3.c \
           server/s3_bucket.c server/s3_object.c server/s3_multipart.c server/s3_body.c \
           server/awschunked.c server/metrics.c server/admin.c
-CLIENT  = client/cairn.c server/buf.c
+CLIENT  = client/cairn.c server/buf.c storage/index.c
 UNIT    = $(wildcard tests/unit/test_*.c)
 
 REL = build/release

@@ -17,6 +17,7 @@
  * Exit codes: 0 ok; 1 not found, or a check failed (digest, missing items);
  * 2 usage; 3 server or network error; 130 interrupted.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <expat.h>
 #include <fcntl.h>
@@ -35,6 +36,7 @@
 #include "../common/sigv4.h"
 #include "../common/util.h"
 #include "../server/buf.h"
+#include "../storage/index.h"
 
 enum { EXIT_OK = 0, EXIT_CHECK = 1, EXIT_USAGE = 2, EXIT_SERVER = 3, EXIT_INTERRUPTED = 130 };
 
@@ -1595,6 +1597,262 @@ static int cmd_gc(int argc, char **argv)
     return rc;
 }
 
+/* ---- backup and restore ---------------------------------------------------------- */
+
+/* GET path into file (via file.partial): 0, or an exit code. */
+static int download(const char *path, const char *file, uint64_t *len)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.partial", file);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "cairn: %s: %s\n", tmp, strerror(errno));
+        return EXIT_SERVER;
+    }
+    response r = {.fd = fd};
+    int rc = request("GET", path, "", NULL, 0, 1, &r);
+    if (rc == 0 && r.status != 200)
+        rc = server_said(path, &r);
+    struct stat st;
+    if (rc == 0 && (fsync(fd) != 0 || fstat(fd, &st) != 0))
+        rc = EXIT_SERVER;
+    close(fd);
+    if (rc == 0 && rename(tmp, file) != 0)
+        rc = EXIT_SERVER;
+    if (rc != 0)
+        unlink(tmp);
+    else if (len)
+        *len = (uint64_t)st.st_size;
+    return rc;
+}
+
+static int backup_usage(FILE *f, int rc)
+{
+    fprintf(f, "Usage: cairn backup DIR [--blobs untiered|all|none]\n"
+               "A hot backup of the server into DIR (new or empty): a consistent, compacted\n"
+               "copy of its index (DIR/index.mdb; it holds the small blobs too), then the\n"
+               "blob files that copy names (DIR/blobs/): by default those the cold tier does\n"
+               "not hold (all of them without a tier).  The server goes on serving.  Admin\n"
+               "key needed.  `cairn restore DIR --data NEWDIR` makes a data folder of it.\n");
+    return rc;
+}
+
+static int cmd_backup(int argc, char **argv)
+{
+    const char *dir = NULL, *which = "untiered";
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0)
+            return backup_usage(stdout, EXIT_OK);
+        if (strcmp(argv[i], "--blobs") == 0 && i + 1 < argc)
+            which = argv[++i];
+        else if (strcmp(argv[i], "--json") == 0)
+            cfg.json = 1;
+        else if (dir == NULL && argv[i][0] != '-')
+            dir = argv[i];
+        else
+            return backup_usage(stderr, EXIT_USAGE);
+    }
+    int all = strcmp(which, "all") == 0, none = strcmp(which, "none") == 0;
+    if (dir == NULL || (!all && !none && strcmp(which, "untiered") != 0))
+        return backup_usage(stderr, EXIT_USAGE);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "cairn: %s: %s\n", dir, strerror(errno));
+        return EXIT_SERVER;
+    }
+    char file[4200];
+    snprintf(file, sizeof file, "%s/index.mdb", dir);
+    if (access(file, F_OK) == 0) {
+        fprintf(stderr, "cairn: %s holds a backup already\n", dir);
+        return EXIT_USAGE;
+    }
+    uint64_t t0 = util_mono_ns(), index_len = 0;
+    int rc = download("/admin/backup", file, &index_len);
+    if (rc != 0)
+        return rc;
+    /* the copy is a working index: open it, and list the blob files it names */
+    idx ix;
+    char err[256];
+    if (idx_open(&ix, dir, 1ull << 40, 0, err, sizeof err) != 0) {
+        fprintf(stderr, "cairn: the index copy does not open (%s); backup removed\n", err);
+        unlink(file);
+        return EXIT_SERVER;
+    }
+    MDB_txn *t;
+    MDB_cursor *c;
+    buf want = {0}; /* 32-byte digests and 8-byte sizes */
+    uint64_t nblobs = 0, tiered = 0, inl = 0;
+    if (mdb_txn_begin(ix.env, NULL, MDB_RDONLY, &t) == 0) {
+        if (mdb_cursor_open(t, ix.blobs, &c) == 0) {
+            MDB_val k, v;
+            for (int g = mdb_cursor_get(c, &k, &v, MDB_FIRST); g == 0;
+                 g = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+                blob_rec b;
+                if (k.mv_size != 32 || idx_get_blob(t, &ix, k.mv_data, &b) != 0)
+                    continue;
+                nblobs++;
+                if (b.format != BLOB_FILE) {
+                    inl++;
+                    continue;
+                }
+                if (b.tier)
+                    tiered++;
+                if (none || (b.tier && !all))
+                    continue;
+                uint8_t sz[8];
+                util_put_le64(sz, b.stored);
+                buf_add(&want, k.mv_data, 32);
+                buf_add(&want, (const char *)sz, 8);
+            }
+            mdb_cursor_close(c);
+        }
+        mdb_txn_abort(t);
+    }
+    idx_close(&ix);
+    size_t n = want.len / 40;
+    progress pr = {isatty(STDERR_FILENO), util_mono_ns(), 0, "backup"};
+    uint64_t bytes = 0, gone = 0;
+    for (size_t i = 0; i < n && rc == 0 && !interrupted; i++) {
+        const uint8_t *d = (const uint8_t *)want.data + 40 * i;
+        char hex[65], path[128], dst[4300];
+        util_hex(d, 32, hex);
+        snprintf(path, sizeof path, "/admin/blob/%s", hex);
+        snprintf(dst, sizeof dst, "%s/blobs/%.2s/%s", dir, hex, hex);
+        uint64_t got = 0;
+        if (make_parents(dst) != 0) {
+            fprintf(stderr, "cairn: %s: %s\n", dst, strerror(errno));
+            rc = EXIT_SERVER;
+            break;
+        }
+        int r = download(path, dst, &got);
+        if (r == EXIT_CHECK) {
+            gone++; /* evicted since the copy: its record is dropped at restore */
+        } else if (r != 0) {
+            rc = r;
+        } else if (got != util_get_le64(d + 32)) {
+            fprintf(stderr, "cairn: blob %s: %llu bytes, its record says %llu\n", hex,
+                    (unsigned long long)got, (unsigned long long)util_get_le64(d + 32));
+            rc = EXIT_SERVER;
+        }
+        bytes += got;
+        progress_show(&pr, i + 1, n, bytes, 0);
+    }
+    if (n)
+        progress_show(&pr, n, n, bytes, 1);
+    free(want.data);
+    double secs = (double)(util_mono_ns() - t0) / 1e9;
+    if (interrupted)
+        rc = EXIT_INTERRUPTED;
+    if (cfg.json)
+        printf("{\"index_bytes\":%llu,\"blobs\":%llu,\"inline\":%llu,\"files\":%llu,"
+               "\"file_bytes\":%llu,\"left_to_tier\":%llu,\"gone\":%llu,\"seconds\":%.3f}\n",
+               (unsigned long long)index_len, (unsigned long long)nblobs, (unsigned long long)inl,
+               (unsigned long long)(n - gone), (unsigned long long)bytes,
+               (unsigned long long)(all ? 0 : tiered), (unsigned long long)gone, secs);
+    else {
+        char a[32], b[32];
+        human(index_len, a, sizeof a);
+        human(bytes, b, sizeof b);
+        printf("backup in %s: index %s (%llu blobs, %llu of them inside it), %llu blob files "
+               "(%s)%s, %llu gone meanwhile; %.1f s%s\n",
+               dir, a, (unsigned long long)nblobs, (unsigned long long)inl,
+               (unsigned long long)(n - gone), b,
+               !all && tiered ? ", the rest left to the cold tier" : "", (unsigned long long)gone,
+               secs, rc ? " (INCOMPLETE)" : "");
+    }
+    return rc;
+}
+
+/* Copies file src to dst (new). */
+static int copy_file(const char *src, const char *dst)
+{
+    int in = open(src, O_RDONLY | O_CLOEXEC);
+    int out = in >= 0 ? open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644) : -1;
+    char b[1 << 16];
+    ssize_t n = 0;
+    while (out >= 0 && (n = read(in, b, sizeof b)) > 0)
+        if (util_write_all(out, b, (size_t)n) != 0) {
+            n = -1;
+            break;
+        }
+    int rc = in >= 0 && out >= 0 && n == 0 && fsync(out) == 0 ? 0 : -1;
+    if (in >= 0)
+        close(in);
+    if (out >= 0)
+        close(out);
+    return rc;
+}
+
+static int cmd_restore(int argc, char **argv)
+{
+    const char *dir = NULL, *data = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
+            data = argv[++i];
+        else if (dir == NULL && argv[i][0] != '-')
+            dir = argv[i];
+        else {
+            printf("Usage: cairn restore DIR --data DATA\n"
+                   "Makes a data folder of a backup (DATA must be new or empty; cairnd not "
+                   "running on it).\nStart cairnd on it: blobs that are not in the backup "
+                   "are dropped from the index,\nand those the cold tier holds are read "
+                   "through it again.\n");
+            return strcmp(argv[i], "--help") == 0 ? EXIT_OK : EXIT_USAGE;
+        }
+    }
+    if (dir == NULL || data == NULL)
+        return die_usage("%s", "restore: DIR --data DATA");
+    char src[4600], dst[4600];
+    snprintf(src, sizeof src, "%s/index.mdb", dir);
+    if (access(src, R_OK) != 0) {
+        fprintf(stderr, "cairn: %s: no backup there\n", dir);
+        return EXIT_USAGE;
+    }
+    if (mkdir(data, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "cairn: %s: %s\n", data, strerror(errno));
+        return EXIT_SERVER;
+    }
+    snprintf(dst, sizeof dst, "%s/index.mdb", data);
+    if (access(dst, F_OK) == 0) {
+        fprintf(stderr, "cairn: %s is not empty: restore into a new folder\n", data);
+        return EXIT_USAGE;
+    }
+    if (copy_file(src, dst) != 0) {
+        fprintf(stderr, "cairn: %s: %s\n", dst, strerror(errno));
+        return EXIT_SERVER;
+    }
+    uint64_t files = 0;
+    for (int i = 0; i < 256; i++) {
+        char sub[4300];
+        snprintf(sub, sizeof sub, "%s/blobs/%02x", dir, i);
+        DIR *d = opendir(sub);
+        if (d == NULL)
+            continue;
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            if (!util_is_hex64(de->d_name, strlen(de->d_name)))
+                continue; /* . and .., and unfinished downloads */
+            snprintf(src, sizeof src, "%s/%s", sub, de->d_name);
+            snprintf(dst, sizeof dst, "%s/blobs/%02x/%s", data, i, de->d_name);
+            if (make_parents(dst) != 0 || copy_file(src, dst) != 0) {
+                fprintf(stderr, "cairn: %s: %s\n", dst, strerror(errno));
+                closedir(d);
+                return EXIT_SERVER;
+            }
+            files++;
+        }
+        closedir(d);
+    }
+    snprintf(dst, sizeof dst, "%s/RESTORED", data);
+    int m = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (m < 0 || close(m) != 0) {
+        fprintf(stderr, "cairn: %s: %s\n", dst, strerror(errno));
+        return EXIT_SERVER;
+    }
+    printf("restored into %s: the index and %llu blob files; start cairnd --data %s\n", data,
+           (unsigned long long)files, data);
+    return EXIT_OK;
+}
+
 /* ---- main ------------------------------------------------------------------------- */
 
 static void usage(FILE *f)
@@ -1616,6 +1874,8 @@ static void usage(FILE *f)
                "Maintenance (admin key):\n"
                "  verify               scrub every blob; quarantine and list damaged ones\n"
                "  gc                   remove orphan files and abandoned multipart uploads\n"
+               "  backup DIR           a hot backup: the index, and the blob files the tier lacks\n"
+               "  restore DIR --data D a data folder from a backup (offline)\n"
                "  evict --to SIZE      evict down to SIZE\n"
                "  drain                upload the tier queue, then report\n"
                "\n"
@@ -1753,6 +2013,10 @@ int main(int argc, char **argv)
         rc = cmd_verify(n, args);
     else if (strcmp(cmd, "gc") == 0)
         rc = cmd_gc(n, args);
+    else if (strcmp(cmd, "backup") == 0)
+        rc = cmd_backup(n, args);
+    else if (strcmp(cmd, "restore") == 0)
+        rc = cmd_restore(n, args);
     else
         rc = die_usage("unknown command '%s'", cmd);
     curl_global_cleanup();

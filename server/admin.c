@@ -4,6 +4,7 @@
 #include "admin.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -525,6 +526,90 @@ static enum MHD_Result gc(request *r)
     return send_buf(r, 200, &b);
 }
 
+/* ---- backup ------------------------------------------------------------------ */
+
+static unsigned backups; /* copies running (jobs_mu): admin_stop waits for them */
+
+typedef struct backup_job {
+    store *st;
+    int fd;
+} backup_job;
+
+static void *backup_main(void *arg)
+{
+    backup_job *b = arg;
+    if (store_backup(b->st, b->fd) != STORE_OK)
+        log_msg(LOG_WARN, "backup_failed", "the index copy was not completed (client gone?)");
+    else
+        log_msg(LOG_INFO, "backup_done", "index copy sent");
+    close(b->fd);
+    free(b);
+    pthread_mutex_lock(&jobs_mu);
+    backups--;
+    pthread_cond_broadcast(&jobs_cv);
+    pthread_mutex_unlock(&jobs_mu);
+    return NULL;
+}
+
+/* The index, copied consistently and compacted by LMDB while the store goes
+ * on, streamed through a pipe. */
+static enum MHD_Result backup(request *r)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0)
+        return admin_error(r, 500, "cannot make a pipe");
+    backup_job *b = malloc(sizeof *b);
+    struct MHD_Response *resp = MHD_create_response_from_pipe(p[0]);
+    pthread_t t;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_mutex_lock(&jobs_mu);
+    int ok = b && resp;
+    if (ok) {
+        b->st = r->srv->st;
+        b->fd = p[1];
+        backups++;
+        ok = pthread_create(&t, &at, backup_main, b) == 0;
+        if (!ok)
+            backups--;
+    }
+    pthread_mutex_unlock(&jobs_mu);
+    pthread_attr_destroy(&at);
+    if (!ok) {
+        free(b);
+        close(p[1]);
+        if (resp)
+            MHD_destroy_response(resp); /* closes p[0] */
+        else
+            close(p[0]);
+        return admin_error(r, 500, "cannot start the copy");
+    }
+    MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
+    return http_queue(r, 200, resp);
+}
+
+/* A blob file's stored bytes, as they are on disk (for backups). */
+static enum MHD_Result blob_file(request *r, const char *hex)
+{
+    uint8_t d[32];
+    if (!util_is_hex64(hex, strlen(hex)) || util_unhex(hex, 64, d, 32) != 0)
+        return admin_error(r, 400, "not a SHA-256 digest");
+    int fd;
+    uint64_t len;
+    int rc = store_blob_file(r->srv->st, d, &fd, &len);
+    if (rc != STORE_OK)
+        return admin_error(r, rc == STORE_NOTFOUND ? 404 : 500,
+                           rc == STORE_NOTFOUND ? "no such blob file" : store_strerror(rc));
+    struct MHD_Response *resp = MHD_create_response_from_fd64(len, fd);
+    if (resp == NULL) {
+        close(fd);
+        return admin_error(r, 500, "out of memory");
+    }
+    MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
+    return http_queue(r, 200, resp);
+}
+
 /* ---- routing -------------------------------------------------------------- */
 
 int admin_local_client(request *r)
@@ -559,6 +644,10 @@ enum MHD_Result admin_handle(request *r, const char *path, const buf *body)
     }
     if (strcmp(path, "gc") == 0)
         return http_is(r, "POST") ? gc(r) : admin_error(r, 405, "POST /admin/gc");
+    if (strcmp(path, "backup") == 0)
+        return http_is(r, "GET") ? backup(r) : admin_error(r, 405, "GET /admin/backup");
+    if (strncmp(path, "blob/", 5) == 0)
+        return http_is(r, "GET") ? blob_file(r, path + 5) : admin_error(r, 405, "GET a blob");
     if (strcmp(path, "hot") == 0)
         return http_is(r, "GET") ? hot(r) : admin_error(r, 405, "GET /admin/hot");
     if (strcmp(path, "evict") == 0)
@@ -566,7 +655,8 @@ enum MHD_Result admin_handle(request *r, const char *path, const buf *body)
     if (strcmp(path, "drain") == 0)
         return http_is(r, "POST") ? drain(r) : admin_error(r, 405, "POST /admin/drain");
     return admin_error(r, 404,
-                       "no such admin endpoint (warmup, verify, jobs/ID, hot, evict, drain, gc)");
+                       "no such admin endpoint (warmup, verify, jobs/ID, hot, evict, drain, gc, "
+                       "backup, blob/DIGEST)");
 }
 
 void admin_stop(void)
@@ -582,5 +672,7 @@ void admin_stop(void)
             job_free(jobs[i]);
         jobs[i] = NULL;
     }
+    while (backups > 0) /* the server has stopped: their pipes are closed, they end */
+        pthread_cond_wait(&jobs_cv, &jobs_mu);
     pthread_mutex_unlock(&jobs_mu);
 }

@@ -17,6 +17,8 @@
  *   POST   /admin/drain?timeout=S      wait until the cold tier's queue is empty
  *   POST   /admin/gc[?multipart-older-than=S]  remove orphan blob files and
  *                                      abandoned multipart uploads
+ *   GET    /admin/backup               a consistent, compacted copy of the index
+ *   GET    /admin/blob/DIGEST          a blob file's stored bytes (for backups)
  *
  * An item names an entry the way a user does, percent-encoded (%XX) where
  * it has bytes below 0x21, '%' or 0x7f:

@@ -455,6 +455,28 @@ static int apply_delete(store *s, MDB_txn *t, idx_stats *st, op *o)
     return unref_blob(s, t, st, d);
 }
 
+/* Drops the records of blobs whose files are missing or of the wrong size
+ * (their keys with them: a key the tier holds is read through it again). */
+static int apply_drop_missing(store *s, MDB_txn *t, idx_stats *st, op *o)
+{
+    for (size_t i = 0; i < o->ndigests; i++) {
+        blob_rec b;
+        int rc = idx_get_blob(t, &s->ix, o->digests[i], &b);
+        if (rc == MDB_NOTFOUND || (rc == 0 && b.format != BLOB_FILE))
+            continue;
+        if (rc != 0)
+            return rc;
+        char path[PATH_MAX];
+        struct stat sb;
+        blob_path(s, o->digests[i], path, sizeof path);
+        if (stat(path, &sb) == 0 && (uint64_t)sb.st_size == b.stored)
+            continue; /* it is here after all */
+        if ((rc = drop_blob(s, t, st, o->digests[i], &b, &s->unlink_later)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
 static int apply_quarantine(store *s, MDB_txn *t, idx_stats *st, op *o)
 {
     blob_rec b;
@@ -651,6 +673,8 @@ static int apply_op(store *s, MDB_txn *t, idx_stats *st, op *o)
         return apply_quarantine(s, t, st, o);
     case OP_SWEEP:
         return apply_sweep(s, t, o);
+    case OP_DROP_MISSING:
+        return apply_drop_missing(s, t, st, o);
     case OP_NS_CREATE:
         return apply_ns_create(s, t, o);
     case OP_NS_DELETE:
@@ -1008,6 +1032,63 @@ int store_gc(store *s, uint64_t multipart_age_ms, uint64_t *orphans, uint64_t *e
     return n < 0 ? STORE_IO : STORE_OK;
 }
 
+/* After a restore (the marker file RESTORED in the data folder): the index
+ * came from a backup, and some of its blobs may not have come with it. */
+static void reconcile_restored(store *s)
+{
+    char marker[PATH_MAX];
+    snprintf(marker, sizeof marker, "%s/RESTORED", s->dir);
+    if (access(marker, F_OK) != 0)
+        return;
+    uint8_t(*d)[32];
+    size_t n;
+    if (store_digests(s, &d, &n) != STORE_OK)
+        return;
+    store_stats before, after;
+    store_get_stats(s, &before);
+    op o = {0};
+    for (size_t i = 0; i < n && !s->stopping; i += SWEEP_BATCH) {
+        o.kind = OP_DROP_MISSING;
+        o.digests = d + i;
+        o.ndigests = n - i < SWEEP_BATCH ? n - i : SWEEP_BATCH;
+        if (submit_and_wait(s, &o) != STORE_OK) {
+            free(d);
+            return; /* the marker stays: tried again at the next start */
+        }
+    }
+    free(d);
+    store_get_stats(s, &after);
+    log_msg(LOG_INFO, "restore_checked",
+            "restored index: %llu blobs, %llu of them not in the backup dropped (with their keys; "
+            "the cold tier serves those it holds)",
+            (unsigned long long)before.blobs, (unsigned long long)(before.blobs - after.blobs));
+    if (!s->stopping)
+        unlink(marker);
+}
+
+int store_backup(store *s, int fd)
+{
+    int rc = mdb_env_copyfd2(s->ix.env, fd, MDB_CP_COMPACT);
+    return rc == 0 ? STORE_OK : STORE_IO;
+}
+
+int store_blob_file(store *s, const uint8_t digest[32], int *fd, uint64_t *len)
+{
+    char path[PATH_MAX];
+    struct stat sb;
+    blob_path(s, digest, path, sizeof path);
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0)
+        return errno == ENOENT ? STORE_NOTFOUND : STORE_IO;
+    if (fstat(*fd, &sb) != 0) {
+        close(*fd);
+        *fd = -1;
+        return STORE_IO;
+    }
+    *len = (uint64_t)sb.st_size;
+    return STORE_OK;
+}
+
 static void *sweeper_main(void *arg)
 {
     store *s = arg;
@@ -1159,6 +1240,9 @@ int store_open(store **out, const store_config *cfg, char *err, size_t errlen)
         store_close(s);
         return -1;
     }
+    /* before anything is served: a restored index must not point at blobs
+     * that did not come with it */
+    reconcile_restored(s);
     *out = s;
     return 0;
 }

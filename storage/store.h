@@ -207,6 +207,16 @@ int store_digests(store *s, uint8_t (**out)[32], size_t *n);
  * *expired, removed). */
 int store_gc(store *s, uint64_t multipart_age_ms, uint64_t *orphans, uint64_t *expired);
 
+/* A consistent copy of the index, compacted, written to fd (a hot backup:
+ * the store goes on serving).  Together with the blob files it names, it
+ * rebuilds a node: put both in an empty data folder with a file named
+ * RESTORED, and the store, when it opens, drops the records of blobs whose
+ * files did not come along (with their keys; the cold tier serves those it
+ * holds). */
+int store_backup(store *s, int fd);
+/* The stored bytes of a blob kept in a file (as they are on disk). */
+int store_blob_file(store *s, const uint8_t digest[32], int *fd, uint64_t *len);
+
 /* Runs eviction now until physical bytes are at most target. */
 int store_evict_to(store *s, uint64_t target);
 /* Waits until buffered last-access times are written (tests, shutdown). */

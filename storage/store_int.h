@@ -26,6 +26,7 @@ enum op_kind {
     OP_DELETE,
     OP_QUARANTINE,
     OP_SWEEP,
+    OP_DROP_MISSING, /* after a restore: blob records whose files are not here */
     OP_EVICT,
     OP_FLUSH,
     OP_NS_CREATE,
@@ -54,7 +55,7 @@ typedef struct op {
     size_t inl_len;
     int created;  /* this op renamed a new blob file into place */
     int map_full; /* failed for want of index space: worth another try */
-    /* OP_QUARANTINE, OP_SWEEP */
+    /* OP_QUARANTINE, OP_SWEEP, OP_DROP_MISSING */
     uint8_t (*digests)[32];
     size_t ndigests;
     ino_t ino; /* quarantine only the file that failed */
