@@ -811,6 +811,89 @@ static void test_namespace_usage(void **state)
     free(c);
 }
 
+typedef struct hot_seen {
+    int n;
+    char keys[8][16];
+} hot_seen;
+
+static int hot_cb(void *ctx, const char *ns, const void *key, size_t klen, uint64_t size)
+{
+    (void)size;
+    hot_seen *h = ctx;
+    assert_string_equal(ns, "ac");
+    assert_true(h->n < 8 && klen < 16);
+    memcpy(h->keys[h->n], key, klen);
+    h->keys[h->n++][klen] = '\0';
+    return 0;
+}
+
+static void test_hot_set_and_verify(void **state)
+{
+    fixture *f = *state;
+    f->cfg.touch_interval_ms = 10;
+    reopen(f);
+    uint8_t *b[3];
+    char key[16];
+    for (int i = 0; i < 3; i++) {
+        b[i] = body_of(100 * KiB, 40 + (unsigned)i, i == 2); /* two raw, one zstd */
+        snprintf(key, sizeof key, "h%d", i);
+        assert_int_equal(put(f->s, "ac", key, b[i], 100 * KiB, NULL, NULL), STORE_OK);
+        usleep(3000);
+    }
+    uint64_t mid = util_now_ms();
+    usleep(3000);
+    expect_body(f->s, "ac", "h0", b[0], 100 * KiB); /* read again: hot, and the newest */
+    hot_seen h = {0};
+    assert_int_equal(store_hot(f->s, mid, 10, hot_cb, &h), STORE_OK);
+    assert_int_equal(h.n, 1);
+    assert_string_equal(h.keys[0], "h0");
+    h.n = 0;
+    assert_int_equal(store_hot(f->s, 0, 10, hot_cb, &h), STORE_OK);
+    assert_int_equal(h.n, 3);
+    assert_string_equal(h.keys[0], "h0");
+    assert_string_equal(h.keys[1], "h2");
+    assert_string_equal(h.keys[2], "h1");
+    h.n = 0;
+    assert_int_equal(store_hot(f->s, 0, 2, hot_cb, &h), STORE_OK);
+    assert_int_equal(h.n, 2);
+
+    /* verify: all good; then a flipped byte in each file is found and quarantined */
+    uint8_t(*d)[32];
+    size_t n;
+    assert_int_equal(store_digests(f->s, &d, &n), STORE_OK);
+    assert_int_equal(n, 3);
+    uint64_t size;
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(store_verify(f->s, d[i], &size), STORE_OK);
+        assert_int_equal(size, 100 * KiB);
+    }
+    for (int i = 0; i < 3; i++) {
+        uint8_t dg[32];
+        char hex[65], path[256];
+        digest_of(b[i], 100 * KiB, dg);
+        util_hex(dg, 32, hex);
+        snprintf(path, sizeof path, "%s/blobs/%.2s/%s", f->dir, hex, hex);
+        int fd = open(path, O_RDWR);
+        assert_true(fd >= 0);
+        uint8_t x;
+        off_t at = lseek(fd, 0, SEEK_END) / 2;
+        assert_int_equal(pread(fd, &x, 1, at), 1);
+        x ^= 0x10;
+        assert_int_equal(pwrite(fd, &x, 1, at), 1);
+        close(fd);
+        assert_int_equal(store_verify(f->s, dg, &size), STORE_CORRUPT);
+        assert_int_equal(store_verify(f->s, dg, &size), STORE_NOTFOUND); /* dropped */
+    }
+    store_stats st;
+    store_get_stats(f->s, &st);
+    assert_int_equal(st.corrupt_blobs, 3);
+    assert_int_equal(st.keys, 0);
+    assert_int_equal(count_files(f->dir, "quarantine"), 3);
+    free(d);
+    for (int i = 0; i < 3; i++)
+        free(b[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -826,6 +909,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_namespaces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_namespace_usage, setup_inline, teardown),
+        cmocka_unit_test_setup_teardown(test_hot_set_and_verify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inline_sizes, setup_inline, teardown),
         cmocka_unit_test_setup_teardown(test_inline_spills_to_file, setup_inline, teardown),
         cmocka_unit_test_setup_teardown(test_inline_dedup_delete_persist, setup_inline, teardown),
