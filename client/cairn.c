@@ -797,6 +797,14 @@ static int target_path(const char *dir, const item *it, char *out, size_t cap)
     return bad ? -1 : 0;
 }
 
+/* Items in the order of where they live (a CAS blob has one place however
+ * it was named). */
+static int item_cmp(const void *a, const void *b)
+{
+    const item *x = a, *y = b;
+    return strcmp(x->path, y->path);
+}
+
 static int warmup_into(item_list *l, const char *dir, unsigned parallel)
 {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
@@ -812,6 +820,18 @@ static int warmup_into(item_list *l, const char *dir, unsigned parallel)
             n++;
         *nl = '\n';
     }
+    /* one download per file: the same entry named twice (DIGEST and
+     * cas/DIGEST, or a repeated line) must not be written twice at once */
+    qsort(items, n, sizeof *items, item_cmp);
+    size_t u = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (u > 0 && item_cmp(&items[u - 1], &items[i]) == 0)
+            item_free(&items[i]);
+        else
+            items[u++] = items[i];
+    }
+    n = u;
+    unsigned seq = 0;
     fetch *slots = calloc(parallel, sizeof *slots);
     CURLM *m = curl_multi_init();
     progress pr = {isatty(STDERR_FILENO), util_mono_ns(), 0, "download"};
@@ -836,9 +856,11 @@ static int warmup_into(item_list *l, const char *dir, unsigned parallel)
                 local++, done++;
                 continue;
             }
-            snprintf(f->tmp, sizeof f->tmp, "%s.cairn-partial-%d", f->final, (int)getpid());
+            snprintf(f->tmp, sizeof f->tmp, "%s.cairn-partial-%d-%u", f->final, (int)getpid(),
+                     seq++);
             if (make_parents(f->tmp) != 0 ||
-                (f->r.fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
+                (f->r.fd = open(f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                                0644)) < 0) {
                 fprintf(stderr, "cairn: %s: %s\n", f->tmp, strerror(errno));
                 failed++, done++;
                 continue;
@@ -1440,10 +1462,20 @@ static int cmd_stats(int argc, char **argv)
 
 /* ---- maintenance ------------------------------------------------------------------- */
 
-static int admin_post(const char *what, const char *path, const char *query)
+/* POST path?query; a 504 (not yet) is asked again until deadline_s. */
+static int admin_post(const char *what, const char *path, const char *query, uint64_t deadline_s)
 {
     response r = {.fd = -1};
-    int rc = request("POST", path, query, "", 0, 1, &r);
+    uint64_t end = util_mono_ns() + deadline_s * 1000000000ull;
+    int rc;
+    for (;;) {
+        rc = request("POST", path, query, "", 0, 1, &r);
+        if (rc != 0 || r.status != 504 || util_mono_ns() >= end || interrupted)
+            break;
+        free(r.body.data);
+        memset(&r, 0, sizeof r);
+        r.fd = -1;
+    }
     if (rc == 0 && r.status != 200)
         rc = server_said(what, &r);
     if (rc == 0) {
@@ -1474,7 +1506,7 @@ static int cmd_evict(int argc, char **argv)
             return die_usage("evict: '%s' is not a size", argv[1]);
         char q[64];
         snprintf(q, sizeof q, "to=%llu", (unsigned long long)v);
-        return admin_post("evict", "/admin/evict", q);
+        return admin_post("evict", "/admin/evict", q, 0);
     }
     printf("Usage: cairn evict --to SIZE   evict least recently used blobs (only those the "
            "tier holds, when there is one) until SIZE is stored\n");
@@ -1483,15 +1515,11 @@ static int cmd_evict(int argc, char **argv)
 
 static int cmd_drain(int argc, char **argv)
 {
-    const char *timeout = "600";
+    uint64_t timeout = 600;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
-            uint64_t s;
-            if (util_parse_duration(argv[i + 1], &s) != 0)
+            if (util_parse_duration(argv[i + 1], &timeout) != 0)
                 return die_usage("drain: '%s' is not a duration", argv[i + 1]);
-            static char buf[32];
-            snprintf(buf, sizeof buf, "%llu", (unsigned long long)s);
-            timeout = buf;
             i++;
         } else {
             printf("Usage: cairn drain [--timeout DURATION]   wait until every queued upload "
@@ -1499,9 +1527,9 @@ static int cmd_drain(int argc, char **argv)
             return strcmp(argv[i], "--help") == 0 ? EXIT_OK : EXIT_USAGE;
         }
     }
-    char q[64];
-    snprintf(q, sizeof q, "timeout=%s", timeout);
-    return admin_post("drain", "/admin/drain", q);
+    signal(SIGINT, on_sigint);
+    /* the server waits a few seconds per request; ask until the deadline */
+    return admin_post("drain", "/admin/drain", "timeout=5", timeout);
 }
 
 static int cmd_verify(int argc, char **argv)
@@ -1637,6 +1665,11 @@ static int backup_usage(FILE *f, int rc)
     return rc;
 }
 
+static int cmp32(const void *a, const void *b)
+{
+    return memcmp(a, b, 32);
+}
+
 static int cmd_backup(int argc, char **argv)
 {
     const char *dir = NULL, *which = "untiered";
@@ -1679,9 +1712,27 @@ static int cmd_backup(int argc, char **argv)
     }
     MDB_txn *t;
     MDB_cursor *c;
-    buf want = {0}; /* 32-byte digests and 8-byte sizes */
+    buf want = {0};    /* 32-byte digests and 8-byte sizes */
+    buf pending = {0}; /* digests of keys whose records the tier does not have yet */
     uint64_t nblobs = 0, tiered = 0, inl = 0;
     if (mdb_txn_begin(ix.env, NULL, MDB_RDONLY, &t) == 0) {
+        /* a blob the tier holds is left to it only when every key of it is
+         * there too: the tier queue of the copy says which are not */
+        if (mdb_cursor_open(t, ix.tierq, &c) == 0) {
+            MDB_val k, v;
+            for (int g = mdb_cursor_get(c, &k, &v, MDB_FIRST); g == 0;
+                 g = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+                tq_rec q;
+                key_rec kr;
+                if (k.mv_size < 1 || ((const char *)k.mv_data)[0] != 'k' ||
+                    idx_tq_decode(&v, &q) != 0 || idx_get_key(t, &ix, q.name, q.name_len, &kr) != 0)
+                    continue;
+                buf_add(&pending, (const char *)kr.digest, 32);
+            }
+            mdb_cursor_close(c);
+            if (pending.len)
+                qsort(pending.data, pending.len / 32, 32, cmp32);
+        }
         if (mdb_cursor_open(t, ix.blobs, &c) == 0) {
             MDB_val k, v;
             for (int g = mdb_cursor_get(c, &k, &v, MDB_FIRST); g == 0;
@@ -1694,9 +1745,12 @@ static int cmd_backup(int argc, char **argv)
                     inl++;
                     continue;
                 }
-                if (b.tier)
+                int keys_pending = b.tier && pending.len &&
+                                   bsearch(k.mv_data, pending.data, pending.len / 32, 32, cmp32);
+                int left = b.tier && !keys_pending; /* the tier can give it all back */
+                if (left)
                     tiered++;
-                if (none || (b.tier && !all))
+                if (none || (left && !all))
                     continue;
                 uint8_t sz[8];
                 util_put_le64(sz, b.stored);
@@ -1708,6 +1762,7 @@ static int cmd_backup(int argc, char **argv)
         mdb_txn_abort(t);
     }
     idx_close(&ix);
+    free(pending.data);
     size_t n = want.len / 40;
     progress pr = {isatty(STDERR_FILENO), util_mono_ns(), 0, "backup"};
     uint64_t bytes = 0, gone = 0;
@@ -1816,6 +1871,15 @@ static int cmd_restore(int argc, char **argv)
         fprintf(stderr, "cairn: %s is not empty: restore into a new folder\n", data);
         return EXIT_USAGE;
     }
+    /* the marker first: a restore cut short still makes cairnd check the index
+     * against the blobs that did arrive */
+    char marker[4700];
+    snprintf(marker, sizeof marker, "%s/RESTORED", data);
+    int m = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (m < 0 || fsync(m) != 0 || close(m) != 0) {
+        fprintf(stderr, "cairn: %s: %s\n", marker, strerror(errno));
+        return EXIT_SERVER;
+    }
     if (copy_file(src, dst) != 0) {
         fprintf(stderr, "cairn: %s: %s\n", dst, strerror(errno));
         return EXIT_SERVER;
@@ -1841,12 +1905,6 @@ static int cmd_restore(int argc, char **argv)
             files++;
         }
         closedir(d);
-    }
-    snprintf(dst, sizeof dst, "%s/RESTORED", data);
-    int m = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-    if (m < 0 || close(m) != 0) {
-        fprintf(stderr, "cairn: %s: %s\n", dst, strerror(errno));
-        return EXIT_SERVER;
     }
     printf("restored into %s: the index and %llu blob files; start cairnd --data %s\n", data,
            (unsigned long long)files, data);

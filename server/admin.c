@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,8 +59,11 @@ static int item_parse(const char *line, size_t len, item *it)
     const char *ns, *key;
     size_t nslen;
     char buf[S3_NS_MAX];
-    if (util_is_hex64(d, n)) {
-        ns = "cas", nslen = 3, key = d;
+    if (util_is_hex64(d, n) || (n == 68 && memcmp(d, "cas/", 4) == 0)) {
+        ns = "cas", nslen = 3, key = n == 64 ? d : d + 4;
+        for (char *c = (char *)key; *c; c++) /* the native API keeps digests in lower case */
+            if (*c >= 'A' && *c <= 'F')
+                *c = (char)(*c - 'A' + 'a');
     } else if (n > 4 && memcmp(d, "cas/", 4) == 0) {
         ns = "cas", nslen = 3, key = d + 4;
     } else if (n > 3 && memcmp(d, "ac/", 3) == 0) {
@@ -212,9 +216,19 @@ static void *worker_main(void *arg)
         }
         atomic_fetch_add(&j->done, 1);
     }
+    store_thread_done(j->st); /* its read transaction and LMDB slot */
     pthread_mutex_lock(&jobs_mu);
     if (atomic_fetch_sub(&j->running, 1) == 1) {
         atomic_store(&j->end_ms, util_now_ms());
+        /* the counters stay for GET; the list goes */
+        for (size_t i = 0; j->items && i < j->n; i++) {
+            free(j->items[i].ns);
+            free(j->items[i].key);
+        }
+        free(j->items);
+        free(j->digests);
+        j->items = NULL;
+        j->digests = NULL;
         buf b = {0};
         job_json(&b, j); /* its final state, as GET /admin/jobs/ID shows it */
         if (buf_ok(&b) && b.len)
@@ -453,7 +467,8 @@ static enum MHD_Result hot(request *r)
     uint64_t window, limit;
     if (uint_param(r, "window", 86400, &window) != 0 || uint_param(r, "limit", 100000, &limit) != 0)
         return admin_error(r, 400, "window (seconds) and limit must be numbers");
-    uint64_t now = util_now_ms(), since = window * 1000 < now ? now - window * 1000 : 0;
+    uint64_t now = util_now_ms();
+    uint64_t since = window < now / 1000 ? now - window * 1000 : 0;
     buf b = {0};
     int rc = store_hot(r->srv->st, since, (size_t)limit, hot_line, &b);
     if (rc != STORE_OK) {
@@ -492,8 +507,10 @@ static enum MHD_Result evict(request *r)
 static enum MHD_Result drain(request *r)
 {
     uint64_t timeout;
-    if (uint_param(r, "timeout", 60, &timeout) != 0)
+    if (uint_param(r, "timeout", 5, &timeout) != 0)
         return admin_error(r, 400, "timeout must be a number of seconds");
+    if (timeout > 5)
+        timeout = 5; /* a request does not hold a server thread longer: clients ask again */
     if (!r->srv->cfg->tier[0])
         return admin_error(r, 409, "no cold tier is configured");
     uint64_t end = util_mono_ns() + timeout * 1000000000ull;
@@ -517,6 +534,8 @@ static enum MHD_Result gc(request *r)
     if (uint_param(r, "multipart-older-than", 0, &age) != 0)
         return admin_error(r, 400, "multipart-older-than must be a number of seconds");
     uint64_t orphans, expired;
+    if (age > 100ull * 365 * 86400)
+        age = 100ull * 365 * 86400;
     int rc = store_gc(r->srv->st, age * 1000, &orphans, &expired);
     if (rc != STORE_OK)
         return admin_error(r, 500, store_strerror(rc));
@@ -528,63 +547,33 @@ static enum MHD_Result gc(request *r)
 
 /* ---- backup ------------------------------------------------------------------ */
 
-static unsigned backups; /* copies running (jobs_mu): admin_stop waits for them */
-
-typedef struct backup_job {
-    store *st;
-    int fd;
-} backup_job;
-
-static void *backup_main(void *arg)
-{
-    backup_job *b = arg;
-    if (store_backup(b->st, b->fd) != STORE_OK)
-        log_msg(LOG_WARN, "backup_failed", "the index copy was not completed (client gone?)");
-    else
-        log_msg(LOG_INFO, "backup_done", "index copy sent");
-    close(b->fd);
-    free(b);
-    pthread_mutex_lock(&jobs_mu);
-    backups--;
-    pthread_cond_broadcast(&jobs_cv);
-    pthread_mutex_unlock(&jobs_mu);
-    return NULL;
-}
-
-/* The index, copied consistently and compacted by LMDB while the store goes
- * on, streamed through a pipe. */
+/* The index, copied consistently and compacted by LMDB into an unnamed file
+ * of DATA/tmp while the store goes on, then sent with its length (a copy
+ * cut short shows as one). */
 static enum MHD_Result backup(request *r)
 {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) != 0)
-        return admin_error(r, 500, "cannot make a pipe");
-    backup_job *b = malloc(sizeof *b);
-    struct MHD_Response *resp = MHD_create_response_from_pipe(p[0]);
-    pthread_t t;
-    pthread_attr_t at;
-    pthread_attr_init(&at);
-    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    pthread_mutex_lock(&jobs_mu);
-    int ok = b && resp;
-    if (ok) {
-        b->st = r->srv->st;
-        b->fd = p[1];
-        backups++;
-        ok = pthread_create(&t, &at, backup_main, b) == 0;
-        if (!ok)
-            backups--;
+    char dir[4200], path[4300];
+    snprintf(dir, sizeof dir, "%s/tmp", store_dir(r->srv->st));
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) { /* no O_TMPFILE here: a named one, unlinked at once */
+        snprintf(path, sizeof path, "%s/backup-XXXXXX", dir);
+        fd = mkostemp(path, O_CLOEXEC);
+        if (fd >= 0)
+            unlink(path);
     }
-    pthread_mutex_unlock(&jobs_mu);
-    pthread_attr_destroy(&at);
-    if (!ok) {
-        free(b);
-        close(p[1]);
-        if (resp)
-            MHD_destroy_response(resp); /* closes p[0] */
-        else
-            close(p[0]);
-        return admin_error(r, 500, "cannot start the copy");
+    if (fd < 0)
+        return admin_error(r, 500, "cannot make a temporary file for the copy");
+    struct stat st;
+    if (store_backup(r->srv->st, fd) != STORE_OK || fstat(fd, &st) != 0) {
+        close(fd);
+        return admin_error(r, 500, "the index copy failed (disk full?)");
     }
+    struct MHD_Response *resp = MHD_create_response_from_fd64((uint64_t)st.st_size, fd);
+    if (resp == NULL) {
+        close(fd);
+        return admin_error(r, 500, "out of memory");
+    }
+    log_msg(LOG_INFO, "backup", "index copy of %lld bytes sent", (long long)st.st_size);
     MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
     return http_queue(r, 200, resp);
 }
@@ -672,7 +661,5 @@ void admin_stop(void)
             job_free(jobs[i]);
         jobs[i] = NULL;
     }
-    while (backups > 0) /* the server has stopped: their pipes are closed, they end */
-        pthread_cond_wait(&jobs_cv, &jobs_mu);
     pthread_mutex_unlock(&jobs_mu);
 }

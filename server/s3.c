@@ -719,6 +719,11 @@ static enum MHD_Result admin_call(request *r)
     if (s->xml_too_big)
         return s3_error(r, 400, "EntityTooLarge", "The admin request's body is too large.");
     const char *announced = http_header(r, "x-amz-content-sha256");
+    if (creds_count() > 0 && s->xml.len > 0 &&
+        (announced == NULL || !util_is_hex64(announced, strlen(announced))))
+        return s3_error(r, 400, "InvalidRequest",
+                        "An admin request's body must be signed: send its SHA-256 in "
+                        "x-amz-content-sha256 and sign with a header.");
     if (announced && util_is_hex64(announced, strlen(announced))) {
         uint8_t want[32], got[32];
         unsigned int n;

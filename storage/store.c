@@ -195,6 +195,22 @@ MDB_txn *reader_get(store *s)
     return t;
 }
 
+void store_thread_done(store *s)
+{
+    if (tls_reader.store_id != s->id || tls_reader.txn == NULL)
+        return;
+    pthread_mutex_lock(&s->readers_mu);
+    for (size_t i = 0; i < s->nreaders; i++)
+        if (s->readers[i] == tls_reader.txn) {
+            s->readers[i] = s->readers[--s->nreaders];
+            break;
+        }
+    pthread_mutex_unlock(&s->readers_mu);
+    mdb_txn_abort(tls_reader.txn); /* its reader slot goes back to LMDB */
+    tls_reader.txn = NULL;
+    tls_reader.store_id = 0;
+}
+
 void reader_put(store *s, MDB_txn *t)
 {
     if (tls_reader.store_id == s->id && tls_reader.txn == t)
@@ -1034,16 +1050,16 @@ int store_gc(store *s, uint64_t multipart_age_ms, uint64_t *orphans, uint64_t *e
 
 /* After a restore (the marker file RESTORED in the data folder): the index
  * came from a backup, and some of its blobs may not have come with it. */
-static void reconcile_restored(store *s)
+static int reconcile_restored(store *s)
 {
     char marker[PATH_MAX];
     snprintf(marker, sizeof marker, "%s/RESTORED", s->dir);
     if (access(marker, F_OK) != 0)
-        return;
+        return 0;
     uint8_t(*d)[32];
     size_t n;
     if (store_digests(s, &d, &n) != STORE_OK)
-        return;
+        return -1;
     store_stats before, after;
     store_get_stats(s, &before);
     op o = {0};
@@ -1053,7 +1069,7 @@ static void reconcile_restored(store *s)
         o.ndigests = n - i < SWEEP_BATCH ? n - i : SWEEP_BATCH;
         if (submit_and_wait(s, &o) != STORE_OK) {
             free(d);
-            return; /* the marker stays: tried again at the next start */
+            return -1; /* the marker stays: tried again at the next start */
         }
     }
     free(d);
@@ -1062,13 +1078,15 @@ static void reconcile_restored(store *s)
             "restored index: %llu blobs, %llu of them not in the backup dropped (with their keys; "
             "the cold tier serves those it holds)",
             (unsigned long long)before.blobs, (unsigned long long)(before.blobs - after.blobs));
-    if (!s->stopping)
-        unlink(marker);
+    return unlink(marker) == 0 ? 0 : -1;
 }
 
 int store_backup(store *s, int fd)
 {
+    /* the map must not move under the copy: growing it waits until it is done */
+    pthread_rwlock_rdlock(&s->map_lock);
     int rc = mdb_env_copyfd2(s->ix.env, fd, MDB_CP_COMPACT);
+    pthread_rwlock_unlock(&s->map_lock);
     return rc == 0 ? STORE_OK : STORE_IO;
 }
 
@@ -1242,7 +1260,12 @@ int store_open(store **out, const store_config *cfg, char *err, size_t errlen)
     }
     /* before anything is served: a restored index must not point at blobs
      * that did not come with it */
-    reconcile_restored(s);
+    if (reconcile_restored(s) != 0) {
+        snprintf(err, errlen, "%s/RESTORED: cannot check the restored index against its blobs",
+                 s->dir);
+        store_close(s);
+        return -1;
+    }
     *out = s;
     return 0;
 }

@@ -217,6 +217,10 @@ int store_backup(store *s, int fd);
 /* The stored bytes of a blob kept in a file (as they are on disk). */
 int store_blob_file(store *s, const uint8_t digest[32], int *fd, uint64_t *len);
 
+/* A thread that used the store and is about to end gives back the read
+ * transaction the store keeps for it (and its LMDB reader slot). */
+void store_thread_done(store *s);
+
 /* Runs eviction now until physical bytes are at most target. */
 int store_evict_to(store *s, uint64_t target);
 /* Waits until buffered last-access times are written (tests, shutdown). */

@@ -1630,8 +1630,18 @@ void tier_wait_key(store *s, const char *nskey, size_t nklen)
         return;
     uint8_t id[TQ_KEYLEN];
     tq_key(TQ_KEY, nskey, nklen, id);
-    if (gate_enter(q, id)) /* nobody was fetching it: nothing to wait for */
-        gate_leave(q, id);
+    /* wait for its gate to go, without taking it (a reader that found it
+     * taken would give up on the key) */
+    pthread_mutex_lock(&q->gate_mu);
+    for (;;) {
+        gate *g = q->gates;
+        while (g && memcmp(g->id, id, TQ_KEYLEN) != 0)
+            g = g->next;
+        if (g == NULL)
+            break;
+        pthread_cond_wait(&q->gate_cv, &q->gate_mu);
+    }
+    pthread_mutex_unlock(&q->gate_mu);
 }
 
 int tier_resolve_ns(store *s, const char *ns)

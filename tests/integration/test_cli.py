@@ -402,6 +402,32 @@ class CliTest(unittest.TestCase):
         self.read_all(b, items)
         self.assertEqual(self.s3(b).get_object(Bucket="proj", Key="late")["Body"].read(), late)
 
+    def test_many_jobs_do_not_use_up_the_index_readers(self):
+        """Each job's threads read the index; LMDB has 1024 reader slots, and
+        threads that end must give theirs back."""
+        a = Server([])  # no key: the admin API is open to loopback
+        self.addCleanup(close_checked, self, a)
+        body = os.urandom(100)
+        self.assertEqual(tt.request(a, "PUT", "/cas/" + sha256(body), body)[0], 200)
+        listing = (sha256(body) + "\n").encode()
+        c = a.conn()
+        job = None
+        for i in range(1200):  # a thread (at least) each
+            while True:
+                c.request("POST", "/admin/warmup?parallel=1", listing)
+                r = c.getresponse()
+                data = r.read()
+                if r.status != 503:  # 32 jobs at once at most: wait for some to end
+                    break
+                time.sleep(0.01)
+            self.assertEqual(r.status, 202, data)
+            job = json.loads(data)["job"]
+        c.close()
+        self.assertTrue(wait_for(lambda: json.loads(tt.request(
+            a, "GET", "/admin/jobs/%d" % job)[2])["state"] == "done", timeout=30))
+        got = json.loads(tt.request(a, "GET", "/admin/jobs/%d" % job)[2])
+        self.assertEqual((got["local"], got["failed"]), (1, 0), got)
+
     def test_everyday_commands(self):
         a = self.node(prefix="daily")
         d = tempfile.mkdtemp(prefix="cairn-cli-")
