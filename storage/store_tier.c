@@ -857,19 +857,25 @@ void tier_stats(store *s, store_stats *st)
 
 /* Enters the gate of id; 1 if this thread is the one to fetch, 0 if another
  * was and has finished (look again locally). */
-static int gate_enter(tier_state *q, const uint8_t id[TQ_KEYLEN])
+/* Waits (gate_mu held) until nobody holds the gate of id; 1 if it waited. */
+static int gate_wait(tier_state *q, const uint8_t id[TQ_KEYLEN])
 {
-    pthread_mutex_lock(&q->gate_mu);
     int waited = 0;
     for (;;) {
         gate *g = q->gates;
         while (g && memcmp(g->id, id, TQ_KEYLEN) != 0)
             g = g->next;
         if (g == NULL)
-            break;
+            return waited;
         waited = 1;
         pthread_cond_wait(&q->gate_cv, &q->gate_mu);
     }
+}
+
+static int gate_enter(tier_state *q, const uint8_t id[TQ_KEYLEN])
+{
+    pthread_mutex_lock(&q->gate_mu);
+    int waited = gate_wait(q, id);
     gate *g = waited ? NULL : malloc(sizeof *g);
     if (g) {
         memcpy(g->id, id, TQ_KEYLEN);
@@ -1633,14 +1639,7 @@ void tier_wait_key(store *s, const char *nskey, size_t nklen)
     /* wait for its gate to go, without taking it (a reader that found it
      * taken would give up on the key) */
     pthread_mutex_lock(&q->gate_mu);
-    for (;;) {
-        gate *g = q->gates;
-        while (g && memcmp(g->id, id, TQ_KEYLEN) != 0)
-            g = g->next;
-        if (g == NULL)
-            break;
-        pthread_cond_wait(&q->gate_cv, &q->gate_mu);
-    }
+    gate_wait(q, id);
     pthread_mutex_unlock(&q->gate_mu);
 }
 
