@@ -99,6 +99,7 @@ bench: bench-deps all
 	@bash bench/s3.sh
 	@python3 bench/tier.py
 	@bash bench/metrics.sh
+	@python3 bench/warmup.py
 
 format:
 	clang-format -i common/*.[ch] storage/*.[ch] server/*.[ch] client/*.c tests/unit/*.c

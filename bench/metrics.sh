@@ -40,7 +40,13 @@ start() { # name flags... -> port in $PORT
     exit 1
 }
 
-start on --metrics true --access-log ${ACCESS_LOG:-all}
+# CALIBRATE=1: the "on" server is configured like the other (an A/A run: the
+# difference it shows is the method's own bias and noise)
+if [ -n "${CALIBRATE:-}" ]; then
+    start on --metrics false --access-log off --audit-log false
+else
+    start on --metrics true --access-log ${ACCESS_LOG:-all}
+fi
 ON=$PORT
 ON_PID=${PIDS[0]}
 start off --metrics false --access-log off --audit-log false
@@ -93,7 +99,9 @@ lines=$(grep -c '"event":"access"' "$WORK/on.log" || true)
 echo "cairn metrics bench $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD)"
 echo "command: bash bench/metrics.sh (RUNS=$RUNS, ${SECS}s each, medians; 4 KiB GETs, native API;"
 echo "         cairnd on CPU 0, wrk on CPU 1, the two servers in turns)"
-printf '%-48s %10s\n' "metrics on, access log ${ACCESS_LOG:-all} (req/s)" "$on"
+label="metrics on, access log ${ACCESS_LOG:-all}"
+[ -n "${CALIBRATE:-}" ] && label="A/A: the first server configured as the other"
+printf '%-48s %10s\n' "$label (req/s)" "$on"
 printf '%-48s %10s\n' "metrics off, access log off (req/s)" "$off"
 printf '%-48s %9.1f%%   (target >= -3%%)\n' "difference (median of the pairs' ratios)" "$(echo "($ratio - 1) * 100" | bc -l)"
 printf '%-48s %10s\n' "  server CPU per request (us)" "$con"
