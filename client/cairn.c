@@ -386,8 +386,9 @@ static void human(uint64_t b, char *out, size_t cap)
 static void progress_show(progress *p, uint64_t done, uint64_t total, uint64_t bytes, int final)
 {
     uint64_t now = util_mono_ns();
-    if (!final && now - p->last < (p->tty ? 200000000ull : 5000000000ull))
-        return;
+    if (!final && (now - p->last < (p->tty ? 200000000ull : 5000000000ull) ||
+                   (!p->tty && total && done >= total)))
+        return; /* (a plain line for the end comes with final) */
     p->last = now;
     double secs = (double)(now - p->t0) / 1e9;
     char b[32], rate[32];
@@ -1424,15 +1425,15 @@ static int cmd_stats(int argc, char **argv)
         return EXIT_OK;
     }
     char a[32], b[32], c[32], d[32];
-    printf("%-10s %12s %12s %12s %10s\n", "front end", "hits", "of which tier", "misses",
+    printf("%-10s %12s %14s %12s %10s\n", "front end", "hits", "of which tier", "misses",
            "hit ratio");
     for (int i = 0; i < 2; i++) {
         double all = hits[i] + misses[i];
         if (all == 0)
-            printf("%-10s %12.0f %12.0f %12.0f %10s\n", fe[i], hits[i], tier_hits[i], misses[i],
+            printf("%-10s %12.0f %14.0f %12.0f %10s\n", fe[i], hits[i], tier_hits[i], misses[i],
                    "-");
         else
-            printf("%-10s %12.0f %12.0f %12.0f %9.1f%%\n", fe[i], hits[i], tier_hits[i], misses[i],
+            printf("%-10s %12.0f %14.0f %12.0f %9.1f%%\n", fe[i], hits[i], tier_hits[i], misses[i],
                    100 * hits[i] / all);
     }
     human((uint64_t)stored, a, sizeof a);
