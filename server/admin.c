@@ -211,8 +211,10 @@ static void *worker_main(void *arg)
             atomic_fetch_add(rc == STORE_NOTFOUND || rc == STORE_BAD_KEY ? &j->missing : &j->failed,
                              1);
             if (rc != STORE_NOTFOUND && rc != STORE_BAD_KEY)
-                log_msg(LOG_WARN, "warmup_failed", "job %u: %s: %s", j->id, it->ns,
-                        store_strerror(rc));
+                log_msg(LOG_WARN, "warmup_failed",
+                        "job %u: %s, key of %zu bytes: %s (a tier failure is logged as "
+                        "tier_read_failed)",
+                        j->id, it->ns, it->klen, store_strerror(rc));
         }
         atomic_fetch_add(&j->done, 1);
     }

@@ -2125,15 +2125,20 @@ int store_warm(store *s, const char *ns, const void *key, size_t klen, int *stat
     } else if (rc == STORE_NOTFOUND && s->tier_q) {
         int filled = 0;
         rc = tier_resolve_key(s, nskey, nklen, &e, &filled);
+        if (rc == STORE_NOTFOUND && e.tier_failed)
+            rc = STORE_IO; /* the tier failed: not the same as not having it */
         if (rc == STORE_OK && filled) {
             store_entry_clear(&e); /* not read here: the fill goes on without us */
             tier_wait_key(s, nskey, nklen);
         } else if (rc == STORE_OK) {
             store_entry_clear(&e);
         }
-        /* warmed means committed here */
+        /* warmed means committed here; a fill that did not commit (its blob
+         * failed its checks as it arrived, say) failed */
         if (rc == STORE_OK && (rc = lookup_local(s, nskey, nklen, &e)) == STORE_OK)
             *state = STORE_WARM_FETCHED;
+        else if (rc == STORE_NOTFOUND && filled)
+            rc = STORE_IO;
     }
     if (rc == STORE_OK) {
         *size = e.size;

@@ -86,6 +86,8 @@ typedef struct store_entry {
     int format;             /* in a file, or in the index (BLOB_FILE, BLOB_INLINE of index.h) */
     struct tier_fill *fill; /* read through the cold tier, not yet committed here */
     int from_tier;          /* this lookup found it in the cold tier, not here */
+    int tier_failed;        /* a miss because the tier failed (error, damaged or inconsistent
+                               objects), not because it has no such key */
     void *meta; /* malloc'ed copy of the front end's metadata; free with store_entry_clear */
     size_t meta_len;
 } store_entry;

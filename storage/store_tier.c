@@ -1519,9 +1519,11 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
         atomic_fetch_add(&q->misses, 1);
     } else if (rc != TIER_OK) {
         atomic_fetch_add(&q->errors, 1);
+        e->tier_failed = 1;
         log_msg(LOG_WARN, "tier_read_failed", "key record %s: %s", name, tier_strerror(rc));
     } else if (parse_key_record(data, len, nskey, nklen, &pr) != 0) {
         atomic_fetch_add(&q->corrupt, 1);
+        e->tier_failed = 1;
         log_msg(LOG_WARN, "tier_corrupt", "key record %s does not parse", name);
     } else if ((j = calloc(1, sizeof *j)) == NULL || (j->nskey = malloc(nklen)) == NULL ||
                (pr.kr.meta_len && (j->meta = malloc(pr.kr.meta_len)) == NULL)) {
@@ -1571,6 +1573,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
                 /* failed before its headers: the thread cleans up after itself */
                 tier_fill_release(f);
                 free(data);
+                e->tier_failed = 1;
                 return STORE_NOTFOUND;
             }
         } else {
@@ -1620,6 +1623,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
                 atomic_fetch_add(&q->hits, 1);
         } else {
             atomic_fetch_add(rc == TIER_NOTFOUND ? &q->misses : &q->errors, 1);
+            e->tier_failed = 1; /* its key record is there: the blob must be too */
             log_msg(LOG_WARN, "tier_read_failed", "blob of %s: %s", name, tier_strerror(rc));
         }
     }

@@ -166,6 +166,25 @@ class CliTest(unittest.TestCase):
         self.assertEqual(metric(a, "cairn_tier_reads_total", result="hit"), len(items))
         self.read_all(a, items)
 
+    def test_a_failing_tier_is_failed_not_missing(self):
+        proxy = tt.FaultProxy(self.moto.port)
+        self.addCleanup(proxy.stop)
+        a = Server(["--tier", "s3://tier/failing", "--tier-endpoint", proxy.url,
+                    "--tier-timeout", "3s", "--credentials", self.creds_file.name], env=tt.CREDS)
+        self.addCleanup(close_checked, self, a)
+        items = self.fill(a, n_small=6, n_big=1)
+        self.wipe(a)
+        listing = "".join(n + "\n" for n in items).encode()
+        proxy.mode = "500"
+        rc, out, err = self.cli(a, "warmup", "--json", "-", stdin=listing)
+        self.assertEqual(rc, 1, err)
+        s = json.loads(out)
+        self.assertEqual((s["failed"], s["missing"], s["warmed"]), (len(items), 0, 0))
+        proxy.mode = "ok"
+        rc, out, err = self.cli(a, "warmup", "--json", "-", stdin=listing)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out)["warmed"], len(items))
+
     def test_hot_set_of_one_node_warms_another(self):
         a = self.node(prefix="hot")
         items = self.fill(a, n_small=20, n_big=0)
