@@ -58,6 +58,32 @@ def wait_http(url, timeout=30):
     raise RuntimeError("%s did not come up" % url)
 
 
+def title(what):
+    """The first line of a result: what, when, at which commit."""
+    return "cairn %s bench %s, commit %s" % (
+        what, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                       capture_output=True, text=True).stdout.strip())
+
+
+def save(name, lines):
+    """Prints the result and keeps it in bench/out/<name>-<stamp>.txt."""
+    text = "\n".join(lines)
+    print(text)
+    os.makedirs(os.path.join(ROOT, "bench", "out"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench", "out", "%s-%s.txt" % (
+            name, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))), "w") as f:
+        f.write(text + "\n")
+
+
+def start_moto():
+    """moto_server on a free port: (process, url)."""
+    port = free_port()
+    proc = subprocess.Popen(["moto_server", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    return proc, "http://127.0.0.1:%d" % port
+
+
 class Node:
     def __init__(self, data, moto_url, prefix):
         self.data, self.moto_url, self.prefix = data, moto_url, prefix
@@ -77,6 +103,13 @@ class Node:
              "--log-level", os.environ.get("TIER_LOG_LEVEL", "warn")], stdout=subprocess.DEVNULL, stderr=self.log, env=env)
         self.url = "http://127.0.0.1:%d" % self.port
         wait_http(self.url + "/healthz")
+
+    def wipe(self):
+        """Restarts the node on an empty folder: every object is cold."""
+        self.stop()
+        shutil.rmtree(self.data)
+        os.mkdir(self.data)
+        self.start()
 
     def status(self):
         return json.loads(urllib.request.urlopen(self.url + "/status").read())
@@ -143,10 +176,7 @@ def main():
     runs = int(os.environ.get("RUNS", "3"))
     rng = random.Random(1)
     work = tempfile.mkdtemp(prefix="cairn-tierbench-")
-    moto_port = free_port()
-    moto = subprocess.Popen(["moto_server", "-p", str(moto_port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    moto_url = "http://127.0.0.1:%d" % moto_port
+    moto, moto_url = start_moto()
     nodes = []
     try:
         wait_http(moto_url)
@@ -172,10 +202,7 @@ def main():
         direct, through = [], []
         for run in range(runs):
             # every object cold: the node's folder wiped before each pass
-            a.stop()
-            shutil.rmtree(data)
-            os.mkdir(data)
-            a.start()
+            a.wipe()
             ca = client(a.url)
             t_direct, nd, cd = read_all(m, "direct", keys)
             t_through, nt, ct = read_all(ca, "objs", keys)
@@ -208,10 +235,7 @@ def main():
         st = b.status()["tier"]
 
         lines = [
-            "cairn cold-tier bench %s, commit %s" % (
-                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                               capture_output=True, text=True).stdout.strip()),
+            title("cold-tier"),
             "command: python3 bench/tier.py %d (RUNS=%d, medians); moto_server as the tier; "
             "boto3 as the client" % (n, runs),
             "",
@@ -229,12 +253,7 @@ def main():
                 st["upload_bytes"] / MIB, sum(len(x) for x in distinct) / MIB),
             "  blob uploads                      %8d" % (st["uploads"]),
         ]
-        text = "\n".join(lines)
-        print(text)
-        os.makedirs(os.path.join(ROOT, "bench", "out"), exist_ok=True)
-        with open(os.path.join(ROOT, "bench", "out", "tier-%s.txt" % time.strftime(
-                "%Y%m%dT%H%M%SZ", time.gmtime())), "w") as f:
-            f.write(text + "\n")
+        save("tier", lines)
     finally:
         for nd in nodes:
             try:

@@ -49,10 +49,7 @@ def main():
     big = int(os.environ.get("BIG_MIB", "256")) * MIB
     rng = random.Random(6)
     work = tempfile.mkdtemp(prefix="cairn-warmbench-")
-    moto_port = tb.free_port()
-    moto = subprocess.Popen(["moto_server", "-p", str(moto_port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    moto_url = "http://127.0.0.1:%d" % moto_port
+    moto, moto_url = tb.start_moto()
     node = None
     rows = []
     try:
@@ -87,10 +84,7 @@ def main():
                    AWS_SHARED_CREDENTIALS_FILE="/dev/null")
         for name, n, size in sets:
             # cairn warmup on a wiped node
-            node.stop()
-            shutil.rmtree(data)
-            os.mkdir(data)
-            node.start()
+            node.wipe()
             env["CAIRN_URL"] = node.url
             listing = os.path.join(work, name + ".items")
             with open(listing, "w") as f:
@@ -121,10 +115,7 @@ def main():
             print("  %s: warmup %.1f s, aws-cli %.1f s" % (name, t_warm, t_aws), flush=True)
 
         lines = [
-            "cairn warmup bench %s, commit %s" % (
-                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                               capture_output=True, text=True).stdout.strip()),
+            tb.title("warmup"),
             "command: python3 bench/warmup.py (N_SMALL=%d N_BIG=%d BIG_MIB=%d); moto_server as "
             "the tier; cairn warmup (server-side, --parallel 8) on a wiped node against "
             "aws s3 cp --recursive with max_concurrent_requests = 1" % (n_small, n_big,
@@ -139,12 +130,7 @@ def main():
                              "%d MiB" % (size // MIB)),
                 tw, n / tw, total / tw / 1e6, ta, n / ta, ta / tw))
         lines.append("target: warmup at least 5x faster than aws-cli one at a time")
-        text = "\n".join(lines)
-        print(text)
-        os.makedirs(os.path.join(ROOT, "bench", "out"), exist_ok=True)
-        with open(os.path.join(ROOT, "bench", "out", "warmup-%s.txt" % time.strftime(
-                "%Y%m%dT%H%M%SZ", time.gmtime())), "w") as f:
-            f.write(text + "\n")
+        tb.save("warmup", lines)
     finally:
         if node:
             try:

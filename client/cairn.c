@@ -33,6 +33,7 @@
 #include <curl/curl.h>
 #include <openssl/evp.h>
 
+#include "../common/log.h"
 #include "../common/sigv4.h"
 #include "../common/util.h"
 #include "../server/buf.h"
@@ -491,13 +492,14 @@ typedef struct lister {
     const char *bucket;
     FILE *print; /* ls: print a line per key instead */
     int json_first;
+    int buckets; /* a ListBuckets answer: print each <Name> */
 } lister;
 
 static void XMLCALL ls_start(void *ud, const XML_Char *name, const XML_Char **atts)
 {
     (void)atts;
     lister *ls = ud;
-    ls->in = strcmp(name, "Key") == 0 || strcmp(name, "Size") == 0 ||
+    ls->in = strcmp(name, "Key") == 0 || strcmp(name, "Size") == 0 || strcmp(name, "Name") == 0 ||
              strcmp(name, "LastModified") == 0 || strcmp(name, "NextContinuationToken") == 0 ||
              strcmp(name, "IsTruncated") == 0;
     ls->curn = 0;
@@ -531,6 +533,9 @@ static void XMLCALL ls_end(void *ud, const XML_Char *name)
         snprintf(ls->token, sizeof ls->token, "%s", v);
     else if (strcmp(name, "IsTruncated") == 0)
         ls->truncated = strcmp(v, "true") == 0;
+    else if (strcmp(name, "Name") == 0 && ls->buckets)
+        fprintf(ls->print, cfg.json ? "%s\"%s\"" : "%s%s\n",
+                cfg.json && ls->json_first++ ? "," : "", v);
     else if (strcmp(name, "Contents") == 0) {
         buf line = {0};
         static const char hex[] = "0123456789ABCDEF";
@@ -545,9 +550,10 @@ static void XMLCALL ls_end(void *ud, const XML_Char *name)
                 buf_add(&line, k, 1);
             }
         }
-        if (ls->print && cfg.json)
+        char esc[8200];
+        if (ls->print && cfg.json && log_json_escape(esc, sizeof esc, line.data) < sizeof esc - 8)
             fprintf(ls->print, "%s{\"item\":\"%s\",\"size\":%s,\"modified\":\"%s\"}",
-                    ls->json_first++ ? ",\n" : "[\n", line.data, ls->size, ls->modified);
+                    ls->json_first++ ? ",\n" : "[\n", esc, ls->size, ls->modified);
         else if (ls->print)
             fprintf(ls->print, "%12s  %s  %s\n", ls->size, ls->modified, line.data);
         else
@@ -555,6 +561,22 @@ static void XMLCALL ls_end(void *ud, const XML_Char *name)
         free(line.data);
     }
     ls->in = 0;
+}
+
+/* Feeds an S3 listing to the lister: 0, or EXIT_SERVER if it does not parse. */
+static int ls_parse(lister *ls, const buf *body)
+{
+    XML_Parser xp = XML_ParserCreate(NULL);
+    int rc = 0;
+    XML_SetUserData(xp, ls);
+    XML_SetElementHandler(xp, ls_start, ls_end);
+    XML_SetCharacterDataHandler(xp, ls_text);
+    if (XML_Parse(xp, body->data ? body->data : "", (int)body->len, 1) != XML_STATUS_OK) {
+        fprintf(stderr, "cairn: the server's listing does not parse\n");
+        rc = EXIT_SERVER;
+    }
+    XML_ParserFree(xp);
+    return rc;
 }
 
 static int list_prefix(const char *url, const char *bucket_prefix, item_list *out, FILE *print)
@@ -593,18 +615,8 @@ static int list_prefix(const char *url, const char *bucket_prefix, item_list *ou
         rc = request("GET", path.data, q.data, NULL, 0, 1, &r);
         if (rc == 0 && r.status != 200)
             rc = server_said(bucket_prefix, &r);
-        if (rc == 0) {
-            XML_Parser xp = XML_ParserCreate(NULL);
-            XML_SetUserData(xp, &ls);
-            XML_SetElementHandler(xp, ls_start, ls_end);
-            XML_SetCharacterDataHandler(xp, ls_text);
-            if (XML_Parse(xp, r.body.data ? r.body.data : "", (int)r.body.len, 1) !=
-                XML_STATUS_OK) {
-                fprintf(stderr, "cairn: the server's listing does not parse\n");
-                rc = EXIT_SERVER;
-            }
-            XML_ParserFree(xp);
-        }
+        if (rc == 0)
+            rc = ls_parse(&ls, &r.body);
         free(r.body.data);
         free(q.data);
         free(path.data);
@@ -1291,23 +1303,14 @@ static int cmd_ls(int argc, char **argv)
     int rc = request("GET", "/", "", NULL, 0, 1, &r);
     if (rc == 0 && r.status != 200)
         rc = server_said("ListBuckets", &r);
-    if (rc == 0) {
-        const char *p = r.body.data ? r.body.data : "";
-        int first = 1;
-        if (cfg.json)
-            printf("[");
-        while ((p = strstr(p, "<Name>")) != NULL) {
-            const char *e = strstr(p, "</Name>");
-            if (e == NULL)
-                break;
-            printf(cfg.json ? "%s\"%.*s\"" : "%s%.*s\n", cfg.json && !first ? "," : "",
-                   (int)(e - p - 6), p + 6);
-            first = 0;
-            p = e;
-        }
-        if (cfg.json)
-            printf("]\n");
-    }
+    lister ls = {.print = stdout, .buckets = 1};
+    if (rc == 0 && cfg.json)
+        printf("[");
+    if (rc == 0)
+        rc = ls_parse(&ls, &r.body);
+    if (rc == 0 && cfg.json)
+        printf("]\n");
+    free(ls.cur);
     free(r.body.data);
     return rc;
 }

@@ -72,12 +72,14 @@ static int item_parse(const char *line, size_t len, item *it)
         ns = d, nslen = last ? (size_t)(last - d) : 2, key = last ? last + 1 : d + 3;
     } else {
         const char *slash = memchr(d, '/', n);
-        if (slash == NULL || slash == d || (size_t)(slash - d) + 3 >= sizeof buf ||
-            slash + 1 == d + n) {
+        int l = slash && slash != d && slash + 1 != d + n
+                    ? s3_bucket_ns(d, (size_t)(slash - d), buf, sizeof buf)
+                    : -1;
+        if (l < 0) {
             free(d);
             return -1;
         }
-        nslen = (size_t)snprintf(buf, sizeof buf, "s3/%.*s", (int)(slash - d), d);
+        nslen = (size_t)l;
         ns = buf, key = slash + 1;
     }
     it->klen = (size_t)(d + n - key);
@@ -112,10 +114,8 @@ static void pct_add(buf *b, const char *s, size_t n)
 /* Appends the item line of (ns, key): the reverse of item_parse. */
 static void item_format(buf *b, const char *ns, const char *key, size_t klen)
 {
-    if (strncmp(ns, "s3/", 3) == 0)
-        pct_add(b, ns + 3, strlen(ns + 3));
-    else
-        pct_add(b, ns, strlen(ns));
+    const char *bucket = s3_ns_bucket(ns);
+    pct_add(b, bucket ? bucket : ns, strlen(bucket ? bucket : ns));
     buf_add(b, "/", 1);
     pct_add(b, key, klen);
 }
@@ -138,11 +138,17 @@ typedef struct job {
     unsigned parallel;
     atomic_size_t next;
     atomic_int cancel;
-    atomic_uint running; /* workers still at it */
-    atomic_ullong done, local, warmed, missing, failed, bytes, fetched_bytes;
+    atomic_uint running;                              /* workers still at it */
+    atomic_ullong done, out[4], bytes, fetched_bytes; /* out: by outcome, OUT_NAMES */
     uint64_t start_ms;
     _Atomic(uint64_t) end_ms;
 } job;
+
+/* What became of each item, by kind of job (the names the JSON uses). */
+enum { W_LOCAL, W_WARMED, W_MISSING, W_FAILED };
+enum { V_GOOD, V_CORRUPT, V_GONE, V_UNREADABLE };
+static const char *OUT_NAMES[2][4] = {{"local", "warmed", "missing", "failed"},
+                                      {"good", "corrupt", "gone", "unreadable"}};
 
 static pthread_mutex_t jobs_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t jobs_cv = PTHREAD_COND_INITIALIZER;
@@ -168,18 +174,18 @@ static void verify_one(job *j, const uint8_t d[32])
     uint64_t size;
     int rc = store_verify(j->st, d, &size);
     if (rc == STORE_OK) {
-        atomic_fetch_add(&j->local, 1);
+        atomic_fetch_add(&j->out[V_GOOD], 1);
         atomic_fetch_add(&j->bytes, size);
     } else if (rc == STORE_CORRUPT) {
-        atomic_fetch_add(&j->failed, 1);
+        atomic_fetch_add(&j->out[V_CORRUPT], 1);
         pthread_mutex_lock(&j->mu);
         if (j->ncorrupt < CORRUPT_LISTED && j->corrupt_hex)
             util_hex(d, 32, j->corrupt_hex[j->ncorrupt++]);
         pthread_mutex_unlock(&j->mu);
     } else if (rc == STORE_NOTFOUND) {
-        atomic_fetch_add(&j->missing, 1); /* gone since the list was made */
+        atomic_fetch_add(&j->out[V_GONE], 1); /* since the list was made */
     } else {
-        atomic_fetch_add(&j->warmed, 1); /* could not be read: an error, not damage */
+        atomic_fetch_add(&j->out[V_UNREADABLE], 1); /* an error, not damage */
         log_msg(LOG_WARN, "verify_failed", "job %u: %s", j->id, store_strerror(rc));
     }
 }
@@ -203,13 +209,13 @@ static void *worker_main(void *arg)
         uint64_t size;
         int rc = store_warm(j->st, it->ns, it->key, it->klen, &state, &size);
         if (rc == STORE_OK) {
-            atomic_fetch_add(state == STORE_WARM_LOCAL ? &j->local : &j->warmed, 1);
+            atomic_fetch_add(&j->out[state == STORE_WARM_LOCAL ? W_LOCAL : W_WARMED], 1);
             atomic_fetch_add(&j->bytes, size);
             if (state == STORE_WARM_FETCHED)
                 atomic_fetch_add(&j->fetched_bytes, size);
         } else {
-            atomic_fetch_add(rc == STORE_NOTFOUND || rc == STORE_BAD_KEY ? &j->missing : &j->failed,
-                             1);
+            atomic_fetch_add(
+                &j->out[rc == STORE_NOTFOUND || rc == STORE_BAD_KEY ? W_MISSING : W_FAILED], 1);
             if (rc != STORE_NOTFOUND && rc != STORE_BAD_KEY)
                 log_msg(LOG_WARN, "warmup_failed",
                         "job %u: %s, key of %zu bytes: %s (a tier failure is logged as "
@@ -248,24 +254,21 @@ static void job_json(buf *b, job *j)
     uint64_t end = atomic_load(&j->end_ms);
     const char *state = end == 0 ? "running" : atomic_load(&j->cancel) ? "stopped" : "done";
     uint64_t now = end ? end : util_now_ms();
-    unsigned long long done = atomic_load(&j->done), local = atomic_load(&j->local),
-                       warmed = atomic_load(&j->warmed), missing = atomic_load(&j->missing),
-                       failed = atomic_load(&j->failed), bytes = atomic_load(&j->bytes),
-                       elapsed = now - j->start_ms;
-    if (j->kind == JOB_WARMUP) {
-        buf_printf(b,
-                   "{\"job\":%u,\"kind\":\"warmup\",\"state\":\"%s\",\"items\":%zu,"
-                   "\"done\":%llu,\"local\":%llu,\"warmed\":%llu,\"missing\":%llu,"
-                   "\"failed\":%llu,\"bytes\":%llu,\"fetched_bytes\":%llu,\"elapsed_ms\":%llu}\n",
-                   j->id, state, j->n, done, local, warmed, missing, failed, bytes,
-                   (unsigned long long)atomic_load(&j->fetched_bytes), elapsed);
+    int verify = j->kind == JOB_VERIFY;
+    buf_printf(b, "{\"job\":%u,\"kind\":\"%s\",\"state\":\"%s\",\"items\":%zu,\"done\":%llu", j->id,
+               verify ? "verify" : "warmup", state, j->n,
+               (unsigned long long)atomic_load(&j->done));
+    for (int i = 0; i < 4; i++)
+        buf_printf(b, ",\"%s\":%llu", OUT_NAMES[verify][i],
+                   (unsigned long long)atomic_load(&j->out[i]));
+    buf_printf(b, ",\"bytes\":%llu,\"elapsed_ms\":%llu", (unsigned long long)atomic_load(&j->bytes),
+               (unsigned long long)(now - j->start_ms));
+    if (!verify) {
+        buf_printf(b, ",\"fetched_bytes\":%llu}\n",
+                   (unsigned long long)atomic_load(&j->fetched_bytes));
         return;
     }
-    buf_printf(b,
-               "{\"job\":%u,\"kind\":\"verify\",\"state\":\"%s\",\"items\":%zu,"
-               "\"done\":%llu,\"good\":%llu,\"corrupt\":%llu,\"gone\":%llu,"
-               "\"unreadable\":%llu,\"bytes\":%llu,\"elapsed_ms\":%llu,\"quarantined\":[",
-               j->id, state, j->n, done, local, failed, missing, warmed, bytes, elapsed);
+    buf_puts(b, ",\"quarantined\":[");
     pthread_mutex_lock(&j->mu);
     for (size_t i = 0; i < j->ncorrupt; i++)
         buf_printf(b, "%s\"%s\"", i ? "," : "", j->corrupt_hex[i]);

@@ -4,6 +4,7 @@
  * process_* names are the standard ones.
  */
 #include "metrics.h"
+#include "s3.h"
 
 #include <dirent.h>
 #include <sys/statvfs.h>
@@ -189,7 +190,8 @@ static int ns_usage_add(void *ctx, const char *ns, uint64_t keys, uint64_t bytes
 {
     ns_usage *u = ctx;
     /* labelled as requests are: a bucket by its name, native ones as stored */
-    unsigned i = ns_find(strncmp(ns, "s3/", 3) == 0 ? ns + 3 : ns);
+    const char *bucket = s3_ns_bucket(ns);
+    unsigned i = ns_find(bucket ? bucket : ns);
     u->keys[i] += keys;
     u->bytes[i] += bytes;
     return 0;

@@ -59,6 +59,17 @@ enum s3_op {
 static const char *RESERVED[] = {"cas", "metrics", "healthz", "readyz", "status",      "admin",
                                  "v1",  "v2",      "v8",      "ac",     "favicon.ico", NULL};
 
+int s3_bucket_ns(const char *bucket, size_t len, char *out, size_t cap)
+{
+    int n = snprintf(out, cap, "s3/%.*s", (int)len, bucket);
+    return n >= 0 && (size_t)n < cap ? n : -1;
+}
+
+const char *s3_ns_bucket(const char *ns)
+{
+    return strncmp(ns, "s3/", 3) == 0 ? ns + 3 : NULL;
+}
+
 int s3_reserved_bucket(const char *name)
 {
     for (int i = 0; RESERVED[i]; i++)
@@ -346,7 +357,7 @@ int s3_route(request *r)
             s->key = s3_pct_decode(slash + 1, plen - bl - 1, 0, &s->klen);
     }
     if (s->bucket[0])
-        snprintf(s->ns, sizeof s->ns, "s3/%s", s->bucket);
+        s3_bucket_ns(s->bucket, strlen(s->bucket), s->ns, sizeof s->ns);
     r->m.ns = s->bucket;
     size_t rl = strlen(s->bucket) + (s->key ? s->klen : 0) + 3;
     s->resource = malloc(rl);

@@ -68,6 +68,12 @@ void s3_body_feed(request *r, const char *data, size_t len);
 int s3_body_check(request *r, enum MHD_Result *ret);
 int s3_body_verify(request *r, const uint8_t md5[16], const uint8_t *sha256, enum MHD_Result *ret);
 
+/* A bucket is the store namespace "s3/<bucket>": the namespace of len bytes
+ * of bucket into out (its length, or -1 if it does not fit), and the bucket
+ * of a namespace (NULL for a namespace that is not a bucket's). */
+int s3_bucket_ns(const char *bucket, size_t len, char *out, size_t cap);
+const char *s3_ns_bucket(const char *ns);
+
 /* Decoded value of query parameter name; NULL if absent ("" if no value).
  * The string lives as long as the request. */
 const char *s3_param(request *r, const char *name);

@@ -31,12 +31,13 @@ static const char *S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/";
 static int list_one_bucket(void *ctx, const char *ns, uint64_t created)
 {
     buf *b = ctx;
-    if (strncmp(ns, "s3/", 3) != 0)
+    const char *bucket = s3_ns_bucket(ns);
+    if (bucket == NULL)
         return 0;
     char when[32];
     s3_format_iso8601(created, when);
     buf_puts(b, "<Bucket>");
-    buf_xml_elem(b, "Name", ns + 3, strlen(ns + 3));
+    buf_xml_elem(b, "Name", bucket, strlen(bucket));
     buf_printf(b, "<CreationDate>%s</CreationDate></Bucket>", when);
     return 0;
 }

@@ -445,7 +445,7 @@ enum MHD_Result s3_copy_object(request *r)
     }
     *slash = '\0';
     char src_ns[S3_NS_MAX];
-    snprintf(src_ns, sizeof src_ns, "s3/%s", dec);
+    s3_bucket_ns(dec, strlen(dec), src_ns, sizeof src_ns);
     const char *src_key = slash + 1;
     size_t src_klen = j - (size_t)(src_key - dec);
     if (!s3_bucket_exists(r)) {

@@ -1359,6 +1359,20 @@ static int lookup_local(store *s, const char *nskey, size_t nklen, store_entry *
     return rc;
 }
 
+/* Here, else through the cold tier (*filled: answered from a fill still
+ * being committed). */
+static int lookup_nskey(store *s, const char *nskey, size_t nklen, store_entry *e, int *filled)
+{
+    *filled = 0;
+    int rc = lookup_local(s, nskey, nklen, e);
+    if (rc == STORE_NOTFOUND && s->tier_q &&
+        tier_resolve_key(s, nskey, nklen, e, filled) == STORE_OK) {
+        rc = *filled ? STORE_OK : lookup_local(s, nskey, nklen, e);
+        e->from_tier = rc == STORE_OK;
+    }
+    return rc;
+}
+
 int store_lookup(store *s, const char *ns, const void *key, size_t klen, store_entry *e)
 {
     size_t nklen;
@@ -1366,14 +1380,8 @@ int store_lookup(store *s, const char *ns, const void *key, size_t klen, store_e
     char *nskey = make_nskey(s, ns, key, klen, &nklen);
     if (nskey == NULL)
         return STORE_BAD_KEY;
-    int rc = lookup_local(s, nskey, nklen, e);
-    /* a local miss falls through to the cold tier */
-    int filled = 0;
-    if (rc == STORE_NOTFOUND && s->tier_q &&
-        tier_resolve_key(s, nskey, nklen, e, &filled) == STORE_OK) {
-        rc = filled ? STORE_OK : lookup_local(s, nskey, nklen, e);
-        e->from_tier = rc == STORE_OK;
-    }
+    int filled;
+    int rc = lookup_nskey(s, nskey, nklen, e, &filled);
     free(nskey);
     return rc;
 }
@@ -2058,13 +2066,16 @@ int ns_get_local(store *s, const char *ns, uint64_t *created_ms, void **meta, si
     return rc;
 }
 
-int store_ns_list(store *s, int (*cb)(void *ctx, const char *ns, uint64_t created_ms), void *ctx)
+/* Calls each with every record of dbi whose key is a name (NUL-terminated
+ * copy) until it returns non-zero. */
+static int scan_names(store *s, MDB_dbi dbi, int (*each)(void *ctx, const char *name, MDB_val *v),
+                      void *ctx)
 {
     MDB_txn *t = reader_get(s);
     if (t == NULL)
         return STORE_IO;
     MDB_cursor *c;
-    int rc = mdb_cursor_open(t, s->ix.ns, &c);
+    int rc = mdb_cursor_open(t, dbi, &c);
     if (rc == 0) {
         MDB_val k, v;
         char name[1024];
@@ -2074,7 +2085,7 @@ int store_ns_list(store *s, int (*cb)(void *ctx, const char *ns, uint64_t create
                 continue;
             memcpy(name, k.mv_data, k.mv_size);
             name[k.mv_size] = '\0';
-            if (cb(ctx, name, ns_created(&v)) != 0)
+            if (each(ctx, name, &v) != 0)
                 break;
         }
         mdb_cursor_close(c);
@@ -2083,31 +2094,40 @@ int store_ns_list(store *s, int (*cb)(void *ctx, const char *ns, uint64_t create
     return rc == 0 || rc == MDB_NOTFOUND ? STORE_OK : STORE_IO;
 }
 
+typedef struct ns_list_ctx {
+    int (*cb)(void *ctx, const char *ns, uint64_t created_ms);
+    void *ctx;
+} ns_list_ctx;
+
+static int ns_list_each(void *ctx, const char *name, MDB_val *v)
+{
+    ns_list_ctx *c = ctx;
+    return c->cb(c->ctx, name, ns_created(v));
+}
+
+int store_ns_list(store *s, int (*cb)(void *ctx, const char *ns, uint64_t created_ms), void *ctx)
+{
+    ns_list_ctx c = {cb, ctx};
+    return scan_names(s, s->ix.ns, ns_list_each, &c);
+}
+
+typedef struct ns_usage_ctx {
+    int (*cb)(void *ctx, const char *ns, uint64_t keys, uint64_t bytes);
+    void *ctx;
+} ns_usage_ctx;
+
+static int ns_usage_each(void *ctx, const char *name, MDB_val *v)
+{
+    ns_usage_ctx *c = ctx;
+    uint64_t keys, bytes;
+    return idx_usage_decode(v, &keys, &bytes) == 0 ? c->cb(c->ctx, name, keys, bytes) : 0;
+}
+
 int store_ns_usage(store *s, int (*cb)(void *ctx, const char *ns, uint64_t keys, uint64_t bytes),
                    void *ctx)
 {
-    MDB_txn *t = reader_get(s);
-    if (t == NULL)
-        return STORE_IO;
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(t, s->ix.usage, &c);
-    if (rc == 0) {
-        MDB_val k, v;
-        char name[1024];
-        uint64_t keys, bytes;
-        for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
-             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-            if (k.mv_size >= sizeof name || idx_usage_decode(&v, &keys, &bytes) != 0)
-                continue;
-            memcpy(name, k.mv_data, k.mv_size);
-            name[k.mv_size] = '\0';
-            if (cb(ctx, name, keys, bytes) != 0)
-                break;
-        }
-        mdb_cursor_close(c);
-    }
-    reader_put(s, t);
-    return rc == 0 || rc == MDB_NOTFOUND ? STORE_OK : STORE_IO;
+    ns_usage_ctx c = {cb, ctx};
+    return scan_names(s, s->ix.usage, ns_usage_each, &c);
 }
 
 int store_warm(store *s, const char *ns, const void *key, size_t klen, int *state, uint64_t *size)
@@ -2119,23 +2139,20 @@ int store_warm(store *s, const char *ns, const void *key, size_t klen, int *stat
     if (nskey == NULL)
         return STORE_BAD_KEY;
     store_entry e;
-    int rc = lookup_local(s, nskey, nklen, &e);
-    if (rc == STORE_OK) {
+    int filled;
+    int rc = lookup_nskey(s, nskey, nklen, &e, &filled);
+    if (rc == STORE_NOTFOUND && e.tier_failed)
+        rc = STORE_IO; /* the tier failed: not the same as not having it */
+    if (rc == STORE_OK && !e.from_tier) {
         *state = STORE_WARM_LOCAL;
-    } else if (rc == STORE_NOTFOUND && s->tier_q) {
-        int filled = 0;
-        rc = tier_resolve_key(s, nskey, nklen, &e, &filled);
-        if (rc == STORE_NOTFOUND && e.tier_failed)
-            rc = STORE_IO; /* the tier failed: not the same as not having it */
-        if (rc == STORE_OK && filled) {
-            store_entry_clear(&e); /* not read here: the fill goes on without us */
+    } else if (rc == STORE_OK) {
+        store_entry_clear(&e); /* not read here: a fill goes on without us */
+        if (filled)
             tier_wait_key(s, nskey, nklen);
-        } else if (rc == STORE_OK) {
-            store_entry_clear(&e);
-        }
         /* warmed means committed here; a fill that did not commit (its blob
          * failed its checks as it arrived, say) failed */
-        if (rc == STORE_OK && (rc = lookup_local(s, nskey, nklen, &e)) == STORE_OK)
+        rc = lookup_local(s, nskey, nklen, &e);
+        if (rc == STORE_OK)
             *state = STORE_WARM_FETCHED;
         else if (rc == STORE_NOTFOUND && filled)
             rc = STORE_IO;
