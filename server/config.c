@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include "../storage/store.h"
+#include "../storage/tier.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include "../common/log.h"
 #include "../common/util.h"
 #include "../storage/store.h"
+#include "../storage/tier.h"
 
 enum opt_type { T_STR, T_SIZE, T_UINT, T_BOOL, T_DURATION, T_PERCENT };
 
@@ -104,6 +106,9 @@ static const option_def options[] = {
     {"tier-timeout", T_DURATION, OFF(tier_timeout), 0, "10s",
      "a read from the tier that takes longer is a miss (blobs get 1s more per MiB)"},
     {"tier-workers", T_UINT, OFF(tier_workers), 0, "4", "uploads to the tier at once"},
+    {"tier-part-size", T_SIZE, OFF(tier_part_size), 0, "64M",
+     "blobs larger than this go to the tier in parts of this size (5M to 5G; S3 takes at most "
+     "5 GiB in one PUT)"},
     {"tier-queue-max", T_SIZE, OFF(tier_queue_max), 0, "10G",
      "bytes of blobs waiting for the tier before writes are refused (507 / SlowDown)"},
     {"tier-drain-timeout", T_DURATION, OFF(tier_drain_timeout), 0, "0s",
@@ -340,6 +345,10 @@ int config_load(server_config *cfg, int argc, char **argv)
         cfg->access_log_sample = 1;
     if (cfg->tier_workers == 0 || cfg->tier_workers > 64) {
         fprintf(stderr, "cairnd: tier-workers must be between 1 and 64\n");
+        return -1;
+    }
+    if (cfg->tier_part_size < TIER_PART_MIN || cfg->tier_part_size > TIER_PART_MAX) {
+        fprintf(stderr, "cairnd: tier-part-size must be between 5M and 5G\n");
         return -1;
     }
     if (cfg->inline_max_size > STORE_INLINE_LIMIT) {

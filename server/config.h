@@ -50,6 +50,7 @@ typedef struct server_config {
     uint64_t tier_timeout;
     uint64_t tier_workers;
     uint64_t tier_queue_max;
+    uint64_t tier_part_size;
     uint64_t tier_drain_timeout;
     uint64_t tier_refresh_after;
     int tier_insecure;

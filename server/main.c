@@ -106,6 +106,7 @@ static int open_tier(const server_config *c, tier **t, char *err, size_t errlen)
     tc.session_token = k.token;
     tc.timeout_ms = (long)c->tier_timeout * 1000;
     tc.insecure = c->tier_insecure;
+    tc.part_size = c->tier_part_size;
     int rc = tier_open(t, &tc, err, errlen);
     memset(&k, 0, sizeof k);
     if (rc == 0 && strncmp(c->tier, "http", 4) == 0 && tier_ensure_bucket(*t) != TIER_OK)

@@ -15,7 +15,10 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <expat.h>
+#include <stdatomic.h>
 
+#include "../common/log.h"
 #include "../common/sigv4.h"
 #include "../common/util.h"
 #include "codec.h"
@@ -33,6 +36,10 @@ struct tier {
     char *access_key, *secret_key, *session_token;
     long timeout_ms, connect_timeout_ms;
     int insecure;
+    uint64_t part_size; /* objects larger than this go up (and are copied) in parts */
+    int copy_in_parts;  /* S3 itself: one copy moves at most 5 GiB; GCS and cairnd have no
+                           such limit (and no UploadPartCopy) */
+    atomic_int no_parts, no_part_copy; /* the server answered 501 to them */
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -146,6 +153,7 @@ int tier_open(tier **out, const tier_config *c, char *err, size_t errlen)
     if (strncmp(url, "s3://", 5) == 0) {
         if (split_bucket(t, url + 5, NULL) != 0)
             goto bad_url;
+        t->copy_in_parts = 1;
         if (c->endpoint && *c->endpoint) {
             snprintf(ep, sizeof ep, "%s", c->endpoint);
             if (path_style < 0)
@@ -194,6 +202,11 @@ int tier_open(tier **out, const tier_config *c, char *err, size_t errlen)
     t->timeout_ms = c->timeout_ms > 0 ? c->timeout_ms : 10000;
     t->connect_timeout_ms = c->connect_timeout_ms > 0 ? c->connect_timeout_ms : 5000;
     t->insecure = c->insecure;
+    t->part_size = c->part_size ? c->part_size : TIER_PART_DEFAULT;
+    if (t->part_size < TIER_PART_MIN)
+        t->part_size = TIER_PART_MIN;
+    if (t->part_size > TIER_PART_MAX)
+        t->part_size = TIER_PART_MAX;
     snprintf(t->describe, sizeof t->describe, "%s (%s, %s style, region %s)", url, ep,
              path_style ? "path" : "virtual-host", t->region);
     pthread_once(&curl_once, curl_init_once);
@@ -240,6 +253,7 @@ typedef struct xfer {
     uint64_t out_max;
     int too_large;
     int write_error;
+    char etag[128]; /* the answer's ETag header, as sent (quoted) */
     tier_meta *meta;
     void (*progress)(void *arg, const void *piece, size_t len, uint64_t written,
                      const tier_meta *meta);
@@ -308,8 +322,6 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *arg)
 {
     xfer *x = arg;
     size_t len = size * n;
-    if (x->meta == NULL)
-        return len;
     char line[256];
     if (len >= sizeof line)
         return len;
@@ -323,6 +335,10 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *arg)
     const char *v = colon + 1;
     while (*v == ' ')
         v++;
+    if (strcasecmp(line, "etag") == 0)
+        snprintf(x->etag, sizeof x->etag, "%s", v);
+    if (x->meta == NULL)
+        return len;
     if (strcasecmp(line, "x-amz-meta-cairn-codec") == 0)
         x->meta->codec = strcmp(v, "zstd") == 0  ? CODEC_ZSTD
                          : strcmp(v, "raw") == 0 ? CODEC_RAW
@@ -339,15 +355,16 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *arg)
     return len;
 }
 
-/* S3's URI encoding of an object name: everything but unreserved and '/'. */
-static void encode_path(const char *s, char *out, size_t cap)
+/* S3's URI encoding: everything but unreserved characters, and '/' unless
+ * keep_slash (an object name keeps them, a query value does not). */
+static void uri_encode(const char *s, char *out, size_t cap, int keep_slash)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t o = 0;
     for (; *s && o + 4 < cap; s++) {
         unsigned char c = (unsigned char)*s;
         if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-            c == '-' || c == '_' || c == '.' || c == '~' || c == '/') {
+            c == '-' || c == '_' || c == '.' || c == '~' || (c == '/' && keep_slash)) {
             out[o++] = (char)c;
         } else {
             out[o++] = '%';
@@ -358,46 +375,71 @@ static void encode_path(const char *s, char *out, size_t cap)
     out[o] = '\0';
 }
 
-/* Runs method on an object name (NULL: the bucket itself).  Returns a tier
- * status; *http gets the HTTP status (0 if none came). */
-static int perform(tier *t, const char *method, const char *name, xfer *x,
-                   const tier_meta *put_meta, int self_copy, long timeout_ms, long *http)
+/* One request to the tier. */
+typedef struct treq {
+    const char *method;
+    const char *name; /* the object; NULL: the bucket itself */
+    const char
+        *query; /* raw and percent-encoded ("uploads", "partNumber=1&uploadId=..."), or NULL */
+    const tier_meta *meta; /* sent as x-amz-meta-cairn-*, or NULL */
+    int copy;              /* x-amz-copy-source: the object itself */
+    int replace;           /* with copy: x-amz-metadata-directive REPLACE */
+    const char *range;     /* with copy: x-amz-copy-source-range */
+    long timeout_ms;
+} treq;
+
+/* Runs one request.  Returns a tier status; *http gets the HTTP status (0 if
+ * none came). */
+static int perform(tier *t, const treq *r, xfer *x, long *http)
 {
     CURL *h = thread_handle();
     if (h == NULL)
         return TIER_ERROR;
-    char objkey[1024], path[3200], url[4096];
+    const char *method = r->method, *name = r->name;
+    char objkey[1024], path[3200], url[5200];
     if (name)
         snprintf(objkey, sizeof objkey, "%s%s%s", t->prefix, t->prefix[0] ? "/" : "", name);
     else
         objkey[0] = '\0';
     char enc[3072];
-    encode_path(objkey, enc, sizeof enc);
+    uri_encode(objkey, enc, sizeof enc, 1);
     if (t->path_style)
         snprintf(path, sizeof path, "/%s/%s", t->bucket, enc);
     else
         snprintf(path, sizeof path, "/%s", enc);
     if (name == NULL && t->path_style)
         snprintf(path, sizeof path, "/%s", t->bucket);
-    snprintf(url, sizeof url, "%s%s", t->endpoint, path);
+    snprintf(url, sizeof url, "%s%s%s%s", t->endpoint, path, r->query ? "?" : "",
+             r->query ? r->query : "");
+    char qbuf[1400];
+    sigv4_param params[4];
+    size_t np = 0;
+    if (r->query) {
+        snprintf(qbuf, sizeof qbuf, "%s", r->query);
+        if (sigv4_query_split(qbuf, params, 4, &np) != SIGV4_OK)
+            return TIER_ERROR;
+    }
 
-    /* the signed headers: host, the payload hash, the metadata */
-    const char *payload = strcmp(method, "PUT") == 0 && (x->in_len > 0 || x->in_fd >= 0)
-                              ? "UNSIGNED-PAYLOAD"
-                              : SIGV4_EMPTY_SHA256;
+    /* the signed headers: host, the payload hash, the copy source, the metadata */
+    int has_body = (strcmp(method, "PUT") == 0 || strcmp(method, "POST") == 0) &&
+                   (x->in_len > x->in_off || x->in_fd >= 0);
+    const char *payload = has_body ? "UNSIGNED-PAYLOAD" : SIGV4_EMPTY_SHA256;
     char codec_v[8] = "", size_v[24] = "", source[3200];
-    sigv4_header hs[7];
+    sigv4_header hs[8];
     size_t nh = 0;
     hs[nh++] = (sigv4_header){"host", t->host};
     hs[nh++] = (sigv4_header){"x-amz-content-sha256", payload};
-    if (self_copy) {
+    if (r->copy) {
         snprintf(source, sizeof source, "/%s/%s", t->bucket, enc);
         hs[nh++] = (sigv4_header){"x-amz-copy-source", source};
-        hs[nh++] = (sigv4_header){"x-amz-metadata-directive", "REPLACE"};
+        if (r->range)
+            hs[nh++] = (sigv4_header){"x-amz-copy-source-range", r->range};
+        if (r->replace)
+            hs[nh++] = (sigv4_header){"x-amz-metadata-directive", "REPLACE"};
     }
-    if (put_meta && put_meta->codec >= 0) {
-        snprintf(codec_v, sizeof codec_v, "%s", put_meta->codec == CODEC_ZSTD ? "zstd" : "raw");
-        snprintf(size_v, sizeof size_v, "%" PRIu64, put_meta->size);
+    if (r->meta && r->meta->codec >= 0) {
+        snprintf(codec_v, sizeof codec_v, "%s", r->meta->codec == CODEC_ZSTD ? "zstd" : "raw");
+        snprintf(size_v, sizeof size_v, "%" PRIu64, r->meta->size);
         hs[nh++] = (sigv4_header){"x-amz-meta-cairn-codec", codec_v};
         hs[nh++] = (sigv4_header){"x-amz-meta-cairn-size", size_v};
     }
@@ -412,7 +454,7 @@ static int perform(tier *t, const char *method, const char *name, xfer *x,
     sl = curl_slist_append(sl, "Expect:");
     char *authz = NULL;
     if (t->access_key) {
-        sigv4_request req = {method, path, NULL, 0, hs, nh, payload};
+        sigv4_request req = {method, path, np ? params : NULL, np, hs, nh, payload};
         sigv4_credentials cred = {t->access_key, t->secret_key, t->session_token, t->region, "s3"};
         char amz_date[SIGV4_AMZ_DATE_SIZE];
         if (sigv4_sign_header(&req, &cred, time(NULL), amz_date, &authz, NULL) != SIGV4_OK) {
@@ -434,7 +476,7 @@ static int perform(tier *t, const char *method, const char *name, xfer *x,
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, sl);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, t->connect_timeout_ms);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, r->timeout_ms);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     if (t->insecure) {
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
@@ -447,11 +489,14 @@ static int perform(tier *t, const char *method, const char *name, xfer *x,
     curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
     if (strcmp(method, "HEAD") == 0) {
         curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-    } else if (strcmp(method, "PUT") == 0) {
+    } else if (strcmp(method, "PUT") == 0 || strcmp(method, "POST") == 0) {
+        /* a body from read_cb, its length known: also for POST */
         curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb);
         curl_easy_setopt(h, CURLOPT_READDATA, x);
-        curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)x->in_len);
+        curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)(x->in_len - x->in_off));
+        if (strcmp(method, "POST") == 0)
+            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "POST");
     } else if (strcmp(method, "GET") != 0) {
         curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     }
@@ -477,12 +522,239 @@ static long budget(const tier *t, uint64_t len)
     return t->timeout_ms + (long)(len / MIN_RATE) * 1000;
 }
 
+/* ---- S3's XML answers ---------------------------------------------------------- */
+
+typedef struct xml_find {
+    const char *want; /* an element's local name */
+    char *out;
+    size_t cap, len;
+    int depth, in, found, error;
+} xml_find;
+
+static const char *local_name(const char *n)
+{
+    const char *c = strrchr(n, ':');
+    return c ? c + 1 : n;
+}
+
+static void XMLCALL xf_start(void *ud, const XML_Char *name, const XML_Char **attrs)
+{
+    (void)attrs;
+    xml_find *f = ud;
+    const char *ln = local_name(name);
+    if (f->depth++ == 0 && strcmp(ln, "Error") == 0)
+        f->error = 1;
+    if (!f->found && strcmp(ln, f->want) == 0)
+        f->in = 1;
+}
+
+static void XMLCALL xf_end(void *ud, const XML_Char *name)
+{
+    xml_find *f = ud;
+    f->depth--;
+    if (f->in && strcmp(local_name(name), f->want) == 0) {
+        f->in = 0;
+        f->found = 1;
+    }
+}
+
+static void XMLCALL xf_text(void *ud, const XML_Char *s, int len)
+{
+    xml_find *f = ud;
+    if (!f->in)
+        return;
+    size_t n = (size_t)len;
+    if (n > f->cap - 1 - f->len)
+        n = f->cap - 1 - f->len;
+    memcpy(f->out + f->len, s, n);
+    f->len += n;
+    f->out[f->len] = '\0';
+}
+
+/* The text of the first element named want in an S3 answer: 1 found, 0 not
+ * there, -1 an <Error> document (S3 may answer 200 and fail in the body) or
+ * not XML. */
+static int xml_text(const uint8_t *xml, size_t len, const char *want, char *out, size_t cap)
+{
+    xml_find f = {.want = want, .out = out, .cap = cap};
+    out[0] = '\0';
+    XML_Parser p = XML_ParserCreate(NULL);
+    if (p == NULL)
+        return -1;
+    XML_SetUserData(p, &f);
+    XML_SetElementHandler(p, xf_start, xf_end);
+    XML_SetCharacterDataHandler(p, xf_text);
+    int ok = XML_Parse(p, (const char *)xml, (int)len, 1) == XML_STATUS_OK;
+    XML_ParserFree(p);
+    if (!ok || f.error)
+        return -1;
+    return f.found;
+}
+
+/* ---- multipart: objects larger than the part size ------------------------------- */
+
+#define PARTS_MAX 10000u /* S3's limit on parts of one upload */
+#define TIER_NOTIMPL 100 /* (here only) the server has no such request: 501 */
+#define PART_TRIES 3     /* a part that fails is sent again this often, then the upload fails */
+
+/* The part size for an object of len bytes: the configured one, or larger
+ * (whole MiB) when that would make more than PARTS_MAX parts. */
+static uint64_t part_len(const tier *t, uint64_t len)
+{
+    uint64_t p = t->part_size;
+    if ((len + p - 1) / p > PARTS_MAX) {
+        p = (len + PARTS_MAX - 1) / PARTS_MAX;
+        p = (p + (1u << 20) - 1) & ~(uint64_t)((1u << 20) - 1);
+    }
+    return p;
+}
+
+/* Starts a multipart upload of name with meta; its upload ID, encoded for a
+ * query, into uid. */
+static int mpu_start(tier *t, const char *name, const tier_meta *meta, char *uid, size_t cap)
+{
+    xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 1 << 20};
+    treq r = {.method = "POST",
+              .name = name,
+              .query = "uploads",
+              .meta = meta,
+              .timeout_ms = t->timeout_ms};
+    long http;
+    int rc = perform(t, &r, &x, &http);
+    if (http == 501)
+        rc = TIER_NOTIMPL;
+    char id[400];
+    if (rc == TIER_OK && xml_text(x.out, x.out_len, "UploadId", id, sizeof id) != 1)
+        rc = TIER_ERROR;
+    if (rc == TIER_OK)
+        uri_encode(id, uid, cap, 0);
+    free(x.out);
+    return rc;
+}
+
+/* Sends part n: len bytes from offset off of fd, or (fd < 0) copied from
+ * the object itself.  Its ETag (quoted, as S3 gives it) into etag. */
+static int mpu_part(tier *t, const char *name, const char *uid, unsigned n, int fd, uint64_t off,
+                    uint64_t len, char etag[128])
+{
+    char q[1300], range[64];
+    snprintf(q, sizeof q, "partNumber=%u&uploadId=%s", n, uid);
+    snprintf(range, sizeof range, "bytes=%" PRIu64 "-%" PRIu64, off, off + len - 1);
+    int rc = TIER_ERROR;
+    for (int attempt = 0; attempt < PART_TRIES; attempt++) {
+        if (attempt)
+            usleep(200000u << attempt); /* 0.4 s, 0.8 s */
+        xfer x = {.in_fd = fd, .out_fd = -1, .out_max = 1 << 20};
+        treq r = {.method = "PUT", .name = name, .query = q, .timeout_ms = budget(t, len)};
+        if (fd >= 0) {
+            x.in_off = off;
+            x.in_len = off + len;
+        } else {
+            r.copy = 1;
+            r.range = range;
+        }
+        long http;
+        rc = perform(t, &r, &x, &http);
+        if (http == 501)
+            rc = TIER_NOTIMPL; /* s3rver has no UploadPartCopy */
+        if (rc == TIER_OK && r.copy && xml_text(x.out, x.out_len, "ETag", etag, 128) != 1)
+            rc = TIER_ERROR; /* <CopyPartResult><ETag>, or an <Error> */
+        if (rc == TIER_OK && !r.copy) {
+            if (x.etag[0])
+                snprintf(etag, 128, "%s", x.etag);
+            else
+                rc = TIER_ERROR;
+        }
+        free(x.out);
+        if (rc != TIER_ERROR)
+            break;
+    }
+    return rc;
+}
+
+static int mpu_complete(tier *t, const char *name, const char *uid, char (*etags)[128], unsigned n)
+{
+    size_t cap = 64 + (size_t)n * 200, len = 0;
+    char *body = malloc(cap);
+    if (body == NULL)
+        return TIER_ERROR;
+    len += (size_t)snprintf(body + len, cap - len, "<CompleteMultipartUpload>");
+    for (unsigned i = 0; i < n; i++)
+        len += (size_t)snprintf(body + len, cap - len,
+                                "<Part><PartNumber>%u</PartNumber><ETag>%s</ETag></Part>", i + 1,
+                                etags[i]);
+    len += (size_t)snprintf(body + len, cap - len, "</CompleteMultipartUpload>");
+    char q[1300];
+    snprintf(q, sizeof q, "uploadId=%s", uid);
+    xfer x = {
+        .in_fd = -1, .in_data = (uint8_t *)body, .in_len = len, .out_fd = -1, .out_max = 1 << 20};
+    /* S3 may take a while to put many parts together */
+    treq r = {.method = "POST", .name = name, .query = q, .timeout_ms = 6 * t->timeout_ms};
+    long http;
+    int rc = perform(t, &r, &x, &http);
+    char tag[128];
+    if (rc == TIER_OK && x.out_len && xml_text(x.out, x.out_len, "ETag", tag, sizeof tag) < 0)
+        rc = TIER_ERROR; /* answered 200, failed in the body */
+    free(x.out);
+    free(body);
+    return rc;
+}
+
+static void mpu_abort(tier *t, const char *name, const char *uid)
+{
+    char q[1300];
+    snprintf(q, sizeof q, "uploadId=%s", uid);
+    xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 1 << 20};
+    treq r = {.method = "DELETE", .name = name, .query = q, .timeout_ms = t->timeout_ms};
+    long http;
+    (void)perform(t, &r, &x, &http);
+    free(x.out);
+}
+
+/* Writes name in parts, from fd (fd >= 0) or from the object itself (a
+ * refresh), with meta. */
+static int put_in_parts(tier *t, const char *name, int fd, uint64_t len, const tier_meta *meta)
+{
+    uint64_t plen = part_len(t, len);
+    unsigned n = (unsigned)((len + plen - 1) / plen);
+    char(*etags)[128] = calloc(n, sizeof *etags);
+    char uid[1201];
+    if (etags == NULL)
+        return TIER_ERROR;
+    int rc = mpu_start(t, name, meta, uid, sizeof uid);
+    if (rc != TIER_OK) {
+        free(etags);
+        return rc;
+    }
+    for (unsigned i = 0; i < n && rc == TIER_OK; i++) {
+        uint64_t off = (uint64_t)i * plen;
+        rc = mpu_part(t, name, uid, i + 1, fd, off, off + plen > len ? len - off : plen, etags[i]);
+    }
+    if (rc == TIER_OK)
+        rc = mpu_complete(t, name, uid, etags, n);
+    if (rc != TIER_OK)
+        mpu_abort(t, name, uid); /* its parts would be stored, and billed, until then */
+    free(etags);
+    return rc;
+}
+
+/* ---- objects ----------------------------------------------------------------------- */
+
 int tier_put(tier *t, const char *name, int fd, const void *data, uint64_t len,
              const tier_meta *meta)
 {
+    if (fd >= 0 && len > t->part_size && !atomic_load(&t->no_parts)) {
+        int rc = put_in_parts(t, name, fd, len, meta);
+        if (rc != TIER_NOTIMPL)
+            return rc;
+        atomic_store(&t->no_parts, 1); /* a server without multipart uploads: one PUT */
+        log_msg(LOG_WARN, "tier_no_multipart",
+                "the tier does not take multipart uploads; blobs go up in one PUT");
+    }
     xfer x = {.in_fd = fd, .in_data = data, .in_len = len, .out_fd = -1, .out_max = 1 << 20};
+    treq r = {.method = "PUT", .name = name, .meta = meta, .timeout_ms = budget(t, len)};
     long http;
-    int rc = perform(t, "PUT", name, &x, meta, 0, budget(t, len), &http);
+    int rc = perform(t, &r, &x, &http);
     free(x.out);
     return rc;
 }
@@ -492,7 +764,8 @@ int tier_head(tier *t, const char *name, tier_meta *meta)
     tier_meta m = {.codec = -1};
     xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 0, .meta = &m};
     long http;
-    int rc = perform(t, "HEAD", name, &x, NULL, 0, t->timeout_ms, &http);
+    treq r = {.method = "HEAD", .name = name, .timeout_ms = t->timeout_ms};
+    int rc = perform(t, &r, &x, &http);
     if (meta)
         *meta = m;
     return rc;
@@ -504,7 +777,8 @@ int tier_get(tier *t, const char *name, int fd, void **data, size_t *len, uint64
     tier_meta m = {.codec = -1};
     xfer x = {.in_fd = -1, .out_fd = fd, .out_max = max, .meta = &m};
     long http;
-    int rc = perform(t, "GET", name, &x, NULL, 0, budget(t, max), &http);
+    treq r = {.method = "GET", .name = name, .timeout_ms = budget(t, max)};
+    int rc = perform(t, &r, &x, &http);
     if (rc == TIER_OK && x.write_error)
         rc = TIER_ERROR;
     if (rc == TIER_OK && fd < 0) {
@@ -533,7 +807,8 @@ int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *
               .progress = progress,
               .progress_arg = arg};
     long http;
-    int rc = perform(t, "GET", name, &x, NULL, 0, budget(t, max), &http);
+    treq r = {.method = "GET", .name = name, .timeout_ms = budget(t, max)};
+    int rc = perform(t, &r, &x, &http);
     if (rc == TIER_OK && x.write_error)
         rc = TIER_ERROR;
     m.length = x.out_len;
@@ -544,9 +819,23 @@ int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *
 
 int tier_refresh(tier *t, const char *name, const tier_meta *meta)
 {
+    if (t->copy_in_parts && meta->length > t->part_size && !atomic_load(&t->no_part_copy)) {
+        int rc = put_in_parts(t, name, -1, meta->length, meta); /* gone: TIER_NOTFOUND */
+        if (rc != TIER_NOTIMPL)
+            return rc;
+        atomic_store(&t->no_part_copy, 1); /* no UploadPartCopy there: one copy */
+        log_msg(LOG_WARN, "tier_no_part_copy",
+                "the tier does not copy in parts; blobs are refreshed in one copy");
+    }
     xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 1 << 20};
+    treq r = {.method = "PUT",
+              .name = name,
+              .meta = meta,
+              .copy = 1,
+              .replace = 1,
+              .timeout_ms = t->timeout_ms};
     long http;
-    int rc = perform(t, "PUT", name, &x, meta, 1, t->timeout_ms, &http);
+    int rc = perform(t, &r, &x, &http);
     /* S3 may answer a copy 200 and put its error in the body */
     if (rc == TIER_OK && x.out && x.out_len && memmem(x.out, x.out_len, "<Error>", 7) != NULL)
         rc = TIER_ERROR;
@@ -560,7 +849,8 @@ int tier_delete(tier *t, const char *name)
 {
     xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 1 << 20};
     long http;
-    int rc = perform(t, "DELETE", name, &x, NULL, 0, t->timeout_ms, &http);
+    treq r = {.method = "DELETE", .name = name, .timeout_ms = t->timeout_ms};
+    int rc = perform(t, &r, &x, &http);
     free(x.out);
     return rc == TIER_NOTFOUND ? TIER_OK : rc;
 }
@@ -569,7 +859,8 @@ int tier_ensure_bucket(tier *t)
 {
     xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 1 << 20};
     long http;
-    int rc = perform(t, "HEAD", NULL, &x, NULL, 0, t->timeout_ms, &http);
+    treq r = {.method = "HEAD", .timeout_ms = t->timeout_ms};
+    int rc = perform(t, &r, &x, &http);
     if (rc != TIER_NOTFOUND)
         return rc;
     char body[200];
@@ -585,7 +876,8 @@ int tier_ensure_bucket(tier *t)
               .out_fd = -1,
               .out_max = 1 << 20};
     /* a bucket PUT is a bucket's path: name NULL */
-    rc = perform(t, "PUT", NULL, &p, NULL, 0, t->timeout_ms, &http);
+    treq pr = {.method = "PUT", .timeout_ms = t->timeout_ms};
+    rc = perform(t, &pr, &p, &http);
     free(p.out);
     free(x.out);
     return rc == TIER_OK || http == 409 ? TIER_OK : rc;

@@ -9,6 +9,8 @@
  *                    x-amz-meta-cairn-size (body bytes)
  *   keys/<64 hex>    a key record; the name is SHA-256("<namespace>\0<key>")
  *   ns/<hex name>    a namespace that is created explicitly (an S3 bucket)
+ * A blob larger than the part size goes up (and, on S3, is refreshed) as a
+ * multipart upload.
  *
  * Each thread that calls in keeps its own curl handle, so connections are
  * reused.  Nothing here touches the store.
@@ -38,7 +40,13 @@ typedef struct tier_config {
     long timeout_ms;         /* a whole request that reads (reads must answer in time) */
     long connect_timeout_ms; /* connecting */
     int insecure;            /* skip TLS verification (tests with self-signed certificates) */
+    uint64_t part_size;      /* blobs larger than this are uploaded in parts of this size
+                                (S3 takes at most 5 GiB in one PUT); 0 = TIER_PART_DEFAULT */
 } tier_config;
+
+#define TIER_PART_DEFAULT (64ull << 20)
+#define TIER_PART_MIN (5ull << 20) /* S3's least part size (but for the last part) */
+#define TIER_PART_MAX (5ull << 30) /* and its largest */
 
 typedef struct tier tier;
 
@@ -55,7 +63,8 @@ typedef struct tier_meta {
 } tier_meta;
 
 /* PUT an object from a file (fd, from offset 0) or from memory (fd < 0).
- * meta may be NULL. */
+ * meta may be NULL.  From a file, longer than the part size: a multipart
+ * upload (each part tried up to 3 times; aborted if it fails). */
 int tier_put(tier *t, const char *name, int fd, const void *data, uint64_t len,
              const tier_meta *meta);
 int tier_head(tier *t, const char *name, tier_meta *meta);
@@ -63,8 +72,10 @@ int tier_head(tier *t, const char *name, tier_meta *meta);
  * (*data, *len) when fd < 0.  An object longer than max is TIER_BAD. */
 int tier_get(tier *t, const char *name, int fd, void **data, size_t *len, uint64_t max,
              tier_meta *meta);
-/* Copies an object onto itself with its metadata replaced (meta), which
- * renews its date for the bucket's lifecycle rules, moving no bytes. */
+/* Copies an object onto itself with its metadata replaced (meta, whose
+ * length is the object's), which renews its date for the bucket's lifecycle
+ * rules, moving no bytes through here.  On S3, longer than the part size: a
+ * multipart copy (one copy takes at most 5 GiB there). */
 int tier_refresh(tier *t, const char *name, const tier_meta *meta);
 /* tier_get into fd, calling progress with each piece once it is written
  * (meta holds the answer's headers from the first call on). */

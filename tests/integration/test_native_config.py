@@ -155,6 +155,8 @@ class ConfigTest(unittest.TestCase):
         self.assertRefused(["--threads", "many"], mentions=("threads",))
         self.assertRefused(["--zstd-level", "99"], mentions=("zstd-level",))
         self.assertRefused(["--inline-max-size", "65K"], mentions=("inline-max-size",))
+        self.assertRefused(["--tier-part-size", "4M"], mentions=("tier-part-size",))
+        self.assertRefused(["--tier-part-size", "6G"], mentions=("tier-part-size",))
         self.assertRefused(["--fsync", "perhaps"], mentions=("fsync",))
         self.assertRefused(["--log-level", "chatty"], mentions=("log-level",))
         self.assertRefused(["--connection-timeout", "soon"], mentions=("connection-timeout",))

@@ -121,10 +121,12 @@ class S3rver(Moto):
 class FaultProxy:
     """Forwards requests to a backend, or fails them: mode is "ok", "down"
     (connection closed), "500", "503", "403", "slow" (answers after 30 s), or
-    "flip" (the answer's body with one byte changed)."""
+    "flip" (the answer's body with one byte changed).  fail, when set, is
+    asked first: fail(method, path) gives a status to answer with, or None."""
 
     def __init__(self, backend_port):
         self.mode = "ok"
+        self.fail = None
         self.requests = 0
         proxy = self
 
@@ -139,6 +141,9 @@ class FaultProxy:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
                 mode = proxy.mode
+                injected = proxy.fail(self.command, self.path) if proxy.fail else None
+                if injected:
+                    mode = str(injected)
                 if mode == "down":
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -446,6 +451,71 @@ class TierTest(unittest.TestCase):
         b2 = self.node()
         self.assertEqual(request(b2, "GET", "/ac/" + sha256(b"key " + lost[:8]))[2], lost)
 
+    def uploads_left(self):
+        """Multipart uploads begun and neither completed nor aborted (s3rver
+        cannot list them)."""
+        if self.BACKEND is not Moto:
+            return []
+        return self.moto.client().list_multipart_uploads(Bucket=self.BUCKET).get("Uploads", [])
+
+    def test_large_blobs_go_up_and_are_refreshed_in_parts(self):
+        """A blob larger than --tier-part-size goes to the tier in parts (S3
+        takes at most 5 GiB in one PUT).  A part that fails is sent again; an
+        upload whose part keeps failing is aborted (its parts would be billed)
+        and done again later.  A refresh copies it onto itself in parts (S3
+        copies at most 5 GiB at once).  Another node reads it back."""
+        a = self.node(extra=["--tier-part-size", "5M", "--tier-refresh-after", "1s"])
+        s3 = self.moto.client()
+        sent = {}
+
+        aborts = []
+
+        def fail(method, path):
+            """part 2 of the first blob fails once; of the second, 4 times"""
+            if method == "DELETE" and "uploadId=" in path:
+                aborts.append(path)
+            if method != "PUT" or "partNumber=2&" not in path:
+                return None
+            blob = path.split("?")[0].rsplit("/", 1)[1]
+            sent[blob] = sent.get(blob, 0) + 1
+            return 500 if sent[blob] <= fails.get(blob, 0) else None
+        big = [self.rng.randbytes(13 * MIB), self.rng.randbytes(11 * MIB)]  # random: 3 parts each
+        fails = {sha256(big[0]): 1, sha256(big[1]): 4}
+        self.proxy.fail = fail
+        keys = ["/ac/" + sha256(b"big %d" % i) for i in range(2)]
+        for k, b in zip(keys, big):
+            self.assertEqual(request(a, "PUT", k, b)[0], 200)
+        self.drained(a)
+        names = ["%s/blobs/%s" % (self.PREFIX, sha256(b)) for b in big]
+        for name, b in zip(names, big):
+            h = s3.head_object(Bucket=self.BUCKET, Key=name)
+            if self.BACKEND is Moto:  # s3rver gives a multipart object a plain ETag
+                self.assertTrue(h["ETag"].strip('"').endswith("-3"), h["ETag"])
+            self.assertEqual(h["Metadata"].get("cairn-size"), str(len(b)))
+        self.assertEqual(sent[sha256(big[0])], 2)  # sent again at once
+        self.assertEqual(sent[sha256(big[1])], 5)  # 3 tries, aborted; then 2 more
+        self.assertEqual(len(aborts), 1)
+        self.assertEqual(self.uploads_left(), [])
+        self.proxy.fail = None
+
+        before = s3.head_object(Bucket=self.BUCKET, Key=names[0])["LastModified"]
+        time.sleep(2.2)
+        self.assertEqual(request(a, "GET", keys[0])[2], big[0])  # a local hit: refreshes it
+
+        def refreshed():
+            if status(a)["tier"]["refreshes"] < 1:
+                return False
+            h = s3.head_object(Bucket=self.BUCKET, Key=names[0])
+            return self.BACKEND is not Moto or h["LastModified"] > before
+        self.assertTrue(wait_for(refreshed, timeout=30), "the large blob was not refreshed")
+        self.drained(a)
+        h = s3.head_object(Bucket=self.BUCKET, Key=names[0])
+        self.assertEqual(h["Metadata"].get("cairn-size"), str(len(big[0])))
+        self.assertEqual(self.uploads_left(), [])
+        b = self.node()
+        for k, body in zip(keys, big):
+            self.assertEqual(sha256(request(b, "GET", k)[2]), sha256(body))
+
     def test_small_cold_read_is_one_request(self):
         """A small blob rides in its key record: one request to the tier."""
         a = self.node()
@@ -509,11 +579,13 @@ class CairnOverCairnTest(unittest.TestCase):
         parent = Server()
         self.addCleanup(close_checked, self, parent)
         data = parent.data + "-child"
-        child = Server(["--tier", parent.url + "/", "--tier-timeout", "3s"], data=data,
+        # --tier-part-size 5M: the 12 MiB body goes up to the parent in parts
+        child = Server(["--tier", parent.url + "/", "--tier-timeout", "3s",
+                        "--tier-part-size", "5M"], data=data,
                        env={"AWS_ACCESS_KEY_ID": "", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"})
         self.addCleanup(shutil.rmtree, data, True)
         self.addCleanup(close_checked, self, child)
-        bodies = [os.urandom(n) for n in (10, 5000, 70 * KIB, 2 * MIB)]
+        bodies = [os.urandom(n) for n in (10, 5000, 70 * KIB, 2 * MIB, 12 * MIB)]
         for b in bodies:
             self.assertEqual(request(child, "PUT", "/cas/" + sha256(b), b)[0], 200)
         self.assertTrue(wait_for(lambda: status(child)["tier"]["queue"] == 0, timeout=30))
