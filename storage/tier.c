@@ -339,11 +339,15 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *arg)
         snprintf(x->etag, sizeof x->etag, "%s", v);
     if (x->meta == NULL)
         return len;
-    if (strcasecmp(line, "x-amz-meta-cairn-codec") == 0)
+    /* GCS's XML API names custom metadata x-goog-meta-* in its answers */
+    const char *mkey = strncasecmp(line, "x-amz-meta-", 11) == 0    ? line + 11
+                       : strncasecmp(line, "x-goog-meta-", 12) == 0 ? line + 12
+                                                                    : "";
+    if (strcasecmp(mkey, "cairn-codec") == 0)
         x->meta->codec = strcmp(v, "zstd") == 0  ? CODEC_ZSTD
                          : strcmp(v, "raw") == 0 ? CODEC_RAW
                                                  : -1;
-    else if (strcasecmp(line, "x-amz-meta-cairn-size") == 0)
+    else if (strcasecmp(mkey, "cairn-size") == 0)
         x->meta->size = strtoull(v, NULL, 10);
     else if (strcasecmp(line, "content-length") == 0)
         x->meta->length = strtoull(v, NULL, 10);

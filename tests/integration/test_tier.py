@@ -121,7 +121,8 @@ class S3rver(Moto):
 class FaultProxy:
     """Forwards requests to a backend, or fails them: mode is "ok", "down"
     (connection closed), "500", "503", "403", "slow" (answers after 30 s), or
-    "flip" (the answer's body with one byte changed).  fail, when set, is
+    "flip" (the answer's body with one byte changed), or "goog" (custom
+    metadata answered as x-goog-meta-*, as GCS's XML API does).  fail, when set, is
     asked first: fail(method, path) gives a status to answer with, or None."""
 
     def __init__(self, backend_port):
@@ -170,6 +171,8 @@ class FaultProxy:
                 for k, v in r.getheaders():
                     if k.lower() not in ("content-length", "transfer-encoding", "connection",
                                          "server", "date"):
+                        if mode == "goog" and k.lower().startswith("x-amz-meta-"):
+                            k = "x-goog-meta-" + k[11:]
                         self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data) if self.command != "HEAD"
                                                        else r.getheader("Content-Length", "0")))
@@ -572,6 +575,37 @@ class TierTest(unittest.TestCase):
 class S3rverTierTest(TierTest):
     """The same over s3rver, which checks the signatures moto takes on trust."""
     BACKEND = S3rver
+
+
+@unittest.skipUnless(have_moto(), "moto_server is not installed")
+class GcsTierTest(unittest.TestCase):
+    """--tier gs://: GCS's XML API, region "auto", path style.  The server is
+    moto behind the proxy, which answers custom metadata as GCS does
+    (x-goog-meta-*)."""
+
+    def test_gs_tier_round_trip(self):
+        moto = Moto("gcs-bucket")
+        self.addCleanup(moto.stop)
+        proxy = FaultProxy(moto.port)
+        self.addCleanup(proxy.stop)
+        proxy.mode = "goog"
+        rng = random.Random(random_seed())
+        args = ["--tier", "gs://gcs-bucket/ci", "--tier-endpoint", proxy.url,
+                "--tier-part-size", "5M", "--tier-timeout", "3s"]
+        a = Server(args, env=moto.creds)
+        self.addCleanup(close_checked, self, a, True)
+        bodies = [rng.randbytes(n) for n in (100, 40 * KIB, 3 * MIB, 12 * MIB)]
+        for b in bodies:
+            self.assertEqual(request(a, "PUT", "/ac/" + sha256(b"gs " + b[:16]), b)[0], 200)
+        self.assertTrue(wait_for(lambda: status(a)["tier"]["queue"] == 0, timeout=60))
+        h = moto.client().head_object(Bucket="gcs-bucket", Key="ci/blobs/" + sha256(bodies[0]))
+        self.assertEqual(h["Metadata"].get("cairn-size"), "100")
+        b = Server(args, env=moto.creds)
+        self.addCleanup(close_checked, self, b, True)
+        for body in bodies:
+            st, _, got = request(b, "GET", "/ac/" + sha256(b"gs " + body[:16]))
+            self.assertEqual((st, sha256(got)), (200, sha256(body)))
+        self.assertEqual(status(b)["tier"]["corrupt"], 0)
 
 
 class CairnOverCairnTest(unittest.TestCase):
