@@ -628,6 +628,37 @@ static int list_prefix(const char *url, const char *bucket_prefix, item_list *ou
     return rc;
 }
 
+/* The keys under BUCKET/PREFIX that the server holds or can fetch from its
+ * cold tier (written by any node of a fleet), from its admin API; a server
+ * that will not say (no admin key, or an older cairnd) is asked for its S3
+ * listing instead, which has only what it holds. */
+static int list_keys(const char *url, const char *bucket_prefix, item_list *out)
+{
+    char saved[sizeof cfg.url];
+    memcpy(saved, cfg.url, sizeof saved);
+    if (url)
+        snprintf(cfg.url, sizeof cfg.url, "%s", url);
+    buf q = {0};
+    buf_puts(&q, "prefix=");
+    char *e = curl_easy_escape(NULL, bucket_prefix, 0);
+    buf_puts(&q, e);
+    curl_free(e);
+    response r = {.fd = -1};
+    int rc = request("GET", "/admin/keys", q.data, NULL, 0, 1, &r);
+    free(q.data);
+    memcpy(cfg.url, saved, sizeof saved);
+    if (rc == 0 && (r.status == 401 || r.status == 403 || r.status == 404 || r.status == 405)) {
+        free(r.body.data);
+        return list_prefix(url, bucket_prefix, out, NULL);
+    }
+    if (rc == 0 && r.status != 200)
+        rc = server_said(bucket_prefix, &r);
+    if (rc == 0 && list_add_text(out, r.body.data ? r.body.data : "", r.body.len) != 0)
+        rc = EXIT_SERVER;
+    free(r.body.data);
+    return rc;
+}
+
 static int list_hot(const char *url, const char *window, const char *limit, item_list *out)
 {
     char saved[sizeof cfg.url];
@@ -668,7 +699,7 @@ static void warmup_usage(FILE *f)
                "was warmed is found local.\n"
                "\n"
                "Options:\n"
-               "  --prefix BUCKET/PREFIX  every key under it (listed through the S3 API)\n"
+               "  --prefix BUCKET/PREFIX  every key under it, on the server or in its cold tier\n"
                "  --hot                   the hot set: entries read or written within --window\n"
                "  --window DURATION       for --hot (default 24h)\n"
                "  --limit N               for --hot: at most N entries (default 100000)\n"
@@ -1005,7 +1036,7 @@ static int cmd_warmup(int argc, char **argv)
         }
     }
     int rc = 0;
-    if (prefix && (rc = list_prefix(from, prefix, &l, NULL)) != 0)
+    if (prefix && (rc = list_keys(from, prefix, &l)) != 0)
         return rc;
     if (hot && (rc = list_hot(from, window, limit, &l)) != 0)
         return rc;

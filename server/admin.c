@@ -24,6 +24,7 @@
 #define ITEM_MAX 2048      /* bytes of one item line */
 #define JOBS_KEPT 32       /* finished jobs still answerable */
 #define PARALLEL_MAX 64    /* workers of one warmup job */
+#define LIST_LIMIT 1000000 /* keys a prefix may name, unless limit= says otherwise */
 #define PARALLEL_DEFAULT 8 /* each a tier request at a time */
 
 /* ---- items -------------------------------------------------------------- */
@@ -328,6 +329,142 @@ static job *job_new(int kind)
     return j;
 }
 
+/* ---- the keys under a prefix: here and in the tier -------------------------------- */
+
+typedef struct keyset {
+    const char *ns;
+    const char *prefix;
+    size_t plen;
+    item *v;
+    size_t n, cap, limit;
+    int over, oom;
+} keyset;
+
+static int keyset_add(keyset *k, const void *key, size_t klen)
+{
+    if (k->n == k->limit) {
+        k->over = 1;
+        return 1;
+    }
+    if (k->n == k->cap) {
+        size_t cap = k->cap ? 2 * k->cap : 1024;
+        item *nv = realloc(k->v, cap * sizeof *nv);
+        if (nv == NULL) {
+            k->oom = 1;
+            return 1;
+        }
+        k->v = nv;
+        k->cap = cap;
+    }
+    item *it = &k->v[k->n];
+    it->ns = strdup(k->ns);
+    it->key = malloc(klen + 1);
+    if (it->ns == NULL || it->key == NULL) {
+        free(it->ns);
+        free(it->key);
+        k->oom = 1;
+        return 1;
+    }
+    memcpy(it->key, key, klen);
+    it->key[klen] = '\0';
+    it->klen = klen;
+    k->n++;
+    return 0;
+}
+
+static int keyset_local(void *ctx, const store_list_item *it, char *seek, size_t *seek_len)
+{
+    (void)seek, (void)seek_len;
+    keyset *k = ctx;
+    if (it->klen < k->plen || memcmp(it->key, k->prefix, k->plen) != 0)
+        return STORE_LIST_STOP; /* past the prefix: keys come in order */
+    return keyset_add(k, it->key, it->klen) ? STORE_LIST_STOP : STORE_LIST_NEXT;
+}
+
+static int keyset_tier(void *ctx, const void *key, size_t klen)
+{
+    return keyset_add(ctx, key, klen);
+}
+
+static int item_cmp(const void *a, const void *b)
+{
+    const item *x = a, *y = b;
+    size_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(x->key, y->key, n);
+    return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
+}
+
+static void keyset_free(keyset *k)
+{
+    for (size_t i = 0; i < k->n; i++) {
+        free(k->v[i].ns);
+        free(k->v[i].key);
+    }
+    free(k->v);
+}
+
+/* The keys under spec (BUCKET[/PREFIX]) that this node holds, and that its
+ * cold tier holds (written by any node), in byte order, each once.  0, or
+ * an HTTP status with msg. */
+static int prefix_keys(request *r, const char *spec, uint64_t limit, keyset *k, char *msg,
+                       size_t cap)
+{
+    char ns[S3_NS_MAX];
+    const char *slash = strchr(spec, '/');
+    size_t bl = slash ? (size_t)(slash - spec) : strlen(spec);
+    if (bl == 0 || s3_bucket_ns(spec, bl, ns, sizeof ns) < 0) {
+        snprintf(msg, cap, "prefix: want BUCKET[/PREFIX]");
+        return 400;
+    }
+    memset(k, 0, sizeof *k);
+    k->ns = ns;
+    k->prefix = slash ? slash + 1 : "";
+    k->plen = strlen(k->prefix);
+    k->limit = (size_t)limit;
+    int rc = store_list(r->srv->st, ns, k->prefix, k->plen, 0, keyset_local, k);
+    int here = rc != STORE_NOTFOUND; /* the bucket may be in the tier only (a new node) */
+    if ((rc == STORE_OK || !here) && !k->over && !k->oom) {
+        rc = store_tier_keys(r->srv->st, ns, k->prefix, k->plen, keyset_tier, k);
+        if (rc == STORE_OK && !here && k->n == 0)
+            rc = STORE_NOTFOUND;
+    }
+    int status = 0;
+    if (k->oom) {
+        snprintf(msg, cap, "out of memory");
+        status = 500;
+    } else if (k->over) {
+        snprintf(msg, cap, "more than %llu keys under the prefix: narrow it, or raise limit",
+                 (unsigned long long)limit);
+        status = 413;
+    } else if (rc == STORE_NOTFOUND) {
+        snprintf(msg, cap, "no such bucket");
+        status = 404;
+    } else if (rc != STORE_OK) {
+        snprintf(msg, cap, "cannot list the keys: %s", store_strerror(rc));
+        status = rc == STORE_IO ? 502 : 500;
+    }
+    if (status) {
+        keyset_free(k);
+        memset(k, 0, sizeof *k);
+        return status;
+    }
+    k->ns = NULL; /* it was on our stack */
+    k->prefix = NULL;
+    if (k->n > 1)
+        qsort(k->v, k->n, sizeof *k->v, item_cmp);
+    size_t o = 0;
+    for (size_t i = 0; i < k->n; i++) {
+        if (o && item_cmp(&k->v[o - 1], &k->v[i]) == 0) {
+            free(k->v[i].ns);
+            free(k->v[i].key);
+        } else {
+            k->v[o++] = k->v[i];
+        }
+    }
+    k->n = o;
+    return 0;
+}
+
 static enum MHD_Result job_start(request *r, job *j, uint64_t parallel);
 
 static enum MHD_Result warmup_start(request *r, const buf *body)
@@ -339,6 +476,25 @@ static enum MHD_Result warmup_start(request *r, const buf *body)
     job *j = job_new(JOB_WARMUP);
     if (j == NULL)
         return admin_error(r, 500, "out of memory");
+    const char *spec = s3_param(r, "prefix");
+    if (spec) {
+        /* the items: every key under the prefix, here or in the tier */
+        uint64_t limit;
+        keyset k;
+        char msg[160];
+        if (uint_param(r, "limit", LIST_LIMIT, &limit) != 0 || limit == 0) {
+            job_free(j);
+            return admin_error(r, 400, "limit must be a positive number");
+        }
+        int status = prefix_keys(r, spec, limit, &k, msg, sizeof msg);
+        if (status) {
+            job_free(j);
+            return admin_error(r, status, msg);
+        }
+        j->items = k.v;
+        j->n = k.n;
+        return job_start(r, j, parallel);
+    }
     size_t cap = 0;
     const char *p = body->data ? body->data : "", *end = p + body->len;
     unsigned lineno = 0;
@@ -480,6 +636,30 @@ static enum MHD_Result hot(request *r)
         buf_free(&b);
         return admin_error(r, 500, store_strerror(rc));
     }
+    return send_buf(r, 200, &b);
+}
+
+/* GET /admin/keys?prefix=BUCKET/PREFIX: the keys under it, here or in the
+ * tier, one item line each (what warmup takes). */
+static enum MHD_Result keys(request *r)
+{
+    const char *spec = s3_param(r, "prefix");
+    uint64_t limit;
+    if (spec == NULL)
+        return admin_error(r, 400, "prefix=BUCKET[/PREFIX] is required");
+    if (uint_param(r, "limit", LIST_LIMIT, &limit) != 0 || limit == 0)
+        return admin_error(r, 400, "limit must be a positive number");
+    keyset k;
+    char msg[160];
+    int status = prefix_keys(r, spec, limit, &k, msg, sizeof msg);
+    if (status)
+        return admin_error(r, status, msg);
+    buf b = {0};
+    for (size_t i = 0; i < k.n; i++) {
+        item_format(&b, k.v[i].ns, k.v[i].key, k.v[i].klen);
+        buf_add(&b, "\n", 1);
+    }
+    keyset_free(&k);
     return send_buf(r, 200, &b);
 }
 
@@ -644,13 +824,15 @@ enum MHD_Result admin_handle(request *r, const char *path, const buf *body)
         return http_is(r, "GET") ? blob_file(r, path + 5) : admin_error(r, 405, "GET a blob");
     if (strcmp(path, "hot") == 0)
         return http_is(r, "GET") ? hot(r) : admin_error(r, 405, "GET /admin/hot");
+    if (strcmp(path, "keys") == 0)
+        return http_is(r, "GET") ? keys(r) : admin_error(r, 405, "GET /admin/keys?prefix=");
     if (strcmp(path, "evict") == 0)
         return http_is(r, "POST") ? evict(r) : admin_error(r, 405, "POST /admin/evict?to=SIZE");
     if (strcmp(path, "drain") == 0)
         return http_is(r, "POST") ? drain(r) : admin_error(r, 405, "POST /admin/drain");
     return admin_error(r, 404,
-                       "no such admin endpoint (warmup, verify, jobs/ID, hot, evict, drain, gc, "
-                       "backup, blob/DIGEST)");
+                       "no such admin endpoint (warmup, verify, jobs/ID, hot, keys, evict, drain, "
+                       "gc, backup, blob/DIGEST)");
 }
 
 void admin_stop(void)

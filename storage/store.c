@@ -455,6 +455,8 @@ static int apply_delete(store *s, MDB_txn *t, idx_stats *st, op *o)
 {
     key_rec kr;
     int rc = idx_get_key(t, &s->ix, o->nskey, o->nklen, &kr);
+    if (rc == MDB_NOTFOUND && o->tier_only)
+        return tier_queue_delete(s, t, o->nskey, o->nklen); /* a fill meanwhile yields to it */
     if (rc != 0)
         return rc;
     uint8_t d[32];
@@ -1944,6 +1946,20 @@ int store_delete(store *s, const char *ns, const void *key, size_t klen)
     if ((o.nskey = make_nskey(s, ns, key, klen, &o.nklen)) == NULL)
         return STORE_BAD_KEY;
     int rc = submit_and_wait(s, &o);
+    if (rc == STORE_NOTFOUND && s->tier_q) {
+        /* not here: a key another node wrote is deleted in the tier, where
+         * every node would find it.  When the tier does not answer, the
+         * deletion is queued all the same (deleting nothing is harmless). */
+        int in_tier = tier_has_key(s, o.nskey, o.nklen);
+        if (in_tier != STORE_NOTFOUND) {
+            op d = {0};
+            d.kind = OP_DELETE;
+            d.nskey = o.nskey;
+            d.nklen = o.nklen;
+            d.tier_only = 1;
+            rc = submit_and_wait(s, &d);
+        }
+    }
     free(o.nskey);
     return rc;
 }

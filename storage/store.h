@@ -193,6 +193,13 @@ int store_warm(store *s, const char *ns, const void *key, size_t klen, int *stat
 /* The hot set: calls cb with each key whose blob was read or written since
  * since_ms, most recent first, at most limit of them; cb returns non-zero to
  * stop.  Access times kept in memory are written first. */
+/* Calls each for every key of ns under prefix that the cold tier holds a
+ * record of (written by any node of the fleet), in the tier's order (not
+ * byte order: names are escaped); each returns nonzero to stop.  Records
+ * written by builds before the v2 layout are not listed.  STORE_OK (also
+ * without a tier), or STORE_IO when the tier failed. */
+int store_tier_keys(store *s, const char *ns, const void *prefix, size_t plen,
+                    int (*each)(void *ctx, const void *key, size_t klen), void *ctx);
 int store_hot(store *s, uint64_t since_ms, size_t limit,
               int (*cb)(void *ctx, const char *ns, const void *key, size_t klen, uint64_t size),
               void *ctx);

@@ -59,6 +59,8 @@ typedef struct op {
     uint8_t (*digests)[32];
     size_t ndigests;
     ino_t ino; /* quarantine only the file that failed */
+    /* OP_DELETE of a key held only in the cold tier: queue its deletion there */
+    int tier_only;
     /* OP_EVICT */
     uint64_t target;
     /* from the cold tier: no upload is queued, the blob is marked as in the
@@ -184,6 +186,9 @@ ssize_t tier_fill_read(struct tier_fill *f, void **cursor, uint64_t off, void *b
 void tier_fill_cursor_free(void *cursor);
 /* The tier holds a delete of this key that is not done yet. */
 int tier_key_deleted(store *s, MDB_txn *t, const char *nskey, size_t nklen);
+/* Does the tier hold a record of this key?  STORE_OK, STORE_NOTFOUND, or
+ * STORE_IO when it did not say. */
+int tier_has_key(store *s, const char *nskey, size_t nklen);
 int tier_resolve_ns(store *s, const char *ns);
 
 #endif

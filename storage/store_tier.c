@@ -92,6 +92,10 @@ typedef struct tier_state {
     atomic_ullong hits, misses, errors, fetched_bytes, corrupt;
     atomic_ullong lat[2][STORE_TIER_LAT_N + 1], lat_sum_ns[2];
     atomic_int streams; /* fetch threads running (they may outlive their request) */
+    /* Does the tier hold key records in the v1 layout (key_name_v1)?  -1
+     * until worker 0 has looked (and taken as yes meanwhile), 0 or 1. */
+    atomic_int legacy;
+    uint64_t legacy_next_ms; /* worker 0: when to look again after a failure */
 } tier_state;
 
 const double store_tier_lat_bounds[STORE_TIER_LAT_N] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -387,7 +391,96 @@ static void blob_name(const uint8_t d[32], char out[80])
     snprintf(out, 80, "blobs/%s", hex);
 }
 
-static void key_name(const void *nskey, size_t nklen, char out[80])
+/* A key record's name, in two layouts:
+ *   v2 (written): keys/<namespace>/<key>, both escaped, so that the keys
+ *      under a prefix are the names under a prefix (a new node lists them
+ *      to warm up).  Bytes other than A-Z a-z 0-9 - _ and, in keys, '/'
+ *      are %XX ('.' too: HTTP clients fold "/./" and "/../").  A key that
+ *      escapes to more than KEY_PART_MAX bytes is cut (not inside a %XX)
+ *      and ends in "~<sha256 of namespace \0 key>"; '~' is escaped anywhere
+ *      else, so such names are told apart.
+ *   v1 (read, when the tier holds any): keys/<sha256 of namespace \0 key>. */
+#define KEY_PART_MAX 500
+#define KEY_NAME_CAP (5 + 3 * 64 + 1 + KEY_PART_MAX + 1)
+
+static size_t escape_into(char *out, size_t o, const uint8_t *p, size_t n, int keep_slash,
+                          size_t limit)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = p[i];
+        int keep = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                   c == '-' || c == '_' || (c == '/' && keep_slash);
+        if (o + (keep ? 1 : 3) > limit)
+            break;
+        if (keep) {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    return o;
+}
+
+/* "keys/<namespace>/" for namespace ns (nl bytes); its length. */
+static size_t key_dir(const char *ns, size_t nl, char *out)
+{
+    memcpy(out, "keys/", 5);
+    size_t o = escape_into(out, 5, (const uint8_t *)ns, nl < 64 ? nl : 64, 0, 5 + 3 * 64);
+    out[o++] = '/';
+    out[o] = '\0';
+    return o;
+}
+
+static void key_name(const void *nskey, size_t nklen, char out[KEY_NAME_CAP])
+{
+    const char *zero = memchr(nskey, '\0', nklen);
+    size_t nl = zero ? (size_t)(zero - (const char *)nskey) : nklen;
+    size_t o = key_dir(nskey, nl, out);
+    const uint8_t *key = (const uint8_t *)nskey + (zero ? nl + 1 : nklen);
+    size_t klen = nklen - (size_t)(key - (const uint8_t *)nskey);
+    size_t end = escape_into(out, o, key, klen, 1, o + KEY_PART_MAX);
+    size_t done = 0; /* key bytes that made it */
+    for (size_t i = o; i < end; i++, done++)
+        if (out[i] == '%')
+            i += 2;
+    if (done < klen) {
+        end = escape_into(out, o, key, klen, 1, o + KEY_PART_MAX - 65);
+        uint8_t h[32];
+        sha256_of(nskey, nklen, h);
+        out[end++] = '~';
+        util_hex(h, 32, out + end);
+        end += 64;
+    }
+    out[end] = '\0';
+}
+
+/* The key that a v2 name (after its key_dir) stands for, unescaped into
+ * out (at least KEY_PART_MAX bytes); its length, or -1 for a cut name (the
+ * record says which key it is) or one that is not a name of ours. */
+static ssize_t key_from_name(const char *part, uint8_t *out)
+{
+    size_t o = 0;
+    for (const char *p = part; *p; p++) {
+        if (*p == '~' || o >= KEY_PART_MAX)
+            return -1;
+        if (*p == '%') {
+            int a = util_hexval((unsigned char)p[1]),
+                b = a >= 0 ? util_hexval((unsigned char)p[2]) : -1;
+            if (b < 0)
+                return -1;
+            out[o++] = (uint8_t)(a << 4 | b);
+            p += 2;
+        } else {
+            out[o++] = (uint8_t)*p;
+        }
+    }
+    return (ssize_t)o;
+}
+
+static void key_name_v1(const void *nskey, size_t nklen, char out[80])
 {
     uint8_t h[32];
     char hex[65];
@@ -631,7 +724,7 @@ static int upload_key(store *s, const job *j)
         return rc == MDB_NOTFOUND ? TIER_OK : TIER_ERROR;
     if (rec == NULL)
         return TIER_ERROR;
-    char name[80];
+    char name[KEY_NAME_CAP];
     key_name(j->name, j->name_len, name);
     rc = tier_put(s->tier_q->t, name, -1, rec, len, NULL);
     free(rec);
@@ -674,9 +767,16 @@ static int do_job(store *s, const job *j)
         return j->name_len == 32 ? refresh_blob(s, j) : TIER_OK;
     case TQ_KEY:
         return upload_key(s, j);
-    case TQ_KEY_DEL:
-        key_name(j->name, j->name_len, name);
-        return tier_delete(s->tier_q->t, name);
+    case TQ_KEY_DEL: {
+        char kname[KEY_NAME_CAP];
+        key_name(j->name, j->name_len, kname);
+        int rc = tier_delete(s->tier_q->t, kname);
+        if (rc == TIER_OK && atomic_load(&s->tier_q->legacy) != 0) {
+            key_name_v1(j->name, j->name_len, kname); /* a record an earlier build wrote */
+            rc = tier_delete(s->tier_q->t, kname);
+        }
+        return rc;
+    }
     case TQ_NS:
         return upload_ns(s, j);
     case TQ_NS_DEL: {
@@ -700,6 +800,32 @@ static uint64_t backoff_ms(uint32_t attempts)
     return ms - ms / 4 + (uint64_t)rand() % (ms / 2 + 1); /* +-25%: nodes do not move in step */
 }
 
+static int v1_seen(void *arg, const char *name)
+{
+    const char *rest = name + 5; /* after "keys/" */
+    if (strlen(rest) == 64 && util_is_hex64(rest, 64)) {
+        *(int *)arg = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Sets q->legacy: are there key records in the v1 layout?  They sit
+ * directly under keys/, where v2 has only one folder per namespace. */
+static void look_for_v1(tier_state *q)
+{
+    int seen = 0;
+    int rc = tier_list_delimited(q->t, "keys/", "/", v1_seen, &seen);
+    if (rc == TIER_OK) {
+        atomic_store(&q->legacy, seen);
+        if (seen)
+            log_msg(LOG_INFO, "tier_v1_records",
+                    "the tier holds key records of an earlier layout: they are read too");
+    } else {
+        q->legacy_next_ms = util_now_ms() + 30000;
+    }
+}
+
 static void *worker_main(void *arg)
 {
     worker_arg *wa = arg;
@@ -709,6 +835,12 @@ static void *worker_main(void *arg)
     pthread_mutex_lock(&q->mu);
     while (!q->stop) {
         uint64_t wait_ms;
+        if (wa->me == 0 && atomic_load(&q->legacy) < 0 && util_now_ms() >= q->legacy_next_ms) {
+            pthread_mutex_unlock(&q->mu);
+            look_for_v1(q);
+            pthread_mutex_lock(&q->mu);
+            continue;
+        }
         if (pick(s, wa->me, &j, &wait_ms) != 0) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -766,6 +898,7 @@ int tier_start(store *s, char *err, size_t errlen)
     }
     q->t = s->cfg.tier;
     q->seq = util_now_ms() << 16; /* above any sequence number of an earlier run */
+    atomic_init(&q->legacy, -1);
     pthread_mutex_init(&q->mu, NULL);
     pthread_cond_init(&q->cv, NULL);
     pthread_mutex_init(&q->gate_mu, NULL);
@@ -1249,6 +1382,21 @@ int tier_key_deleted(store *s, MDB_txn *t, const char *nskey, size_t nklen)
     return s->tier_q != NULL && tq_has(s, t, TQ_KEY_DEL, nskey, nklen);
 }
 
+int tier_has_key(store *s, const char *nskey, size_t nklen)
+{
+    tier_state *q = s->tier_q;
+    if (queued(s, TQ_KEY_DEL, nskey, nklen))
+        return STORE_NOTFOUND; /* deleted here already; the tier will hear of it */
+    char name[KEY_NAME_CAP];
+    key_name(nskey, nklen, name);
+    int rc = tier_head(q->t, name, NULL);
+    if (rc == TIER_NOTFOUND && atomic_load(&q->legacy) != 0) {
+        key_name_v1(nskey, nklen, name);
+        rc = tier_head(q->t, name, NULL);
+    }
+    return rc == TIER_OK ? STORE_OK : rc == TIER_NOTFOUND ? STORE_NOTFOUND : STORE_IO;
+}
+
 /* A fill committed in the background: the op and what it owns. */
 typedef struct fill_job {
     op o; /* first: the committer hands back &o */
@@ -1503,13 +1651,17 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
     tq_key(TQ_KEY, nskey, nklen, id);
     if (!gate_enter(q, id))
         return STORE_OK; /* another request fetched it (or failed to): look again */
-    char name[80];
+    char name[KEY_NAME_CAP];
     key_name(nskey, nklen, name);
     void *data = NULL;
     size_t len = 0;
     uint64_t t0 = util_mono_ns();
     tier_meta rm = {0};
     int rc = tier_get(q->t, name, -1, &data, &len, RECORD_MAX, &rm);
+    if (rc == TIER_NOTFOUND && atomic_load(&q->legacy) != 0) {
+        key_name_v1(nskey, nklen, name); /* written by an earlier build */
+        rc = tier_get(q->t, name, -1, &data, &len, RECORD_MAX, &rm);
+    }
     uint64_t t1 = util_mono_ns();
     lat_record(q, LAT_READ, t0);
     parsed_record pr;
@@ -1631,6 +1783,76 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
     free(data);
     gate_leave(q, id);
     return status;
+}
+
+/* ---- the keys the tier knows, by prefix ---------------------------------------------- */
+
+typedef struct tier_keys_walk {
+    store *s;
+    const char *ns;
+    const uint8_t *prefix;
+    size_t plen, dir_len;
+    int (*each)(void *ctx, const void *key, size_t klen);
+    void *ctx;
+    int stopped, failed;
+} tier_keys_walk;
+
+static int tier_keys_each(void *arg, const char *name)
+{
+    tier_keys_walk *w = arg;
+    uint8_t key[KEY_PART_MAX + 1];
+    ssize_t kl = key_from_name(name + w->dir_len, key);
+    if (kl >= 0) {
+        if ((size_t)kl < w->plen || memcmp(key, w->prefix, w->plen) != 0)
+            return 0;
+        if (w->each(w->ctx, key, (size_t)kl) != 0)
+            w->stopped = 1;
+        return w->stopped;
+    }
+    if (strchr(name + w->dir_len, '~') == NULL)
+        return 0; /* not a name of ours */
+    /* a long key, cut in its name: its record says which */
+    void *data = NULL;
+    size_t len = 0;
+    int rc = tier_get(w->s->tier_q->t, name, -1, &data, &len, RECORD_MAX, NULL);
+    if (rc == TIER_NOTFOUND)
+        return 0; /* deleted since the listing */
+    if (rc != TIER_OK) {
+        w->failed = 1;
+        return 1;
+    }
+    const uint8_t *p = data;
+    size_t nsl = strlen(w->ns);
+    if (len >= 8 && memcmp(p, "CKR1", 4) == 0) {
+        size_t nkl = util_get_le32(p + 4);
+        const char *nskey = (const char *)p + 8;
+        char check[KEY_NAME_CAP];
+        if (nkl <= len - 8 && nkl > nsl && memcmp(nskey, w->ns, nsl) == 0 && nskey[nsl] == '\0') {
+            key_name(nskey, nkl, check);
+            size_t kl2 = nkl - nsl - 1;
+            if (strcmp(check, name) == 0 && kl2 >= w->plen &&
+                memcmp(nskey + nsl + 1, w->prefix, w->plen) == 0 &&
+                w->each(w->ctx, nskey + nsl + 1, kl2) != 0)
+                w->stopped = 1;
+        }
+    }
+    free(data);
+    return w->stopped;
+}
+
+int store_tier_keys(store *s, const char *ns, const void *prefix, size_t plen,
+                    int (*each)(void *ctx, const void *key, size_t klen), void *ctx)
+{
+    if (s->tier_q == NULL)
+        return STORE_OK;
+    char lp[KEY_NAME_CAP];
+    size_t dl = key_dir(ns, strlen(ns), lp);
+    /* the escaped prefix, no longer than any name keeps of a key */
+    size_t end = escape_into(lp, dl, prefix, plen, 1, dl + KEY_PART_MAX - 65);
+    lp[end] = '\0';
+    tier_keys_walk w = {s, ns, prefix, plen, dl, each, ctx, 0, 0};
+    int rc = tier_list(s->tier_q->t, lp, tier_keys_each, &w);
+    return rc == TIER_OK && !w.failed ? STORE_OK : STORE_IO;
 }
 
 void tier_wait_key(store *s, const char *nskey, size_t nklen)

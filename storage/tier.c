@@ -859,6 +859,112 @@ int tier_delete(tier *t, const char *name)
     return rc == TIER_NOTFOUND ? TIER_OK : rc;
 }
 
+/* ---- listing ------------------------------------------------------------------------ */
+
+typedef struct list_state {
+    size_t skip; /* the tier's own prefix and its slash, cut from each name */
+    int (*each)(void *arg, const char *name);
+    void *arg;
+    char text[1100]; /* the text of the element being read */
+    size_t tlen;
+    int in_contents, stopped, truncated, error, depth;
+    char token[1100]; /* NextContinuationToken */
+} list_state;
+
+static void XMLCALL ls_start(void *ud, const XML_Char *name, const XML_Char **attrs)
+{
+    (void)attrs;
+    list_state *l = ud;
+    const char *ln = local_name(name);
+    if (l->depth++ == 0 && strcmp(ln, "Error") == 0)
+        l->error = 1;
+    if (strcmp(ln, "Contents") == 0)
+        l->in_contents = 1;
+    l->tlen = 0;
+    l->text[0] = '\0';
+}
+
+static void XMLCALL ls_text(void *ud, const XML_Char *s, int len)
+{
+    list_state *l = ud;
+    size_t n = (size_t)len;
+    if (n > sizeof l->text - 1 - l->tlen)
+        n = sizeof l->text - 1 - l->tlen;
+    memcpy(l->text + l->tlen, s, n);
+    l->tlen += n;
+    l->text[l->tlen] = '\0';
+}
+
+static void XMLCALL ls_end(void *ud, const XML_Char *name)
+{
+    list_state *l = ud;
+    const char *ln = local_name(name);
+    l->depth--;
+    if (strcmp(ln, "Contents") == 0) {
+        l->in_contents = 0;
+    } else if (strcmp(ln, "Key") == 0 && l->in_contents && !l->stopped) {
+        if (l->tlen >= l->skip && l->each(l->arg, l->text + l->skip) != 0)
+            l->stopped = 1;
+    } else if (strcmp(ln, "IsTruncated") == 0) {
+        l->truncated = strcmp(l->text, "true") == 0;
+    } else if (strcmp(ln, "NextContinuationToken") == 0) {
+        snprintf(l->token, sizeof l->token, "%s", l->text);
+    }
+}
+
+int tier_list(tier *t, const char *prefix, int (*each)(void *arg, const char *name), void *arg)
+{
+    return tier_list_delimited(t, prefix, NULL, each, arg);
+}
+
+int tier_list_delimited(tier *t, const char *prefix, const char *delimiter,
+                        int (*each)(void *arg, const char *name), void *arg)
+{
+    char full[1100], enc_prefix[3300], enc_token[3300], query[7000], enc_delim[16] = "";
+    int n = snprintf(full, sizeof full, "%s%s%s", t->prefix, t->prefix[0] ? "/" : "", prefix);
+    if (n < 0 || (size_t)n >= sizeof full)
+        return TIER_BAD;
+    uri_encode(full, enc_prefix, sizeof enc_prefix, 0);
+    if (delimiter)
+        uri_encode(delimiter, enc_delim, sizeof enc_delim, 0);
+    list_state l = {.skip = strlen(t->prefix) + (t->prefix[0] ? 1 : 0), .each = each, .arg = arg};
+    for (;;) {
+        uri_encode(l.token, enc_token, sizeof enc_token, 0);
+        /* the parameters in canonical (sorted) order */
+        snprintf(query, sizeof query, "%s%s%s%s%s%slist-type=2&prefix=%s",
+                 l.token[0] ? "continuation-token=" : "", l.token[0] ? enc_token : "",
+                 l.token[0] ? "&" : "", delimiter ? "delimiter=" : "", enc_delim,
+                 delimiter ? "&" : "", enc_prefix);
+        xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 16u << 20};
+        treq r = {.method = "GET", .query = query, .timeout_ms = t->timeout_ms};
+        long http;
+        int rc = perform(t, &r, &x, &http);
+        if (rc != TIER_OK) {
+            free(x.out);
+            return rc == TIER_NOTFOUND ? TIER_ERROR : rc; /* no bucket: not "no keys" */
+        }
+        l.truncated = 0;
+        l.token[0] = '\0';
+        l.depth = 0;
+        XML_Parser p = XML_ParserCreate(NULL);
+        int ok = p != NULL;
+        if (ok) {
+            XML_SetUserData(p, &l);
+            XML_SetElementHandler(p, ls_start, ls_end);
+            XML_SetCharacterDataHandler(p, ls_text);
+            ok = XML_Parse(p, (const char *)x.out, (int)x.out_len, 1) == XML_STATUS_OK;
+            XML_ParserFree(p);
+        }
+        free(x.out);
+        if (!ok || l.error)
+            return TIER_BAD;
+        if (l.stopped || !l.truncated)
+            return TIER_OK;
+        if (!l.token[0])
+            return TIER_BAD; /* truncated, but no way on */
+    }
+}
+
 int tier_ensure_bucket(tier *t)
 {
     xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 1 << 20};

@@ -85,6 +85,14 @@ int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *
                     void *arg);
 /* DELETE; a missing object is TIER_OK. */
 int tier_delete(tier *t, const char *name);
+/* Lists the objects whose names start with prefix (ListObjectsV2), in
+ * order, calling each with the name (without the tier's prefix); each
+ * returns nonzero to stop.  A tier status. */
+int tier_list(tier *t, const char *prefix, int (*each)(void *arg, const char *name), void *arg);
+/* The same, with delimiter "/": names past the next '/' after the prefix
+ * are rolled up (and not passed to each). */
+int tier_list_delimited(tier *t, const char *prefix, const char *delimiter,
+                        int (*each)(void *arg, const char *name), void *arg);
 /* Makes the bucket if it does not exist (a cairnd parent, a test's moto). */
 int tier_ensure_bucket(tier *t);
 

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.parse
 
 import test_tier as tt
 from harness import CAIRN, Server, close_checked, random_seed, sha256, wait_for
@@ -67,6 +68,17 @@ class CliTest(unittest.TestCase):
         p = subprocess.run([CAIRN] + list(args), input=stdin, capture_output=True, env=env,
                            timeout=timeout)
         return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+    def admin_get(self, srv, path_query):
+        """A GET of the admin API, signed with the admin key as S3 requests are."""
+        from botocore.auth import S3SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+        path, _, query = path_query.partition("?")
+        path_query = path + ("?" + urllib.parse.quote(query, safe="=&") if query else "")
+        req = AWSRequest(method="GET", url=srv.url + path_query)
+        S3SigV4Auth(Credentials(AK, SK), "s3", "us-east-1").add_auth(req)
+        return tt.request(srv, "GET", path_query, headers=dict(req.headers.items()))
 
     def s3(self, srv):
         import boto3
@@ -134,6 +146,47 @@ class CliTest(unittest.TestCase):
         rc, out, err = self.cli(a, "warmup", "-", stdin=b"proj/not-there\n")
         self.assertEqual(rc, 1)
         self.assertIn("1 missing", out)
+
+    def test_prefix_warmup_on_a_new_node_lists_the_tier(self):
+        """A node with an empty folder warms one project's caches by prefix:
+        the keys come from the tier, written by another node."""
+        a = self.node(prefix="byprefix")
+        items = self.fill(a, n_small=30, n_big=1)
+        # a key too long to be spelled out in its record's name (it is cut
+        # there and ends in a hash), with dots and non-ASCII letters
+        long_key = "runner/p1/" + "\u00e9t\u00e9.d/" * 60 + "end"
+        self.s3(a).put_object(Bucket="proj", Key=long_key, Body=b"long")
+        rc, out, err = self.cli(a, "drain", "--timeout", "60s")
+        self.assertEqual(rc, 0, err)
+        items["proj/" + long_key] = b"long"
+        b = self.node(prefix="byprefix")
+        want = {n: body for n, body in items.items() if n.startswith("proj/runner/p1/")}
+        rc, out, err = self.cli(b, "warmup", "--json", "--prefix", "proj/runner/p1/")
+        self.assertEqual(rc, 0, err)
+        s = json.loads(out)
+        self.assertEqual((s["items"], s["warmed"], s["missing"], s["failed"]),
+                         (len(want), len(want), 0, 0))
+        # the same list, by the admin API, and nothing for a prefix nobody used
+        st, _, body = self.admin_get(b, "/admin/keys?prefix=proj/runner/p1/")
+        self.assertEqual(st, 200, body)
+        self.assertEqual(sorted(body.decode().split()), sorted(want))
+        st, _, body = self.admin_get(b, "/admin/keys?prefix=proj/nothing-here/")
+        self.assertEqual((st, body), (200, b""))
+        self.assertEqual(self.admin_get(b, "/admin/keys")[0], 400)
+        self.assertEqual(tt.request(b, "GET", "/admin/keys?prefix=proj/")[0], 403)
+        # every warmed entry is now a local hit
+        tier_reads = metric(b, "cairn_tier_reads_total", result="hit")
+        self.read_all(b, want)
+        self.assertEqual(metric(b, "cairn_cache_hits_total", level="local"), len(want))
+        self.assertEqual(metric(b, "cairn_tier_reads_total", result="hit"), tier_reads)
+        # a key deleted through one node is not listed by the other
+        victim = sorted(want)[0]
+        self.s3(a).delete_object(Bucket="proj", Key=victim[5:].replace("%20", " "))
+        rc, out, err = self.cli(a, "drain", "--timeout", "60s")
+        self.assertEqual(rc, 0, err)
+        c = self.node(prefix="byprefix")
+        st, _, body = self.admin_get(c, "/admin/keys?prefix=proj/runner/p1/")
+        self.assertEqual(sorted(body.decode().split()), sorted(set(want) - {victim}))
 
     def test_interrupted_warmup_resumes_without_duplicates(self):
         a = self.node(prefix="resume")

@@ -129,6 +129,7 @@ class FaultProxy:
         self.mode = "ok"
         self.fail = None
         self.requests = 0
+        self.paths = []
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -139,6 +140,7 @@ class FaultProxy:
 
             def handle_any(self):
                 proxy.requests += 1
+                proxy.paths.append(self.command + " " + self.path)
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
                 mode = proxy.mode
@@ -345,6 +347,27 @@ class TierTest(unittest.TestCase):
         c = self.node()
         self.assertEqual(request(c, "GET", key)[0], 404)
 
+    def test_delete_through_a_node_that_never_read_the_key(self):
+        """A key written through one node and deleted through another that
+        never read it is deleted in the tier: no node finds it again.  A
+        key nobody wrote is still a 404."""
+        a, b = self.node(), self.node()
+        key = "/ac/" + sha256(b"written by a")
+        self.assertEqual(request(a, "PUT", key, b"from a")[0], 200)
+        self.assertEqual(request(a, "PUT", "/fleet-bucket")[0], 200)
+        self.assertEqual(request(a, "PUT", "/fleet-bucket/o.txt", b"object from a")[0], 200)
+        self.drained(a)
+        self.assertEqual(request(b, "DELETE", key)[0], 204)
+        self.assertEqual(request(b, "DELETE", key)[0], 404)  # once
+        self.assertEqual(request(b, "DELETE", "/ac/" + sha256(b"nobody"))[0], 404)
+        self.assertEqual(request(b, "DELETE", "/fleet-bucket/o.txt")[0], 204)
+        self.assertEqual(request(b, "GET", key)[0], 404)
+        self.drained(b)
+        c = self.node()
+        self.assertEqual(request(c, "GET", key)[0], 404)
+        self.assertEqual(request(c, "GET", "/fleet-bucket/o.txt")[0], 404)
+        self.assertEqual(self.moto.objects(self.BUCKET, self.PREFIX + "/keys/"), {})
+
     def test_tier_down_then_back(self):
         self.proxy.mode = "down"
         data = self.folder()
@@ -519,6 +542,32 @@ class TierTest(unittest.TestCase):
         for k, body in zip(keys, big):
             self.assertEqual(sha256(request(b, "GET", k)[2]), sha256(body))
 
+    def test_key_records_of_the_earlier_layout_are_still_read(self):
+        """Key records named keys/<sha256 of namespace and key> (written by
+        builds before keys/<namespace>/<key>) resolve, and a delete removes
+        them too."""
+        a = self.node()
+        body = self.rng.randbytes(90 * KIB)
+        key = sha256(b"old layout")
+        self.assertEqual(request(a, "PUT", "/ac/" + key, body)[0], 200)
+        self.drained(a)
+        s3 = self.moto.client()
+        names = [k for k in self.moto.objects(self.BUCKET, self.PREFIX + "/keys/")]
+        self.assertEqual(len(names), 1, names)
+        self.assertTrue(names[0].startswith(self.PREFIX + "/keys/ac/"), names)
+        old = "%s/keys/%s" % (self.PREFIX, sha256(b"ac\0" + key.encode()))
+        s3.copy_object(Bucket=self.BUCKET, Key=old,
+                       CopySource={"Bucket": self.BUCKET, "Key": names[0]})
+        s3.delete_object(Bucket=self.BUCKET, Key=names[0])
+        b = self.node()
+        st, _, got = request(b, "GET", "/ac/" + key)
+        self.assertEqual((st, sha256(got)), (200, sha256(body)))
+        self.assertEqual(request(b, "DELETE", "/ac/" + key)[0], 204)
+        self.drained(b)
+        self.assertEqual(self.moto.objects(self.BUCKET, self.PREFIX + "/keys/"), {})
+        c = self.node()
+        self.assertEqual(request(c, "GET", "/ac/" + key)[0], 404)
+
     def test_small_cold_read_is_one_request(self):
         """A small blob rides in its key record: one request to the tier."""
         a = self.node()
@@ -526,7 +575,11 @@ class TierTest(unittest.TestCase):
         key = "/ac/" + sha256(b"small")
         self.assertEqual(request(a, "PUT", key, body)[0], 200)
         self.drained(a)
+        seen = len(self.proxy.paths)
         b = self.node()
+        # a new node first looks (once) for key records of the earlier layout
+        self.assertTrue(wait_for(lambda: any("list-type=2" in p for p in self.proxy.paths[seen:]),
+                                 timeout=10))
         before = self.proxy.requests
         self.assertEqual(request(b, "GET", key)[2], body)
         self.assertEqual(self.proxy.requests - before, 1)
