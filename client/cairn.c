@@ -781,14 +781,28 @@ static int run_job(const char *what, const char *path, const char *query, const 
     return rc;
 }
 
-static int warmup_server(item_list *l, unsigned parallel)
+/* Warms the items of l, or (l NULL) every key under prefix, which the
+ * server lists itself (here and in its cold tier). */
+static int warmup_server(item_list *l, const char *prefix, unsigned parallel)
 {
-    char q[64], state[32];
-    snprintf(q, sizeof q, "parallel=%u", parallel);
+    char state[32];
+    buf q = {0};
+    buf_printf(&q, "parallel=%u", parallel);
+    if (prefix) {
+        char *e = curl_easy_escape(NULL, prefix, 0);
+        buf_printf(&q, "&prefix=%s", e ? e : "");
+        curl_free(e);
+    }
     buf last = {0};
-    int rc = run_job("warmup", "/admin/warmup", q, l->text.data ? l->text.data : "", l->text.len,
-                     &last, state);
-    if (rc == 0) {
+    int rc = run_job("warmup", "/admin/warmup", q.data, l && l->text.data ? l->text.data : "",
+                     l ? l->text.len : 0, &last, state);
+    free(q.data);
+    if (rc == 0 && strcmp(state, "failed") == 0) {
+        char why[200] = "";
+        json_str(last.data, "error", why, sizeof why);
+        fprintf(stderr, "cairn: warmup: %s\n", why);
+        rc = EXIT_SERVER;
+    } else if (rc == 0) {
         uint64_t missing = json_u64(last.data, "missing"), failed = json_u64(last.data, "failed");
         summary(json_u64(last.data, "items"), json_u64(last.data, "local"),
                 json_u64(last.data, "warmed"), missing, failed, json_u64(last.data, "bytes"),
@@ -1036,7 +1050,9 @@ static int cmd_warmup(int argc, char **argv)
         }
     }
     int rc = 0;
-    if (prefix && (rc = list_keys(from, prefix, &l)) != 0)
+    /* a prefix alone, warmed here: the server lists it in the job */
+    int server_lists = prefix && !from && !into && !hot && !files;
+    if (prefix && !server_lists && (rc = list_keys(from, prefix, &l)) != 0)
         return rc;
     if (hot && (rc = list_hot(from, window, limit, &l)) != 0)
         return rc;
@@ -1049,7 +1065,9 @@ static int cmd_warmup(int argc, char **argv)
     }
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
-    rc = into ? warmup_into(&l, into, parallel) : warmup_server(&l, parallel);
+    rc = into           ? warmup_into(&l, into, parallel)
+         : server_lists ? warmup_server(NULL, prefix, parallel)
+                        : warmup_server(&l, NULL, parallel);
     free(l.text.data);
     return rc;
 }

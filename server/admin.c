@@ -121,6 +121,158 @@ static void item_format(buf *b, const char *ns, const char *key, size_t klen)
     pct_add(b, key, klen);
 }
 
+/* ---- the keys under a prefix: here and in the tier -------------------------------- */
+
+typedef struct keyset {
+    const char *ns;
+    const char *prefix;
+    size_t plen;
+    item *v;
+    size_t n, cap, limit;
+    int over, oom;
+} keyset;
+
+static int item_cmp(const void *a, const void *b)
+{
+    const item *x = a, *y = b;
+    size_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(x->key, y->key, n);
+    return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
+}
+
+/* Sorts the keys and drops repeats (a key both here and in the tier). */
+static void keyset_compact(keyset *k)
+{
+    if (k->n > 1)
+        qsort(k->v, k->n, sizeof *k->v, item_cmp);
+    size_t o = 0;
+    for (size_t i = 0; i < k->n; i++) {
+        if (o && item_cmp(&k->v[o - 1], &k->v[i]) == 0) {
+            free(k->v[i].ns);
+            free(k->v[i].key);
+        } else {
+            k->v[o++] = k->v[i];
+        }
+    }
+    k->n = o;
+}
+
+static int keyset_add(keyset *k, const void *key, size_t klen)
+{
+    if (k->n >= 2 * k->limit) {
+        keyset_compact(k); /* the limit counts keys, not where they were found */
+        if (k->n > k->limit) {
+            k->over = 1;
+            return 1;
+        }
+    }
+    if (k->n == k->cap) {
+        size_t cap = k->cap ? 2 * k->cap : 1024;
+        item *nv = realloc(k->v, cap * sizeof *nv);
+        if (nv == NULL) {
+            k->oom = 1;
+            return 1;
+        }
+        k->v = nv;
+        k->cap = cap;
+    }
+    item *it = &k->v[k->n];
+    it->ns = strdup(k->ns);
+    it->key = malloc(klen + 1);
+    if (it->ns == NULL || it->key == NULL) {
+        free(it->ns);
+        free(it->key);
+        k->oom = 1;
+        return 1;
+    }
+    memcpy(it->key, key, klen);
+    it->key[klen] = '\0';
+    it->klen = klen;
+    k->n++;
+    return 0;
+}
+
+static int keyset_local(void *ctx, const store_list_item *it, char *seek, size_t *seek_len)
+{
+    (void)seek, (void)seek_len;
+    keyset *k = ctx;
+    if (it->klen < k->plen || memcmp(it->key, k->prefix, k->plen) != 0)
+        return STORE_LIST_STOP; /* past the prefix: keys come in order */
+    return keyset_add(k, it->key, it->klen) ? STORE_LIST_STOP : STORE_LIST_NEXT;
+}
+
+static int keyset_tier(void *ctx, const void *key, size_t klen)
+{
+    return keyset_add(ctx, key, klen);
+}
+
+static void keyset_free(keyset *k)
+{
+    for (size_t i = 0; i < k->n; i++) {
+        free(k->v[i].ns);
+        free(k->v[i].key);
+    }
+    free(k->v);
+}
+
+/* The keys under spec (BUCKET[/PREFIX]) that this node holds, and that its
+ * cold tier holds (written by any node), in byte order, each once.  0, or
+ * an HTTP status with msg. */
+static int prefix_keys(store *st, const char *spec, uint64_t limit, keyset *k, char *msg,
+                       size_t cap)
+{
+    char ns[S3_NS_MAX];
+    const char *slash = strchr(spec, '/');
+    size_t bl = slash ? (size_t)(slash - spec) : strlen(spec);
+    if (bl == 0 || s3_bucket_ns(spec, bl, ns, sizeof ns) < 0) {
+        snprintf(msg, cap, "prefix: want BUCKET[/PREFIX]");
+        return 400;
+    }
+    memset(k, 0, sizeof *k);
+    k->ns = ns;
+    k->prefix = slash ? slash + 1 : "";
+    k->plen = strlen(k->prefix);
+    k->limit = (size_t)limit;
+    /* (a bucket this node never had lists nothing here, and its keys from
+     * the tier) */
+    int rc = store_list(st, ns, k->prefix, k->plen, 0, keyset_local, k), in_tier = 0;
+    if (rc == STORE_OK && !k->over && !k->oom) {
+        rc = store_tier_keys(st, ns, k->prefix, k->plen, keyset_tier, k);
+        in_tier = 1;
+    }
+    int status = 0;
+    if (k->oom) {
+        snprintf(msg, cap, "out of memory");
+        status = 500;
+    } else if (k->over) {
+        snprintf(msg, cap, "more than %llu keys under the prefix: narrow it, or raise limit",
+                 (unsigned long long)limit);
+        status = 413;
+    } else if (rc != STORE_OK && in_tier) {
+        snprintf(msg, cap, "cannot list the keys in the cold tier: it failed or did not answer");
+        status = 502;
+    } else if (rc != STORE_OK) {
+        snprintf(msg, cap, "cannot list the keys: %s", store_strerror(rc));
+        status = 500;
+    }
+    if (status) {
+        keyset_free(k);
+        memset(k, 0, sizeof *k);
+        return status;
+    }
+    k->ns = NULL; /* it was on our stack */
+    k->prefix = NULL;
+    keyset_compact(k);
+    if (k->n > limit) {
+        snprintf(msg, cap, "more than %llu keys under the prefix: narrow it, or raise limit",
+                 (unsigned long long)limit);
+        keyset_free(k);
+        memset(k, 0, sizeof *k);
+        return 413;
+    }
+    return 0;
+}
+
 /* ---- warmup jobs -------------------------------------------------------- */
 
 enum { JOB_WARMUP, JOB_VERIFY };
@@ -132,7 +284,12 @@ typedef struct job {
     store *st;
     item *items;            /* warmup */
     uint8_t (*digests)[32]; /* verify */
-    size_t n;
+    atomic_size_t n;        /* items: a prefix job knows them once listed */
+    char *spec;             /* a warmup of a prefix: BUCKET/PREFIX, listed by the job */
+    uint64_t limit;
+    unsigned want;      /* workers it may have once listed */
+    atomic_int listing; /* listing its keys */
+    char error[160];    /* why it failed, when it did (set before it ends) */
     pthread_mutex_t mu; /* corrupt_hex */
     char (*corrupt_hex)[65];
     size_t ncorrupt;
@@ -165,6 +322,7 @@ static void job_free(job *j)
     free(j->items);
     free(j->digests);
     free(j->corrupt_hex);
+    free(j->spec);
     pthread_mutex_destroy(&j->mu);
     free(j);
 }
@@ -192,6 +350,38 @@ static void verify_one(job *j, const uint8_t d[32])
 }
 
 static void job_json(buf *b, job *j);
+static void *worker_main(void *arg);
+
+/* The first thread of a prefix job: lists the keys, starts the other
+ * workers, and then works as one of them. */
+static void *lister_main(void *arg)
+{
+    job *j = arg;
+    keyset k;
+    char msg[160];
+    int status = prefix_keys(j->st, j->spec, j->limit, &k, msg, sizeof msg);
+    if (status) {
+        snprintf(j->error, sizeof j->error, "%s", msg);
+        log_msg(LOG_WARN, "warmup_failed", "job %u: %s", j->id, msg);
+    } else {
+        j->items = k.v;
+        atomic_store(&j->n, k.n);
+        unsigned more = j->want < k.n ? j->want - 1 : k.n ? (unsigned)k.n - 1 : 0;
+        atomic_fetch_add(&j->running, more);
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        for (unsigned i = 0; i < more; i++) {
+            pthread_t t;
+            if (pthread_create(&t, &at, worker_main, j) != 0)
+                atomic_fetch_sub(&j->running, 1);
+        }
+        pthread_attr_destroy(&at);
+        log_msg(LOG_INFO, "warmup_listed", "job %u: %zu items under %s", j->id, k.n, j->spec);
+    }
+    atomic_store(&j->listing, 0);
+    return worker_main(j);
+}
 
 static void *worker_main(void *arg)
 {
@@ -253,7 +443,10 @@ static void *worker_main(void *arg)
 static void job_json(buf *b, job *j)
 {
     uint64_t end = atomic_load(&j->end_ms);
-    const char *state = end == 0 ? "running" : atomic_load(&j->cancel) ? "stopped" : "done";
+    const char *state = end == 0                  ? "running"
+                        : j->error[0]             ? "failed"
+                        : atomic_load(&j->cancel) ? "stopped"
+                                                  : "done";
     uint64_t now = end ? end : util_now_ms();
     int verify = j->kind == JOB_VERIFY;
     buf_printf(b, "{\"job\":%u,\"kind\":\"%s\",\"state\":\"%s\",\"items\":%zu,\"done\":%llu", j->id,
@@ -264,6 +457,13 @@ static void job_json(buf *b, job *j)
                    (unsigned long long)atomic_load(&j->out[i]));
     buf_printf(b, ",\"bytes\":%llu,\"elapsed_ms\":%llu", (unsigned long long)atomic_load(&j->bytes),
                (unsigned long long)(now - j->start_ms));
+    if (atomic_load(&j->listing))
+        buf_puts(b, ",\"listing\":true");
+    if (end && j->error[0]) {
+        char esc[6 * sizeof j->error];
+        log_json_escape(esc, sizeof esc, j->error);
+        buf_printf(b, ",\"error\":\"%s\"", esc);
+    }
     if (!verify) {
         buf_printf(b, ",\"fetched_bytes\":%llu}\n",
                    (unsigned long long)atomic_load(&j->fetched_bytes));
@@ -329,142 +529,6 @@ static job *job_new(int kind)
     return j;
 }
 
-/* ---- the keys under a prefix: here and in the tier -------------------------------- */
-
-typedef struct keyset {
-    const char *ns;
-    const char *prefix;
-    size_t plen;
-    item *v;
-    size_t n, cap, limit;
-    int over, oom;
-} keyset;
-
-static int keyset_add(keyset *k, const void *key, size_t klen)
-{
-    if (k->n == k->limit) {
-        k->over = 1;
-        return 1;
-    }
-    if (k->n == k->cap) {
-        size_t cap = k->cap ? 2 * k->cap : 1024;
-        item *nv = realloc(k->v, cap * sizeof *nv);
-        if (nv == NULL) {
-            k->oom = 1;
-            return 1;
-        }
-        k->v = nv;
-        k->cap = cap;
-    }
-    item *it = &k->v[k->n];
-    it->ns = strdup(k->ns);
-    it->key = malloc(klen + 1);
-    if (it->ns == NULL || it->key == NULL) {
-        free(it->ns);
-        free(it->key);
-        k->oom = 1;
-        return 1;
-    }
-    memcpy(it->key, key, klen);
-    it->key[klen] = '\0';
-    it->klen = klen;
-    k->n++;
-    return 0;
-}
-
-static int keyset_local(void *ctx, const store_list_item *it, char *seek, size_t *seek_len)
-{
-    (void)seek, (void)seek_len;
-    keyset *k = ctx;
-    if (it->klen < k->plen || memcmp(it->key, k->prefix, k->plen) != 0)
-        return STORE_LIST_STOP; /* past the prefix: keys come in order */
-    return keyset_add(k, it->key, it->klen) ? STORE_LIST_STOP : STORE_LIST_NEXT;
-}
-
-static int keyset_tier(void *ctx, const void *key, size_t klen)
-{
-    return keyset_add(ctx, key, klen);
-}
-
-static int item_cmp(const void *a, const void *b)
-{
-    const item *x = a, *y = b;
-    size_t n = x->klen < y->klen ? x->klen : y->klen;
-    int c = memcmp(x->key, y->key, n);
-    return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
-}
-
-static void keyset_free(keyset *k)
-{
-    for (size_t i = 0; i < k->n; i++) {
-        free(k->v[i].ns);
-        free(k->v[i].key);
-    }
-    free(k->v);
-}
-
-/* The keys under spec (BUCKET[/PREFIX]) that this node holds, and that its
- * cold tier holds (written by any node), in byte order, each once.  0, or
- * an HTTP status with msg. */
-static int prefix_keys(request *r, const char *spec, uint64_t limit, keyset *k, char *msg,
-                       size_t cap)
-{
-    char ns[S3_NS_MAX];
-    const char *slash = strchr(spec, '/');
-    size_t bl = slash ? (size_t)(slash - spec) : strlen(spec);
-    if (bl == 0 || s3_bucket_ns(spec, bl, ns, sizeof ns) < 0) {
-        snprintf(msg, cap, "prefix: want BUCKET[/PREFIX]");
-        return 400;
-    }
-    memset(k, 0, sizeof *k);
-    k->ns = ns;
-    k->prefix = slash ? slash + 1 : "";
-    k->plen = strlen(k->prefix);
-    k->limit = (size_t)limit;
-    int rc = store_list(r->srv->st, ns, k->prefix, k->plen, 0, keyset_local, k);
-    int here = rc != STORE_NOTFOUND; /* the bucket may be in the tier only (a new node) */
-    if ((rc == STORE_OK || !here) && !k->over && !k->oom) {
-        rc = store_tier_keys(r->srv->st, ns, k->prefix, k->plen, keyset_tier, k);
-        if (rc == STORE_OK && !here && k->n == 0)
-            rc = STORE_NOTFOUND;
-    }
-    int status = 0;
-    if (k->oom) {
-        snprintf(msg, cap, "out of memory");
-        status = 500;
-    } else if (k->over) {
-        snprintf(msg, cap, "more than %llu keys under the prefix: narrow it, or raise limit",
-                 (unsigned long long)limit);
-        status = 413;
-    } else if (rc == STORE_NOTFOUND) {
-        snprintf(msg, cap, "no such bucket");
-        status = 404;
-    } else if (rc != STORE_OK) {
-        snprintf(msg, cap, "cannot list the keys: %s", store_strerror(rc));
-        status = rc == STORE_IO ? 502 : 500;
-    }
-    if (status) {
-        keyset_free(k);
-        memset(k, 0, sizeof *k);
-        return status;
-    }
-    k->ns = NULL; /* it was on our stack */
-    k->prefix = NULL;
-    if (k->n > 1)
-        qsort(k->v, k->n, sizeof *k->v, item_cmp);
-    size_t o = 0;
-    for (size_t i = 0; i < k->n; i++) {
-        if (o && item_cmp(&k->v[o - 1], &k->v[i]) == 0) {
-            free(k->v[i].ns);
-            free(k->v[i].key);
-        } else {
-            k->v[o++] = k->v[i];
-        }
-    }
-    k->n = o;
-    return 0;
-}
-
 static enum MHD_Result job_start(request *r, job *j, uint64_t parallel);
 
 static enum MHD_Result warmup_start(request *r, const buf *body)
@@ -478,21 +542,23 @@ static enum MHD_Result warmup_start(request *r, const buf *body)
         return admin_error(r, 500, "out of memory");
     const char *spec = s3_param(r, "prefix");
     if (spec) {
-        /* the items: every key under the prefix, here or in the tier */
-        uint64_t limit;
-        keyset k;
-        char msg[160];
-        if (uint_param(r, "limit", LIST_LIMIT, &limit) != 0 || limit == 0) {
+        /* the items: every key under the prefix, here or in the tier, which
+         * the job lists first (on its own thread: that may take a while) */
+        char ns[S3_NS_MAX];
+        const char *slash = strchr(spec, '/');
+        size_t bl = slash ? (size_t)(slash - spec) : strlen(spec);
+        if (uint_param(r, "limit", LIST_LIMIT, &j->limit) != 0 || j->limit == 0) {
             job_free(j);
             return admin_error(r, 400, "limit must be a positive number");
         }
-        int status = prefix_keys(r, spec, limit, &k, msg, sizeof msg);
-        if (status) {
+        if (bl == 0 || s3_bucket_ns(spec, bl, ns, sizeof ns) < 0) {
             job_free(j);
-            return admin_error(r, status, msg);
+            return admin_error(r, 400, "prefix: want BUCKET[/PREFIX]");
         }
-        j->items = k.v;
-        j->n = k.n;
+        if ((j->spec = strdup(spec)) == NULL) {
+            job_free(j);
+            return admin_error(r, 500, "out of memory");
+        }
         return job_start(r, j, parallel);
     }
     size_t cap = 0;
@@ -534,12 +600,14 @@ static enum MHD_Result verify_start(request *r)
     if (uint_param(r, "parallel", 2, &parallel) != 0 || parallel == 0 || parallel > PARALLEL_MAX)
         return admin_error(r, 400, "parallel must be 1 to 64");
     job *j = job_new(JOB_VERIFY);
+    size_t n = 0;
     if (j == NULL || (j->corrupt_hex = calloc(CORRUPT_LISTED, 65)) == NULL ||
-        store_digests(r->srv->st, &j->digests, &j->n) != STORE_OK) {
+        store_digests(r->srv->st, &j->digests, &n) != STORE_OK) {
         if (j)
             job_free(j);
         return admin_error(r, 500, "cannot list the blobs");
     }
+    atomic_store(&j->n, n);
     return job_start(r, j, parallel);
 }
 
@@ -547,7 +615,12 @@ static enum MHD_Result verify_start(request *r)
 static enum MHD_Result job_start(request *r, job *j, uint64_t parallel)
 {
     j->st = r->srv->st;
-    j->parallel = (unsigned)(parallel < j->n ? parallel : j->n ? j->n : 1);
+    j->want = (unsigned)parallel;
+    j->parallel = j->spec ? 1 /* the lister, which starts the rest */
+                          : (unsigned)(parallel < j->n ? parallel
+                                       : j->n          ? j->n
+                                                       : 1);
+    atomic_store(&j->listing, j->spec != NULL);
     j->start_ms = util_now_ms();
     atomic_init(&j->running, j->parallel);
 
@@ -574,7 +647,7 @@ static enum MHD_Result job_start(request *r, job *j, uint64_t parallel)
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
     for (unsigned i = 0; i < j->parallel; i++) {
         pthread_t t;
-        if (pthread_create(&t, &at, worker_main, j) == 0)
+        if (pthread_create(&t, &at, j->spec ? lister_main : worker_main, j) == 0)
             started++;
     }
     pthread_attr_destroy(&at);
@@ -582,7 +655,12 @@ static enum MHD_Result job_start(request *r, job *j, uint64_t parallel)
         atomic_fetch_sub(&j->running, j->parallel - started);
     if (started == 0)
         atomic_store(&j->end_ms, util_now_ms());
-    log_msg(LOG_INFO, "warmup_started", "job %u: %zu items, %u at a time", j->id, j->n, started);
+    if (j->spec)
+        log_msg(LOG_INFO, "warmup_started", "job %u: the keys under %s, %u at a time", j->id,
+                j->spec, j->want);
+    else
+        log_msg(LOG_INFO, "warmup_started", "job %u: %zu items, %u at a time", j->id, (size_t)j->n,
+                started);
     buf b = {0};
     job_json(&b, j);
     pthread_mutex_unlock(&jobs_mu);
@@ -651,7 +729,7 @@ static enum MHD_Result keys(request *r)
         return admin_error(r, 400, "limit must be a positive number");
     keyset k;
     char msg[160];
-    int status = prefix_keys(r, spec, limit, &k, msg, sizeof msg);
+    int status = prefix_keys(r->srv->st, spec, limit, &k, msg, sizeof msg);
     if (status)
         return admin_error(r, status, msg);
     buf b = {0};

@@ -1945,6 +1945,7 @@ int store_delete(store *s, const char *ns, const void *key, size_t klen)
     o.kind = OP_DELETE;
     if ((o.nskey = make_nskey(s, ns, key, klen, &o.nklen)) == NULL)
         return STORE_BAD_KEY;
+    int held = tier_key_hold(s, o.nskey, o.nklen);
     int rc = submit_and_wait(s, &o);
     if (rc == STORE_NOTFOUND && s->tier_q) {
         /* not here: a key another node wrote is deleted in the tier, where
@@ -1960,6 +1961,8 @@ int store_delete(store *s, const char *ns, const void *key, size_t klen)
             rc = submit_and_wait(s, &d);
         }
     }
+    if (held)
+        tier_key_release(s, o.nskey, o.nklen);
     free(o.nskey);
     return rc;
 }

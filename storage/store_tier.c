@@ -95,7 +95,8 @@ typedef struct tier_state {
     /* Does the tier hold key records in the v1 layout (key_name_v1)?  -1
      * until worker 0 has looked (and taken as yes meanwhile), 0 or 1. */
     atomic_int legacy;
-    uint64_t legacy_next_ms; /* worker 0: when to look again after a failure */
+    uint64_t legacy_next_ms; /* worker 0: when to look again */
+    unsigned legacy_failures;
 } tier_state;
 
 const double store_tier_lat_bounds[STORE_TIER_LAT_N] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -398,10 +399,12 @@ static void blob_name(const uint8_t d[32], char out[80])
  *      are %XX ('.' too: HTTP clients fold "/./" and "/../").  A key that
  *      escapes to more than KEY_PART_MAX bytes is cut (not inside a %XX)
  *      and ends in "~<sha256 of namespace \0 key>"; '~' is escaped anywhere
- *      else, so such names are told apart.
+ *      else, so such names are told apart.  So is a namespace (its name
+ *      becomes "~<sha256 of it>") that escapes to more than NS_PART_MAX.
  *   v1 (read, when the tier holds any): keys/<sha256 of namespace \0 key>. */
 #define KEY_PART_MAX 500
-#define KEY_NAME_CAP (5 + 3 * 64 + 1 + KEY_PART_MAX + 1)
+#define NS_PART_MAX 192 /* "ac/" and an instance of 100 bytes may escape to 303 */
+#define KEY_NAME_CAP (5 + NS_PART_MAX + 1 + KEY_PART_MAX + 1)
 
 static size_t escape_into(char *out, size_t o, const uint8_t *p, size_t n, int keep_slash,
                           size_t limit)
@@ -424,11 +427,23 @@ static size_t escape_into(char *out, size_t o, const uint8_t *p, size_t n, int k
     return o;
 }
 
-/* "keys/<namespace>/" for namespace ns (nl bytes); its length. */
+/* "keys/<namespace>/" for namespace ns (nl bytes), or "keys/~<sha256 of
+ * it>/" when it escapes to more than NS_PART_MAX bytes; its length. */
 static size_t key_dir(const char *ns, size_t nl, char *out)
 {
     memcpy(out, "keys/", 5);
-    size_t o = escape_into(out, 5, (const uint8_t *)ns, nl < 64 ? nl : 64, 0, 5 + 3 * 64);
+    size_t o = escape_into(out, 5, (const uint8_t *)ns, nl, 0, 5 + NS_PART_MAX);
+    size_t done = 0; /* namespace bytes that made it */
+    for (size_t i = 5; i < o; i++, done++)
+        if (out[i] == '%')
+            i += 2;
+    if (done < nl) {
+        uint8_t h[32];
+        sha256_of(ns, nl, h);
+        out[5] = '~';
+        util_hex(h, 32, out + 6);
+        o = 6 + 64;
+    }
     out[o++] = '/';
     out[o] = '\0';
     return o;
@@ -489,14 +504,19 @@ static void key_name_v1(const void *nskey, size_t nklen, char out[80])
     snprintf(out, 80, "keys/%s", hex);
 }
 
-static void ns_name(const char *ns, char *out, size_t cap)
+/* A namespace record's name: ns/<hex of the name>.  Builds before
+ * 2026-11-28 cut the name at 64 bytes (cut64), where "s3/" and two bucket
+ * names sharing their first 61 bytes met. */
+#define NS_NAME_CAP (3 + 2 * 128 + 1)
+
+static void ns_name(const char *ns, char out[NS_NAME_CAP], int cut64)
 {
     size_t n = strlen(ns);
-    char hex[2 * 64 + 1];
-    if (n > 64)
-        n = 64; /* a namespace name is at most 63 bytes */
+    char hex[2 * 128 + 1];
+    if (n > (cut64 ? 64u : 128u))
+        n = cut64 ? 64 : 128; /* "s3/" and a bucket: 66 at most */
     util_hex((const uint8_t *)ns, n, hex);
-    snprintf(out, cap, "ns/%s", hex);
+    snprintf(out, NS_NAME_CAP, "ns/%s", hex);
 }
 
 /* ---- the workers ------------------------------------------------------------- */
@@ -618,8 +638,10 @@ static int upload_blob(store *s, const job *j)
     char name[80];
     blob_name(j->name, name);
     tier_meta m;
-    if (tier_head(q->t, name, &m) == TIER_OK && m.length == b.stored) {
-        atomic_fetch_add(&q->skipped, 1); /* another node uploaded it */
+    if (tier_head(q->t, name, &m) == TIER_OK && m.codec >= 0 && m.size == b.size && m.length) {
+        /* another node uploaded it (stored its own way, perhaps: any
+         * encoding of the body will do) */
+        atomic_fetch_add(&q->skipped, 1);
         free(inl);
         return TIER_OK;
     }
@@ -692,8 +714,7 @@ static int refresh_blob(store *s, const job *j)
         return rc == MDB_NOTFOUND ? TIER_OK : TIER_ERROR;
     char name[80];
     blob_name(j->name, name);
-    tier_meta m = {.codec = b.codec, .size = b.size, .length = b.stored};
-    rc = tier_refresh(s->tier_q->t, name, &m);
+    rc = tier_refresh(s->tier_q->t, name);
     if (rc == TIER_OK)
         atomic_fetch_add(&s->tier_q->refreshes, 1);
     if (rc == TIER_NOTFOUND) {
@@ -733,7 +754,7 @@ static int upload_key(store *s, const job *j)
 
 static int upload_ns(store *s, const job *j)
 {
-    char ns[128], name[160];
+    char ns[130], name[NS_NAME_CAP];
     uint64_t created;
     void *meta = NULL;
     size_t meta_len = 0;
@@ -751,7 +772,7 @@ static int upload_ns(store *s, const job *j)
     free(meta);
     if (rec == NULL)
         return TIER_ERROR;
-    ns_name(ns, name, sizeof name);
+    ns_name(ns, name, 0);
     rc = tier_put(s->tier_q->t, name, -1, rec, len, NULL);
     free(rec);
     return rc;
@@ -759,7 +780,7 @@ static int upload_ns(store *s, const job *j)
 
 static int do_job(store *s, const job *j)
 {
-    char name[160];
+    char name[NS_NAME_CAP];
     switch (j->key[0]) {
     case TQ_BLOB:
         return j->name_len == 32 ? upload_blob(s, j) : TIER_OK;
@@ -780,10 +801,15 @@ static int do_job(store *s, const job *j)
     case TQ_NS:
         return upload_ns(s, j);
     case TQ_NS_DEL: {
-        char ns[128];
+        char ns[130];
         snprintf(ns, sizeof ns, "%.*s", (int)j->name_len, (const char *)j->name);
-        ns_name(ns, name, sizeof name);
-        return tier_delete(s->tier_q->t, name);
+        ns_name(ns, name, 0);
+        int rc = tier_delete(s->tier_q->t, name);
+        if (rc == TIER_OK && strlen(ns) > 64 && atomic_load(&s->tier_q->legacy) != 0) {
+            ns_name(ns, name, 1); /* as an earlier build named it */
+            rc = tier_delete(s->tier_q->t, name);
+        }
+        return rc;
     }
     default:
         return TIER_OK; /* an entry of a later version: dropped */
@@ -811,18 +837,28 @@ static int v1_seen(void *arg, const char *name)
 }
 
 /* Sets q->legacy: are there key records in the v1 layout?  They sit
- * directly under keys/, where v2 has only one folder per namespace. */
+ * directly under keys/, where v2 has only one folder per namespace.  Looked
+ * for again every 10 minutes while there are none (a node of an earlier
+ * build may still be writing them during an upgrade). */
 static void look_for_v1(tier_state *q)
 {
     int seen = 0;
     int rc = tier_list_delimited(q->t, "keys/", "/", v1_seen, &seen);
+    uint64_t now = util_now_ms();
     if (rc == TIER_OK) {
-        atomic_store(&q->legacy, seen);
-        if (seen)
+        if (seen && atomic_load(&q->legacy) != 1)
             log_msg(LOG_INFO, "tier_v1_records",
                     "the tier holds key records of an earlier layout: they are read too");
+        atomic_store(&q->legacy, seen);
+        q->legacy_next_ms = now + 600000;
+        q->legacy_failures = 0;
     } else {
-        q->legacy_next_ms = util_now_ms() + 30000;
+        if (q->legacy_failures++ % 120 == 0) /* at first, then about hourly */
+            log_msg(LOG_WARN, "tier_list_failed",
+                    "cannot list the tier's key records (%s; does the key have "
+                    "s3:ListBucket?): every miss also looks for a record of the earlier layout",
+                    tier_strerror(rc));
+        q->legacy_next_ms = now + 30000;
     }
 }
 
@@ -835,7 +871,7 @@ static void *worker_main(void *arg)
     pthread_mutex_lock(&q->mu);
     while (!q->stop) {
         uint64_t wait_ms;
-        if (wa->me == 0 && atomic_load(&q->legacy) < 0 && util_now_ms() >= q->legacy_next_ms) {
+        if (wa->me == 0 && atomic_load(&q->legacy) != 1 && util_now_ms() >= q->legacy_next_ms) {
             pthread_mutex_unlock(&q->mu);
             look_for_v1(q);
             pthread_mutex_lock(&q->mu);
@@ -1382,6 +1418,28 @@ int tier_key_deleted(store *s, MDB_txn *t, const char *nskey, size_t nklen)
     return s->tier_q != NULL && tq_has(s, t, TQ_KEY_DEL, nskey, nklen);
 }
 
+int tier_key_hold(store *s, const char *nskey, size_t nklen)
+{
+    tier_state *q = s->tier_q;
+    if (q == NULL)
+        return 0;
+    uint8_t id[TQ_KEYLEN];
+    tq_key(TQ_KEY, nskey, nklen, id);
+    /* gate_enter waits out a fill of the key that holds the gate, and then
+     * says no: try again (a fill that started meanwhile is waited out too) */
+    for (int i = 0; i < 100; i++)
+        if (gate_enter(q, id))
+            return 1;
+    return 0;
+}
+
+void tier_key_release(store *s, const char *nskey, size_t nklen)
+{
+    uint8_t id[TQ_KEYLEN];
+    tq_key(TQ_KEY, nskey, nklen, id);
+    gate_leave(s->tier_q, id);
+}
+
 int tier_has_key(store *s, const char *nskey, size_t nklen)
 {
     tier_state *q = s->tier_q;
@@ -1878,12 +1936,16 @@ int tier_resolve_ns(store *s, const char *ns)
     tq_key(TQ_NS, ns, strlen(ns), id);
     if (!gate_enter(q, id))
         return STORE_OK;
-    char name[160];
-    ns_name(ns, name, sizeof name);
+    char name[NS_NAME_CAP];
+    ns_name(ns, name, 0);
     void *data = NULL;
     size_t len = 0;
     int status = STORE_NOTFOUND;
     int rc = tier_get(q->t, name, -1, &data, &len, RECORD_MAX, NULL);
+    if (rc == TIER_NOTFOUND && strlen(ns) > 64 && atomic_load(&q->legacy) != 0) {
+        ns_name(ns, name, 1); /* as an earlier build named it */
+        rc = tier_get(q->t, name, -1, &data, &len, RECORD_MAX, NULL);
+    }
     if (rc == TIER_OK && len >= 16 && memcmp(data, "CNS1", 4) == 0 &&
         16 + (size_t)util_get_le32((uint8_t *)data + 12) == len) {
         op o = {0};

@@ -415,13 +415,13 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
         snprintf(path, sizeof path, "/%s", t->bucket);
     snprintf(url, sizeof url, "%s%s%s%s", t->endpoint, path, r->query ? "?" : "",
              r->query ? r->query : "");
-    char qbuf[1400];
+    char *qbuf = NULL; /* split in place for the signer */
     sigv4_param params[4];
     size_t np = 0;
-    if (r->query) {
-        snprintf(qbuf, sizeof qbuf, "%s", r->query);
-        if (sigv4_query_split(qbuf, params, 4, &np) != SIGV4_OK)
-            return TIER_ERROR;
+    if (r->query && ((qbuf = strdup(r->query)) == NULL ||
+                     sigv4_query_split(qbuf, params, 4, &np) != SIGV4_OK)) {
+        free(qbuf);
+        return TIER_ERROR;
     }
 
     /* the signed headers: host, the payload hash, the copy source, the metadata */
@@ -461,8 +461,11 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
         sigv4_request req = {method, path, np ? params : NULL, np, hs, nh, payload};
         sigv4_credentials cred = {t->access_key, t->secret_key, t->session_token, t->region, "s3"};
         char amz_date[SIGV4_AMZ_DATE_SIZE];
-        if (sigv4_sign_header(&req, &cred, time(NULL), amz_date, &authz, NULL) != SIGV4_OK) {
+        int signed_ok =
+            sigv4_sign_header(&req, &cred, time(NULL), amz_date, &authz, NULL) == SIGV4_OK;
+        if (!signed_ok) {
             curl_slist_free_all(sl);
+            free(qbuf);
             return TIER_ERROR;
         }
         snprintf(line, sizeof line, "X-Amz-Date: %s", amz_date);
@@ -506,6 +509,7 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
     }
     CURLcode cc = curl_easy_perform(h);
     curl_slist_free_all(sl);
+    free(qbuf);
     *http = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, http);
     if (x->too_large)
@@ -532,7 +536,7 @@ typedef struct xml_find {
     const char *want; /* an element's local name */
     char *out;
     size_t cap, len;
-    int depth, in, found, error;
+    int depth, in, found, error, overflow;
 } xml_find;
 
 static const char *local_name(const char *n)
@@ -568,8 +572,10 @@ static void XMLCALL xf_text(void *ud, const XML_Char *s, int len)
     if (!f->in)
         return;
     size_t n = (size_t)len;
-    if (n > f->cap - 1 - f->len)
+    if (n > f->cap - 1 - f->len) {
         n = f->cap - 1 - f->len;
+        f->overflow = 1; /* longer than any we expect: not to be used cut */
+    }
     memcpy(f->out + f->len, s, n);
     f->len += n;
     f->out[f->len] = '\0';
@@ -590,7 +596,7 @@ static int xml_text(const uint8_t *xml, size_t len, const char *want, char *out,
     XML_SetCharacterDataHandler(p, xf_text);
     int ok = XML_Parse(p, (const char *)xml, (int)len, 1) == XML_STATUS_OK;
     XML_ParserFree(p);
-    if (!ok || f.error)
+    if (!ok || f.error || f.overflow)
         return -1;
     return f.found;
 }
@@ -821,10 +827,18 @@ int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *
     return rc;
 }
 
-int tier_refresh(tier *t, const char *name, const tier_meta *meta)
+int tier_refresh(tier *t, const char *name)
 {
-    if (t->copy_in_parts && meta->length > t->part_size && !atomic_load(&t->no_part_copy)) {
-        int rc = put_in_parts(t, name, -1, meta->length, meta); /* gone: TIER_NOTFOUND */
+    /* the copy keeps the object as the tier has it: its own length and
+     * metadata (another node may have stored the body otherwise) */
+    tier_meta m;
+    int rc = tier_head(t, name, &m);
+    if (rc != TIER_OK)
+        return rc;
+    if (m.codec < 0 || m.length == 0)
+        return TIER_NOTFOUND; /* not one of ours, or damaged: to be uploaded again */
+    if (t->copy_in_parts && m.length > t->part_size && !atomic_load(&t->no_part_copy)) {
+        rc = put_in_parts(t, name, -1, m.length, &m); /* gone meanwhile: TIER_NOTFOUND */
         if (rc != TIER_NOTIMPL)
             return rc;
         atomic_store(&t->no_part_copy, 1); /* no UploadPartCopy there: one copy */
@@ -834,12 +848,12 @@ int tier_refresh(tier *t, const char *name, const tier_meta *meta)
     xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 1 << 20};
     treq r = {.method = "PUT",
               .name = name,
-              .meta = meta,
+              .meta = &m,
               .copy = 1,
               .replace = 1,
               .timeout_ms = t->timeout_ms};
     long http;
-    int rc = perform(t, &r, &x, &http);
+    rc = perform(t, &r, &x, &http);
     /* S3 may answer a copy 200 and put its error in the body */
     if (rc == TIER_OK && x.out && x.out_len && memmem(x.out, x.out_len, "<Error>", 7) != NULL)
         rc = TIER_ERROR;
@@ -867,7 +881,7 @@ typedef struct list_state {
     void *arg;
     char text[1100]; /* the text of the element being read */
     size_t tlen;
-    int in_contents, stopped, truncated, error, depth;
+    int in_contents, stopped, truncated, error, depth, overflow;
     char token[1100]; /* NextContinuationToken */
 } list_state;
 
@@ -888,8 +902,10 @@ static void XMLCALL ls_text(void *ud, const XML_Char *s, int len)
 {
     list_state *l = ud;
     size_t n = (size_t)len;
-    if (n > sizeof l->text - 1 - l->tlen)
+    if (n > sizeof l->text - 1 - l->tlen) {
         n = sizeof l->text - 1 - l->tlen;
+        l->overflow = 1; /* a name or token longer than S3 makes them */
+    }
     memcpy(l->text + l->tlen, s, n);
     l->tlen += n;
     l->text[l->tlen] = '\0';
@@ -956,7 +972,7 @@ int tier_list_delimited(tier *t, const char *prefix, const char *delimiter,
             XML_ParserFree(p);
         }
         free(x.out);
-        if (!ok || l.error)
+        if (!ok || l.error || l.overflow)
             return TIER_BAD;
         if (l.stopped || !l.truncated)
             return TIER_OK;

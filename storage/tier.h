@@ -72,11 +72,12 @@ int tier_head(tier *t, const char *name, tier_meta *meta);
  * (*data, *len) when fd < 0.  An object longer than max is TIER_BAD. */
 int tier_get(tier *t, const char *name, int fd, void **data, size_t *len, uint64_t max,
              tier_meta *meta);
-/* Copies an object onto itself with its metadata replaced (meta, whose
- * length is the object's), which renews its date for the bucket's lifecycle
- * rules, moving no bytes through here.  On S3, longer than the part size: a
- * multipart copy (one copy takes at most 5 GiB there). */
-int tier_refresh(tier *t, const char *name, const tier_meta *meta);
+/* Copies an object onto itself, with its own metadata (as a HEAD finds
+ * it), which renews its date for the bucket's lifecycle rules, moving no
+ * bytes through here.  On S3, longer than the part size: a multipart copy
+ * (one copy takes at most 5 GiB there).  TIER_NOTFOUND when the object is
+ * gone or not a blob of ours (no metadata): upload it again. */
+int tier_refresh(tier *t, const char *name);
 /* tier_get into fd, calling progress with each piece once it is written
  * (meta holds the answer's headers from the first call on). */
 int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *meta,

@@ -179,6 +179,16 @@ class CliTest(unittest.TestCase):
         self.read_all(b, want)
         self.assertEqual(metric(b, "cairn_cache_hits_total", level="local"), len(want))
         self.assertEqual(metric(b, "cairn_tier_reads_total", result="hit"), tier_reads)
+        # --into lists through /admin/keys too
+        d = tempfile.mkdtemp(prefix="cairn-into-")
+        self.addCleanup(shutil.rmtree, d, True)
+        rc, out, err = self.cli(b, "warmup", "--json", "--prefix", "proj/runner/p1/", "--into", d)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out)["items"], len(want))
+        # a bad prefix is refused before a job starts
+        rc, out, err = self.cli(b, "warmup", "--prefix", "/runner")
+        self.assertEqual(rc, 3, (out, err))
+        self.assertIn("BUCKET", err)
         # a key deleted through one node is not listed by the other
         victim = sorted(want)[0]
         self.s3(a).delete_object(Bucket="proj", Key=victim[5:].replace("%20", " "))

@@ -128,6 +128,7 @@ class FaultProxy:
     def __init__(self, backend_port):
         self.mode = "ok"
         self.fail = None
+        self.delay = None  # delay(method, path): seconds to wait before forwarding
         self.requests = 0
         self.paths = []
         proxy = self
@@ -144,6 +145,8 @@ class FaultProxy:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
                 mode = proxy.mode
+                if proxy.delay:
+                    time.sleep(proxy.delay(self.command, self.path) or 0)
                 injected = proxy.fail(self.command, self.path) if proxy.fail else None
                 if injected:
                     mode = str(injected)
@@ -367,6 +370,72 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(c, "GET", key)[0], 404)
         self.assertEqual(request(c, "GET", "/fleet-bucket/o.txt")[0], 404)
         self.assertEqual(self.moto.objects(self.BUCKET, self.PREFIX + "/keys/"), {})
+
+    def test_delete_while_another_request_fills_the_key(self):
+        """A DELETE that arrives while a read of the same key is still
+        fetching it from the tier waits for that fill, then deletes: the key
+        does not come back here, nor anywhere."""
+        a, b = self.node(), self.node()
+        body = self.rng.randbytes(3 * MIB)
+        key = "/ac/" + sha256(b"deleted while read")
+        self.assertEqual(request(a, "PUT", key, body)[0], 200)
+        self.drained(a)
+        self.proxy.delay = lambda method, path: 2 if method == "GET" and "/blobs/" in path else 0
+        got = {}
+        reader = threading.Thread(target=lambda: got.update(r=request(b, "GET", key)))
+        reader.start()
+        time.sleep(0.7)
+        self.assertEqual(request(b, "DELETE", key)[0], 204)
+        reader.join(30)
+        self.proxy.delay = None
+        self.assertEqual(got["r"][0], 200)
+        self.assertEqual(request(b, "GET", key)[0], 404)
+        self.drained(b)
+        self.assertEqual(request(b, "GET", key)[0], 404)
+        self.assertEqual(request(self.node(), "GET", key)[0], 404)
+
+    def test_long_names_do_not_meet(self):
+        """Buckets whose names share their first 61 characters, and native
+        instances whose namespaces are long, keep apart in the tier."""
+        a = self.node()
+        stem = "b" * 61
+        buckets = [stem + "xy", stem + "xz"]
+        for i, bk in enumerate(buckets):
+            self.assertEqual(request(a, "PUT", "/" + bk)[0], 200)
+            self.assertEqual(request(a, "PUT", "/%s/same/key" % bk, b"in bucket %d" % i)[0], 200)
+        inst = ["i" * 99 + c for c in "pq"]
+        k = sha256(b"instance key")
+        for i, n in enumerate(inst):
+            self.assertEqual(request(a, "PUT", "/%s/ac/%s" % (n, k), b"instance %d" % i)[0], 200)
+        self.drained(a)
+        b = self.node()
+        for i, bk in enumerate(buckets):
+            self.assertEqual(request(b, "GET", "/%s/same/key" % bk)[2], b"in bucket %d" % i)
+        for i, n in enumerate(inst):
+            self.assertEqual(request(b, "GET", "/%s/ac/%s" % (n, k))[2], b"instance %d" % i)
+        self.assertEqual(status(b)["tier"]["corrupt"], 0)
+
+    def test_a_blob_stored_otherwise_by_another_node_is_kept_whole(self):
+        """Nodes may store one body differently (here raw, and zstd): the
+        tier keeps the first upload, and a refresh copies that object as it
+        is, whatever the refreshing node's own copy looks like."""
+        raw = self.node(extra=["--zstd-level", "0"])
+        z = self.node(extra=["--tier-part-size", "5M", "--tier-refresh-after", "1s"])
+        body = b"".join(b"line %d of a long build log\n" % i for i in range(500000))  # 13 MiB
+        self.assertEqual(request(raw, "PUT", "/ac/" + sha256(b"raw"), body)[0], 200)
+        self.drained(raw)
+        self.assertEqual(request(z, "PUT", "/ac/" + sha256(b"zstd"), body)[0], 200)
+        self.drained(z)
+        self.assertEqual(status(z)["tier"]["uploads"], 0)  # the tier had the body already
+        time.sleep(1.5)
+        self.assertEqual(request(z, "GET", "/ac/" + sha256(b"zstd"))[2], body)  # a local hit
+        self.assertTrue(wait_for(lambda: status(z)["tier"]["refreshes"] >= 1, timeout=30))
+        self.drained(z)
+        c = self.node()
+        for name in (b"raw", b"zstd"):
+            st, _, got = request(c, "GET", "/ac/" + sha256(name))
+            self.assertEqual((st, sha256(got)), (200, sha256(body)))
+        self.assertEqual(status(c)["tier"]["corrupt"], 0)
 
     def test_tier_down_then_back(self):
         self.proxy.mode = "down"
