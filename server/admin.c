@@ -25,6 +25,7 @@
 #define JOBS_KEPT 32       /* finished jobs still answerable */
 #define PARALLEL_MAX 64    /* workers of one warmup job */
 #define LIST_LIMIT 1000000 /* keys a prefix may name, unless limit= says otherwise */
+#define LIST_LIMIT_MAX 100000000
 #define PARALLEL_DEFAULT 8 /* each a tier request at a time */
 
 /* ---- items -------------------------------------------------------------- */
@@ -130,6 +131,7 @@ typedef struct keyset {
     item *v;
     size_t n, cap, limit;
     int over, oom;
+    atomic_int *cancel; /* the job's: a stopped job stops listing */
 } keyset;
 
 static int item_cmp(const void *a, const void *b)
@@ -159,6 +161,8 @@ static void keyset_compact(keyset *k)
 
 static int keyset_add(keyset *k, const void *key, size_t klen)
 {
+    if (k->cancel && atomic_load(k->cancel))
+        return 1; /* what was listed is dropped with the job */
     if (k->n >= 2 * k->limit) {
         keyset_compact(k); /* the limit counts keys, not where they were found */
         if (k->n > k->limit) {
@@ -218,8 +222,8 @@ static void keyset_free(keyset *k)
 /* The keys under spec (BUCKET[/PREFIX]) that this node holds, and that its
  * cold tier holds (written by any node), in byte order, each once.  0, or
  * an HTTP status with msg. */
-static int prefix_keys(store *st, const char *spec, uint64_t limit, keyset *k, char *msg,
-                       size_t cap)
+static int prefix_keys(store *st, const char *spec, uint64_t limit, atomic_int *cancel, keyset *k,
+                       char *msg, size_t cap)
 {
     char ns[S3_NS_MAX];
     const char *slash = strchr(spec, '/');
@@ -233,6 +237,7 @@ static int prefix_keys(store *st, const char *spec, uint64_t limit, keyset *k, c
     k->prefix = slash ? slash + 1 : "";
     k->plen = strlen(k->prefix);
     k->limit = (size_t)limit;
+    k->cancel = cancel;
     /* (a bucket this node never had lists nothing here, and its keys from
      * the tier) */
     int rc = store_list(st, ns, k->prefix, k->plen, 0, keyset_local, k), in_tier = 0;
@@ -359,7 +364,7 @@ static void *lister_main(void *arg)
     job *j = arg;
     keyset k;
     char msg[160];
-    int status = prefix_keys(j->st, j->spec, j->limit, &k, msg, sizeof msg);
+    int status = prefix_keys(j->st, j->spec, j->limit, &j->cancel, &k, msg, sizeof msg);
     if (status) {
         snprintf(j->error, sizeof j->error, "%s", msg);
         log_msg(LOG_WARN, "warmup_failed", "job %u: %s", j->id, msg);
@@ -547,9 +552,10 @@ static enum MHD_Result warmup_start(request *r, const buf *body)
         char ns[S3_NS_MAX];
         const char *slash = strchr(spec, '/');
         size_t bl = slash ? (size_t)(slash - spec) : strlen(spec);
-        if (uint_param(r, "limit", LIST_LIMIT, &j->limit) != 0 || j->limit == 0) {
+        if (uint_param(r, "limit", LIST_LIMIT, &j->limit) != 0 || j->limit == 0 ||
+            j->limit > LIST_LIMIT_MAX) {
             job_free(j);
-            return admin_error(r, 400, "limit must be a positive number");
+            return admin_error(r, 400, "limit must be 1 to 100000000");
         }
         if (bl == 0 || s3_bucket_ns(spec, bl, ns, sizeof ns) < 0) {
             job_free(j);
@@ -725,11 +731,11 @@ static enum MHD_Result keys(request *r)
     uint64_t limit;
     if (spec == NULL)
         return admin_error(r, 400, "prefix=BUCKET[/PREFIX] is required");
-    if (uint_param(r, "limit", LIST_LIMIT, &limit) != 0 || limit == 0)
-        return admin_error(r, 400, "limit must be a positive number");
+    if (uint_param(r, "limit", LIST_LIMIT, &limit) != 0 || limit == 0 || limit > LIST_LIMIT_MAX)
+        return admin_error(r, 400, "limit must be 1 to 100000000");
     keyset k;
     char msg[160];
-    int status = prefix_keys(r->srv->st, spec, limit, &k, msg, sizeof msg);
+    int status = prefix_keys(r->srv->st, spec, limit, NULL, &k, msg, sizeof msg);
     if (status)
         return admin_error(r, status, msg);
     buf b = {0};

@@ -362,10 +362,13 @@ static int place_blob(op *o, const char *path)
 static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
 {
     const uint8_t *d = o->cr.sha256;
-    if (o->from_tier && tier_key_deleted(s, t, o->nskey, o->nklen))
+    if (o->from_tier &&
+        (tier_key_deleted(s, t, o->nskey, o->nklen) || tier_fill_doomed(s, o->nskey, o->nklen)))
         return MDB_NOTFOUND; /* deleted here meanwhile: the tier's copy is stale */
     key_rec old, kr;
     int had_old = idx_get_key(t, &s->ix, o->nskey, o->nklen, &old) == 0;
+    if (o->from_tier && had_old)
+        return MDB_NOTFOUND; /* written here since the fill began: that is newer */
     int same = had_old && memcmp(old.digest, d, 32) == 0;
     uint64_t old_size = had_old ? old.size : 0;
     uint8_t old_digest[32];
@@ -1945,7 +1948,7 @@ int store_delete(store *s, const char *ns, const void *key, size_t klen)
     o.kind = OP_DELETE;
     if ((o.nskey = make_nskey(s, ns, key, klen, &o.nklen)) == NULL)
         return STORE_BAD_KEY;
-    int held = tier_key_hold(s, o.nskey, o.nklen);
+    tier_key_doom(s, o.nskey, o.nklen); /* a fill of it in flight must not commit */
     int rc = submit_and_wait(s, &o);
     if (rc == STORE_NOTFOUND && s->tier_q) {
         /* not here: a key another node wrote is deleted in the tier, where
@@ -1961,8 +1964,6 @@ int store_delete(store *s, const char *ns, const void *key, size_t klen)
             rc = submit_and_wait(s, &d);
         }
     }
-    if (held)
-        tier_key_release(s, o.nskey, o.nklen);
     free(o.nskey);
     return rc;
 }

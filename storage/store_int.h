@@ -186,11 +186,10 @@ ssize_t tier_fill_read(struct tier_fill *f, void **cursor, uint64_t off, void *b
 void tier_fill_cursor_free(void *cursor);
 /* The tier holds a delete of this key that is not done yet. */
 int tier_key_deleted(store *s, MDB_txn *t, const char *nskey, size_t nklen);
-/* A delete holds the key's gate: a fill of the key running is waited for
- * (it commits first, and is deleted), and none starts until the delete is
- * done.  1 if held (then tier_key_release). */
-int tier_key_hold(store *s, const char *nskey, size_t nklen);
-void tier_key_release(store *s, const char *nskey, size_t nklen);
+/* A delete dooms a fill of the key that is in flight (fetched before the
+ * delete): it will not commit (tier_fill_doomed, asked by the committer). */
+void tier_key_doom(store *s, const char *nskey, size_t nklen);
+int tier_fill_doomed(store *s, const char *nskey, size_t nklen);
 /* Does the tier hold a record of this key?  STORE_OK, STORE_NOTFOUND, or
  * STORE_IO when it did not say. */
 int tier_has_key(store *s, const char *nskey, size_t nklen);

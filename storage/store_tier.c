@@ -67,6 +67,7 @@ typedef struct worker_arg {
 
 typedef struct gate {
     uint8_t id[TQ_KEYLEN];
+    int doomed; /* the key was deleted while its fill ran: the fill must not commit */
     struct gate *next;
 } gate;
 
@@ -504,17 +505,19 @@ static void key_name_v1(const void *nskey, size_t nklen, char out[80])
     snprintf(out, 80, "keys/%s", hex);
 }
 
-/* A namespace record's name: ns/<hex of the name>.  Builds before
- * 2026-11-28 cut the name at 64 bytes (cut64), where "s3/" and two bucket
- * names sharing their first 61 bytes met. */
+/* A namespace record's name: ns/<hex of the name>.  (Builds before
+ * 2026-11-28 cut the name at 64 bytes, where "s3/" and two bucket names
+ * sharing their first 61 bytes met; such a record cannot say which bucket
+ * it was, so it is not read: a bucket of 62 or more characters made by
+ * such a build is made again on a node that does not know it.) */
 #define NS_NAME_CAP (3 + 2 * 128 + 1)
 
-static void ns_name(const char *ns, char out[NS_NAME_CAP], int cut64)
+static void ns_name(const char *ns, char out[NS_NAME_CAP])
 {
     size_t n = strlen(ns);
     char hex[2 * 128 + 1];
-    if (n > (cut64 ? 64u : 128u))
-        n = cut64 ? 64 : 128; /* "s3/" and a bucket: 66 at most */
+    if (n > 128)
+        n = 128; /* "s3/" and a bucket: 66 at most */
     util_hex((const uint8_t *)ns, n, hex);
     snprintf(out, NS_NAME_CAP, "ns/%s", hex);
 }
@@ -638,7 +641,8 @@ static int upload_blob(store *s, const job *j)
     char name[80];
     blob_name(j->name, name);
     tier_meta m;
-    if (tier_head(q->t, name, &m) == TIER_OK && m.codec >= 0 && m.size == b.size && m.length) {
+    if (tier_head(q->t, name, &m) == TIER_OK && m.codec >= 0 && m.size == b.size && m.length &&
+        (m.codec != CODEC_RAW || m.length == m.size)) {
         /* another node uploaded it (stored its own way, perhaps: any
          * encoding of the body will do) */
         atomic_fetch_add(&q->skipped, 1);
@@ -772,7 +776,7 @@ static int upload_ns(store *s, const job *j)
     free(meta);
     if (rec == NULL)
         return TIER_ERROR;
-    ns_name(ns, name, 0);
+    ns_name(ns, name);
     rc = tier_put(s->tier_q->t, name, -1, rec, len, NULL);
     free(rec);
     return rc;
@@ -803,13 +807,8 @@ static int do_job(store *s, const job *j)
     case TQ_NS_DEL: {
         char ns[130];
         snprintf(ns, sizeof ns, "%.*s", (int)j->name_len, (const char *)j->name);
-        ns_name(ns, name, 0);
-        int rc = tier_delete(s->tier_q->t, name);
-        if (rc == TIER_OK && strlen(ns) > 64 && atomic_load(&s->tier_q->legacy) != 0) {
-            ns_name(ns, name, 1); /* as an earlier build named it */
-            rc = tier_delete(s->tier_q->t, name);
-        }
-        return rc;
+        ns_name(ns, name);
+        return tier_delete(s->tier_q->t, name);
     }
     default:
         return TIER_OK; /* an entry of a later version: dropped */
@@ -1048,6 +1047,7 @@ static int gate_enter(tier_state *q, const uint8_t id[TQ_KEYLEN])
     gate *g = waited ? NULL : malloc(sizeof *g);
     if (g) {
         memcpy(g->id, id, TQ_KEYLEN);
+        g->doomed = 0;
         g->next = q->gates;
         q->gates = g;
     }
@@ -1418,26 +1418,41 @@ int tier_key_deleted(store *s, MDB_txn *t, const char *nskey, size_t nklen)
     return s->tier_q != NULL && tq_has(s, t, TQ_KEY_DEL, nskey, nklen);
 }
 
-int tier_key_hold(store *s, const char *nskey, size_t nklen)
+/* The gate of id, with gate_mu held; NULL if none. */
+static gate *gate_find(tier_state *q, const uint8_t id[TQ_KEYLEN])
+{
+    for (gate *g = q->gates; g; g = g->next)
+        if (memcmp(g->id, id, TQ_KEYLEN) == 0)
+            return g;
+    return NULL;
+}
+
+void tier_key_doom(store *s, const char *nskey, size_t nklen)
+{
+    tier_state *q = s->tier_q;
+    if (q == NULL)
+        return;
+    uint8_t id[TQ_KEYLEN];
+    tq_key(TQ_KEY, nskey, nklen, id);
+    pthread_mutex_lock(&q->gate_mu);
+    gate *g = gate_find(q, id);
+    if (g)
+        g->doomed = 1;
+    pthread_mutex_unlock(&q->gate_mu);
+}
+
+int tier_fill_doomed(store *s, const char *nskey, size_t nklen)
 {
     tier_state *q = s->tier_q;
     if (q == NULL)
         return 0;
     uint8_t id[TQ_KEYLEN];
     tq_key(TQ_KEY, nskey, nklen, id);
-    /* gate_enter waits out a fill of the key that holds the gate, and then
-     * says no: try again (a fill that started meanwhile is waited out too) */
-    for (int i = 0; i < 100; i++)
-        if (gate_enter(q, id))
-            return 1;
-    return 0;
-}
-
-void tier_key_release(store *s, const char *nskey, size_t nklen)
-{
-    uint8_t id[TQ_KEYLEN];
-    tq_key(TQ_KEY, nskey, nklen, id);
-    gate_leave(s->tier_q, id);
+    pthread_mutex_lock(&q->gate_mu);
+    gate *g = gate_find(q, id);
+    int doomed = g && g->doomed;
+    pthread_mutex_unlock(&q->gate_mu);
+    return doomed;
 }
 
 int tier_has_key(store *s, const char *nskey, size_t nklen)
@@ -1479,7 +1494,9 @@ static void fill_job_free(fill_job *j)
 static void fill_done(store *s, op *o)
 {
     fill_job *j = (fill_job *)o;
-    if (o->status != STORE_OK)
+    if (o->status == STORE_NOTFOUND) /* deleted or written here meanwhile: that stands */
+        log_msg(LOG_DEBUG, "tier_fill_dropped", "a key read through the tier changed here first");
+    else if (o->status != STORE_OK)
         log_msg(LOG_WARN, "tier_fill_failed", "a key read through the tier was not kept: %s",
                 store_strerror(o->status));
     gate_leave(s->tier_q, j->id); /* waiters find it here now */
@@ -1709,6 +1726,10 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
     tq_key(TQ_KEY, nskey, nklen, id);
     if (!gate_enter(q, id))
         return STORE_OK; /* another request fetched it (or failed to): look again */
+    if (queued(s, TQ_KEY_DEL, nskey, nklen)) {
+        gate_leave(q, id); /* deleted just now */
+        return STORE_NOTFOUND;
+    }
     char name[KEY_NAME_CAP];
     key_name(nskey, nklen, name);
     void *data = NULL;
@@ -1937,15 +1958,11 @@ int tier_resolve_ns(store *s, const char *ns)
     if (!gate_enter(q, id))
         return STORE_OK;
     char name[NS_NAME_CAP];
-    ns_name(ns, name, 0);
+    ns_name(ns, name);
     void *data = NULL;
     size_t len = 0;
     int status = STORE_NOTFOUND;
     int rc = tier_get(q->t, name, -1, &data, &len, RECORD_MAX, NULL);
-    if (rc == TIER_NOTFOUND && strlen(ns) > 64 && atomic_load(&q->legacy) != 0) {
-        ns_name(ns, name, 1); /* as an earlier build named it */
-        rc = tier_get(q->t, name, -1, &data, &len, RECORD_MAX, NULL);
-    }
     if (rc == TIER_OK && len >= 16 && memcmp(data, "CNS1", 4) == 0 &&
         16 + (size_t)util_get_le32((uint8_t *)data + 12) == len) {
         op o = {0};

@@ -400,10 +400,11 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
     if (h == NULL)
         return TIER_ERROR;
     const char *method = r->method, *name = r->name;
-    char objkey[1024], path[3200], url[5200];
-    if (name)
-        snprintf(objkey, sizeof objkey, "%s%s%s", t->prefix, t->prefix[0] ? "/" : "", name);
-    else
+    char objkey[1024], path[3200], url[11000];
+    if (name && (size_t)snprintf(objkey, sizeof objkey, "%s%s%s", t->prefix,
+                                 t->prefix[0] ? "/" : "", name) >= sizeof objkey)
+        return TIER_BAD; /* longer than S3 takes */
+    if (name == NULL)
         objkey[0] = '\0';
     char enc[3072];
     uri_encode(objkey, enc, sizeof enc, 1);
@@ -413,8 +414,9 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
         snprintf(path, sizeof path, "/%s", enc);
     if (name == NULL && t->path_style)
         snprintf(path, sizeof path, "/%s", t->bucket);
-    snprintf(url, sizeof url, "%s%s%s%s", t->endpoint, path, r->query ? "?" : "",
-             r->query ? r->query : "");
+    if ((size_t)snprintf(url, sizeof url, "%s%s%s%s", t->endpoint, path, r->query ? "?" : "",
+                         r->query ? r->query : "") >= sizeof url)
+        return TIER_BAD;
     char *qbuf = NULL; /* split in place for the signer */
     sigv4_param params[4];
     size_t np = 0;

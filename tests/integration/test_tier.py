@@ -394,6 +394,28 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(b, "GET", key)[0], 404)
         self.assertEqual(request(self.node(), "GET", key)[0], 404)
 
+    def test_put_while_another_request_fills_the_key(self):
+        """A PUT that arrives while a read of the same key is still fetching
+        the old value from the tier stands: the fill does not replace it."""
+        a, b = self.node(), self.node()
+        old, new = self.rng.randbytes(3 * MIB), self.rng.randbytes(1000)
+        key = "/ac/" + sha256(b"written while read")
+        self.assertEqual(request(a, "PUT", key, old)[0], 200)
+        self.drained(a)
+        self.proxy.delay = lambda method, path: 2 if method == "GET" and "/blobs/" in path else 0
+        got = {}
+        reader = threading.Thread(target=lambda: got.update(r=request(b, "GET", key)))
+        reader.start()
+        time.sleep(0.7)
+        self.assertEqual(request(b, "PUT", key, new)[0], 200)
+        reader.join(30)
+        self.proxy.delay = None
+        self.assertEqual(sha256(got["r"][2]), sha256(old))  # it began before the PUT
+        self.assertEqual(request(b, "GET", key)[2], new)
+        self.drained(b)
+        self.assertEqual(request(b, "GET", key)[2], new)
+        self.assertEqual(request(self.node(), "GET", key)[2], new)
+
     def test_long_names_do_not_meet(self):
         """Buckets whose names share their first 61 characters, and native
         instances whose namespaces are long, keep apart in the tier."""
