@@ -371,13 +371,11 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(c, "GET", "/fleet-bucket/o.txt")[0], 404)
         self.assertEqual(self.moto.objects(self.BUCKET, self.PREFIX + "/keys/"), {})
 
-    def test_delete_while_another_request_fills_the_key(self):
-        """A DELETE that arrives while a read of the same key is still
-        fetching it from the tier waits for that fill, then deletes: the key
-        does not come back here, nor anywhere."""
+    def during_a_slow_cold_read(self, key, body, act, want):
+        """Writes key through one node; on a second, starts a cold read of it
+        whose blob comes from the tier 2 s late, and meanwhile act(node) must
+        give want.  Returns (the second node, the read's answer)."""
         a, b = self.node(), self.node()
-        body = self.rng.randbytes(3 * MIB)
-        key = "/ac/" + sha256(b"deleted while read")
         self.assertEqual(request(a, "PUT", key, body)[0], 200)
         self.drained(a)
         self.proxy.delay = lambda method, path: 2 if method == "GET" and "/blobs/" in path else 0
@@ -385,10 +383,19 @@ class TierTest(unittest.TestCase):
         reader = threading.Thread(target=lambda: got.update(r=request(b, "GET", key)))
         reader.start()
         time.sleep(0.7)
-        self.assertEqual(request(b, "DELETE", key)[0], 204)
+        self.assertEqual(act(b), want)
         reader.join(30)
         self.proxy.delay = None
-        self.assertEqual(got["r"][0], 200)
+        return b, got["r"]
+
+    def test_delete_while_another_request_fills_the_key(self):
+        """A DELETE that arrives while a read of the same key is still
+        fetching it from the tier stands: the fill does not bring the key
+        back, here or anywhere."""
+        key = "/ac/" + sha256(b"deleted while read")
+        b, got = self.during_a_slow_cold_read(key, self.rng.randbytes(3 * MIB),
+                                              lambda b: request(b, "DELETE", key)[0], 204)
+        self.assertEqual(got[0], 200)
         self.assertEqual(request(b, "GET", key)[0], 404)
         self.drained(b)
         self.assertEqual(request(b, "GET", key)[0], 404)
@@ -397,20 +404,11 @@ class TierTest(unittest.TestCase):
     def test_put_while_another_request_fills_the_key(self):
         """A PUT that arrives while a read of the same key is still fetching
         the old value from the tier stands: the fill does not replace it."""
-        a, b = self.node(), self.node()
         old, new = self.rng.randbytes(3 * MIB), self.rng.randbytes(1000)
         key = "/ac/" + sha256(b"written while read")
-        self.assertEqual(request(a, "PUT", key, old)[0], 200)
-        self.drained(a)
-        self.proxy.delay = lambda method, path: 2 if method == "GET" and "/blobs/" in path else 0
-        got = {}
-        reader = threading.Thread(target=lambda: got.update(r=request(b, "GET", key)))
-        reader.start()
-        time.sleep(0.7)
-        self.assertEqual(request(b, "PUT", key, new)[0], 200)
-        reader.join(30)
-        self.proxy.delay = None
-        self.assertEqual(sha256(got["r"][2]), sha256(old))  # it began before the PUT
+        b, got = self.during_a_slow_cold_read(key, old,
+                                              lambda b: request(b, "PUT", key, new)[0], 200)
+        self.assertEqual(sha256(got[2]), sha256(old))  # it began before the PUT
         self.assertEqual(request(b, "GET", key)[2], new)
         self.drained(b)
         self.assertEqual(request(b, "GET", key)[2], new)
