@@ -454,6 +454,16 @@ enum MHD_Result s3_copy_object(request *r)
     }
     store_entry e;
     int st = store_lookup(r->srv->st, src_ns, src_key, src_klen, &e);
+    if (st == STORE_OK && e.from_tier) {
+        /* the source is still arriving from the cold tier: the copy links
+         * its blob, so wait until it is here */
+        store_entry_clear(&e);
+        int state;
+        uint64_t size;
+        st = store_warm(r->srv->st, src_ns, src_key, src_klen, &state, &size);
+        if (st == STORE_OK)
+            st = store_lookup(r->srv->st, src_ns, src_key, src_klen, &e);
+    }
     if (st != STORE_OK) {
         free(dec);
         if (st == STORE_NOTFOUND && store_ns_get(r->srv->st, src_ns, NULL, NULL, NULL) != STORE_OK)

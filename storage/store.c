@@ -362,8 +362,8 @@ static int place_blob(op *o, const char *path)
 static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
 {
     const uint8_t *d = o->cr.sha256;
-    if (o->from_tier &&
-        (tier_key_deleted(s, t, o->nskey, o->nklen) || tier_fill_doomed(s, o->nskey, o->nklen)))
+    if (o->from_tier && (tier_key_deleted(s, t, o->nskey, o->nklen) ||
+                         tier_deleted_since(s, o->nskey, o->nklen, o->fill_clock)))
         return MDB_NOTFOUND; /* deleted here meanwhile: the tier's copy is stale */
     key_rec old, kr;
     int had_old = idx_get_key(t, &s->ix, o->nskey, o->nklen, &old) == 0;
@@ -1948,7 +1948,6 @@ int store_delete(store *s, const char *ns, const void *key, size_t klen)
     o.kind = OP_DELETE;
     if ((o.nskey = make_nskey(s, ns, key, klen, &o.nklen)) == NULL)
         return STORE_BAD_KEY;
-    tier_key_doom(s, o.nskey, o.nklen); /* a fill of it in flight must not commit */
     int rc = submit_and_wait(s, &o);
     if (rc == STORE_NOTFOUND && s->tier_q) {
         /* not here: a key another node wrote is deleted in the tier, where
@@ -1964,6 +1963,9 @@ int store_delete(store *s, const char *ns, const void *key, size_t klen)
             rc = submit_and_wait(s, &d);
         }
     }
+    /* a fill of the key that began before now (it read the tier before the
+     * delete reached it) must not bring it back */
+    tier_key_deleted_now(s, o.nskey, o.nklen);
     free(o.nskey);
     return rc;
 }

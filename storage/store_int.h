@@ -66,6 +66,7 @@ typedef struct op {
     /* from the cold tier: no upload is queued, the blob is marked as in the
      * tier, and the key keeps the writer's time */
     int from_tier;
+    uint64_t fill_clock; /* from the tier: tier_clock when the fill began */
     uint64_t mtime_ms;
     uint32_t tier_time; /* from the tier: when its copy was last written (s) */
     /* OP_TIER_DONE, OP_TIER_RETRY: the queue entry (nskey, nklen) and the
@@ -186,10 +187,11 @@ ssize_t tier_fill_read(struct tier_fill *f, void **cursor, uint64_t off, void *b
 void tier_fill_cursor_free(void *cursor);
 /* The tier holds a delete of this key that is not done yet. */
 int tier_key_deleted(store *s, MDB_txn *t, const char *nskey, size_t nklen);
-/* A delete dooms a fill of the key that is in flight (fetched before the
- * delete): it will not commit (tier_fill_doomed, asked by the committer). */
-void tier_key_doom(store *s, const char *nskey, size_t nklen);
-int tier_fill_doomed(store *s, const char *nskey, size_t nklen);
+/* A delete marks its key when done (tier_key_deleted_now); a fill that
+ * began (tier_clock) before a mark of its key does not commit. */
+uint64_t tier_clock(store *s);
+void tier_key_deleted_now(store *s, const char *nskey, size_t nklen);
+int tier_deleted_since(store *s, const char *nskey, size_t nklen, uint64_t clock);
 /* Does the tier hold a record of this key?  STORE_OK, STORE_NOTFOUND, or
  * STORE_IO when it did not say. */
 int tier_has_key(store *s, const char *nskey, size_t nklen);

@@ -65,9 +65,10 @@ typedef struct worker_arg {
     unsigned me;
 } worker_arg;
 
+#define DEL_SLOTS 16384
+
 typedef struct gate {
     uint8_t id[TQ_KEYLEN];
-    int doomed; /* the key was deleted while its fill ran: the fill must not commit */
     struct gate *next;
 } gate;
 
@@ -93,6 +94,7 @@ typedef struct tier_state {
     atomic_ullong hits, misses, errors, fetched_bytes, corrupt;
     atomic_ullong lat[2][STORE_TIER_LAT_N + 1], lat_sum_ns[2];
     atomic_int streams; /* fetch threads running (they may outlive their request) */
+    atomic_ullong del_clock, del_marks[DEL_SLOTS]; /* tier_key_deleted_now */
     /* Does the tier hold key records in the v1 layout (key_name_v1)?  -1
      * until worker 0 has looked (and taken as yes meanwhile), 0 or 1. */
     atomic_int legacy;
@@ -581,8 +583,12 @@ static int pick(store *s, unsigned me, job *j, uint64_t *wait_ms)
                 break; /* around once */
             tq_rec r;
             int busy = 0;
+            /* one worker at a time per name, whatever the kind of entry: a
+             * record's upload and its deletion (or a blob's upload and its
+             * refresh) must reach the tier in the order they were queued */
             for (unsigned i = 0; i < q->nworkers; i++)
-                busy |= q->busy_used[i] && memcmp(q->busy[i], k.mv_data, TQ_KEYLEN) == 0;
+                busy |= q->busy_used[i] &&
+                        memcmp(q->busy[i] + 1, (uint8_t *)k.mv_data + 1, TQ_KEYLEN - 1) == 0;
             if (k.mv_size == TQ_KEYLEN && !busy && idx_tq_decode(&v, &r) == 0 &&
                 r.name_len <= sizeof j->name) {
                 if (r.next_ms > now) {
@@ -1047,7 +1053,6 @@ static int gate_enter(tier_state *q, const uint8_t id[TQ_KEYLEN])
     gate *g = waited ? NULL : malloc(sizeof *g);
     if (g) {
         memcpy(g->id, id, TQ_KEYLEN);
-        g->doomed = 0;
         g->next = q->gates;
         q->gates = g;
     }
@@ -1418,41 +1423,34 @@ int tier_key_deleted(store *s, MDB_txn *t, const char *nskey, size_t nklen)
     return s->tier_q != NULL && tq_has(s, t, TQ_KEY_DEL, nskey, nklen);
 }
 
-/* The gate of id, with gate_mu held; NULL if none. */
-static gate *gate_find(tier_state *q, const uint8_t id[TQ_KEYLEN])
+/* Deletes leave a mark in a small table, by key: a fill that began before
+ * the mark does not commit.  Keys that share a slot only cost a fill that
+ * is not kept (its read was answered all the same). */
+static atomic_ullong *del_slot(tier_state *q, const char *nskey, size_t nklen)
 {
-    for (gate *g = q->gates; g; g = g->next)
-        if (memcmp(g->id, id, TQ_KEYLEN) == 0)
-            return g;
-    return NULL;
+    uint8_t id[TQ_KEYLEN];
+    tq_key(TQ_KEY, nskey, nklen, id);
+    return &q->del_marks[util_get_le32(id + 1) % DEL_SLOTS];
 }
 
-void tier_key_doom(store *s, const char *nskey, size_t nklen)
+uint64_t tier_clock(store *s)
+{
+    return s->tier_q ? atomic_load(&s->tier_q->del_clock) : 0;
+}
+
+void tier_key_deleted_now(store *s, const char *nskey, size_t nklen)
 {
     tier_state *q = s->tier_q;
     if (q == NULL)
         return;
-    uint8_t id[TQ_KEYLEN];
-    tq_key(TQ_KEY, nskey, nklen, id);
-    pthread_mutex_lock(&q->gate_mu);
-    gate *g = gate_find(q, id);
-    if (g)
-        g->doomed = 1;
-    pthread_mutex_unlock(&q->gate_mu);
+    uint64_t mark = atomic_fetch_add(&q->del_clock, 1) + 1;
+    atomic_store(del_slot(q, nskey, nklen), mark);
 }
 
-int tier_fill_doomed(store *s, const char *nskey, size_t nklen)
+int tier_deleted_since(store *s, const char *nskey, size_t nklen, uint64_t clock)
 {
     tier_state *q = s->tier_q;
-    if (q == NULL)
-        return 0;
-    uint8_t id[TQ_KEYLEN];
-    tq_key(TQ_KEY, nskey, nklen, id);
-    pthread_mutex_lock(&q->gate_mu);
-    gate *g = gate_find(q, id);
-    int doomed = g && g->doomed;
-    pthread_mutex_unlock(&q->gate_mu);
-    return doomed;
+    return q != NULL && atomic_load(del_slot(q, nskey, nklen)) > clock;
 }
 
 int tier_has_key(store *s, const char *nskey, size_t nklen)
@@ -1725,7 +1723,8 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
     uint8_t id[TQ_KEYLEN];
     tq_key(TQ_KEY, nskey, nklen, id);
     if (!gate_enter(q, id))
-        return STORE_OK; /* another request fetched it (or failed to): look again */
+        return STORE_OK;            /* another request fetched it (or failed to): look again */
+    uint64_t clock = tier_clock(s); /* a delete from here on drops the fill */
     if (queued(s, TQ_KEY_DEL, nskey, nklen)) {
         gate_leave(q, id); /* deleted just now */
         return STORE_NOTFOUND;
@@ -1768,6 +1767,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
             memcpy(j->meta, kr.meta, kr.meta_len);
         o->kind = OP_PUT;
         o->from_tier = 1;
+        o->fill_clock = clock;
         o->fd = -1;
         o->nskey = j->nskey;
         o->nklen = nklen;
@@ -1852,6 +1852,8 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
             status = submit_and_wait(s, o);
             if (status == STORE_OK)
                 atomic_fetch_add(&q->hits, 1);
+            if (status == STORE_NOTFOUND)
+                status = STORE_OK; /* dropped: written or deleted here meanwhile; look again */
         } else {
             atomic_fetch_add(rc == TIER_NOTFOUND ? &q->misses : &q->errors, 1);
             e->tier_failed = 1; /* its key record is there: the blob must be too */

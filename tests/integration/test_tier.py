@@ -414,6 +414,80 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(b, "GET", key)[2], new)
         self.assertEqual(request(self.node(), "GET", key)[2], new)
 
+    def test_a_read_that_starts_during_a_delete_does_not_undo_it(self):
+        """A cold read that begins while a DELETE of the key is still on its
+        way to the tier (it read the old record) does not bring the key back
+        here once the tier forgot it."""
+        a, b = self.node(), self.node()
+        key = "/ac/" + sha256(b"read during delete")
+        self.assertEqual(request(a, "PUT", key, self.rng.randbytes(3 * MIB))[0], 200)
+        self.drained(a)
+        self.proxy.delay = lambda m, p: (1 if m == "HEAD" and "/keys/" in p else
+                                         3 if m == "GET" and "/blobs/" in p else 0)
+        got = {}
+        deleter = threading.Thread(target=lambda: got.update(d=request(b, "DELETE", key)))
+        deleter.start()
+        time.sleep(0.3)
+        reader = threading.Thread(target=lambda: got.update(r=request(b, "GET", key)))
+        reader.start()
+        deleter.join(30)
+        reader.join(30)
+        self.proxy.delay = None
+        self.assertEqual(got["d"][0], 204)
+        self.drained(b)
+        time.sleep(0.5)  # the read's fill, if it were kept, commits after its body
+        self.assertEqual(request(b, "GET", key)[0], 404)
+        self.assertEqual(request(self.node(), "GET", key)[0], 404)
+
+    def test_record_upload_and_delete_reach_the_tier_in_order(self):
+        """A DELETE while the key's record is still being uploaded, and a PUT
+        while its deletion is still on its way, end as the last one said."""
+        a = self.node()
+        records = lambda: self.moto.objects(self.BUCKET, self.PREFIX + "/keys/")
+        key = "/ac/" + sha256(b"in order")
+        seen = len(self.proxy.paths)
+        self.proxy.delay = lambda m, p: 2 if m == "PUT" and "/keys/" in p else 0
+        self.assertEqual(request(a, "PUT", key, b"first")[0], 200)
+        self.assertTrue(wait_for(lambda: any(p.startswith("PUT") and "/keys/" in p
+                                             for p in self.proxy.paths[seen:]), timeout=10))
+        self.assertEqual(request(a, "DELETE", key)[0], 204)
+        self.drained(a)
+        time.sleep(2.5)  # whatever was still on its way has landed
+        self.proxy.delay = None
+        self.assertEqual(records(), {})
+        self.assertEqual(request(self.node(), "GET", key)[0], 404)
+        # and the other way round
+        self.assertEqual(request(a, "PUT", key, b"second")[0], 200)
+        self.drained(a)
+        seen = len(self.proxy.paths)
+        self.proxy.delay = lambda m, p: 2 if m == "DELETE" and "/keys/" in p else 0
+        self.assertEqual(request(a, "DELETE", key)[0], 204)
+        self.assertTrue(wait_for(lambda: any(p.startswith("DELETE") and "/keys/" in p
+                                             for p in self.proxy.paths[seen:]), timeout=10))
+        self.assertEqual(request(a, "PUT", key, b"third")[0], 200)
+        self.drained(a)
+        time.sleep(2.5)
+        self.proxy.delay = None
+        self.assertEqual(len(records()), 1)
+        self.assertEqual(request(self.node(), "GET", key)[2], b"third")
+        self.assertEqual(request(a, "POST", "/admin/evict?to=0")[0], 200)
+        self.assertEqual(request(a, "GET", key)[2], b"third")
+
+    def test_copy_of_a_source_still_arriving_from_the_tier(self):
+        """An S3 CopyObject whose source this node has not read yet (a large
+        one: it streams from the tier) copies it."""
+        a, b = self.node(), self.node()
+        body = self.rng.randbytes(3 * MIB)
+        self.assertEqual(request(a, "PUT", "/copy-bucket")[0], 200)
+        self.assertEqual(request(a, "PUT", "/copy-bucket/src", body)[0], 200)
+        self.drained(a)
+        self.proxy.delay = lambda m, p: 1 if m == "GET" and "/blobs/" in p else 0
+        st, _, answer = request(b, "PUT", "/copy-bucket/dst",
+                                headers={"x-amz-copy-source": "/copy-bucket/src"})
+        self.proxy.delay = None
+        self.assertEqual(st, 200, answer)
+        self.assertEqual(sha256(request(b, "GET", "/copy-bucket/dst")[2]), sha256(body))
+
     def test_long_names_do_not_meet(self):
         """Buckets whose names share their first 61 characters, and native
         instances whose namespaces are long, keep apart in the tier."""
