@@ -2162,6 +2162,7 @@ int store_warm(store *s, const char *ns, const void *key, size_t klen, int *stat
         return STORE_BAD_KEY;
     store_entry e;
     int filled;
+    uint64_t clock = tier_clock(s);
     int rc = lookup_nskey(s, nskey, nklen, &e, &filled);
     if (rc == STORE_NOTFOUND && e.tier_failed)
         rc = STORE_IO; /* the tier failed: not the same as not having it */
@@ -2176,8 +2177,8 @@ int store_warm(store *s, const char *ns, const void *key, size_t klen, int *stat
         rc = lookup_local(s, nskey, nklen, &e);
         if (rc == STORE_OK)
             *state = STORE_WARM_FETCHED;
-        else if (rc == STORE_NOTFOUND && filled)
-            rc = STORE_IO;
+        else if (rc == STORE_NOTFOUND && filled && !tier_deleted_since(s, nskey, nklen, clock))
+            rc = STORE_IO; /* (deleted meanwhile, it is missing) */
     }
     if (rc == STORE_OK) {
         *size = e.size;

@@ -414,6 +414,31 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(b, "GET", key)[2], new)
         self.assertEqual(request(self.node(), "GET", key)[2], new)
 
+    def test_warmup_of_a_key_deleted_while_it_arrives(self):
+        """A warmup entry deleted while its blob is still arriving is counted
+        missing, not failed, and stays deleted."""
+        a, b = self.node(), self.node()
+        key = "/ac/" + sha256(b"warmed while deleted")
+        self.assertEqual(request(a, "PUT", key, self.rng.randbytes(3 * MIB))[0], 200)
+        self.drained(a)
+        seen = len(self.proxy.paths)
+        self.proxy.delay = lambda method, path: 2 if method == "GET" and "/blobs/" in path else 0
+        st, _, body = request(b, "POST", "/admin/warmup", key[1:].encode() + b"\n")
+        self.assertEqual(st, 202, body)
+        job = json.loads(body)["job"]
+        self.assertTrue(wait_for(lambda: any("/blobs/" in p for p in self.proxy.paths[seen:]),
+                                 timeout=10))
+        self.assertEqual(request(b, "DELETE", key)[0], 204)
+
+        def done():
+            j = json.loads(request(b, "GET", "/admin/jobs/%d" % job)[2])
+            return j if j["state"] == "done" else None
+        self.assertTrue(wait_for(done, timeout=30))
+        self.proxy.delay = None
+        j = done()
+        self.assertEqual((j["warmed"], j["missing"], j["failed"]), (0, 1, 0), j)
+        self.assertEqual(request(b, "GET", key)[0], 404)
+
     def test_a_read_that_starts_during_a_delete_does_not_undo_it(self):
         """A cold read that begins while a DELETE of the key is still on its
         way to the tier (it read the old record) does not bring the key back
