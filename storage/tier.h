@@ -7,7 +7,9 @@
  *   blobs/<64 hex>   a blob's stored bytes, exactly as the local store keeps
  *                    them (codec.h), with x-amz-meta-cairn-codec and
  *                    x-amz-meta-cairn-size (body bytes)
- *   keys/<64 hex>    a key record; the name is SHA-256("<namespace>\0<key>")
+ *   keys/<namespace>/<key>
+ *                    a key record, both parts escaped (store_tier.c, key_name:
+ *                    a prefix of keys is a prefix of names, so they list)
  *   ns/<hex name>    a namespace that is created explicitly (an S3 bucket)
  * A blob larger than the part size goes up (and, on S3, is refreshed) as a
  * multipart upload.
