@@ -77,6 +77,18 @@ def save(name, lines):
         f.write(text + "\n")
 
 
+def teardown(nodes, moto, work):
+    """Stops the nodes and moto, and removes the work folder."""
+    for nd in nodes:
+        try:
+            nd.stop()
+        except Exception:
+            pass
+    moto.terminate()
+    moto.wait(30)
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def start_moto():
     """moto_server on a free port: (process, url)."""
     port = free_port()
@@ -266,14 +278,7 @@ def main():
         ]
         save("tier", lines)
     finally:
-        for nd in nodes:
-            try:
-                nd.stop()
-            except Exception:
-                pass
-        moto.terminate()
-        moto.wait(30)
-        shutil.rmtree(work, ignore_errors=True)
+        teardown(nodes, moto, work)
 
 
 if __name__ == "__main__":

@@ -132,14 +132,7 @@ def main():
         lines.append("target: warmup at least 5x faster than aws-cli one at a time")
         tb.save("warmup", lines)
     finally:
-        if node:
-            try:
-                node.stop()
-            except Exception:
-                pass
-        moto.terminate()
-        moto.wait(30)
-        shutil.rmtree(work, ignore_errors=True)
+        tb.teardown([node] if node else [], moto, work)
 
 
 if __name__ == "__main__":

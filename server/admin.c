@@ -222,19 +222,29 @@ static void keyset_free(keyset *k)
 /* The keys under spec (BUCKET[/PREFIX]) that this node holds, and that its
  * cold tier holds (written by any node), in byte order, each once.  0, or
  * an HTTP status with msg. */
+/* BUCKET[/PREFIX]: its namespace into ns, and the prefix; NULL if spec
+ * names no bucket. */
+static const char *prefix_split(const char *spec, char ns[S3_NS_MAX])
+{
+    const char *slash = strchr(spec, '/');
+    size_t bl = slash ? (size_t)(slash - spec) : strlen(spec);
+    if (bl == 0 || s3_bucket_ns(spec, bl, ns, S3_NS_MAX) < 0)
+        return NULL;
+    return slash ? slash + 1 : "";
+}
+
 static int prefix_keys(store *st, const char *spec, uint64_t limit, atomic_int *cancel, keyset *k,
                        char *msg, size_t cap)
 {
     char ns[S3_NS_MAX];
-    const char *slash = strchr(spec, '/');
-    size_t bl = slash ? (size_t)(slash - spec) : strlen(spec);
-    if (bl == 0 || s3_bucket_ns(spec, bl, ns, sizeof ns) < 0) {
+    const char *prefix = prefix_split(spec, ns);
+    if (prefix == NULL) {
         snprintf(msg, cap, "prefix: want BUCKET[/PREFIX]");
         return 400;
     }
     memset(k, 0, sizeof *k);
     k->ns = ns;
-    k->prefix = slash ? slash + 1 : "";
+    k->prefix = prefix;
     k->plen = strlen(k->prefix);
     k->limit = (size_t)limit;
     k->cancel = cancel;
@@ -524,6 +534,14 @@ static int uint_param(request *r, const char *name, uint64_t def, uint64_t *out)
     return util_parse_size(v, out);
 }
 
+/* limit= of a prefix listing: 1 to LIST_LIMIT_MAX keys (LIST_LIMIT if not given). */
+static int limit_param(request *r, uint64_t *limit)
+{
+    return uint_param(r, "limit", LIST_LIMIT, limit) != 0 || *limit == 0 || *limit > LIST_LIMIT_MAX
+               ? -1
+               : 0;
+}
+
 static job *job_new(int kind)
 {
     job *j = calloc(1, sizeof *j);
@@ -550,14 +568,11 @@ static enum MHD_Result warmup_start(request *r, const buf *body)
         /* the items: every key under the prefix, here or in the tier, which
          * the job lists first (on its own thread: that may take a while) */
         char ns[S3_NS_MAX];
-        const char *slash = strchr(spec, '/');
-        size_t bl = slash ? (size_t)(slash - spec) : strlen(spec);
-        if (uint_param(r, "limit", LIST_LIMIT, &j->limit) != 0 || j->limit == 0 ||
-            j->limit > LIST_LIMIT_MAX) {
+        if (limit_param(r, &j->limit) != 0) {
             job_free(j);
             return admin_error(r, 400, "limit must be 1 to 100000000");
         }
-        if (bl == 0 || s3_bucket_ns(spec, bl, ns, sizeof ns) < 0) {
+        if (prefix_split(spec, ns) == NULL) {
             job_free(j);
             return admin_error(r, 400, "prefix: want BUCKET[/PREFIX]");
         }
@@ -731,7 +746,7 @@ static enum MHD_Result keys(request *r)
     uint64_t limit;
     if (spec == NULL)
         return admin_error(r, 400, "prefix=BUCKET[/PREFIX] is required");
-    if (uint_param(r, "limit", LIST_LIMIT, &limit) != 0 || limit == 0 || limit > LIST_LIMIT_MAX)
+    if (limit_param(r, &limit) != 0)
         return admin_error(r, 400, "limit must be 1 to 100000000");
     keyset k;
     char msg[160];

@@ -409,11 +409,15 @@ static void blob_name(const uint8_t d[32], char out[80])
 #define NS_PART_MAX 192 /* "ac/" and an instance of 100 bytes may escape to 303 */
 #define KEY_NAME_CAP (5 + NS_PART_MAX + 1 + KEY_PART_MAX + 1)
 
+/* Escapes n bytes of p into out from offset o, up to limit (never inside a
+ * %XX); returns the new offset, and into *taken (if given) how many of the
+ * n bytes made it. */
 static size_t escape_into(char *out, size_t o, const uint8_t *p, size_t n, int keep_slash,
-                          size_t limit)
+                          size_t limit, size_t *taken)
 {
     static const char hex[] = "0123456789ABCDEF";
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+    for (; i < n; i++) {
         uint8_t c = p[i];
         int keep = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
                    c == '-' || c == '_' || (c == '/' && keep_slash);
@@ -427,6 +431,8 @@ static size_t escape_into(char *out, size_t o, const uint8_t *p, size_t n, int k
             out[o++] = hex[c & 15];
         }
     }
+    if (taken)
+        *taken = i;
     return o;
 }
 
@@ -435,11 +441,8 @@ static size_t escape_into(char *out, size_t o, const uint8_t *p, size_t n, int k
 static size_t key_dir(const char *ns, size_t nl, char *out)
 {
     memcpy(out, "keys/", 5);
-    size_t o = escape_into(out, 5, (const uint8_t *)ns, nl, 0, 5 + NS_PART_MAX);
-    size_t done = 0; /* namespace bytes that made it */
-    for (size_t i = 5; i < o; i++, done++)
-        if (out[i] == '%')
-            i += 2;
+    size_t done;
+    size_t o = escape_into(out, 5, (const uint8_t *)ns, nl, 0, 5 + NS_PART_MAX, &done);
     if (done < nl) {
         uint8_t h[32];
         sha256_of(ns, nl, h);
@@ -459,13 +462,10 @@ static void key_name(const void *nskey, size_t nklen, char out[KEY_NAME_CAP])
     size_t o = key_dir(nskey, nl, out);
     const uint8_t *key = (const uint8_t *)nskey + (zero ? nl + 1 : nklen);
     size_t klen = nklen - (size_t)(key - (const uint8_t *)nskey);
-    size_t end = escape_into(out, o, key, klen, 1, o + KEY_PART_MAX);
-    size_t done = 0; /* key bytes that made it */
-    for (size_t i = o; i < end; i++, done++)
-        if (out[i] == '%')
-            i += 2;
+    size_t done;
+    size_t end = escape_into(out, o, key, klen, 1, o + KEY_PART_MAX, &done);
     if (done < klen) {
-        end = escape_into(out, o, key, klen, 1, o + KEY_PART_MAX - 65);
+        end = escape_into(out, o, key, klen, 1, o + KEY_PART_MAX - 65, NULL);
         uint8_t h[32];
         sha256_of(nskey, nklen, h);
         out[end++] = '~';
@@ -1929,7 +1929,7 @@ int store_tier_keys(store *s, const char *ns, const void *prefix, size_t plen,
     char lp[KEY_NAME_CAP];
     size_t dl = key_dir(ns, strlen(ns), lp);
     /* the escaped prefix, no longer than any name keeps of a key */
-    size_t end = escape_into(lp, dl, prefix, plen, 1, dl + KEY_PART_MAX - 65);
+    size_t end = escape_into(lp, dl, prefix, plen, 1, dl + KEY_PART_MAX - 65, NULL);
     lp[end] = '\0';
     tier_keys_walk w = {s, ns, prefix, plen, dl, each, ctx, 0, 0};
     int rc = tier_list(s->tier_q->t, lp, tier_keys_each, &w);

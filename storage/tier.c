@@ -547,6 +547,22 @@ static const char *local_name(const char *n)
     return c ? c + 1 : n;
 }
 
+/* Parses a whole XML answer with the given handlers: 0, or -1 if it is not
+ * XML (or expat has no memory). */
+static int xml_parse(const uint8_t *xml, size_t len, XML_StartElementHandler start,
+                     XML_EndElementHandler end, XML_CharacterDataHandler text, void *ud)
+{
+    XML_Parser p = XML_ParserCreate(NULL);
+    if (p == NULL)
+        return -1;
+    XML_SetUserData(p, ud);
+    XML_SetElementHandler(p, start, end);
+    XML_SetCharacterDataHandler(p, text);
+    int ok = XML_Parse(p, (const char *)xml, (int)len, 1) == XML_STATUS_OK;
+    XML_ParserFree(p);
+    return ok ? 0 : -1;
+}
+
 static void XMLCALL xf_start(void *ud, const XML_Char *name, const XML_Char **attrs)
 {
     (void)attrs;
@@ -590,14 +606,7 @@ static int xml_text(const uint8_t *xml, size_t len, const char *want, char *out,
 {
     xml_find f = {.want = want, .out = out, .cap = cap};
     out[0] = '\0';
-    XML_Parser p = XML_ParserCreate(NULL);
-    if (p == NULL)
-        return -1;
-    XML_SetUserData(p, &f);
-    XML_SetElementHandler(p, xf_start, xf_end);
-    XML_SetCharacterDataHandler(p, xf_text);
-    int ok = XML_Parse(p, (const char *)xml, (int)len, 1) == XML_STATUS_OK;
-    XML_ParserFree(p);
+    int ok = xml_parse(xml, len, xf_start, xf_end, xf_text, &f) == 0;
     if (!ok || f.error || f.overflow)
         return -1;
     return f.found;
@@ -964,15 +973,7 @@ int tier_list_delimited(tier *t, const char *prefix, const char *delimiter,
         l.truncated = 0;
         l.token[0] = '\0';
         l.depth = 0;
-        XML_Parser p = XML_ParserCreate(NULL);
-        int ok = p != NULL;
-        if (ok) {
-            XML_SetUserData(p, &l);
-            XML_SetElementHandler(p, ls_start, ls_end);
-            XML_SetCharacterDataHandler(p, ls_text);
-            ok = XML_Parse(p, (const char *)x.out, (int)x.out_len, 1) == XML_STATUS_OK;
-            XML_ParserFree(p);
-        }
+        int ok = xml_parse(x.out, x.out_len, ls_start, ls_end, ls_text, &l) == 0;
         free(x.out);
         if (!ok || l.error || l.overflow)
             return TIER_BAD;
