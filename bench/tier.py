@@ -129,7 +129,10 @@ class Node:
 
     def drain(self, timeout=600):
         end = time.time() + timeout
-        while self.status()["tier"]["queue"] and time.time() < end:
+        def owed():
+            t = self.status()["tier"]
+            return t["queue"] + t.get("packs_owed", 0)  # packs of small key records too
+        while owed() and time.time() < end:
             time.sleep(0.2)
 
     def stop(self):

@@ -298,6 +298,7 @@ typedef struct job {
     int kind;
     store *st;
     item *items;            /* warmup */
+    uint8_t *pre;           /* by item: warmed from the tier's packs before the workers began */
     uint8_t (*digests)[32]; /* verify */
     atomic_size_t n;        /* items: a prefix job knows them once listed */
     char *spec;             /* a warmup of a prefix: BUCKET/PREFIX, listed by the job */
@@ -335,6 +336,7 @@ static void job_free(job *j)
         free(j->items[i].key);
     }
     free(j->items);
+    free(j->pre);
     free(j->digests);
     free(j->corrupt_hex);
     free(j->spec);
@@ -367,20 +369,84 @@ static void verify_one(job *j, const uint8_t d[32])
 static void job_json(buf *b, job *j);
 static void *worker_main(void *arg);
 
-/* The first thread of a prefix job: lists the keys, starts the other
- * workers, and then works as one of them. */
+static int item_ns_cmp(const void *a, const void *b, void *arg)
+{
+    const item *v = arg;
+    return strcmp(v[*(const size_t *)a].ns, v[*(const size_t *)b].ns);
+}
+
+typedef struct pre_ctx {
+    job *j;
+    const size_t *at; /* the group's items, by their place in j->items */
+} pre_ctx;
+
+static void pre_warmed(void *ctx, size_t i, uint64_t size)
+{
+    pre_ctx *c = ctx;
+    job *j = c->j;
+    j->pre[c->at[i]] = 1;
+    atomic_fetch_add(&j->out[W_WARMED], 1);
+    atomic_fetch_add(&j->bytes, size);
+    atomic_fetch_add(&j->fetched_bytes, size);
+    atomic_fetch_add(&j->done, 1);
+}
+
+/* Warms what the tier's packs hold of the job's items, a namespace at a
+ * time, before the workers take the rest one by one. */
+static void warm_from_packs(job *j)
+{
+    size_t n = j->n;
+    size_t *order = malloc(n * sizeof *order);
+    const char **keys = malloc(n * sizeof *keys);
+    size_t *klens = malloc(n * sizeof *klens), *at = malloc(n * sizeof *at);
+    if (n == 0 || !order || !keys || !klens || !at || (j->pre = calloc(n, 1)) == NULL)
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    qsort_r(order, n, sizeof *order, item_ns_cmp, j->items);
+    for (size_t a = 0, b; a < n && !atomic_load(&j->cancel); a = b) {
+        const char *ns = j->items[order[a]].ns;
+        for (b = a; b < n && strcmp(j->items[order[b]].ns, ns) == 0; b++) {
+            at[b - a] = order[b];
+            keys[b - a] = j->items[order[b]].key;
+            klens[b - a] = j->items[order[b]].klen;
+        }
+        pre_ctx c = {j, at};
+        size_t got =
+            store_warm_packs(j->st, ns, keys, klens, b - a, j->want, &j->cancel, pre_warmed, &c);
+        if (got)
+            log_msg(LOG_INFO, "warmup_packs", "job %u: %zu of %zu items of %s from packs", j->id,
+                    got, b - a, ns);
+    }
+out:
+    free(order);
+    free(keys);
+    free(klens);
+    free(at);
+}
+
+/* The first thread of a warmup: lists the keys (of a prefix), warms what
+ * it can from packs, starts the other workers, and then works as one of
+ * them. */
 static void *lister_main(void *arg)
 {
     job *j = arg;
-    keyset k;
+    keyset k = {0};
     char msg[160];
-    int status = prefix_keys(j->st, j->spec, j->limit, &j->cancel, &k, msg, sizeof msg);
+    int status =
+        j->spec ? prefix_keys(j->st, j->spec, j->limit, &j->cancel, &k, msg, sizeof msg) : 0;
     if (status) {
         snprintf(j->error, sizeof j->error, "%s", msg);
         log_msg(LOG_WARN, "warmup_failed", "job %u: %s", j->id, msg);
     } else {
-        j->items = k.v;
-        atomic_store(&j->n, k.n);
+        if (j->spec) {
+            j->items = k.v;
+            atomic_store(&j->n, k.n);
+            log_msg(LOG_INFO, "warmup_listed", "job %u: %zu items under %s", j->id, k.n, j->spec);
+        }
+        atomic_store(&j->listing, 0);
+        warm_from_packs(j);
+        k.n = j->n;
         unsigned more = j->want < k.n ? j->want - 1 : k.n ? (unsigned)k.n - 1 : 0;
         atomic_fetch_add(&j->running, more);
         pthread_attr_t at;
@@ -392,7 +458,6 @@ static void *lister_main(void *arg)
                 atomic_fetch_sub(&j->running, 1);
         }
         pthread_attr_destroy(&at);
-        log_msg(LOG_INFO, "warmup_listed", "job %u: %zu items under %s", j->id, k.n, j->spec);
     }
     atomic_store(&j->listing, 0);
     return worker_main(j);
@@ -410,6 +475,8 @@ static void *worker_main(void *arg)
             atomic_fetch_add(&j->done, 1);
             continue;
         }
+        if (j->pre && j->pre[i])
+            continue; /* warmed from a pack, and counted */
         item *it = &j->items[i];
         int state;
         uint64_t size;
@@ -440,8 +507,10 @@ static void *worker_main(void *arg)
             free(j->items[i].key);
         }
         free(j->items);
+        free(j->pre);
         free(j->digests);
         j->items = NULL;
+        j->pre = NULL;
         j->digests = NULL;
         buf b = {0};
         job_json(&b, j); /* its final state, as GET /admin/jobs/ID shows it */
@@ -637,10 +706,8 @@ static enum MHD_Result job_start(request *r, job *j, uint64_t parallel)
 {
     j->st = r->srv->st;
     j->want = (unsigned)parallel;
-    j->parallel = j->spec ? 1 /* the lister, which starts the rest */
-                          : (unsigned)(parallel < j->n ? parallel
-                                       : j->n          ? j->n
-                                                       : 1);
+    int first = j->kind == JOB_WARMUP; /* the lister (and packs), which starts the rest */
+    j->parallel = first ? 1 : (unsigned)(parallel < j->n ? parallel : j->n ? j->n : 1);
     atomic_store(&j->listing, j->spec != NULL);
     j->start_ms = util_now_ms();
     atomic_init(&j->running, j->parallel);
@@ -668,7 +735,7 @@ static enum MHD_Result job_start(request *r, job *j, uint64_t parallel)
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
     for (unsigned i = 0; i < j->parallel; i++) {
         pthread_t t;
-        if (pthread_create(&t, &at, j->spec ? lister_main : worker_main, j) == 0)
+        if (pthread_create(&t, &at, first ? lister_main : worker_main, j) == 0)
             started++;
     }
     pthread_attr_destroy(&at);
@@ -681,7 +748,7 @@ static enum MHD_Result job_start(request *r, job *j, uint64_t parallel)
                 j->spec, j->want);
     else
         log_msg(LOG_INFO, "warmup_started", "job %u: %zu items, %u at a time", j->id, (size_t)j->n,
-                started);
+                j->want);
     buf b = {0};
     job_json(&b, j);
     pthread_mutex_unlock(&jobs_mu);
@@ -802,14 +869,14 @@ static enum MHD_Result drain(request *r)
     for (;;) {
         if (store_get_stats(r->srv->st, &s) != STORE_OK)
             return admin_error(r, 500, "cannot read the store's state");
-        if (s.tier_queue == 0 || util_mono_ns() >= end)
+        if ((s.tier_queue == 0 && s.tier_packs_owed == 0) || util_mono_ns() >= end)
             break;
         struct timespec ts = {0, 100 * 1000000L};
         nanosleep(&ts, NULL);
     }
     buf b = {0};
     stats_json(&b, r->srv->st);
-    return send_buf(r, s.tier_queue == 0 ? 200 : 504, &b);
+    return send_buf(r, s.tier_queue == 0 && s.tier_packs_owed == 0 ? 200 : 504, &b);
 }
 
 static enum MHD_Result gc(request *r)

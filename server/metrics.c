@@ -437,6 +437,13 @@ void metrics_render(server *srv, buf *b)
         buf_printf(b, "cairn_tier_reads_total{result=\"corrupt\"} %" PRIu64 "\n", st.tier_corrupt);
         one(b, "cairn_tier_read_bytes_total", "counter", "Stored bytes read from the tier.",
             st.tier_fetched_bytes);
+        one(b, "cairn_tier_packs_total", "counter",
+            "Packs of small key records sent to the tier (for warmups).", st.tier_packs);
+        one(b, "cairn_tier_packed_records_total", "counter", "Key records in those packs.",
+            st.tier_pack_records);
+        one(b, "cairn_tier_pack_reads_total", "counter",
+            "Keys warmups took from packs (counted as hits in cairn_tier_reads_total too).",
+            st.tier_pack_hits);
         head(b, "cairn_tier_request_duration_seconds", "histogram",
              "Durations of requests to the cold tier: blob uploads, and reads of key records "
              "and blobs.");

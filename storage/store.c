@@ -363,7 +363,7 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
 {
     const uint8_t *d = o->cr.sha256;
     if (o->from_tier && (tier_key_deleted(s, t, o->nskey, o->nklen) ||
-                         tier_deleted_since(s, o->nskey, o->nklen, o->fill_clock)))
+                         tier_changed_since(s, o->nskey, o->nklen, o->fill_clock)))
         return MDB_NOTFOUND; /* deleted here meanwhile: the tier's copy is stale */
     key_rec old, kr;
     int had_old = idx_get_key(t, &s->ix, o->nskey, o->nklen, &old) == 0;
@@ -451,6 +451,10 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
     } else {
         o->dedup = 1;
     }
+    /* a fill that read the tier before this write (a warmup's listing, say)
+     * must not replace it, even once it has been evicted again */
+    if (!o->from_tier)
+        tier_key_changed_now(s, o->nskey, o->nklen);
     return 0;
 }
 
@@ -1965,7 +1969,7 @@ int store_delete(store *s, const char *ns, const void *key, size_t klen)
     }
     /* a fill of the key that began before now (it read the tier before the
      * delete reached it) must not bring it back */
-    tier_key_deleted_now(s, o.nskey, o.nklen);
+    tier_key_changed_now(s, o.nskey, o.nklen);
     free(o.nskey);
     return rc;
 }
@@ -2177,7 +2181,7 @@ int store_warm(store *s, const char *ns, const void *key, size_t klen, int *stat
         rc = lookup_local(s, nskey, nklen, &e);
         if (rc == STORE_OK)
             *state = STORE_WARM_FETCHED;
-        else if (rc == STORE_NOTFOUND && filled && !tier_deleted_since(s, nskey, nklen, clock))
+        else if (rc == STORE_NOTFOUND && filled && !tier_changed_since(s, nskey, nklen, clock))
             rc = STORE_IO; /* (deleted meanwhile, it is missing) */
     }
     if (rc == STORE_OK) {

@@ -24,6 +24,7 @@
 #ifndef CAIRN_STORE_H
 #define CAIRN_STORE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -175,6 +176,10 @@ typedef struct store_stats {
     uint64_t tier_refreshes;                      /* blobs copied onto themselves */
     uint64_t tier_hits, tier_misses, tier_errors; /* local misses resolved from the tier */
     uint64_t tier_fetched_bytes, tier_corrupt;    /* ... its bytes; objects that failed checks */
+    uint64_t tier_packs_owed;   /* packs of key records an idle queue still sends (a drain waits) */
+    uint64_t tier_packs;        /* packs sent since start */
+    uint64_t tier_pack_records; /* ... the key records in them */
+    uint64_t tier_pack_hits;    /* keys a warmup took from packs (in tier_hits too) */
     /* durations of tier requests: [0] uploads (blob PUTs), [1] reads (GETs of a key
      * record or blob); per bucket, not cumulative */
     uint64_t tier_lat[2][STORE_TIER_LAT_N + 1];
@@ -200,6 +205,18 @@ int store_warm(store *s, const char *ns, const void *key, size_t klen, int *stat
  * without a tier), or STORE_IO when the tier failed. */
 int store_tier_keys(store *s, const char *ns, const void *prefix, size_t plen,
                     int (*each)(void *ctx, const void *key, size_t klen), void *ctx);
+/* Warms, from the cold tier's packs of small key records, what it can of
+ * the keys keys[i] (klens[i] bytes; i < n) of namespace ns that are not
+ * here: lists their key records, and takes a record from a pack only where
+ * the pack's copy has the ETag the listing shows, and checks out.  Reads
+ * packs on up to `parallel` threads.  Calls warmed(ctx, i, size), from the
+ * committer's thread, once key i is committed here.  The keys it does not
+ * warm are for store_warm.  Stops early when *cancel is set.  Returns how
+ * many keys it warmed; 0 for fewer than 32 keys (one request each is as
+ * good) or without a tier. */
+size_t store_warm_packs(store *s, const char *ns, const char *const *keys, const size_t *klens,
+                        size_t n, unsigned parallel, atomic_int *cancel,
+                        void (*warmed)(void *ctx, size_t i, uint64_t size), void *ctx);
 int store_hot(store *s, uint64_t since_ms, size_t limit,
               int (*cb)(void *ctx, const char *ns, const void *key, size_t klen, uint64_t size),
               void *ctx);

@@ -29,6 +29,18 @@
  * frame and the SHA-256 of the body), and stores both, as a write that owes
  * the tier nothing.  Concurrent misses of one key wait for the first.  A key
  * with a delete still queued is a miss, whatever the tier says.
+ *
+ * Packs.  A warmup of many small entries would make a request per entry,
+ * and a tier answers only so many a second.  So the workers also gather the
+ * small key records they upload (those that carry their blob), by
+ * namespace, into packs of up to PACK_BYTES, each record with the ETag the
+ * tier gave it, and upload each pack as one object.  A pack is only ever a
+ * copy: a warmup lists the key records it wants, and takes a record from a
+ * pack only when the pack's copy has the ETag the listing shows (the record
+ * is the same one, not overwritten or deleted since) and checks out.
+ * Anything else is fetched on its own.  A pack that is lost (a crash before
+ * it went up) costs nothing but speed; the bucket's lifecycle rules expire
+ * old ones (README).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -40,6 +52,7 @@
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <zstd.h>
 
 #include "../common/log.h"
@@ -72,6 +85,22 @@ typedef struct gate {
     struct gate *next;
 } gate;
 
+/* Packs being gathered (see the top of the file). */
+#define PACK_BYTES (4u << 20) /* a pack goes up at this many bytes of records */
+#define PACK_ENTRIES 1024     /* or this many records */
+#define PACK_MIN 16           /* fewer than this, on an idle queue, wait for more */
+#define PACK_IDLE_MS 2000     /* an idle queue sends a pack once nothing was added for this long */
+#define PACK_AGE_MS 300000 /* a pack waits at most this long, then goes (or, alone, is dropped) */
+#define PACK_BUFS 4        /* namespaces gathered at once */
+
+typedef struct pack_buf {
+    char dir[200];       /* "packs/<namespace>/": its name, but for the end */
+    uint8_t *idx, *recs; /* the index, and the records in its order */
+    size_t idx_len, idx_cap, recs_len, recs_cap;
+    unsigned n;
+    uint64_t first_ms, last_ms;
+} pack_buf;
+
 typedef struct tier_state {
     tier *t;
     pthread_t workers[MAX_WORKERS];
@@ -94,12 +123,18 @@ typedef struct tier_state {
     atomic_ullong hits, misses, errors, fetched_bytes, corrupt;
     atomic_ullong lat[2][STORE_TIER_LAT_N + 1], lat_sum_ns[2];
     atomic_int streams; /* fetch threads running (they may outlive their request) */
-    atomic_ullong del_clock, del_marks[DEL_SLOTS]; /* tier_key_deleted_now */
+    atomic_ullong del_clock, del_marks[DEL_SLOTS]; /* tier_key_changed_now */
     /* Does the tier hold key records in the v1 layout (key_name_v1)?  -1
      * until worker 0 has looked (and taken as yes meanwhile), 0 or 1. */
     atomic_int legacy;
     uint64_t legacy_next_ms; /* worker 0: when to look again */
     unsigned legacy_failures;
+    pthread_mutex_t pack_mu; /* packs */
+    pack_buf packs[PACK_BUFS];
+    pack_buf ready[PACK_BUFS]; /* taken out, for a worker to send once its entry is done */
+    unsigned nready;
+    atomic_uint packs_sending; /* taken from packs (or ready), not up yet */
+    atomic_ullong packs_sent, pack_records, pack_hits;
 } tier_state;
 
 const double store_tier_lat_bounds[STORE_TIER_LAT_N] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -408,6 +443,7 @@ static void blob_name(const uint8_t d[32], char out[80])
 #define KEY_PART_MAX 500
 #define NS_PART_MAX 192 /* "ac/" and an instance of 100 bytes may escape to 303 */
 #define KEY_NAME_CAP (5 + NS_PART_MAX + 1 + KEY_PART_MAX + 1)
+_Static_assert(sizeof((pack_buf *)0)->dir >= 6 + NS_PART_MAX + 2, "a pack's directory fits");
 
 /* Escapes n bytes of p into out from offset o, up to limit (never inside a
  * %XX); returns the new offset, and into *taken (if given) how many of the
@@ -624,6 +660,192 @@ static int pick(store *s, unsigned me, job *j, uint64_t *wait_ms)
     return 1;
 }
 
+/* ---- packs (see the top of the file) ---------------------------------------- */
+
+/* A pack: "CPK1", u32 records, u32 index bytes; the index, a record each:
+ * u32 record bytes, the record's SHA-256, u8 ETag bytes, the ETag, u16 name
+ * bytes, the record's name (under the tier's prefix); then the records, one
+ * after another in the index's order. */
+#define PACK_HEAD 12
+#define PACK_INDEX_MAX (PACK_ENTRIES * (39u + 255 + KEY_NAME_CAP))
+#define PACK_SIZE_MAX (PACK_HEAD + PACK_INDEX_MAX + PACK_BYTES + RECORD_MAX)
+
+static int grow(uint8_t **p, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 4096;
+    while (c < need)
+        c *= 2;
+    uint8_t *n = realloc(*p, c);
+    if (n == NULL)
+        return -1;
+    *p = n;
+    *cap = c;
+    return 0;
+}
+
+static void pack_clear(pack_buf *b)
+{
+    free(b->idx);
+    free(b->recs);
+    memset(b, 0, sizeof *b);
+}
+
+/* Uploads a pack taken out of q->packs, and frees it. */
+static void pack_send(tier_state *q, pack_buf *b)
+{
+    size_t len = PACK_HEAD + b->idx_len + b->recs_len;
+    uint8_t *p = malloc(len), rnd[8];
+    char name[sizeof b->dir + 40], hex[17];
+    if (p && RAND_bytes(rnd, sizeof rnd) == 1) {
+        memcpy(p, "CPK1", 4);
+        util_put_le32(p + 4, b->n);
+        util_put_le32(p + 8, (uint32_t)b->idx_len);
+        memcpy(p + PACK_HEAD, b->idx, b->idx_len);
+        memcpy(p + PACK_HEAD + b->idx_len, b->recs, b->recs_len);
+        util_hex(rnd, sizeof rnd, hex);
+        /* by time, backwards, so that a listing has the newest first */
+        snprintf(name, sizeof name, "%s%016" PRIx64 "-%s", b->dir, UINT64_MAX - util_now_ms(), hex);
+        int rc = tier_put(q->t, name, -1, p, len, NULL);
+        if (rc == TIER_OK) {
+            atomic_fetch_add(&q->packs_sent, 1);
+            atomic_fetch_add(&q->pack_records, b->n);
+        } else {
+            log_msg(LOG_DEBUG, "tier_pack_failed", "%s: %s (its records are in the tier anyway)",
+                    name, tier_strerror(rc));
+        }
+    }
+    free(p);
+    pack_clear(b);
+    atomic_fetch_sub(&q->packs_sending, 1);
+}
+
+/* Takes buffer i out for sending (pack_mu held): 1, or 0 when it is too
+ * small to be worth a pack and is dropped instead. */
+static int pack_take(tier_state *q, unsigned i, pack_buf *out, unsigned least)
+{
+    *out = q->packs[i];
+    memset(&q->packs[i], 0, sizeof q->packs[i]);
+    if (out->n < least) {
+        pack_clear(out);
+        return 0;
+    }
+    atomic_fetch_add(&q->packs_sending, 1);
+    return 1;
+}
+
+/* Adds a key record that went up (rec, its name and the tier's ETag for it)
+ * to its namespace's pack; sends the pack when it is full, or another
+ * namespace's to make room. */
+static void pack_add(tier_state *q, const char *ns, size_t nl, const char *name, const char *etag,
+                     const uint8_t *rec, size_t len)
+{
+    char dir[sizeof q->packs[0].dir];
+    size_t kl = key_dir(ns, nl, dir + 1); /* "keys/<ns>/" into "packs/<ns>/" */
+    memcpy(dir, "packs", 5);
+    dir[kl + 1] = '\0';
+    size_t name_len = strlen(name), etag_len = strlen(etag);
+    if (etag_len == 0 || etag_len > 255 || name_len > 65535)
+        return;
+    pack_buf out[2];
+    int nout = 0;
+    uint64_t now = util_now_ms();
+    pthread_mutex_lock(&q->pack_mu);
+    unsigned i, lru = 0;
+    for (i = 0; i < PACK_BUFS && strcmp(q->packs[i].dir, dir) != 0; i++)
+        if (q->packs[i].last_ms < q->packs[lru].last_ms)
+            lru = i;
+    if (i == PACK_BUFS) {
+        i = lru; /* the one used least lately (or an empty one) makes room */
+        if (q->packs[i].n && pack_take(q, i, &out[nout], PACK_MIN))
+            nout++;
+        else
+            pack_clear(&q->packs[i]);
+        memcpy(q->packs[i].dir, dir, strlen(dir) + 1);
+        q->packs[i].first_ms = now;
+    }
+    pack_buf *b = &q->packs[i];
+    size_t ie = 4 + 32 + 1 + etag_len + 2 + name_len;
+    if (grow(&b->idx, &b->idx_cap, b->idx_len + ie) == 0 &&
+        grow(&b->recs, &b->recs_cap, b->recs_len + len) == 0) {
+        uint8_t *e = b->idx + b->idx_len;
+        util_put_le32(e, (uint32_t)len);
+        sha256_of(rec, len, e + 4);
+        e[36] = (uint8_t)etag_len;
+        memcpy(e + 37, etag, etag_len);
+        e[37 + etag_len] = (uint8_t)(name_len & 0xff);
+        e[38 + etag_len] = (uint8_t)(name_len >> 8);
+        memcpy(e + 39 + etag_len, name, name_len);
+        b->idx_len += ie;
+        memcpy(b->recs + b->recs_len, rec, len);
+        b->recs_len += len;
+        b->n++;
+        b->last_ms = now;
+    }
+    if (b->recs_len >= PACK_BYTES || b->n >= PACK_ENTRIES)
+        nout += pack_take(q, i, &out[nout], 1);
+    /* sent by the worker once its entry is done (which this must not hold
+     * up), unless too many are waiting */
+    int k = 0;
+    for (; k < nout && q->nready < PACK_BUFS; k++)
+        q->ready[q->nready++] = out[k];
+    pthread_mutex_unlock(&q->pack_mu);
+    for (; k < nout; k++)
+        pack_send(q, &out[k]);
+}
+
+/* Sends the packs pack_add took out. */
+static void pack_send_ready(tier_state *q)
+{
+    for (;;) {
+        pack_buf b;
+        pthread_mutex_lock(&q->pack_mu);
+        int have = q->nready > 0;
+        if (have)
+            b = q->ready[--q->nready];
+        pthread_mutex_unlock(&q->pack_mu);
+        if (!have)
+            return;
+        pack_send(q, &b);
+    }
+}
+
+/* Sends (or drops) what has waited long enough: on an idle queue, every
+ * pack of at least PACK_MIN records that has had none added for
+ * PACK_IDLE_MS; any pack after PACK_AGE_MS (dropped if it holds one).
+ * Returns how many it sent. */
+static int pack_flush(tier_state *q, int idle)
+{
+    uint64_t now = util_now_ms();
+    int sent = 0;
+    for (unsigned i = 0; i < PACK_BUFS; i++) {
+        pack_buf out;
+        int send = 0;
+        pthread_mutex_lock(&q->pack_mu);
+        pack_buf *b = &q->packs[i];
+        if (b->n && ((idle && b->n >= PACK_MIN && now - b->last_ms >= PACK_IDLE_MS) ||
+                     now - b->first_ms >= PACK_AGE_MS))
+            send = pack_take(q, i, &out, 2);
+        pthread_mutex_unlock(&q->pack_mu);
+        if (send)
+            pack_send(q, &out);
+        sent += send;
+    }
+    return sent;
+}
+
+/* Packs a drain waits for: those an idle queue sends, and those on their way. */
+static uint64_t packs_owed(tier_state *q)
+{
+    uint64_t n = atomic_load(&q->packs_sending);
+    pthread_mutex_lock(&q->pack_mu);
+    for (unsigned i = 0; i < PACK_BUFS; i++)
+        n += q->packs[i].n >= PACK_MIN;
+    pthread_mutex_unlock(&q->pack_mu);
+    return n;
+}
+
 static int upload_blob(store *s, const job *j)
 {
     tier_state *q = s->tier_q;
@@ -755,9 +977,13 @@ static int upload_key(store *s, const job *j)
         return rc == MDB_NOTFOUND ? TIER_OK : TIER_ERROR;
     if (rec == NULL)
         return TIER_ERROR;
-    char name[KEY_NAME_CAP];
+    char name[KEY_NAME_CAP], etag[TIER_ETAG_CAP];
     key_name(j->name, j->name_len, name);
-    rc = tier_put(s->tier_q->t, name, -1, rec, len, NULL);
+    rc = tier_put_tagged(s->tier_q->t, name, -1, rec, len, NULL, etag);
+    const char *zero = memchr(j->name, '\0', j->name_len);
+    if (rc == TIER_OK && codec >= 0 && zero) /* it carries its blob: packed too, for warmups */
+        pack_add(s->tier_q, (const char *)j->name, (size_t)(zero - (const char *)j->name), name,
+                 etag, rec, len);
     free(rec);
     return rc;
 }
@@ -867,6 +1093,17 @@ static void look_for_v1(tier_state *q)
     }
 }
 
+static uint64_t queue_entries(store *s)
+{
+    MDB_txn *t = reader_get(s);
+    if (t == NULL)
+        return 0;
+    MDB_stat st;
+    uint64_t n = mdb_stat(t, s->ix.tierq, &st) == 0 ? st.ms_entries : 0;
+    reader_put(s, t);
+    return n;
+}
+
 static void *worker_main(void *arg)
 {
     worker_arg *wa = arg;
@@ -883,6 +1120,16 @@ static void *worker_main(void *arg)
             continue;
         }
         if (pick(s, wa->me, &j, &wait_ms) != 0) {
+            if (wa->me == 0) {
+                /* nothing due: packs that waited long enough go now */
+                pthread_mutex_unlock(&q->mu);
+                int sent = pack_flush(q, queue_entries(s) == 0);
+                pthread_mutex_lock(&q->mu);
+                if (q->stop)
+                    break;
+                if (sent)
+                    continue; /* work may have come meanwhile */
+            }
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += (time_t)(wait_ms / 1000);
@@ -910,6 +1157,7 @@ static void *worker_main(void *arg)
                         j.key[0], j.attempts + 1, tier_strerror(rc));
         }
         submit_and_wait(s, &o);
+        pack_send_ready(q);
 
         pthread_mutex_lock(&q->mu);
         q->busy_used[wa->me] = 0;
@@ -917,17 +1165,6 @@ static void *worker_main(void *arg)
     }
     pthread_mutex_unlock(&q->mu);
     return NULL;
-}
-
-static uint64_t queue_entries(store *s)
-{
-    MDB_txn *t = reader_get(s);
-    if (t == NULL)
-        return 0;
-    MDB_stat st;
-    uint64_t n = mdb_stat(t, s->ix.tierq, &st) == 0 ? st.ms_entries : 0;
-    reader_put(s, t);
-    return n;
 }
 
 int tier_start(store *s, char *err, size_t errlen)
@@ -944,6 +1181,7 @@ int tier_start(store *s, char *err, size_t errlen)
     pthread_cond_init(&q->cv, NULL);
     pthread_mutex_init(&q->gate_mu, NULL);
     pthread_cond_init(&q->gate_cv, NULL);
+    pthread_mutex_init(&q->pack_mu, NULL);
     s->tier_q = q;
     unsigned n = s->cfg.tier_workers ? s->cfg.tier_workers : 4;
     if (n > MAX_WORKERS)
@@ -970,11 +1208,11 @@ void tier_stop(store *s)
     if (q == NULL)
         return;
     uint64_t end = util_now_ms() + s->cfg.tier_drain_ms, n;
-    if (s->cfg.tier_drain_ms && (n = queue_entries(s)) > 0) {
+    if (s->cfg.tier_drain_ms && (n = queue_entries(s) + packs_owed(q)) > 0) {
         log_msg(LOG_INFO, "tier_drain",
                 "waiting up to %" PRIu64 " ms for %" PRIu64 " queued entries", s->cfg.tier_drain_ms,
                 n);
-        while ((n = queue_entries(s)) > 0 && util_now_ms() < end)
+        while ((n = queue_entries(s) + packs_owed(q)) > 0 && util_now_ms() < end)
             usleep(50000);
         log_msg(n ? LOG_WARN : LOG_INFO, "tier_drained", "%" PRIu64 " entries left in the queue",
                 n);
@@ -1000,6 +1238,11 @@ void tier_free(store *s)
     pthread_cond_destroy(&q->cv);
     pthread_mutex_destroy(&q->gate_mu);
     pthread_cond_destroy(&q->gate_cv);
+    for (unsigned i = 0; i < PACK_BUFS; i++) {
+        pack_clear(&q->packs[i]); /* not sent: copies only */
+        pack_clear(&q->ready[i]);
+    }
+    pthread_mutex_destroy(&q->pack_mu);
     free(q);
     s->tier_q = NULL;
 }
@@ -1010,6 +1253,10 @@ void tier_stats(store *s, store_stats *st)
     if (q == NULL)
         return;
     st->tier_queue = queue_entries(s);
+    st->tier_packs_owed = packs_owed(q);
+    st->tier_packs = atomic_load(&q->packs_sent);
+    st->tier_pack_records = atomic_load(&q->pack_records);
+    st->tier_pack_hits = atomic_load(&q->pack_hits);
     st->tier_uploads = atomic_load(&q->uploads);
     st->tier_upload_bytes = atomic_load(&q->upload_bytes);
     st->tier_upload_failures = atomic_load(&q->upload_failures);
@@ -1438,7 +1685,7 @@ uint64_t tier_clock(store *s)
     return s->tier_q ? atomic_load(&s->tier_q->del_clock) : 0;
 }
 
-void tier_key_deleted_now(store *s, const char *nskey, size_t nklen)
+void tier_key_changed_now(store *s, const char *nskey, size_t nklen)
 {
     tier_state *q = s->tier_q;
     if (q == NULL)
@@ -1447,7 +1694,7 @@ void tier_key_deleted_now(store *s, const char *nskey, size_t nklen)
     atomic_store(del_slot(q, nskey, nklen), mark);
 }
 
-int tier_deleted_since(store *s, const char *nskey, size_t nklen, uint64_t clock)
+int tier_changed_since(store *s, const char *nskey, size_t nklen, uint64_t clock)
 {
     tier_state *q = s->tier_q;
     return q != NULL && atomic_load(del_slot(q, nskey, nklen)) > clock;
@@ -1714,6 +1961,47 @@ static void fill_entry_from(store_entry *e, const key_rec *kr, uint64_t stored, 
     e->fill = f;
 }
 
+/* Sets up j to commit key nskey as kr says, read from the tier: a fill
+ * that began at clock (a delete or write here after it drops the fill),
+ * of a tier copy as old as tier_time.  -1 when memory runs short. */
+static int fill_job_init(fill_job *j, const uint8_t id[TQ_KEYLEN], const char *nskey, size_t nklen,
+                         const key_rec *kr, uint64_t clock, uint32_t tier_time)
+{
+    if ((j->nskey = malloc(nklen)) == NULL ||
+        (kr->meta_len && (j->meta = malloc(kr->meta_len)) == NULL))
+        return -1;
+    op *o = &j->o;
+    memcpy(j->id, id, TQ_KEYLEN);
+    memcpy(j->nskey, nskey, nklen);
+    if (kr->meta_len)
+        memcpy(j->meta, kr->meta, kr->meta_len);
+    o->kind = OP_PUT;
+    o->from_tier = 1;
+    o->fill_clock = clock;
+    o->fd = -1;
+    o->nskey = j->nskey;
+    o->nklen = nklen;
+    o->meta = j->meta;
+    o->meta_len = kr->meta_len;
+    o->mtime_ms = kr->mtime_ms;
+    o->tier_time = tier_time;
+    memcpy(o->cr.sha256, kr->digest, 32);
+    o->cr.size = kr->size;
+    return 0;
+}
+
+/* Takes the blob bytes a key record carried into j, checked. */
+static int adopt_carried(store *s, const parsed_record *pr, fill_job *j)
+{
+    tier_meta m = {.codec = pr->codec, .size = pr->kr.size, .length = pr->blob_len};
+    void *copy = malloc(pr->blob_len ? pr->blob_len : 1);
+    if (copy == NULL)
+        return TIER_ERROR;
+    if (pr->blob_len)
+        memcpy(copy, pr->blob, pr->blob_len);
+    return adopt_bytes(s, &pr->kr, &m, copy, &j->o, &j->inl);
+}
+
 int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, int *filled)
 {
     tier_state *q = s->tier_q;
@@ -1755,40 +2043,19 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
         atomic_fetch_add(&q->corrupt, 1);
         e->tier_failed = 1;
         log_msg(LOG_WARN, "tier_corrupt", "key record %s does not parse", name);
-    } else if ((j = calloc(1, sizeof *j)) == NULL || (j->nskey = malloc(nklen)) == NULL ||
-               (pr.kr.meta_len && (j->meta = malloc(pr.kr.meta_len)) == NULL)) {
+    } else if ((j = calloc(1, sizeof *j)) == NULL ||
+               /* the tier's copy is as old as the record that carried it, or
+                * as the blob object (set by fetch_blob) */
+               fill_job_init(j, id, nskey, nklen, &pr.kr, clock, (uint32_t)rm.mtime) != 0) {
         status = STORE_IO;
     } else {
         key_rec kr = pr.kr;
         op *o = &j->o;
-        memcpy(j->id, id, TQ_KEYLEN);
-        memcpy(j->nskey, nskey, nklen);
-        if (kr.meta_len)
-            memcpy(j->meta, kr.meta, kr.meta_len);
-        o->kind = OP_PUT;
-        o->from_tier = 1;
-        o->fill_clock = clock;
-        o->fd = -1;
-        o->nskey = j->nskey;
-        o->nklen = nklen;
-        o->meta = j->meta;
-        o->meta_len = kr.meta_len;
-        o->mtime_ms = kr.mtime_ms;
-        /* the tier's copy is as old as the record that carried it, or as the
-         * blob object (set by fetch_blob) */
-        o->tier_time = (uint32_t)rm.mtime;
-        memcpy(o->cr.sha256, kr.digest, 32);
-        o->cr.size = kr.size;
         int link = have_blob(s, kr.digest);
         if (link) {
             o->link = 1;
         } else if (pr.blob) {
-            /* a small blob came in the record: no second request */
-            tier_meta m = {.codec = pr.codec, .size = kr.size, .length = pr.blob_len};
-            void *copy = malloc(pr.blob_len ? pr.blob_len : 1);
-            if (copy && pr.blob_len)
-                memcpy(copy, pr.blob, pr.blob_len);
-            rc = copy ? adopt_bytes(s, &kr, &m, copy, o, &j->inl) : TIER_ERROR;
+            rc = adopt_carried(s, &pr, j); /* a small blob came in the record: no second request */
         } else if (kr.size > s->cfg.inline_max) {
             /* large: answered while it arrives, on its own thread */
             tier_fill *f = NULL;
@@ -1983,4 +2250,397 @@ int tier_resolve_ns(store *s, const char *ns)
     free(data);
     gate_leave(q, id);
     return status;
+}
+
+/* ---- warmups from packs (see the top of the file) ---------------------------- */
+
+#define PACK_WARM_MIN 32       /* fewer keys than this to warm: one request each is as good */
+#define PACK_PROBE (64u << 10) /* the first read of a pack: its index, mostly */
+#define PACK_THREADS_MAX 16
+
+typedef struct pack_want {
+    char *name;  /* its key record's name in the tier */
+    char *nskey; /* namespace \0 key */
+    size_t nklen, i;
+    char etag[TIER_ETAG_CAP]; /* as the listing has it; empty: not listed */
+    int64_t mtime;            /* the record's Last-Modified, as listed */
+} pack_want;
+
+typedef struct pack_obj {
+    char *name;
+    uint64_t size;
+} pack_obj;
+
+typedef struct pack_warm {
+    store *s;
+    pack_want *w;
+    size_t nw;
+    atomic_uchar *taken; /* by want: claimed by a pack */
+    pack_obj *packs;
+    size_t npacks, packs_cap;
+    atomic_size_t next;      /* the next pack to read (newest first) */
+    atomic_size_t unclaimed; /* listed wants no pack has given yet */
+    atomic_size_t reads;     /* pack indexes read */
+    size_t reads_max;        /* ... at most: beyond that, one request a key is cheaper */
+    uint64_t clock;          /* tier_clock before the listing */
+    size_t seen, seen_max, listed, packs_max;
+    atomic_int *cancel;
+    void (*warmed)(void *ctx, size_t i, uint64_t size);
+    void *ctx;
+    pthread_mutex_t mu; /* pending */
+    pthread_cond_t cv;
+    size_t pending;   /* fills handed to the committer, not yet done */
+    atomic_size_t ok; /* keys warmed */
+} pack_warm;
+
+/* A fill from a pack, committed in the background. */
+typedef struct pack_fill {
+    fill_job j; /* first */
+    pack_warm *pw;
+    size_t i;
+    uint64_t size;
+} pack_fill;
+
+static int want_cmp(const void *a, const void *b)
+{
+    return strcmp(((const pack_want *)a)->name, ((const pack_want *)b)->name);
+}
+
+static pack_want *want_find(pack_warm *pw, const char *name)
+{
+    pack_want k = {.name = (char *)name};
+    return bsearch(&k, pw->w, pw->nw, sizeof *pw->w, want_cmp);
+}
+
+static int want_listed(void *arg, const tier_object *o)
+{
+    pack_warm *pw = arg;
+    pack_want *w = want_find(pw, o->name);
+    if (w && o->etag[0] && !w->etag[0]) {
+        snprintf(w->etag, sizeof w->etag, "%s", o->etag);
+        w->mtime = o->mtime;
+        pw->listed++;
+    }
+    /* a listing much larger than the keys wanted costs more than it saves:
+     * what it found so far is used */
+    return ++pw->seen > pw->seen_max || (pw->cancel && atomic_load(pw->cancel));
+}
+
+static int pack_listed(void *arg, const tier_object *o)
+{
+    pack_warm *pw = arg;
+    if (pw->npacks == pw->packs_cap) {
+        size_t cap = pw->packs_cap ? 2 * pw->packs_cap : 64;
+        pack_obj *n = realloc(pw->packs, cap * sizeof *n);
+        if (n == NULL)
+            return 1;
+        pw->packs = n;
+        pw->packs_cap = cap;
+    }
+    if ((pw->packs[pw->npacks].name = strdup(o->name)) == NULL)
+        return 1;
+    pw->packs[pw->npacks++].size = o->size;
+    /* newest first (their names say so): the oldest are left unlisted */
+    return pw->npacks >= pw->packs_max || (pw->cancel && atomic_load(pw->cancel));
+}
+
+static void pack_fill_done(store *s, op *o)
+{
+    pack_fill *f = (pack_fill *)o;
+    pack_warm *pw = f->pw;
+    if (o->status == STORE_OK) {
+        atomic_fetch_add(&pw->ok, 1);
+        atomic_fetch_add(&s->tier_q->hits, 1);
+        atomic_fetch_add(&s->tier_q->pack_hits, 1);
+        pw->warmed(pw->ctx, f->i, f->size);
+    }
+    gate_leave(s->tier_q, f->j.id);
+    fill_job_free(&f->j); /* frees f: j is its first member */
+    pthread_mutex_lock(&pw->mu);
+    if (--pw->pending == 0)
+        pthread_cond_broadcast(&pw->cv);
+    pthread_mutex_unlock(&pw->mu);
+}
+
+/* Commits the key record rec (a pack's copy, checked) for want w, as a
+ * read through the tier would; in the background. */
+static void pack_fill_one(pack_warm *pw, pack_want *w, const uint8_t *rec, size_t len)
+{
+    store *s = pw->s;
+    tier_state *q = s->tier_q;
+    parsed_record pr;
+    if (parse_key_record(rec, len, w->nskey, w->nklen, &pr) != 0 || pr.blob == NULL) {
+        atomic_fetch_add(&q->corrupt, 1);
+        return; /* fetched on its own */
+    }
+    uint8_t id[TQ_KEYLEN];
+    tq_key(TQ_KEY, w->nskey, w->nklen, id);
+    if (!gate_enter(q, id))
+        return; /* a read fetched it meanwhile */
+    pack_fill *f = calloc(1, sizeof *f);
+    fill_job *j = f ? &f->j : NULL;
+    /* a delete or a write here since the listing drops the fill (the
+     * listing's ETag may be stale by then); the tier's copy is as old as its
+     * record there */
+    if (j == NULL || queued(s, TQ_KEY_DEL, w->nskey, w->nklen) ||
+        fill_job_init(j, id, w->nskey, w->nklen, &pr.kr, pw->clock, (uint32_t)w->mtime) != 0) {
+        if (j)
+            fill_job_free(j);
+        gate_leave(q, id);
+        return;
+    }
+    op *o = &j->o;
+    f->pw = pw;
+    f->i = w->i;
+    f->size = pr.kr.size;
+    int rc = TIER_OK;
+    if (have_blob(s, pr.kr.digest))
+        o->link = 1;
+    else
+        rc = adopt_carried(s, &pr, j);
+    if (rc != TIER_OK) {
+        fill_job_free(j);
+        gate_leave(q, id);
+        return;
+    }
+    pthread_mutex_lock(&pw->mu);
+    pw->pending++;
+    pthread_mutex_unlock(&pw->mu);
+    o->on_done = pack_fill_done;
+    submit_async(s, o);
+}
+
+typedef struct pack_pick {
+    size_t w;     /* the want */
+    uint64_t off; /* of its record in the pack */
+    uint32_t len;
+    const uint8_t *sha;
+} pack_pick;
+
+/* Reads one pack: its index, then the span of the records it holds for
+ * wants not yet taken, whose ETags match the listing. */
+static void pack_read(pack_warm *pw, const pack_obj *po)
+{
+    tier *t = pw->s->tier_q->t;
+    void *head = NULL, *rest = NULL, *span = NULL;
+    size_t got = 0, rest_got = 0, span_got = 0, np = 0;
+    pack_pick *picks = NULL;
+    uint64_t want_len = po->size < PACK_PROBE ? po->size : PACK_PROBE;
+    if (po->size > PACK_SIZE_MAX)
+        goto out; /* not a pack this build writes */
+    atomic_fetch_add(&pw->reads, 1);
+    if (want_len < PACK_HEAD || tier_get_range(t, po->name, 0, want_len, &head, &got) != TIER_OK ||
+        got < PACK_HEAD || memcmp(head, "CPK1", 4) != 0)
+        goto out;
+    uint32_t count = util_get_le32((uint8_t *)head + 4),
+             idx_len = util_get_le32((uint8_t *)head + 8);
+    if ((uint64_t)PACK_HEAD + idx_len > po->size || idx_len > PACK_INDEX_MAX ||
+        count > PACK_ENTRIES || count > idx_len / 39 + 1)
+        goto out;
+    const uint8_t *idx = (uint8_t *)head + PACK_HEAD;
+    if (PACK_HEAD + (size_t)idx_len > got) {
+        /* a long index: the rest of it */
+        size_t more = PACK_HEAD + (size_t)idx_len - got;
+        uint8_t *all = malloc(idx_len);
+        if (all == NULL || tier_get_range(t, po->name, got, more, &rest, &rest_got) != TIER_OK ||
+            rest_got != more) {
+            free(all);
+            goto out;
+        }
+        memcpy(all, idx, got - PACK_HEAD);
+        memcpy(all + got - PACK_HEAD, rest, more);
+        free(rest);
+        rest = all;
+        idx = all;
+    }
+    picks = malloc((count ? count : 1) * sizeof *picks);
+    if (picks == NULL)
+        goto out;
+    size_t p = 0;
+    uint64_t off = PACK_HEAD + (uint64_t)idx_len, lo = UINT64_MAX, hi = 0, useful = 0;
+    char name[KEY_NAME_CAP + 1], etag[TIER_ETAG_CAP];
+    for (uint32_t k = 0; k < count; k++) {
+        if (idx_len - p < 39)
+            goto out;
+        uint32_t rl = util_get_le32(idx + p);
+        const uint8_t *sha = idx + p + 4;
+        size_t el = idx[p + 36];
+        if (idx_len - p < 39 + el)
+            goto out;
+        memcpy(etag, idx + p + 37, el < sizeof etag ? el : sizeof etag - 1);
+        etag[el < sizeof etag ? el : sizeof etag - 1] = '\0';
+        size_t nl = idx[p + 37 + el] | (size_t)idx[p + 38 + el] << 8;
+        if (idx_len - p < 39 + el + nl)
+            goto out;
+        int fits = nl < sizeof name;
+        if (fits) {
+            memcpy(name, idx + p + 39 + el, nl);
+            name[nl] = '\0';
+        }
+        p += 39 + el + nl;
+        pack_want *w = fits ? want_find(pw, name) : NULL;
+        if (rl < 8 || rl > RECORD_MAX)
+            goto out;
+        if (w && w->etag[0] && strcmp(w->etag, etag) == 0 && off + rl <= po->size &&
+            !atomic_exchange(&pw->taken[w - pw->w], 1)) {
+            atomic_fetch_sub(&pw->unclaimed, 1);
+            picks[np++] = (pack_pick){(size_t)(w - pw->w), off, rl, sha};
+            lo = off < lo ? off : lo;
+            hi = off + rl > hi ? off + rl : hi;
+            useful += rl;
+        }
+        off += rl;
+    }
+    if (np == 0)
+        goto out;
+    if (useful * 4 < hi - lo) {
+        /* mostly records not wanted: those wanted are fetched on their own */
+        np = 0;
+        goto out;
+    }
+    if (tier_get_range(t, po->name, lo, hi - lo, &span, &span_got) != TIER_OK ||
+        span_got != hi - lo)
+        goto out; /* each fetched on its own */
+    for (size_t k = 0; k < np; k++) {
+        const uint8_t *rec = (uint8_t *)span + (picks[k].off - lo);
+        uint8_t d[32];
+        sha256_of(rec, picks[k].len, d);
+        if (memcmp(d, picks[k].sha, 32) != 0) {
+            atomic_fetch_add(&pw->s->tier_q->corrupt, 1);
+            continue;
+        }
+        pack_fill_one(pw, &pw->w[picks[k].w], rec, picks[k].len);
+    }
+    np = 0;
+out:
+    /* claims this pack did not fill are someone else's to try */
+    for (size_t k = 0; k < np; k++) {
+        atomic_store(&pw->taken[picks[k].w], 0);
+        atomic_fetch_add(&pw->unclaimed, 1);
+    }
+    free(picks);
+    free(head);
+    free(rest);
+    free(span);
+}
+
+static void *pack_thread(void *arg)
+{
+    pack_warm *pw = arg;
+    for (;;) {
+        size_t k = atomic_fetch_add(&pw->next, 1);
+        if (k >= pw->npacks || atomic_load(&pw->unclaimed) == 0 ||
+            atomic_load(&pw->reads) >= pw->reads_max || (pw->cancel && atomic_load(pw->cancel)))
+            break;
+        pack_read(pw, &pw->packs[k]); /* listed newest first */
+    }
+    return NULL;
+}
+
+static void *pack_thread_own(void *arg)
+{
+    pack_thread(arg);
+    store_thread_done(((pack_warm *)arg)->s); /* its read transaction and LMDB slot */
+    return NULL;
+}
+
+size_t store_warm_packs(store *s, const char *ns, const char *const *keys, const size_t *klens,
+                        size_t n, unsigned parallel, atomic_int *cancel,
+                        void (*warmed)(void *ctx, size_t i, uint64_t size), void *ctx)
+{
+    tier_state *q = s->tier_q;
+    if (q == NULL || n < PACK_WARM_MIN)
+        return 0;
+    pack_warm pw = {.s = s, .cancel = cancel, .warmed = warmed, .ctx = ctx, .clock = tier_clock(s)};
+    pthread_mutex_init(&pw.mu, NULL);
+    pthread_cond_init(&pw.cv, NULL);
+    pw.w = calloc(n, sizeof *pw.w);
+    MDB_txn *t = pw.w ? reader_get(s) : NULL;
+    size_t common = SIZE_MAX;
+    for (size_t i = 0; t && i < n; i++) {
+        size_t nklen;
+        char *nskey = make_nskey(s, ns, keys[i], klens[i], &nklen);
+        key_rec kr;
+        if (nskey == NULL || idx_get_key(t, &s->ix, nskey, nklen, &kr) == 0) {
+            free(nskey); /* here already (or not a key): store_warm says which */
+            continue;
+        }
+        pack_want *w = &pw.w[pw.nw];
+        char name[KEY_NAME_CAP];
+        key_name(nskey, nklen, name);
+        if ((w->name = strdup(name)) == NULL) {
+            free(nskey);
+            break;
+        }
+        w->nskey = nskey;
+        w->nklen = nklen;
+        w->i = i;
+        if (pw.nw == 0)
+            common = klens[i];
+        size_t c = 0;
+        while (c < common && c < klens[i] && keys[i][c] == keys[pw.w[0].i][c])
+            c++;
+        common = c;
+        pw.nw++;
+    }
+    if (t)
+        reader_put(s, t);
+    if (pw.nw >= PACK_WARM_MIN) {
+        qsort(pw.w, pw.nw, sizeof *pw.w, want_cmp);
+        /* the key records' ETags, listed under the keys' common prefix */
+        char lp[KEY_NAME_CAP];
+        size_t dl = key_dir(ns, strlen(ns), lp);
+        size_t end = escape_into(lp, dl, (const uint8_t *)keys[pw.w[0].i], common, 1,
+                                 dl + KEY_PART_MAX - 65, NULL);
+        lp[end] = '\0';
+        pw.seen_max = 4 * pw.nw + 5000;
+        int rc = tier_list_objects(q->t, lp, NULL, want_listed, &pw); /* stops past seen_max */
+        /* and the namespace's packs, oldest first */
+        char pd[KEY_NAME_CAP];
+        size_t pl = key_dir(ns, strlen(ns), pd + 1);
+        memcpy(pd, "packs", 5);
+        pd[pl + 1] = '\0';
+        /* one index read per 8 keys at most (a pack that gives keys gives
+         * dozens), and as many packs listed */
+        pw.reads_max = pw.listed / 8 + 4;
+        pw.packs_max = pw.reads_max;
+        atomic_store(&pw.unclaimed, pw.listed);
+        if (rc == TIER_OK && pw.listed >= PACK_WARM_MIN)
+            rc = tier_list_objects(q->t, pd, NULL, pack_listed, &pw);
+        if (rc != TIER_OK)
+            log_msg(LOG_DEBUG, "tier_pack_list", "%s: %s (keys are fetched one by one)", pd,
+                    tier_strerror(rc));
+        pw.taken = calloc(pw.nw, sizeof *pw.taken);
+        if (pw.taken && pw.npacks) {
+            unsigned nt = parallel < 1                  ? 1
+                          : parallel > PACK_THREADS_MAX ? PACK_THREADS_MAX
+                                                        : parallel;
+            if (nt > pw.npacks)
+                nt = (unsigned)pw.npacks;
+            pthread_t th[PACK_THREADS_MAX];
+            unsigned started = 0;
+            for (unsigned k = 1; k < nt; k++)
+                if (pthread_create(&th[started], NULL, pack_thread_own, &pw) == 0)
+                    started++;
+            pack_thread(&pw);
+            for (unsigned k = 0; k < started; k++)
+                pthread_join(th[k], NULL);
+        }
+        pthread_mutex_lock(&pw.mu);
+        while (pw.pending > 0)
+            pthread_cond_wait(&pw.cv, &pw.mu);
+        pthread_mutex_unlock(&pw.mu);
+    }
+    for (size_t i = 0; i < pw.nw; i++) {
+        free(pw.w[i].name);
+        free(pw.w[i].nskey);
+    }
+    for (size_t i = 0; i < pw.npacks; i++)
+        free(pw.packs[i].name);
+    free(pw.packs);
+    free(pw.w);
+    free((void *)pw.taken);
+    pthread_mutex_destroy(&pw.mu);
+    pthread_cond_destroy(&pw.cv);
+    return atomic_load(&pw.ok);
 }

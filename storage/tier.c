@@ -388,7 +388,7 @@ typedef struct treq {
     const tier_meta *meta; /* sent as x-amz-meta-cairn-*, or NULL */
     int copy;              /* x-amz-copy-source: the object itself */
     int replace;           /* with copy: x-amz-metadata-directive REPLACE */
-    const char *range;     /* with copy: x-amz-copy-source-range */
+    const char *range;     /* with copy: x-amz-copy-source-range; else a GET's Range */
     long timeout_ms;
 } treq;
 
@@ -442,6 +442,8 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
             hs[nh++] = (sigv4_header){"x-amz-copy-source-range", r->range};
         if (r->replace)
             hs[nh++] = (sigv4_header){"x-amz-metadata-directive", "REPLACE"};
+    } else if (r->range) {
+        hs[nh++] = (sigv4_header){"range", r->range};
     }
     if (r->meta && r->meta->codec >= 0) {
         snprintf(codec_v, sizeof codec_v, "%s", r->meta->codec == CODEC_ZSTD ? "zstd" : "raw");
@@ -759,11 +761,33 @@ static int put_in_parts(tier *t, const char *name, int fd, uint64_t len, const t
     return rc;
 }
 
+/* An ETag without its quotes (S3 quotes them; a listing and a PUT's answer
+ * may not agree on that), cut to fit. */
+static void etag_copy(char out[TIER_ETAG_CAP], const char *v, size_t n)
+{
+    if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
+        v++;
+        n -= 2;
+    }
+    if (n >= TIER_ETAG_CAP)
+        n = TIER_ETAG_CAP - 1;
+    memcpy(out, v, n);
+    out[n] = '\0';
+}
+
 /* ---- objects ----------------------------------------------------------------------- */
 
 int tier_put(tier *t, const char *name, int fd, const void *data, uint64_t len,
              const tier_meta *meta)
 {
+    return tier_put_tagged(t, name, fd, data, len, meta, NULL);
+}
+
+int tier_put_tagged(tier *t, const char *name, int fd, const void *data, uint64_t len,
+                    const tier_meta *meta, char etag[TIER_ETAG_CAP])
+{
+    if (etag)
+        etag[0] = '\0';
     if (fd >= 0 && len > t->part_size && !atomic_load(&t->no_parts)) {
         int rc = put_in_parts(t, name, fd, len, meta);
         if (rc != TIER_NOTIMPL)
@@ -777,6 +801,8 @@ int tier_put(tier *t, const char *name, int fd, const void *data, uint64_t len,
     long http;
     int rc = perform(t, &r, &x, &http);
     free(x.out);
+    if (rc == TIER_OK && etag)
+        etag_copy(etag, x.etag, strlen(x.etag));
     return rc;
 }
 
@@ -812,6 +838,25 @@ int tier_get(tier *t, const char *name, int fd, void **data, size_t *len, uint64
     free(x.out);
     if (meta)
         *meta = m;
+    return rc;
+}
+
+int tier_get_range(tier *t, const char *name, uint64_t off, uint64_t len, void **data, size_t *got)
+{
+    char range[64];
+    snprintf(range, sizeof range, "bytes=%" PRIu64 "-%" PRIu64, off, off + len - 1);
+    xfer x = {.in_fd = -1, .out_fd = -1, .out_max = len};
+    treq r = {.method = "GET", .name = name, .range = range, .timeout_ms = budget(t, len)};
+    long http;
+    int rc = perform(t, &r, &x, &http);
+    if (rc == TIER_OK && http != 206 && !(off == 0 && x.out_len <= len))
+        rc = TIER_BAD; /* the whole object, not the range asked for */
+    if (rc == TIER_OK) {
+        *data = x.out;
+        *got = x.out_len;
+        x.out = NULL;
+    }
+    free(x.out);
     return rc;
 }
 
@@ -888,11 +933,14 @@ int tier_delete(tier *t, const char *name)
 
 typedef struct list_state {
     size_t skip; /* the tier's own prefix and its slash, cut from each name */
-    int (*each)(void *arg, const char *name);
+    int (*each)(void *arg, const tier_object *o);
     void *arg;
     char text[1100]; /* the text of the element being read */
     size_t tlen;
     int in_contents, stopped, truncated, error, depth, overflow;
+    char name[1100], etag[TIER_ETAG_CAP]; /* of the <Contents> being read */
+    uint64_t size;
+    int64_t mtime;
     char token[1100]; /* NextContinuationToken */
 } list_state;
 
@@ -903,8 +951,12 @@ static void XMLCALL ls_start(void *ud, const XML_Char *name, const XML_Char **at
     const char *ln = local_name(name);
     if (l->depth++ == 0 && strcmp(ln, "Error") == 0)
         l->error = 1;
-    if (strcmp(ln, "Contents") == 0)
+    if (strcmp(ln, "Contents") == 0) {
         l->in_contents = 1;
+        l->name[0] = l->etag[0] = '\0';
+        l->size = 0;
+        l->mtime = 0;
+    }
     l->tlen = 0;
     l->text[0] = '\0';
 }
@@ -929,14 +981,36 @@ static void XMLCALL ls_end(void *ud, const XML_Char *name)
     l->depth--;
     if (strcmp(ln, "Contents") == 0) {
         l->in_contents = 0;
-    } else if (strcmp(ln, "Key") == 0 && l->in_contents && !l->stopped) {
-        if (l->tlen >= l->skip && l->each(l->arg, l->text + l->skip) != 0)
+        tier_object o = {l->name, l->etag, l->size, l->mtime};
+        if (!l->stopped && l->name[0] && l->each(l->arg, &o) != 0)
             l->stopped = 1;
+    } else if (l->in_contents && strcmp(ln, "Key") == 0) {
+        if (l->tlen > l->skip)
+            memcpy(l->name, l->text + l->skip, l->tlen - l->skip + 1);
+    } else if (l->in_contents && strcmp(ln, "ETag") == 0) {
+        etag_copy(l->etag, l->text, l->tlen);
+    } else if (l->in_contents && strcmp(ln, "Size") == 0) {
+        l->size = strtoull(l->text, NULL, 10);
+    } else if (l->in_contents && strcmp(ln, "LastModified") == 0) {
+        struct tm tm = {0}; /* 2026-11-28T18:34:25.000Z */
+        const char *end = strptime(l->text, "%Y-%m-%dT%H:%M:%S", &tm);
+        l->mtime = end ? (int64_t)timegm(&tm) : 0;
     } else if (strcmp(ln, "IsTruncated") == 0) {
         l->truncated = strcmp(l->text, "true") == 0;
     } else if (strcmp(ln, "NextContinuationToken") == 0) {
         snprintf(l->token, sizeof l->token, "%s", l->text);
     }
+}
+
+typedef struct by_name {
+    int (*each)(void *arg, const char *name);
+    void *arg;
+} by_name;
+
+static int each_by_name(void *arg, const tier_object *o)
+{
+    by_name *b = arg;
+    return b->each(b->arg, o->name);
 }
 
 int tier_list(tier *t, const char *prefix, int (*each)(void *arg, const char *name), void *arg)
@@ -946,6 +1020,13 @@ int tier_list(tier *t, const char *prefix, int (*each)(void *arg, const char *na
 
 int tier_list_delimited(tier *t, const char *prefix, const char *delimiter,
                         int (*each)(void *arg, const char *name), void *arg)
+{
+    by_name b = {each, arg};
+    return tier_list_objects(t, prefix, delimiter, each_by_name, &b);
+}
+
+int tier_list_objects(tier *t, const char *prefix, const char *delimiter,
+                      int (*each)(void *arg, const tier_object *o), void *arg)
 {
     char full[1100], enc_prefix[3300], enc_token[3300], query[7000], enc_delim[16] = "";
     int n = snprintf(full, sizeof full, "%s%s%s", t->prefix, t->prefix[0] ? "/" : "", prefix);

@@ -11,6 +11,10 @@
  *                    a key record, both parts escaped (store_tier.c, key_name:
  *                    a prefix of keys is a prefix of names, so they list)
  *   ns/<hex name>    a namespace that is created explicitly (an S3 bucket)
+ *   packs/<namespace>/<time>-<random>
+ *                    copies of many small key records of one namespace, with
+ *                    the ETag each had, so that a warmup fetches them in a
+ *                    few requests (store_tier.c, packs)
  * A blob larger than the part size goes up (and, on S3, is refreshed) as a
  * multipart upload.
  *
@@ -69,6 +73,11 @@ typedef struct tier_meta {
  * upload (each part tried up to 3 times; aborted if it fails). */
 int tier_put(tier *t, const char *name, int fd, const void *data, uint64_t len,
              const tier_meta *meta);
+/* The same, with the ETag the tier gave the object (without quotes; empty
+ * if none came) into etag. */
+#define TIER_ETAG_CAP 128
+int tier_put_tagged(tier *t, const char *name, int fd, const void *data, uint64_t len,
+                    const tier_meta *meta, char etag[TIER_ETAG_CAP]);
 int tier_head(tier *t, const char *name, tier_meta *meta);
 /* GET an object into fd (written from offset 0), or into a malloc'ed buffer
  * (*data, *len) when fd < 0.  An object longer than max is TIER_BAD. */
@@ -80,6 +89,10 @@ int tier_get(tier *t, const char *name, int fd, void **data, size_t *len, uint64
  * (one copy takes at most 5 GiB there).  TIER_NOTFOUND when the object is
  * gone or not a blob of ours (no metadata): upload it again. */
 int tier_refresh(tier *t, const char *name);
+/* GET len bytes of an object from offset off (fewer where it ends) into a
+ * malloc'ed buffer.  A tier that answers with the whole object instead is
+ * TIER_BAD (unless that is what was asked). */
+int tier_get_range(tier *t, const char *name, uint64_t off, uint64_t len, void **data, size_t *got);
 /* tier_get into fd, calling progress with each piece once it is written
  * (meta holds the answer's headers from the first call on). */
 int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *meta,
@@ -96,6 +109,15 @@ int tier_list(tier *t, const char *prefix, int (*each)(void *arg, const char *na
  * are rolled up (and not passed to each). */
 int tier_list_delimited(tier *t, const char *prefix, const char *delimiter,
                         int (*each)(void *arg, const char *name), void *arg);
+/* The same, with each object's ETag (without quotes) and size. */
+typedef struct tier_object {
+    const char *name; /* without the tier's prefix */
+    const char *etag;
+    uint64_t size;
+    int64_t mtime; /* LastModified, seconds since the epoch; 0 if not given */
+} tier_object;
+int tier_list_objects(tier *t, const char *prefix, const char *delimiter,
+                      int (*each)(void *arg, const tier_object *o), void *arg);
 /* Makes the bucket if it does not exist (a cairnd parent, a test's moto). */
 int tier_ensure_bucket(tier *t);
 

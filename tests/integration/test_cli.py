@@ -13,6 +13,7 @@ import random
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
 import threading
@@ -85,14 +86,14 @@ class CliTest(unittest.TestCase):
         return boto3.client("s3", endpoint_url=srv.url, region_name="us-east-1",
                             aws_access_key_id=AK, aws_secret_access_key=SK)
 
-    def fill(self, srv, n_small=40, n_big=2):
+    def fill(self, srv, n_small=40, n_big=2, least=1):
         """Objects in bucket proj and blobs in the CAS; returns {item: body}."""
         rng = random.Random(random_seed())
         c = self.s3(srv)
         c.create_bucket(Bucket="proj")
         items = {}
         for i in range(n_small + n_big):
-            size = rng.randint(1, 200 * KIB) if i < n_small else rng.randint(3 * MIB, 6 * MIB)
+            size = rng.randint(least, 200 * KIB) if i < n_small else rng.randint(3 * MIB, 6 * MIB)
             body = rng.randbytes(size) if i % 2 else (b"log line %d\n" % i) * (size // 12 + 1)
             key = "runner/p%d/cache %d.zip" % (i % 3, i)  # a space: items escape it
             c.put_object(Bucket="proj", Key=key, Body=body)
@@ -200,7 +201,8 @@ class CliTest(unittest.TestCase):
 
     def test_interrupted_warmup_resumes_without_duplicates(self):
         a = self.node(prefix="resume")
-        items = self.fill(a, n_small=150, n_big=0)
+        # larger than the key records carry, so not packed: one request each
+        items = self.fill(a, n_small=150, n_big=0, least=80 * KIB)
         self.wipe(a)
         listing = "".join(n + "\n" for n in items).encode()
         env = dict(os.environ, CAIRN_URL=a.url, CAIRN_CONFIG="/dev/null", CAIRN_ACCESS_KEY=AK,
@@ -228,6 +230,85 @@ class CliTest(unittest.TestCase):
         # nothing was fetched from the tier twice
         self.assertEqual(metric(a, "cairn_tier_reads_total", result="hit"), len(items))
         self.read_all(a, items)
+
+    def test_small_entries_come_from_packs_checked_against_the_listing(self):
+        """Small key records also go up in packs; a warmup takes a record from
+        a pack only while the pack's copy is the record the tier lists: not
+        one overwritten or deleted since, nor one damaged in the pack."""
+        a = self.node(prefix="packs")
+        c = self.s3(a)
+        c.create_bucket(Bucket="proj")
+        rng = random.Random(random_seed())
+        items = {}
+        for i in range(120):
+            body = rng.randbytes(rng.randint(0, 20 * KIB))
+            key = "runner/p%d/cache %d.zip" % (i % 2, i)
+            c.put_object(Bucket="proj", Key=key, Body=body, Metadata={"n": str(i)})
+            items["proj/" + key.replace(" ", "%20")] = body
+        rc, out, err = self.cli(a, "drain", "--timeout", "120s")
+        self.assertEqual(rc, 0, err)
+        self.assertGreaterEqual(metric(a, "cairn_tier_packs_total"), 1)
+        self.assertEqual(metric(a, "cairn_tier_packed_records_total"), 120)
+        names = sorted(items)
+        # a few overwritten and a few deleted since (too few for a new pack)
+        changed, gone = names[:5], names[5:8]
+        for n in changed:
+            items[n] = rng.randbytes(1000)
+            c.put_object(Bucket="proj", Key=n[5:].replace("%20", " "), Body=items[n])
+        for n in gone:
+            c.delete_object(Bucket="proj", Key=n[5:].replace("%20", " "))
+        rc, out, err = self.cli(a, "drain", "--timeout", "120s")
+        self.assertEqual(rc, 0, err)
+        # one record damaged inside its pack
+        import boto3
+        m = boto3.client("s3", endpoint_url=self.moto.url, region_name="us-east-1",
+                         aws_access_key_id=tt.CREDS["AWS_ACCESS_KEY_ID"],
+                         aws_secret_access_key=tt.CREDS["AWS_SECRET_ACCESS_KEY"])
+        packs = [o["Key"] for o in m.list_objects_v2(Bucket="tier", Prefix="packs/packs/")
+                 .get("Contents", [])]
+        self.assertTrue(packs)
+        blob = bytearray(m.get_object(Bucket="tier", Key=packs[0])["Body"].read())
+        self.assertEqual(blob[:4], b"CPK1")
+        count, idx_len = struct.unpack_from("<II", blob, 4)
+        p, off, damaged = 12, 12 + idx_len, None
+        for _ in range(count):  # the index: length, SHA-256, ETag, name
+            rl = struct.unpack_from("<I", blob, p)[0]
+            el = blob[p + 36]
+            nl = struct.unpack_from("<H", blob, p + 37 + el)[0]
+            p += 39 + el + nl
+            nkl = struct.unpack_from("<I", blob, off + 4)[0]  # the record: "CKR1", ns \0 key
+            key = bytes(blob[off + 8:off + 8 + nkl]).split(b"\0", 1)[1].decode()
+            item = "proj/" + key.replace(" ", "%20")
+            if damaged is None and item not in changed + gone:
+                damaged = item
+                blob[off + rl - 1] ^= 0xFF  # the last byte of its body
+            off += rl
+        self.assertEqual(off, len(blob))
+        self.assertIsNotNone(damaged)
+        m.put_object(Bucket="tier", Key=packs[0], Body=bytes(blob))
+
+        b = self.node(prefix="packs")  # a new node, its folder empty
+        listing = "".join(n + "\n" for n in names).encode()
+        rc, out, err = self.cli(b, "warmup", "--json", "-", stdin=listing)
+        self.assertEqual(rc, 1, err)  # the deleted ones are missing
+        s = json.loads(out)
+        self.assertEqual((s["warmed"], s["local"], s["missing"], s["failed"]),
+                         (len(names) - len(gone), 0, len(gone), 0))
+        from_packs = metric(b, "cairn_tier_pack_reads_total")
+        # all but the changed, the deleted and the damaged one came from packs
+        self.assertEqual(from_packs, len(names) - len(changed) - len(gone) - 1)
+        self.assertEqual(metric(b, "cairn_tier_reads_total", result="corrupt"), 1)
+        self.assertEqual(metric(b, "cairn_tier_reads_total", result="hit"), len(names) - len(gone))
+        for n in gone:
+            del items[n]
+        tier_reads = metric(b, "cairn_tier_reads_total", result="hit")
+        self.read_all(b, items)
+        self.assertEqual(metric(b, "cairn_cache_hits_total", level="local"), len(items))
+        self.assertEqual(metric(b, "cairn_tier_reads_total", result="hit"), tier_reads)
+        for i, n in enumerate(sorted(items)):
+            if n not in changed:
+                head = self.s3(b).head_object(Bucket="proj", Key=n[5:].replace("%20", " "))
+                self.assertEqual(head["Metadata"]["n"], n.split("%20")[1][:-4])
 
     def test_a_failing_tier_is_failed_not_missing(self):
         proxy = tt.FaultProxy(self.moto.port)

@@ -253,7 +253,8 @@ class TierTest(unittest.TestCase):
         return d
 
     def drained(self, srv, timeout=60):
-        ok = wait_for(lambda: status(srv)["tier"]["queue"] == 0, timeout=timeout, step=0.1)
+        ok = wait_for(lambda: status(srv)["tier"]["queue"] == 0 and
+                      status(srv)["tier"]["packs_owed"] == 0, timeout=timeout, step=0.1)
         self.assertTrue(ok, "the tier's queue did not drain: %s" % status(srv)["tier"])
 
     def bodies(self, n):
@@ -438,6 +439,41 @@ class TierTest(unittest.TestCase):
         j = done()
         self.assertEqual((j["warmed"], j["missing"], j["failed"]), (0, 1, 0), j)
         self.assertEqual(request(b, "GET", key)[0], 404)
+
+    def test_warmup_from_packs_keeps_what_changed_here_after_its_listing(self):
+        """A warmup lists the tier's key records, then reads packs.  A key
+        deleted here in between (the delete already done in the tier) is not
+        brought back from a pack, and one written here in between keeps its
+        new value."""
+        a, b = self.node(), self.node(extra=("--tier-timeout", "30s"))  # packs come 3 s late
+        keys = ["/ac/" + sha256(b"packed %d" % i) for i in range(40)]
+        for k in keys:
+            self.assertEqual(request(a, "PUT", k, self.rng.randbytes(2000))[0], 200)
+        self.drained(a)
+        self.assertGreaterEqual(status(a)["tier"]["packs"], 1)
+        seen = len(self.proxy.paths)
+        self.proxy.delay = lambda method, path: 3 if method == "GET" and "/packs/" in path else 0
+        items = "".join(k[1:] + "\n" for k in keys).encode()
+        st, _, body = request(b, "POST", "/admin/warmup", items)
+        self.assertEqual(st, 202, body)
+        job = json.loads(body)["job"]
+        self.assertTrue(wait_for(lambda: any("/packs/" in p for p in self.proxy.paths[seen:]),
+                                 timeout=10))
+        deleted, written = keys[0], keys[1]
+        self.assertEqual(request(b, "DELETE", deleted)[0], 204)
+        self.assertEqual(request(b, "PUT", written, b"written meanwhile")[0], 200)
+        self.drained(b)  # the delete is done in the tier too
+
+        def done():
+            j = json.loads(request(b, "GET", "/admin/jobs/%d" % job)[2])
+            return j if j["state"] == "done" else None
+        self.assertTrue(wait_for(done, timeout=60))
+        self.proxy.delay = None
+        j = done()
+        self.assertEqual((j["warmed"], j["local"], j["missing"], j["failed"]), (38, 1, 1, 0), j)
+        self.assertEqual(status(b)["tier"]["pack_reads"], 38)
+        self.assertEqual(request(b, "GET", deleted)[0], 404)
+        self.assertEqual(request(b, "GET", written)[2], b"written meanwhile")
 
     def test_a_read_that_starts_during_a_delete_does_not_undo_it(self):
         """A cold read that begins while a DELETE of the key is still on its
@@ -877,6 +913,31 @@ class CairnOverCairnTest(unittest.TestCase):
         for b in bodies:
             self.assertEqual(request(child, "GET", "/cas/" + sha256(b))[2], b)
         self.assertEqual(status(child)["tier"]["hits"], len(bodies))
+        # small entries go up in packs too, and a warmup on a wiped child
+        # takes them from there: the parent lists ETags and answers ranges
+        small = [os.urandom(100 + i) for i in range(40)]
+        for b in small:
+            self.assertEqual(request(child, "PUT", "/cas/" + sha256(b), b)[0], 200)
+        self.assertTrue(wait_for(lambda: status(child)["tier"]["queue"] == 0 and
+                                 status(child)["tier"]["packs_owed"] == 0, timeout=30))
+        self.assertEqual(status(child)["tier"]["packed_records"], len(small))
+        self.assertEqual(child.stop(), 0)
+        shutil.rmtree(data)
+        os.mkdir(data)
+        child.start()
+        items = "".join("cas/%s\n" % sha256(b) for b in small).encode()
+        st, _, body = request(child, "POST", "/admin/warmup", items)
+        self.assertEqual(st, 202, body)
+        job = json.loads(body)["job"]
+
+        def done():
+            j = json.loads(request(child, "GET", "/admin/jobs/%d" % job)[2])
+            return j if j["state"] == "done" else None
+        self.assertTrue(wait_for(done, timeout=60))
+        self.assertEqual(done()["warmed"], len(small))
+        self.assertEqual(status(child)["tier"]["pack_reads"], len(small))
+        for b in small:
+            self.assertEqual(request(child, "GET", "/cas/" + sha256(b))[2], b)
 
 
 if __name__ == "__main__":
