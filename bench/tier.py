@@ -255,6 +255,8 @@ def main():
             Bucket="bench", Prefix="dups/blobs/") for o in p.get("Contents", [])]
         records = [o for p in m.get_paginator("list_objects_v2").paginate(
             Bucket="bench", Prefix="dups/keys/") for o in p.get("Contents", [])]
+        packs = [o for p in m.get_paginator("list_objects_v2").paginate(
+            Bucket="bench", Prefix="dups/packs/") for o in p.get("Contents", [])]
         st = b.status()["tier"]
 
         lines = [
@@ -278,6 +280,9 @@ def main():
             "  key records                       %8d   %.1f MiB (bodies stored in at most 64 KiB"
             % (len(records), sum(o["Size"] for o in records) / MIB),
             "                                               ride in them too: one request to read)",
+            "  packs of key records              %8d   %.1f MiB (%d records: the small ones again,"
+            % (len(packs), sum(o["Size"] for o in packs) / MIB, st.get("packed_records", 0)),
+            "                                               for warmups)",
         ]
         save("tier", lines)
     finally:
