@@ -389,6 +389,7 @@ typedef struct treq {
     int copy;              /* x-amz-copy-source: the object itself */
     int replace;           /* with copy: x-amz-metadata-directive REPLACE */
     const char *range;     /* with copy: x-amz-copy-source-range; else a GET's Range */
+    const char *if_match;  /* with copy: x-amz-copy-source-if-match (the source unchanged) */
     long timeout_ms;
 } treq;
 
@@ -431,7 +432,7 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
                    (x->in_len > x->in_off || x->in_fd >= 0);
     const char *payload = has_body ? "UNSIGNED-PAYLOAD" : SIGV4_EMPTY_SHA256;
     char codec_v[8] = "", size_v[24] = "", source[3200];
-    sigv4_header hs[8];
+    sigv4_header hs[9];
     size_t nh = 0;
     hs[nh++] = (sigv4_header){"host", t->host};
     hs[nh++] = (sigv4_header){"x-amz-content-sha256", payload};
@@ -440,6 +441,8 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
         hs[nh++] = (sigv4_header){"x-amz-copy-source", source};
         if (r->range)
             hs[nh++] = (sigv4_header){"x-amz-copy-source-range", r->range};
+        if (r->if_match)
+            hs[nh++] = (sigv4_header){"x-amz-copy-source-if-match", r->if_match};
         if (r->replace)
             hs[nh++] = (sigv4_header){"x-amz-metadata-directive", "REPLACE"};
     } else if (r->range) {
@@ -658,7 +661,7 @@ static int mpu_start(tier *t, const char *name, const tier_meta *meta, char *uid
 /* Sends part n: len bytes from offset off of fd, or (fd < 0) copied from
  * the object itself.  Its ETag (quoted, as S3 gives it) into etag. */
 static int mpu_part(tier *t, const char *name, const char *uid, unsigned n, int fd, uint64_t off,
-                    uint64_t len, char etag[128])
+                    uint64_t len, const char *if_match, char etag[128])
 {
     char q[1300], range[64];
     snprintf(q, sizeof q, "partNumber=%u&uploadId=%s", n, uid);
@@ -675,6 +678,7 @@ static int mpu_part(tier *t, const char *name, const char *uid, unsigned n, int 
         } else {
             r.copy = 1;
             r.range = range;
+            r.if_match = if_match;
         }
         long http;
         rc = perform(t, &r, &x, &http);
@@ -736,7 +740,8 @@ static void mpu_abort(tier *t, const char *name, const char *uid)
 
 /* Writes name in parts, from fd (fd >= 0) or from the object itself (a
  * refresh), with meta. */
-static int put_in_parts(tier *t, const char *name, int fd, uint64_t len, const tier_meta *meta)
+static int put_in_parts(tier *t, const char *name, int fd, uint64_t len, const tier_meta *meta,
+                        const char *if_match)
 {
     uint64_t plen = part_len(t, len);
     unsigned n = (unsigned)((len + plen - 1) / plen);
@@ -751,7 +756,8 @@ static int put_in_parts(tier *t, const char *name, int fd, uint64_t len, const t
     }
     for (unsigned i = 0; i < n && rc == TIER_OK; i++) {
         uint64_t off = (uint64_t)i * plen;
-        rc = mpu_part(t, name, uid, i + 1, fd, off, off + plen > len ? len - off : plen, etags[i]);
+        rc = mpu_part(t, name, uid, i + 1, fd, off, off + plen > len ? len - off : plen, if_match,
+                      etags[i]);
     }
     if (rc == TIER_OK)
         rc = mpu_complete(t, name, uid, etags, n);
@@ -789,7 +795,7 @@ int tier_put_tagged(tier *t, const char *name, int fd, const void *data, uint64_
     if (etag)
         etag[0] = '\0';
     if (fd >= 0 && len > t->part_size && !atomic_load(&t->no_parts)) {
-        int rc = put_in_parts(t, name, fd, len, meta);
+        int rc = put_in_parts(t, name, fd, len, meta, NULL);
         if (rc != TIER_NOTIMPL)
             return rc;
         atomic_store(&t->no_parts, 1); /* a server without multipart uploads: one PUT */
@@ -806,7 +812,8 @@ int tier_put_tagged(tier *t, const char *name, int fd, const void *data, uint64_
     return rc;
 }
 
-int tier_head(tier *t, const char *name, tier_meta *meta)
+/* A HEAD; the answer's ETag as sent (quoted) into etag, if given. */
+static int head(tier *t, const char *name, tier_meta *meta, char etag[128])
 {
     tier_meta m = {.codec = -1};
     xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 0, .meta = &m};
@@ -815,7 +822,14 @@ int tier_head(tier *t, const char *name, tier_meta *meta)
     int rc = perform(t, &r, &x, &http);
     if (meta)
         *meta = m;
+    if (etag)
+        memcpy(etag, x.etag, sizeof x.etag);
     return rc;
+}
+
+int tier_head(tier *t, const char *name, tier_meta *meta)
+{
+    return head(t, name, meta, NULL);
 }
 
 int tier_get(tier *t, const char *name, int fd, void **data, size_t *len, uint64_t max,
@@ -888,13 +902,17 @@ int tier_refresh(tier *t, const char *name)
     /* the copy keeps the object as the tier has it: its own length and
      * metadata (another node may have stored the body otherwise) */
     tier_meta m;
-    int rc = tier_head(t, name, &m);
+    char etag[128];
+    int rc = head(t, name, &m, etag);
     if (rc != TIER_OK)
         return rc;
     if (m.codec < 0 || m.length == 0)
         return TIER_NOTFOUND; /* not one of ours, or damaged: to be uploaded again */
+    /* and only the object that HEAD saw: one uploaded again meanwhile
+     * (stored otherwise) would get the wrong metadata; a 412 is tried again */
+    const char *if_match = etag[0] ? etag : NULL;
     if (t->copy_in_parts && m.length > t->part_size && !atomic_load(&t->no_part_copy)) {
-        rc = put_in_parts(t, name, -1, m.length, &m); /* gone meanwhile: TIER_NOTFOUND */
+        rc = put_in_parts(t, name, -1, m.length, &m, if_match); /* gone: TIER_NOTFOUND */
         if (rc != TIER_NOTIMPL)
             return rc;
         atomic_store(&t->no_part_copy, 1); /* no UploadPartCopy there: one copy */
@@ -907,6 +925,7 @@ int tier_refresh(tier *t, const char *name)
               .meta = &m,
               .copy = 1,
               .replace = 1,
+              .if_match = if_match,
               .timeout_ms = t->timeout_ms};
     long http;
     rc = perform(t, &r, &x, &http);

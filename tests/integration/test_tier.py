@@ -131,6 +131,7 @@ class FaultProxy:
         self.delay = None  # delay(method, path): seconds to wait before forwarding
         self.requests = 0
         self.paths = []
+        self.headers = []  # (method, path, {lower-case name: value}) of each request
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -142,6 +143,8 @@ class FaultProxy:
             def handle_any(self):
                 proxy.requests += 1
                 proxy.paths.append(self.command + " " + self.path)
+                proxy.headers.append((self.command, self.path,
+                                      dict((k.lower(), v) for k, v in self.headers.items())))
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
                 mode = proxy.mode
@@ -680,7 +683,8 @@ class TierTest(unittest.TestCase):
         self.drained(a)
         s3 = self.moto.client()
         names = {b: "%s/blobs/%s" % (self.PREFIX, sha256(b)) for b in (kept, lost)}
-        before = s3.head_object(Bucket=self.BUCKET, Key=names[kept])["LastModified"]
+        h = s3.head_object(Bucket=self.BUCKET, Key=names[kept])
+        before, etag = h["LastModified"], h["ETag"]
         s3.delete_object(Bucket=self.BUCKET, Key=names[lost])  # as a lifecycle rule would
         time.sleep(2.2)
         for b in (kept, lost):
@@ -697,6 +701,12 @@ class TierTest(unittest.TestCase):
             return (h["LastModified"] > before if self.BACKEND is Moto
                     else status(a)["tier"]["refreshes"] >= 1)
         self.assertTrue(wait_for(refreshed, timeout=30), "blobs in use were not refreshed")
+        # the copy was of the object as its HEAD found it, and no other
+        copies = [hs for m, p, hs in self.proxy.headers
+                  if m == "PUT" and p.endswith(names[kept]) and "x-amz-copy-source" in hs]
+        self.assertTrue(copies)
+        self.assertTrue(all(hs.get("x-amz-copy-source-if-match") == etag for hs in copies),
+                        copies)
         self.drained(a)
         b2 = self.node()
         self.assertEqual(request(b2, "GET", "/ac/" + sha256(b"key " + lost[:8]))[2], lost)
