@@ -77,20 +77,12 @@ typedef struct item {
 
 static int pct_decode(const char *s, size_t n, buf *out)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%') {
-            int a = i + 2 < n ? util_hexval((unsigned char)s[i + 1]) : -1;
-            int b = a >= 0 ? util_hexval((unsigned char)s[i + 2]) : -1;
-            if (b < 0)
-                return -1;
-            char c = (char)(a << 4 | b);
-            buf_add(out, &c, 1);
-            i += 2;
-        } else {
-            buf_add(out, &s[i], 1);
-        }
-    }
-    return 0;
+    uint8_t *d = malloc(n ? n : 1);
+    ssize_t dn = d ? util_pct_decode(s, n, d, n) : -1;
+    if (dn > 0)
+        buf_add(out, (const char *)d, (size_t)dn);
+    free(d);
+    return dn < 0 ? -1 : 0;
 }
 
 /* S3's URI encoding of a key: everything but unreserved characters and '/'. */

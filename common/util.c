@@ -46,6 +46,26 @@ int util_unhex(const char *in, size_t inlen, uint8_t *out, size_t len)
     return 0;
 }
 
+ssize_t util_pct_decode(const char *in, size_t n, uint8_t *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (o >= cap)
+            return -1;
+        if (in[i] == '%') {
+            int a = i + 2 < n ? util_hexval((unsigned char)in[i + 1]) : -1,
+                b = a >= 0 ? util_hexval((unsigned char)in[i + 2]) : -1;
+            if (b < 0)
+                return -1;
+            out[o++] = (uint8_t)(a << 4 | b);
+            i += 2;
+        } else {
+            out[o++] = (uint8_t)in[i];
+        }
+    }
+    return (ssize_t)o;
+}
+
 int util_is_hex64(const char *s, size_t len)
 {
     if (len != 64)

@@ -20,6 +20,9 @@ int util_hexval(int c);
 void util_hex(const uint8_t *in, size_t len, char *out);
 /* Parses exactly 2*len hex characters (either case); 0 on success, -1 otherwise. */
 int util_unhex(const char *in, size_t inlen, uint8_t *out, size_t len);
+/* Decodes the %XX escapes of in[0..n) into out (at most cap bytes; out may
+ * be in itself): the decoded length, or -1 for a bad escape or no room. */
+ssize_t util_pct_decode(const char *in, size_t n, uint8_t *out, size_t cap);
 /* True if s[0..len) is exactly 64 lowercase or uppercase hex characters. */
 int util_is_hex64(const char *s, size_t len);
 

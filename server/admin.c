@@ -40,23 +40,12 @@ typedef struct item {
 static int item_parse(const char *line, size_t len, item *it)
 {
     char *d = malloc(len + 1);
-    size_t n = 0;
-    if (d == NULL)
+    ssize_t dn = d ? util_pct_decode(line, len, (uint8_t *)d, len) : -1;
+    if (dn < 0) {
+        free(d);
         return -1;
-    for (size_t i = 0; i < len; i++) {
-        if (line[i] == '%') {
-            int a = i + 2 < len ? util_hexval((unsigned char)line[i + 1]) : -1,
-                b = a >= 0 ? util_hexval((unsigned char)line[i + 2]) : -1;
-            if (b < 0) {
-                free(d);
-                return -1;
-            }
-            d[n++] = (char)(a << 4 | b);
-            i += 2;
-        } else {
-            d[n++] = line[i];
-        }
     }
+    size_t n = (size_t)dn;
     d[n] = '\0';
     const char *ns, *key;
     size_t nslen;

@@ -516,22 +516,7 @@ static void key_name(const void *nskey, size_t nklen, char out[KEY_NAME_CAP])
  * record says which key it is) or one that is not a name of ours. */
 static ssize_t key_from_name(const char *part, uint8_t *out)
 {
-    size_t o = 0;
-    for (const char *p = part; *p; p++) {
-        if (*p == '~' || o >= KEY_PART_MAX)
-            return -1;
-        if (*p == '%') {
-            int a = util_hexval((unsigned char)p[1]),
-                b = a >= 0 ? util_hexval((unsigned char)p[2]) : -1;
-            if (b < 0)
-                return -1;
-            out[o++] = (uint8_t)(a << 4 | b);
-            p += 2;
-        } else {
-            out[o++] = (uint8_t)*p;
-        }
-    }
-    return (ssize_t)o;
+    return strchr(part, '~') ? -1 : util_pct_decode(part, strlen(part), out, KEY_PART_MAX);
 }
 
 static void key_name_v1(const void *nskey, size_t nklen, char out[80])
