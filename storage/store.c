@@ -302,10 +302,16 @@ static int drop_blob(store *s, MDB_txn *t, idx_stats *st, const uint8_t d[32], c
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
     while (rc == 0) {
         key_rec kr;
-        if (idx_get_key(t, &s->ix, v.mv_data, v.mv_size, &kr) == 0 &&
-            ((rc = count_keys(s, t, st, v.mv_data, v.mv_size, -1, -(int64_t)kr.size)) != 0 ||
-             (rc = idx_del_key(t, &s->ix, v.mv_data, v.mv_size)) != 0))
-            break;
+        if (idx_get_key(t, &s->ix, v.mv_data, v.mv_size, &kr) == 0) {
+            if ((rc = count_keys(s, t, st, v.mv_data, v.mv_size, -1, -(int64_t)kr.size)) != 0 ||
+                (rc = idx_del_key(t, &s->ix, v.mv_data, v.mv_size)) != 0)
+                break;
+            /* a fill that read the tier before (a warmup's listing, say) must
+             * not bring back an older value of a key written here since: a
+             * write stops it while the key is here (apply_put), this once it
+             * is gone */
+            tier_key_changed_now(s, v.mv_data, v.mv_size);
+        }
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT_DUP);
     }
     mdb_cursor_close(c);
@@ -451,10 +457,6 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
     } else {
         o->dedup = 1;
     }
-    /* a fill that read the tier before this write (a warmup's listing, say)
-     * must not replace it, even once it has been evicted again */
-    if (!o->from_tier)
-        tier_key_changed_now(s, o->nskey, o->nklen);
     return 0;
 }
 
@@ -1374,8 +1376,11 @@ static int lookup_nskey(store *s, const char *nskey, size_t nklen, store_entry *
 {
     *filled = 0;
     int rc = lookup_local(s, nskey, nklen, e);
-    if (rc == STORE_NOTFOUND && s->tier_q &&
-        tier_resolve_key(s, nskey, nklen, e, filled) == STORE_OK) {
+    /* "look again" and still not here: a fill dropped (deleted here, or a
+     * mark of another key in its slot); asked once more, the tier says which */
+    for (int tries = 0; rc == STORE_NOTFOUND && s->tier_q && tries < 2; tries++) {
+        if (tier_resolve_key(s, nskey, nklen, e, filled) != STORE_OK)
+            break;
         rc = *filled ? STORE_OK : lookup_local(s, nskey, nklen, e);
         e->from_tier = rc == STORE_OK;
     }
@@ -2159,15 +2164,18 @@ int store_ns_usage(store *s, int (*cb)(void *ctx, const char *ns, uint64_t keys,
 int store_warm(store *s, const char *ns, const void *key, size_t klen, int *state, uint64_t *size)
 {
     size_t nklen;
+    int tries = 0;
     *state = 0;
     *size = 0;
     char *nskey = make_nskey(s, ns, key, klen, &nklen);
     if (nskey == NULL)
         return STORE_BAD_KEY;
     store_entry e;
-    int filled;
-    uint64_t clock = tier_clock(s);
-    int rc = lookup_nskey(s, nskey, nklen, &e, &filled);
+    int filled, rc;
+    uint64_t clock;
+again:
+    clock = tier_clock(s);
+    rc = lookup_nskey(s, nskey, nklen, &e, &filled);
     if (rc == STORE_NOTFOUND && e.tier_failed)
         rc = STORE_IO; /* the tier failed: not the same as not having it */
     if (rc == STORE_OK && !e.from_tier) {
@@ -2183,6 +2191,8 @@ int store_warm(store *s, const char *ns, const void *key, size_t klen, int *stat
             *state = STORE_WARM_FETCHED;
         else if (rc == STORE_NOTFOUND && filled && !tier_changed_since(s, nskey, nklen, clock))
             rc = STORE_IO; /* (deleted meanwhile, it is missing) */
+        else if (rc == STORE_NOTFOUND && filled && tries++ == 0)
+            goto again; /* the mark may be another key's: the tier says whether it is gone */
     }
     if (rc == STORE_OK) {
         *size = e.size;

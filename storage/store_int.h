@@ -187,10 +187,11 @@ ssize_t tier_fill_read(struct tier_fill *f, void **cursor, uint64_t off, void *b
 void tier_fill_cursor_free(void *cursor);
 /* The tier holds a delete of this key that is not done yet. */
 int tier_key_deleted(store *s, MDB_txn *t, const char *nskey, size_t nklen);
-/* A delete marks its key when done, and a local write when applied
- * (tier_key_changed_now); a fill that began (tier_clock) before a mark of
- * its key does not commit.  Marks share DEL_SLOTS slots by hash: a fill
- * dropped for another key's mark is fetched again. */
+/* A delete marks its key when done, and so does the eviction or quarantine
+ * of its blob (tier_key_changed_now); a fill that began (tier_clock) before
+ * a mark of its key does not commit.  Marks share DEL_SLOTS slots by hash:
+ * a fill dropped for another key's mark is fetched again (lookup_nskey,
+ * store_warm). */
 uint64_t tier_clock(store *s);
 void tier_key_changed_now(store *s, const char *nskey, size_t nklen);
 int tier_changed_since(store *s, const char *nskey, size_t nklen, uint64_t clock);

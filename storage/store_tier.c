@@ -109,6 +109,7 @@ typedef struct tier_state {
     pthread_mutex_t mu; /* guards what follows, up to the gates */
     pthread_cond_t cv;  /* workers wait here for work; the drain waits here too */
     int stop;
+    unsigned kicks;                       /* tier_kick calls: new work */
     uint8_t busy[MAX_WORKERS][TQ_KEYLEN]; /* entries being worked on */
     int busy_used[MAX_WORKERS];
     uint8_t cursor[TQ_KEYLEN]; /* the round robin's position */
@@ -332,6 +333,7 @@ void tier_kick(store *s)
 {
     tier_state *q = s->tier_q;
     pthread_mutex_lock(&q->mu);
+    q->kicks++;
     pthread_cond_broadcast(&q->cv);
     pthread_mutex_unlock(&q->mu);
 }
@@ -1107,13 +1109,14 @@ static void *worker_main(void *arg)
         if (pick(s, wa->me, &j, &wait_ms) != 0) {
             if (wa->me == 0) {
                 /* nothing due: packs that waited long enough go now */
+                unsigned kicks = q->kicks;
                 pthread_mutex_unlock(&q->mu);
-                int sent = pack_flush(q, queue_entries(s) == 0);
+                pack_flush(q, queue_entries(s) == 0);
                 pthread_mutex_lock(&q->mu);
                 if (q->stop)
                     break;
-                if (sent)
-                    continue; /* work may have come meanwhile */
+                if (q->kicks != kicks)
+                    continue; /* work came meanwhile */
             }
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -2306,9 +2309,12 @@ static int want_listed(void *arg, const tier_object *o)
         w->mtime = o->mtime;
         pw->listed++;
     }
-    /* a listing much larger than the keys wanted costs more than it saves:
-     * what it found so far is used */
-    return ++pw->seen > pw->seen_max || (pw->cancel && atomic_load(pw->cancel));
+    /* a listing much larger than the keys wanted costs more than it saves
+     * (or finds few of them, past its first pages): what it found so far is
+     * used */
+    ++pw->seen;
+    return pw->seen > pw->seen_max || (pw->seen >= 3000 && pw->listed * 16 < pw->seen) ||
+           (pw->cancel && atomic_load(pw->cancel));
 }
 
 static int pack_listed(void *arg, const tier_object *o)
@@ -2580,7 +2586,7 @@ size_t store_warm_packs(store *s, const char *ns, const char *const *keys, const
         lp[end] = '\0';
         pw.seen_max = 4 * pw.nw + 5000;
         int rc = tier_list_objects(q->t, lp, NULL, want_listed, &pw); /* stops past seen_max */
-        /* and the namespace's packs, oldest first */
+        /* and the namespace's newest packs (names sort newest first) */
         char pd[KEY_NAME_CAP];
         size_t pl = key_dir(ns, strlen(ns), pd + 1);
         memcpy(pd, "packs", 5);

@@ -693,8 +693,8 @@ static int mpu_part(tier *t, const char *name, const char *uid, unsigned n, int 
                 rc = TIER_ERROR;
         }
         free(x.out);
-        if (rc != TIER_ERROR)
-            break;
+        if (rc != TIER_ERROR || http == 412)
+            break; /* 412: the source changed since its HEAD, trying again will not help */
     }
     return rc;
 }

@@ -478,6 +478,57 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(b, "GET", deleted)[0], 404)
         self.assertEqual(request(b, "GET", written)[2], b"written meanwhile")
 
+    def test_a_fill_dropped_for_another_keys_mark_is_fetched_again(self):
+        """Delete marks share slots by hash.  A cold read whose fill is
+        dropped because another key of its slot was deleted meanwhile still
+        answers from the tier, and so does a warmup."""
+        body = self.rng.randbytes(100 * KIB)
+        a = self.node()
+        first, second, third = ("/ac/" + sha256(b"mark %d" % i) for i in range(3))
+        for k in (first, second, third):
+            self.assertEqual(request(a, "PUT", k, body)[0], 200)
+        self.drained(a)
+        b = self.node()
+        self.assertEqual(request(b, "GET", first)[2], body)  # the blob is here now
+
+        def slot(key):  # store_tier.c, del_slot
+            return int.from_bytes(hashlib.sha256(b"ac\0" + key[4:].encode()).digest()[:4],
+                                  "little") % 16384
+
+        def neighbour(key):
+            i = 0
+            while slot("/ac/" + sha256(b"other %d" % i)) != slot(key):
+                i += 1
+            return "/ac/" + sha256(b"other %d" % i)
+        self.proxy.delay = lambda method, path: 2 if method == "GET" and "/keys/" in path else 0
+        # a read of second (its fill only links the blob) while a neighbour goes
+        other = neighbour(second)
+        self.assertEqual(request(b, "PUT", other, b"x")[0], 200)
+        got = {}
+        reader = threading.Thread(target=lambda: got.update(r=request(b, "GET", second)))
+        reader.start()
+        time.sleep(0.7)
+        self.assertEqual(request(b, "DELETE", other)[0], 204)
+        reader.join(30)
+        self.assertEqual((got["r"][0], got["r"][2]), (200, body))
+        # a warmup of third, the same way
+        other = neighbour(third)
+        self.assertEqual(request(b, "PUT", other, b"x")[0], 200)
+        st, _, out = request(b, "POST", "/admin/warmup", third[1:].encode() + b"\n")
+        self.assertEqual(st, 202, out)
+        job = json.loads(out)["job"]
+        time.sleep(0.7)
+        self.assertEqual(request(b, "DELETE", other)[0], 204)
+
+        def done():
+            j = json.loads(request(b, "GET", "/admin/jobs/%d" % job)[2])
+            return j if j["state"] == "done" else None
+        self.assertTrue(wait_for(done, timeout=30))
+        self.proxy.delay = None
+        j = done()
+        self.assertEqual((j["warmed"], j["missing"], j["failed"]), (1, 0, 0), j)
+        self.assertEqual(request(b, "GET", third)[2], body)
+
     def test_a_read_that_starts_during_a_delete_does_not_undo_it(self):
         """A cold read that begins while a DELETE of the key is still on its
         way to the tier (it read the old record) does not bring the key back
