@@ -223,6 +223,18 @@ def request(srv, method, path, body=None, headers=None, timeout=60):
         c.close()
 
 
+def job_done(srv, job, timeout=60):
+    """Waits for admin job `job` of srv to end: its final state, or None."""
+    end = time.time() + timeout
+    while True:
+        j = json.loads(request(srv, "GET", "/admin/jobs/%d" % job)[2])
+        if j["state"] != "running":
+            return j
+        if time.time() > end:
+            return None
+        time.sleep(0.05)
+
+
 @unittest.skipUnless(have_moto(), "moto_server is not installed")
 class TierTest(unittest.TestCase):
     """Over moto_server."""
@@ -434,12 +446,9 @@ class TierTest(unittest.TestCase):
                                  timeout=10))
         self.assertEqual(request(b, "DELETE", key)[0], 204)
 
-        def done():
-            j = json.loads(request(b, "GET", "/admin/jobs/%d" % job)[2])
-            return j if j["state"] == "done" else None
-        self.assertTrue(wait_for(done, timeout=30))
+        j = job_done(b, job, timeout=30)
+        self.assertTrue(j)
         self.proxy.delay = None
-        j = done()
         self.assertEqual((j["warmed"], j["missing"], j["failed"]), (0, 1, 0), j)
         self.assertEqual(request(b, "GET", key)[0], 404)
 
@@ -467,12 +476,9 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(b, "PUT", written, b"written meanwhile")[0], 200)
         self.drained(b)  # the delete is done in the tier too
 
-        def done():
-            j = json.loads(request(b, "GET", "/admin/jobs/%d" % job)[2])
-            return j if j["state"] == "done" else None
-        self.assertTrue(wait_for(done, timeout=60))
+        j = job_done(b, job, timeout=60)
+        self.assertTrue(j)
         self.proxy.delay = None
-        j = done()
         self.assertEqual((j["warmed"], j["local"], j["missing"], j["failed"]), (38, 1, 1, 0), j)
         self.assertEqual(status(b)["tier"]["pack_reads"], 38)
         self.assertEqual(request(b, "GET", deleted)[0], 404)
@@ -520,12 +526,9 @@ class TierTest(unittest.TestCase):
         time.sleep(0.7)
         self.assertEqual(request(b, "DELETE", other)[0], 204)
 
-        def done():
-            j = json.loads(request(b, "GET", "/admin/jobs/%d" % job)[2])
-            return j if j["state"] == "done" else None
-        self.assertTrue(wait_for(done, timeout=30))
+        j = job_done(b, job, timeout=30)
+        self.assertTrue(j)
         self.proxy.delay = None
-        j = done()
         self.assertEqual((j["warmed"], j["missing"], j["failed"]), (1, 0, 0), j)
         self.assertEqual(request(b, "GET", third)[2], body)
 
@@ -991,11 +994,9 @@ class CairnOverCairnTest(unittest.TestCase):
         self.assertEqual(st, 202, body)
         job = json.loads(body)["job"]
 
-        def done():
-            j = json.loads(request(child, "GET", "/admin/jobs/%d" % job)[2])
-            return j if j["state"] == "done" else None
-        self.assertTrue(wait_for(done, timeout=60))
-        self.assertEqual(done()["warmed"], len(small))
+        j = job_done(child, job, timeout=60)
+        self.assertTrue(j)
+        self.assertEqual(j["warmed"], len(small))
         self.assertEqual(status(child)["tier"]["pack_reads"], len(small))
         for b in small:
             self.assertEqual(request(child, "GET", "/cas/" + sha256(b))[2], b)
