@@ -92,10 +92,11 @@ typedef struct gate {
 #define PACK_IDLE_MS 2000     /* an idle queue sends a pack once nothing was added for this long */
 #define PACK_AGE_MS 300000 /* a pack waits at most this long, then goes (or, alone, is dropped) */
 #define PACK_BUFS 4        /* namespaces gathered at once */
+#define PACK_DIR_CAP 200   /* "packs/<namespace>/", the namespace as key_dir names it */
 
 typedef struct pack_buf {
-    char dir[200];       /* "packs/<namespace>/": its name, but for the end */
-    uint8_t *idx, *recs; /* the index, and the records in its order */
+    char dir[PACK_DIR_CAP]; /* "packs/<namespace>/": its name, but for the end */
+    uint8_t *idx, *recs;    /* the index, and the records in its order */
     size_t idx_len, idx_cap, recs_len, recs_cap;
     unsigned n;
     uint64_t first_ms, last_ms;
@@ -445,7 +446,7 @@ static void blob_name(const uint8_t d[32], char out[80])
 #define KEY_PART_MAX 500
 #define NS_PART_MAX 192 /* "ac/" and an instance of 100 bytes may escape to 303 */
 #define KEY_NAME_CAP (5 + NS_PART_MAX + 1 + KEY_PART_MAX + 1)
-_Static_assert(sizeof((pack_buf *)0)->dir >= 6 + NS_PART_MAX + 2, "a pack's directory fits");
+_Static_assert(PACK_DIR_CAP >= 6 + NS_PART_MAX + 2, "a pack's directory fits");
 
 /* Escapes n bytes of p into out from offset o, up to limit (never inside a
  * %XX); returns the new offset, and into *taken (if given) how many of the
@@ -491,6 +492,24 @@ static size_t key_dir(const char *ns, size_t nl, char *out)
     out[o++] = '/';
     out[o] = '\0';
     return o;
+}
+
+/* The names of the key records of ns whose keys begin with prefix (plen
+ * bytes) begin with this (into out): key_dir, then the escaped prefix, no
+ * longer than any name keeps of a key.  Returns key_dir's length. */
+static size_t key_prefix(const char *ns, const void *prefix, size_t plen, char out[KEY_NAME_CAP])
+{
+    size_t dl = key_dir(ns, strlen(ns), out);
+    out[escape_into(out, dl, prefix, plen, 1, dl + KEY_PART_MAX - 65, NULL)] = '\0';
+    return dl;
+}
+
+/* "packs/<namespace>/" (as key_dir names the namespace) into out. */
+static void pack_dir(const char *ns, size_t nl, char out[PACK_DIR_CAP])
+{
+    size_t kl = key_dir(ns, nl, out + 1); /* "keys/<ns>/" into "packs/<ns>/" */
+    memcpy(out, "packs", 5);
+    out[kl + 1] = '\0';
 }
 
 static void key_name(const void *nskey, size_t nklen, char out[KEY_NAME_CAP])
@@ -654,7 +673,8 @@ static int pick(store *s, unsigned me, job *j, uint64_t *wait_ms)
  * bytes, the record's name (under the tier's prefix); then the records, one
  * after another in the index's order. */
 #define PACK_HEAD 12
-#define PACK_INDEX_MAX (PACK_ENTRIES * (39u + 255 + KEY_NAME_CAP))
+#define PACK_ENTRY 39 /* an index entry, but for its ETag and name: 4 + 32 + 1 + 2 */
+#define PACK_INDEX_MAX (PACK_ENTRIES * (PACK_ENTRY + 255u + KEY_NAME_CAP))
 #define PACK_SIZE_MAX (PACK_HEAD + PACK_INDEX_MAX + PACK_BYTES + RECORD_MAX)
 
 static int grow(uint8_t **p, size_t *cap, size_t need)
@@ -728,13 +748,13 @@ static int pack_take(tier_state *q, unsigned i, pack_buf *out, unsigned least)
 static void pack_add(tier_state *q, const char *ns, size_t nl, const char *name, const char *etag,
                      const uint8_t *rec, size_t len)
 {
-    char dir[sizeof q->packs[0].dir];
-    size_t kl = key_dir(ns, nl, dir + 1); /* "keys/<ns>/" into "packs/<ns>/" */
-    memcpy(dir, "packs", 5);
-    dir[kl + 1] = '\0';
+    char dir[PACK_DIR_CAP];
+    pack_dir(ns, nl, dir);
     size_t name_len = strlen(name), etag_len = strlen(etag);
     if (etag_len == 0 || etag_len > 255 || name_len > 65535)
         return;
+    uint8_t rec_sha[32];
+    sha256_of(rec, len, rec_sha); /* not under the lock */
     pack_buf out[2];
     int nout = 0;
     uint64_t now = util_now_ms();
@@ -753,17 +773,17 @@ static void pack_add(tier_state *q, const char *ns, size_t nl, const char *name,
         q->packs[i].first_ms = now;
     }
     pack_buf *b = &q->packs[i];
-    size_t ie = 4 + 32 + 1 + etag_len + 2 + name_len;
+    size_t ie = PACK_ENTRY + etag_len + name_len;
     if (grow(&b->idx, &b->idx_cap, b->idx_len + ie) == 0 &&
         grow(&b->recs, &b->recs_cap, b->recs_len + len) == 0) {
         uint8_t *e = b->idx + b->idx_len;
         util_put_le32(e, (uint32_t)len);
-        sha256_of(rec, len, e + 4);
+        memcpy(e + 4, rec_sha, 32);
         e[36] = (uint8_t)etag_len;
         memcpy(e + 37, etag, etag_len);
         e[37 + etag_len] = (uint8_t)(name_len & 0xff);
         e[38 + etag_len] = (uint8_t)(name_len >> 8);
-        memcpy(e + 39 + etag_len, name, name_len);
+        memcpy(e + PACK_ENTRY + etag_len, name, name_len);
         b->idx_len += ie;
         memcpy(b->recs + b->recs_len, rec, len);
         b->recs_len += len;
@@ -2182,10 +2202,7 @@ int store_tier_keys(store *s, const char *ns, const void *prefix, size_t plen,
     if (s->tier_q == NULL)
         return STORE_OK;
     char lp[KEY_NAME_CAP];
-    size_t dl = key_dir(ns, strlen(ns), lp);
-    /* the escaped prefix, no longer than any name keeps of a key */
-    size_t end = escape_into(lp, dl, prefix, plen, 1, dl + KEY_PART_MAX - 65, NULL);
-    lp[end] = '\0';
+    size_t dl = key_prefix(ns, prefix, plen, lp);
     tier_keys_walk w = {s, ns, prefix, plen, dl, each, ctx, 0, 0};
     int rc = tier_list(s->tier_q->t, lp, tier_keys_each, &w);
     return rc == TIER_OK && !w.failed ? STORE_OK : STORE_IO;
@@ -2426,7 +2443,7 @@ static void pack_read(pack_warm *pw, const pack_obj *po)
     uint32_t count = util_get_le32((uint8_t *)head + 4),
              idx_len = util_get_le32((uint8_t *)head + 8);
     if ((uint64_t)PACK_HEAD + idx_len > po->size || idx_len > PACK_INDEX_MAX ||
-        count > PACK_ENTRIES || count > idx_len / 39 + 1)
+        count > PACK_ENTRIES || count > idx_len / PACK_ENTRY + 1)
         goto out;
     const uint8_t *idx = (uint8_t *)head + PACK_HEAD;
     if (PACK_HEAD + (size_t)idx_len > got) {
@@ -2451,24 +2468,24 @@ static void pack_read(pack_warm *pw, const pack_obj *po)
     uint64_t off = PACK_HEAD + (uint64_t)idx_len, lo = UINT64_MAX, hi = 0, useful = 0;
     char name[KEY_NAME_CAP + 1], etag[TIER_ETAG_CAP];
     for (uint32_t k = 0; k < count; k++) {
-        if (idx_len - p < 39)
+        if (idx_len - p < PACK_ENTRY)
             goto out;
         uint32_t rl = util_get_le32(idx + p);
         const uint8_t *sha = idx + p + 4;
         size_t el = idx[p + 36];
-        if (idx_len - p < 39 + el)
+        if (idx_len - p < PACK_ENTRY + el)
             goto out;
         memcpy(etag, idx + p + 37, el < sizeof etag ? el : sizeof etag - 1);
         etag[el < sizeof etag ? el : sizeof etag - 1] = '\0';
         size_t nl = idx[p + 37 + el] | (size_t)idx[p + 38 + el] << 8;
-        if (idx_len - p < 39 + el + nl)
+        if (idx_len - p < PACK_ENTRY + el + nl)
             goto out;
         int fits = nl < sizeof name;
         if (fits) {
-            memcpy(name, idx + p + 39 + el, nl);
+            memcpy(name, idx + p + PACK_ENTRY + el, nl);
             name[nl] = '\0';
         }
-        p += 39 + el + nl;
+        p += PACK_ENTRY + el + nl;
         pack_want *w = fits ? want_find(pw, name) : NULL;
         if (rl < 8 || rl > RECORD_MAX)
             goto out;
@@ -2580,17 +2597,12 @@ size_t store_warm_packs(store *s, const char *ns, const char *const *keys, const
         qsort(pw.w, pw.nw, sizeof *pw.w, want_cmp);
         /* the key records' ETags, listed under the keys' common prefix */
         char lp[KEY_NAME_CAP];
-        size_t dl = key_dir(ns, strlen(ns), lp);
-        size_t end = escape_into(lp, dl, (const uint8_t *)keys[pw.w[0].i], common, 1,
-                                 dl + KEY_PART_MAX - 65, NULL);
-        lp[end] = '\0';
+        key_prefix(ns, keys[pw.w[0].i], common, lp);
         pw.seen_max = 4 * pw.nw + 5000;
         int rc = tier_list_objects(q->t, lp, NULL, want_listed, &pw); /* stops past seen_max */
         /* and the namespace's newest packs (names sort newest first) */
-        char pd[KEY_NAME_CAP];
-        size_t pl = key_dir(ns, strlen(ns), pd + 1);
-        memcpy(pd, "packs", 5);
-        pd[pl + 1] = '\0';
+        char pd[PACK_DIR_CAP];
+        pack_dir(ns, strlen(ns), pd);
         /* one index read per 8 keys at most (a pack that gives keys gives
          * dozens), and as many packs listed */
         pw.reads_max = pw.listed / 8 + 4;
