@@ -138,7 +138,11 @@ static struct MHD_Response *body_response(server *srv, const store_entry *e, con
         store_blob_close(b);
     } else if (len <= BUFFERED_MAX) {
         char *buf = malloc(len ? len : 1);
-        ssize_t n = buf ? store_blob_read(b, start, buf, len) : -STORE_IO;
+        ssize_t n = buf ? 0 : -STORE_IO;
+        while (n >= 0 && (uint64_t)n < len) { /* a blob still arriving gives what is here */
+            ssize_t got = store_blob_read(b, start + (uint64_t)n, buf + n, len - (size_t)n);
+            n = got > 0 ? n + got : got < 0 ? got : -STORE_CORRUPT;
+        }
         store_blob_close(b);
         if (n < 0 || (uint64_t)n != len) {
             free(buf);

@@ -106,7 +106,8 @@ typedef struct store_blob store_blob;
  * is found, and handled the same way, by the read that meets it). */
 int store_blob_open(store *s, const store_entry *e, store_blob **b);
 /* Reads body bytes; on a checksum failure quarantines the blob and returns
- * -STORE_CORRUPT.  Returns bytes read (0 at end) or a negative store status. */
+ * -STORE_CORRUPT.  Returns bytes read (0 at end) or a negative store status;
+ * a blob still arriving from the tier may give fewer than len bytes. */
 ssize_t store_blob_read(store_blob *b, uint64_t off, void *buf, size_t len);
 /* Announces a long sequential read: decoding runs ahead on another thread. */
 void store_blob_sequential(store_blob *b);

@@ -1621,16 +1621,23 @@ static int next_frame(tier_fill *f, fill_cursor *c)
 ssize_t tier_fill_read(tier_fill *f, void **cursor, uint64_t off, void *buf, size_t len)
 {
     int failed;
-    if (off >= f->size)
+    if (off >= f->size || len == 0)
         return 0;
     if (len > f->size - off)
         len = (size_t)(f->size - off);
     uint64_t hold = f->size < 65536 ? f->size : 65536; /* the end waits for the checks */
     if (f->codec == CODEC_RAW) {
-        if (off + len > f->size - hold)
+        /* what is here goes at once, but for the end */
+        if (off >= f->size - hold) {
             FILL_WAIT(f, f->state == 1);
-        else
-            failed = fill_wait_have(f, off + len) != 0;
+        } else {
+            failed = fill_wait_have(f, off + 1) != 0;
+            pthread_mutex_lock(&f->mu);
+            uint64_t here = (f->have < f->size - hold ? f->have : f->size - hold) - off;
+            pthread_mutex_unlock(&f->mu);
+            if (len > here)
+                len = (size_t)here;
+        }
         if (failed)
             return -STORE_CORRUPT;
         ssize_t n = util_pread_all(f->fd, buf, len, (off_t)off);
@@ -1651,8 +1658,10 @@ ssize_t tier_fill_read(tier_fill *f, void **cursor, uint64_t off, void *buf, siz
         ssize_t n = codec_reader_read(c->r, off, buf, len);
         return n == CODEC_ERR_CORRUPT ? -STORE_CORRUPT : n < 0 ? -STORE_IO : n;
     }
+    /* one frame's worth at most: while the blob arrives, what is here goes
+     * at once */
     size_t done = 0;
-    while (done < len) {
+    while (done == 0) {
         while (off >= c->dstart + c->dlen) {
             int rc = next_frame(f, c);
             if (rc != 0)

@@ -882,12 +882,14 @@ class TierTest(unittest.TestCase):
         self.assertEqual(status(c)["tier"]["corrupt"], 1)
 
     def test_large_bodies_stream_and_a_damaged_one_is_never_served_whole(self):
-        """Large blobs are answered while they arrive from the tier; the end of
-        the body waits until all of it checked out."""
+        """Large blobs are answered while they arrive from the tier, each read
+        taking what is there; the end of the body waits until all of it
+        checked out."""
         a = self.node()
         text = b"".join(b"line %d of a large log\n" % i for i in range(400000))[:6 * MIB]
         good, bad = text, self.rng.randbytes(5 * MIB)
-        for b in (good, bad):
+        raw = self.rng.randbytes(3 * MIB + 12345)  # stored as it is
+        for b in (good, bad, raw):
             self.assertEqual(request(a, "PUT", "/cas/" + sha256(b), b)[0], 200)
         self.drained(a)
         name = "%s/blobs/%s" % (self.PREFIX, sha256(bad))
@@ -901,6 +903,20 @@ class TierTest(unittest.TestCase):
         self.assertEqual(sha256(request(b, "GET", "/cas/" + sha256(good))[2]), sha256(good))
         st, _, part = request(b, "GET", "/cas/" + sha256(good), headers={"Range": "bytes=3000000-3999999"})
         self.assertEqual((st, part), (206, good[3000000:4000000]))
+        # raw bytes: two readers of one blob while it arrives, one of them a
+        # range (which then comes from the local copy, or from the same fill)
+        out = {}
+
+        def get(tag, headers=None):
+            out[tag] = request(b, "GET", "/cas/" + sha256(raw), headers=headers or {})
+        ts = [threading.Thread(target=get, args=("whole",)),
+              threading.Thread(target=get, args=("range", {"Range": "bytes=100-2999999"}))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual((out["whole"][0], sha256(out["whole"][2])), (200, sha256(raw)))
+        self.assertEqual((out["range"][0], out["range"][2]), (206, raw[100:3000000]))
         # the damaged one: a 404, or an answer cut short, never the whole body
         try:
             st, _, got = request(b, "GET", "/cas/" + sha256(bad))
@@ -909,7 +925,13 @@ class TierTest(unittest.TestCase):
         self.assertNotEqual(sha256(got), sha256(damaged))
         self.assertLess(len(got), len(bad))
         self.assertTrue(wait_for(lambda: status(b)["tier"]["corrupt"] == 1, timeout=10))
-        self.assertEqual(status(b)["entries"]["keys"], 1)
+        self.assertTrue(wait_for(lambda: status(b)["entries"]["keys"] == 2, timeout=10))
+        # the local copies are whole: read again with the tier gone
+        self.proxy.mode = "down"
+        for body in (good, raw):
+            st, _, got = request(b, "GET", "/cas/" + sha256(body))
+            self.assertEqual((st, sha256(got)), (200, sha256(body)))
+        self.assertEqual(request(b, "GET", "/cas/" + sha256(bad))[0], 404)
 
 
 @unittest.skipUnless(have_s3rver(), "s3rver is not installed (npm; make test installs it)")
