@@ -127,6 +127,12 @@ class Node:
     def status(self):
         return json.loads(urllib.request.urlopen(self.url + "/status").read())
 
+    def tier_reads(self):
+        """GETs the node sent to the tier (key records and blobs), from /metrics."""
+        text = urllib.request.urlopen(self.url + "/metrics").read().decode()
+        line = 'cairn_tier_request_duration_seconds_count{kind="read"} '
+        return next(int(float(l[len(line):])) for l in text.splitlines() if l.startswith(line))
+
     def drain(self, timeout=600):
         end = time.time() + timeout
         def owed():
@@ -220,7 +226,7 @@ def main():
         a.drain()
         del objs
 
-        direct, through = [], []
+        direct, through, gets = [], [], []
         for run in range(runs):
             # every object cold: the node's folder wiped before each pass
             a.wipe()
@@ -230,9 +236,10 @@ def main():
             direct.append(t_direct)
             through.append(t_through)
             st = a.status()["tier"]
+            gets.append(a.tier_reads())
             print("  run %d: direct from moto %.1f s, through cairnd %.1f s (%d read-through "
-                  "hits, %d errors)" % (run + 1, t_direct, t_through, st["hits"], st["errors"]),
-                  flush=True)
+                  "hits, %d errors, %d GETs to moto)" % (run + 1, t_direct, t_through, st["hits"],
+                                                         st["errors"], gets[-1]), flush=True)
             print("         by size: " + ", ".join("%s %.2f s vs %.2f s" % (name, cd[name], ct[name])
                                                     for _, name in CLASSES), flush=True)
         direct.sort()
@@ -269,6 +276,9 @@ def main():
             "  boto3 through cairnd (cold)       %8.1f s  %7.1f MB/s" % (tt, total / tt / 1e6),
             "  overhead                          %+7.1f %%   (target <= +10 %%)" % (
                 (tt / td - 1) * 100),
+            "  GETs to moto_server: direct %d, through cairnd %d (a key record each, and the blob"
+            % (n, sorted(gets)[len(gets) // 2]),
+            "                       of each body stored in more than 64 KiB)",
             "",
             "write workload, %d bodies each under two keys (%d PUTs):" % (len(distinct),
                                                                      2 * len(distinct)),

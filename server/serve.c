@@ -119,6 +119,7 @@ static struct MHD_Response *body_response(server *srv, const store_entry *e, con
         *status = http_status_for(st);
         return NULL;
     }
+    store_blob_answer_end(b, start + len); /* a range of a blob arriving: its end waits too */
     struct MHD_Response *resp = NULL;
     const void *inl;
     size_t inl_len;

@@ -1412,6 +1412,7 @@ struct store_blob {
     uint8_t *body;          /* ... and its body, decoded on the first read */
     struct tier_fill *fill; /* a blob still arriving from the cold tier */
     void *fill_cursor;
+    uint64_t answer_end; /* where the answer read from it ends (store_blob_answer_end) */
 };
 
 static void quarantine(store *s, const uint8_t d[32], ino_t ino)
@@ -1459,6 +1460,7 @@ static int blob_open(store *s, const store_entry *e, store_blob **out, int touch
     b->codec = e->codec;
     b->size = e->size;
     b->stored = e->stored;
+    b->answer_end = e->size;
     memcpy(b->digest, e->digest, 32);
     int rc = STORE_NOTFOUND;
     if (e->fill) {
@@ -1549,7 +1551,7 @@ static int blob_reader(store_blob *b)
 ssize_t store_blob_read(store_blob *b, uint64_t off, void *buf, size_t len)
 {
     if (b->fill)
-        return tier_fill_read(b->fill, &b->fill_cursor, off, buf, len);
+        return tier_fill_read(b->fill, &b->fill_cursor, off, buf, len, b->answer_end);
     if (b->inl) {
         int rc = inline_body(b);
         if (rc != 0)
@@ -1570,6 +1572,11 @@ ssize_t store_blob_read(store_blob *b, uint64_t off, void *buf, size_t len)
         return -STORE_CORRUPT;
     }
     return n < 0 ? -STORE_IO : n;
+}
+
+void store_blob_answer_end(store_blob *b, uint64_t end)
+{
+    b->answer_end = end < b->size ? end : b->size;
 }
 
 void store_blob_sequential(store_blob *b)

@@ -111,6 +111,10 @@ int store_blob_open(store *s, const store_entry *e, store_blob **b);
 ssize_t store_blob_read(store_blob *b, uint64_t off, void *buf, size_t len);
 /* Announces a long sequential read: decoding runs ahead on another thread. */
 void store_blob_sequential(store_blob *b);
+/* The answer being read ends at body offset end (a range): of a blob still
+ * arriving from the tier, the last bytes before end wait until the whole
+ * body has checked out, as the end of the body does (the default). */
+void store_blob_answer_end(store_blob *b, uint64_t end);
 /* The blob file's descriptor, for sendfile; the blob keeps owning it.  -1
  * for a small blob kept in the index: see store_blob_bytes. */
 int store_blob_fd(const store_blob *b);

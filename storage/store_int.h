@@ -182,8 +182,10 @@ void tier_fill_release(struct tier_fill *f);
  * descriptor of its file. */
 int tier_fill_open(struct tier_fill *f, const uint8_t **bytes, size_t *len, int *fd);
 /* ... returns 1 for a fill still arriving: read it with tier_fill_read (the
- * caller now holds a reference, and a cursor to free). */
-ssize_t tier_fill_read(struct tier_fill *f, void **cursor, uint64_t off, void *buf, size_t len);
+ * caller now holds a reference, and a cursor to free), for an answer that
+ * ends at body offset end: its last bytes wait for the body's checks. */
+ssize_t tier_fill_read(struct tier_fill *f, void **cursor, uint64_t off, void *buf, size_t len,
+                       uint64_t end);
 void tier_fill_cursor_free(void *cursor);
 /* The tier holds a delete of this key that is not done yet. */
 int tier_key_deleted(store *s, MDB_txn *t, const char *nskey, size_t nklen);

@@ -1593,7 +1593,7 @@ static int next_frame(tier_fill *f, fill_cursor *c)
         if (fill_wait_have(f, c->coff + 1) != 0)
             return -STORE_CORRUPT;
         pthread_mutex_lock(&f->mu);
-        uint64_t have = f->have;
+        uint64_t have = f->have, stored = f->stored;
         int arriving = f->state == 0;
         pthread_mutex_unlock(&f->mu);
         size_t avail = (size_t)(have - c->coff < cap ? have - c->coff : cap);
@@ -1604,8 +1604,9 @@ static int next_frame(tier_fill *f, fill_cursor *c)
             if (!arriving || avail == cap)
                 return -STORE_CORRUPT;
             /* the frame is not all here yet: wait for 64 KiB more of it,
-             * or for the end */
-            fill_wait_have(f, have + 65536 < f->stored ? have + 65536 : f->stored);
+             * or for the end (where the tier said how long it is) */
+            uint64_t more = have + 65536;
+            fill_wait_have(f, stored && stored < more ? stored : more);
             continue; /* a failure shows on the next round */
         }
         size_t n = ZSTD_decompress(c->dbuf, CODEC_FRAME_SIZE, c->cbuf, fsz);
@@ -1618,22 +1619,28 @@ static int next_frame(tier_fill *f, fill_cursor *c)
     }
 }
 
-ssize_t tier_fill_read(tier_fill *f, void **cursor, uint64_t off, void *buf, size_t len)
+ssize_t tier_fill_read(tier_fill *f, void **cursor, uint64_t off, void *buf, size_t len,
+                       uint64_t end)
 {
     int failed;
     if (off >= f->size || len == 0)
         return 0;
     if (len > f->size - off)
         len = (size_t)(f->size - off);
-    uint64_t hold = f->size < 65536 ? f->size : 65536; /* the end waits for the checks */
+    if (end > f->size || end <= off)
+        end = f->size;
+    /* The end of the answer (of the body, or of a range) waits for the
+     * checks of the whole body: an answer cut short is all a damaged blob
+     * can give. */
+    uint64_t hold = end < 65536 ? end : 65536, free_end = end - hold;
     if (f->codec == CODEC_RAW) {
         /* what is here goes at once, but for the end */
-        if (off >= f->size - hold) {
+        if (off >= free_end) {
             FILL_WAIT(f, f->state == 1);
         } else {
             failed = fill_wait_have(f, off + 1) != 0;
             pthread_mutex_lock(&f->mu);
-            uint64_t here = (f->have < f->size - hold ? f->have : f->size - hold) - off;
+            uint64_t here = (f->have < free_end ? f->have : free_end) - off;
             pthread_mutex_unlock(&f->mu);
             if (len > here)
                 len = (size_t)here;
@@ -1667,8 +1674,8 @@ ssize_t tier_fill_read(tier_fill *f, void **cursor, uint64_t off, void *buf, siz
             if (rc != 0)
                 return rc;
         }
-        if (c->dstart + c->dlen >= f->size) {
-            FILL_WAIT(f, f->state == 1); /* the last frame waits for the body's SHA-256 */
+        if (c->dstart + c->dlen >= end) {
+            FILL_WAIT(f, f->state == 1); /* the answer's last frame waits for the SHA-256 */
             if (failed)
                 return -STORE_CORRUPT;
         }
@@ -1872,6 +1879,8 @@ static void *stream_main(void *arg)
         f->headers = 1;
     }
     f->have = m.length;
+    if (f->stored == 0)
+        f->stored = m.length; /* the tier's answer did not say its length */
     f->state = ok ? 1 : -1;
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mu);
@@ -1954,6 +1963,10 @@ static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp
     pthread_attr_destroy(&at);
     pthread_mutex_lock(&f->mu);
     while (!f->headers && f->state == 0)
+        pthread_cond_wait(&f->cv, &f->mu);
+    /* a zstd blob's stored length is part of the entry: without it from the
+     * tier's answer (no Content-Length), wait for all of it */
+    while (f->codec == CODEC_ZSTD && f->stored == 0 && f->state == 0)
         pthread_cond_wait(&f->cv, &f->mu);
     int good = f->state >= 0 && f->codec >= 0;
     pthread_mutex_unlock(&f->mu);

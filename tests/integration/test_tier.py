@@ -122,7 +122,8 @@ class FaultProxy:
     """Forwards requests to a backend, or fails them: mode is "ok", "down"
     (connection closed), "500", "503", "403", "slow" (answers after 30 s), or
     "flip" (the answer's body with one byte changed), or "goog" (custom
-    metadata answered as x-goog-meta-*, as GCS's XML API does).  fail, when set, is
+    metadata answered as x-goog-meta-*, as GCS's XML API does), or "chunked"
+    (bodies sent in chunks, without Content-Length).  fail, when set, is
     asked first: fail(method, path) gives a status to answer with, or None."""
 
     def __init__(self, backend_port):
@@ -182,6 +183,15 @@ class FaultProxy:
                         if mode == "goog" and k.lower().startswith("x-amz-meta-"):
                             k = "x-goog-meta-" + k[11:]
                         self.send_header(k, v)
+                if mode == "chunked" and self.command == "GET" and data:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for i in range(0, len(data), 256 * KIB):
+                        piece = data[i:i + 256 * KIB]
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    self.wfile.write(b"0\r\n\r\n")
+                    c.close()
+                    return
                 self.send_header("Content-Length", str(len(data) if self.command != "HEAD"
                                                        else r.getheader("Content-Length", "0")))
                 self.end_headers()
@@ -889,16 +899,29 @@ class TierTest(unittest.TestCase):
         text = b"".join(b"line %d of a large log\n" % i for i in range(400000))[:6 * MIB]
         good, bad = text, self.rng.randbytes(5 * MIB)
         raw = self.rng.randbytes(3 * MIB + 12345)  # stored as it is
-        for b in (good, bad, raw):
+        bad2 = self.rng.randbytes(4 * MIB)  # damaged inside a range read first
+        for b in (good, bad, raw, bad2):
             self.assertEqual(request(a, "PUT", "/cas/" + sha256(b), b)[0], 200)
         self.drained(a)
-        name = "%s/blobs/%s" % (self.PREFIX, sha256(bad))
         s3 = self.moto.client()
-        head = s3.head_object(Bucket=self.BUCKET, Key=name)
+        for body, at in ((bad, len(bad) // 2), (bad2, 500000)):
+            name = "%s/blobs/%s" % (self.PREFIX, sha256(body))
+            head = s3.head_object(Bucket=self.BUCKET, Key=name)
+            damaged = bytearray(body)
+            damaged[at] ^= 0xFF
+            s3.put_object(Bucket=self.BUCKET, Key=name, Body=bytes(damaged),
+                          Metadata=head["Metadata"])
         damaged = bytearray(bad)
         damaged[len(bad) // 2] ^= 0xFF
-        s3.put_object(Bucket=self.BUCKET, Key=name, Body=bytes(damaged), Metadata=head["Metadata"])
         b = self.node()
+        # a range of a damaged raw blob, read while it arrives: its end waits
+        # for the body's checks too, so never a whole wrong 206
+        try:
+            st, _, got = request(b, "GET", "/cas/" + sha256(bad2), headers={"Range": "bytes=0-999999"})
+        except (http.client.HTTPException, OSError):
+            st, got = None, b""
+        self.assertFalse(st == 206 and len(got) == 1000000, "a damaged range was served whole")
+        self.assertTrue(wait_for(lambda: status(b)["tier"]["corrupt"] == 1, timeout=10))
         # zstd frames, decoded as they arrive; then a range of the local copy
         self.assertEqual(sha256(request(b, "GET", "/cas/" + sha256(good))[2]), sha256(good))
         st, _, part = request(b, "GET", "/cas/" + sha256(good), headers={"Range": "bytes=3000000-3999999"})
@@ -924,7 +947,7 @@ class TierTest(unittest.TestCase):
             st, got = None, b""
         self.assertNotEqual(sha256(got), sha256(damaged))
         self.assertLess(len(got), len(bad))
-        self.assertTrue(wait_for(lambda: status(b)["tier"]["corrupt"] == 1, timeout=10))
+        self.assertTrue(wait_for(lambda: status(b)["tier"]["corrupt"] == 2, timeout=10))
         self.assertTrue(wait_for(lambda: status(b)["entries"]["keys"] == 2, timeout=10))
         # the local copies are whole: read again with the tier gone
         self.proxy.mode = "down"
@@ -932,6 +955,19 @@ class TierTest(unittest.TestCase):
             st, _, got = request(b, "GET", "/cas/" + sha256(body))
             self.assertEqual((st, sha256(got)), (200, sha256(body)))
         self.assertEqual(request(b, "GET", "/cas/" + sha256(bad))[0], 404)
+        # a tier that answers without Content-Length (chunked): the same bodies
+        self.proxy.mode = "chunked"
+        c = self.node()
+        for body in (good, raw):
+            st, _, got = request(c, "GET", "/cas/" + sha256(body))
+            self.assertEqual((st, sha256(got)), (200, sha256(body)))
+        st, _, got = request(c, "GET", "/cas/" + sha256(good), headers={"Accept-Encoding": "zstd"})
+        self.assertEqual(st, 200)
+        self.assertTrue(wait_for(lambda: status(c)["entries"]["keys"] == 2, timeout=10))
+        self.proxy.mode = "down"
+        for body in (good, raw):
+            st, _, got = request(c, "GET", "/cas/" + sha256(body))
+            self.assertEqual((st, sha256(got)), (200, sha256(body)))
 
 
 @unittest.skipUnless(have_s3rver(), "s3rver is not installed (npm; make test installs it)")
