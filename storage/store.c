@@ -1967,17 +1967,19 @@ int store_delete(store *s, const char *ns, const void *key, size_t klen)
     int rc = submit_and_wait(s, &o);
     if (rc == STORE_NOTFOUND && s->tier_q) {
         /* not here: a key another node wrote is deleted in the tier, where
-         * every node would find it.  When the tier does not answer, the
-         * deletion is queued all the same (deleting nothing is harmless). */
+         * every node would find it.  The delete is queued even when the
+         * tier does not hold the key (or does not answer): a write another
+         * node took before it may still be on its way there, and must not
+         * land after it.  The answer says whether the tier had the key. */
         int in_tier = tier_has_key(s, o.nskey, o.nklen);
-        if (in_tier != STORE_NOTFOUND) {
-            op d = {0};
-            d.kind = OP_DELETE;
-            d.nskey = o.nskey;
-            d.nklen = o.nklen;
-            d.tier_only = 1;
-            rc = submit_and_wait(s, &d);
-        }
+        op d = {0};
+        d.kind = OP_DELETE;
+        d.nskey = o.nskey;
+        d.nklen = o.nklen;
+        d.tier_only = 1;
+        rc = submit_and_wait(s, &d);
+        if (rc == STORE_OK && in_tier == STORE_NOTFOUND)
+            rc = STORE_NOTFOUND;
     }
     /* a fill of the key that began before now (it read the tier before the
      * delete reached it) must not bring it back */

@@ -212,7 +212,9 @@ int tier_queue_delete(store *s, MDB_txn *t, const char *nskey, size_t nklen)
     if (s->tier_q == NULL)
         return 0;
     int rc = dequeue(s, t, TQ_KEY, nskey, nklen);
-    return rc != 0 ? rc : enqueue(s, t, TQ_KEY_DEL, nskey, nklen, 0);
+    /* the entry's bytes hold when the delete was acknowledged: it goes to
+     * the tier as a record of that time (upload_delete) */
+    return rc != 0 ? rc : enqueue(s, t, TQ_KEY_DEL, nskey, nklen, util_now_ms());
 }
 
 int tier_queue_ns(store *s, MDB_txn *t, const char *name, int deleted)
@@ -571,6 +573,7 @@ static void ns_name(const char *ns, char out[NS_NAME_CAP])
 typedef struct job {
     uint8_t key[TQ_KEYLEN];
     uint64_t seq;
+    uint64_t bytes; /* a blob's stored bytes; a delete's time (ms) */
     uint32_t attempts;
     uint8_t name[1024];
     size_t name_len;
@@ -639,6 +642,7 @@ static int pick(store *s, unsigned me, job *j, uint64_t *wait_ms)
                 } else {
                     memcpy(j->key, k.mv_data, TQ_KEYLEN);
                     j->seq = r.seq;
+                    j->bytes = r.bytes;
                     j->attempts = r.attempts;
                     memcpy(j->name, r.name, r.name_len);
                     j->name_len = r.name_len;
@@ -964,6 +968,20 @@ static int refresh_blob(store *s, const job *j)
     return rc;
 }
 
+/* Is the tier's record of a key (name) newer than ms, the time of the
+ * change we owe it (a write or a delete, at the node that took it)?  Then
+ * that change was overtaken, here or on another node, and must not reach
+ * the tier: the last change of a key wins, whichever node sends its record
+ * last.  A record without a time (an earlier build's) is older.  Sets
+ * *newer; returns a tier status. */
+static int tier_has_newer(store *s, const char *name, uint64_t ms, int *newer)
+{
+    tier_meta m = {.codec = -1};
+    int rc = tier_head(s->tier_q->t, name, &m);
+    *newer = rc == TIER_OK && m.written_ms > ms;
+    return rc == TIER_NOTFOUND ? TIER_OK : rc;
+}
+
 static int upload_key(store *s, const job *j)
 {
     MDB_txn *t = reader_get(s);
@@ -986,7 +1004,16 @@ static int upload_key(store *s, const job *j)
         return TIER_ERROR;
     char name[KEY_NAME_CAP], etag[TIER_ETAG_CAP];
     key_name(j->name, j->name_len, name);
-    rc = tier_put_tagged(s->tier_q->t, name, -1, rec, len, NULL, etag);
+    tier_meta m = {.codec = -1, .written_ms = kr.mtime_ms ? kr.mtime_ms : 1};
+    int newer;
+    if ((rc = tier_has_newer(s, name, m.written_ms, &newer)) != TIER_OK || newer) {
+        if (newer)
+            log_msg(LOG_DEBUG, "tier_key_overtaken",
+                    "%s: the tier holds a later change of this key; this one stays here", name);
+        free(rec);
+        return rc;
+    }
+    rc = tier_put_tagged(s->tier_q->t, name, -1, rec, len, &m, etag);
     const char *zero = memchr(j->name, '\0', j->name_len);
     if (rc == TIER_OK && codec >= 0 && zero) /* it carries its blob: packed too, for warmups */
         pack_add(s->tier_q, (const char *)j->name, (size_t)(zero - (const char *)j->name), name,
@@ -1032,9 +1059,15 @@ static int do_job(store *s, const job *j)
     case TQ_KEY:
         return upload_key(s, j);
     case TQ_KEY_DEL: {
+        /* an empty record of the delete's time, not a DELETE: a write it
+         * overtook, still on its way from another node, must not bring the
+         * key back (tier_has_newer) */
         char kname[KEY_NAME_CAP];
         key_name(j->name, j->name_len, kname);
-        int rc = tier_delete(s->tier_q->t, kname);
+        tier_meta m = {.codec = -1, .written_ms = j->bytes ? j->bytes : util_now_ms()};
+        int newer, rc = tier_has_newer(s, kname, m.written_ms, &newer);
+        if (rc == TIER_OK && !newer)
+            rc = tier_put(s->tier_q->t, kname, -1, "", 0, &m);
         if (rc == TIER_OK && atomic_load(&s->tier_q->legacy) != 0) {
             key_name_v1(j->name, j->name_len, kname); /* a record an earlier build wrote */
             rc = tier_delete(s->tier_q->t, kname);
@@ -1731,7 +1764,10 @@ int tier_has_key(store *s, const char *nskey, size_t nklen)
         return STORE_NOTFOUND; /* deleted here already; the tier will hear of it */
     char name[KEY_NAME_CAP];
     key_name(nskey, nklen, name);
-    int rc = tier_head(q->t, name, NULL);
+    tier_meta m = {.codec = -1};
+    int rc = tier_head(q->t, name, &m);
+    if (rc == TIER_OK && m.length == 0)
+        return STORE_NOTFOUND; /* an empty record: deleted */
     if (rc == TIER_NOTFOUND && atomic_load(&q->legacy) != 0) {
         key_name_v1(nskey, nklen, name);
         rc = tier_head(q->t, name, NULL);
@@ -2054,7 +2090,9 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
     uint64_t t0 = util_mono_ns();
     tier_meta rm = {0};
     int rc = tier_get(q->t, name, -1, &data, &len, RECORD_MAX, &rm);
-    if (rc == TIER_NOTFOUND && atomic_load(&q->legacy) != 0) {
+    if (rc == TIER_OK && len == 0) {
+        rc = TIER_NOTFOUND; /* an empty record: deleted (not to be looked for elsewhere) */
+    } else if (rc == TIER_NOTFOUND && atomic_load(&q->legacy) != 0) {
         key_name_v1(nskey, nklen, name); /* written by an earlier build */
         rc = tier_get(q->t, name, -1, &data, &len, RECORD_MAX, &rm);
     }
@@ -2175,9 +2213,12 @@ typedef struct tier_keys_walk {
     int stopped, failed;
 } tier_keys_walk;
 
-static int tier_keys_each(void *arg, const char *name)
+static int tier_keys_each(void *arg, const tier_object *o)
 {
     tier_keys_walk *w = arg;
+    const char *name = o->name;
+    if (o->size == 0)
+        return 0; /* an empty record: the key was deleted */
     uint8_t key[KEY_PART_MAX + 1];
     ssize_t kl = key_from_name(name + w->dir_len, key);
     if (kl >= 0) {
@@ -2226,7 +2267,7 @@ int store_tier_keys(store *s, const char *ns, const void *prefix, size_t plen,
     char lp[KEY_NAME_CAP];
     size_t dl = key_prefix(ns, prefix, plen, lp);
     tier_keys_walk w = {s, ns, prefix, plen, dl, each, ctx, 0, 0};
-    int rc = tier_list(s->tier_q->t, lp, tier_keys_each, &w);
+    int rc = tier_list_objects(s->tier_q->t, lp, NULL, tier_keys_each, &w);
     return rc == TIER_OK && !w.failed ? STORE_OK : STORE_IO;
 }
 
@@ -2343,7 +2384,7 @@ static int want_listed(void *arg, const tier_object *o)
 {
     pack_warm *pw = arg;
     pack_want *w = want_find(pw, o->name);
-    if (w && o->etag[0] && !w->etag[0]) {
+    if (w && o->etag[0] && !w->etag[0] && o->size > 0) { /* an empty record: deleted */
         snprintf(w->etag, sizeof w->etag, "%s", o->etag);
         w->mtime = o->mtime;
         pw->listed++;

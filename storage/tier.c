@@ -349,6 +349,8 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *arg)
                                                  : -1;
     else if (strcasecmp(mkey, "cairn-size") == 0)
         x->meta->size = strtoull(v, NULL, 10);
+    else if (strcasecmp(mkey, "cairn-written") == 0)
+        x->meta->written_ms = strtoull(v, NULL, 10);
     else if (strcasecmp(line, "content-length") == 0)
         x->meta->length = strtoull(v, NULL, 10);
     else if (strcasecmp(line, "last-modified") == 0) {
@@ -431,8 +433,8 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
     int has_body = (strcmp(method, "PUT") == 0 || strcmp(method, "POST") == 0) &&
                    (x->in_len > x->in_off || x->in_fd >= 0);
     const char *payload = has_body ? "UNSIGNED-PAYLOAD" : SIGV4_EMPTY_SHA256;
-    char codec_v[8] = "", size_v[24] = "", source[3200];
-    sigv4_header hs[9];
+    char codec_v[8] = "", size_v[24] = "", written_v[24] = "", source[3200];
+    sigv4_header hs[10];
     size_t nh = 0;
     hs[nh++] = (sigv4_header){"host", t->host};
     hs[nh++] = (sigv4_header){"x-amz-content-sha256", payload};
@@ -453,6 +455,10 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
         snprintf(size_v, sizeof size_v, "%" PRIu64, r->meta->size);
         hs[nh++] = (sigv4_header){"x-amz-meta-cairn-codec", codec_v};
         hs[nh++] = (sigv4_header){"x-amz-meta-cairn-size", size_v};
+    }
+    if (r->meta && r->meta->written_ms) {
+        snprintf(written_v, sizeof written_v, "%" PRIu64, r->meta->written_ms);
+        hs[nh++] = (sigv4_header){"x-amz-meta-cairn-written", written_v};
     }
     struct curl_slist *sl = NULL;
     char line[3400];

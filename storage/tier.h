@@ -66,6 +66,10 @@ typedef struct tier_meta {
     uint64_t size;   /* body bytes (x-amz-meta-cairn-size) */
     uint64_t length; /* object bytes */
     int64_t mtime;   /* Last-Modified, seconds since the epoch; 0 if not given */
+    /* a key record's: when its key was written (or, for an empty record,
+     * deleted) at the node that did it, ms since the epoch; 0 if not given
+     * (x-amz-meta-cairn-written) */
+    uint64_t written_ms;
 } tier_meta;
 
 /* PUT an object from a file (fd, from offset 0) or from memory (fd < 0).

@@ -322,6 +322,11 @@ class TierTest(unittest.TestCase):
         self.assertEqual(h.get("x-amz-meta-owner"), "node-a")
         self.assertEqual(h.get("content-type"), "text/x-test")
 
+    def live_records(self):
+        """The tier's key records but for empty ones (a delete's)."""
+        return {k: v for k, v in self.moto.objects(self.BUCKET, self.PREFIX + "/keys/").items()
+                if v > 0}
+
     def blobs_in_tier(self):
         return {k.rsplit("/", 1)[1]: v
                 for k, v in self.moto.objects(self.BUCKET, self.PREFIX + "/blobs/").items()}
@@ -395,7 +400,7 @@ class TierTest(unittest.TestCase):
         c = self.node()
         self.assertEqual(request(c, "GET", key)[0], 404)
         self.assertEqual(request(c, "GET", "/fleet-bucket/o.txt")[0], 404)
-        self.assertEqual(self.moto.objects(self.BUCKET, self.PREFIX + "/keys/"), {})
+        self.assertEqual(self.live_records(), {})
 
     def during_a_slow_cold_read(self, key, body, act, want):
         """Writes key through one node; on a second, starts a cold read of it
@@ -571,7 +576,7 @@ class TierTest(unittest.TestCase):
         """A DELETE while the key's record is still being uploaded, and a PUT
         while its deletion is still on its way, end as the last one said."""
         a = self.node()
-        records = lambda: self.moto.objects(self.BUCKET, self.PREFIX + "/keys/")
+        records = self.live_records
         key = "/ac/" + sha256(b"in order")
         seen = len(self.proxy.paths)
         self.proxy.delay = lambda m, p: 2 if m == "PUT" and "/keys/" in p else 0
@@ -588,9 +593,10 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(a, "PUT", key, b"second")[0], 200)
         self.drained(a)
         seen = len(self.proxy.paths)
-        self.proxy.delay = lambda m, p: 2 if m == "DELETE" and "/keys/" in p else 0
+        # (a delete goes up as an empty record of its time)
+        self.proxy.delay = lambda m, p: 2 if m == "PUT" and "/keys/" in p else 0
         self.assertEqual(request(a, "DELETE", key)[0], 204)
-        self.assertTrue(wait_for(lambda: any(p.startswith("DELETE") and "/keys/" in p
+        self.assertTrue(wait_for(lambda: any(p.startswith("PUT") and "/keys/" in p
                                              for p in self.proxy.paths[seen:]), timeout=10))
         self.assertEqual(request(a, "PUT", key, b"third")[0], 200)
         self.drained(a)
@@ -600,6 +606,40 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(self.node(), "GET", key)[2], b"third")
         self.assertEqual(request(a, "POST", "/admin/evict?to=0")[0], 200)
         self.assertEqual(request(a, "GET", key)[2], b"third")
+
+    def test_the_last_change_of_a_key_wins_whichever_node_sends_it_last(self):
+        """Writes and deletes of one key through two nodes: the tier keeps the
+        later change even when the earlier one reaches it last (its node's
+        queue was behind), also for a delete through a node that never had
+        the key; and a node refreshing the copies it kept from before does
+        not bring them back."""
+        slow = {"on": True}
+        self.proxy.delay = lambda m, p: 3 if slow["on"] and m == "PUT" and "/blobs/" in p else 0
+        a = self.node(extra=["--tier-refresh-after", "1s"])  # its uploads come 3 s late
+        b = self.node(endpoint=self.moto.url)
+        old, new, gone = (self.rng.randbytes(30 * KIB) for _ in range(3))
+        k1, k2 = "/ac/" + sha256(b"k1"), "/ac/" + sha256(b"k2")
+        self.assertEqual(request(a, "PUT", k1, old)[0], 200)
+        self.assertEqual(request(a, "PUT", k2, gone)[0], 200)
+        time.sleep(0.2)  # what b does next is the last change of each key
+        self.assertEqual(request(b, "PUT", k1, new)[0], 200)
+        request(b, "DELETE", k2)  # b never had k2, and the tier does not have it yet
+        self.drained(b)
+        self.drained(a)
+        slow["on"] = False
+        c = self.node(endpoint=self.moto.url)
+        self.assertEqual(request(c, "GET", k1)[::2], (200, new))
+        self.assertEqual(request(c, "GET", k2)[0], 404)
+        self.assertEqual(request(b, "GET", k2)[0], 404)
+        # a still has its own copies; reading them queues their refresh
+        time.sleep(1.5)
+        self.assertEqual(request(a, "GET", k1)[::2], (200, old))
+        self.assertEqual(request(a, "GET", k2)[0], 200)
+        self.assertTrue(wait_for(lambda: status(a)["tier"]["refreshes"] > 0, timeout=30))
+        self.drained(a)
+        d = self.node(endpoint=self.moto.url)
+        self.assertEqual(request(d, "GET", k1)[::2], (200, new))
+        self.assertEqual(request(d, "GET", k2)[0], 404)
 
     def test_copy_of_a_source_still_arriving_from_the_tier(self):
         """An S3 CopyObject whose source this node has not read yet (a large
@@ -862,7 +902,7 @@ class TierTest(unittest.TestCase):
         self.assertEqual((st, sha256(got)), (200, sha256(body)))
         self.assertEqual(request(b, "DELETE", "/ac/" + key)[0], 204)
         self.drained(b)
-        self.assertEqual(self.moto.objects(self.BUCKET, self.PREFIX + "/keys/"), {})
+        self.assertEqual(self.live_records(), {})
         c = self.node()
         self.assertEqual(request(c, "GET", "/ac/" + key)[0], 404)
 
