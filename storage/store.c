@@ -2060,6 +2060,12 @@ int store_ns_create(store *s, const char *ns, const void *meta, size_t meta_len)
 
 int store_ns_delete(store *s, const char *ns)
 {
+    if (s->tier_q) {
+        /* empty only if the keys other nodes put in it are gone too */
+        int rc = tier_ns_has_keys(s, ns);
+        if (rc != STORE_NOTFOUND)
+            return rc == STORE_OK ? STORE_NOT_EMPTY : rc;
+    }
     return ns_op(s, OP_NS_DELETE, ns, NULL, 0);
 }
 

@@ -200,6 +200,9 @@ int tier_changed_since(store *s, const char *nskey, size_t nklen, uint64_t clock
 /* Does the tier hold a record of this key?  STORE_OK, STORE_NOTFOUND, or
  * STORE_IO when it did not say. */
 int tier_has_key(store *s, const char *nskey, size_t nklen);
+/* Does the tier hold a key of namespace ns (one not deleted here since)?
+ * STORE_OK (yes), STORE_NOTFOUND (no), or STORE_IO (the tier did not say). */
+int tier_ns_has_keys(store *s, const char *ns);
 int tier_resolve_ns(store *s, const char *ns);
 
 #endif

@@ -2271,6 +2271,35 @@ int store_tier_keys(store *s, const char *ns, const void *prefix, size_t plen,
     return rc == TIER_OK && !w.failed ? STORE_OK : STORE_IO;
 }
 
+typedef struct ns_keys {
+    store *s;
+    const char *ns;
+    int found;
+} ns_keys;
+
+static int ns_key_seen(void *ctx, const void *key, size_t klen)
+{
+    ns_keys *k = ctx;
+    size_t nl = strlen(k->ns);
+    char nskey[NS_PART_MAX + KEY_PART_MAX + 2];
+    if (nl + 1 + klen > sizeof nskey)
+        return k->found = 1;
+    memcpy(nskey, k->ns, nl + 1);
+    memcpy(nskey + nl + 1, key, klen);
+    /* a key deleted here whose delete is still on its way does not count,
+     * nor one whose delete landed since the listing */
+    k->found = !queued(k->s, TQ_KEY_DEL, nskey, nl + 1 + klen) &&
+               tier_has_key(k->s, nskey, nl + 1 + klen) != STORE_NOTFOUND;
+    return k->found;
+}
+
+int tier_ns_has_keys(store *s, const char *ns)
+{
+    ns_keys k = {s, ns, 0};
+    int rc = store_tier_keys(s, ns, "", 0, ns_key_seen, &k);
+    return rc != STORE_OK ? rc : k.found ? STORE_OK : STORE_NOTFOUND;
+}
+
 void tier_wait_key(store *s, const char *nskey, size_t nklen)
 {
     tier_state *q = s->tier_q;

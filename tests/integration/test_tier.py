@@ -641,6 +641,23 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(d, "GET", k1)[::2], (200, new))
         self.assertEqual(request(d, "GET", k2)[0], 404)
 
+    def test_a_bucket_with_keys_elsewhere_in_the_fleet_is_not_empty(self):
+        """DeleteBucket through a node that holds none of the bucket's keys
+        is refused while the tier holds some from another node; keys deleted
+        (here or there) do not count."""
+        a, b = self.node(), self.node()
+        self.assertEqual(request(a, "PUT", "/fleet-bucket")[0], 200)
+        self.drained(a)
+        self.assertEqual(request(b, "PUT", "/fleet-bucket/obj", b"from b")[0], 200)
+        self.drained(b)
+        st, _, body = request(a, "DELETE", "/fleet-bucket")
+        self.assertEqual(st, 409, body)
+        self.assertIn(b"BucketNotEmpty", body)
+        self.assertEqual(request(a, "GET", "/fleet-bucket/obj")[::2], (200, b"from b"))
+        self.assertEqual(request(a, "DELETE", "/fleet-bucket/obj")[0], 204)
+        # its delete may still be on its way to the tier: it counts already
+        self.assertEqual(request(a, "DELETE", "/fleet-bucket")[0], 204)
+
     def test_copy_of_a_source_still_arriving_from_the_tier(self):
         """An S3 CopyObject whose source this node has not read yet (a large
         one: it streams from the tier) copies it."""
