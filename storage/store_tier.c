@@ -542,6 +542,12 @@ static ssize_t key_from_name(const char *part, uint8_t *out)
     return strchr(part, '~') ? -1 : util_pct_decode(part, strlen(part), out, KEY_PART_MAX);
 }
 
+/* A key record of no bytes is a delete's (upload_delete): the key is gone. */
+static int record_deleted(uint64_t length)
+{
+    return length == 0;
+}
+
 static void key_name_v1(const void *nskey, size_t nklen, char out[80])
 {
     uint8_t h[32];
@@ -968,18 +974,30 @@ static int refresh_blob(store *s, const job *j)
     return rc;
 }
 
-/* Is the tier's record of a key (name) newer than ms, the time of the
- * change we owe it (a write or a delete, at the node that took it)?  Then
- * that change was overtaken, here or on another node, and must not reach
- * the tier: the last change of a key wins, whichever node sends its record
- * last.  A record without a time (an earlier build's) is older.  Sets
- * *newer; returns a tier status. */
-static int tier_has_newer(store *s, const char *name, uint64_t ms, int *newer)
+/* PUTs the record of a key (name) for a change taken at ms (a write, or,
+ * as an empty record, a delete; x-amz-meta-cairn-written), unless the
+ * tier's record is newer: then that change was overtaken, here or on
+ * another node, and must not reach the tier.  The last change of a key
+ * wins, whichever node sends its record last; a record without a time (an
+ * earlier build's) is older.  *put says whether it went up (with its ETag
+ * in etag, if given).  A tier status: an overtaken change is done. */
+static int put_key_record(store *s, const char *name, const void *rec, size_t len, uint64_t ms,
+                          char etag[TIER_ETAG_CAP], int *put)
 {
-    tier_meta m = {.codec = -1};
+    tier_meta m = {.codec = -1, .written_ms = ms ? ms : 1};
+    *put = 0;
     int rc = tier_head(s->tier_q->t, name, &m);
-    *newer = rc == TIER_OK && m.written_ms > ms;
-    return rc == TIER_NOTFOUND ? TIER_OK : rc;
+    if (rc == TIER_OK && m.written_ms > ms) {
+        log_msg(LOG_DEBUG, "tier_key_overtaken",
+                "%s: the tier holds a later change of this key; this one stays here", name);
+        return TIER_OK;
+    }
+    if (rc != TIER_OK && rc != TIER_NOTFOUND)
+        return rc;
+    m = (tier_meta){.codec = -1, .written_ms = ms ? ms : 1};
+    rc = tier_put_tagged(s->tier_q->t, name, -1, rec, len, &m, etag);
+    *put = rc == TIER_OK;
+    return rc;
 }
 
 static int upload_key(store *s, const job *j)
@@ -1004,21 +1022,28 @@ static int upload_key(store *s, const job *j)
         return TIER_ERROR;
     char name[KEY_NAME_CAP], etag[TIER_ETAG_CAP];
     key_name(j->name, j->name_len, name);
-    tier_meta m = {.codec = -1, .written_ms = kr.mtime_ms ? kr.mtime_ms : 1};
-    int newer;
-    if ((rc = tier_has_newer(s, name, m.written_ms, &newer)) != TIER_OK || newer) {
-        if (newer)
-            log_msg(LOG_DEBUG, "tier_key_overtaken",
-                    "%s: the tier holds a later change of this key; this one stays here", name);
-        free(rec);
-        return rc;
-    }
-    rc = tier_put_tagged(s->tier_q->t, name, -1, rec, len, &m, etag);
+    int put;
+    rc = put_key_record(s, name, rec, len, kr.mtime_ms, etag, &put);
     const char *zero = memchr(j->name, '\0', j->name_len);
-    if (rc == TIER_OK && codec >= 0 && zero) /* it carries its blob: packed too, for warmups */
+    if (put && codec >= 0 && zero) /* it carries its blob: packed too, for warmups */
         pack_add(s->tier_q, (const char *)j->name, (size_t)(zero - (const char *)j->name), name,
                  etag, rec, len);
     free(rec);
+    return rc;
+}
+
+/* A delete goes up as an empty record of its time (the entry's bytes), not
+ * as a DELETE: a write it overtook, still on its way from another node,
+ * must not bring the key back (put_key_record). */
+static int upload_delete(store *s, const job *j)
+{
+    char name[KEY_NAME_CAP];
+    key_name(j->name, j->name_len, name);
+    int put, rc = put_key_record(s, name, "", 0, j->bytes ? j->bytes : util_now_ms(), NULL, &put);
+    if (rc == TIER_OK && atomic_load(&s->tier_q->legacy) != 0) {
+        key_name_v1(j->name, j->name_len, name); /* a record an earlier build wrote */
+        rc = tier_delete(s->tier_q->t, name);
+    }
     return rc;
 }
 
@@ -1058,22 +1083,8 @@ static int do_job(store *s, const job *j)
         return j->name_len == 32 ? refresh_blob(s, j) : TIER_OK;
     case TQ_KEY:
         return upload_key(s, j);
-    case TQ_KEY_DEL: {
-        /* an empty record of the delete's time, not a DELETE: a write it
-         * overtook, still on its way from another node, must not bring the
-         * key back (tier_has_newer) */
-        char kname[KEY_NAME_CAP];
-        key_name(j->name, j->name_len, kname);
-        tier_meta m = {.codec = -1, .written_ms = j->bytes ? j->bytes : util_now_ms()};
-        int newer, rc = tier_has_newer(s, kname, m.written_ms, &newer);
-        if (rc == TIER_OK && !newer)
-            rc = tier_put(s->tier_q->t, kname, -1, "", 0, &m);
-        if (rc == TIER_OK && atomic_load(&s->tier_q->legacy) != 0) {
-            key_name_v1(j->name, j->name_len, kname); /* a record an earlier build wrote */
-            rc = tier_delete(s->tier_q->t, kname);
-        }
-        return rc;
-    }
+    case TQ_KEY_DEL:
+        return upload_delete(s, j);
     case TQ_NS:
         return upload_ns(s, j);
     case TQ_NS_DEL: {
@@ -1766,8 +1777,8 @@ int tier_has_key(store *s, const char *nskey, size_t nklen)
     key_name(nskey, nklen, name);
     tier_meta m = {.codec = -1};
     int rc = tier_head(q->t, name, &m);
-    if (rc == TIER_OK && m.length == 0)
-        return STORE_NOTFOUND; /* an empty record: deleted */
+    if (rc == TIER_OK && record_deleted(m.length))
+        return STORE_NOTFOUND;
     if (rc == TIER_NOTFOUND && atomic_load(&q->legacy) != 0) {
         key_name_v1(nskey, nklen, name);
         rc = tier_head(q->t, name, NULL);
@@ -2090,8 +2101,8 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
     uint64_t t0 = util_mono_ns();
     tier_meta rm = {0};
     int rc = tier_get(q->t, name, -1, &data, &len, RECORD_MAX, &rm);
-    if (rc == TIER_OK && len == 0) {
-        rc = TIER_NOTFOUND; /* an empty record: deleted (not to be looked for elsewhere) */
+    if (rc == TIER_OK && record_deleted(len)) {
+        rc = TIER_NOTFOUND; /* (and not to be looked for under the earlier layout) */
     } else if (rc == TIER_NOTFOUND && atomic_load(&q->legacy) != 0) {
         key_name_v1(nskey, nklen, name); /* written by an earlier build */
         rc = tier_get(q->t, name, -1, &data, &len, RECORD_MAX, &rm);
@@ -2217,8 +2228,8 @@ static int tier_keys_each(void *arg, const tier_object *o)
 {
     tier_keys_walk *w = arg;
     const char *name = o->name;
-    if (o->size == 0)
-        return 0; /* an empty record: the key was deleted */
+    if (record_deleted(o->size))
+        return 0;
     uint8_t key[KEY_PART_MAX + 1];
     ssize_t kl = key_from_name(name + w->dir_len, key);
     if (kl >= 0) {
@@ -2280,16 +2291,13 @@ typedef struct ns_keys {
 static int ns_key_seen(void *ctx, const void *key, size_t klen)
 {
     ns_keys *k = ctx;
-    size_t nl = strlen(k->ns);
-    char nskey[NS_PART_MAX + KEY_PART_MAX + 2];
-    if (nl + 1 + klen > sizeof nskey)
-        return k->found = 1;
-    memcpy(nskey, k->ns, nl + 1);
-    memcpy(nskey + nl + 1, key, klen);
+    size_t nklen;
+    char *nskey = make_nskey(k->s, k->ns, key, klen, &nklen);
     /* a key deleted here whose delete is still on its way does not count,
-     * nor one whose delete landed since the listing */
-    k->found = !queued(k->s, TQ_KEY_DEL, nskey, nl + 1 + klen) &&
-               tier_has_key(k->s, nskey, nl + 1 + klen) != STORE_NOTFOUND;
+     * nor one whose delete landed since the listing (tier_has_key asks the
+     * queue, then the tier) */
+    k->found = nskey == NULL || tier_has_key(k->s, nskey, nklen) != STORE_NOTFOUND;
+    free(nskey);
     return k->found;
 }
 
@@ -2413,7 +2421,7 @@ static int want_listed(void *arg, const tier_object *o)
 {
     pack_warm *pw = arg;
     pack_want *w = want_find(pw, o->name);
-    if (w && o->etag[0] && !w->etag[0] && o->size > 0) { /* an empty record: deleted */
+    if (w && o->etag[0] && !w->etag[0] && !record_deleted(o->size)) {
         snprintf(w->etag, sizeof w->etag, "%s", o->etag);
         w->mtime = o->mtime;
         pw->listed++;
