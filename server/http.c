@@ -6,11 +6,20 @@
  * authentication to the S3 front end (s3.c); /cas/ and /ac/ (with an optional
  * /<instance>/ before them) to native.c; everything else to S3, which answers
  * in its own terms (anonymous S3 requests included).
+ *
+ * With a cold tier, a request that would wait for it (a read through, a
+ * lookup there) must not hold up the other connections of its HTTP thread:
+ * its last call runs with store_nonblocking on, and if the store says it
+ * would have waited, the connection is suspended and the call runs again on
+ * an offload thread (as many as HTTP threads), where waiting is fine.  A
+ * body still arriving from the tier suspends its connection from the
+ * content reader until the store wakes it (http_park).
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,10 +52,31 @@ static int body_pending(request *r)
     return n > 0 && n <= DRAIN_MAX;
 }
 
+typedef struct offload {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    request *head, *tail; /* waiting for a thread */
+    pthread_t *threads;
+    unsigned nthreads;
+    int stopping;
+    http_parker *parked; /* suspended by their content readers */
+} offload;
+
 enum MHD_Result http_queue(request *r, unsigned status, struct MHD_Response *resp)
 {
     if (resp == NULL)
         return MHD_NO;
+    if (store_would_block_peek()) {
+        /* an answer made without the tier's word: the call runs again */
+        MHD_destroy_response(resp);
+        return MHD_YES;
+    }
+    if (r->on_worker) {
+        r->ready = resp; /* queued by the request's next call, on its HTTP thread */
+        r->ready_status = status;
+        r->status = status;
+        return MHD_YES;
+    }
     if (body_pending(r)) {
         r->deferred = resp;
         r->deferred_status = status;
@@ -164,6 +194,160 @@ static enum MHD_Result unknown_handle(request *r, const char *data, size_t *size
                      "/status");
 }
 
+void http_parker_init(http_parker *p, request *r)
+{
+    memset(p, 0, sizeof *p);
+    p->srv = r->srv;
+    p->conn = r->conn;
+}
+
+int http_park(http_parker *p)
+{
+    offload *off = p->srv->off;
+    if (off == NULL)
+        return -1; /* (nothing waits without a tier) */
+    pthread_mutex_lock(&off->mu);
+    int rc = p->woken ? 0 : off->stopping ? -1 : 1;
+    p->woken = 0;
+    if (rc > 0) {
+        p->suspended = 1;
+        p->prev = NULL;
+        p->next = off->parked;
+        if (off->parked)
+            off->parked->prev = p;
+        off->parked = p;
+        MHD_suspend_connection(p->conn);
+    }
+    pthread_mutex_unlock(&off->mu);
+    return rc;
+}
+
+/* (off->mu held) */
+static void unpark_locked(offload *off, http_parker *p)
+{
+    if (!p->suspended) {
+        p->woken = 1; /* before it parked: it reads again instead */
+        return;
+    }
+    p->suspended = 0;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        off->parked = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    MHD_resume_connection(p->conn);
+}
+
+void http_unpark(void *parker)
+{
+    http_parker *p = parker;
+    offload *off = p->srv->off;
+    pthread_mutex_lock(&off->mu);
+    unpark_locked(off, p);
+    pthread_mutex_unlock(&off->mu);
+}
+
+static void *offload_main(void *arg)
+{
+    server *srv = arg;
+    offload *off = srv->off;
+    pthread_mutex_lock(&off->mu);
+    for (;;) {
+        while (off->head == NULL && !off->stopping)
+            pthread_cond_wait(&off->cv, &off->mu);
+        request *r = off->head;
+        if (r == NULL)
+            break;
+        off->head = r->next_offload;
+        if (off->head == NULL)
+            off->tail = NULL;
+        int stopping = off->stopping;
+        pthread_mutex_unlock(&off->mu);
+        r->on_worker = 1;
+        if (stopping) {
+            r->ready_ret = http_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down");
+        } else {
+            size_t none = 0;
+            r->ready_ret = r->handler(r, NULL, &none);
+        }
+        r->on_worker = 0;
+        MHD_resume_connection(r->conn);
+        pthread_mutex_lock(&off->mu);
+    }
+    pthread_mutex_unlock(&off->mu);
+    return NULL;
+}
+
+/* Suspends r's connection and hands its last call to an offload thread;
+ * once the server is stopping (the threads may be gone), answers 503. */
+static enum MHD_Result offload_request(request *r)
+{
+    offload *off = r->srv->off;
+    pthread_mutex_lock(&off->mu);
+    if (off->stopping) {
+        pthread_mutex_unlock(&off->mu);
+        return http_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down");
+    }
+    r->offloaded = 1;
+    r->next_offload = NULL;
+    MHD_suspend_connection(r->conn);
+    if (off->tail)
+        off->tail->next_offload = r;
+    else
+        off->head = r;
+    off->tail = r;
+    pthread_cond_signal(&off->cv);
+    pthread_mutex_unlock(&off->mu);
+    return MHD_YES;
+}
+
+static int offload_start(server *srv, unsigned n)
+{
+    offload *off = calloc(1, sizeof *off);
+    if (off == NULL || (off->threads = calloc(n, sizeof *off->threads)) == NULL) {
+        free(off);
+        return -1;
+    }
+    pthread_mutex_init(&off->mu, NULL);
+    pthread_cond_init(&off->cv, NULL);
+    srv->off = off;
+    for (; off->nthreads < n; off->nthreads++)
+        if (pthread_create(&off->threads[off->nthreads], NULL, offload_main, srv) != 0)
+            break;
+    return off->nthreads > 0 ? 0 : -1;
+}
+
+/* Answers what waits for an offload thread with 503, wakes every parked
+ * connection (their reads give up) and joins the threads: after this, no
+ * connection is suspended, as MHD_stop_daemon requires. */
+static void offload_stop(server *srv)
+{
+    offload *off = srv->off;
+    if (off == NULL)
+        return;
+    pthread_mutex_lock(&off->mu);
+    off->stopping = 1;
+    while (off->parked)
+        unpark_locked(off, off->parked);
+    pthread_cond_broadcast(&off->cv);
+    pthread_mutex_unlock(&off->mu);
+    for (unsigned i = 0; i < off->nthreads; i++)
+        pthread_join(off->threads[i], NULL);
+}
+
+static void offload_free(server *srv)
+{
+    offload *off = srv->off;
+    if (off == NULL)
+        return;
+    pthread_mutex_destroy(&off->mu);
+    pthread_cond_destroy(&off->cv);
+    free(off->threads);
+    free(off);
+    srv->off = NULL;
+}
+
 static void route(request *r)
 {
     int s3 = s3_claims(r);
@@ -173,6 +357,8 @@ static void route(request *r)
               : strcmp(m, "PUT") == 0    ? MOP_PUT
               : strcmp(m, "DELETE") == 0 ? MOP_DELETE
                                          : MOP_OTHER;
+    r->may_offload = r->m.op == MOP_GET || r->m.op == MOP_HEAD || r->m.op == MOP_DELETE;
+    r->offload_last = 0;
     if (!s3 && (strcmp(r->path, "/healthz") == 0 || strcmp(r->path, "/readyz") == 0 ||
                 strcmp(r->path, "/status") == 0 || strcmp(r->path, "/metrics") == 0)) {
         r->handler = ops_handle;
@@ -231,7 +417,29 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         MHD_destroy_response(resp);
         return ret;
     }
-    return r->handler(r, upload_data, upload_data_size);
+    if (r->offloaded) {
+        /* back from an offload thread: its answer */
+        r->offloaded = 0;
+        struct MHD_Response *resp = r->ready;
+        r->ready = NULL;
+        if (resp) {
+            enum MHD_Result ret = MHD_queue_response(conn, r->ready_status, resp);
+            MHD_destroy_response(resp);
+            return ret;
+        }
+        if (r->ready_ret == MHD_NO)
+            return MHD_NO;
+    }
+    if (r->srv->off == NULL || r->calls < 2 || *upload_data_size != 0 ||
+        !(r->may_offload || r->offload_last))
+        return r->handler(r, upload_data, upload_data_size);
+    if (r->offload_last)
+        return offload_request(r);
+    store_nonblocking(1);
+    enum MHD_Result ret = r->handler(r, upload_data, upload_data_size);
+    int again = store_would_block();
+    store_nonblocking(0);
+    return again ? offload_request(r) : ret;
 }
 
 static const char *CACHE_NAMES[] = {"", "miss", "hit-local", "hit-tier"};
@@ -338,6 +546,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         r->cleanup(r);
     if (r->deferred)
         MHD_destroy_response(r->deferred);
+    if (r->ready)
+        MHD_destroy_response(r->ready);
     atomic_fetch_sub(&r->srv->in_flight, 1);
     free(r->raw_uri);
     free(r);
@@ -414,6 +624,14 @@ int server_start(server *srv, const server_config *cfg, store *st, char *err, si
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     /* the logger goes first, so that MHD reports nothing through its own */
+    /* as many as the HTTP threads, and at least 8: cold reads wait on them */
+    unsigned offload_threads = cfg->threads < 8 ? 8 : (unsigned)cfg->threads;
+    if (st != NULL && store_has_tier(st) && offload_start(srv, offload_threads) != 0) {
+        offload_stop(srv);
+        offload_free(srv);
+        snprintf(err, errlen, "cannot start the offload threads");
+        return -1;
+    }
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
@@ -424,6 +642,8 @@ int server_start(server *srv, const server_config *cfg, store *st, char *err, si
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
     if (srv->daemon == NULL) {
         snprintf(err, errlen, "cannot listen on %s: %s", cfg->listen, strerror(errno));
+        offload_stop(srv);
+        offload_free(srv);
         return -1;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
@@ -441,6 +661,8 @@ void server_stop(server *srv)
     uint64_t deadline = util_mono_ns() + srv->cfg->shutdown_timeout * 1000000000ULL;
     while (atomic_load(&srv->in_flight) > 0 && util_mono_ns() < deadline)
         usleep(10000);
+    offload_stop(srv);
     MHD_stop_daemon(srv->daemon);
     srv->daemon = NULL;
+    offload_free(srv);
 }

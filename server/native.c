@@ -124,7 +124,8 @@ static enum MHD_Result reply_get(request *r, native_req *n, int head)
                     .head = head,
                     .allow_zstd = http_accepts_encoding(r, "zstd"),
                     .range = http_header(r, "Range"),
-                    .content_type = "application/octet-stream"};
+                    .content_type = "application/octet-stream",
+                    .req = r};
     unsigned status;
     struct MHD_Response *resp = serve_entry(r->srv, &e, &o, &status);
     store_entry_clear(&e);

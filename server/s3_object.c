@@ -304,8 +304,11 @@ enum MHD_Result s3_get_object(request *r, int head)
         s3_common_headers(r, resp);
         return http_queue(r, 304, resp);
     }
-    serve_opts o = {
-        .sent = &r->m.sent, .head = head, .allow_zstd = 0, .range = http_header(r, "Range")};
+    serve_opts o = {.sent = &r->m.sent,
+                    .head = head,
+                    .allow_zstd = 0,
+                    .range = http_header(r, "Range"),
+                    .req = r};
     if (s3_has_param(r, "partNumber")) {
         const char *pn = s3_param(r, "partNumber");
         if (strcmp(pn, "1") != 0) {

@@ -11,6 +11,9 @@
  *   - zstd blob, large answer: decode frame by frame as MHD asks for bytes.
  *     A frame that fails its checksum here aborts the connection: the client
  *     sees a truncated body, never a wrong one.
+ * A large blob still arriving from the cold tier goes the last way too; where
+ * its bytes are not here yet, the content reader suspends the connection
+ * until they are (http_park), rather than hold up its HTTP thread.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -74,20 +77,34 @@ int http_parse_range(const char *h, uint64_t size, uint64_t *start, uint64_t *le
 typedef struct stream_state {
     store_blob *blob;
     uint64_t start;
+    int parks; /* has a request to suspend */
+    store_waiter w;
+    http_parker park;
 } stream_state;
 
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
     stream_state *s = cls;
-    ssize_t n = store_blob_read(s->blob, s->start + pos, buf, max);
-    if (n <= 0)
-        return MHD_CONTENT_READER_END_WITH_ERROR;
-    return n;
+    for (;;) {
+        ssize_t n =
+            store_blob_read_or_wait(s->blob, s->start + pos, buf, max, s->parks ? &s->w : NULL);
+        if (n != -STORE_AGAIN)
+            return n > 0 ? n : MHD_CONTENT_READER_END_WITH_ERROR;
+        int parked = http_park(&s->park);
+        if (parked > 0)
+            return 0; /* called again once woken */
+        if (parked < 0) {
+            store_blob_forget_waiter(s->blob, &s->w);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+    }
 }
 
 static void stream_free(void *cls)
 {
     stream_state *s = cls;
+    if (s->parks)
+        store_blob_forget_waiter(s->blob, &s->w);
     store_blob_close(s->blob);
     free(s);
 }
@@ -154,12 +171,18 @@ static struct MHD_Response *body_response(server *srv, const store_entry *e, con
         if (resp == NULL)
             free(buf);
     } else {
-        stream_state *s = malloc(sizeof *s);
+        stream_state *s = calloc(1, sizeof *s);
         if (s == NULL) {
             store_blob_close(b);
         } else {
             s->blob = b;
             s->start = start;
+            if (o->req) {
+                s->parks = 1;
+                http_parker_init(&s->park, o->req);
+                s->w.wake = http_unpark;
+                s->w.arg = &s->park;
+            }
             store_blob_sequential(b);
             resp =
                 MHD_create_response_from_callback(len, STREAM_BLOCK, stream_read, s, stream_free);

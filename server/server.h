@@ -32,6 +32,7 @@ typedef struct server {
     atomic_int in_flight;
     uint64_t start_ms;
     uint16_t port;
+    struct offload *off; /* with a cold tier: where requests that wait for it run */
 } server;
 
 typedef struct request request;
@@ -56,7 +57,34 @@ struct request {
     /* front end state, freed by cleanup */
     void *fe;
     void (*cleanup)(request *r);
+    /* A request whose last call would wait for the cold tier runs that call
+     * again on an offload thread, its connection suspended meanwhile, so
+     * that the HTTP thread goes on serving others; its answer is queued on
+     * the call after.  Only a last call that changes nothing before it asks
+     * the store can be run again (may_offload: GET, HEAD and DELETE, and
+     * what a front end vouches for); one that cannot, but may wait for the
+     * tier, runs on an offload thread from the start (offload_last). */
+    int may_offload, offload_last, offloaded, on_worker;
+    struct MHD_Response *ready;
+    unsigned ready_status;
+    enum MHD_Result ready_ret;
+    request *next_offload;
 };
+
+/* A response whose body waits for the cold tier suspends its connection
+ * (http_park, from its content reader) until the store wakes it
+ * (http_unpark, as a store_waiter's wake). */
+typedef struct http_parker {
+    server *srv;
+    struct MHD_Connection *conn;
+    int suspended, woken;
+    struct http_parker *prev, *next;
+} http_parker;
+void http_parker_init(http_parker *p, request *r);
+/* 1: suspended (the content reader returns 0); 0: woken already, read
+ * again; -1: the server is stopping, give up. */
+int http_park(http_parker *p);
+void http_unpark(void *parker);
 
 int server_start(server *srv, const server_config *cfg, store *st, char *err, size_t errlen);
 /* Stops accepting, waits up to the shutdown timeout for in-flight requests. */
@@ -120,6 +148,7 @@ typedef struct serve_opts {
     int allow_zstd; /* the client takes Content-Encoding: zstd */
     const char *range;
     const char *content_type;
+    request *req; /* whose connection a body waiting for the tier suspends */
 } serve_opts;
 
 /* Builds the response for a stored entry: 200, 206 or 416, ranges and zstd

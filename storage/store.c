@@ -54,6 +54,40 @@ static __thread struct {
     MDB_txn *txn;
 } tls_reader;
 
+static __thread struct {
+    int on, would_block;
+} tls_nonblocking;
+
+void store_nonblocking(int on)
+{
+    tls_nonblocking.on = on;
+    tls_nonblocking.would_block = 0;
+}
+
+int store_would_block(void)
+{
+    int w = tls_nonblocking.would_block;
+    tls_nonblocking.would_block = 0;
+    return w;
+}
+
+int store_would_block_peek(void)
+{
+    return tls_nonblocking.would_block;
+}
+
+int store_has_tier(const store *s)
+{
+    return s->tier_q != NULL;
+}
+
+int tier_must_not_wait(void)
+{
+    if (tls_nonblocking.on)
+        tls_nonblocking.would_block = 1;
+    return tls_nonblocking.on;
+}
+
 const char *store_strerror(int status)
 {
     switch (status) {
@@ -77,6 +111,8 @@ const char *store_strerror(int status)
         return "already exists";
     case STORE_NOT_EMPTY:
         return "not empty";
+    case STORE_AGAIN:
+        return "would wait for the cold tier";
     default:
         return "I/O error in the store";
     }
@@ -1550,8 +1586,19 @@ static int blob_reader(store_blob *b)
 
 ssize_t store_blob_read(store_blob *b, uint64_t off, void *buf, size_t len)
 {
+    return store_blob_read_or_wait(b, off, buf, len, NULL);
+}
+
+void store_blob_forget_waiter(store_blob *b, store_waiter *w)
+{
     if (b->fill)
-        return tier_fill_read(b->fill, &b->fill_cursor, off, buf, len, b->answer_end);
+        tier_fill_forget(b->fill, w);
+}
+
+ssize_t store_blob_read_or_wait(store_blob *b, uint64_t off, void *buf, size_t len, store_waiter *w)
+{
+    if (b->fill)
+        return tier_fill_read(b->fill, &b->fill_cursor, off, buf, len, b->answer_end, w);
     if (b->inl) {
         int rc = inline_body(b);
         if (rc != 0)
@@ -1965,6 +2012,10 @@ int store_delete(store *s, const char *ns, const void *key, size_t klen)
     if ((o.nskey = make_nskey(s, ns, key, klen, &o.nklen)) == NULL)
         return STORE_BAD_KEY;
     int rc = submit_and_wait(s, &o);
+    if (rc == STORE_NOTFOUND && s->tier_q && tier_must_not_wait()) {
+        free(o.nskey); /* not here: the tier is asked on a thread that may wait */
+        return STORE_AGAIN;
+    }
     if (rc == STORE_NOTFOUND && s->tier_q) {
         /* not here: a key another node wrote is deleted in the tier, where
          * every node would find it.  The delete is queued even when the
@@ -2060,6 +2111,8 @@ int store_ns_create(store *s, const char *ns, const void *meta, size_t meta_len)
 
 int store_ns_delete(store *s, const char *ns)
 {
+    if (s->tier_q && tier_must_not_wait())
+        return STORE_AGAIN;
     if (s->tier_q) {
         /* empty only if the keys other nodes put in it are gone too */
         int rc = tier_ns_has_keys(s, ns);

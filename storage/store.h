@@ -41,6 +41,7 @@ enum store_status {
     STORE_SHUTDOWN,
     STORE_EXISTS,    /* namespace already exists */
     STORE_NOT_EMPTY, /* namespace still has keys */
+    STORE_AGAIN,     /* would wait for the cold tier: see store_nonblocking */
 };
 
 const char *store_strerror(int status);
@@ -95,6 +96,20 @@ typedef struct store_entry {
 
 void store_entry_clear(store_entry *e);
 
+/* Has the store a cold tier? */
+int store_has_tier(const store *s);
+
+/* Calls on this thread that would wait for the cold tier (a read through
+ * it, a lookup of a namespace or of keys there, the tier's word on a
+ * delete) fail at once instead, before they change anything, and the
+ * thread remembers that they did: the HTTP threads, which must keep
+ * serving local hits, run such a request again on a thread that may wait.
+ * store_would_block() tells, and forgets. */
+void store_nonblocking(int on);
+int store_would_block(void);
+/* ... without forgetting. */
+int store_would_block_peek(void);
+
 /* Looks a key up; STORE_OK, STORE_NOTFOUND or STORE_IO. */
 int store_lookup(store *s, const char *ns, const void *key, size_t klen, store_entry *e);
 
@@ -109,6 +124,22 @@ int store_blob_open(store *s, const store_entry *e, store_blob **b);
  * -STORE_CORRUPT.  Returns bytes read (0 at end) or a negative store status;
  * a blob still arriving from the tier may give fewer than len bytes. */
 ssize_t store_blob_read(store_blob *b, uint64_t off, void *buf, size_t len);
+/* Someone to wake when a blob still arriving has more: a read that would
+ * wait (store_blob_read_or_wait) registers it instead, and wake(arg) is
+ * called once, from another thread, when the read may go on. */
+typedef struct store_waiter {
+    void (*wake)(void *arg);
+    void *arg;
+    uint64_t at; /* (the store's: what it waits for, and whether it is registered) */
+    int linked;
+    struct store_waiter *next;
+} store_waiter;
+/* store_blob_read, but where it would wait for the tier it registers w and
+ * returns -STORE_AGAIN. */
+ssize_t store_blob_read_or_wait(store_blob *b, uint64_t off, void *buf, size_t len,
+                                store_waiter *w);
+/* Takes w back if it is still registered (a reader that gives up). */
+void store_blob_forget_waiter(store_blob *b, store_waiter *w);
 /* Announces a long sequential read: decoding runs ahead on another thread. */
 void store_blob_sequential(store_blob *b);
 /* The answer being read ends at body offset end (a range): of a blob still

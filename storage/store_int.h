@@ -185,7 +185,12 @@ int tier_fill_open(struct tier_fill *f, const uint8_t **bytes, size_t *len, int 
  * caller now holds a reference, and a cursor to free), for an answer that
  * ends at body offset end: its last bytes wait for the body's checks. */
 ssize_t tier_fill_read(struct tier_fill *f, void **cursor, uint64_t off, void *buf, size_t len,
-                       uint64_t end);
+                       uint64_t end, store_waiter *w);
+/* Takes a waiter back that tier_fill_read registered (if not woken yet). */
+void tier_fill_forget(struct tier_fill *f, store_waiter *w);
+/* store_nonblocking is on for this thread: notes that a call would have
+ * waited for the tier, and returns 1 (the call fails without waiting). */
+int tier_must_not_wait(void);
 void tier_fill_cursor_free(void *cursor);
 /* The tier holds a delete of this key that is not done yet. */
 int tier_key_deleted(store *s, MDB_txn *t, const char *nskey, size_t nklen);

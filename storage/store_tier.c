@@ -1542,9 +1542,10 @@ typedef struct tier_fill {
     int streaming;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    uint64_t have;    /* stored bytes written so far */
-    uint64_t wake_at; /* the least `have` a reader waits for: fewer wake-ups */
-    int state;        /* 0 arriving, 1 complete and checked, -1 failed */
+    uint64_t have;         /* stored bytes written so far */
+    uint64_t wake_at;      /* the least `have` a reader waits for: fewer wake-ups */
+    int state;             /* 0 arriving, 1 complete and checked, -1 failed */
+    store_waiter *waiters; /* readers that would not wait: woken, and dropped, as wake_at */
     int codec, headers;
     uint64_t size, stored;
 } tier_fill;
@@ -1588,30 +1589,71 @@ int tier_fill_open(tier_fill *f, const uint8_t **bytes, size_t *len, int *fd)
     return *fd >= 0 ? 0 : -1;
 }
 
-/* Waits until cond holds or the fill failed; 0, or -1 if it failed. */
-#define FILL_WAIT(f, cond)                                                                         \
-    do {                                                                                           \
-        pthread_mutex_lock(&(f)->mu);                                                              \
-        while (!(cond) && (f)->state == 0)                                                         \
-            pthread_cond_wait(&(f)->cv, &(f)->mu);                                                 \
-        failed = (f)->state < 0 || !(cond);                                                        \
-        pthread_mutex_unlock(&(f)->mu);                                                            \
-    } while (0)
+#define FILL_DONE UINT64_MAX /* fill_need: the whole blob, checked */
 
-/* Waits until n stored bytes are here; 0, or -1 if the fill failed or
- * ended short.  The writer wakes readers only once `have` reaches the least
- * of their targets, not for every piece that arrives. */
-static int fill_wait_have(tier_fill *f, uint64_t n)
+/* Waits until n stored bytes are here (or, for FILL_DONE, the whole blob
+ * has checked out): 0, or -1 if the fill failed or ended short.  With a
+ * waiter, registers it instead of waiting, and returns 1.  The writer wakes
+ * readers only once `have` reaches the least of their targets, not for
+ * every piece that arrives. */
+static int fill_need(tier_fill *f, uint64_t n, store_waiter *w)
 {
     pthread_mutex_lock(&f->mu);
-    while (f->have < n && f->state == 0) {
+    for (;;) {
+        int here = n == FILL_DONE ? f->state == 1 : f->have >= n;
+        if (here || f->state != 0) {
+            int failed = f->state < 0 || !here;
+            pthread_mutex_unlock(&f->mu);
+            return failed ? -1 : 0;
+        }
         if (n < f->wake_at)
             f->wake_at = n;
+        if (w) {
+            w->at = n;
+            if (!w->linked) { /* (a reader woken for another reason may ask again) */
+                w->linked = 1;
+                w->next = f->waiters;
+                f->waiters = w;
+            }
+            pthread_mutex_unlock(&f->mu);
+            return 1;
+        }
         pthread_cond_wait(&f->cv, &f->mu);
     }
-    int failed = f->state < 0 || f->have < n;
+}
+
+/* Wakes (f->mu held) the waiters whose target is here, or all of them once
+ * the fill has ended; wake_at becomes the least target left. */
+static void fill_wake(tier_fill *f)
+{
+    uint64_t least = UINT64_MAX;
+    for (store_waiter **p = &f->waiters; *p;) {
+        store_waiter *w = *p;
+        if (f->state != 0 || (w->at != FILL_DONE && f->have >= w->at)) {
+            *p = w->next;
+            w->linked = 0;
+            w->wake(w->arg);
+        } else {
+            least = w->at < least ? w->at : least;
+            p = &w->next;
+        }
+    }
+    f->wake_at = least;
+}
+
+void tier_fill_forget(tier_fill *f, store_waiter *w)
+{
+    if (!f->streaming)
+        return;
+    pthread_mutex_lock(&f->mu);
+    for (store_waiter **p = &f->waiters; *p && w->linked; p = &(*p)->next) {
+        if (*p == w) {
+            *p = w->next;
+            w->linked = 0;
+            break;
+        }
+    }
     pthread_mutex_unlock(&f->mu);
-    return failed ? -1 : 0;
 }
 
 void tier_fill_cursor_free(void *p)
@@ -1626,7 +1668,7 @@ void tier_fill_cursor_free(void *p)
 }
 
 /* Decodes the next zstd frame of a streaming fill into c->dbuf. */
-static int next_frame(tier_fill *f, fill_cursor *c)
+static int next_frame(tier_fill *f, fill_cursor *c, store_waiter *w)
 {
     size_t cap = ZSTD_compressBound(CODEC_FRAME_SIZE) + 64;
     if (c->cbuf == NULL &&
@@ -1634,8 +1676,9 @@ static int next_frame(tier_fill *f, fill_cursor *c)
         return -STORE_IO;
     c->cbuf_cap = cap;
     for (;;) {
-        if (fill_wait_have(f, c->coff + 1) != 0)
-            return -STORE_CORRUPT;
+        int rc = fill_need(f, c->coff + 1, w);
+        if (rc != 0)
+            return rc > 0 ? -STORE_AGAIN : -STORE_CORRUPT;
         pthread_mutex_lock(&f->mu);
         uint64_t have = f->have, stored = f->stored;
         int arriving = f->state == 0;
@@ -1650,7 +1693,8 @@ static int next_frame(tier_fill *f, fill_cursor *c)
             /* the frame is not all here yet: wait for 64 KiB more of it,
              * or for the end (where the tier said how long it is) */
             uint64_t more = have + 65536;
-            fill_wait_have(f, stored && stored < more ? stored : more);
+            if (fill_need(f, stored && stored < more ? stored : more, w) > 0)
+                return -STORE_AGAIN;
             continue; /* a failure shows on the next round */
         }
         size_t n = ZSTD_decompress(c->dbuf, CODEC_FRAME_SIZE, c->cbuf, fsz);
@@ -1664,9 +1708,9 @@ static int next_frame(tier_fill *f, fill_cursor *c)
 }
 
 ssize_t tier_fill_read(tier_fill *f, void **cursor, uint64_t off, void *buf, size_t len,
-                       uint64_t end)
+                       uint64_t end, store_waiter *w)
 {
-    int failed;
+    int rc;
     if (off >= f->size || len == 0)
         return 0;
     if (len > f->size - off)
@@ -1679,18 +1723,16 @@ ssize_t tier_fill_read(tier_fill *f, void **cursor, uint64_t off, void *buf, siz
     uint64_t hold = end < 65536 ? end : 65536, free_end = end - hold;
     if (f->codec == CODEC_RAW) {
         /* what is here goes at once, but for the end */
-        if (off >= free_end) {
-            FILL_WAIT(f, f->state == 1);
-        } else {
-            failed = fill_wait_have(f, off + 1) != 0;
+        rc = fill_need(f, off >= free_end ? FILL_DONE : off + 1, w);
+        if (rc != 0)
+            return rc > 0 ? -STORE_AGAIN : -STORE_CORRUPT;
+        if (off < free_end) {
             pthread_mutex_lock(&f->mu);
             uint64_t here = (f->have < free_end ? f->have : free_end) - off;
             pthread_mutex_unlock(&f->mu);
             if (len > here)
                 len = (size_t)here;
         }
-        if (failed)
-            return -STORE_CORRUPT;
         ssize_t n = util_pread_all(f->fd, buf, len, (off_t)off);
         return n < 0 ? -STORE_IO : n;
     }
@@ -1699,9 +1741,8 @@ ssize_t tier_fill_read(tier_fill *f, void **cursor, uint64_t off, void *buf, siz
         return -STORE_IO;
     if (c->r == NULL && off < c->dstart) {
         /* out of order: wait for the whole blob, then read it as a file */
-        FILL_WAIT(f, f->state == 1);
-        if (failed)
-            return -STORE_CORRUPT;
+        if ((rc = fill_need(f, FILL_DONE, w)) != 0)
+            return rc > 0 ? -STORE_AGAIN : -STORE_CORRUPT;
         if (codec_reader_open(&c->r, f->fd, f->codec, f->size, f->stored) != 0)
             return -STORE_CORRUPT;
     }
@@ -1714,14 +1755,13 @@ ssize_t tier_fill_read(tier_fill *f, void **cursor, uint64_t off, void *buf, siz
     size_t done = 0;
     while (done == 0) {
         while (off >= c->dstart + c->dlen) {
-            int rc = next_frame(f, c);
-            if (rc != 0)
+            if ((rc = next_frame(f, c, w)) != 0)
                 return rc;
         }
         if (c->dstart + c->dlen >= end) {
-            FILL_WAIT(f, f->state == 1); /* the answer's last frame waits for the SHA-256 */
-            if (failed)
-                return -STORE_CORRUPT;
+            /* the answer's last frame waits for the SHA-256 */
+            if ((rc = fill_need(f, FILL_DONE, w)) != 0)
+                return rc > 0 ? -STORE_AGAIN : -STORE_CORRUPT;
         }
         size_t n = (size_t)(c->dstart + c->dlen - off);
         if (n > len - done)
@@ -1880,7 +1920,7 @@ static void stream_progress(void *arg, const void *piece, size_t len, uint64_t w
     }
     f->have = written;
     if (written >= f->wake_at) {
-        f->wake_at = UINT64_MAX;
+        fill_wake(f);
         wake = 1;
     }
     if (wake)
@@ -1929,6 +1969,7 @@ static void *stream_main(void *arg)
     if (f->stored == 0)
         f->stored = m.length; /* the tier's answer did not say its length */
     f->state = ok ? 1 : -1;
+    fill_wake(f);
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mu);
     /* readers have their answer; the local copy is made durable after it */
@@ -2085,6 +2126,8 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
     *filled = 0;
     if (q == NULL || queued(s, TQ_KEY_DEL, nskey, nklen))
         return STORE_NOTFOUND; /* deleted here; the tier will hear of it */
+    if (tier_must_not_wait())
+        return STORE_AGAIN;
     uint8_t id[TQ_KEYLEN];
     tq_key(TQ_KEY, nskey, nklen, id);
     if (!gate_enter(q, id))
@@ -2275,6 +2318,8 @@ int store_tier_keys(store *s, const char *ns, const void *prefix, size_t plen,
 {
     if (s->tier_q == NULL)
         return STORE_OK;
+    if (tier_must_not_wait())
+        return STORE_AGAIN;
     char lp[KEY_NAME_CAP];
     size_t dl = key_prefix(ns, prefix, plen, lp);
     tier_keys_walk w = {s, ns, prefix, plen, dl, each, ctx, 0, 0};
@@ -2327,6 +2372,8 @@ int tier_resolve_ns(store *s, const char *ns)
     tier_state *q = s->tier_q;
     if (q == NULL || queued(s, TQ_NS_DEL, ns, strlen(ns)))
         return STORE_NOTFOUND;
+    if (tier_must_not_wait())
+        return STORE_AGAIN;
     uint8_t id[TQ_KEYLEN];
     tq_key(TQ_NS, ns, strlen(ns), id);
     if (!gate_enter(q, id))

@@ -124,12 +124,16 @@ class FaultProxy:
     "flip" (the answer's body with one byte changed), or "goog" (custom
     metadata answered as x-goog-meta-*, as GCS's XML API does), or "chunked"
     (bodies sent in chunks, without Content-Length).  fail, when set, is
-    asked first: fail(method, path) gives a status to answer with, or None."""
+    asked first: fail(method, path) gives a status to answer with, or None.
+    stall, when set, gives the seconds to pause half-way through an answer's
+    body.  released has the time (monotonic) each delay or stall ended."""
 
     def __init__(self, backend_port):
         self.mode = "ok"
         self.fail = None
         self.delay = None  # delay(method, path): seconds to wait before forwarding
+        self.stall = None  # stall(method, path): seconds to pause half-way through the body
+        self.released = []
         self.requests = 0
         self.paths = []
         self.headers = []  # (method, path, {lower-case name: value}) of each request
@@ -150,7 +154,10 @@ class FaultProxy:
                 body = self.rfile.read(n) if n else b""
                 mode = proxy.mode
                 if proxy.delay:
-                    time.sleep(proxy.delay(self.command, self.path) or 0)
+                    wait = proxy.delay(self.command, self.path) or 0
+                    time.sleep(wait)
+                    if wait:
+                        proxy.released.append(time.monotonic())
                 injected = proxy.fail(self.command, self.path) if proxy.fail else None
                 if injected:
                     mode = str(injected)
@@ -195,7 +202,14 @@ class FaultProxy:
                 self.send_header("Content-Length", str(len(data) if self.command != "HEAD"
                                                        else r.getheader("Content-Length", "0")))
                 self.end_headers()
-                if self.command != "HEAD":
+                pause = proxy.stall(self.command, self.path) if proxy.stall else 0
+                if self.command != "HEAD" and pause:
+                    self.wfile.write(data[:len(data) // 2])
+                    self.wfile.flush()
+                    time.sleep(pause)
+                    proxy.released.append(time.monotonic())
+                    self.wfile.write(data[len(data) // 2:])
+                elif self.command != "HEAD":
                     self.wfile.write(data)
                 c.close()
 
@@ -657,6 +671,114 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(a, "DELETE", "/fleet-bucket/obj")[0], 204)
         # its delete may still be on its way to the tier: it counts already
         self.assertEqual(request(a, "DELETE", "/fleet-bucket")[0], 204)
+
+    def test_local_hits_are_answered_while_reads_wait_for_the_tier(self):
+        """A node with one HTTP thread answers its local hits while other
+        requests wait for a slow tier: cold reads whose key records are held
+        back (they wait on other threads), and a large body whose tier
+        answer stalls half-way (its connection is suspended, not its
+        thread).  Every hit is answered before the tier lets go.  Then the
+        node stops (SIGTERM) while a read is parked and keep-alive clients
+        keep asking for keys it must look for in the tier: it exits 0."""
+        w = self.node()
+        cold = [self.rng.randbytes(20 * KIB) for _ in range(3)]
+        big, big2 = self.rng.randbytes(8 * MIB), self.rng.randbytes(8 * MIB)
+        for b in cold + [big, big2]:
+            self.assertEqual(request(w, "PUT", "/cas/" + sha256(b), b)[0], 200)
+        self.drained(w)
+        a = self.node(extra=["--threads", "1", "--shutdown-timeout", "1s"])
+        local = [self.rng.randbytes(1000), self.rng.randbytes(3 * MIB)]
+        for b in local:
+            self.assertEqual(request(a, "PUT", "/cas/" + sha256(b), b)[0], 200)
+
+        def hits():
+            keep = a.conn()
+            for b in local * 3:
+                self.assertEqual(request(a, "GET", "/cas/" + sha256(b))[2], b)
+                keep.request("GET", "/cas/" + sha256(b))
+                self.assertEqual(keep.getresponse().read(), b)
+            keep.close()
+            return time.monotonic()
+
+        # cold reads whose key records the tier holds back for 2 s (the
+        # tier timeout is 3 s)
+        self.proxy.released = []
+        self.proxy.delay = lambda m, p: 2 if m == "GET" and "/keys/" in p else 0
+        got = {}
+        readers = [threading.Thread(target=lambda b=b: got.update({sha256(b): request(
+            a, "GET", "/cas/" + sha256(b))})) for b in cold]
+        asked = len(self.proxy.paths)
+        for t in readers:
+            t.start()
+        self.assertTrue(wait_for(lambda: any(
+            p.startswith("GET ") and "/keys/" in p and any(sha256(b) in p for b in cold)
+            for p in self.proxy.paths[asked:]), timeout=10, step=0.01))
+        answered = hits()
+        for t in readers:
+            t.join()
+        self.proxy.delay = None
+        self.assertLess(answered, min(self.proxy.released), "hits waited for the tier")
+        for b in cold:
+            self.assertEqual((got[sha256(b)][0], sha256(got[sha256(b)][2])), (200, sha256(b)))
+
+        # a large body whose answer from the tier stalls half-way
+        self.proxy.released = []
+        self.proxy.stall = lambda m, p: 3 if m == "GET" and "/blobs/" in p else 0
+        first = threading.Event()
+        out = {}
+
+        def read_big(body=big):
+            c = a.conn()
+            c.request("GET", "/cas/" + sha256(body))
+            r = c.getresponse()
+            head = r.read(64 * KIB)
+            first.set()
+            try:
+                out["r"] = (r.status, head + r.read())
+            except (http.client.HTTPException, OSError):
+                out["r"] = (r.status, head)  # cut short
+            c.close()
+
+        reader = threading.Thread(target=read_big)
+        reader.start()
+        self.assertTrue(first.wait(30))
+        answered = hits()
+        reader.join()
+        self.proxy.stall = None
+        self.assertEqual(len(self.proxy.released), 1)
+        self.assertLess(answered, self.proxy.released[0], "hits waited for the stalled body")
+        self.assertEqual((out["r"][0], sha256(out["r"][1])), (200, sha256(big)))
+
+        # SIGTERM while a read is parked, and while keep-alive clients ask
+        # for keys the node does not have (each a request for the tier)
+        self.proxy.stall = lambda m, p: 10 if m == "GET" and "/blobs/" in p else 0
+        first.clear()
+        reader = threading.Thread(target=read_big, args=(big2,))
+        reader.start()
+        self.assertTrue(first.wait(30))
+        stop = threading.Event()
+
+        def ask_missing(i):
+            c = a.conn(timeout=30)
+            try:
+                while not stop.is_set():
+                    c.request("GET", "/cas/" + sha256(b"missing %d %f" % (i, time.time())))
+                    c.getresponse().read()
+            except (http.client.HTTPException, OSError):
+                pass  # the node went away
+            c.close()
+
+        askers = [threading.Thread(target=ask_missing, args=(i,)) for i in range(4)]
+        for t in askers:
+            t.start()
+        time.sleep(0.3)
+        rc = a.stop()
+        stop.set()
+        for t in askers + [reader]:
+            t.join()
+        self.proxy.stall = None
+        self.assertEqual(rc, 0, "cairnd exited with %s\n%s" % (rc, a.read_log()[-4000:]))
+        self.assertNotEqual(sha256(out["r"][1]), sha256(big2))  # cut short, never whole
 
     def test_copy_of_a_source_still_arriving_from_the_tier(self):
         """An S3 CopyObject whose source this node has not read yet (a large
