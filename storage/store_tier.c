@@ -83,6 +83,11 @@ typedef struct worker_arg {
 typedef struct gate {
     uint8_t id[TQ_KEYLEN];
     struct gate *next;
+    /* a large blob answered while it arrives: later readers of the key
+     * share it (gate_enter_key) rather than wait for its commit */
+    struct tier_fill *fill; /* a reference, or NULL */
+    store_entry share;      /* what its readers answer with (meta owned) */
+    uint64_t clock;         /* tier_clock when the fill began */
 } gate;
 
 /* Packs being gathered (see the top of the file). */
@@ -1328,35 +1333,46 @@ void tier_stats(store *s, store_stats *st)
 
 /* ---- read-through ------------------------------------------------------------ */
 
-/* Enters the gate of id; 1 if this thread is the one to fetch, 0 if another
- * was and has finished (look again locally). */
+/* The gate of id (gate_mu held), or NULL. */
+static gate *gate_find(tier_state *q, const uint8_t id[TQ_KEYLEN])
+{
+    gate *g = q->gates;
+    while (g && memcmp(g->id, id, TQ_KEYLEN) != 0)
+        g = g->next;
+    return g;
+}
+
 /* Waits (gate_mu held) until nobody holds the gate of id; 1 if it waited. */
 static int gate_wait(tier_state *q, const uint8_t id[TQ_KEYLEN])
 {
     int waited = 0;
-    for (;;) {
-        gate *g = q->gates;
-        while (g && memcmp(g->id, id, TQ_KEYLEN) != 0)
-            g = g->next;
-        if (g == NULL)
-            return waited;
+    while (gate_find(q, id) != NULL) {
         waited = 1;
         pthread_cond_wait(&q->gate_cv, &q->gate_mu);
     }
+    return waited;
 }
 
-static int gate_enter(tier_state *q, const uint8_t id[TQ_KEYLEN])
+/* Takes the gate of id (gate_mu held) unless it waited for it: 1 if this
+ * thread is the one to fetch, 0 if another was and has finished (look
+ * again locally). */
+static int gate_take(tier_state *q, const uint8_t id[TQ_KEYLEN], int waited)
 {
-    pthread_mutex_lock(&q->gate_mu);
-    int waited = gate_wait(q, id);
-    gate *g = waited ? NULL : malloc(sizeof *g);
+    gate *g = waited ? NULL : calloc(1, sizeof *g);
     if (g) {
         memcpy(g->id, id, TQ_KEYLEN);
         g->next = q->gates;
         q->gates = g;
     }
-    pthread_mutex_unlock(&q->gate_mu);
     return g != NULL;
+}
+
+static int gate_enter(tier_state *q, const uint8_t id[TQ_KEYLEN])
+{
+    pthread_mutex_lock(&q->gate_mu);
+    int entered = gate_take(q, id, gate_wait(q, id));
+    pthread_mutex_unlock(&q->gate_mu);
+    return entered;
 }
 
 static void gate_leave(tier_state *q, const uint8_t id[TQ_KEYLEN])
@@ -1366,6 +1382,7 @@ static void gate_leave(tier_state *q, const uint8_t id[TQ_KEYLEN])
         if (memcmp((*p)->id, id, TQ_KEYLEN) == 0) {
             gate *g = *p;
             *p = g->next;
+            store_entry_clear(&g->share); /* (and its reference to the fill) */
             free(g);
             break;
         }
@@ -2120,6 +2137,63 @@ static int adopt_carried(store *s, const parsed_record *pr, fill_job *j)
     return adopt_bytes(s, &pr->kr, &m, copy, &j->o, &j->inl);
 }
 
+/* gate_enter for a key: 2 if another thread is streaming the key's blob
+ * and this reader shares its fill (*e is its entry), without waiting for
+ * the commit; a fill that failed, or began before a delete of the key
+ * here, is not shared. */
+static int gate_enter_key(store *s, const uint8_t id[TQ_KEYLEN], const char *nskey, size_t nklen,
+                          store_entry *e)
+{
+    tier_state *q = s->tier_q;
+    int waited = 0, entered = 0;
+    pthread_mutex_lock(&q->gate_mu);
+    for (gate *g; (g = gate_find(q, id)) != NULL; waited = 1) {
+        tier_fill *f = g->fill;
+        if (f && !tier_changed_since(s, nskey, nklen, g->clock)) {
+            pthread_mutex_lock(&f->mu);
+            int ok = f->state >= 0;
+            pthread_mutex_unlock(&f->mu);
+            void *meta = g->share.meta_len ? malloc(g->share.meta_len) : NULL;
+            if (ok && (meta || g->share.meta_len == 0)) {
+                *e = g->share;
+                e->meta = meta;
+                if (meta)
+                    memcpy(meta, g->share.meta, g->share.meta_len);
+                atomic_fetch_add(&f->refs, 1);
+                pthread_mutex_unlock(&q->gate_mu);
+                return 2;
+            }
+            free(meta);
+        }
+        pthread_cond_wait(&q->gate_cv, &q->gate_mu);
+    }
+    entered = gate_take(q, id, waited);
+    pthread_mutex_unlock(&q->gate_mu);
+    return entered;
+}
+
+/* Lets later readers of the key share the fill e answers with. */
+static void gate_share(tier_state *q, const uint8_t id[TQ_KEYLEN], const store_entry *e,
+                       uint64_t clock)
+{
+    pthread_mutex_lock(&q->gate_mu);
+    gate *g = gate_find(q, id);
+    void *meta = e->meta_len ? malloc(e->meta_len) : NULL;
+    if (g && g->fill == NULL && (meta || e->meta_len == 0)) {
+        g->share = *e;
+        g->share.meta = meta;
+        if (meta)
+            memcpy(meta, e->meta, e->meta_len);
+        atomic_fetch_add(&e->fill->refs, 1);
+        g->fill = e->fill;
+        g->clock = clock;
+        pthread_cond_broadcast(&q->gate_cv); /* readers waiting for the gate join in */
+    } else {
+        free(meta);
+    }
+    pthread_mutex_unlock(&q->gate_mu);
+}
+
 int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, int *filled)
 {
     tier_state *q = s->tier_q;
@@ -2130,7 +2204,13 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
         return STORE_AGAIN;
     uint8_t id[TQ_KEYLEN];
     tq_key(TQ_KEY, nskey, nklen, id);
-    if (!gate_enter(q, id))
+    int entered = gate_enter_key(s, id, nskey, nklen, e);
+    if (entered == 2) {
+        *filled = 1; /* another request's fill, shared */
+        atomic_fetch_add(&q->hits, 1);
+        return STORE_OK;
+    }
+    if (!entered)
         return STORE_OK;            /* another request fetched it (or failed to): look again */
     uint64_t clock = tier_clock(s); /* a delete from here on drops the fill */
     if (queued(s, TQ_KEY_DEL, nskey, nklen)) {
@@ -2184,6 +2264,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
             rc = start_stream(s, &kr, j, &f);
             if (f && rc == TIER_OK) {
                 fill_entry_from(e, &kr, f->stored, f->codec, BLOB_FILE, f);
+                gate_share(q, id, e, clock);
                 *filled = 1;
                 atomic_fetch_add(&q->hits, 1);
                 free(data);

@@ -780,6 +780,45 @@ class TierTest(unittest.TestCase):
         self.assertEqual(rc, 0, "cairnd exited with %s\n%s" % (rc, a.read_log()[-4000:]))
         self.assertNotEqual(sha256(out["r"][1]), sha256(big2))  # cut short, never whole
 
+    def test_readers_of_a_blob_still_arriving_share_its_fill(self):
+        """A HEAD of a cold large key starts its fill; a GET that follows (as
+        aws s3 cp does), and a second GET beside it, are answered from that
+        same fill while it arrives, not after its commit, and the tier is
+        asked for the blob once."""
+        w = self.node()
+        big = self.rng.randbytes(8 * MIB)
+        path = "/cas/" + sha256(big)
+        self.assertEqual(request(w, "PUT", path, big)[0], 200)
+        self.drained(w)
+        a = self.node()
+        self.proxy.released = []
+        self.proxy.stall = lambda m, p: 3 if m == "GET" and "/blobs/" in p else 0
+        asked = len(self.proxy.paths)
+        st, h, _ = request(a, "HEAD", path)
+        self.assertEqual((st, h.get("content-length")), (200, str(len(big))))
+        out, firsts = {}, {}
+
+        def get(tag):
+            c = a.conn()
+            c.request("GET", path)
+            r = c.getresponse()
+            head = r.read(64 * KIB)
+            firsts[tag] = time.monotonic()
+            out[tag] = (r.status, head + r.read())
+            c.close()
+
+        ts = [threading.Thread(target=get, args=(t,)) for t in ("one", "two")]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.proxy.stall = None
+        for tag in ("one", "two"):
+            self.assertEqual((out[tag][0], sha256(out[tag][1])), (200, sha256(big)), tag)
+            self.assertLess(firsts[tag], self.proxy.released[0], "%s waited for the commit" % tag)
+        blob_gets = [p for p in self.proxy.paths[asked:] if p.startswith("GET ") and "/blobs/" in p]
+        self.assertEqual(len(blob_gets), 1, blob_gets)
+
     def test_copy_of_a_source_still_arriving_from_the_tier(self):
         """An S3 CopyObject whose source this node has not read yet (a large
         one: it streams from the tier) copies it."""
