@@ -722,6 +722,28 @@ out:
     return rc;
 }
 
+int codec_check_seek_table(int fd, uint64_t size, uint64_t stored, const uint64_t (*ends)[2],
+                           size_t n)
+{
+    codec_reader *r;
+    int rc = reader_open(&r, fd, CODEC_ZSTD, size, stored, 1);
+    if (rc != 0)
+        return rc;
+    if (n < r->nframes)
+        rc = CODEC_ERR_CORRUPT;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        uint64_t body = (uint64_t)(i + 1) * CODEC_FRAME_SIZE;
+        if (body > size)
+            body = size;
+        if (i < r->nframes && (ends[i][0] != r->coff[i + 1] || ends[i][1] != body))
+            rc = CODEC_ERR_CORRUPT;
+        else if (i >= r->nframes && ends[i][1] != size)
+            rc = CODEC_ERR_CORRUPT;
+    }
+    codec_reader_free(r);
+    return rc;
+}
+
 /* ---- small bodies, kept in the index ---------------------------------------- */
 
 static pthread_key_t cctx_key;

@@ -86,4 +86,14 @@ int codec_decode_small(int codec, const void *in, size_t in_len, void *out, size
  * 0 if it matches, CODEC_ERR_CORRUPT if not, -errno on I/O errors. */
 int codec_verify(int fd, int codec, uint64_t size, uint64_t stored, const uint8_t sha256[32]);
 
+/* A zstd file that arrived as a stream, its frames checked as they came:
+ * is its seek table the one those frames call for?  ends[i] holds where
+ * frame i was seen to end (stored offset, body offset); a skippable frame
+ * after the data frames (the table itself) ends at the body's end again.
+ * Without this, a table that lies about where frames begin would pass the
+ * stream's checks and fail every later range read of the file.  0, or
+ * CODEC_ERR_CORRUPT (or -errno). */
+int codec_check_seek_table(int fd, uint64_t size, uint64_t stored, const uint64_t (*ends)[2],
+                           size_t n);
+
 #endif

@@ -88,6 +88,7 @@ typedef struct gate {
     struct tier_fill *fill; /* a reference, or NULL */
     store_entry share;      /* what its readers answer with (meta owned) */
     uint64_t clock;         /* tier_clock when the fill began */
+    uint64_t gen;           /* which taking of the key's gate this is */
 } gate;
 
 /* Packs being gathered (see the top of the file). */
@@ -125,6 +126,7 @@ typedef struct tier_state {
     pthread_mutex_t gate_mu; /* read-through in progress, by key */
     pthread_cond_t gate_cv;
     gate *gates;
+    uint64_t gate_gen;
 
     atomic_ullong uploads, upload_bytes, upload_failures, skipped, refreshes;
     atomic_ullong hits, misses, errors, fetched_bytes, corrupt;
@@ -1356,10 +1358,11 @@ static int gate_wait(tier_state *q, const uint8_t id[TQ_KEYLEN])
 /* Takes the gate of id (gate_mu held) unless it waited for it: 1 if this
  * thread is the one to fetch, 0 if another was and has finished (look
  * again locally). */
-static int gate_take(tier_state *q, const uint8_t id[TQ_KEYLEN], int waited)
+static int gate_take(tier_state *q, const uint8_t id[TQ_KEYLEN], int waited, uint64_t *gen)
 {
     gate *g = waited ? NULL : calloc(1, sizeof *g);
     if (g) {
+        g->gen = *gen = ++q->gate_gen;
         memcpy(g->id, id, TQ_KEYLEN);
         g->next = q->gates;
         q->gates = g;
@@ -1370,7 +1373,8 @@ static int gate_take(tier_state *q, const uint8_t id[TQ_KEYLEN], int waited)
 static int gate_enter(tier_state *q, const uint8_t id[TQ_KEYLEN])
 {
     pthread_mutex_lock(&q->gate_mu);
-    int entered = gate_take(q, id, gate_wait(q, id));
+    uint64_t gen;
+    int entered = gate_take(q, id, gate_wait(q, id), &gen);
     pthread_mutex_unlock(&q->gate_mu);
     return entered;
 }
@@ -1563,6 +1567,12 @@ typedef struct tier_fill {
     uint64_t wake_at;      /* the least `have` a reader waits for: fewer wake-ups */
     int state;             /* 0 arriving, 1 complete and checked, -1 failed */
     store_waiter *waiters; /* readers that would not wait: woken, and dropped, as wake_at */
+    /* zstd: where each frame checked so far ends (stored, body offsets), so
+     * that a reader that starts elsewhere than at the body's start (a
+     * range) seeks instead of decoding every frame before it */
+    uint64_t (*frames)[2];
+    size_t nframes, frames_cap;
+    int frames_lost;
     int codec, headers;
     uint64_t size, stored;
 } tier_fill;
@@ -1574,7 +1584,6 @@ typedef struct fill_cursor {
     size_t dlen;
     uint8_t *cbuf, *dbuf;
     size_t cbuf_cap;
-    codec_reader *r; /* once complete, for reads out of order */
 } fill_cursor;
 
 void tier_fill_release(tier_fill *f)
@@ -1582,6 +1591,7 @@ void tier_fill_release(tier_fill *f)
     if (f == NULL || atomic_fetch_sub(&f->refs, 1) != 1)
         return;
     free(f->bytes);
+    free(f->frames);
     if (f->fd >= 0)
         close(f->fd);
     if (f->streaming) {
@@ -1678,7 +1688,6 @@ void tier_fill_cursor_free(void *p)
     fill_cursor *c = p;
     if (c == NULL)
         return;
-    codec_reader_free(c->r);
     free(c->cbuf);
     free(c->dbuf);
     free(c);
@@ -1756,16 +1765,25 @@ ssize_t tier_fill_read(tier_fill *f, void **cursor, uint64_t off, void *buf, siz
     fill_cursor *c = *cursor;
     if (c == NULL && (c = *cursor = calloc(1, sizeof *c)) == NULL)
         return -STORE_IO;
-    if (c->r == NULL && off < c->dstart) {
-        /* out of order: wait for the whole blob, then read it as a file */
-        if ((rc = fill_need(f, FILL_DONE, w)) != 0)
-            return rc > 0 ? -STORE_AGAIN : -STORE_CORRUPT;
-        if (codec_reader_open(&c->r, f->fd, f->codec, f->size, f->stored) != 0)
-            return -STORE_CORRUPT;
-    }
-    if (c->r) {
-        ssize_t n = codec_reader_read(c->r, off, buf, len);
-        return n == CODEC_ERR_CORRUPT ? -STORE_CORRUPT : n < 0 ? -STORE_IO : n;
+    if (off < c->dstart || off >= c->dstart + c->dlen) {
+        /* not in the frame at hand: start from the last checked frame
+         * that ends at or before off (or from the first) */
+        pthread_mutex_lock(&f->mu);
+        size_t lo = 0, hi = f->nframes; /* the frames ending at or before off: [0, lo) */
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (f->frames[mid][1] <= off)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        uint64_t coff = lo ? f->frames[lo - 1][0] : 0, dstart = lo ? f->frames[lo - 1][1] : 0;
+        pthread_mutex_unlock(&f->mu);
+        if (off < c->dstart || dstart > c->dstart + c->dlen) {
+            c->coff = coff;
+            c->dstart = dstart;
+            c->dlen = 0;
+        }
     }
     /* one frame's worth at most: while the blob arrives, what is here goes
      * at once */
@@ -1896,7 +1914,26 @@ typedef struct stream_job {
 
 #define ZOUT_SIZE (128u << 10)
 
-static void check_piece(stream_job *sj, int codec, const void *piece, size_t len)
+/* Notes (f->mu held) that a frame ends at stored offset coff, body offset body. */
+static void frame_ended(tier_fill *f, uint64_t coff, uint64_t body)
+{
+    if (f->nframes == f->frames_cap) {
+        size_t cap = f->frames_cap ? f->frames_cap * 2 : 64;
+        void *p = realloc(f->frames, cap * sizeof *f->frames);
+        if (p == NULL) {
+            f->frames_lost = 1; /* (readers then decode from an earlier frame) */
+            return;
+        }
+        f->frames = p;
+        f->frames_cap = cap;
+    }
+    f->frames[f->nframes][0] = coff;
+    f->frames[f->nframes][1] = body;
+    f->nframes++;
+}
+
+/* Checks the piece of the tier's answer that starts at stored offset at. */
+static void check_piece(stream_job *sj, int codec, const void *piece, size_t len, uint64_t at)
 {
     if (sj->bad)
         return;
@@ -1919,6 +1956,11 @@ static void check_piece(stream_job *sj, int codec, const void *piece, size_t len
         else if (out.pos && !EVP_DigestUpdate(sj->sha, sj->zout, out.pos))
             sj->bad = 1;
         sj->body += out.pos;
+        if (r == 0 && !sj->bad) {
+            pthread_mutex_lock(&sj->f->mu);
+            frame_ended(sj->f, at + in.pos, sj->body);
+            pthread_mutex_unlock(&sj->f->mu);
+        }
     }
 }
 
@@ -1927,7 +1969,7 @@ static void stream_progress(void *arg, const void *piece, size_t len, uint64_t w
 {
     stream_job *sj = arg;
     tier_fill *f = sj->f;
-    check_piece(sj, m->codec, piece, len);
+    check_piece(sj, m->codec, piece, len, written - len);
     pthread_mutex_lock(&f->mu);
     int wake = 0;
     if (!f->headers) {
@@ -1965,10 +2007,13 @@ static void *stream_main(void *arg)
              sj->body == sj->kr.size && EVP_DigestFinal_ex(sj->sha, d, &dl) &&
              memcmp(d, sj->kr.digest, 32) == 0;
     if (ok && m.codec == CODEC_ZSTD) {
-        /* the file must also be what the local reader expects (a seek table) */
+        /* the file must also be what the local reader expects: a seek table
+         * of the frames that arrived (frames_lost: memory ran short for
+         * their list, so only the table's own form is checked) */
         codec_reader *r;
-        ok = codec_reader_open(&r, sj->wfd, m.codec, m.size, m.length) == 0;
-        if (ok)
+        if (!f->frames_lost)
+            ok = codec_check_seek_table(sj->wfd, m.size, m.length, f->frames, f->nframes) == 0;
+        else if ((ok = codec_reader_open(&r, sj->wfd, m.codec, m.size, m.length) == 0))
             codec_reader_free(r);
     }
     EVP_MD_CTX_free(sj->sha);
@@ -2142,7 +2187,7 @@ static int adopt_carried(store *s, const parsed_record *pr, fill_job *j)
  * the commit; a fill that failed, or began before a delete of the key
  * here, is not shared. */
 static int gate_enter_key(store *s, const uint8_t id[TQ_KEYLEN], const char *nskey, size_t nklen,
-                          store_entry *e)
+                          store_entry *e, uint64_t *gen)
 {
     tier_state *q = s->tier_q;
     int waited = 0, entered = 0;
@@ -2167,19 +2212,21 @@ static int gate_enter_key(store *s, const uint8_t id[TQ_KEYLEN], const char *nsk
         }
         pthread_cond_wait(&q->gate_cv, &q->gate_mu);
     }
-    entered = gate_take(q, id, waited);
+    entered = gate_take(q, id, waited, gen);
     pthread_mutex_unlock(&q->gate_mu);
     return entered;
 }
 
-/* Lets later readers of the key share the fill e answers with. */
-static void gate_share(tier_state *q, const uint8_t id[TQ_KEYLEN], const store_entry *e,
-                       uint64_t clock)
+/* Lets later readers of the key share the fill e answers with, if the gate
+ * is still the one this reader took (gen): its fill may have ended, and
+ * another reader taken the gate, before this one got here. */
+static void gate_share(tier_state *q, const uint8_t id[TQ_KEYLEN], uint64_t gen,
+                       const store_entry *e, uint64_t clock)
 {
     pthread_mutex_lock(&q->gate_mu);
     gate *g = gate_find(q, id);
     void *meta = e->meta_len ? malloc(e->meta_len) : NULL;
-    if (g && g->fill == NULL && (meta || e->meta_len == 0)) {
+    if (g && g->gen == gen && g->fill == NULL && (meta || e->meta_len == 0)) {
         g->share = *e;
         g->share.meta = meta;
         if (meta)
@@ -2204,10 +2251,10 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
         return STORE_AGAIN;
     uint8_t id[TQ_KEYLEN];
     tq_key(TQ_KEY, nskey, nklen, id);
-    int entered = gate_enter_key(s, id, nskey, nklen, e);
+    uint64_t gen = 0;
+    int entered = gate_enter_key(s, id, nskey, nklen, e, &gen);
     if (entered == 2) {
-        *filled = 1; /* another request's fill, shared */
-        atomic_fetch_add(&q->hits, 1);
+        *filled = 1; /* another request's fill, shared (a tier read counted once) */
         return STORE_OK;
     }
     if (!entered)
@@ -2264,7 +2311,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
             rc = start_stream(s, &kr, j, &f);
             if (f && rc == TIER_OK) {
                 fill_entry_from(e, &kr, f->stored, f->codec, BLOB_FILE, f);
-                gate_share(q, id, e, clock);
+                gate_share(q, id, gen, e, clock);
                 *filled = 1;
                 atomic_fetch_add(&q->hits, 1);
                 free(data);

@@ -819,6 +819,31 @@ class TierTest(unittest.TestCase):
         blob_gets = [p for p in self.proxy.paths[asked:] if p.startswith("GET ") and "/blobs/" in p]
         self.assertEqual(len(blob_gets), 1, blob_gets)
 
+        # a compressible body (zstd frames in the tier): a HEAD, then ranges
+        # read at once from the same fill, as aws s3 cp reads a large object
+        text = b"".join(b"line %d of a build log\n" % i for i in range(600000))[:12 * MIB + 777]
+        tpath = "/cas/" + sha256(text)
+        self.assertEqual(request(w, "PUT", tpath, text)[0], 200)
+        self.drained(w)
+        self.proxy.stall = lambda m, p: 2 if m == "GET" and "/blobs/" in p else 0
+        self.assertEqual(request(a, "HEAD", tpath)[0], 200)
+        step = 3 * MIB
+        spans = [(i, min(i + step, len(text)) - 1) for i in range(0, len(text), step)]
+        spans.reverse()  # the end first: readers that start past what is here
+        got = {}
+
+        def get_range(span):
+            got[span] = request(a, "GET", tpath, headers={"Range": "bytes=%d-%d" % span})
+        ts = [threading.Thread(target=get_range, args=(sp,)) for sp in spans]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.proxy.stall = None
+        for lo, hi in spans:
+            st, _, part = got[(lo, hi)]
+            self.assertEqual((st, sha256(part)), (206, sha256(text[lo:hi + 1])), (lo, hi))
+
     def test_copy_of_a_source_still_arriving_from_the_tier(self):
         """An S3 CopyObject whose source this node has not read yet (a large
         one: it streams from the tier) copies it."""
@@ -951,6 +976,39 @@ class TierTest(unittest.TestCase):
         b = self.node()
         self.assertEqual(request(b, "GET", path)[0], 404)
         self.assertEqual(status(b)["tier"]["corrupt"], 1)
+        self.assertEqual(status(b)["entries"]["keys"], 0)
+
+    def test_a_seek_table_that_lies_is_a_miss(self):
+        """A zstd blob whose frames and SHA-256 are right but whose seek table
+        says the frames begin elsewhere (two compressed sizes swapped: the
+        sums still match) fails the checks of a read while it arrives: it is
+        counted damaged and never kept, rather than kept and failing every
+        range read of the local copy later."""
+        a = self.node()
+        text = b"".join(b"entry %d of a build log, %s\n" % (i, b"x" * (i % 37))
+                        for i in range(120000))[:3 * MIB + 4321]
+        path = "/cas/" + sha256(text)
+        self.assertEqual(request(a, "PUT", path, text)[0], 200)
+        self.drained(a)
+        name = "%s/blobs/%s" % (self.PREFIX, sha256(text))
+        s3 = self.moto.client()
+        obj = s3.get_object(Bucket=self.BUCKET, Key=name)
+        self.assertEqual(obj["Metadata"].get("cairn-codec"), "zstd")
+        data = bytearray(obj["Body"].read())
+        nf = int.from_bytes(data[-9:-5], "little")
+        table = len(data) - (8 + 8 * nf + 9)
+        e0, e1 = table + 8, table + 16  # (compressed, decompressed) pairs of frames 0 and 1
+        c0, c1 = data[e0:e0 + 4], data[e1:e1 + 4]
+        self.assertNotEqual(c0, c1)
+        data[e0:e0 + 4], data[e1:e1 + 4] = c1, c0
+        s3.put_object(Bucket=self.BUCKET, Key=name, Body=bytes(data), Metadata=obj["Metadata"])
+        b = self.node()
+        try:
+            st, _, got = request(b, "GET", path)
+        except (http.client.HTTPException, OSError):
+            st, got = None, b""
+        self.assertNotEqual(sha256(got), sha256(text), "a blob with a lying seek table was served whole")
+        self.assertTrue(wait_for(lambda: status(b)["tier"]["corrupt"] == 1, timeout=10))
         self.assertEqual(status(b)["entries"]["keys"], 0)
 
 
