@@ -391,7 +391,8 @@ typedef struct treq {
     int copy;              /* x-amz-copy-source: the object itself */
     int replace;           /* with copy: x-amz-metadata-directive REPLACE */
     const char *range;     /* with copy: x-amz-copy-source-range; else a GET's Range */
-    const char *if_match;  /* with copy: x-amz-copy-source-if-match (the source unchanged) */
+    const char *if_match;  /* with copy: x-amz-copy-source-if-match (the source unchanged);
+                              else If-Match */
     long timeout_ms;
 } treq;
 
@@ -447,8 +448,11 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
             hs[nh++] = (sigv4_header){"x-amz-copy-source-if-match", r->if_match};
         if (r->replace)
             hs[nh++] = (sigv4_header){"x-amz-metadata-directive", "REPLACE"};
-    } else if (r->range) {
-        hs[nh++] = (sigv4_header){"range", r->range};
+    } else {
+        if (r->range)
+            hs[nh++] = (sigv4_header){"range", r->range};
+        if (r->if_match)
+            hs[nh++] = (sigv4_header){"if-match", r->if_match};
     }
     if (r->meta && r->meta->codec >= 0) {
         snprintf(codec_v, sizeof codec_v, "%s", r->meta->codec == CODEC_ZSTD ? "zstd" : "raw");
@@ -895,6 +899,32 @@ int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *
     long http;
     treq r = {.method = "GET", .name = name, .timeout_ms = budget(t, max)};
     int rc = perform(t, &r, &x, &http);
+    /* An answer cut short (a connection reset, a stall past the timeout):
+     * the rest, from where it stopped, of the same object (If-Match its
+     * ETag), twice at most.  Readers of the blob see a pause, not a failure. */
+    uint64_t total = m.length;
+    char range[48], etag[sizeof x.etag];
+    snprintf(etag, sizeof etag, "%s", x.etag);
+    for (int tries = 0; tries < 2 && rc == TIER_ERROR && http == 200 && !x.write_error &&
+                        !x.too_large && etag[0] && x.out_len > 0 && x.out_len < total;
+         tries++) {
+        uint64_t had = x.out_len;
+        log_msg(LOG_INFO, "tier_resume",
+                "%s: cut short at %" PRIu64 " of %" PRIu64 " bytes; "
+                "asking for the rest",
+                name, had, total);
+        snprintf(range, sizeof range, "bytes=%" PRIu64 "-", had);
+        treq rest = {.method = "GET",
+                     .name = name,
+                     .range = range,
+                     .if_match = etag,
+                     .timeout_ms = budget(t, total - had)};
+        rc = perform(t, &rest, &x, &http);
+        if (http != 206 && x.out_len > had)
+            rc = TIER_ERROR; /* (the whole object again, after the part: damaged, and seen so) */
+        if (rc == TIER_ERROR && http == 206)
+            http = 200; /* cut short again: another try */
+    }
     if (rc == TIER_OK && x.write_error)
         rc = TIER_ERROR;
     m.length = x.out_len;

@@ -133,6 +133,7 @@ class FaultProxy:
         self.fail = None
         self.delay = None  # delay(method, path): seconds to wait before forwarding
         self.stall = None  # stall(method, path): seconds to pause half-way through the body
+        self.cut = None  # cut(method, path): true to close the connection half-way through it
         self.released = []
         self.requests = 0
         self.paths = []
@@ -203,7 +204,12 @@ class FaultProxy:
                                                        else r.getheader("Content-Length", "0")))
                 self.end_headers()
                 pause = proxy.stall(self.command, self.path) if proxy.stall else 0
-                if self.command != "HEAD" and pause:
+                if self.command != "HEAD" and proxy.cut and proxy.cut(self.command, self.path):
+                    self.wfile.write(data[:len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                elif self.command != "HEAD" and pause:
                     self.wfile.write(data[:len(data) // 2])
                     self.wfile.flush()
                     time.sleep(pause)
@@ -843,6 +849,44 @@ class TierTest(unittest.TestCase):
         for lo, hi in spans:
             st, _, part = got[(lo, hi)]
             self.assertEqual((st, sha256(part)), (206, sha256(text[lo:hi + 1])), (lo, hi))
+
+    def test_an_answer_cut_short_by_the_tier_is_resumed(self):
+        """The tier's answer for a blob breaks off half-way (the connection
+        closed): the node asks for the rest (a Range from where it stopped,
+        If-Match the object's ETag) and the reader gets the whole body, raw
+        or zstd, which is then kept."""
+        w = self.node()
+        raw = self.rng.randbytes(6 * MIB)
+        text = b"".join(b"line %d of a test log\n" % i for i in range(400000))[:7 * MIB + 99]
+        for b in (raw, text):
+            self.assertEqual(request(w, "PUT", "/cas/" + sha256(b), b)[0], 200)
+        self.drained(w)
+        a = self.node()
+        cut = set()
+
+        def cut_once(m, p):
+            if m != "GET" or "/blobs/" not in p or p in cut:
+                return False
+            cut.add(p)
+            return True
+        self.proxy.cut = cut_once
+        asked = len(self.proxy.headers)
+        for b in (raw, text):
+            st, _, got = request(a, "GET", "/cas/" + sha256(b))
+            self.assertEqual((st, sha256(got)), (200, sha256(b)))
+        self.proxy.cut = None
+        gets = [h for m, p, h in self.proxy.headers[asked:] if m == "GET" and "/blobs/" in p]
+        self.assertEqual(len(gets), 4)
+        resumed = [h for h in gets if "range" in h]
+        self.assertEqual(len(resumed), 2)
+        for h in resumed:
+            self.assertTrue(h["range"].startswith("bytes=") and h["range"].endswith("-"))
+            self.assertIn("if-match", h)
+        self.assertTrue(wait_for(lambda: status(a)["entries"]["keys"] == 2, timeout=10))
+        self.assertEqual(status(a)["tier"]["corrupt"], 0)
+        self.proxy.mode = "down"  # kept whole
+        for b in (raw, text):
+            self.assertEqual(sha256(request(a, "GET", "/cas/" + sha256(b))[2]), sha256(b))
 
     def test_copy_of_a_source_still_arriving_from_the_tier(self):
         """An S3 CopyObject whose source this node has not read yet (a large
