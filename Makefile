@@ -98,6 +98,7 @@ bench: bench-deps all
 	@sh bench/run.sh
 	@bash bench/s3.sh
 	@python3 bench/tier.py
+	@python3 bench/tier_ranges.py
 	@bash bench/metrics.sh
 	@python3 bench/warmup.py
 

@@ -211,6 +211,7 @@ int http_park(http_parker *p)
     p->woken = 0;
     if (rc > 0) {
         p->suspended = 1;
+        atomic_fetch_add(&p->srv->tier_waiting, 1);
         p->prev = NULL;
         p->next = off->parked;
         if (off->parked)
@@ -230,6 +231,7 @@ static void unpark_locked(offload *off, http_parker *p)
         return;
     }
     p->suspended = 0;
+    atomic_fetch_sub(&p->srv->tier_waiting, 1);
     if (p->prev)
         p->prev->next = p->next;
     else
@@ -272,6 +274,7 @@ static void *offload_main(void *arg)
             r->ready_ret = r->handler(r, NULL, &none);
         }
         r->on_worker = 0;
+        atomic_fetch_sub(&srv->tier_waiting, 1);
         MHD_resume_connection(r->conn);
         pthread_mutex_lock(&off->mu);
     }
@@ -291,6 +294,7 @@ static enum MHD_Result offload_request(request *r)
     }
     r->offloaded = 1;
     r->next_offload = NULL;
+    atomic_fetch_add(&r->srv->tier_waiting, 1);
     MHD_suspend_connection(r->conn);
     if (off->tail)
         off->tail->next_offload = r;

@@ -349,6 +349,10 @@ void metrics_render(server *srv, buf *b)
 
     one(b, "cairn_http_requests_in_flight", "gauge", "Requests being handled now.",
         (uint64_t)atomic_load(&srv->in_flight));
+    one(b, "cairn_tier_waiting_requests", "gauge",
+        "Requests waiting for the cold tier now: on an offload thread, or parked until the "
+        "next bytes of a body arrive from it.",
+        (uint64_t)atomic_load(&srv->tier_waiting));
     head(b, "cairn_http_received_bytes_total", "counter", "Request body bytes received.");
     for (int fe = 0; fe < MFE_N; fe++)
         buf_printf(b, "cairn_http_received_bytes_total{frontend=\"%s\"} %" PRIu64 "\n", FE[fe],

@@ -32,7 +32,8 @@ typedef struct server {
     atomic_int in_flight;
     uint64_t start_ms;
     uint16_t port;
-    struct offload *off; /* with a cold tier: where requests that wait for it run */
+    struct offload *off;     /* with a cold tier: where requests that wait for it run */
+    atomic_int tier_waiting; /* requests on an offload thread or parked now */
 } server;
 
 typedef struct request request;

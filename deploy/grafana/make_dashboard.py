@@ -65,7 +65,8 @@ PANELS = [
      [("process_resident_memory_bytes{%s}" % SEL, "RSS {{instance}}"),
       ("process_open_fds{%s}" % SEL, "open files {{instance}}"),
       ("rate(process_cpu_seconds_total{%s}[%s])" % (SEL, RI), "CPU {{instance}}"),
-      ("cairn_http_requests_in_flight{%s}" % SEL, "in flight {{instance}}")], 8),
+      ("cairn_http_requests_in_flight{%s}" % SEL, "in flight {{instance}}"),
+      ("cairn_tier_waiting_requests{%s}" % SEL, "waiting for the tier {{instance}}")], 8),
 ]
 
 # (query, column, unit): stored and keys now; the others over the dashboard's time range

@@ -253,6 +253,13 @@ def request(srv, method, path, body=None, headers=None, timeout=60):
         c.close()
 
 
+def waiting_for_tier(srv):
+    """The node's cairn_tier_waiting_requests gauge."""
+    text = request(srv, "GET", "/metrics")[2].decode()
+    return int(next(l.split()[1] for l in text.splitlines()
+                    if l.startswith("cairn_tier_waiting_requests ")))
+
+
 def job_done(srv, job, timeout=60):
     """Waits for admin job `job` of srv to end: its final state, or None."""
     end = time.time() + timeout
@@ -720,10 +727,13 @@ class TierTest(unittest.TestCase):
             p.startswith("GET ") and "/keys/" in p and any(sha256(b) in p for b in cold)
             for p in self.proxy.paths[asked:]), timeout=10, step=0.01))
         answered = hits()
+        waiting = waiting_for_tier(a)
         for t in readers:
             t.join()
         self.proxy.delay = None
         self.assertLess(answered, min(self.proxy.released), "hits waited for the tier")
+        self.assertGreaterEqual(waiting, 1)  # (read before the tier let go, as the hits were)
+        self.assertEqual(waiting_for_tier(a), 0)
         for b in cold:
             self.assertEqual((got[sha256(b)][0], sha256(got[sha256(b)][2])), (200, sha256(b)))
 
