@@ -254,6 +254,11 @@ typedef struct xfer {
     int too_large;
     int write_error;
     char etag[128]; /* the answer's ETag header, as sent (quoted) */
+    /* a GET resumed at byte resume_from (> 0): its body is taken only from
+     * a 206 whose Content-Range starts there (else refused, unwritten) */
+    uint64_t resume_from;
+    long status;
+    int range_ok, refused;
     tier_meta *meta;
     void (*progress)(void *arg, const void *piece, size_t len, uint64_t written,
                      const tier_meta *meta);
@@ -285,6 +290,10 @@ static size_t write_cb(char *buf, size_t size, size_t n, void *arg)
 {
     xfer *x = arg;
     size_t len = size * n;
+    if (x->resume_from && (x->status != 206 || !x->range_ok)) {
+        x->refused = 1; /* the whole object again, another part, or an error's body */
+        return 0;
+    }
     if ((uint64_t)x->out_len + len > x->out_max) {
         x->too_large = 1;
         return 0;
@@ -328,6 +337,12 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *arg)
     memcpy(line, buf, len);
     line[len] = '\0';
     line[strcspn(line, "\r\n")] = '\0';
+    if (strncmp(line, "HTTP/", 5) == 0) { /* a status line: a new answer's headers begin */
+        const char *sp = strchr(line, ' ');
+        x->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+        x->range_ok = 0;
+        return len;
+    }
     char *colon = strchr(line, ':');
     if (colon == NULL)
         return len;
@@ -337,6 +352,11 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *arg)
         v++;
     if (strcasecmp(line, "etag") == 0)
         snprintf(x->etag, sizeof x->etag, "%s", v);
+    if (x->resume_from && strcasecmp(line, "content-range") == 0) {
+        char *end;
+        x->range_ok = strncmp(v, "bytes ", 6) == 0 && strtoull(v + 6, &end, 10) == x->resume_from &&
+                      *end == '-';
+    }
     if (x->meta == NULL)
         return len;
     /* GCS's XML API names custom metadata x-goog-meta-* in its answers */
@@ -901,30 +921,31 @@ int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *
     int rc = perform(t, &r, &x, &http);
     /* An answer cut short (a connection reset, a stall past the timeout):
      * the rest, from where it stopped, of the same object (If-Match its
-     * ETag), twice at most.  Readers of the blob see a pause, not a failure. */
+     * ETag), twice at most.  Readers of the blob see a pause, not a
+     * failure.  Only a 206 that starts where the bytes stopped is taken. */
     uint64_t total = m.length;
     char range[48], etag[sizeof x.etag];
     snprintf(etag, sizeof etag, "%s", x.etag);
-    for (int tries = 0; tries < 2 && rc == TIER_ERROR && http == 200 && !x.write_error &&
-                        !x.too_large && etag[0] && x.out_len > 0 && x.out_len < total;
+    int resumable = http == 200 && etag[0] && total > 0, resumed = 0;
+    for (int tries = 0; tries < 2 && resumable && rc == TIER_ERROR && !x.write_error &&
+                        !x.too_large && !x.refused && x.out_len > 0 && x.out_len < total;
          tries++) {
         uint64_t had = x.out_len;
         log_msg(LOG_INFO, "tier_resume",
-                "%s: cut short at %" PRIu64 " of %" PRIu64 " bytes; "
-                "asking for the rest",
-                name, had, total);
+                "%s: cut short at %" PRIu64 " of %" PRIu64 " bytes; asking for the rest", name, had,
+                total);
         snprintf(range, sizeof range, "bytes=%" PRIu64 "-", had);
         treq rest = {.method = "GET",
                      .name = name,
                      .range = range,
                      .if_match = etag,
                      .timeout_ms = budget(t, total - had)};
+        x.resume_from = had;
         rc = perform(t, &rest, &x, &http);
-        if (http != 206 && x.out_len > had)
-            rc = TIER_ERROR; /* (the whole object again, after the part: damaged, and seen so) */
-        if (rc == TIER_ERROR && http == 206)
-            http = 200; /* cut short again: another try */
+        resumed = 1;
     }
+    if (resumed && (x.refused || (rc == TIER_OK && x.out_len != total)))
+        rc = TIER_ERROR; /* (an answer that did not continue the body: not damage) */
     if (rc == TIER_OK && x.write_error)
         rc = TIER_ERROR;
     m.length = x.out_len;
