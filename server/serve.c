@@ -123,8 +123,9 @@ static struct MHD_Response *body_response(server *srv, const store_entry *e, con
                                           int *zstd_passthrough, unsigned *status)
 {
     if (o->head) {
-        /* the headers a GET would get: zstd as stored, when it would be */
-        if (e->codec == CODEC_ZSTD && o->allow_zstd && !ranged) {
+        /* the headers a GET would get: zstd as stored, when it would be
+         * (not while the blob arrives: that is read decoded) */
+        if (e->codec == CODEC_ZSTD && o->allow_zstd && !ranged && !store_entry_arriving(e)) {
             *zstd_passthrough = 1;
             len = e->stored;
         }

@@ -1357,6 +1357,11 @@ void store_close(store *s)
 
 /* ---- reads ---------------------------------------------------------------- */
 
+int store_entry_arriving(const store_entry *e)
+{
+    return e->fill != NULL && tier_fill_streaming(e->fill);
+}
+
 void store_entry_clear(store_entry *e)
 {
     if (e->fill)

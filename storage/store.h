@@ -95,6 +95,9 @@ typedef struct store_entry {
 } store_entry;
 
 void store_entry_clear(store_entry *e);
+/* Is the entry's blob still arriving from the tier, to be read (decoded)
+ * as it comes, with no file to send as it is? */
+int store_entry_arriving(const store_entry *e);
 
 /* Has the store a cold tier? */
 int store_has_tier(const store *s);

@@ -192,6 +192,8 @@ void tier_fill_forget(struct tier_fill *f, store_waiter *w);
  * waited for the tier, and returns 1 (the call fails without waiting). */
 int tier_must_not_wait(void);
 void tier_fill_cursor_free(void *cursor);
+/* Is the fill a large blob still arriving (read only through tier_fill_read)? */
+int tier_fill_streaming(const struct tier_fill *f);
 /* The tier holds a delete of this key that is not done yet. */
 int tier_key_deleted(store *s, MDB_txn *t, const char *nskey, size_t nklen);
 /* A delete marks its key when done, and so does the eviction or quarantine

@@ -1601,6 +1601,11 @@ void tier_fill_release(tier_fill *f)
     free(f);
 }
 
+int tier_fill_streaming(const tier_fill *f)
+{
+    return f->streaming;
+}
+
 int tier_fill_open(tier_fill *f, const uint8_t **bytes, size_t *len, int *fd)
 {
     *bytes = f->bytes;

@@ -799,6 +799,55 @@ class TierTest(unittest.TestCase):
         self.assertEqual(rc, 0, "cairnd exited with %s\n%s" % (rc, a.read_log()[-4000:]))
         self.assertNotEqual(sha256(out["r"][1]), sha256(big2))  # cut short, never whole
 
+    def test_s3_requests_that_ask_the_tier_through_a_node_with_one_thread(self):
+        """boto3 through a node with one HTTP thread and an empty folder, for
+        a bucket another node wrote: every S3 request that has to ask the
+        tier (a bucket not known here, cold objects, a copy of a cold source,
+        a conditional PUT over a key only the tier has, DeleteObjects, a
+        multipart upload) runs off the HTTP thread and answers as S3 would."""
+        import boto3
+        from botocore.exceptions import ClientError
+        w = self.node()
+        small, mid, big = b"small body", self.rng.randbytes(200 * KIB), self.rng.randbytes(3 * MIB)
+        self.assertEqual(request(w, "PUT", "/fleet-s3")[0], 200)
+        for k, b in (("small", small), ("mid", mid), ("big", big)):
+            self.assertEqual(request(w, "PUT", "/fleet-s3/" + k, b)[0], 200)
+        self.drained(w)
+        a = self.node(extra=["--threads", "1"])
+        s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:%d" % a.port,
+                          region_name="us-east-1", aws_access_key_id="any",
+                          aws_secret_access_key="any")
+        s3.head_bucket(Bucket="fleet-s3")
+        self.assertEqual(s3.get_object(Bucket="fleet-s3", Key="small")["Body"].read(), small)
+        self.assertEqual(s3.get_object(Bucket="fleet-s3", Key="mid", Range="bytes=10-99")
+                         ["Body"].read(), mid[10:100])
+        s3.copy_object(Bucket="fleet-s3", Key="big-copy",
+                       CopySource={"Bucket": "fleet-s3", "Key": "big"})
+        self.assertEqual(sha256(s3.get_object(Bucket="fleet-s3", Key="big-copy")["Body"].read()),
+                         sha256(big))
+        with self.assertRaises(ClientError) as cm:  # "mid" is here now; "only" never was
+            s3.put_object(Bucket="fleet-s3", Key="mid", Body=b"x", IfNoneMatch="*")
+        self.assertEqual(cm.exception.response["Error"]["Code"], "PreconditionFailed")
+        self.assertEqual(request(w, "PUT", "/fleet-s3/only", b"written elsewhere")[0], 200)
+        self.drained(w)
+        with self.assertRaises(ClientError) as cm:
+            s3.put_object(Bucket="fleet-s3", Key="only", Body=b"x", IfNoneMatch="*")
+        self.assertEqual(cm.exception.response["Error"]["Code"], "PreconditionFailed")
+        out = s3.delete_objects(Bucket="fleet-s3", Delete={"Objects": [
+            {"Key": "small"}, {"Key": "only"}, {"Key": "never"}]})
+        self.assertEqual(sorted(d["Key"] for d in out["Deleted"]), ["never", "only", "small"])
+        for k in ("small", "only"):
+            with self.assertRaises(ClientError):
+                s3.head_object(Bucket="fleet-s3", Key=k)
+        up = s3.create_multipart_upload(Bucket="fleet-s3", Key="mp")["UploadId"]
+        parts = [self.rng.randbytes(5 * MIB), b"tail"]
+        etags = [s3.upload_part(Bucket="fleet-s3", Key="mp", UploadId=up, PartNumber=i + 1,
+                                Body=p)["ETag"] for i, p in enumerate(parts)]
+        s3.complete_multipart_upload(Bucket="fleet-s3", Key="mp", UploadId=up, MultipartUpload={
+            "Parts": [{"ETag": e, "PartNumber": i + 1} for i, e in enumerate(etags)]})
+        self.assertEqual(s3.get_object(Bucket="fleet-s3", Key="mp")["Body"].read(), b"".join(parts))
+        self.assertEqual(waiting_for_tier(a), 0)
+
     def test_readers_of_a_blob_still_arriving_share_its_fill(self):
         """A HEAD of a cold large key starts its fill; a GET that follows (as
         aws s3 cp does), and a second GET beside it, are answered from that
@@ -845,7 +894,11 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(w, "PUT", tpath, text)[0], 200)
         self.drained(w)
         self.proxy.stall = lambda m, p: 2 if m == "GET" and "/blobs/" in p else 0
-        self.assertEqual(request(a, "HEAD", tpath)[0], 200)
+        # (a client that takes zstd: while the blob arrives, a GET would be
+        # answered decoded, and the HEAD says so)
+        st, h, _ = request(a, "HEAD", tpath, headers={"Accept-Encoding": "zstd"})
+        self.assertEqual((st, h.get("content-encoding"), h.get("content-length")),
+                         (200, None, str(len(text))))
         step = 3 * MIB
         spans = [(i, min(i + step, len(text)) - 1) for i in range(0, len(text), step)]
         spans.reverse()  # the end first: readers that start past what is here
@@ -862,6 +915,13 @@ class TierTest(unittest.TestCase):
         for lo, hi in spans:
             st, _, part = got[(lo, hi)]
             self.assertEqual((st, sha256(part)), (206, sha256(text[lo:hi + 1])), (lo, hi))
+        # kept here: the file itself goes to a client that takes zstd
+        self.assertTrue(wait_for(lambda: status(a)["entries"]["keys"] == 2, timeout=10))
+        st, h, _ = request(a, "HEAD", tpath, headers={"Accept-Encoding": "zstd"})
+        self.assertEqual((st, h.get("content-encoding")), (200, "zstd"))
+        st, h, body = request(a, "GET", tpath, headers={"Accept-Encoding": "zstd"})
+        self.assertEqual((h.get("content-encoding"), h.get("content-length")),
+                         ("zstd", str(len(body))))
 
     def test_an_answer_cut_short_by_the_tier_is_resumed(self):
         """The tier's answer for a blob breaks off half-way (the connection
