@@ -103,7 +103,7 @@ int native_route(request *r)
     return 1;
 }
 
-static enum MHD_Result reply_get(request *r, native_req *n, int head)
+static enum MHD_Result reply_get_once(request *r, native_req *n, int head, int *vanished)
 {
     store_entry e;
     int st = store_lookup(r->srv->st, n->ns, n->hex, 64, &e);
@@ -125,13 +125,29 @@ static enum MHD_Result reply_get(request *r, native_req *n, int head)
                     .allow_zstd = http_accepts_encoding(r, "zstd"),
                     .range = http_header(r, "Range"),
                     .content_type = "application/octet-stream",
-                    .req = r};
+                    .req = r,
+                    .vanished = vanished};
     unsigned status;
     struct MHD_Response *resp = serve_entry(r->srv, &e, &o, &status);
     store_entry_clear(&e);
+    if (resp == NULL && vanished && *vanished)
+        return MHD_YES; /* looked up again */
     if (resp == NULL)
         return http_text(r, status, status == MHD_HTTP_NOT_FOUND ? "not found" : "read failed");
     return http_queue(r, status, resp);
+}
+
+static enum MHD_Result reply_get(request *r, native_req *n, int head)
+{
+    /* a key overwritten or deleted between its lookup and the opening of
+     * its blob is looked up again: it has a value, or none, never a 404
+     * while it holds one */
+    for (int tries = 0;; tries++) {
+        int vanished = 0;
+        enum MHD_Result ret = reply_get_once(r, n, head, tries < 3 ? &vanished : NULL);
+        if (!vanished)
+            return ret;
+    }
 }
 
 static enum MHD_Result reply_put(request *r, native_req *n)

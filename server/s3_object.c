@@ -274,7 +274,7 @@ static unsigned check_conditions(request *r, const char *etag, uint64_t mtime_ms
 
 /* ---- GET and HEAD --------------------------------------------------------- */
 
-enum MHD_Result s3_get_object(request *r, int head)
+static enum MHD_Result get_object_once(request *r, int head, int *vanished)
 {
     s3_req *s = r->fe;
     store_entry e;
@@ -308,7 +308,8 @@ enum MHD_Result s3_get_object(request *r, int head)
                     .head = head,
                     .allow_zstd = 0,
                     .range = http_header(r, "Range"),
-                    .req = r};
+                    .req = r,
+                    .vanished = vanished};
     if (s3_has_param(r, "partNumber")) {
         const char *pn = s3_param(r, "partNumber");
         if (strcmp(pn, "1") != 0) {
@@ -319,6 +320,10 @@ enum MHD_Result s3_get_object(request *r, int head)
     }
     unsigned status;
     struct MHD_Response *resp = serve_entry(r->srv, &e, &o, &status);
+    if (resp == NULL && vanished && *vanished) {
+        store_entry_clear(&e);
+        return MHD_YES; /* looked up again */
+    }
     if (resp == NULL) {
         store_entry_clear(&e);
         return status == 404 ? s3_store_error(r, STORE_NOTFOUND)
@@ -335,6 +340,19 @@ enum MHD_Result s3_get_object(request *r, int head)
         MHD_add_response_header(resp, "Content-Type", "binary/octet-stream");
     store_entry_clear(&e);
     return http_queue(r, status, resp);
+}
+
+enum MHD_Result s3_get_object(request *r, int head)
+{
+    /* a key overwritten or deleted between its lookup and the opening of
+     * its blob is looked up again: it has a value, or none, never a 404
+     * while it holds one */
+    for (int tries = 0;; tries++) {
+        int vanished = 0;
+        enum MHD_Result ret = get_object_once(r, head, tries < 3 ? &vanished : NULL);
+        if (!vanished)
+            return ret;
+    }
 }
 
 /* ---- PUT ------------------------------------------------------------------ */
@@ -428,7 +446,7 @@ static void keep_checksum(void *ctx, int tag, const char *v, size_t n)
         meta_add(ctx, tag, v, n);
 }
 
-enum MHD_Result s3_copy_object(request *r)
+static enum MHD_Result copy_object_once(request *r, int *vanished)
 {
     s3_req *s = r->fe;
     const char *src = http_header(r, "x-amz-copy-source");
@@ -506,6 +524,10 @@ enum MHD_Result s3_copy_object(request *r)
     buf_free(&meta);
     store_entry_clear(&e);
     free(dec);
+    if (st == STORE_NOTFOUND && vanished) {
+        *vanished = 1; /* the source's blob went since its lookup: look again */
+        return MHD_YES;
+    }
     if (st != STORE_OK)
         return s3_store_error(r, st);
     char when[32];
@@ -515,4 +537,16 @@ enum MHD_Result s3_copy_object(request *r)
     buf_printf(&b, "<LastModified>%s</LastModified><ETag>&quot;%s&quot;</ETag>", when, etag);
     buf_puts(&b, "</CopyObjectResult>");
     return s3_xml(r, 200, &b);
+}
+
+enum MHD_Result s3_copy_object(request *r)
+{
+    /* as for a GET: a source overwritten between its lookup and the link
+     * to its blob is looked up again */
+    for (int tries = 0;; tries++) {
+        int vanished = 0;
+        enum MHD_Result ret = copy_object_once(r, tries < 3 ? &vanished : NULL);
+        if (!vanished)
+            return ret;
+    }
 }

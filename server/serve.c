@@ -134,6 +134,8 @@ static struct MHD_Response *body_response(server *srv, const store_entry *e, con
     store_blob *b;
     int st = store_blob_open(srv->st, e, &b);
     if (st != STORE_OK) {
+        if (st == STORE_NOTFOUND && o->vanished)
+            *o->vanished = 1;
         *status = http_status_for(st);
         return NULL;
     }

@@ -150,6 +150,10 @@ typedef struct serve_opts {
     const char *range;
     const char *content_type;
     request *req; /* whose connection a body waiting for the tier suspends */
+    /* if set: 1 when the entry's blob was gone by the time it was opened
+     * (the key was overwritten or deleted since its lookup, and the blob
+     * was used by nothing else): look the key up again */
+    int *vanished;
 } serve_opts;
 
 /* Builds the response for a stored entry: 200, 206 or 416, ranges and zstd

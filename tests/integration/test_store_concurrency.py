@@ -59,6 +59,61 @@ class ConcurrencyTest(unittest.TestCase):
     def test_concurrent_put_get_overlapping(self):
         self.scenario(self.start())
 
+    def test_a_key_overwritten_while_it_is_read_is_never_missing(self):
+        """One key flips between two bodies that no other key uses, so each
+        PUT drops the blob of the one before, while three readers GET it (the
+        native API, and S3 whole and ranged).  A reader that looked the key up
+        just before a PUT finds the blob gone when it opens it: it must look
+        again, and answer with one body or the other, never a 404."""
+        srv = self.start()
+        a, b = self.rng.randbytes(300 * KIB), self.rng.randbytes(300 * KIB)
+        conn = srv.conn()
+        for path, body in (("/ac/" + "ab" * 32, a), ("/flip-bucket", b""), ("/flip-bucket/k", a)):
+            conn.request("PUT", path, body)
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200, path)
+        conn.close()
+        stop, errors, gets = threading.Event(), [], [0]
+
+        def writer():
+            c = srv.conn()
+            for i in range(100000):
+                if stop.is_set():
+                    break
+                for path in ("/ac/" + "ab" * 32, "/flip-bucket/k"):
+                    c.request("PUT", path, b if i % 2 == 0 else a)
+                    r = c.getresponse()
+                    r.read()
+                    if r.status != 200:
+                        errors.append("PUT %s: %d" % (path, r.status))
+            c.close()
+
+        def reader(path, hdr):
+            c = srv.conn()
+            while not stop.is_set():
+                c.request("GET", path, headers=hdr)
+                r = c.getresponse()
+                body = r.read()
+                gets[0] += 1
+                want = [x[100:200] for x in (a, b)] if hdr else [a, b]
+                if body not in want:
+                    errors.append("GET %s %s: %d, %d bytes" % (path, hdr, r.status, len(body)))
+            c.close()
+
+        ts = [threading.Thread(target=writer),
+              threading.Thread(target=reader, args=("/ac/" + "ab" * 32, {})),
+              threading.Thread(target=reader, args=("/flip-bucket/k", {})),
+              threading.Thread(target=reader, args=("/flip-bucket/k", {"Range": "bytes=100-199"}))]
+        for t in ts:
+            t.start()
+        time.sleep(6)
+        stop.set()
+        for t in ts:
+            t.join(60)
+        self.assertGreater(gets[0], 100)
+        self.assertEqual(errors[:10], [])
+
     def test_concurrent_with_index_growth(self):
         """The same with a 256 KiB LMDB map and 300 more small entries, so
         that the index has to grow its map while requests read and write
