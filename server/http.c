@@ -627,7 +627,6 @@ int server_start(server *srv, const server_config *cfg, store *st, char *err, si
                      MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    /* the logger goes first, so that MHD reports nothing through its own */
     /* as many as the HTTP threads, and at least 8: cold reads wait on them */
     unsigned offload_threads = cfg->threads < 8 ? 8 : (unsigned)cfg->threads;
     if (st != NULL && store_has_tier(st) && offload_start(srv, offload_threads) != 0) {
@@ -636,6 +635,7 @@ int server_start(server *srv, const server_config *cfg, store *st, char *err, si
         snprintf(err, errlen, "cannot start the offload threads");
         return -1;
     }
+    /* the logger goes first, so that MHD reports nothing through its own */
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,

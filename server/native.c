@@ -103,8 +103,9 @@ int native_route(request *r)
     return 1;
 }
 
-static enum MHD_Result reply_get_once(request *r, native_req *n, int head, int *vanished)
+static enum MHD_Result reply_get(request *r, int head, int *vanished)
 {
+    native_req *n = r->fe;
     store_entry e;
     int st = store_lookup(r->srv->st, n->ns, n->hex, 64, &e);
     if (st == STORE_NOTFOUND && n->cas && memcmp(n->digest, empty_sha256, 32) == 0) {
@@ -135,19 +136,6 @@ static enum MHD_Result reply_get_once(request *r, native_req *n, int head, int *
     if (resp == NULL)
         return http_text(r, status, status == MHD_HTTP_NOT_FOUND ? "not found" : "read failed");
     return http_queue(r, status, resp);
-}
-
-static enum MHD_Result reply_get(request *r, native_req *n, int head)
-{
-    /* a key overwritten or deleted between its lookup and the opening of
-     * its blob is looked up again: it has a value, or none, never a 404
-     * while it holds one */
-    for (int tries = 0;; tries++) {
-        int vanished = 0;
-        enum MHD_Result ret = reply_get_once(r, n, head, tries < 3 ? &vanished : NULL);
-        if (!vanished)
-            return ret;
-    }
 }
 
 static enum MHD_Result reply_put(request *r, native_req *n)
@@ -198,7 +186,7 @@ enum MHD_Result native_handle(request *r, const char *data, size_t *size)
         return MHD_YES;
     }
     if (http_is(r, "GET") || http_is(r, "HEAD"))
-        return reply_get(r, n, http_is(r, "HEAD"));
+        return serve_looking_again(r, http_is(r, "HEAD"), reply_get);
     if (http_is(r, "DELETE")) {
         int st = store_delete(r->srv->st, n->ns, n->hex, 64);
         if (st == STORE_OK) {

@@ -655,7 +655,6 @@ static enum MHD_Result first_call(request *r)
         break;
     case OP_COPY_OBJECT:
         r->m.op = MOP_COPY;
-        r->may_offload = 1; /* nothing done before the source is found */
         break;
     case OP_CREATE_BUCKET:
     case OP_DELETE_BUCKET:
@@ -675,13 +674,17 @@ static enum MHD_Result first_call(request *r)
     default:
         break; /* by method */
     }
-    /* with a cold tier, what may wait for it (server.h); an admin drain
-     * waits for the queue, a listing of keys for the tier */
-    int op = s->op, cond = http_header(r, "If-None-Match") || http_header(r, "If-Match");
-    if (op == OP_PUT_OBJECT || op == OP_CREATE_MULTIPART || op == OP_BUCKET_SUBRESOURCE_OK)
+    /* with a cold tier, what may wait for it (server.h): these last calls
+     * change nothing before they ask the store (a copy's source, a bucket);
+     * those below cannot be run twice (a conditional PUT has its body
+     * stored first; an admin drain waits for the queue, a listing of keys
+     * for the tier) */
+    int op = s->op;
+    if (op == OP_PUT_OBJECT || op == OP_COPY_OBJECT || op == OP_CREATE_MULTIPART ||
+        op == OP_BUCKET_SUBRESOURCE_OK)
         r->may_offload = 1;
     if (op == OP_DELETE_OBJECTS || op == OP_COMPLETE_MULTIPART || op == OP_ADMIN ||
-        (op == OP_PUT_OBJECT && cond))
+        (op == OP_PUT_OBJECT && (http_header(r, "If-None-Match") || http_header(r, "If-Match"))))
         r->offload_last = 1;
     if (s->op == OP_NOT_IMPLEMENTED)
         return s3_error(r, 501, "NotImplemented",

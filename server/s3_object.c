@@ -344,15 +344,7 @@ static enum MHD_Result get_object_once(request *r, int head, int *vanished)
 
 enum MHD_Result s3_get_object(request *r, int head)
 {
-    /* a key overwritten or deleted between its lookup and the opening of
-     * its blob is looked up again: it has a value, or none, never a 404
-     * while it holds one */
-    for (int tries = 0;; tries++) {
-        int vanished = 0;
-        enum MHD_Result ret = get_object_once(r, head, tries < 3 ? &vanished : NULL);
-        if (!vanished)
-            return ret;
-    }
+    return serve_looking_again(r, head, get_object_once);
 }
 
 /* ---- PUT ------------------------------------------------------------------ */
@@ -446,8 +438,9 @@ static void keep_checksum(void *ctx, int tag, const char *v, size_t n)
         meta_add(ctx, tag, v, n);
 }
 
-static enum MHD_Result copy_object_once(request *r, int *vanished)
+static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
 {
+    (void)head;
     s3_req *s = r->fe;
     const char *src = http_header(r, "x-amz-copy-source");
     /* "/bucket/key" or "bucket/key", URL-encoded, maybe "?versionId=..." */
@@ -543,10 +536,5 @@ enum MHD_Result s3_copy_object(request *r)
 {
     /* as for a GET: a source overwritten between its lookup and the link
      * to its blob is looked up again */
-    for (int tries = 0;; tries++) {
-        int vanished = 0;
-        enum MHD_Result ret = copy_object_once(r, tries < 3 ? &vanished : NULL);
-        if (!vanished)
-            return ret;
-    }
+    return serve_looking_again(r, 0, copy_object_once);
 }

@@ -198,6 +198,17 @@ static struct MHD_Response *body_response(server *srv, const store_entry *e, con
     return resp;
 }
 
+enum MHD_Result serve_looking_again(request *r, int head,
+                                    enum MHD_Result (*once)(request *r, int head, int *vanished))
+{
+    for (int tries = 0;; tries++) {
+        int vanished = 0;
+        enum MHD_Result ret = once(r, head, tries < 3 ? &vanished : NULL);
+        if (!vanished)
+            return ret;
+    }
+}
+
 struct MHD_Response *serve_entry(server *srv, const store_entry *e, const serve_opts *o,
                                  unsigned *status)
 {

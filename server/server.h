@@ -162,6 +162,14 @@ typedef struct serve_opts {
 struct MHD_Response *serve_entry(server *srv, const store_entry *e, const serve_opts *o,
                                  unsigned *status);
 
+/* Runs once(r, head, vanished) again while it says the blob of the key it
+ * looked up was gone by the time it opened it (serve_opts.vanished; three
+ * times at most, then as it answered): a key overwritten or deleted in
+ * that window is looked up again, so it has a value or none, never a 404
+ * while it holds one.  once answers only when it does not set *vanished. */
+enum MHD_Result serve_looking_again(request *r, int head,
+                                    enum MHD_Result (*once)(request *r, int head, int *vanished));
+
 /* Parses "bytes=a-b", "bytes=a-", "bytes=-n" against size.
  * 1: a range (start, len); 0: no usable range (serve all); -1: unsatisfiable. */
 int http_parse_range(const char *h, uint64_t size, uint64_t *start, uint64_t *len);

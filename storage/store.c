@@ -2017,11 +2017,11 @@ int store_delete(store *s, const char *ns, const void *key, size_t klen)
     if ((o.nskey = make_nskey(s, ns, key, klen, &o.nklen)) == NULL)
         return STORE_BAD_KEY;
     int rc = submit_and_wait(s, &o);
-    if (rc == STORE_NOTFOUND && s->tier_q && tier_must_not_wait()) {
-        free(o.nskey); /* not here: the tier is asked on a thread that may wait */
-        return STORE_AGAIN;
-    }
     if (rc == STORE_NOTFOUND && s->tier_q) {
+        if (tier_must_not_wait()) {
+            free(o.nskey); /* the tier is asked on a thread that may wait */
+            return STORE_AGAIN;
+        }
         /* not here: a key another node wrote is deleted in the tier, where
          * every node would find it.  The delete is queued even when the
          * tier does not hold the key (or does not answer): a write another
@@ -2116,11 +2116,9 @@ int store_ns_create(store *s, const char *ns, const void *meta, size_t meta_len)
 
 int store_ns_delete(store *s, const char *ns)
 {
-    if (s->tier_q && tier_must_not_wait())
-        return STORE_AGAIN;
     if (s->tier_q) {
         /* empty only if the keys other nodes put in it are gone too */
-        int rc = tier_ns_has_keys(s, ns);
+        int rc = tier_must_not_wait() ? STORE_AGAIN : tier_ns_has_keys(s, ns);
         if (rc != STORE_NOTFOUND)
             return rc == STORE_OK ? STORE_NOT_EMPTY : rc;
     }

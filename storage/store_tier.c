@@ -85,10 +85,10 @@ typedef struct gate {
     struct gate *next;
     /* a large blob answered while it arrives: later readers of the key
      * share it (gate_enter_key) rather than wait for its commit */
-    struct tier_fill *fill; /* a reference, or NULL */
-    store_entry share;      /* what its readers answer with (meta owned) */
-    uint64_t clock;         /* tier_clock when the fill began */
-    uint64_t gen;           /* which taking of the key's gate this is */
+    store_entry share; /* what its readers answer with (its meta, and a
+                          reference to its fill, are the gate's); no fill: none */
+    uint64_t clock;    /* tier_clock when the fill began */
+    uint64_t gen;      /* which taking of the key's gate this is */
 } gate;
 
 /* Packs being gathered (see the top of the file). */
@@ -2187,6 +2187,22 @@ static int adopt_carried(store *s, const parsed_record *pr, fill_job *j)
     return adopt_bytes(s, &pr->kr, &m, copy, &j->o, &j->inl);
 }
 
+/* *to = from, with a copy of its meta and a reference to its fill of its
+ * own; -1 (nothing taken) when memory runs short. */
+static int entry_share(store_entry *to, const store_entry *from)
+{
+    void *meta = from->meta_len ? malloc(from->meta_len) : NULL;
+    if (from->meta_len && meta == NULL)
+        return -1;
+    *to = *from;
+    to->meta = meta;
+    if (meta)
+        memcpy(meta, from->meta, from->meta_len);
+    if (to->fill)
+        atomic_fetch_add(&to->fill->refs, 1);
+    return 0;
+}
+
 /* gate_enter for a key: 2 if another thread is streaming the key's blob
  * and this reader shares its fill (*e is its entry), without waiting for
  * the commit; a fill that failed, or began before a delete of the key
@@ -2198,22 +2214,15 @@ static int gate_enter_key(store *s, const uint8_t id[TQ_KEYLEN], const char *nsk
     int waited = 0, entered = 0;
     pthread_mutex_lock(&q->gate_mu);
     for (gate *g; (g = gate_find(q, id)) != NULL; waited = 1) {
-        tier_fill *f = g->fill;
+        tier_fill *f = g->share.fill;
         if (f && !tier_changed_since(s, nskey, nklen, g->clock)) {
             pthread_mutex_lock(&f->mu);
             int ok = f->state >= 0;
             pthread_mutex_unlock(&f->mu);
-            void *meta = g->share.meta_len ? malloc(g->share.meta_len) : NULL;
-            if (ok && (meta || g->share.meta_len == 0)) {
-                *e = g->share;
-                e->meta = meta;
-                if (meta)
-                    memcpy(meta, g->share.meta, g->share.meta_len);
-                atomic_fetch_add(&f->refs, 1);
+            if (ok && entry_share(e, &g->share) == 0) {
                 pthread_mutex_unlock(&q->gate_mu);
                 return 2;
             }
-            free(meta);
         }
         pthread_cond_wait(&q->gate_cv, &q->gate_mu);
     }
@@ -2230,18 +2239,9 @@ static void gate_share(tier_state *q, const uint8_t id[TQ_KEYLEN], uint64_t gen,
 {
     pthread_mutex_lock(&q->gate_mu);
     gate *g = gate_find(q, id);
-    void *meta = e->meta_len ? malloc(e->meta_len) : NULL;
-    if (g && g->gen == gen && g->fill == NULL && (meta || e->meta_len == 0)) {
-        g->share = *e;
-        g->share.meta = meta;
-        if (meta)
-            memcpy(meta, e->meta, e->meta_len);
-        atomic_fetch_add(&e->fill->refs, 1);
-        g->fill = e->fill;
+    if (g && g->gen == gen && g->share.fill == NULL && entry_share(&g->share, e) == 0) {
         g->clock = clock;
         pthread_cond_broadcast(&q->gate_cv); /* readers waiting for the gate join in */
-    } else {
-        free(meta);
     }
     pthread_mutex_unlock(&q->gate_mu);
 }

@@ -357,6 +357,16 @@ class TierTest(unittest.TestCase):
         return {k: v for k, v in self.moto.objects(self.BUCKET, self.PREFIX + "/keys/").items()
                 if v > 0}
 
+    def change_in_tier(self, body, change):
+        """Rewrites the tier's object of body's blob as change(bytearray of
+        it) leaves it, metadata kept (a damaged object)."""
+        name = "%s/blobs/%s" % (self.PREFIX, sha256(body))
+        s3 = self.moto.client()
+        obj = s3.get_object(Bucket=self.BUCKET, Key=name)
+        data = bytearray(obj["Body"].read())
+        change(data, obj["Metadata"])
+        s3.put_object(Bucket=self.BUCKET, Key=name, Body=bytes(data), Metadata=obj["Metadata"])
+
     def blobs_in_tier(self):
         return {k.rsplit("/", 1)[1]: v
                 for k, v in self.moto.objects(self.BUCKET, self.PREFIX + "/blobs/").items()}
@@ -1109,12 +1119,10 @@ class TierTest(unittest.TestCase):
         path = "/cas/" + sha256(body)
         self.assertEqual(request(a, "PUT", path, body)[0], 200)
         self.drained(a)
-        name = "%s/blobs/%s" % (self.PREFIX, sha256(body))
-        s3 = self.moto.client()
-        head = s3.head_object(Bucket=self.BUCKET, Key=name)
-        bad = bytearray(body)
-        bad[1000] ^= 0xFF
-        s3.put_object(Bucket=self.BUCKET, Key=name, Body=bytes(bad), Metadata=head["Metadata"])
+
+        def flip(data, meta):
+            data[1000] ^= 0xFF
+        self.change_in_tier(body, flip)
         b = self.node()
         self.assertEqual(request(b, "GET", path)[0], 404)
         self.assertEqual(status(b)["tier"]["corrupt"], 1)
@@ -1132,18 +1140,16 @@ class TierTest(unittest.TestCase):
         path = "/cas/" + sha256(text)
         self.assertEqual(request(a, "PUT", path, text)[0], 200)
         self.drained(a)
-        name = "%s/blobs/%s" % (self.PREFIX, sha256(text))
-        s3 = self.moto.client()
-        obj = s3.get_object(Bucket=self.BUCKET, Key=name)
-        self.assertEqual(obj["Metadata"].get("cairn-codec"), "zstd")
-        data = bytearray(obj["Body"].read())
-        nf = int.from_bytes(data[-9:-5], "little")
-        table = len(data) - (8 + 8 * nf + 9)
-        e0, e1 = table + 8, table + 16  # (compressed, decompressed) pairs of frames 0 and 1
-        c0, c1 = data[e0:e0 + 4], data[e1:e1 + 4]
-        self.assertNotEqual(c0, c1)
-        data[e0:e0 + 4], data[e1:e1 + 4] = c1, c0
-        s3.put_object(Bucket=self.BUCKET, Key=name, Body=bytes(data), Metadata=obj["Metadata"])
+
+        def swap_sizes(data, meta):
+            self.assertEqual(meta.get("cairn-codec"), "zstd")
+            nf = int.from_bytes(data[-9:-5], "little")
+            table = len(data) - (8 + 8 * nf + 9)
+            e0, e1 = table + 8, table + 16  # (compressed, decompressed) pairs of frames 0 and 1
+            c0, c1 = data[e0:e0 + 4], data[e1:e1 + 4]
+            self.assertNotEqual(c0, c1)
+            data[e0:e0 + 4], data[e1:e1 + 4] = c1, c0
+        self.change_in_tier(text, swap_sizes)
         b = self.node()
         try:
             st, _, got = request(b, "GET", path)
@@ -1321,14 +1327,10 @@ class TierTest(unittest.TestCase):
         for b in (good, bad, raw, bad2):
             self.assertEqual(request(a, "PUT", "/cas/" + sha256(b), b)[0], 200)
         self.drained(a)
-        s3 = self.moto.client()
-        for body, at in ((bad, len(bad) // 2), (bad2, 500000)):
-            name = "%s/blobs/%s" % (self.PREFIX, sha256(body))
-            head = s3.head_object(Bucket=self.BUCKET, Key=name)
-            damaged = bytearray(body)
-            damaged[at] ^= 0xFF
-            s3.put_object(Bucket=self.BUCKET, Key=name, Body=bytes(damaged),
-                          Metadata=head["Metadata"])
+        for body, at in ((bad, len(bad) // 2), (bad2, 500000)):  # (random bytes: stored raw)
+            def flip(data, meta, at=at):
+                data[at] ^= 0xFF
+            self.change_in_tier(body, flip)
         damaged = bytearray(bad)
         damaged[len(bad) // 2] ^= 0xFF
         b = self.node()
