@@ -250,6 +250,14 @@ void http_unpark(void *parker)
     pthread_mutex_unlock(&off->mu);
 }
 
+void http_abort_body(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci != NULL)
+        shutdown(ci->connect_fd, SHUT_RDWR); /* the fd stays MHD's to close */
+}
+
 static void *offload_main(void *arg)
 {
     server *srv = arg;

@@ -77,7 +77,8 @@ int http_parse_range(const char *h, uint64_t size, uint64_t *start, uint64_t *le
 typedef struct stream_state {
     store_blob *blob;
     uint64_t start;
-    int parks; /* has a request to suspend */
+    struct MHD_Connection *conn; /* cut at once on an error (http_abort_body) */
+    int parks;                   /* has a request to suspend */
     store_waiter w;
     http_parker park;
 } stream_state;
@@ -88,16 +89,21 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
     for (;;) {
         ssize_t n =
             store_blob_read_or_wait(s->blob, s->start + pos, buf, max, s->parks ? &s->w : NULL);
+        if (n > 0)
+            return n;
         if (n != -STORE_AGAIN)
-            return n > 0 ? n : MHD_CONTENT_READER_END_WITH_ERROR;
+            break;
         int parked = http_park(&s->park);
         if (parked > 0)
             return 0; /* called again once woken */
         if (parked < 0) {
             store_blob_forget_waiter(s->blob, &s->w);
-            return MHD_CONTENT_READER_END_WITH_ERROR;
+            break;
         }
     }
+    if (s->conn)
+        http_abort_body(s->conn);
+    return MHD_CONTENT_READER_END_WITH_ERROR;
 }
 
 static void stream_free(void *cls)
@@ -181,6 +187,7 @@ static struct MHD_Response *body_response(server *srv, const store_entry *e, con
             s->blob = b;
             s->start = start;
             if (o->req) {
+                s->conn = o->req->conn;
                 s->parks = 1;
                 http_parker_init(&s->park, o->req);
                 s->w.wake = http_unpark;

@@ -87,6 +87,13 @@ void http_parker_init(http_parker *p, request *r);
 int http_park(http_parker *p);
 void http_unpark(void *parker);
 
+/* Called by a content reader that is about to end its body with an error:
+ * shuts the connection's socket down, so the client sees the body cut at
+ * once.  (libmicrohttpd 0.9.75 leaves a connection whose content reader
+ * fails on its first call open until the connection timeout: the client,
+ * its headers in hand, would wait that long for the body.) */
+void http_abort_body(struct MHD_Connection *conn);
+
 int server_start(server *srv, const server_config *cfg, store *st, char *err, size_t errlen);
 /* Stops accepting, waits up to the shutdown timeout for in-flight requests. */
 void server_stop(server *srv);

@@ -9,6 +9,7 @@ Every server is stopped with SIGTERM and must exit 0 (no leak, no crash).
 """
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -652,6 +653,32 @@ class ZstdTest(NativeTest):
         self.assertEqual(self.put("/ac/" + k, body)[0], 200)
         s, h, b = self.get("/ac/" + k, headers={"Accept-Encoding": "zstd"})
         self.assertEqual((s, h.get("content-encoding"), b), (200, "zstd", on_disk))
+
+    def test_a_blob_damaged_in_its_first_frame_cuts_the_answer_at_once(self):
+        """A zstd blob too large to be decoded before the answer starts,
+        damaged in its first frame: the answer is cut at its first byte there
+        and then, not left open (its headers sent) until the connection
+        timeout; the blob is quarantined, so the next GET is a 404."""
+        body = text_body(3 * MiB + 777, seed=8)
+        d = sha256(body)
+        self.assertEqual(self.put("/cas/" + d, body)[0], 200)
+        with open(os.path.join(self.srv.data, "blobs", d[:2], d), "r+b") as f:
+            f.seek(100)
+            x = f.read(1)
+            f.seek(100)
+            f.write(bytes([x[0] ^ 0x40]))
+        c = self.srv.conn(timeout=30)  # well under the server's connection timeout (120 s)
+        try:
+            c.request("GET", "/cas/" + d)
+            r = c.getresponse()
+            self.assertEqual(r.status, 200)  # (sent before the first frame is read)
+            with self.assertRaises((http.client.IncompleteRead, ConnectionError)):
+                r.read()
+        except TimeoutError:
+            self.fail("the answer was left open instead of cut")
+        finally:
+            c.close()
+        self.assertEqual(self.get("/cas/" + d)[0], 404)
 
     def test_zstd_refused_with_q0_gets_identity(self):
         body = text_body(MiB + 1, seed=7)

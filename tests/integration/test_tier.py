@@ -764,7 +764,7 @@ class TierTest(unittest.TestCase):
             first.set()
             try:
                 out["r"] = (r.status, head + r.read())
-            except (http.client.HTTPException, OSError):
+            except (http.client.HTTPException, ConnectionError):  # (a timeout is a failure)
                 out["r"] = (r.status, head)  # cut short
             c.close()
 
@@ -988,7 +988,7 @@ class TierTest(unittest.TestCase):
                 if not piece:
                     break
                 got += piece
-        except (http.client.HTTPException, OSError):
+        except (http.client.HTTPException, ConnectionError):  # (a timeout is a failure)
             pass
         c.close()
         self.proxy.cut, self.proxy.ignore_range = None, False
@@ -1153,7 +1153,7 @@ class TierTest(unittest.TestCase):
         b = self.node()
         try:
             st, _, got = request(b, "GET", path)
-        except (http.client.HTTPException, OSError):
+        except (http.client.HTTPException, ConnectionError):  # (a timeout is a failure)
             st, got = None, b""
         self.assertNotEqual(sha256(got), sha256(text), "a blob with a lying seek table was served whole")
         self.assertTrue(wait_for(lambda: status(b)["tier"]["corrupt"] == 1, timeout=10))
@@ -1338,7 +1338,7 @@ class TierTest(unittest.TestCase):
         # for the body's checks too, so never a whole wrong 206
         try:
             st, _, got = request(b, "GET", "/cas/" + sha256(bad2), headers={"Range": "bytes=0-999999"})
-        except (http.client.HTTPException, OSError):
+        except (http.client.HTTPException, ConnectionError):  # (a timeout is a failure)
             st, got = None, b""
         self.assertFalse(st == 206 and len(got) == 1000000, "a damaged range was served whole")
         self.assertTrue(wait_for(lambda: status(b)["tier"]["corrupt"] == 1, timeout=10))
@@ -1363,7 +1363,7 @@ class TierTest(unittest.TestCase):
         # the damaged one: a 404, or an answer cut short, never the whole body
         try:
             st, _, got = request(b, "GET", "/cas/" + sha256(bad))
-        except (http.client.HTTPException, OSError):
+        except (http.client.HTTPException, ConnectionError):  # (a timeout is a failure)
             st, got = None, b""
         self.assertNotEqual(sha256(got), sha256(damaged))
         self.assertLess(len(got), len(bad))
@@ -1389,6 +1389,30 @@ class TierTest(unittest.TestCase):
             st, _, got = request(c, "GET", "/cas/" + sha256(body))
             self.assertEqual((st, sha256(got)), (200, sha256(body)))
 
+
+    def test_a_body_damaged_in_its_first_frame_is_cut_at_once(self):
+        """A large tier object whose first zstd frame is damaged: the
+        reader's first read fails, and the answer is cut there and then, not
+        left open (its headers sent) until the connection timeout.  The
+        damage is counted, and nothing is kept."""
+        a = self.node()
+        text = b"".join(b"line %d of a damaged log\n" % i for i in range(300000))[:5 * MIB]
+        self.assertEqual(request(a, "PUT", "/cas/" + sha256(text), text)[0], 200)
+        self.drained(a)
+
+        def flip(data, meta):
+            data[100] ^= 0xFF
+        self.change_in_tier(text, flip)
+        b = self.node()
+        try:  # (well under the server's connection timeout, 120 s)
+            st, _, got = request(b, "GET", "/cas/" + sha256(text), timeout=30)
+            self.assertEqual(st, 404, "a damaged body is a miss, or an answer cut short")
+        except TimeoutError:
+            self.fail("the damaged answer was left open instead of cut")
+        except (http.client.HTTPException, ConnectionError):
+            pass  # cut short
+        self.assertTrue(wait_for(lambda: status(b)["tier"]["corrupt"] == 1, timeout=10))
+        self.assertTrue(wait_for(lambda: status(b)["entries"]["keys"] == 0, timeout=10))
 
 @unittest.skipUnless(have_s3rver(), "s3rver is not installed (npm; make test installs it)")
 class S3rverTierTest(TierTest):
