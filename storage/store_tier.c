@@ -91,6 +91,10 @@ typedef struct gate {
     uint64_t gen;      /* which taking of the key's gate this is */
 } gate;
 
+/* How a fetch behind a gate ended, for the readers that waited for it. */
+enum { GATE_LOOK_AGAIN, GATE_MISSED, GATE_FAILED };
+#define GATE_OUTCOMES 256
+
 /* Packs being gathered (see the top of the file). */
 #define PACK_BYTES (4u << 20) /* a pack goes up at this many bytes of records */
 #define PACK_ENTRIES 1024     /* or this many records */
@@ -127,6 +131,15 @@ typedef struct tier_state {
     pthread_cond_t gate_cv;
     gate *gates;
     uint64_t gate_gen;
+    /* how the last takings of gates ended (by gen, GATE_OUTCOMES of them):
+     * readers that waited for a fetch of a key that failed, or found no
+     * such key, take that answer instead of asking the tier again each in
+     * turn (N readers of a key the tier does not answer for would wait N
+     * tier timeouts) */
+    struct {
+        uint64_t gen;
+        int outcome;
+    } gate_done[GATE_OUTCOMES];
 
     atomic_ullong uploads, upload_bytes, upload_failures, skipped, refreshes;
     atomic_ullong hits, misses, errors, fetched_bytes, corrupt;
@@ -1379,13 +1392,17 @@ static int gate_enter(tier_state *q, const uint8_t id[TQ_KEYLEN])
     return entered;
 }
 
-static void gate_leave(tier_state *q, const uint8_t id[TQ_KEYLEN])
+/* Leaves the gate of id; outcome (GATE_*) is what the readers that waited
+ * for it make of it. */
+static void gate_leave(tier_state *q, const uint8_t id[TQ_KEYLEN], int outcome)
 {
     pthread_mutex_lock(&q->gate_mu);
     for (gate **p = &q->gates; *p; p = &(*p)->next) {
         if (memcmp((*p)->id, id, TQ_KEYLEN) == 0) {
             gate *g = *p;
             *p = g->next;
+            q->gate_done[g->gen % GATE_OUTCOMES].gen = g->gen;
+            q->gate_done[g->gen % GATE_OUTCOMES].outcome = outcome;
             store_entry_clear(&g->share); /* (and its reference to the fill) */
             free(g);
             break;
@@ -1895,7 +1912,7 @@ static void fill_done(store *s, op *o)
     else if (o->status != STORE_OK)
         log_msg(LOG_WARN, "tier_fill_failed", "a key read through the tier was not kept: %s",
                 store_strerror(o->status));
-    gate_leave(s->tier_q, j->id); /* waiters find it here now */
+    gate_leave(s->tier_q, j->id, GATE_LOOK_AGAIN); /* waiters find it here now */
     fill_job_free(j);
 }
 
@@ -2057,7 +2074,7 @@ static void *stream_main(void *arg)
             atomic_fetch_add(rc == TIER_NOTFOUND ? &q->misses : &q->errors, 1);
         log_msg(LOG_WARN, "tier_read_failed", "blob %s: %s", sj->name,
                 rc == TIER_OK ? "failed its checks" : tier_strerror(rc));
-        gate_leave(q, sj->j->id);
+        gate_leave(q, sj->j->id, GATE_FAILED);
         fill_job_free(sj->j);
     }
     tier_fill_release(f);
@@ -2206,14 +2223,17 @@ static int entry_share(store_entry *to, const store_entry *from)
 /* gate_enter for a key: 2 if another thread is streaming the key's blob
  * and this reader shares its fill (*e is its entry), without waiting for
  * the commit; a fill that failed, or began before a delete of the key
- * here, is not shared. */
+ * here, is not shared.  3 if the fetch this reader waited for found no
+ * such key in the tier, 4 if it failed: the reader answers that too. */
 static int gate_enter_key(store *s, const uint8_t id[TQ_KEYLEN], const char *nskey, size_t nklen,
                           store_entry *e, uint64_t *gen)
 {
     tier_state *q = s->tier_q;
     int waited = 0, entered = 0;
+    uint64_t waited_for = 0; /* the gen of the last gate waited for */
     pthread_mutex_lock(&q->gate_mu);
     for (gate *g; (g = gate_find(q, id)) != NULL; waited = 1) {
+        waited_for = g->gen;
         tier_fill *f = g->share.fill;
         if (f && !tier_changed_since(s, nskey, nklen, g->clock)) {
             pthread_mutex_lock(&f->mu);
@@ -2226,7 +2246,12 @@ static int gate_enter_key(store *s, const uint8_t id[TQ_KEYLEN], const char *nsk
         }
         pthread_cond_wait(&q->gate_cv, &q->gate_mu);
     }
-    entered = gate_take(q, id, waited, gen);
+    int outcome = GATE_LOOK_AGAIN;
+    if (waited && q->gate_done[waited_for % GATE_OUTCOMES].gen == waited_for)
+        outcome = q->gate_done[waited_for % GATE_OUTCOMES].outcome;
+    entered = outcome == GATE_MISSED   ? 3
+              : outcome == GATE_FAILED ? 4
+                                       : gate_take(q, id, waited, gen);
     pthread_mutex_unlock(&q->gate_mu);
     return entered;
 }
@@ -2262,11 +2287,16 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
         *filled = 1; /* another request's fill, shared (a tier read counted once) */
         return STORE_OK;
     }
+    if (entered >= 3) {
+        /* the fetch this reader waited for found no such key, or failed */
+        e->tier_failed = entered == 4;
+        return STORE_NOTFOUND;
+    }
     if (!entered)
-        return STORE_OK;            /* another request fetched it (or failed to): look again */
+        return STORE_OK;            /* another request fetched it (or it was dropped): look again */
     uint64_t clock = tier_clock(s); /* a delete from here on drops the fill */
     if (queued(s, TQ_KEY_DEL, nskey, nklen)) {
-        gate_leave(q, id); /* deleted just now */
+        gate_leave(q, id, GATE_LOOK_AGAIN); /* deleted just now */
         return STORE_NOTFOUND;
     }
     char name[KEY_NAME_CAP];
@@ -2384,7 +2414,11 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
     }
     fill_job_free(j);
     free(data);
-    gate_leave(q, id);
+    gate_leave(q, id,
+               status == STORE_OK         ? GATE_LOOK_AGAIN
+               : e->tier_failed           ? GATE_FAILED
+               : status == STORE_NOTFOUND ? GATE_MISSED
+                                          : GATE_LOOK_AGAIN);
     return status;
 }
 
@@ -2533,7 +2567,7 @@ int tier_resolve_ns(store *s, const char *ns)
         atomic_fetch_add(&q->errors, 1);
     }
     free(data);
-    gate_leave(q, id);
+    gate_leave(q, id, GATE_LOOK_AGAIN);
     return status;
 }
 
@@ -2642,7 +2676,7 @@ static void pack_fill_done(store *s, op *o)
         atomic_fetch_add(&s->tier_q->pack_hits, 1);
         pw->warmed(pw->ctx, f->i, f->size);
     }
-    gate_leave(s->tier_q, f->j.id);
+    gate_leave(s->tier_q, f->j.id, GATE_LOOK_AGAIN);
     fill_job_free(&f->j); /* frees f: j is its first member */
     pthread_mutex_lock(&pw->mu);
     if (--pw->pending == 0)
@@ -2674,7 +2708,7 @@ static void pack_fill_one(pack_warm *pw, pack_want *w, const uint8_t *rec, size_
         fill_job_init(j, id, w->nskey, w->nklen, &pr.kr, pw->clock, (uint32_t)w->mtime) != 0) {
         if (j)
             fill_job_free(j);
-        gate_leave(q, id);
+        gate_leave(q, id, GATE_LOOK_AGAIN);
         return;
     }
     op *o = &j->o;
@@ -2688,7 +2722,7 @@ static void pack_fill_one(pack_warm *pw, pack_want *w, const uint8_t *rec, size_
         rc = adopt_carried(s, &pr, j);
     if (rc != TIER_OK) {
         fill_job_free(j);
-        gate_leave(q, id);
+        gate_leave(q, id, GATE_LOOK_AGAIN);
         return;
     }
     pthread_mutex_lock(&pw->mu);

@@ -521,6 +521,15 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, t->connect_timeout_ms);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, r->timeout_ms);
+    if (strcmp(r->method, "GET") == 0) {
+        /* and a read that stalls (nothing for twice the tier timeout) ends
+         * then, not at the end of a large blob's budget: it is resumed from
+         * there.  (Not writes: a server may say nothing for a while as it
+         * finishes one.) */
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
+                         t->timeout_ms < 1000 ? 1L : (long)(t->timeout_ms / 500));
+    }
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     if (t->insecure) {
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
@@ -917,6 +926,8 @@ int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *
               .progress = progress,
               .progress_arg = arg};
     long http;
+    /* one budget for the blob, resumes included */
+    uint64_t deadline = util_mono_ns() + (uint64_t)budget(t, max) * 1000000u;
     treq r = {.method = "GET", .name = name, .timeout_ms = budget(t, max)};
     int rc = perform(t, &r, &x, &http);
     /* An answer cut short (a connection reset, a stall past the timeout):
@@ -930,6 +941,9 @@ int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *
     for (int tries = 0; tries < 2 && resumable && rc == TIER_ERROR && !x.write_error &&
                         !x.too_large && !x.refused && x.out_len > 0 && x.out_len < total;
          tries++) {
+        uint64_t now = util_mono_ns();
+        if (now + 100000000u > deadline)
+            break; /* (less than 0.1 s of the budget left) */
         uint64_t had = x.out_len;
         log_msg(LOG_INFO, "tier_resume",
                 "%s: cut short at %" PRIu64 " of %" PRIu64 " bytes; asking for the rest", name, had,
@@ -939,7 +953,7 @@ int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *
                      .name = name,
                      .range = range,
                      .if_match = etag,
-                     .timeout_ms = budget(t, total - had)};
+                     .timeout_ms = (long)((deadline - now) / 1000000u)};
         x.resume_from = had;
         rc = perform(t, &rest, &x, &http);
         resumed = 1;

@@ -181,9 +181,13 @@ class FaultProxy:
                 headers = dict(self.headers.items())  # Host too: it is signed
                 if proxy.ignore_range:
                     headers = {k: v for k, v in headers.items() if k.lower() != "range"}
-                c.request(self.command, self.path, body=body if n else None, headers=headers)
-                r = c.getresponse()
-                data = r.read()
+                try:
+                    c.request(self.command, self.path, body=body if n else None, headers=headers)
+                    r = c.getresponse()
+                    data = r.read()
+                except ConnectionError:  # (the backend is gone: the test is over)
+                    self.close_connection = True
+                    return
                 if mode == "flip" and data:
                     data = data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 1]) + \
                         data[len(data) // 2 + 1:]
@@ -217,7 +221,10 @@ class FaultProxy:
                     self.wfile.flush()
                     time.sleep(pause)
                     proxy.released.append(time.monotonic())
-                    self.wfile.write(data[len(data) // 2:])
+                    try:
+                        self.wfile.write(data[len(data) // 2:])
+                    except ConnectionError:
+                        pass  # (cairnd gave up on the answer meanwhile)
                 elif self.command != "HEAD":
                     self.wfile.write(data)
                 c.close()
@@ -1413,6 +1420,55 @@ class TierTest(unittest.TestCase):
             pass  # cut short
         self.assertTrue(wait_for(lambda: status(b)["tier"]["corrupt"] == 1, timeout=10))
         self.assertTrue(wait_for(lambda: status(b)["entries"]["keys"] == 0, timeout=10))
+
+    def test_readers_waiting_for_a_fetch_that_fails_share_its_failure(self):
+        """Readers of a cold key whose fetch fails (its blob comes later than
+        the tier timeout) all take their miss from that one fetch, instead of
+        asking the tier again one after another, each a timeout later."""
+        a = self.node()
+        body = self.rng.randbytes(70 * KIB)  # (too large to ride in its key record)
+        key = "/cas/" + sha256(body)
+        self.assertEqual(request(a, "PUT", key, body)[0], 200)
+        self.drained(a)
+        b = self.node()
+        self.proxy.delay = lambda m, p: 5 if m == "GET" and "/blobs/" in p else 0
+        asked = len(self.proxy.paths)
+        got = {}
+
+        def read(i):
+            got[i] = request(b, "GET", key)[0]
+        ts = [threading.Thread(target=read, args=(i,)) for i in range(5)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.proxy.delay = None
+        self.assertEqual(sorted(got.values()), [404] * 5)
+        blob_gets = [p for p in self.proxy.paths[asked:] if p.startswith("GET ") and "/blobs/" in p]
+        self.assertEqual(len(blob_gets), 1, blob_gets)
+        self.assertEqual(request(b, "GET", key)[2], body)  # the tier answers again
+
+    def test_a_read_that_the_tier_stalls_ends_within_its_budget(self):
+        """A tier that stalls half-way through every answer for a blob: the
+        read, resumes included, ends within its one budget (the tier timeout
+        and 1 s per MiB) as an answer cut short; each resume does not get a
+        budget of its own."""
+        a = self.node()
+        body = self.rng.randbytes(4 * MIB)  # stored raw: a budget of 3 s + 4 s
+        key = "/cas/" + sha256(body)
+        self.assertEqual(request(a, "PUT", key, body)[0], 200)
+        self.drained(a)
+        b = self.node()
+        self.proxy.stall = lambda m, p: 20 if m == "GET" and "/blobs/" in p else 0
+        t0 = time.monotonic()
+        try:
+            st, _, got = request(b, "GET", key)
+        except (http.client.HTTPException, ConnectionError):  # (a timeout is a failure)
+            st, got = None, b""
+        elapsed = time.monotonic() - t0
+        self.proxy.stall = None
+        self.assertFalse(st == 200 and got == body, "served whole through a stalled tier")
+        self.assertLess(elapsed, 7 + 4, "the read outlived its budget of 7 s")
 
 @unittest.skipUnless(have_s3rver(), "s3rver is not installed (npm; make test installs it)")
 class S3rverTierTest(TierTest):
