@@ -1925,13 +1925,21 @@ typedef struct stream_job {
     char name[80];
     key_rec kr;
     int wfd; /* the temporary file, written here */
-    /* the checks run as the bytes arrive, so the end of the body is not held
-     * for a second pass over it */
+    /* The checks run as the bytes arrive, so the end of the body is not held
+     * for a second pass over it.  A raw blob's are on a thread of their own
+     * (the checker), which reads what the fetch wrote, so that hashing does
+     * not slow the fetch, nor the readers it feeds.  zstd frames are checked
+     * by the fetch itself: the table of where they end must keep up with
+     * the bytes, for readers of ranges to seek in it. */
     EVP_MD_CTX *sha;
     ZSTD_DStream *zs;
     uint8_t *zout;
     uint64_t body; /* body bytes hashed */
     int bad;
+    pthread_t checker;
+    int checker_on, checker_tried;
+    pthread_cond_t check_cv; /* (with f->mu) the checker waits for bytes here */
+    int fetch_rc;            /* (f->mu) the fetch's result once it ended, else -1 */
 } stream_job;
 
 #define ZOUT_SIZE (128u << 10)
@@ -1986,12 +1994,48 @@ static void check_piece(stream_job *sj, int codec, const void *piece, size_t len
     }
 }
 
+/* The checker: checks the stored bytes of a raw blob in the order the fetch
+ * wrote them, until the fetch ends (and all it wrote is checked) or fails. */
+static void *check_main(void *arg)
+{
+    stream_job *sj = arg;
+    tier_fill *f = sj->f;
+    size_t cap = CODEC_FRAME_SIZE;
+    uint8_t *buf = malloc(cap);
+    uint64_t at = 0;
+    sj->bad = buf == NULL;
+    while (!sj->bad) {
+        pthread_mutex_lock(&f->mu);
+        while (f->have == at && sj->fetch_rc < 0)
+            pthread_cond_wait(&sj->check_cv, &f->mu);
+        uint64_t have = f->have;
+        int over = sj->fetch_rc > 0;
+        pthread_mutex_unlock(&f->mu);
+        if (over || have == at)
+            break; /* failed (nothing more to check for), or all checked */
+        size_t n = have - at < cap ? (size_t)(have - at) : cap;
+        if (util_pread_all(f->fd, buf, n, at) != (ssize_t)n)
+            sj->bad = 1;
+        else
+            check_piece(sj, CODEC_RAW, buf, n, at);
+        at += n;
+    }
+    free(buf);
+    return NULL;
+}
+
 static void stream_progress(void *arg, const void *piece, size_t len, uint64_t written,
                             const tier_meta *m)
 {
     stream_job *sj = arg;
     tier_fill *f = sj->f;
-    check_piece(sj, m->codec, piece, len, written - len);
+    if (!sj->checker_tried) {
+        sj->checker_tried = 1;
+        sj->checker_on = m->codec == CODEC_RAW && !sj->bad &&
+                         pthread_create(&sj->checker, NULL, check_main, sj) == 0;
+    }
+    if (!sj->checker_on)
+        check_piece(sj, m->codec, piece, len, written - len);
     pthread_mutex_lock(&f->mu);
     int wake = 0;
     if (!f->headers) {
@@ -2000,6 +2044,8 @@ static void stream_progress(void *arg, const void *piece, size_t len, uint64_t w
         f->headers = wake = 1;
     }
     f->have = written;
+    if (sj->checker_on)
+        pthread_cond_signal(&sj->check_cv);
     if (written >= f->wake_at) {
         fill_wake(f);
         wake = 1;
@@ -2020,9 +2066,20 @@ static void *stream_main(void *arg)
     tier_meta m;
     sj->sha = EVP_MD_CTX_new();
     sj->bad = sj->sha == NULL || !EVP_DigestInit_ex(sj->sha, EVP_sha256(), NULL);
+    sj->fetch_rc = -1;
+    pthread_cond_init(&sj->check_cv, NULL);
     uint64_t t0 = util_mono_ns();
     int rc = tier_get_stream(q->t, sj->name, sj->wfd, max, &m, stream_progress, sj);
     lat_record(q, LAT_READ, t0);
+    if (sj->checker_on) {
+        /* the checker checks what is left, unless the fetch failed */
+        pthread_mutex_lock(&f->mu);
+        sj->fetch_rc = rc == TIER_OK ? 0 : 1;
+        pthread_cond_signal(&sj->check_cv);
+        pthread_mutex_unlock(&f->mu);
+        pthread_join(sj->checker, NULL);
+    }
+    pthread_cond_destroy(&sj->check_cv);
     uint8_t d[32];
     unsigned int dl;
     int ok = rc == TIER_OK && !sj->bad && m.codec >= 0 && m.size == sj->kr.size &&
