@@ -1455,7 +1455,7 @@ static int adopt_file(store *s, const key_rec *kr, const tier_meta *m, int fd, i
         rc = TIER_BAD;
     }
     if (rc == TIER_OK && s->cfg.fsync && fdatasync(fd) != 0)
-        rc = TIER_ERROR;
+        rc = TIER_LOCAL;
     op_take_file(o, fd, anon);
     if (rc != TIER_OK) {
         op_release_file(o);
@@ -1483,7 +1483,7 @@ static int bytes_to_file(store *s, const key_rec *kr, const tier_meta *m, void *
         if (fd >= 0)
             op_take_file(o, fd, anon);
         op_release_file(o);
-        return TIER_ERROR;
+        return TIER_LOCAL;
     }
     if (!checked)
         return adopt_file(s, kr, m, fd, anon, o);
@@ -1509,7 +1509,11 @@ static int adopt_bytes(store *s, const key_rec *kr, const tier_meta *m, void *da
     if (kr->size > CODEC_FRAME_SIZE)
         return bytes_to_file(s, kr, m, data, o, 0); /* several frames: checked from the file */
     uint8_t *body = malloc(kr->size ? kr->size : 1), d[32];
-    int ok = body && codec_decode_small(m->codec, data, m->length, body, kr->size) == 0;
+    if (body == NULL) {
+        free(data);
+        return TIER_LOCAL;
+    }
+    int ok = codec_decode_small(m->codec, data, m->length, body, kr->size) == 0;
     if (ok)
         sha256_of(body, kr->size, d);
     free(body);
@@ -1556,7 +1560,7 @@ static int fetch_blob(store *s, const key_rec *kr, op *o, uint8_t **inl)
     int anon;
     int fd = store_tmp_open(s, o->tmp, &anon);
     if (fd < 0)
-        return TIER_ERROR;
+        return TIER_LOCAL;
     int rc = tier_get(q->t, name, fd, NULL, NULL, max, &m);
     lat_record(q, LAT_READ, t0);
     o->tier_time = (uint32_t)m.mtime;
@@ -1938,8 +1942,10 @@ typedef struct stream_job {
     int bad;
     pthread_t checker;
     int checker_on, checker_tried;
+    uint8_t *check_buf;      /* the checker's */
+    int local_err;           /* a failure of this node's, not the tier's (readers waiting retry) */
     pthread_cond_t check_cv; /* (with f->mu) the checker waits for bytes here */
-    int fetch_rc;            /* (f->mu) the fetch's result once it ended, else -1 */
+    int fetch_rc; /* (f->mu) once the fetch ended: 0 it succeeded, 1 it failed; else -1 */
 } stream_job;
 
 #define ZOUT_SIZE (128u << 10)
@@ -2001,9 +2007,8 @@ static void *check_main(void *arg)
     stream_job *sj = arg;
     tier_fill *f = sj->f;
     size_t cap = CODEC_FRAME_SIZE;
-    uint8_t *buf = malloc(cap);
+    uint8_t *buf = sj->check_buf;
     uint64_t at = 0;
-    sj->bad = buf == NULL;
     while (!sj->bad) {
         pthread_mutex_lock(&f->mu);
         while (f->have == at && sj->fetch_rc < 0)
@@ -2015,12 +2020,11 @@ static void *check_main(void *arg)
             break; /* failed (nothing more to check for), or all checked */
         size_t n = have - at < cap ? (size_t)(have - at) : cap;
         if (util_pread_all(f->fd, buf, n, at) != (ssize_t)n)
-            sj->bad = 1;
+            sj->bad = sj->local_err = 1;
         else
             check_piece(sj, CODEC_RAW, buf, n, at);
         at += n;
     }
-    free(buf);
     return NULL;
 }
 
@@ -2032,6 +2036,7 @@ static void stream_progress(void *arg, const void *piece, size_t len, uint64_t w
     if (!sj->checker_tried) {
         sj->checker_tried = 1;
         sj->checker_on = m->codec == CODEC_RAW && !sj->bad &&
+                         (sj->check_buf = malloc(CODEC_FRAME_SIZE)) != NULL &&
                          pthread_create(&sj->checker, NULL, check_main, sj) == 0;
     }
     if (!sj->checker_on)
@@ -2065,7 +2070,7 @@ static void *stream_main(void *arg)
     uint64_t max = sj->kr.size + sj->kr.size / 16 + (1u << 20);
     tier_meta m;
     sj->sha = EVP_MD_CTX_new();
-    sj->bad = sj->sha == NULL || !EVP_DigestInit_ex(sj->sha, EVP_sha256(), NULL);
+    sj->bad = sj->local_err = sj->sha == NULL || !EVP_DigestInit_ex(sj->sha, EVP_sha256(), NULL);
     sj->fetch_rc = -1;
     pthread_cond_init(&sj->check_cv, NULL);
     uint64_t t0 = util_mono_ns();
@@ -2080,6 +2085,7 @@ static void *stream_main(void *arg)
         pthread_join(sj->checker, NULL);
     }
     pthread_cond_destroy(&sj->check_cv);
+    free(sj->check_buf);
     uint8_t d[32];
     unsigned int dl;
     int ok = rc == TIER_OK && !sj->bad && m.codec >= 0 && m.size == sj->kr.size &&
@@ -2098,7 +2104,7 @@ static void *stream_main(void *arg)
     EVP_MD_CTX_free(sj->sha);
     ZSTD_freeDStream(sj->zs);
     free(sj->zout);
-    if (rc == TIER_OK && !ok)
+    if (rc == TIER_OK && !ok && !sj->local_err)
         atomic_fetch_add(&q->corrupt, 1);
     pthread_mutex_lock(&f->mu);
     if (!f->headers) {
@@ -2116,6 +2122,7 @@ static void *stream_main(void *arg)
     /* readers have their answer; the local copy is made durable after it */
     if (ok && s->cfg.fsync && fdatasync(sj->wfd) != 0) {
         ok = 0;
+        sj->local_err = 1;
         log_msg(LOG_WARN, "tier_fill_failed", "blob %s: cannot sync its local copy", sj->name);
     }
     op_take_file(o, sj->wfd, o->anon);
@@ -2127,11 +2134,16 @@ static void *stream_main(void *arg)
         o->on_done = fill_done;
         submit_async(s, o); /* fill_done cleans up and leaves the gate */
     } else {
-        if (rc != TIER_OK)
+        int local = sj->local_err || rc == TIER_LOCAL;
+        if (rc != TIER_OK && !local)
             atomic_fetch_add(rc == TIER_NOTFOUND ? &q->misses : &q->errors, 1);
         log_msg(LOG_WARN, "tier_read_failed", "blob %s: %s", sj->name,
-                rc == TIER_OK ? "failed its checks" : tier_strerror(rc));
-        gate_leave(q, sj->j->id, GATE_FAILED);
+                rc != TIER_OK   ? tier_strerror(rc)
+                : sj->local_err ? tier_strerror(TIER_LOCAL)
+                                : "failed its checks");
+        /* readers waiting for the gate take a failure of the tier's as
+         * theirs; after one of this node's, they try again */
+        gate_leave(q, sj->j->id, local ? GATE_LOOK_AGAIN : GATE_FAILED);
         fill_job_free(sj->j);
     }
     tier_fill_release(f);
@@ -2156,7 +2168,7 @@ static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp
         if (wfd >= 0)
             op_take_file(o, wfd, anon);
         op_release_file(o);
-        return TIER_ERROR;
+        return TIER_LOCAL;
     }
     o->anon = anon;
     f->streaming = 1;
@@ -2187,7 +2199,7 @@ static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp
         atomic_store(&f->refs, 1);
         tier_fill_release(f);
         free(sj);
-        return TIER_ERROR;
+        return TIER_LOCAL;
     }
     pthread_attr_destroy(&at);
     pthread_mutex_lock(&f->mu);
@@ -2255,7 +2267,7 @@ static int adopt_carried(store *s, const parsed_record *pr, fill_job *j)
     tier_meta m = {.codec = pr->codec, .size = pr->kr.size, .length = pr->blob_len};
     void *copy = malloc(pr->blob_len ? pr->blob_len : 1);
     if (copy == NULL)
-        return TIER_ERROR;
+        return TIER_LOCAL;
     if (pr->blob_len)
         memcpy(copy, pr->blob, pr->blob_len);
     return adopt_bytes(s, &pr->kr, &m, copy, &j->o, &j->inl);
@@ -2463,6 +2475,9 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
                 atomic_fetch_add(&q->hits, 1);
             if (status == STORE_NOTFOUND)
                 status = STORE_OK; /* dropped: written or deleted here meanwhile; look again */
+        } else if (rc == TIER_LOCAL) {
+            status = STORE_IO; /* (not the tier's fault: readers waiting try again) */
+            log_msg(LOG_WARN, "tier_read_failed", "blob of %s: %s", name, tier_strerror(rc));
         } else {
             atomic_fetch_add(rc == TIER_NOTFOUND ? &q->misses : &q->errors, 1);
             e->tier_failed = 1; /* its key record is there: the blob must be too */

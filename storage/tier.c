@@ -81,6 +81,8 @@ const char *tier_strerror(int status)
         return "the tier did not answer, or failed";
     case TIER_BAD:
         return "the tier's answer makes no sense";
+    case TIER_LOCAL:
+        return "a local error (memory, disk or threads)";
     default:
         return "unknown tier error";
     }
@@ -263,7 +265,18 @@ typedef struct xfer {
     void (*progress)(void *arg, const void *piece, size_t len, uint64_t written,
                      const tier_meta *meta);
     void *progress_arg;
+    /* a body that stops arriving for stall_ns, once it started, ends the
+     * transfer there (stalled_cb), not at the end of its budget */
+    uint64_t stall_ns, last_ns;
 } xfer;
+
+static int stalled_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                      curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    xfer *x = arg;
+    return x->last_ns != 0 && util_mono_ns() - x->last_ns > x->stall_ns;
+}
 
 static size_t read_cb(char *buf, size_t size, size_t n, void *arg)
 {
@@ -308,6 +321,7 @@ static size_t write_cb(char *buf, size_t size, size_t n, void *arg)
             return 0;
         }
         x->out_len += len;
+        x->last_ns = util_mono_ns();
         if (x->progress)
             x->progress(x->progress_arg, buf, len, x->out_len, x->meta);
         return len;
@@ -521,14 +535,10 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, t->connect_timeout_ms);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, r->timeout_ms);
-    if (strcmp(r->method, "GET") == 0) {
-        /* and a read that stalls (nothing for twice the tier timeout) ends
-         * then, not at the end of a large blob's budget: it is resumed from
-         * there.  (Not writes: a server may say nothing for a while as it
-         * finishes one.) */
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
-                         t->timeout_ms < 1000 ? 1L : (long)(t->timeout_ms / 500));
+    if (x->stall_ns) {
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, stalled_cb);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     }
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     if (t->insecure) {
@@ -879,8 +889,8 @@ int tier_get(tier *t, const char *name, int fd, void **data, size_t *len, uint64
     long http;
     treq r = {.method = "GET", .name = name, .timeout_ms = budget(t, max)};
     int rc = perform(t, &r, &x, &http);
-    if (rc == TIER_OK && x.write_error)
-        rc = TIER_ERROR;
+    if (x.write_error)
+        rc = TIER_LOCAL; /* (a full disk here) */
     if (rc == TIER_OK && fd < 0) {
         *data = x.out;
         *len = x.out_len;
@@ -924,16 +934,19 @@ int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *
               .out_max = max,
               .meta = &m,
               .progress = progress,
-              .progress_arg = arg};
+              .progress_arg = arg,
+              /* a body that stalls for twice the tier timeout is resumed */
+              .stall_ns = (uint64_t)t->timeout_ms * 2000000u};
     long http;
     /* one budget for the blob, resumes included */
     uint64_t deadline = util_mono_ns() + (uint64_t)budget(t, max) * 1000000u;
     treq r = {.method = "GET", .name = name, .timeout_ms = budget(t, max)};
     int rc = perform(t, &r, &x, &http);
-    /* An answer cut short (a connection reset, a stall past the timeout):
-     * the rest, from where it stopped, of the same object (If-Match its
-     * ETag), twice at most.  Readers of the blob see a pause, not a
-     * failure.  Only a 206 that starts where the bytes stopped is taken. */
+    /* An answer cut short (a connection reset, a body that stalled): the
+     * rest, from where it stopped, of the same object (If-Match its ETag),
+     * twice at most, within what is left of the read's budget.  Readers of
+     * the blob see a pause, not a failure.  Only a 206 that starts where
+     * the bytes stopped is taken. */
     uint64_t total = m.length;
     char range[48], etag[sizeof x.etag];
     snprintf(etag, sizeof etag, "%s", x.etag);
@@ -955,13 +968,14 @@ int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *
                      .if_match = etag,
                      .timeout_ms = (long)((deadline - now) / 1000000u)};
         x.resume_from = had;
+        x.last_ns = 0; /* (the stall clock starts again with the rest's first bytes) */
         rc = perform(t, &rest, &x, &http);
         resumed = 1;
     }
     if (resumed && (x.refused || (rc == TIER_OK && x.out_len != total)))
         rc = TIER_ERROR; /* (an answer that did not continue the body: not damage) */
-    if (rc == TIER_OK && x.write_error)
-        rc = TIER_ERROR;
+    if (x.write_error)
+        rc = TIER_LOCAL; /* (a full disk here) */
     m.length = x.out_len;
     if (meta)
         *meta = m;

@@ -33,6 +33,7 @@ enum tier_status {
     TIER_DENIED,   /* 401/403: credentials */
     TIER_ERROR,    /* anything else: the network, 5xx, a timeout; worth a retry */
     TIER_BAD,      /* an answer that makes no sense (bad metadata, too large) */
+    TIER_LOCAL,    /* not the tier's doing: memory, a temporary file or a thread here */
 };
 
 const char *tier_strerror(int status);

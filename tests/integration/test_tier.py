@@ -1470,6 +1470,21 @@ class TierTest(unittest.TestCase):
         self.assertFalse(st == 200 and got == body, "served whole through a stalled tier")
         self.assertLess(elapsed, 7 + 4, "the read outlived its budget of 7 s")
 
+    def test_a_large_blob_whose_answer_starts_late_is_waited_for(self):
+        """A large blob whose answer starts later than twice the tier timeout,
+        but within its budget (the timeout and 1 s per MiB), is waited for:
+        only a body that stops arriving once it started counts as stalled."""
+        a = self.node()
+        body = self.rng.randbytes(8 * MIB)  # a budget of 3 s + about 9.5 s
+        key = "/cas/" + sha256(body)
+        self.assertEqual(request(a, "PUT", key, body)[0], 200)
+        self.drained(a)
+        b = self.node()
+        self.proxy.delay = lambda m, p: 7 if m == "GET" and "/blobs/" in p else 0
+        st, _, got = request(b, "GET", key)
+        self.proxy.delay = None
+        self.assertEqual((st, sha256(got)), (200, sha256(body)))
+
 @unittest.skipUnless(have_s3rver(), "s3rver is not installed (npm; make test installs it)")
 class S3rverTierTest(TierTest):
     """The same over s3rver, which checks the signatures moto takes on trust."""
