@@ -77,8 +77,7 @@ int http_parse_range(const char *h, uint64_t size, uint64_t *start, uint64_t *le
 typedef struct stream_state {
     store_blob *blob;
     uint64_t start;
-    struct MHD_Connection *conn; /* cut at once on an error (http_abort_body) */
-    int parks;                   /* has a request to suspend */
+    int parks; /* has a request to suspend (and cut at once on an error) */
     store_waiter w;
     http_parker park;
 } stream_state;
@@ -101,8 +100,8 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             break;
         }
     }
-    if (s->conn)
-        http_abort_body(s->conn);
+    if (s->parks)
+        http_abort_body(s->park.conn);
     return MHD_CONTENT_READER_END_WITH_ERROR;
 }
 
@@ -187,7 +186,6 @@ static struct MHD_Response *body_response(server *srv, const store_entry *e, con
             s->blob = b;
             s->start = start;
             if (o->req) {
-                s->conn = o->req->conn;
                 s->parks = 1;
                 http_parker_init(&s->park, o->req);
                 s->w.wake = http_unpark;

@@ -254,8 +254,8 @@ typedef struct xfer {
     size_t out_len, out_cap;
     uint64_t out_max;
     int too_large;
-    int write_error;
-    char etag[128]; /* the answer's ETag header, as sent (quoted) */
+    int write_error; /* the body could not be kept here (a full disk, memory) */
+    char etag[128];  /* the answer's ETag header, as sent (quoted) */
     /* a GET resumed at byte resume_from (> 0): its body is taken only from
      * a 206 whose Content-Range starts there (else refused, unwritten) */
     uint64_t resume_from;
@@ -321,7 +321,8 @@ static size_t write_cb(char *buf, size_t size, size_t n, void *arg)
             return 0;
         }
         x->out_len += len;
-        x->last_ns = util_mono_ns();
+        if (x->stall_ns)
+            x->last_ns = util_mono_ns();
         if (x->progress)
             x->progress(x->progress_arg, buf, len, x->out_len, x->meta);
         return len;
@@ -331,8 +332,10 @@ static size_t write_cb(char *buf, size_t size, size_t n, void *arg)
         while (cap < x->out_len + len)
             cap *= 2;
         uint8_t *p = realloc(x->out, cap);
-        if (p == NULL)
+        if (p == NULL) {
+            x->write_error = 1;
             return 0;
+        }
         x->out = p;
         x->out_cap = cap;
     }
@@ -568,6 +571,8 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
     free(qbuf);
     *http = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, http);
+    if (x->write_error)
+        return TIER_LOCAL;
     if (x->too_large)
         return TIER_BAD;
     if (cc != CURLE_OK)
@@ -889,8 +894,6 @@ int tier_get(tier *t, const char *name, int fd, void **data, size_t *len, uint64
     long http;
     treq r = {.method = "GET", .name = name, .timeout_ms = budget(t, max)};
     int rc = perform(t, &r, &x, &http);
-    if (x.write_error)
-        rc = TIER_LOCAL; /* (a full disk here) */
     if (rc == TIER_OK && fd < 0) {
         *data = x.out;
         *len = x.out_len;
@@ -939,8 +942,9 @@ int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *
               .stall_ns = (uint64_t)t->timeout_ms * 2000000u};
     long http;
     /* one budget for the blob, resumes included */
-    uint64_t deadline = util_mono_ns() + (uint64_t)budget(t, max) * 1000000u;
-    treq r = {.method = "GET", .name = name, .timeout_ms = budget(t, max)};
+    long whole = budget(t, max);
+    uint64_t deadline = util_mono_ns() + (uint64_t)whole * 1000000u;
+    treq r = {.method = "GET", .name = name, .timeout_ms = whole};
     int rc = perform(t, &r, &x, &http);
     /* An answer cut short (a connection reset, a body that stalled): the
      * rest, from where it stopped, of the same object (If-Match its ETag),
@@ -951,8 +955,8 @@ int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *
     char range[48], etag[sizeof x.etag];
     snprintf(etag, sizeof etag, "%s", x.etag);
     int resumable = http == 200 && etag[0] && total > 0, resumed = 0;
-    for (int tries = 0; tries < 2 && resumable && rc == TIER_ERROR && !x.write_error &&
-                        !x.too_large && !x.refused && x.out_len > 0 && x.out_len < total;
+    for (int tries = 0; tries < 2 && resumable && rc == TIER_ERROR && !x.refused && x.out_len > 0 &&
+                        x.out_len < total;
          tries++) {
         uint64_t now = util_mono_ns();
         if (now + 100000000u > deadline)
@@ -974,8 +978,6 @@ int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *
     }
     if (resumed && (x.refused || (rc == TIER_OK && x.out_len != total)))
         rc = TIER_ERROR; /* (an answer that did not continue the body: not damage) */
-    if (x.write_error)
-        rc = TIER_LOCAL; /* (a full disk here) */
     m.length = x.out_len;
     if (meta)
         *meta = m;
