@@ -29,6 +29,7 @@ import unittest
 import urllib.parse
 import xml.etree.ElementTree as ET
 
+import test_tier as tt  # moto_server, as the tier tests run it
 from harness import ROOT, Server, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -76,7 +77,9 @@ def s3_error_code(body):
     return root.findtext("Code"), root.findtext("Message")
 
 
-class RunnerCacheTest(unittest.TestCase):
+class RunnerFlowCase(unittest.TestCase):
+    """The Go program, built once per class, and the runner helper's steps;
+    self.srv is the server they talk to."""
     go = None
     bin = None
 
@@ -133,16 +136,6 @@ class RunnerCacheTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, ignore_errors=True)
-
-    def setUp(self):
-        self.srv = Server(["--access-key", AK, "--secret-key", SK])
-        self.files = tempfile.mkdtemp(prefix="files-", dir=self.tmp)
-        self.flow("mb")
-
-    def tearDown(self):
-        rc = self.srv.close()
-        shutil.rmtree(self.files, ignore_errors=True)
-        self.assertEqual(rc, 0, "cairnd exited with %s\n%s" % (rc, self.srv.last_log[-6000:]))
 
     # ---- helpers -------------------------------------------------------------
 
@@ -205,6 +198,18 @@ class RunnerCacheTest(unittest.TestCase):
 
     def status(self):
         return self.srv.status()
+
+
+class RunnerCacheTest(RunnerFlowCase):
+    def setUp(self):
+        self.srv = Server(["--access-key", AK, "--secret-key", SK])
+        self.files = tempfile.mkdtemp(prefix="files-", dir=self.tmp)
+        self.flow("mb")
+
+    def tearDown(self):
+        rc = self.srv.close()
+        shutil.rmtree(self.files, ignore_errors=True)
+        self.assertEqual(rc, 0, "cairnd exited with %s\n%s" % (rc, self.srv.last_log[-6000:]))
 
     # ---- GetBucketLocation and presigning ------------------------------------
 
@@ -618,6 +623,90 @@ class RunnerCacheTest(unittest.TestCase):
         self.assertTrue(wait_for(lambda: self.status()["entries"]["blobs"] == 0, 10),
                         self.status())
         self.assertEqual(self.status()["entries"]["keys"], 0)
+
+
+class RunnerFleetTest(RunnerFlowCase):
+    """Runners behind a load balancer, over two cairnd nodes that share one
+    cold tier (moto_server): the cache a job uploads through node A is
+    found by a later job through node B, which starts with an empty folder,
+    with the metadata the runner stored, and the other way round; each
+    archive goes to the tier once."""
+
+    def setUp(self):
+        self.moto = tt.Moto("fleet")
+        self.addCleanup(self.moto.stop)
+        self.files = tempfile.mkdtemp(prefix="files-", dir=self.tmp)
+        self.addCleanup(shutil.rmtree, self.files, True)
+        args = ["--access-key", AK, "--secret-key", SK, "--tier", "s3://fleet/cache",
+                "--tier-endpoint", self.moto.url]
+        self.a = self.node(args)
+        self.b = self.node(args)
+        self.srv = self.a
+
+    def node(self, args):
+        srv = Server(args, env=self.moto.creds)
+
+        def close():
+            rc = srv.close()
+            self.assertEqual(rc, 0, "cairnd exited with %s\n%s" % (rc, srv.last_log[-6000:]))
+        self.addCleanup(close)
+        return srv
+
+    def drained(self, srv):
+        def done():
+            t = srv.status()["tier"]
+            return t["queue"] == 0 and t["packs_owed"] == 0
+        self.assertTrue(wait_for(done, timeout=60, step=0.1), srv.status()["tier"])
+
+    def download(self, key, body, cachekey):
+        """The helper's download on self.srv: HEAD, then GET."""
+        head, _ = self.presign("HEAD", key)
+        st, h, data = self.http("HEAD", head)
+        self.assertEqual((st, data), (200, b""), key)
+        self.assertEqual(h["content-length"], str(len(body)))
+        self.assertEqual(h.get("x-amz-meta-cachekey"), cachekey)
+        lm = email.utils.parsedate_to_datetime(h["last-modified"])
+        self.assertLess(abs(lm.timestamp() - time.time()), 300, "the upload's time")
+        get, _ = self.presign("GET", key)
+        st, h, data = self.http("GET", get)
+        self.assertEqual((st, sha(data)), (200, sha(body)), key)
+        self.assertEqual(h.get("etag"), '"%s"' % hashlib.md5(body).hexdigest())
+        self.assertEqual(h.get("content-type"), "application/octet-stream")
+        self.assertEqual(h.get("x-amz-meta-cachekey"), cachekey)
+
+    def test_a_cache_uploaded_through_one_node_is_downloaded_through_another(self):
+        self.flow("mb")
+        big = _zip_like(5 * MiB + 3, "main")  # a blob of its own in the tier
+        small = _zst_like(20 * 1024, "lint")  # carried by its key record too
+        key_small = "runner/abc123/project/42/cd/lint-non_protected"
+        self.assertEqual(self.helper_upload(KEY_MAIN, big, "main-protected"), "uploaded")
+        self.assertEqual(self.helper_upload(key_small, small, "lint-non_protected"), "uploaded")
+        self.drained(self.a)
+
+        # the next jobs land on B, which has never seen the bucket or the keys:
+        # minio-go's GetBucketLocation, then the helper's HEAD and GET
+        self.srv = self.b
+        self.assertEqual(self.b.status()["entries"]["keys"], 0)
+        self.download(KEY_MAIN, big, "main-protected")
+        self.download(key_small, small, "lint-non_protected")
+        self.assertEqual(self.helper_upload(KEY_MAIN, big, "main-protected"), "skipped")
+        head, _ = self.presign("HEAD", KEY_ALT)
+        self.assertEqual(self.http("HEAD", head)[0], 404)  # not anywhere in the fleet
+
+        # a job on B makes a new cache; a job on A downloads it
+        feature = _zip_like(3 * MiB + 1, "feature")
+        key_feature = "runner/abc123/project/42/ef/feature-x non_protected"
+        self.assertEqual(self.helper_upload(key_feature, feature, "feature-x non_protected"),
+                         "uploaded")
+        self.drained(self.b)
+        self.srv = self.a
+        self.download(key_feature, feature, "feature-x non_protected")
+
+        # each archive went up once, under its digest, from the node that took it
+        blobs = {k.rsplit("/", 1)[1] for k in self.moto.objects("fleet", "cache/blobs/")}
+        self.assertEqual(blobs, {sha(big), sha(small), sha(feature)})
+        self.assertEqual((self.a.status()["tier"]["uploads"], self.b.status()["tier"]["uploads"]),
+                         (2, 1))
 
 
 if __name__ == "__main__":
