@@ -8,9 +8,10 @@ build="gcc make pkg-config libc6-dev libmicrohttpd-dev libssl-dev libzstd-dev li
 libcurl4-openssl-dev libexpat1-dev"
 # test: the real clients the integration tests drive (ccache, aws-cli v2,
 # boto3, minio-go for a Go program, curl), Prometheus (promtool, a real
-# server scraping cairnd) and the JS SDK's runtime
+# server scraping cairnd), nginx (a fleet's balancer, as the README sets it
+# up) and the JS SDK's runtime
 test="libcmocka-dev curl python3 zstd procps util-linux ccache gcc lmdb-utils \
-awscli python3-boto3 golang-go golang-github-minio-minio-go-v7-dev prometheus"
+awscli python3-boto3 golang-go golang-github-minio-minio-go-v7-dev prometheus nginx"
 bench="nginx wrk curl python3 procps bc awscli"
 
 want=""

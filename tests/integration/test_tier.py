@@ -13,6 +13,7 @@ tier is back, across a kill -9 too."""
 import hashlib
 import http.client
 import http.server
+import io
 import json
 import os
 import random
@@ -20,11 +21,12 @@ import shutil
 import socket
 import socketserver
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
 
-from harness import Server, close_checked, free_port, random_seed, sha256, wait_for
+from harness import ROOT, Server, close_checked, free_port, random_seed, sha256, wait_for
 
 KIB, MIB = 1024, 1024 * 1024
 CREDS = {"AWS_ACCESS_KEY_ID": "tier-test", "AWS_SECRET_ACCESS_KEY": "tier-secret",
@@ -34,6 +36,14 @@ CREDS = {"AWS_ACCESS_KEY_ID": "tier-test", "AWS_SECRET_ACCESS_KEY": "tier-secret
 HERE = os.path.dirname(os.path.abspath(__file__))
 S3RVER = os.path.join(os.environ.get("CAIRN_JS_DEPS", os.path.join(HERE, "js-deps")),
                       "node_modules", ".bin", "s3rver")
+
+
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return True
+    except OSError:
+        return False
 
 
 def have_moto():
@@ -1573,6 +1583,82 @@ class CairnOverCairnTest(unittest.TestCase):
         self.assertEqual(status(child)["tier"]["pack_reads"], len(small))
         for b in small:
             self.assertEqual(request(child, "GET", "/cas/" + sha256(b))[2], b)
+
+
+@unittest.skipUnless(have_moto() and shutil.which("nginx"), "moto_server or nginx is not installed")
+class BalancedFleetTest(unittest.TestCase):
+    """Two nodes over one tier behind nginx, set up as the README's "route by
+    key" block says (the block is read from the README): every request of a
+    key, multipart uploads included, reaches one node, so overwrites are read
+    back at once; the keys spread over both nodes; S3 signatures still
+    check."""
+    AK, SK = "fleet-key", "fleet-secret"
+
+    def readme_block(self):
+        with open(os.path.join(ROOT, "README.md")) as f:
+            text = f.read()
+        start = text.index("```nginx\n") + len("```nginx\n")
+        return text[start:text.index("```", start)]
+
+    def setUp(self):
+        self.moto = Moto("fleet")
+        self.addCleanup(self.moto.stop)
+        args = ["--access-key", self.AK, "--secret-key", self.SK, "--tier", "s3://fleet/ci",
+                "--tier-endpoint", self.moto.url]
+        self.nodes = []
+        for _ in range(2):
+            srv = Server(args, env=self.moto.creds)
+            self.addCleanup(close_checked, self, srv, True)
+            self.nodes.append(srv)
+        block = self.readme_block()
+        servers = "".join("    server 127.0.0.1:%d;\n" % n.port for n in self.nodes)
+        block = block.replace("    server cache-1:8080;\n    server cache-2:8080;\n", servers)
+        self.port = free_port()
+        block = block.replace("listen 8080;", "listen 127.0.0.1:%d;" % self.port)
+        self.assertEqual(block.count("127.0.0.1:"), 3, block)
+        self.dir = tempfile.mkdtemp(prefix="cairn-nginx-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        user = "user root root;" if os.geteuid() == 0 else ""
+        with open(os.path.join(self.dir, "nginx.conf"), "w") as f:
+            f.write("%s\nworker_processes 1;\npid %s/nginx.pid;\nerror_log %s/error.log;\n"
+                    "events {}\nhttp {\naccess_log off;\nclient_body_temp_path %s/body;\n"
+                    "proxy_temp_path %s/proxy;\nfastcgi_temp_path %s/f;\nuwsgi_temp_path %s/u;\n"
+                    "scgi_temp_path %s/s;\n%s}\n" % ((user,) + (self.dir,) * 7 + (block,)))
+        self.nginx = subprocess.Popen(["nginx", "-c", os.path.join(self.dir, "nginx.conf"), "-p",
+                                       self.dir, "-g", "daemon off;"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(self.nginx.wait, 30)
+        self.addCleanup(self.nginx.terminate)
+        up = wait_for(lambda: self.nginx.poll() is None and port_open(self.port), timeout=30)
+        self.assertTrue(up, "nginx did not start")
+
+    def test_requests_of_a_key_reach_one_node(self):
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:%d" % self.port,
+                          region_name="us-east-1", aws_access_key_id=self.AK,
+                          aws_secret_access_key=self.SK)
+        s3.create_bucket(Bucket="runner-cache")
+        rng = random.Random(random_seed())
+        keys = ["project/%d/main-protected" % i for i in range(24)]
+        for gen in range(2):  # written, then overwritten, each read back straight after
+            bodies = {k: rng.randbytes(rng.randint(1, 300 * KIB)) for k in keys}
+            for k, b in bodies.items():
+                s3.put_object(Bucket="runner-cache", Key=k, Body=b)
+            for k in rng.sample(keys, len(keys)):  # another order than the writes'
+                got = s3.get_object(Bucket="runner-cache", Key=k)["Body"].read()
+                self.assertEqual(sha256(got), sha256(bodies[k]), "%s, generation %d" % (k, gen))
+        held = [status(n)["entries"]["keys"] for n in self.nodes]
+        self.assertEqual(sum(held), len(keys), held)
+        self.assertTrue(all(held), "the keys all went to one node: %s" % held)
+
+        # a multipart upload: its parts and its completion reach the node that started it
+        big = rng.randbytes(12 * MIB + 5)
+        cfg = TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB,
+                             max_concurrency=3)
+        s3.upload_fileobj(io.BytesIO(big), "runner-cache", "project/big/cache.zip", Config=cfg)
+        got = s3.get_object(Bucket="runner-cache", Key="project/big/cache.zip")["Body"].read()
+        self.assertEqual(sha256(got), sha256(big))
 
 
 if __name__ == "__main__":
