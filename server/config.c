@@ -105,7 +105,7 @@ static const option_def options[] = {
      "AWS_SHARED_CREDENTIALS_FILE is read too"},
     {"tier-timeout", T_DURATION, OFF(tier_timeout), 0, "10s",
      "a read from the tier that takes longer is a miss (blobs get 1s more per MiB, resumes "
-     "included)"},
+     "included; a wait for a free thread to ask the tier counts too)"},
     {"tier-workers", T_UINT, OFF(tier_workers), 0, "4", "uploads to the tier at once"},
     {"tier-part-size", T_SIZE, OFF(tier_part_size), 0, "64M",
      "blobs larger than this go to the tier in parts of this size (5M to 5G; S3 takes at most "

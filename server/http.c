@@ -174,6 +174,7 @@ unsigned http_status_for(int st)
     case STORE_TOO_LARGE:
         return MHD_HTTP_CONTENT_TOO_LARGE;
     case STORE_SHUTDOWN:
+    case STORE_UNAVAILABLE:
         return MHD_HTTP_SERVICE_UNAVAILABLE;
     default:
         return MHD_HTTP_INTERNAL_SERVER_ERROR;
@@ -279,7 +280,12 @@ static void *offload_main(void *arg)
             r->ready_ret = http_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down");
         } else {
             size_t none = 0;
+            /* a read's wait for this thread comes out of its tier budget;
+             * not so for what runs here from the start (a listing, a
+             * drain, a batch of deletes: many requests to the tier) */
+            store_tier_waited(r->offload_last ? 0 : util_mono_ns() - r->offload_ns);
             r->ready_ret = r->handler(r, NULL, &none);
+            store_tier_waited(0);
         }
         r->on_worker = 0;
         atomic_fetch_sub(&srv->tier_waiting, 1);
@@ -301,6 +307,7 @@ static enum MHD_Result offload_request(request *r)
         return http_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down");
     }
     r->offloaded = 1;
+    r->offload_ns = util_mono_ns();
     r->next_offload = NULL;
     atomic_fetch_add(&r->srv->tier_waiting, 1);
     MHD_suspend_connection(r->conn);

@@ -228,6 +228,9 @@ enum MHD_Result s3_store_error(request *r, int st)
                         "computed.");
     case STORE_SHUTDOWN:
         return s3_error(r, 503, "ServiceUnavailable", "The server is shutting down.");
+    case STORE_UNAVAILABLE:
+        return s3_error(r, 503, "ServiceUnavailable",
+                        "The cold tier could not be reached to look this up; retry later.");
     default:
         return s3_error(r, 500, "InternalError", store_strerror(st));
     }
@@ -257,7 +260,16 @@ int s3_xml_parse(struct XML_ParserStruct *xp, const buf *b)
 int s3_bucket_exists(request *r)
 {
     s3_req *s = r->fe;
-    return store_ns_get(r->srv->st, s->ns, NULL, NULL, NULL) == STORE_OK;
+    s->bucket_st = store_ns_get(r->srv->st, s->ns, NULL, NULL, NULL);
+    return s->bucket_st == STORE_OK;
+}
+
+enum MHD_Result s3_no_bucket(request *r)
+{
+    s3_req *s = r->fe;
+    if (s->bucket_st == STORE_NOTFOUND)
+        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+    return s3_store_error(r, s->bucket_st);
 }
 
 /* ---- routing -------------------------------------------------------------- */
@@ -812,7 +824,7 @@ static enum MHD_Result last_call(request *r)
         return admin_call(r);
     case OP_BUCKET_SUBRESOURCE_OK: {
         if (!s3_bucket_exists(r))
-            return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+            return s3_no_bucket(r);
         return s3_empty(r, 200, NULL, NULL);
     }
     default:

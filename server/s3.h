@@ -33,8 +33,9 @@ typedef struct s3_req {
     size_t nparams;
     char request_id[17];
     int anonymous;
-    int vhost; /* the bucket came from the Host header */
-    int op;    /* enum s3_op */
+    int bucket_st; /* what s3_bucket_exists found */
+    int vhost;     /* the bucket came from the Host header */
+    int op;        /* enum s3_op */
     body_sink body;
     int body_started;
     buf xml; /* small request bodies: DeleteObjects and the like */
@@ -86,7 +87,10 @@ enum MHD_Result s3_error(request *r, unsigned status, const char *code, const ch
 /* Queues an XML document (taking buf's data) with status. */
 enum MHD_Result s3_xml(request *r, unsigned status, buf *b);
 void s3_common_headers(request *r, struct MHD_Response *resp);
+/* Does the request's bucket exist?  If not, s3_no_bucket answers why. */
 int s3_bucket_exists(request *r);
+/* 404 NoSuchBucket, or 503 when the cold tier could not say. */
+enum MHD_Result s3_no_bucket(request *r);
 /* The error for a store status (NoSuchKey, InternalError, ...). */
 enum MHD_Result s3_store_error(request *r, int st);
 void s3_format_iso8601(uint64_t ms, char out[32]);

@@ -100,14 +100,14 @@ enum MHD_Result s3_delete_bucket(request *r)
 enum MHD_Result s3_head_bucket(request *r)
 {
     if (!s3_bucket_exists(r))
-        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+        return s3_no_bucket(r);
     return s3_empty(r, 200, "x-amz-bucket-region", r->srv->cfg->region);
 }
 
 enum MHD_Result s3_get_bucket_location(request *r)
 {
     if (!s3_bucket_exists(r))
-        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+        return s3_no_bucket(r);
     buf b = {0};
     const char *region = r->srv->cfg->region;
     buf_printf(&b, "%s<LocationConstraint xmlns=\"%s\">", XML_HEAD, S3_NS);
@@ -120,7 +120,7 @@ enum MHD_Result s3_get_bucket_location(request *r)
 enum MHD_Result s3_get_bucket_versioning(request *r)
 {
     if (!s3_bucket_exists(r))
-        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+        return s3_no_bucket(r);
     buf b = {0};
     buf_printf(&b, "%s<VersioningConfiguration xmlns=\"%s\"/>", XML_HEAD, S3_NS);
     return s3_xml(r, 200, &b);
@@ -296,7 +296,7 @@ enum MHD_Result s3_list_objects(request *r, int version)
 {
     s3_req *s = r->fe;
     if (!s3_bucket_exists(r))
-        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+        return s3_no_bucket(r);
     lister l = {0};
     l.r = r;
     l.version = version;
@@ -490,7 +490,7 @@ enum MHD_Result s3_delete_objects(request *r)
 {
     s3_req *s = r->fe;
     if (!s3_bucket_exists(r))
-        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+        return s3_no_bucket(r);
     del_parse p = {0};
     XML_Parser xp = s3_xml_parser(&p);
     if (xp == NULL)

@@ -74,7 +74,7 @@ enum MHD_Result s3_create_multipart(request *r)
     if (!store_key_fits(r->srv->st, s->ns, s->klen))
         return s3_store_error(r, STORE_BAD_KEY);
     if (!s3_bucket_exists(r))
-        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+        return s3_no_bucket(r);
     buf meta = {0};
     s3_request_meta(r, &meta, NULL);
     char id[MPU_ID_LEN + 1];
@@ -481,7 +481,7 @@ enum MHD_Result s3_list_multipart_uploads(request *r)
 {
     s3_req *s = r->fe;
     if (!s3_bucket_exists(r))
-        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+        return s3_no_bucket(r);
     const char *prefix = s3_param(r, "prefix");
     const char *mu = s3_param(r, "max-uploads");
     uploads_ctx u = {0};

@@ -283,7 +283,7 @@ static enum MHD_Result get_object_once(request *r, int head, int *vanished)
                  : st == STORE_NOTFOUND ? MC_MISS
                                         : MC_NONE;
     if (st == STORE_NOTFOUND && !s3_bucket_exists(r))
-        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+        return s3_no_bucket(r);
     if (st != STORE_OK)
         return s3_store_error(r, st);
     char etag[80];
@@ -370,7 +370,7 @@ enum MHD_Result s3_put_object_end(request *r)
         return s3_error(r, 500, "InternalError", s->body.error ? s->body.error : "upload failed");
     }
     if (!s3_bucket_exists(r))
-        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+        return s3_no_bucket(r);
     if (s3_body_check(r, &ret) != 0)
         return ret;
     store_put_result res;
@@ -423,7 +423,7 @@ enum MHD_Result s3_delete_object(request *r)
 {
     s3_req *s = r->fe;
     if (!s3_bucket_exists(r))
-        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+        return s3_no_bucket(r);
     int st = store_delete(r->srv->st, s->ns, s->key, s->klen);
     if (st != STORE_OK && st != STORE_NOTFOUND)
         return s3_store_error(r, st);
@@ -464,7 +464,7 @@ static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
     size_t src_klen = j - (size_t)(src_key - dec);
     if (!s3_bucket_exists(r)) {
         free(dec);
-        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+        return s3_no_bucket(r);
     }
     store_entry e;
     int st = store_lookup(r->srv->st, src_ns, src_key, src_klen, &e);
@@ -480,9 +480,11 @@ static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
     }
     if (st != STORE_OK) {
         free(dec);
-        if (st == STORE_NOTFOUND && store_ns_get(r->srv->st, src_ns, NULL, NULL, NULL) != STORE_OK)
+        int bst =
+            st == STORE_NOTFOUND ? store_ns_get(r->srv->st, src_ns, NULL, NULL, NULL) : STORE_OK;
+        if (bst == STORE_NOTFOUND)
             return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
-        return s3_store_error(r, st);
+        return s3_store_error(r, bst != STORE_OK ? bst : st);
     }
     char etag[80];
     s3_meta_etag(e.meta, e.meta_len, etag, sizeof etag);

@@ -66,6 +66,7 @@ struct request {
      * what a front end vouches for); one that cannot, but may wait for the
      * tier, runs on an offload thread from the start (offload_last). */
     int may_offload, offload_last, offloaded, on_worker;
+    uint64_t offload_ns; /* when it was handed to the offload threads */
     struct MHD_Response *ready;
     unsigned ready_status;
     enum MHD_Result ready_ret;

@@ -113,6 +113,8 @@ const char *store_strerror(int status)
         return "not empty";
     case STORE_AGAIN:
         return "would wait for the cold tier";
+    case STORE_UNAVAILABLE:
+        return "the cold tier could not be reached";
     default:
         return "I/O error in the store";
     }
@@ -2117,8 +2119,12 @@ int store_ns_create(store *s, const char *ns, const void *meta, size_t meta_len)
 int store_ns_delete(store *s, const char *ns)
 {
     if (s->tier_q) {
+        /* one another node made: known here first, as for any other request */
+        int rc = store_ns_get(s, ns, NULL, NULL, NULL);
+        if (rc != STORE_OK)
+            return rc;
         /* empty only if the keys other nodes put in it are gone too */
-        int rc = tier_must_not_wait() ? STORE_AGAIN : tier_ns_has_keys(s, ns);
+        rc = tier_must_not_wait() ? STORE_AGAIN : tier_ns_has_keys(s, ns);
         if (rc != STORE_NOTFOUND)
             return rc == STORE_OK ? STORE_NOT_EMPTY : rc;
     }
@@ -2136,8 +2142,13 @@ static uint64_t ns_created(const MDB_val *v)
 int store_ns_get(store *s, const char *ns, uint64_t *created_ms, void **meta, size_t *meta_len)
 {
     int rc = ns_get_local(s, ns, created_ms, meta, meta_len);
-    if (rc == STORE_NOTFOUND && s->tier_q && *ns && tier_resolve_ns(s, ns) == STORE_OK)
-        rc = ns_get_local(s, ns, created_ms, meta, meta_len);
+    if (rc == STORE_NOTFOUND && s->tier_q && *ns) {
+        int t = tier_resolve_ns(s, ns);
+        if (t == STORE_OK)
+            rc = ns_get_local(s, ns, created_ms, meta, meta_len);
+        else if (t != STORE_NOTFOUND && t != STORE_AGAIN)
+            rc = t; /* the tier could not say: not "no such namespace" */
+    }
     return rc;
 }
 
@@ -2209,6 +2220,10 @@ static int ns_list_each(void *ctx, const char *name, MDB_val *v)
 
 int store_ns_list(store *s, int (*cb)(void *ctx, const char *ns, uint64_t created_ms), void *ctx)
 {
+    /* the fleet's namespaces: those other nodes made too (if the tier
+     * cannot be listed, those known here) */
+    if (s->tier_q && tier_resolve_all_ns(s) == STORE_AGAIN)
+        return STORE_AGAIN;
     ns_list_ctx c = {cb, ctx};
     return scan_names(s, s->ix.ns, ns_list_each, &c);
 }

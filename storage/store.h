@@ -39,9 +39,10 @@ enum store_status {
     STORE_CORRUPT,         /* blob failed its checks; it has been quarantined */
     STORE_IO,              /* any other I/O or index error */
     STORE_SHUTDOWN,
-    STORE_EXISTS,    /* namespace already exists */
-    STORE_NOT_EMPTY, /* namespace still has keys */
-    STORE_AGAIN,     /* would wait for the cold tier: see store_nonblocking */
+    STORE_EXISTS,      /* namespace already exists */
+    STORE_NOT_EMPTY,   /* namespace still has keys */
+    STORE_AGAIN,       /* would wait for the cold tier: see store_nonblocking */
+    STORE_UNAVAILABLE, /* the cold tier could not be asked (down, slow, refusing) */
 };
 
 const char *store_strerror(int status);
@@ -112,6 +113,11 @@ void store_nonblocking(int on);
 int store_would_block(void);
 /* ... without forgetting. */
 int store_would_block_peek(void);
+/* The request this thread runs now waited waited_ns for a thread that may
+ * ask the cold tier: that much comes out of the budget (--tier-timeout) of
+ * each request to the tier it makes, and none is sent once it is spent, so
+ * that a miss is answered within it even when many wait.  0 when done. */
+void store_tier_waited(uint64_t waited_ns);
 
 /* Looks a key up; STORE_OK, STORE_NOTFOUND or STORE_IO. */
 int store_lookup(store *s, const char *ns, const void *key, size_t klen, store_entry *e);
@@ -241,7 +247,7 @@ int store_warm(store *s, const char *ns, const void *key, size_t klen, int *stat
  * record of (written by any node of the fleet), in the tier's order (not
  * byte order: names are escaped); each returns nonzero to stop.  Records
  * written by builds before the v2 layout are not listed.  STORE_OK (also
- * without a tier), or STORE_IO when the tier failed. */
+ * without a tier), STORE_UNAVAILABLE when the tier failed, or STORE_IO. */
 int store_tier_keys(store *s, const char *ns, const void *prefix, size_t plen,
                     int (*each)(void *ctx, const void *key, size_t klen), void *ctx);
 /* Warms, from the cold tier's packs of small key records, what it can of
@@ -294,16 +300,21 @@ int store_flush(store *s);
 /* ---- namespaces that are created explicitly (S3 buckets) ---- */
 
 int store_ns_create(store *s, const char *ns, const void *meta, size_t meta_len);
-/* created_ms and meta (malloc'ed, may be NULL) are optional. */
+/* created_ms and meta (malloc'ed, may be NULL) are optional.  A namespace
+ * unknown here is looked for in the cold tier: STORE_UNAVAILABLE if the tier
+ * could not say. */
 int store_ns_get(store *s, const char *ns, uint64_t *created_ms, void **meta, size_t *meta_len);
-/* STORE_NOT_EMPTY while any key of the namespace exists. */
+/* STORE_NOT_EMPTY while any key of the namespace exists (here or in the
+ * tier); a namespace only the tier knows is deleted too. */
 int store_ns_delete(store *s, const char *ns);
 /* Calls cb with each namespace that has keys, in name order: how many, and
  * their body bytes (what the namespace stores, before dedup and compression).
  * Kept in the index with the keys, so this reads one record a namespace. */
 int store_ns_usage(store *s, int (*cb)(void *ctx, const char *ns, uint64_t keys, uint64_t bytes),
                    void *ctx);
-/* Calls cb for each namespace in name order; cb returns non-zero to stop. */
+/* Calls cb for each namespace in name order; cb returns non-zero to stop.
+ * With a cold tier, namespaces other nodes made are looked up there first
+ * (and made known here); STORE_AGAIN when that would wait. */
 int store_ns_list(store *s, int (*cb)(void *ctx, const char *ns, uint64_t created_ms), void *ctx);
 
 /* ---- listing keys in order ---- */

@@ -208,8 +208,16 @@ int tier_changed_since(store *s, const char *nskey, size_t nklen, uint64_t clock
  * STORE_IO when it did not say. */
 int tier_has_key(store *s, const char *nskey, size_t nklen);
 /* Does the tier hold a key of namespace ns (one not deleted here since)?
- * STORE_OK (yes), STORE_NOTFOUND (no), or STORE_IO (the tier did not say). */
+ * STORE_OK (yes), STORE_NOTFOUND (no), STORE_UNAVAILABLE (the tier did not
+ * say) or STORE_IO. */
 int tier_ns_has_keys(store *s, const char *ns);
+/* Makes namespace ns known here if the tier has its record: STORE_OK (now
+ * known, or being made known by another reader), STORE_NOTFOUND,
+ * STORE_UNAVAILABLE (the tier could not be asked), STORE_AGAIN or STORE_IO. */
 int tier_resolve_ns(store *s, const char *ns);
+/* Makes every namespace the tier has a record of known here: STORE_OK,
+ * STORE_AGAIN, STORE_UNAVAILABLE (the tier could not be listed) or
+ * STORE_IO. */
+int tier_resolve_all_ns(store *s);
 
 #endif

@@ -2563,7 +2563,9 @@ int store_tier_keys(store *s, const char *ns, const void *prefix, size_t plen,
     size_t dl = key_prefix(ns, prefix, plen, lp);
     tier_keys_walk w = {s, ns, prefix, plen, dl, each, ctx, 0, 0};
     int rc = tier_list_objects(s->tier_q->t, lp, NULL, tier_keys_each, &w);
-    return rc == TIER_OK && !w.failed ? STORE_OK : STORE_IO;
+    if (rc != TIER_OK)
+        return rc == TIER_LOCAL ? STORE_IO : STORE_UNAVAILABLE;
+    return w.failed ? STORE_IO : STORE_OK;
 }
 
 typedef struct ns_keys {
@@ -2606,6 +2608,38 @@ void tier_wait_key(store *s, const char *nskey, size_t nklen)
     pthread_mutex_unlock(&q->gate_mu);
 }
 
+/* A namespace record listed in the tier: made known here if it is not.
+ * (A name of 64 bytes may be a record of a build before 2026-11-28, cut
+ * there: such a name is looked up only when a request names it.) */
+static int ns_listed(void *arg, const char *name)
+{
+    store *s = arg;
+    char ns[130];
+    size_t hl = strncmp(name, "ns/", 3) == 0 ? strlen(name + 3) : 0;
+    if (hl == 0 || hl % 2 || hl / 2 >= sizeof ns || hl / 2 == 64 ||
+        util_unhex(name + 3, hl, (uint8_t *)ns, hl / 2) != 0)
+        return 0;
+    ns[hl / 2] = '\0';
+    if (strlen(ns) == hl / 2 && ns_get_local(s, ns, NULL, NULL, NULL) == STORE_NOTFOUND)
+        (void)tier_resolve_ns(s, ns);
+    return 0;
+}
+
+int tier_resolve_all_ns(store *s)
+{
+    if (s->tier_q == NULL)
+        return STORE_OK;
+    if (tier_must_not_wait())
+        return STORE_AGAIN;
+    int rc = tier_list(s->tier_q->t, "ns/", ns_listed, s);
+    return rc == TIER_OK ? STORE_OK : rc == TIER_LOCAL ? STORE_IO : STORE_UNAVAILABLE;
+}
+
+void store_tier_waited(uint64_t waited_ns)
+{
+    tier_waited(waited_ns);
+}
+
 int tier_resolve_ns(store *s, const char *ns)
 {
     tier_state *q = s->tier_q;
@@ -2635,8 +2669,11 @@ int tier_resolve_ns(store *s, const char *ns)
         status = submit_and_wait(s, &o);
         if (status == STORE_EXISTS)
             status = STORE_OK;
+    } else if (rc == TIER_LOCAL) {
+        status = STORE_IO;
     } else if (rc != TIER_NOTFOUND && rc != TIER_OK) {
         atomic_fetch_add(&q->errors, 1);
+        status = STORE_UNAVAILABLE; /* not a namespace that does not exist */
     }
     free(data);
     gate_leave(q, id, GATE_LOOK_AGAIN);

@@ -433,10 +433,21 @@ typedef struct treq {
     long timeout_ms;
 } treq;
 
+static __thread long waited_ms;
+
+void tier_waited(uint64_t waited_ns)
+{
+    waited_ms = (long)(waited_ns / 1000000u);
+}
+
 /* Runs one request.  Returns a tier status; *http gets the HTTP status (0 if
  * none came). */
 static int perform(tier *t, const treq *r, xfer *x, long *http)
 {
+    *http = 0;
+    long timeout_ms = r->timeout_ms - waited_ms;
+    if (timeout_ms <= 0)
+        return TIER_ERROR; /* its time went in waiting to be sent */
     CURL *h = thread_handle();
     if (h == NULL)
         return TIER_ERROR;
@@ -537,7 +548,7 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, sl);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, t->connect_timeout_ms);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, r->timeout_ms);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
     if (x->stall_ns) {
         curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, stalled_cb);
         curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
@@ -569,7 +580,6 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
     CURLcode cc = curl_easy_perform(h);
     curl_slist_free_all(sl);
     free(qbuf);
-    *http = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, http);
     if (x->write_error)
         return TIER_LOCAL;

@@ -58,6 +58,10 @@ typedef struct tier_config {
 typedef struct tier tier;
 
 int tier_open(tier **t, const tier_config *cfg, char *err, size_t errlen);
+/* Requests this thread sends from now on have waited_ns less of their
+ * budget (what they are for waited that long already); one with no budget
+ * left fails (TIER_ERROR) unsent.  0 undoes it. */
+void tier_waited(uint64_t waited_ns);
 void tier_close(tier *t);
 /* "s3://bucket/prefix" as configured, for logs (never with credentials). */
 const char *tier_describe(const tier *t);
