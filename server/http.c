@@ -280,9 +280,10 @@ static void *offload_main(void *arg)
             r->ready_ret = http_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down");
         } else {
             size_t none = 0;
-            /* a read's wait for this thread comes out of its tier budget;
-             * not so for what runs here from the start (a listing, a
-             * drain, a batch of deletes: many requests to the tier) */
+            /* a read's wait for this thread comes out of the budget of each
+             * request to the tier made for it; not so for what runs here
+             * from the start (listings, a drain, a batch of deletes: many
+             * requests to the tier) */
             store_tier_waited(r->offload_last ? 0 : util_mono_ns() - r->offload_ns);
             r->ready_ret = r->handler(r, NULL, &none);
             store_tier_waited(0);

@@ -690,12 +690,14 @@ static enum MHD_Result first_call(request *r)
      * change nothing before they ask the store (a copy's source, a bucket);
      * those below cannot be run twice (a conditional PUT has its body
      * stored first; an admin drain waits for the queue, a listing of keys
-     * for the tier) */
+     * for the tier), or ask the tier many times (ListBuckets: each of its
+     * requests keeps its whole budget) */
     int op = s->op;
     if (op == OP_PUT_OBJECT || op == OP_COPY_OBJECT || op == OP_CREATE_MULTIPART ||
         op == OP_BUCKET_SUBRESOURCE_OK)
         r->may_offload = 1;
     if (op == OP_DELETE_OBJECTS || op == OP_COMPLETE_MULTIPART || op == OP_ADMIN ||
+        op == OP_LIST_BUCKETS ||
         (op == OP_PUT_OBJECT && (http_header(r, "If-None-Match") || http_header(r, "If-Match"))))
         r->offload_last = 1;
     if (s->op == OP_NOT_IMPLEMENTED)

@@ -1383,11 +1383,23 @@ static int gate_take(tier_state *q, const uint8_t id[TQ_KEYLEN], int waited, uin
     return g != NULL;
 }
 
-static int gate_enter(tier_state *q, const uint8_t id[TQ_KEYLEN])
+/* Enters the gate of id: 1 if this thread is the one to ask the tier; 0 if
+ * another one did meanwhile, and *outcome (if not NULL) is how that ended
+ * (GATE_*). */
+static int gate_enter(tier_state *q, const uint8_t id[TQ_KEYLEN], int *outcome)
 {
     pthread_mutex_lock(&q->gate_mu);
-    uint64_t gen;
-    int entered = gate_take(q, id, gate_wait(q, id), &gen);
+    uint64_t gen, waited_for = 0;
+    int waited = 0;
+    for (gate *g; (g = gate_find(q, id)) != NULL; waited = 1) {
+        waited_for = g->gen;
+        pthread_cond_wait(&q->gate_cv, &q->gate_mu);
+    }
+    if (outcome)
+        *outcome = waited && q->gate_done[waited_for % GATE_OUTCOMES].gen == waited_for
+                       ? q->gate_done[waited_for % GATE_OUTCOMES].outcome
+                       : GATE_LOOK_AGAIN;
+    int entered = gate_take(q, id, waited, &gen);
     pthread_mutex_unlock(&q->gate_mu);
     return entered;
 }
@@ -2620,9 +2632,9 @@ static int ns_listed(void *arg, const char *name)
         util_unhex(name + 3, hl, (uint8_t *)ns, hl / 2) != 0)
         return 0;
     ns[hl / 2] = '\0';
-    if (strlen(ns) == hl / 2 && ns_get_local(s, ns, NULL, NULL, NULL) == STORE_NOTFOUND)
-        (void)tier_resolve_ns(s, ns);
-    return 0;
+    /* a tier that lists but does not answer: the rest is not waited for */
+    return strlen(ns) == hl / 2 && ns_get_local(s, ns, NULL, NULL, NULL) == STORE_NOTFOUND &&
+           tier_resolve_ns(s, ns) == STORE_UNAVAILABLE;
 }
 
 int tier_resolve_all_ns(store *s)
@@ -2649,8 +2661,9 @@ int tier_resolve_ns(store *s, const char *ns)
         return STORE_AGAIN;
     uint8_t id[TQ_KEYLEN];
     tq_key(TQ_NS, ns, strlen(ns), id);
-    if (!gate_enter(q, id))
-        return STORE_OK;
+    int outcome;
+    if (!gate_enter(q, id, &outcome)) /* another reader asked: its answer */
+        return outcome == GATE_FAILED ? STORE_UNAVAILABLE : STORE_OK;
     char name[NS_NAME_CAP];
     ns_name(ns, name);
     void *data = NULL;
@@ -2676,7 +2689,7 @@ int tier_resolve_ns(store *s, const char *ns)
         status = STORE_UNAVAILABLE; /* not a namespace that does not exist */
     }
     free(data);
-    gate_leave(q, id, GATE_LOOK_AGAIN);
+    gate_leave(q, id, status == STORE_UNAVAILABLE ? GATE_FAILED : GATE_LOOK_AGAIN);
     return status;
 }
 
@@ -2806,7 +2819,7 @@ static void pack_fill_one(pack_warm *pw, pack_want *w, const uint8_t *rec, size_
     }
     uint8_t id[TQ_KEYLEN];
     tq_key(TQ_KEY, w->nskey, w->nklen, id);
-    if (!gate_enter(q, id))
+    if (!gate_enter(q, id, NULL))
         return; /* a read fetched it meanwhile */
     pack_fill *f = calloc(1, sizeof *f);
     fill_job *j = f ? &f->j : NULL;

@@ -82,7 +82,7 @@ const char *tier_strerror(int status)
     case TIER_BAD:
         return "the tier's answer makes no sense";
     case TIER_LOCAL:
-        return "a local error (memory, disk or threads)";
+        return "a local error (memory, disk or threads), or no time left after waiting here";
     default:
         return "unknown tier error";
     }
@@ -447,7 +447,7 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
     *http = 0;
     long timeout_ms = r->timeout_ms - waited_ms;
     if (timeout_ms <= 0)
-        return TIER_ERROR; /* its time went in waiting to be sent */
+        return TIER_LOCAL; /* its time went in waiting here: not the tier's failure */
     CURL *h = thread_handle();
     if (h == NULL)
         return TIER_ERROR;

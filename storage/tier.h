@@ -33,7 +33,8 @@ enum tier_status {
     TIER_DENIED,   /* 401/403: credentials */
     TIER_ERROR,    /* anything else: the network, 5xx, a timeout; worth a retry */
     TIER_BAD,      /* an answer that makes no sense (bad metadata, too large) */
-    TIER_LOCAL,    /* not the tier's doing: memory, a temporary file or a thread here */
+    TIER_LOCAL,    /* not the tier's doing: memory, a temporary file or a thread here, or
+                      no budget left after waiting here (tier_waited) */
 };
 
 const char *tier_strerror(int status);
@@ -60,7 +61,7 @@ typedef struct tier tier;
 int tier_open(tier **t, const tier_config *cfg, char *err, size_t errlen);
 /* Requests this thread sends from now on have waited_ns less of their
  * budget (what they are for waited that long already); one with no budget
- * left fails (TIER_ERROR) unsent.  0 undoes it. */
+ * left fails (TIER_LOCAL) unsent.  0 undoes it. */
 void tier_waited(uint64_t waited_ns);
 void tier_close(tier *t);
 /* "s3://bucket/prefix" as configured, for logs (never with credentials). */

@@ -1174,6 +1174,18 @@ class TierTest(unittest.TestCase):
             if method != "HEAD":
                 self.assertIn(b"<Code>ServiceUnavailable</Code>", got)
         self.assertEqual(request(b, "GET", "/nowhere/k")[0], 503)  # nor one that does not exist
+        # many at once, the tier hanging: one asks it, the others share its answer
+        self.proxy.mode = "slow"
+        answers = []
+
+        def put(i):
+            answers.append(request(b, "PUT", "/elsewhere/p%d" % i, b"x", timeout=60)[0])
+        threads = [threading.Thread(target=put, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(answers, [503] * 6)
         self.proxy.mode = "ok"
         self.assertEqual(request(b, "PUT", "/elsewhere/new", b"from b")[0], 200)
         self.assertEqual(request(b, "GET", "/elsewhere/k")[2], b"from a")
@@ -1215,6 +1227,18 @@ class TierTest(unittest.TestCase):
         self.proxy.mode = "down"  # the tier cannot be listed: the buckets known here
         st, _, got = request(b, "GET", "/")
         self.assertEqual(re.findall(rb"<Name>([^<]*)</Name>", got), [b"made-on-a", b"made-on-b"])
+        # listed, but its bucket records do not come: one is waited for, not each
+        self.proxy.mode = "ok"
+        for i in range(4):
+            self.assertEqual(request(a, "PUT", "/more-%d" % i)[0], 200)
+        self.drained(a)
+        self.proxy.delay = lambda m, p: 30 if m == "GET" and "/ns/" in p else 0
+        t0 = time.monotonic()
+        st, _, got = request(b, "GET", "/", timeout=60)
+        took = time.monotonic() - t0
+        self.proxy.delay = None
+        self.assertEqual(re.findall(rb"<Name>([^<]*)</Name>", got), [b"made-on-a", b"made-on-b"])
+        self.assertLess(took, 8, "one --tier-timeout (3 s), not one per bucket (12 s)")
 
     def test_corrupt_tier_object_is_a_miss(self):
         a = self.node()
