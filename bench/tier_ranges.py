@@ -23,11 +23,6 @@ import tier as T  # noqa: E402  (moto_server and the nodes, as bench/tier.py run
 MIB = 1 << 20
 
 
-def cpu_seconds(pid):
-    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def main():
     if len(sys.argv) > 1:
         T.CAIRND = os.path.abspath(sys.argv[1])
@@ -49,7 +44,7 @@ def main():
         w.drain()
         a = T.Node(work + "/a", url, "ranges")
         nodes.append(a)
-        cpu0, t0 = cpu_seconds(a.proc.pid), time.time()
+        cpu0, t0 = T.cpu_seconds([a.proc.pid]), time.time()
         c = http.client.HTTPConnection("127.0.0.1", a.port)
         c.request("HEAD", "/cas/" + d)
         c.getresponse().read()
@@ -67,7 +62,7 @@ def main():
             t.join()
         print("%s: every range equal: %s, wall %.1f s, cairnd CPU %.1f s" % (
             T.title("tier ranges"), all(ok) and len(ok) == 48, time.time() - t0,
-            cpu_seconds(a.proc.pid) - cpu0))
+            T.cpu_seconds([a.proc.pid]) - cpu0))
     finally:
         T.teardown(nodes, moto, work)
 

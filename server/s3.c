@@ -264,12 +264,16 @@ int s3_bucket_exists(request *r)
     return s->bucket_st == STORE_OK;
 }
 
+enum MHD_Result s3_bucket_error(request *r, int st)
+{
+    if (st == STORE_NOTFOUND)
+        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
+    return s3_store_error(r, st);
+}
+
 enum MHD_Result s3_no_bucket(request *r)
 {
-    s3_req *s = r->fe;
-    if (s->bucket_st == STORE_NOTFOUND)
-        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
-    return s3_store_error(r, s->bucket_st);
+    return s3_bucket_error(r, ((s3_req *)r->fe)->bucket_st);
 }
 
 /* ---- routing -------------------------------------------------------------- */

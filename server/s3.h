@@ -91,6 +91,8 @@ void s3_common_headers(request *r, struct MHD_Response *resp);
 int s3_bucket_exists(request *r);
 /* 404 NoSuchBucket, or 503 when the cold tier could not say. */
 enum MHD_Result s3_no_bucket(request *r);
+/* The same for a bucket lookup's status st (a copy's source bucket). */
+enum MHD_Result s3_bucket_error(request *r, int st);
 /* The error for a store status (NoSuchKey, InternalError, ...). */
 enum MHD_Result s3_store_error(request *r, int st);
 void s3_format_iso8601(uint64_t ms, char out[32]);

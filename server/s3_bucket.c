@@ -88,12 +88,10 @@ enum MHD_Result s3_delete_bucket(request *r)
 {
     s3_req *s = r->fe;
     int st = store_ns_delete(r->srv->st, s->ns);
-    if (st == STORE_NOTFOUND)
-        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
     if (st == STORE_NOT_EMPTY)
         return s3_error(r, 409, "BucketNotEmpty", "The bucket you tried to delete is not empty.");
     if (st != STORE_OK)
-        return s3_store_error(r, st);
+        return s3_bucket_error(r, st);
     return s3_empty(r, 204, NULL, NULL);
 }
 

@@ -482,9 +482,7 @@ static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
         free(dec);
         int bst =
             st == STORE_NOTFOUND ? store_ns_get(r->srv->st, src_ns, NULL, NULL, NULL) : STORE_OK;
-        if (bst == STORE_NOTFOUND)
-            return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
-        return s3_store_error(r, bst != STORE_OK ? bst : st);
+        return bst != STORE_OK ? s3_bucket_error(r, bst) : s3_store_error(r, st);
     }
     char etag[80];
     s3_meta_etag(e.meta, e.meta_len, etag, sizeof etag);

@@ -1357,15 +1357,26 @@ static gate *gate_find(tier_state *q, const uint8_t id[TQ_KEYLEN])
     return g;
 }
 
-/* Waits (gate_mu held) until nobody holds the gate of id; 1 if it waited. */
-static int gate_wait(tier_state *q, const uint8_t id[TQ_KEYLEN])
+/* Waits (gate_mu held) until nobody holds the gate of id; 1 if it waited,
+ * and *waited_for (if not NULL) is the gen of the last taking waited for. */
+static int gate_wait(tier_state *q, const uint8_t id[TQ_KEYLEN], uint64_t *waited_for)
 {
     int waited = 0;
-    while (gate_find(q, id) != NULL) {
-        waited = 1;
+    for (gate *g; (g = gate_find(q, id)) != NULL; waited = 1) {
+        if (waited_for)
+            *waited_for = g->gen;
         pthread_cond_wait(&q->gate_cv, &q->gate_mu);
     }
     return waited;
+}
+
+/* How the taking gen of a gate ended (gate_mu held), if it is still on
+ * record; GATE_LOOK_AGAIN if it is not, or if nothing was waited for. */
+static int gate_outcome(const tier_state *q, int waited, uint64_t gen)
+{
+    return waited && q->gate_done[gen % GATE_OUTCOMES].gen == gen
+               ? q->gate_done[gen % GATE_OUTCOMES].outcome
+               : GATE_LOOK_AGAIN;
 }
 
 /* Takes the gate of id (gate_mu held) unless it waited for it: 1 if this
@@ -1390,15 +1401,9 @@ static int gate_enter(tier_state *q, const uint8_t id[TQ_KEYLEN], int *outcome)
 {
     pthread_mutex_lock(&q->gate_mu);
     uint64_t gen, waited_for = 0;
-    int waited = 0;
-    for (gate *g; (g = gate_find(q, id)) != NULL; waited = 1) {
-        waited_for = g->gen;
-        pthread_cond_wait(&q->gate_cv, &q->gate_mu);
-    }
+    int waited = gate_wait(q, id, &waited_for);
     if (outcome)
-        *outcome = waited && q->gate_done[waited_for % GATE_OUTCOMES].gen == waited_for
-                       ? q->gate_done[waited_for % GATE_OUTCOMES].outcome
-                       : GATE_LOOK_AGAIN;
+        *outcome = gate_outcome(q, waited, waited_for);
     int entered = gate_take(q, id, waited, &gen);
     pthread_mutex_unlock(&q->gate_mu);
     return entered;
@@ -2327,9 +2332,7 @@ static int gate_enter_key(store *s, const uint8_t id[TQ_KEYLEN], const char *nsk
         }
         pthread_cond_wait(&q->gate_cv, &q->gate_mu);
     }
-    int outcome = GATE_LOOK_AGAIN;
-    if (waited && q->gate_done[waited_for % GATE_OUTCOMES].gen == waited_for)
-        outcome = q->gate_done[waited_for % GATE_OUTCOMES].outcome;
+    int outcome = gate_outcome(q, waited, waited_for);
     entered = outcome == GATE_MISSED   ? 3
               : outcome == GATE_FAILED ? 4
                                        : gate_take(q, id, waited, gen);
@@ -2616,7 +2619,7 @@ void tier_wait_key(store *s, const char *nskey, size_t nklen)
     /* wait for its gate to go, without taking it (a reader that found it
      * taken would give up on the key) */
     pthread_mutex_lock(&q->gate_mu);
-    gate_wait(q, id);
+    gate_wait(q, id, NULL);
     pthread_mutex_unlock(&q->gate_mu);
 }
 

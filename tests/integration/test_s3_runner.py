@@ -652,11 +652,6 @@ class RunnerFleetTest(RunnerFlowCase):
         self.addCleanup(close)
         return srv
 
-    def drained(self, srv):
-        def done():
-            t = srv.status()["tier"]
-            return t["queue"] == 0 and t["packs_owed"] == 0
-        self.assertTrue(wait_for(done, timeout=60, step=0.1), srv.status()["tier"])
 
     def download(self, key, body, cachekey):
         """The helper's download on self.srv: HEAD, then GET."""
@@ -681,7 +676,7 @@ class RunnerFleetTest(RunnerFlowCase):
         key_small = "runner/abc123/project/42/cd/lint-non_protected"
         self.assertEqual(self.helper_upload(KEY_MAIN, big, "main-protected"), "uploaded")
         self.assertEqual(self.helper_upload(key_small, small, "lint-non_protected"), "uploaded")
-        self.drained(self.a)
+        tt.assert_drained(self, self.a)
 
         # the next jobs land on B, which has never seen the bucket or the keys:
         # minio-go's GetBucketLocation, then the helper's HEAD and GET
@@ -698,7 +693,7 @@ class RunnerFleetTest(RunnerFlowCase):
         key_feature = "runner/abc123/project/42/ef/feature-x non_protected"
         self.assertEqual(self.helper_upload(key_feature, feature, "feature-x non_protected"),
                          "uploaded")
-        self.drained(self.b)
+        tt.assert_drained(self, self.b)
         self.srv = self.a
         self.download(key_feature, feature, "feature-x non_protected")
 

@@ -38,6 +38,15 @@ S3RVER = os.path.join(os.environ.get("CAIRN_JS_DEPS", os.path.join(HERE, "js-dep
                       "node_modules", ".bin", "s3rver")
 
 
+def assert_drained(test, srv, timeout=60):
+    """Waits until srv owes the tier nothing (blobs, records, packs)."""
+    def done():
+        t = status(srv)["tier"]
+        return t["queue"] == 0 and t["packs_owed"] == 0
+    test.assertTrue(wait_for(done, timeout=timeout, step=0.1),
+                    "the tier's queue did not drain: %s" % status(srv)["tier"])
+
+
 def port_open(port):
     try:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
@@ -328,9 +337,7 @@ class TierTest(unittest.TestCase):
         return d
 
     def drained(self, srv, timeout=60):
-        ok = wait_for(lambda: status(srv)["tier"]["queue"] == 0 and
-                      status(srv)["tier"]["packs_owed"] == 0, timeout=timeout, step=0.1)
-        self.assertTrue(ok, "the tier's queue did not drain: %s" % status(srv)["tier"])
+        assert_drained(self, srv, timeout)
 
     def bodies(self, n):
         """n bodies of 1 byte to 3 MiB: random and text-like."""
