@@ -4,6 +4,9 @@ tier receives for a write workload with duplicates.
     python3 bench/tier.py [N]        (make bench runs it; N defaults to 1000)
     SIZES=small|large python3 bench/tier.py [N]   (read only the objects of the N
                                      in at most 64 KiB, or only the others)
+    PIN=1 python3 bench/tier.py [N]  (the client and moto_server on one half of
+                                     the CPUs, cairnd and nginx on the other, as if
+                                     each relay had a machine of its own)
 
 1. Read-through.  N objects (by default 900 of 4-64 KiB, 90 of 64 KiB-4 MiB,
    10 of 4-64 MiB; a mix of text-like and random bytes) are written through
@@ -40,6 +43,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAIRND = os.path.join(ROOT, "bin", "cairnd")
 KIB, MIB = 1024, 1024 * 1024
 CREDS = dict(aws_access_key_id="bench", aws_secret_access_key="bench-secret")
+# PIN=1: the client and moto_server on the first half of the CPUs, each relay
+# (cairnd, nginx) on the other half, as if it ran on its own machine.
+CPUS = sorted(os.sched_getaffinity(0))
+PIN = os.environ.get("PIN") == "1" and len(CPUS) >= 2
+CLIENT_CPUS, RELAY_CPUS = set(CPUS[:len(CPUS) // 2]), set(CPUS[len(CPUS) // 2:])
+
+
+def on_relay_cpus():
+    """preexec_fn for a relay's process under PIN=1."""
+    if PIN:
+        os.sched_setaffinity(0, RELAY_CPUS)
 
 
 def free_port():
@@ -117,7 +131,8 @@ class Node:
         self.proc = subprocess.Popen(
             [CAIRND, "--listen", "127.0.0.1:%d" % self.port, "--data", self.data, "--tier",
              "s3://bench/" + self.prefix, "--tier-endpoint", self.moto_url, "--max-size", "20G",
-             "--log-level", os.environ.get("TIER_LOG_LEVEL", "warn")], stdout=subprocess.DEVNULL, stderr=self.log, env=env)
+             "--log-level", os.environ.get("TIER_LOG_LEVEL", "warn")], stdout=subprocess.DEVNULL, stderr=self.log, env=env,
+            preexec_fn=on_relay_cpus)
         self.url = "http://127.0.0.1:%d" % self.port
         wait_http(self.url + "/healthz")
 
@@ -263,7 +278,8 @@ http {
             f.write(conf)
         self.proc = subprocess.Popen(["nginx", "-c", os.path.join(self.dir, "nginx.conf"),
                                       "-p", self.dir, "-g", "daemon off;"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=on_relay_cpus)
         self.url = "http://127.0.0.1:%d" % self.port
         wait_http(self.url + "/")
 
@@ -291,6 +307,8 @@ def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     runs = int(os.environ.get("RUNS", "3"))
     rng = random.Random(1)
+    if PIN:  # this process (the client) and moto_server, which inherits it
+        os.sched_setaffinity(0, CLIENT_CPUS)
     work = tempfile.mkdtemp(prefix="cairn-tierbench-")
     moto, moto_url = start_moto()
     nodes = []
@@ -383,8 +401,9 @@ def main():
 
         lines = [
             title("cold-tier"),
-            "command: %spython3 bench/tier.py %d (RUNS=%d, medians); moto_server as the tier; "
-            "boto3 as the client" % ("" if part == "all" else "SIZES=%s " % part, n, runs),
+            "command: %s%spython3 bench/tier.py %d (RUNS=%d, medians); moto_server as the tier; "
+            "boto3 as the client" % ("" if part == "all" else "SIZES=%s " % part,
+                                     "PIN=1 " if PIN else "", n, runs),
             "",
             "read-through of %d cold objects (%.0f MiB, %s):" % (
                 len(keys), total / MIB, {"all": "4 KiB to 64 MiB", "small": "4 to 64 KiB",
