@@ -202,7 +202,9 @@ enum MHD_Result s3_error(request *r, unsigned status, const char *code, const ch
     buf_xml_elem(&b, "Resource", res, strlen(res));
     buf_xml_elem(&b, "RequestId", s->request_id, strlen(s->request_id));
     buf_puts(&b, "</Error>");
-    if (status == 403 || status >= 500)
+    /* (not an answer yet when the call must run again, off this thread, for
+     * the tier's word: see http_queue) */
+    if ((status == 403 || status >= 500) && !store_would_block_peek())
         log_msg(status == 403 ? LOG_INFO : LOG_WARN, status == 403 ? "auth_failed" : "s3_error",
                 "%s %s: %s %s", r->method, res, code, msg);
     return s3_xml(r, status, &b);

@@ -221,11 +221,13 @@ struct MHD_Response *serve_entry(server *srv, const store_entry *e, const serve_
     char hdr[96];
     int ranged = http_parse_range(o->range, e->size, &start, &len);
     if (ranged < 0) {
+        static const char msg[] = "range not satisfiable\n"; /* (S3 answers its own way) */
         struct MHD_Response *resp =
-            MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+            MHD_create_response_from_buffer(sizeof msg - 1, (void *)msg, MHD_RESPMEM_PERSISTENT);
         if (resp) {
             snprintf(hdr, sizeof hdr, "bytes */%" PRIu64, e->size);
             MHD_add_response_header(resp, "Content-Range", hdr);
+            MHD_add_response_header(resp, "Content-Type", "text/plain; charset=utf-8");
         }
         *status = MHD_HTTP_RANGE_NOT_SATISFIABLE;
         return resp;
