@@ -855,6 +855,7 @@ static enum MHD_Result drain(request *r)
         return admin_error(r, 409, "no cold tier is configured");
     uint64_t end = util_mono_ns() + timeout * 1000000000ull;
     store_stats s;
+    store_tier_retry_now(r->srv->st);
     for (;;) {
         if (store_get_stats(r->srv->st, &s) != STORE_OK)
             return admin_error(r, 500, "cannot read the store's state");

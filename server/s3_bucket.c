@@ -505,8 +505,8 @@ enum MHD_Result s3_delete_objects(request *r)
         buf b = {0};
         buf_printf(&b, "%s<DeleteResult xmlns=\"%s\">", XML_HEAD, S3_NS);
         for (size_t i = 0; i < p.n; i++) {
-            int st =
-                p.lens[i] ? store_delete(r->srv->st, s->ns, p.keys[i], p.lens[i]) : STORE_BAD_KEY;
+            int st = p.lens[i] ? store_delete_blind(r->srv->st, s->ns, p.keys[i], p.lens[i])
+                               : STORE_BAD_KEY;
             if (st == STORE_OK || st == STORE_NOTFOUND) {
                 if (!p.quiet) {
                     buf_puts(&b, "<Deleted>");

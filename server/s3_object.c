@@ -424,7 +424,7 @@ enum MHD_Result s3_delete_object(request *r)
     s3_req *s = r->fe;
     if (!s3_bucket_exists(r))
         return s3_no_bucket(r);
-    int st = store_delete(r->srv->st, s->ns, s->key, s->klen);
+    int st = store_delete_blind(r->srv->st, s->ns, s->key, s->klen);
     if (st != STORE_OK && st != STORE_NOTFOUND)
         return s3_store_error(r, st);
     return s3_empty(r, 204, NULL, NULL);

@@ -418,6 +418,32 @@ int idx_tq_put(MDB_txn *t, idx *ix, const void *k, size_t klen, const tq_rec *r)
     return 0;
 }
 
+size_t idx_tq_due_now(MDB_txn *t, idx *ix, uint64_t now, size_t max, int *err)
+{
+    MDB_cursor *c;
+    size_t n = 0;
+    if ((*err = mdb_cursor_open(t, ix->tierq, &c)) != 0)
+        return 0;
+    MDB_val k, v;
+    int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    while (rc == 0 && n < max) {
+        uint8_t rec[TQ_REC_SIZE + 1024];
+        tq_rec r;
+        if (v.mv_size <= sizeof rec && idx_tq_decode(&v, &r) == 0 && r.next_ms > now) {
+            memcpy(rec, v.mv_data, v.mv_size); /* v is in a page the put may move */
+            util_put_le64(rec + 8, now);
+            MDB_val nv = {v.mv_size, rec};
+            if ((rc = mdb_cursor_put(c, &k, &nv, MDB_CURRENT)) != 0)
+                break;
+            n++;
+        }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+    *err = rc == MDB_NOTFOUND ? 0 : rc;
+    return n;
+}
+
 int idx_tq_del(MDB_txn *t, idx *ix, const void *k, size_t klen)
 {
     MDB_val key = {klen, (void *)k};

@@ -86,6 +86,9 @@ typedef struct tq_rec {
 int idx_tq_get(MDB_txn *t, idx *ix, const void *k, size_t klen, tq_rec *r);
 int idx_tq_put(MDB_txn *t, idx *ix, const void *k, size_t klen, const tq_rec *r);
 int idx_tq_del(MDB_txn *t, idx *ix, const void *k, size_t klen);
+/* Makes the entries that wait for a later time due at now (attempts are
+ * kept), max of them at most.  Returns how many; *err an LMDB error. */
+size_t idx_tq_due_now(MDB_txn *t, idx *ix, uint64_t now, size_t max, int *err);
 int idx_tq_decode(const MDB_val *v, tq_rec *r);
 
 int idx_open(idx *ix, const char *dir, uint64_t map_size, int nosync_meta, char *err,

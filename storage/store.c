@@ -747,6 +747,12 @@ static int apply_op(store *s, MDB_txn *t, idx_stats *st, op *o)
     case OP_TIER_DONE:
     case OP_TIER_RETRY:
         return tier_apply(s, t, st, o);
+    case OP_TIER_HURRY: {
+        int rc; /* o->target: at most that many (one transaction is not held long), and then
+                   how many */
+        o->target = idx_tq_due_now(t, &s->ix, util_now_ms(), o->target, &rc);
+        return rc;
+    }
     case OP_EVICT: {
         size_t n;
         int rc;
@@ -2012,7 +2018,7 @@ int store_link(store *s, const char *ns, const void *key, size_t klen, const uin
     return rc;
 }
 
-int store_delete(store *s, const char *ns, const void *key, size_t klen)
+static int delete_key(store *s, const char *ns, const void *key, size_t klen, int ask_tier)
 {
     op o = {0};
     o.kind = OP_DELETE;
@@ -2020,7 +2026,7 @@ int store_delete(store *s, const char *ns, const void *key, size_t klen)
         return STORE_BAD_KEY;
     int rc = submit_and_wait(s, &o);
     if (rc == STORE_NOTFOUND && s->tier_q) {
-        if (tier_must_not_wait()) {
+        if (ask_tier && tier_must_not_wait()) {
             free(o.nskey); /* the tier is asked on a thread that may wait */
             return STORE_AGAIN;
         }
@@ -2028,8 +2034,9 @@ int store_delete(store *s, const char *ns, const void *key, size_t klen)
          * every node would find it.  The delete is queued even when the
          * tier does not hold the key (or does not answer): a write another
          * node took before it may still be on its way there, and must not
-         * land after it.  The answer says whether the tier had the key. */
-        int in_tier = tier_has_key(s, o.nskey, o.nklen);
+         * land after it.  The answer says whether the tier had the key,
+         * when the caller asks. */
+        int in_tier = ask_tier ? tier_has_key(s, o.nskey, o.nklen) : STORE_NOTFOUND;
         op d = {0};
         d.kind = OP_DELETE;
         d.nskey = o.nskey;
@@ -2044,6 +2051,16 @@ int store_delete(store *s, const char *ns, const void *key, size_t klen)
     tier_key_changed_now(s, o.nskey, o.nklen);
     free(o.nskey);
     return rc;
+}
+
+int store_delete(store *s, const char *ns, const void *key, size_t klen)
+{
+    return delete_key(s, ns, key, klen, 1);
+}
+
+int store_delete_blind(store *s, const char *ns, const void *key, size_t klen)
+{
+    return delete_key(s, ns, key, klen, 0);
 }
 
 int store_evict_to(store *s, uint64_t target)

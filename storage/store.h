@@ -118,6 +118,10 @@ int store_would_block_peek(void);
  * each request to the tier it makes, and none is sent once it is spent, so
  * that a miss is answered within it even when many wait.  0 when done. */
 void store_tier_waited(uint64_t waited_ns);
+/* A drain: the tier's queue tries its entries that wait (after failures)
+ * now, rather than each at the end of its wait: as soon as one try shows
+ * the tier answers, all of them. */
+void store_tier_retry_now(store *s);
 
 /* Looks a key up; STORE_OK, STORE_NOTFOUND or STORE_IO. */
 int store_lookup(store *s, const char *ns, const void *key, size_t klen, store_entry *e);
@@ -197,7 +201,14 @@ void store_upload_abort(store_upload *u);
 int store_link(store *s, const char *ns, const void *key, size_t klen, const uint8_t digest[32],
                const void *meta, size_t meta_len, uint64_t *size);
 
+/* Deletes (ns, key); the delete reaches the cold tier too.  STORE_NOTFOUND
+ * when there was no such key: one not held here is looked up in the tier,
+ * which can wait for it. */
 int store_delete(store *s, const char *ns, const void *key, size_t klen);
+/* store_delete for an answer that does not depend on whether the key
+ * existed (S3's DELETE, DeleteObjects): the tier is not asked, so the call
+ * never waits for it.  STORE_OK or STORE_NOTFOUND, both meaning gone. */
+int store_delete_blind(store *s, const char *ns, const void *key, size_t klen);
 /* Can a key of klen bytes be stored in namespace ns (the index's key limit)? */
 int store_key_fits(const store *s, const char *ns, size_t klen);
 

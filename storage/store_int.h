@@ -33,6 +33,7 @@ enum op_kind {
     OP_NS_DELETE,
     OP_TIER_DONE,  /* a queue entry was carried out */
     OP_TIER_RETRY, /* ... failed: try again later */
+    OP_TIER_HURRY, /* the tier is back: every waiting entry is due now */
 };
 
 typedef struct op {

@@ -69,6 +69,10 @@
 #define TQ_KEYLEN 33
 #define BACKOFF_FIRST_MS 1000
 #define BACKOFF_MAX_MS 300000
+#define PROBE_FIRST_MS 1000 /* while the tier seems down: one try this long after the last, */
+#define PROBE_MAX_MS 15000  /* doubling up to this (see pick) */
+#define HURRY_GAP_MS 30000
+#define HURRY_PER_TXN 20000
 #define EMBED_MAX STORE_INLINE_LIMIT         /* blobs this small ride in their key records too */
 #define RECORD_MAX (EMBED_MAX + (64u << 10)) /* a key record: key, metadata, a small blob */
 #define MAX_WORKERS 64
@@ -114,6 +118,7 @@ typedef struct pack_buf {
 
 typedef struct tier_state {
     tier *t;
+    size_t name_max; /* tier_name_max */
     pthread_t workers[MAX_WORKERS];
     worker_arg args[MAX_WORKERS];
     unsigned nworkers;
@@ -125,11 +130,28 @@ typedef struct tier_state {
     int busy_used[MAX_WORKERS];
     uint8_t cursor[TQ_KEYLEN]; /* the round robin's position */
     int have_cursor;
-    uint64_t seq; /* committer only */
+    /* Is the tier back?  An entry that fails waits (backoff_ms), up to
+     * minutes: when the tier was down for a while, or after a restart or
+     * on a drain, the queue is "in doubt": whenever nothing is due, one
+     * entry is tried anyway (a probe, spaced by PROBE_FIRST_MS doubling to
+     * PROBE_MAX_MS), and the first success makes every waiting entry due
+     * at once (tier_hurry), instead of each at the end of its wait. */
+    unsigned fail_streak; /* entries that failed since the last success */
+    int in_doubt;
+    unsigned probes; /* since in doubt */
+    uint64_t probe_at_ms;
+    /* a few entries the tier always refuses would put the queue in doubt
+     * again and again: one hurry per HURRY_GAP_MS at most, unless asked
+     * for (a drain, a start) */
+    uint64_t hurried_ms;
+    int hurry_asked;
+    uint64_t bucket_made_ms; /* a cairnd parent's bucket, last made sure of (worker_main) */
+    uint64_t seq;            /* committer only */
 
     pthread_mutex_t gate_mu; /* read-through in progress, by key */
     pthread_cond_t gate_cv;
     gate *gates;
+    struct blob_stream *streams_in; /* large blobs arriving now, for every key that has them */
     uint64_t gate_gen;
     /* how the last takings of gates ended (by gen, GATE_OUTCOMES of them):
      * readers that waited for a fetch of a key that failed, or found no
@@ -210,6 +232,17 @@ static int dequeue(store *s, MDB_txn *t, char type, const void *name, size_t len
     return idx_tq_del(t, &s->ix, k, sizeof k);
 }
 
+static int tq_has(store *s, MDB_txn *t, char type, const void *name, size_t len);
+
+/* Is the tier's copy of b older than --tier-refresh-after, so that the
+ * bucket's lifecycle rules may have expired it? */
+static int tier_copy_old(const store *s, uint64_t tier_time)
+{
+    uint64_t now = now_s();
+    return s->cfg.tier_refresh_ms &&
+           (now - (tier_time < now ? tier_time : now)) * 1000ULL >= s->cfg.tier_refresh_ms;
+}
+
 int tier_queue_put(store *s, MDB_txn *t, idx_stats *st, op *o, int created, const blob_rec *b)
 {
     if (s->tier_q == NULL || o->from_tier)
@@ -221,6 +254,19 @@ int tier_queue_put(store *s, MDB_txn *t, idx_stats *st, op *o, int created, cons
         if ((rc = enqueue(s, t, TQ_BLOB, o->cr.sha256, 32, b->stored)) != 0)
             return rc;
         st->tier_pending += b->stored;
+    } else if (b->tier && tier_copy_old(s, b->tier_time)) {
+        /* a body the tier had long ago: its copy there may have expired.
+         * The blob is owed again (upload_blob renews or uploads it), so
+         * that it is not evicted, and the record waits for it (must_wait) */
+        blob_rec nb = *b;
+        nb.tier = 0;
+        if ((rc = idx_put_blob(t, &s->ix, o->cr.sha256, &nb)) != 0)
+            return rc;
+        if (!tq_has(s, t, TQ_BLOB, o->cr.sha256, 32)) { /* (counted once) */
+            if ((rc = enqueue(s, t, TQ_BLOB, o->cr.sha256, 32, b->stored)) != 0)
+                return rc;
+            st->tier_pending += b->stored;
+        }
     }
     if ((rc = dequeue(s, t, TQ_KEY_DEL, o->nskey, o->nklen)) != 0)
         return rc;
@@ -328,9 +374,7 @@ int tier_touched(store *s, MDB_txn *t, const uint8_t d[32], blob_rec *b)
 {
     if (s->tier_q == NULL || !s->cfg.tier_refresh_ms || !b->tier)
         return 0;
-    uint32_t now = now_s();
-    if ((uint64_t)(now - (b->tier_time < now ? b->tier_time : now)) * 1000ULL <
-        s->cfg.tier_refresh_ms)
+    if (!tier_copy_old(s, b->tier_time))
         return 0;
     int rc = enqueue(s, t, TQ_REFRESH, d, 32, 0);
     MDB_cursor *c;
@@ -348,7 +392,7 @@ int tier_touched(store *s, MDB_txn *t, const uint8_t d[32], blob_rec *b)
         mdb_cursor_close(c);
     }
     if (rc == 0)
-        b->tier_time = now; /* asked for: not again until the next period */
+        b->tier_time = now_s(); /* asked for: not again until the next period */
     return rc;
 }
 
@@ -516,13 +560,24 @@ static size_t key_dir(const char *ns, size_t nl, char *out)
     return o;
 }
 
+/* How long the key part of a name after a key_dir of dl bytes may be: at
+ * most KEY_PART_MAX, and within what the tier takes (a cairnd parent takes
+ * shorter names than S3; names it would refuse are never in it, so the
+ * names of the keys that fit are the same under every tier). */
+static size_t key_part_max(const tier_state *q, size_t dl)
+{
+    size_t m = q->name_max > dl ? q->name_max - dl : 0;
+    return m > KEY_PART_MAX ? KEY_PART_MAX : m < 65 ? 65 : m;
+}
+
 /* The names of the key records of ns whose keys begin with prefix (plen
  * bytes) begin with this (into out): key_dir, then the escaped prefix, no
  * longer than any name keeps of a key.  Returns key_dir's length. */
-static size_t key_prefix(const char *ns, const void *prefix, size_t plen, char out[KEY_NAME_CAP])
+static size_t key_prefix(const tier_state *q, const char *ns, const void *prefix, size_t plen,
+                         char out[KEY_NAME_CAP])
 {
     size_t dl = key_dir(ns, strlen(ns), out);
-    out[escape_into(out, dl, prefix, plen, 1, dl + KEY_PART_MAX - 65, NULL)] = '\0';
+    out[escape_into(out, dl, prefix, plen, 1, dl + key_part_max(q, dl) - 65, NULL)] = '\0';
     return dl;
 }
 
@@ -534,7 +589,7 @@ static void pack_dir(const char *ns, size_t nl, char out[PACK_DIR_CAP])
     out[kl + 1] = '\0';
 }
 
-static void key_name(const void *nskey, size_t nklen, char out[KEY_NAME_CAP])
+static void key_name(const tier_state *q, const void *nskey, size_t nklen, char out[KEY_NAME_CAP])
 {
     const char *zero = memchr(nskey, '\0', nklen);
     size_t nl = zero ? (size_t)(zero - (const char *)nskey) : nklen;
@@ -542,9 +597,10 @@ static void key_name(const void *nskey, size_t nklen, char out[KEY_NAME_CAP])
     const uint8_t *key = (const uint8_t *)nskey + (zero ? nl + 1 : nklen);
     size_t klen = nklen - (size_t)(key - (const uint8_t *)nskey);
     size_t done;
-    size_t end = escape_into(out, o, key, klen, 1, o + KEY_PART_MAX, &done);
+    size_t max = key_part_max(q, o);
+    size_t end = escape_into(out, o, key, klen, 1, o + max, &done);
     if (done < klen) {
-        end = escape_into(out, o, key, klen, 1, o + KEY_PART_MAX - 65, NULL);
+        end = escape_into(out, o, key, klen, 1, o + max - 65, NULL);
         uint8_t h[32];
         sha256_of(nskey, nklen, h);
         out[end++] = '~';
@@ -603,6 +659,7 @@ typedef struct job {
     uint32_t attempts;
     uint8_t name[1024];
     size_t name_len;
+    int probe; /* tried before its time: is the tier back? */
 } job;
 
 /* Would this entry's work have to wait for another's?  A key record waits
@@ -630,7 +687,8 @@ static int pick(store *s, unsigned me, job *j, uint64_t *wait_ms)
     if (t == NULL)
         return 1;
     MDB_cursor *c;
-    int found = 0;
+    int found = 0, probe = 0;
+    uint8_t first_due[TQ_KEYLEN]; /* of the entries that wait, the first due */
     if (mdb_cursor_open(t, s->ix.tierq, &c) == 0) {
         MDB_val k, v;
         int rc, wrapped = 0;
@@ -663,8 +721,10 @@ static int pick(store *s, unsigned me, job *j, uint64_t *wait_ms)
             if (k.mv_size == TQ_KEYLEN && !busy && idx_tq_decode(&v, &r) == 0 &&
                 r.name_len <= sizeof j->name) {
                 if (r.next_ms > now) {
-                    if (r.next_ms < soonest)
+                    if (r.next_ms < soonest) {
                         soonest = r.next_ms;
+                        memcpy(first_due, k.mv_data, TQ_KEYLEN);
+                    }
                 } else {
                     memcpy(j->key, k.mv_data, TQ_KEYLEN);
                     j->seq = r.seq;
@@ -682,7 +742,28 @@ static int pick(store *s, unsigned me, job *j, uint64_t *wait_ms)
         }
         mdb_cursor_close(c);
     }
+    if (!found && soonest != UINT64_MAX && q->in_doubt && now >= q->probe_at_ms) {
+        /* nothing due, and the tier may be back: the entry due first is
+         * tried now (if it is free to go) */
+        MDB_val k = {TQ_KEYLEN, first_due}, v;
+        tq_rec r;
+        if (mdb_get(t, s->ix.tierq, &k, &v) == 0 && idx_tq_decode(&v, &r) == 0 &&
+            r.name_len <= sizeof j->name) {
+            memcpy(j->key, first_due, TQ_KEYLEN);
+            j->seq = r.seq;
+            j->bytes = r.bytes;
+            j->attempts = r.attempts;
+            memcpy(j->name, r.name, r.name_len);
+            j->name_len = r.name_len;
+            found = probe = !must_wait(s, t, j);
+        }
+        unsigned shift = q->probes < 4 ? q->probes : 4;
+        q->probes++;
+        q->probe_at_ms = now + ((PROBE_FIRST_MS << shift) < PROBE_MAX_MS ? PROBE_FIRST_MS << shift
+                                                                         : PROBE_MAX_MS);
+    }
     reader_put(s, t);
+    j->probe = probe;
     if (found) {
         memcpy(q->busy[me], j->key, TQ_KEYLEN);
         q->busy_used[me] = 1;
@@ -909,10 +990,21 @@ static int upload_blob(store *s, const job *j)
     if (tier_head(q->t, name, &m) == TIER_OK && m.codec >= 0 && m.size == b.size && m.length &&
         (m.codec != CODEC_RAW || m.length == m.size)) {
         /* another node uploaded it (stored its own way, perhaps: any
-         * encoding of the body will do) */
-        atomic_fetch_add(&q->skipped, 1);
-        free(inl);
-        return TIER_OK;
+         * encoding of the body will do); a copy that old is renewed, as a
+         * read would, for the key records that now point at it */
+        if (m.mtime > 0 && tier_copy_old(s, (uint64_t)m.mtime)) {
+            if ((rc = tier_refresh(q->t, name)) == TIER_OK)
+                atomic_fetch_add(&q->refreshes, 1);
+            if (rc != TIER_NOTFOUND) {
+                free(inl);
+                return rc;
+            }
+            /* expired since the HEAD: uploaded below */
+        } else {
+            atomic_fetch_add(&q->skipped, 1);
+            free(inl);
+            return TIER_OK;
+        }
     }
     tier_meta put = {.codec = b.codec, .size = b.size, .length = b.stored};
     uint64_t t0 = util_mono_ns();
@@ -1041,7 +1133,7 @@ static int upload_key(store *s, const job *j)
     if (rec == NULL)
         return TIER_ERROR;
     char name[KEY_NAME_CAP], etag[TIER_ETAG_CAP];
-    key_name(j->name, j->name_len, name);
+    key_name(s->tier_q, j->name, j->name_len, name);
     int put;
     rc = put_key_record(s, name, rec, len, kr.mtime_ms, etag, &put);
     const char *zero = memchr(j->name, '\0', j->name_len);
@@ -1058,7 +1150,7 @@ static int upload_key(store *s, const job *j)
 static int upload_delete(store *s, const job *j)
 {
     char name[KEY_NAME_CAP];
-    key_name(j->name, j->name_len, name);
+    key_name(s->tier_q, j->name, j->name_len, name);
     int put, rc = put_key_record(s, name, "", 0, j->bytes ? j->bytes : util_now_ms(), NULL, &put);
     if (rc == TIER_OK && atomic_load(&s->tier_q->legacy) != 0) {
         key_name_v1(j->name, j->name_len, name); /* a record an earlier build wrote */
@@ -1116,6 +1208,41 @@ static int do_job(store *s, const job *j)
     default:
         return TIER_OK; /* an entry of a later version: dropped */
     }
+}
+
+/* The tier answered again: every waiting entry is due now. */
+static void tier_hurry(store *s)
+{
+    uint64_t n = 0;
+    for (;;) {
+        op o = {0};
+        o.kind = OP_TIER_HURRY;
+        o.target = HURRY_PER_TXN;
+        if (submit_and_wait(s, &o) != STORE_OK)
+            break;
+        n += o.target;
+        if (o.target < HURRY_PER_TXN)
+            break;
+    }
+    if (n > 0) {
+        log_msg(LOG_INFO, "tier_back", "the tier answers again: %" PRIu64 " waiting entries go now",
+                n);
+        tier_kick(s);
+    }
+}
+
+void store_tier_retry_now(store *s)
+{
+    tier_state *q = s->tier_q;
+    if (q == NULL)
+        return;
+    pthread_mutex_lock(&q->mu);
+    q->in_doubt = q->hurry_asked = 1;
+    q->probes = 0;
+    q->probe_at_ms = 0;
+    q->kicks++;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
 }
 
 static uint64_t backoff_ms(uint32_t attempts)
@@ -1216,6 +1343,23 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&q->mu);
 
         int rc = do_job(s, &j);
+        if (rc == TIER_NOTFOUND && tier_makes_bucket(q->t)) {
+            /* a cairnd parent answers 404 for its bucket when it was down
+             * as we started, or came back on an empty folder: ours to make */
+            uint64_t now = util_now_ms();
+            pthread_mutex_lock(&q->mu);
+            int ask = now - q->bucket_made_ms >= 10000;
+            if (ask)
+                q->bucket_made_ms = now;
+            pthread_mutex_unlock(&q->mu);
+            int made = 0;
+            if (ask && tier_ensure_bucket(q->t, &made) == TIER_OK && made) {
+                log_msg(LOG_WARN, "tier_bucket",
+                        "made the tier's bucket, which was missing (a parent that lost its "
+                        "folder lost what this node sent it: a node wiped now loses it too)");
+                rc = do_job(s, &j);
+            }
+        }
         op o = {0};
         o.kind = rc == TIER_OK ? OP_TIER_DONE : OP_TIER_RETRY;
         o.nskey = (char *)j.key;
@@ -1232,6 +1376,34 @@ static void *worker_main(void *arg)
         pack_send_ready(q);
 
         pthread_mutex_lock(&q->mu);
+        int back = 0;
+        if (rc == TIER_ERROR || (rc == TIER_NOTFOUND && tier_makes_bucket(q->t))) {
+            /* (the network, a timeout, 5xx: not an answer about this entry) */
+            if (++q->fail_streak >= 2 && !q->in_doubt) {
+                q->in_doubt = 1; /* every try fails: the tier is down, or its bucket gone */
+                q->probes = 0;
+                q->probe_at_ms = util_now_ms() + PROBE_FIRST_MS;
+            }
+        } else if (rc == TIER_OK) {
+            /* a probe got through (or a drain or a start asked): the tier
+             * is back.  Not any success: a tier that throttles (some 503s)
+             * keeps its entries' waits */
+            uint64_t now = util_now_ms();
+            back =
+                q->in_doubt && (q->hurry_asked || (j.probe && now - q->hurried_ms >= HURRY_GAP_MS));
+            q->fail_streak = 0;
+            if (back || !q->hurry_asked)
+                q->in_doubt = 0;
+            if (back) {
+                q->hurried_ms = now;
+                q->hurry_asked = 0;
+            }
+        }
+        if (back) {
+            pthread_mutex_unlock(&q->mu);
+            tier_hurry(s);
+            pthread_mutex_lock(&q->mu);
+        }
         q->busy_used[wa->me] = 0;
         pthread_cond_broadcast(&q->cv); /* the drain, and key records waiting for this blob */
     }
@@ -1247,7 +1419,9 @@ int tier_start(store *s, char *err, size_t errlen)
         return -1;
     }
     q->t = s->cfg.tier;
-    q->seq = util_now_ms() << 16; /* above any sequence number of an earlier run */
+    q->seq = util_now_ms() << 16;     /* above any sequence number of an earlier run */
+    q->in_doubt = q->hurry_asked = 1; /* entries that waited when it stopped: is the tier back? */
+    q->name_max = tier_name_max(q->t);
     atomic_init(&q->legacy, -1);
     pthread_mutex_init(&q->mu, NULL);
     pthread_cond_init(&q->cv, NULL);
@@ -1284,6 +1458,7 @@ void tier_stop(store *s)
         log_msg(LOG_INFO, "tier_drain",
                 "waiting up to %" PRIu64 " ms for %" PRIu64 " queued entries", s->cfg.tier_drain_ms,
                 n);
+        store_tier_retry_now(s);
         while ((n = queue_entries(s) + packs_owed(q)) > 0 && util_now_ms() < end)
             usleep(50000);
         log_msg(n ? LOG_WARN : LOG_INFO, "tier_drained", "%" PRIu64 " entries left in the queue",
@@ -1892,7 +2067,7 @@ int tier_has_key(store *s, const char *nskey, size_t nklen)
     if (queued(s, TQ_KEY_DEL, nskey, nklen))
         return STORE_NOTFOUND; /* deleted here already; the tier will hear of it */
     char name[KEY_NAME_CAP];
-    key_name(nskey, nklen, name);
+    key_name(s->tier_q, nskey, nklen, name);
     tier_meta m = {.codec = -1};
     int rc = tier_head(q->t, name, &m);
     if (rc == TIER_OK && record_deleted(m.length))
@@ -1911,7 +2086,96 @@ typedef struct fill_job {
     char *nskey;
     void *meta;
     uint8_t *inl;
+    struct blob_stream *bs;     /* the blob this job's stream brings (stream_register) */
+    struct fill_job *next_link; /* in a blob_stream's links */
 } fill_job;
+
+/* A large blob arriving from the tier for one key (its owner, the fill
+ * job of the stream): another key with the same body, read meanwhile,
+ * answers from the same fill rather than fetch the blob again, and is
+ * linked to the blob once the owner committed it (in gate_mu's list). */
+typedef struct blob_stream {
+    struct blob_stream *next;
+    uint8_t digest[32];
+    tier_fill *f;    /* a reference */
+    fill_job *links; /* the other keys' jobs, each with link set */
+} blob_stream;
+
+static void stream_register(tier_state *q, fill_job *owner, tier_fill *f, blob_stream *bs)
+{
+    memcpy(bs->digest, owner->o.cr.sha256, 32);
+    bs->f = f;
+    atomic_fetch_add(&f->refs, 1);
+    owner->bs = bs;
+    pthread_mutex_lock(&q->gate_mu);
+    bs->next = q->streams_in;
+    q->streams_in = bs;
+    pthread_mutex_unlock(&q->gate_mu);
+}
+
+/* Takes the owner's stream out of the list: its links, from now on the
+ * caller's, or NULL. */
+static fill_job *stream_unregister(tier_state *q, fill_job *owner)
+{
+    blob_stream *bs = owner->bs;
+    if (bs == NULL)
+        return NULL;
+    owner->bs = NULL;
+    pthread_mutex_lock(&q->gate_mu);
+    for (blob_stream **p = &q->streams_in; *p; p = &(*p)->next)
+        if (*p == bs) {
+            *p = bs->next;
+            break;
+        }
+    fill_job *links = bs->links;
+    pthread_mutex_unlock(&q->gate_mu);
+    tier_fill_release(bs->f);
+    free(bs);
+    return links;
+}
+
+/* Joins j (a key whose record names kr's blob) to a stream of that blob
+ * that another key's read began: 1 with *fp a reference to its fill (the
+ * stream owns j now), or 0 when there is none, or it failed. */
+static int stream_join(tier_state *q, const key_rec *kr, fill_job *j, tier_fill **fp)
+{
+    tier_fill *f = NULL;
+    pthread_mutex_lock(&q->gate_mu);
+    for (blob_stream *bs = q->streams_in; bs; bs = bs->next)
+        if (memcmp(bs->digest, kr->digest, 32) == 0 && bs->f->size == kr->size) {
+            f = bs->f;
+            atomic_fetch_add(&f->refs, 1);
+            break;
+        }
+    pthread_mutex_unlock(&q->gate_mu);
+    if (f == NULL)
+        return 0;
+    /* as start_stream: its headers first (a zstd blob's stored length) */
+    pthread_mutex_lock(&f->mu);
+    while ((!f->headers || (f->codec == CODEC_ZSTD && f->stored == 0)) && f->state == 0)
+        pthread_cond_wait(&f->cv, &f->mu);
+    int good = f->state >= 0 && f->codec >= 0;
+    pthread_mutex_unlock(&f->mu);
+    int joined = 0;
+    if (good) {
+        /* still arriving, or not committed yet: linked once it is */
+        pthread_mutex_lock(&q->gate_mu);
+        for (blob_stream *bs = q->streams_in; bs && !joined; bs = bs->next)
+            if (bs->f == f) {
+                j->o.link = 1;
+                j->next_link = bs->links;
+                bs->links = j;
+                joined = 1;
+            }
+        pthread_mutex_unlock(&q->gate_mu);
+    }
+    if (!joined) {
+        tier_fill_release(f);
+        return 0;
+    }
+    *fp = f;
+    return 1;
+}
 
 /* Drops a fill job, its file (unless committed in place) and its buffers. */
 static void fill_job_free(fill_job *j)
@@ -1934,6 +2198,15 @@ static void fill_done(store *s, op *o)
         log_msg(LOG_WARN, "tier_fill_failed", "a key read through the tier was not kept: %s",
                 store_strerror(o->status));
     gate_leave(s->tier_q, j->id, GATE_LOOK_AGAIN); /* waiters find it here now */
+    /* the keys that shared the stream point at the blob now (or, if it was
+     * not kept, find it missing, and their readers look again) */
+    fill_job *l = stream_unregister(s->tier_q, j);
+    while (l) {
+        fill_job *next = l->next_link;
+        l->o.on_done = fill_done;
+        submit_async(s, &l->o);
+        l = next;
+    }
     fill_job_free(j);
 }
 
@@ -2159,8 +2432,14 @@ static void *stream_main(void *arg)
                 : sj->local_err ? tier_strerror(TIER_LOCAL)
                                 : "failed its checks");
         /* readers waiting for the gate take a failure of the tier's as
-         * theirs; after one of this node's, they try again */
+         * theirs; after one of this node's, they try again (so do those of
+         * the keys that shared the stream) */
         gate_leave(q, sj->j->id, local ? GATE_LOOK_AGAIN : GATE_FAILED);
+        for (fill_job *l = stream_unregister(q, sj->j), *next; l; l = next) {
+            next = l->next_link;
+            gate_leave(q, l->id, local ? GATE_LOOK_AGAIN : GATE_FAILED);
+            fill_job_free(l);
+        }
         fill_job_free(sj->j);
     }
     tier_fill_release(f);
@@ -2203,6 +2482,11 @@ static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp
     sj->kr.meta = NULL;
     sj->wfd = wfd;
     blob_name(kr->digest, sj->name);
+    blob_stream *bs = calloc(1, sizeof *bs);
+    if (bs && f->fd >= 0)
+        stream_register(s->tier_q, j, f, bs); /* (without memory for it: not shared) */
+    else
+        free(bs);
     pthread_t th;
     pthread_attr_t at;
     pthread_attr_init(&at);
@@ -2211,10 +2495,19 @@ static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp
     if (f->fd < 0 || pthread_create(&th, &at, stream_main, sj) != 0) {
         atomic_fetch_sub(&s->tier_q->streams, 1);
         pthread_attr_destroy(&at);
+        pthread_mutex_lock(&f->mu);
+        f->state = -1; /* for keys that joined it meanwhile */
+        pthread_cond_broadcast(&f->cv);
+        pthread_mutex_unlock(&f->mu);
+        for (fill_job *l = stream_unregister(s->tier_q, j), *next; l; l = next) {
+            next = l->next_link;
+            gate_leave(s->tier_q, l->id, GATE_LOOK_AGAIN);
+            fill_job_free(l);
+        }
         op_take_file(o, wfd, anon);
         op_release_file(o);
-        atomic_store(&f->refs, 1);
-        tier_fill_release(f);
+        tier_fill_release(f); /* the thread's, */
+        tier_fill_release(f); /* and the caller's */
         free(sj);
         return TIER_LOCAL;
     }
@@ -2384,7 +2677,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
         return STORE_NOTFOUND;
     }
     char name[KEY_NAME_CAP];
-    key_name(nskey, nklen, name);
+    key_name(s->tier_q, nskey, nklen, name);
     void *data = NULL;
     size_t len = 0;
     uint64_t t0 = util_mono_ns();
@@ -2425,8 +2718,17 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
         } else if (pr.blob) {
             rc = adopt_carried(s, &pr, j); /* a small blob came in the record: no second request */
         } else if (kr.size > s->cfg.inline_max) {
-            /* large: answered while it arrives, on its own thread */
+            /* large: answered while it arrives, on its own thread; or from
+             * the stream another key with the same body began */
             tier_fill *f = NULL;
+            if (stream_join(q, &kr, j, &f)) {
+                fill_entry_from(e, &kr, f->stored, f->codec, BLOB_FILE, f);
+                gate_share(q, id, gen, e, clock);
+                *filled = 1;
+                atomic_fetch_add(&q->hits, 1);
+                free(data);
+                return STORE_OK; /* the stream's owner links j once it committed */
+            }
             rc = start_stream(s, &kr, j, &f);
             if (f && rc == TIER_OK) {
                 fill_entry_from(e, &kr, f->stored, f->codec, BLOB_FILE, f);
@@ -2555,7 +2857,7 @@ static int tier_keys_each(void *arg, const tier_object *o)
         const char *nskey = (const char *)p + 8;
         char check[KEY_NAME_CAP];
         if (nkl <= len - 8 && nkl > nsl && memcmp(nskey, w->ns, nsl) == 0 && nskey[nsl] == '\0') {
-            key_name(nskey, nkl, check);
+            key_name(w->s->tier_q, nskey, nkl, check);
             size_t kl2 = nkl - nsl - 1;
             if (strcmp(check, name) == 0 && kl2 >= w->plen &&
                 memcmp(nskey + nsl + 1, w->prefix, w->plen) == 0 &&
@@ -2575,7 +2877,7 @@ int store_tier_keys(store *s, const char *ns, const void *prefix, size_t plen,
     if (tier_must_not_wait())
         return STORE_AGAIN;
     char lp[KEY_NAME_CAP];
-    size_t dl = key_prefix(ns, prefix, plen, lp);
+    size_t dl = key_prefix(s->tier_q, ns, prefix, plen, lp);
     tier_keys_walk w = {s, ns, prefix, plen, dl, each, ctx, 0, 0};
     int rc = tier_list_objects(s->tier_q->t, lp, NULL, tier_keys_each, &w);
     if (rc != TIER_OK)
@@ -3014,7 +3316,7 @@ size_t store_warm_packs(store *s, const char *ns, const char *const *keys, const
         }
         pack_want *w = &pw.w[pw.nw];
         char name[KEY_NAME_CAP];
-        key_name(nskey, nklen, name);
+        key_name(s->tier_q, nskey, nklen, name);
         if ((w->name = strdup(name)) == NULL) {
             free(nskey);
             break;
@@ -3036,7 +3338,7 @@ size_t store_warm_packs(store *s, const char *ns, const char *const *keys, const
         qsort(pw.w, pw.nw, sizeof *pw.w, want_cmp);
         /* the key records' ETags, listed under the keys' common prefix */
         char lp[KEY_NAME_CAP];
-        key_prefix(ns, keys[pw.w[0].i], common, lp);
+        key_prefix(q, ns, keys[pw.w[0].i], common, lp);
         pw.seen_max = 4 * pw.nw + 5000;
         int rc = tier_list_objects(q->t, lp, NULL, want_listed, &pw); /* stops past seen_max */
         /* and the namespace's newest packs (names sort newest first) */

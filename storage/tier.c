@@ -39,6 +39,7 @@ struct tier {
     uint64_t part_size; /* objects larger than this go up (and are copied) in parts */
     int copy_in_parts;  /* S3 itself: one copy moves at most 5 GiB; GCS and cairnd have no
                            such limit (and no UploadPartCopy) */
+    int parent;         /* http(s)://: another cairnd, whose bucket we make */
     atomic_int no_parts, no_part_copy; /* the server answered 501 to them */
 };
 
@@ -186,6 +187,7 @@ int tier_open(tier **out, const tier_config *c, char *err, size_t errlen)
         if (split_bucket(t, host + hl, "cairn-tier") != 0)
             goto bad_url;
         path_style = 1;
+        t->parent = 1;
     } else {
         goto bad_url;
     }
@@ -234,6 +236,20 @@ void tier_close(tier *t)
     }
     free(t->session_token);
     free(t);
+}
+
+int tier_makes_bucket(const tier *t)
+{
+    return t->parent;
+}
+
+size_t tier_name_max(const tier *t)
+{
+    /* S3 and GCS take object names of 1024 bytes; a cairnd parent takes
+     * keys of 507 bytes less its bucket's name */
+    size_t max = t->parent ? 507 - strlen(t->bucket) : 1024;
+    size_t pl = t->prefix[0] ? strlen(t->prefix) + 1 : 0;
+    return max > pl ? max - pl : 0;
 }
 
 const char *tier_describe(const tier *t)
@@ -1181,8 +1197,9 @@ int tier_list_objects(tier *t, const char *prefix, const char *delimiter,
     }
 }
 
-int tier_ensure_bucket(tier *t)
+int tier_ensure_bucket(tier *t, int *made)
 {
+    *made = 0;
     xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 1 << 20};
     long http;
     treq r = {.method = "HEAD", .timeout_ms = t->timeout_ms};
@@ -1206,5 +1223,6 @@ int tier_ensure_bucket(tier *t)
     rc = perform(t, &pr, &p, &http);
     free(p.out);
     free(x.out);
+    *made = rc == TIER_OK;
     return rc == TIER_OK || http == 409 ? TIER_OK : rc;
 }

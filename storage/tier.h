@@ -128,7 +128,12 @@ typedef struct tier_object {
 } tier_object;
 int tier_list_objects(tier *t, const char *prefix, const char *delimiter,
                       int (*each)(void *arg, const tier_object *o), void *arg);
-/* Makes the bucket if it does not exist (a cairnd parent, a test's moto). */
-int tier_ensure_bucket(tier *t);
+/* Makes the bucket if it does not exist (a cairnd parent, a test's moto);
+ * *made says whether this call made it. */
+int tier_ensure_bucket(tier *t, int *made);
+/* Is the tier another cairnd (http(s)://), whose bucket is ours to make? */
+int tier_makes_bucket(const tier *t);
+/* The longest object name (under the prefix) the tier takes. */
+size_t tier_name_max(const tier *t);
 
 #endif

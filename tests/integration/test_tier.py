@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.parse
 
 from harness import ROOT, Server, close_checked, free_port, random_seed, sha256, wait_for
 
@@ -960,6 +961,68 @@ class TierTest(unittest.TestCase):
         self.assertEqual((h.get("content-encoding"), h.get("content-length")),
                          ("zstd", str(len(body))))
 
+    def test_keys_with_one_body_share_its_fetch(self):
+        """Keys with the same large body, read cold at once or one right
+        after the other, fetch its blob from the tier once: the later ones
+        answer from the fill the first began, and are linked to the blob
+        once it is kept (then served here with the tier gone)."""
+        a = self.node()
+        body = self.rng.randbytes(6 * MIB)
+        keys = ["/ac/" + sha256(b"same body %d" % i) for i in range(5)]
+        for k in keys:
+            self.assertEqual(request(a, "PUT", k, body)[0], 200)
+        self.drained(a)
+        blob_gets = lambda: sum(1 for p in self.proxy.paths
+                                if p.startswith("GET ") and "/blobs/" + sha256(body) in p)
+        b = self.node()
+        self.proxy.stall = lambda m, p: 1 if m == "GET" and "/blobs/" in p else 0
+        got = {}
+
+        def read(k):
+            got[k] = request(b, "GET", k)
+        threads = [threading.Thread(target=read, args=(k,)) for k in keys[:4]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.proxy.stall = None
+        for k in keys[:4]:
+            self.assertEqual((got[k][0], sha256(got[k][2])), (200, sha256(body)), k)
+        self.assertEqual(blob_gets(), 1)
+        self.assertEqual(sha256(request(b, "GET", keys[4])[2]), sha256(body))  # right after
+        self.assertEqual(blob_gets(), 1)
+        self.assertTrue(wait_for(lambda: status(b)["entries"]["keys"] == 5), status(b))
+        self.proxy.mode = "down"
+        for k in keys:
+            self.assertEqual(sha256(request(b, "GET", k)[2]), sha256(body), k)
+        # a damaged blob: no key that shared its fetch is served it whole,
+        # nor kept; they are read again once the tier's copy is sound
+        self.proxy.mode = "ok"
+        c = self.node()
+        self.proxy.fail = lambda m, p: "flip" if m == "GET" and "/blobs/" in p else None
+        self.proxy.stall = lambda m, p: 1 if m == "GET" and "/blobs/" in p else 0
+
+        def read_damaged(k):
+            try:
+                st, _, data = request(c, "GET", k)
+                got[k] = (st, sha256(data))
+            except (http.client.HTTPException, ConnectionError):
+                got[k] = None
+        got.clear()
+        before = blob_gets()
+        threads = [threading.Thread(target=read_damaged, args=(k,)) for k in keys[:3]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        # (a reader's answer is cut: no 200 comes whole, right or wrong)
+        self.assertTrue(all(v is None or v[0] != 200 for v in got.values()), got)
+        self.assertEqual(blob_gets() - before, 1)
+        self.proxy.fail = self.proxy.stall = None
+        for k in keys[:3]:
+            self.assertEqual(sha256(request(c, "GET", k)[2]), sha256(body), k)
+        self.assertTrue(wait_for(lambda: status(c)["entries"]["keys"] == 3), status(c))
+
     def test_an_answer_cut_short_by_the_tier_is_resumed(self):
         """The tier's answer for a blob breaks off half-way (the connection
         closed): the node asks for the rest (a Range from where it stopped,
@@ -1139,6 +1202,85 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(a, "PUT", path, body)[0], 200)
         self.drained(a, timeout=120)
         self.assertIn(sha256(body), self.blobs_in_tier())
+
+    def test_s3_deletes_do_not_wait_for_the_tier(self):
+        """S3's answer to a delete does not depend on whether the key was
+        there: a node that does not hold the keys answers DELETE and
+        DeleteObjects without asking the tier (a hung tier cost one
+        --tier-timeout per key), logs no error for them, and the deletes
+        still reach the tier."""
+        import boto3
+        a = self.node()
+        self.assertEqual(request(a, "PUT", "/multi")[0], 200)
+        for i in range(6):
+            self.assertEqual(request(a, "PUT", "/multi/o/%d" % i, b"body %d" % i)[0], 200)
+        self.drained(a)
+        b = self.node()
+        self.assertEqual(request(b, "HEAD", "/multi")[0], 200)  # (the bucket, from the tier)
+        s3 = boto3.client("s3", endpoint_url=b.url, region_name="us-east-1",
+                          aws_access_key_id="any", aws_secret_access_key="any")
+        self.proxy.mode = "slow"
+        t0 = time.monotonic()
+        r = s3.delete_objects(Bucket="multi", Delete={
+            "Objects": [{"Key": "o/%d" % i} for i in range(5)] + [{"Key": "never-written"}]})
+        self.assertEqual(sorted(d["Key"] for d in r["Deleted"]),
+                         sorted(["o/%d" % i for i in range(5)] + ["never-written"]))
+        self.assertEqual(request(b, "DELETE", "/multi/o/5")[0], 204)
+        self.assertLess(time.monotonic() - t0, 3, "one --tier-timeout (3 s) per key")
+        self.proxy.mode = "ok"
+        self.drained(b)
+        self.assertNotIn("InternalError", b.read_log())
+        c = self.node()
+        for i in range(6):
+            self.assertEqual(request(c, "GET", "/multi/o/%d" % i)[0], 404, i)
+
+    def test_a_tier_back_after_an_outage_gets_the_queue_at_once(self):
+        """Entries that failed wait longer after each failure (1 s, 2 s, 4 s,
+        ...): once the tier answers again, all of them go at once, and a
+        drain tries them now rather than at the end of their waits."""
+        a = self.node()
+        self.proxy.mode = "down"
+        bodies = [self.rng.randbytes(10 * KIB) for _ in range(4)]
+        for b in bodies:
+            self.assertEqual(request(a, "PUT", "/cas/" + sha256(b), b)[0], 200)
+        time.sleep(17)  # each entry failed about five times: its next try is 12-20 s away
+        self.assertGreater(status(a)["tier"]["queue"], 0)
+        self.proxy.mode = "ok"
+        t0 = time.monotonic()
+        st, _, got = request(a, "POST", "/admin/drain?timeout=5")
+        self.assertEqual(st, 200, got)
+        self.assertLess(time.monotonic() - t0, 6)
+        self.assertEqual(set(self.blobs_in_tier()), {sha256(b) for b in bodies})
+        self.assertIn('"tier_back"', a.read_log())
+
+    def test_a_body_written_again_after_its_tier_copy_aged_goes_up_again(self):
+        """A write of a body the node holds, whose copy in the tier is older
+        than --tier-refresh-after (the bucket's rules may have expired it),
+        sends the blob again, or renews it, before its key record; the local
+        copy is kept until then.  A node that never had the body renews an
+        old copy it finds there too, rather than taking it as it is."""
+        a = self.node(extra=["--tier-refresh-after", "1s"])
+        body = self.rng.randbytes(200 * KIB)
+        name = "%s/blobs/%s" % (self.PREFIX, sha256(body))
+        self.assertEqual(request(a, "PUT", "/ac/" + sha256(b"first"), body)[0], 200)
+        self.drained(a)
+        s3 = self.moto.client()
+        s3.delete_object(Bucket=self.BUCKET, Key=name)  # as a lifecycle rule would
+        time.sleep(1.5)
+        self.assertEqual(request(a, "PUT", "/ac/" + sha256(b"second"), body)[0], 200)
+        self.drained(a)
+        self.assertIn(sha256(body), self.blobs_in_tier())
+        b = self.node()
+        self.assertEqual(request(b, "GET", "/ac/" + sha256(b"second"))[2], body)
+        before = s3.head_object(Bucket=self.BUCKET, Key=name)["LastModified"]
+        time.sleep(2.2)
+        c = self.node(extra=["--tier-refresh-after", "1s"])
+        self.assertEqual(request(c, "PUT", "/ac/" + sha256(b"third"), body)[0], 200)
+        self.drained(c)
+        self.assertEqual(status(c)["tier"]["refreshes"], 1)
+        if self.BACKEND is Moto:  # (s3rver keeps an object's date through a copy onto itself)
+            self.assertGreater(s3.head_object(Bucket=self.BUCKET, Key=name)["LastModified"],
+                               before)
 
     def test_misses_answer_within_the_timeout_when_many_wait(self):
         """More cold reads than threads that may wait for the tier, with the
@@ -1700,6 +1842,44 @@ class CairnOverCairnTest(unittest.TestCase):
         self.assertEqual(status(child)["tier"]["pack_reads"], len(small))
         for b in small:
             self.assertEqual(request(child, "GET", "/cas/" + sha256(b))[2], b)
+
+
+    def test_a_parent_down_at_the_start_and_long_keys(self):
+        """A child started while its parent is down makes the parent's
+        bucket once the parent answers (its uploads fail with 404 until
+        then); and a key too long for a name the parent takes (a cairnd
+        takes shorter keys than S3) goes up under a shorter name."""
+        parent = Server()
+        self.addCleanup(close_checked, self, parent)
+        port = parent.port
+        self.assertEqual(parent.stop(), 0)
+        data = parent.data + "-child"
+        child = Server(["--tier", "http://127.0.0.1:%d/" % port, "--tier-timeout", "3s"],
+                       data=data,
+                       env={"AWS_ACCESS_KEY_ID": "", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"})
+        self.addCleanup(shutil.rmtree, data, True)
+        self.addCleanup(close_checked, self, child)
+        body = os.urandom(5000)
+        self.assertEqual(request(child, "PUT", "/cas/" + sha256(body), body)[0], 200)
+        self.assertTrue(wait_for(lambda: status(child)["tier"]["upload_failures"] > 0))
+        parent.start(listen="127.0.0.1:%d" % port)
+        self.assertTrue(wait_for(lambda: status(child)["tier"]["queue"] == 0, timeout=60),
+                        status(child)["tier"])
+        long_keys = ["k" * 490, " " * 170 + "end"]
+        self.assertEqual(request(child, "PUT", "/b12")[0], 200)
+        for k in long_keys:
+            path = "/b12/" + urllib.parse.quote(k)
+            self.assertEqual(request(child, "PUT", path, k.encode())[0], 200)
+        self.assertTrue(wait_for(lambda: status(child)["tier"]["queue"] == 0, timeout=30),
+                        status(child)["tier"])
+        self.assertEqual(child.stop(), 0)
+        shutil.rmtree(data)
+        os.mkdir(data)
+        child.start()
+        self.assertEqual(request(child, "GET", "/cas/" + sha256(body))[2], body)
+        for k in long_keys:
+            st, _, got = request(child, "GET", "/b12/" + urllib.parse.quote(k))
+            self.assertEqual((st, got), (200, k.encode()))
 
 
 @unittest.skipUnless(have_moto() and shutil.which("nginx"), "moto_server or nginx is not installed")
