@@ -99,6 +99,7 @@ bench: bench-deps all
 	@bash bench/s3.sh
 	@python3 bench/tier.py
 	@python3 bench/tier_ranges.py
+	@python3 bench/tier_shared.py
 	@bash bench/metrics.sh
 	@python3 bench/warmup.py
 

@@ -115,8 +115,8 @@ static const option_def options[] = {
     {"tier-drain-timeout", T_DURATION, OFF(tier_drain_timeout), 0, "0s",
      "on SIGTERM, wait this long for the tier's queue to empty (rolling restarts)"},
     {"tier-refresh-after", T_DURATION, OFF(tier_refresh_after), 0, "7d",
-     "a blob read here whose tier copy is older is refreshed there (a copy onto itself), with "
-     "its keys, so lifecycle rules expire only unused entries (0 = never)"},
+     "a blob read (or written) here whose tier copy is older is refreshed there (a copy onto "
+     "itself), with its keys, so lifecycle rules expire only unused entries (0 = never)"},
     {"tier-insecure", T_BOOL, OFF(tier_insecure), 0, "false",
      "do not verify the tier's TLS certificate (tests only)"},
 };
