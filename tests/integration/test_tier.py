@@ -1758,6 +1758,9 @@ class TierTest(unittest.TestCase):
 class S3rverTierTest(TierTest):
     """The same over s3rver, which checks the signatures moto takes on trust."""
     BACKEND = S3rver
+    # the queue's waits and recovery are the same over any store (the proxy
+    # fails the requests): over moto only, where they take 20 s
+    test_a_tier_back_after_an_outage_gets_the_queue_at_once = None
 
 
 @unittest.skipUnless(have_moto(), "moto_server is not installed")
