@@ -311,12 +311,16 @@ static enum MHD_Result get_object_once(request *r, int head, int *vanished)
                     .req = r,
                     .vanished = vanished};
     if (s3_has_param(r, "partNumber")) {
+        /* an object is one part here: part 1 is a range of all of it, as S3
+         * answers it for an object uploaded whole (206, Content-Range) */
         const char *pn = s3_param(r, "partNumber");
         if (strcmp(pn, "1") != 0) {
             store_entry_clear(&e);
             return s3_error(r, 416, "InvalidPartNumber",
                             "The requested partnumber is not satisfiable");
         }
+        if (o.range == NULL && e.size > 0)
+            o.range = "bytes=0-";
     }
     unsigned status;
     struct MHD_Response *resp = serve_entry(r->srv, &e, &o, &status);

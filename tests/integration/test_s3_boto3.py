@@ -254,6 +254,22 @@ class Boto3Test(unittest.TestCase):
         self.assertClientError("NoSuchBucket", 404, self.s3.list_objects_v2,
                                Bucket="no-such-bkt")
 
+    def test_get_part_number(self):
+        """An object is one part: part 1 is all of it, answered as S3 answers
+        it for an object uploaded whole (206 with Content-Range, which SDKs'
+        part-wise downloads read); part 2 does not exist."""
+        body = os.urandom(1000)
+        self.s3.put_object(Bucket=self.bucket, Key="parts", Body=body)
+        r = self.s3.get_object(Bucket=self.bucket, Key="parts", PartNumber=1)
+        self.assertEqual(r["ResponseMetadata"]["HTTPStatusCode"], 206)
+        self.assertEqual(r["ContentRange"], "bytes 0-999/1000")
+        self.assertEqual(r["Body"].read(), body)
+        h = self.s3.head_object(Bucket=self.bucket, Key="parts", PartNumber=1)
+        self.assertEqual((h["ResponseMetadata"]["HTTPStatusCode"], h["ContentLength"]),
+                         (206, 1000))
+        self.assertClientError("InvalidPartNumber", 416, self.s3.get_object, Bucket=self.bucket,
+                               Key="parts", PartNumber=2)
+
     # ---- transfers: multipart upload_file / ranged download_file ------------------
 
     def test_upload_file_download_file_50mib(self):
