@@ -920,8 +920,10 @@ static void pack_send_ready(tier_state *q)
         pack_buf b;
         pthread_mutex_lock(&q->pack_mu);
         int have = q->nready > 0;
-        if (have)
+        if (have) {
             b = q->ready[--q->nready];
+            memset(&q->ready[q->nready], 0, sizeof b); /* b's buffers are b's now */
+        }
         pthread_mutex_unlock(&q->pack_mu);
         if (!have)
             return;

@@ -961,6 +961,23 @@ class TierTest(unittest.TestCase):
         self.assertEqual((h.get("content-encoding"), h.get("content-length")),
                          ("zstd", str(len(body))))
 
+    def test_a_node_that_sent_full_packs_stops_cleanly(self):
+        """More small records than one pack holds (1024): full packs go up
+        as the records do, and SIGTERM afterwards exits 0 (a full pack's
+        buffers were freed twice on the way out)."""
+        a = self.node()
+        c = a.conn()
+        for i in range(1100):
+            c.request("PUT", "/ac/" + sha256(b"small %d" % i), body=b"value %d" % i)
+            r = c.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+        c.close()
+        self.drained(a)
+        self.assertGreaterEqual(status(a)["tier"]["packs"], 2)
+        self.assertEqual(status(a)["tier"]["packed_records"], 1100)
+        self.assertEqual(a.stop(), 0, a.read_log()[-2000:])
+
     def test_keys_with_one_body_share_its_fetch(self):
         """Keys with the same large body, read cold at once or one right
         after the other, fetch its blob from the tier once: the later ones
