@@ -109,8 +109,7 @@ static int open_tier(const server_config *c, tier **t, char *err, size_t errlen)
     tc.part_size = c->tier_part_size;
     int rc = tier_open(t, &tc, err, errlen);
     memset(&k, 0, sizeof k);
-    int made;
-    if (rc == 0 && tier_makes_bucket(*t) && tier_ensure_bucket(*t, &made) != TIER_OK)
+    if (rc == 0 && tier_makes_bucket(*t) && tier_ensure_bucket(*t, NULL) != TIER_OK)
         log_msg(LOG_WARN, "tier_bucket",
                 "could not make sure the tier's bucket exists; "
                 "uploads will retry");

@@ -400,13 +400,9 @@ int idx_tq_get(MDB_txn *t, idx *ix, const void *k, size_t klen, tq_rec *r)
     return rc != 0 ? rc : idx_tq_decode(&v, r);
 }
 
-int idx_tq_put(MDB_txn *t, idx *ix, const void *k, size_t klen, const tq_rec *r)
+/* Writes r into p (TQ_REC_SIZE + r->name_len bytes). */
+static void tq_encode(uint8_t *p, const tq_rec *r)
 {
-    MDB_val key = {klen, (void *)k}, v = {TQ_REC_SIZE + r->name_len, NULL};
-    int rc = mdb_put(t, ix->tierq, &key, &v, MDB_RESERVE);
-    if (rc != 0)
-        return rc;
-    uint8_t *p = v.mv_data;
     memset(p, 0, TQ_REC_SIZE);
     p[0] = 1;
     util_put_le32(p + 4, r->attempts);
@@ -414,8 +410,16 @@ int idx_tq_put(MDB_txn *t, idx *ix, const void *k, size_t klen, const tq_rec *r)
     util_put_le64(p + 16, r->seq);
     util_put_le64(p + 24, r->bytes);
     if (r->name_len)
-        memcpy(p + TQ_REC_SIZE, r->name, r->name_len);
-    return 0;
+        memmove(p + TQ_REC_SIZE, r->name, r->name_len);
+}
+
+int idx_tq_put(MDB_txn *t, idx *ix, const void *k, size_t klen, const tq_rec *r)
+{
+    MDB_val key = {klen, (void *)k}, v = {TQ_REC_SIZE + r->name_len, NULL};
+    int rc = mdb_put(t, ix->tierq, &key, &v, MDB_RESERVE);
+    if (rc == 0)
+        tq_encode(v.mv_data, r);
+    return rc;
 }
 
 size_t idx_tq_due_now(MDB_txn *t, idx *ix, uint64_t now, size_t max, int *err)
@@ -430,8 +434,8 @@ size_t idx_tq_due_now(MDB_txn *t, idx *ix, uint64_t now, size_t max, int *err)
         uint8_t rec[TQ_REC_SIZE + 1024];
         tq_rec r;
         if (v.mv_size <= sizeof rec && idx_tq_decode(&v, &r) == 0 && r.next_ms > now) {
-            memcpy(rec, v.mv_data, v.mv_size); /* v is in a page the put may move */
-            util_put_le64(rec + 8, now);
+            r.next_ms = now;
+            tq_encode(rec, &r); /* a copy: v is in a page the put may move */
             MDB_val nv = {v.mv_size, rec};
             if ((rc = mdb_cursor_put(c, &k, &nv, MDB_CURRENT)) != 0)
                 break;

@@ -748,8 +748,7 @@ static int apply_op(store *s, MDB_txn *t, idx_stats *st, op *o)
     case OP_TIER_RETRY:
         return tier_apply(s, t, st, o);
     case OP_TIER_HURRY: {
-        int rc; /* o->target: at most that many (one transaction is not held long), and then
-                   how many */
+        int rc;
         o->target = idx_tq_due_now(t, &s->ix, util_now_ms(), o->target, &rc);
         return rc;
     }

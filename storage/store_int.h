@@ -62,7 +62,7 @@ typedef struct op {
     ino_t ino; /* quarantine only the file that failed */
     /* OP_DELETE of a key held only in the cold tier: queue its deletion there */
     int tier_only;
-    /* OP_EVICT */
+    /* OP_EVICT; OP_TIER_HURRY: at most that many entries, then how many */
     uint64_t target;
     /* from the cold tier: no upload is queued, the blob is marked as in the
      * tier, and the key keeps the writer's time */

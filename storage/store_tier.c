@@ -234,6 +234,13 @@ static int dequeue(store *s, MDB_txn *t, char type, const void *name, size_t len
 
 static int tq_has(store *s, MDB_txn *t, char type, const void *name, size_t len);
 
+/* The store's status for a tier call that failed with rc: the tier could not
+ * say (STORE_UNAVAILABLE), unless the failure was this node's (STORE_IO). */
+static int tier_failed_status(int rc)
+{
+    return rc == TIER_LOCAL ? STORE_IO : STORE_UNAVAILABLE;
+}
+
 /* Is the tier's copy of b older than --tier-refresh-after, so that the
  * bucket's lifecycle rules may have expired it? */
 static int tier_copy_old(const store *s, uint64_t tier_time)
@@ -662,6 +669,17 @@ typedef struct job {
     int probe; /* tried before its time: is the tier back? */
 } job;
 
+/* The job of the queue entry key, as r records it. */
+static void job_from(job *j, const uint8_t key[TQ_KEYLEN], const tq_rec *r)
+{
+    memcpy(j->key, key, TQ_KEYLEN);
+    j->seq = r->seq;
+    j->bytes = r->bytes;
+    j->attempts = r->attempts;
+    memcpy(j->name, r->name, r->name_len);
+    j->name_len = r->name_len;
+}
+
 /* Would this entry's work have to wait for another's?  A key record waits
  * for its blob to be in the tier. */
 static int must_wait(store *s, MDB_txn *t, const job *j)
@@ -726,12 +744,7 @@ static int pick(store *s, unsigned me, job *j, uint64_t *wait_ms)
                         memcpy(first_due, k.mv_data, TQ_KEYLEN);
                     }
                 } else {
-                    memcpy(j->key, k.mv_data, TQ_KEYLEN);
-                    j->seq = r.seq;
-                    j->bytes = r.bytes;
-                    j->attempts = r.attempts;
-                    memcpy(j->name, r.name, r.name_len);
-                    j->name_len = r.name_len;
+                    job_from(j, k.mv_data, &r);
                     if (!must_wait(s, t, j)) {
                         found = 1;
                         break;
@@ -749,18 +762,12 @@ static int pick(store *s, unsigned me, job *j, uint64_t *wait_ms)
         tq_rec r;
         if (mdb_get(t, s->ix.tierq, &k, &v) == 0 && idx_tq_decode(&v, &r) == 0 &&
             r.name_len <= sizeof j->name) {
-            memcpy(j->key, first_due, TQ_KEYLEN);
-            j->seq = r.seq;
-            j->bytes = r.bytes;
-            j->attempts = r.attempts;
-            memcpy(j->name, r.name, r.name_len);
-            j->name_len = r.name_len;
+            job_from(j, first_due, &r);
             found = probe = !must_wait(s, t, j);
         }
-        unsigned shift = q->probes < 4 ? q->probes : 4;
+        uint64_t gap = (uint64_t)PROBE_FIRST_MS << (q->probes < 4 ? q->probes : 4);
         q->probes++;
-        q->probe_at_ms = now + ((PROBE_FIRST_MS << shift) < PROBE_MAX_MS ? PROBE_FIRST_MS << shift
-                                                                         : PROBE_MAX_MS);
+        q->probe_at_ms = now + (gap < PROBE_MAX_MS ? gap : PROBE_MAX_MS);
     }
     reader_put(s, t);
     j->probe = probe;
@@ -1421,8 +1428,7 @@ int tier_start(store *s, char *err, size_t errlen)
         return -1;
     }
     q->t = s->cfg.tier;
-    q->seq = util_now_ms() << 16;     /* above any sequence number of an earlier run */
-    q->in_doubt = q->hurry_asked = 1; /* entries that waited when it stopped: is the tier back? */
+    q->seq = util_now_ms() << 16; /* above any sequence number of an earlier run */
     q->name_max = tier_name_max(q->t);
     atomic_init(&q->legacy, -1);
     pthread_mutex_init(&q->mu, NULL);
@@ -1431,6 +1437,7 @@ int tier_start(store *s, char *err, size_t errlen)
     pthread_cond_init(&q->gate_cv, NULL);
     pthread_mutex_init(&q->pack_mu, NULL);
     s->tier_q = q;
+    store_tier_retry_now(s); /* entries that waited when it stopped: is the tier back? */
     unsigned n = s->cfg.tier_workers ? s->cfg.tier_workers : 4;
     if (n > MAX_WORKERS)
         n = MAX_WORKERS;
@@ -2136,6 +2143,22 @@ static fill_job *stream_unregister(tier_state *q, fill_job *owner)
     return links;
 }
 
+/* Waits for the headers of a streaming fill's answer (and, for zstd, its
+ * stored length, part of the entry): does it go on? */
+static int fill_wait_headers(tier_fill *f)
+{
+    pthread_mutex_lock(&f->mu);
+    while ((!f->headers || (f->codec == CODEC_ZSTD && f->stored == 0)) && f->state == 0)
+        pthread_cond_wait(&f->cv, &f->mu);
+    int good = f->state >= 0 && f->codec >= 0;
+    pthread_mutex_unlock(&f->mu);
+    return good;
+}
+
+/* The keys that joined the owner's stream, when it failed: their readers
+ * take outcome (GATE_*) as the owner's do. */
+static void stream_fail_links(tier_state *q, fill_job *owner, int outcome);
+
 /* Joins j (a key whose record names kr's blob) to a stream of that blob
  * that another key's read began: 1 with *fp a reference to its fill (the
  * stream owns j now), or 0 when there is none, or it failed. */
@@ -2152,14 +2175,8 @@ static int stream_join(tier_state *q, const key_rec *kr, fill_job *j, tier_fill 
     pthread_mutex_unlock(&q->gate_mu);
     if (f == NULL)
         return 0;
-    /* as start_stream: its headers first (a zstd blob's stored length) */
-    pthread_mutex_lock(&f->mu);
-    while ((!f->headers || (f->codec == CODEC_ZSTD && f->stored == 0)) && f->state == 0)
-        pthread_cond_wait(&f->cv, &f->mu);
-    int good = f->state >= 0 && f->codec >= 0;
-    pthread_mutex_unlock(&f->mu);
     int joined = 0;
-    if (good) {
+    if (fill_wait_headers(f)) {
         /* still arriving, or not committed yet: linked once it is */
         pthread_mutex_lock(&q->gate_mu);
         for (blob_stream *bs = q->streams_in; bs && !joined; bs = bs->next)
@@ -2189,6 +2206,15 @@ static void fill_job_free(fill_job *j)
     free(j->meta);
     free(j->inl);
     free(j);
+}
+
+static void stream_fail_links(tier_state *q, fill_job *owner, int outcome)
+{
+    for (fill_job *l = stream_unregister(q, owner), *next; l; l = next) {
+        next = l->next_link;
+        gate_leave(q, l->id, outcome);
+        fill_job_free(l);
+    }
 }
 
 static void fill_done(store *s, op *o)
@@ -2437,11 +2463,7 @@ static void *stream_main(void *arg)
          * theirs; after one of this node's, they try again (so do those of
          * the keys that shared the stream) */
         gate_leave(q, sj->j->id, local ? GATE_LOOK_AGAIN : GATE_FAILED);
-        for (fill_job *l = stream_unregister(q, sj->j), *next; l; l = next) {
-            next = l->next_link;
-            gate_leave(q, l->id, local ? GATE_LOOK_AGAIN : GATE_FAILED);
-            fill_job_free(l);
-        }
+        stream_fail_links(q, sj->j, local ? GATE_LOOK_AGAIN : GATE_FAILED);
         fill_job_free(sj->j);
     }
     tier_fill_release(f);
@@ -2501,11 +2523,7 @@ static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp
         f->state = -1; /* for keys that joined it meanwhile */
         pthread_cond_broadcast(&f->cv);
         pthread_mutex_unlock(&f->mu);
-        for (fill_job *l = stream_unregister(s->tier_q, j), *next; l; l = next) {
-            next = l->next_link;
-            gate_leave(s->tier_q, l->id, GATE_LOOK_AGAIN);
-            fill_job_free(l);
-        }
+        stream_fail_links(s->tier_q, j, GATE_LOOK_AGAIN);
         op_take_file(o, wfd, anon);
         op_release_file(o);
         tier_fill_release(f); /* the thread's, */
@@ -2514,15 +2532,8 @@ static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp
         return TIER_LOCAL;
     }
     pthread_attr_destroy(&at);
-    pthread_mutex_lock(&f->mu);
-    while (!f->headers && f->state == 0)
-        pthread_cond_wait(&f->cv, &f->mu);
-    /* a zstd blob's stored length is part of the entry: without it from the
-     * tier's answer (no Content-Length), wait for all of it */
-    while (f->codec == CODEC_ZSTD && f->stored == 0 && f->state == 0)
-        pthread_cond_wait(&f->cv, &f->mu);
-    int good = f->state >= 0 && f->codec >= 0;
-    pthread_mutex_unlock(&f->mu);
+    /* (a zstd blob without Content-Length: all of it, for its stored length) */
+    int good = fill_wait_headers(f);
     *fp = f;
     return good ? TIER_OK : TIER_BAD;
 }
@@ -2883,7 +2894,7 @@ int store_tier_keys(store *s, const char *ns, const void *prefix, size_t plen,
     tier_keys_walk w = {s, ns, prefix, plen, dl, each, ctx, 0, 0};
     int rc = tier_list_objects(s->tier_q->t, lp, NULL, tier_keys_each, &w);
     if (rc != TIER_OK)
-        return rc == TIER_LOCAL ? STORE_IO : STORE_UNAVAILABLE;
+        return tier_failed_status(rc);
     return w.failed ? STORE_IO : STORE_OK;
 }
 
@@ -2951,7 +2962,7 @@ int tier_resolve_all_ns(store *s)
     if (tier_must_not_wait())
         return STORE_AGAIN;
     int rc = tier_list(s->tier_q->t, "ns/", ns_listed, s);
-    return rc == TIER_OK ? STORE_OK : rc == TIER_LOCAL ? STORE_IO : STORE_UNAVAILABLE;
+    return rc == TIER_OK ? STORE_OK : tier_failed_status(rc);
 }
 
 void store_tier_waited(uint64_t waited_ns)
@@ -2989,11 +3000,10 @@ int tier_resolve_ns(store *s, const char *ns)
         status = submit_and_wait(s, &o);
         if (status == STORE_EXISTS)
             status = STORE_OK;
-    } else if (rc == TIER_LOCAL) {
-        status = STORE_IO;
     } else if (rc != TIER_NOTFOUND && rc != TIER_OK) {
-        atomic_fetch_add(&q->errors, 1);
-        status = STORE_UNAVAILABLE; /* not a namespace that does not exist */
+        status = tier_failed_status(rc); /* not a namespace that does not exist */
+        if (rc != TIER_LOCAL)
+            atomic_fetch_add(&q->errors, 1);
     }
     free(data);
     gate_leave(q, id, status == STORE_UNAVAILABLE ? GATE_FAILED : GATE_LOOK_AGAIN);

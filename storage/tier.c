@@ -243,11 +243,15 @@ int tier_makes_bucket(const tier *t)
     return t->parent;
 }
 
+/* S3 and GCS take object names of this many bytes */
+#define S3_NAME_MAX 1024
+/* a cairnd parent takes keys of this many bytes less its bucket's name: its
+ * index's keys are 511 bytes, "s3/<bucket>", a NUL, then the key */
+#define CAIRND_NAME_MAX 507
+
 size_t tier_name_max(const tier *t)
 {
-    /* S3 and GCS take object names of 1024 bytes; a cairnd parent takes
-     * keys of 507 bytes less its bucket's name */
-    size_t max = t->parent ? 507 - strlen(t->bucket) : 1024;
+    size_t max = t->parent ? CAIRND_NAME_MAX - strlen(t->bucket) : S3_NAME_MAX;
     size_t pl = t->prefix[0] ? strlen(t->prefix) + 1 : 0;
     return max > pl ? max - pl : 0;
 }
@@ -1199,7 +1203,8 @@ int tier_list_objects(tier *t, const char *prefix, const char *delimiter,
 
 int tier_ensure_bucket(tier *t, int *made)
 {
-    *made = 0;
+    if (made)
+        *made = 0;
     xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 1 << 20};
     long http;
     treq r = {.method = "HEAD", .timeout_ms = t->timeout_ms};
@@ -1223,6 +1228,7 @@ int tier_ensure_bucket(tier *t, int *made)
     rc = perform(t, &pr, &p, &http);
     free(p.out);
     free(x.out);
-    *made = rc == TIER_OK;
+    if (made)
+        *made = rc == TIER_OK;
     return rc == TIER_OK || http == 409 ? TIER_OK : rc;
 }

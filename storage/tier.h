@@ -129,7 +129,7 @@ typedef struct tier_object {
 int tier_list_objects(tier *t, const char *prefix, const char *delimiter,
                       int (*each)(void *arg, const tier_object *o), void *arg);
 /* Makes the bucket if it does not exist (a cairnd parent, a test's moto);
- * *made says whether this call made it. */
+ * *made (if not NULL) says whether this call made it. */
 int tier_ensure_bucket(tier *t, int *made);
 /* Is the tier another cairnd (http(s)://), whose bucket is ours to make? */
 int tier_makes_bucket(const tier *t);

@@ -268,6 +268,16 @@ class FaultProxy:
         self.server.server_close()
 
 
+def at_once(fn, args, timeout=90):
+    """Calls fn(a) for each a of args, each on its own thread, all at once;
+    returns once all have returned (or timeout seconds each)."""
+    threads = [threading.Thread(target=fn, args=(a,)) for a in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+
+
 def status(srv):
     c = srv.conn()
     c.request("GET", "/status")
@@ -997,11 +1007,7 @@ class TierTest(unittest.TestCase):
 
         def read(k):
             got[k] = request(b, "GET", k)
-        threads = [threading.Thread(target=read, args=(k,)) for k in keys[:4]]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        at_once(read, keys[:4])
         self.proxy.stall = None
         for k in keys[:4]:
             self.assertEqual((got[k][0], sha256(got[k][2])), (200, sha256(body)), k)
@@ -1027,11 +1033,7 @@ class TierTest(unittest.TestCase):
                 got[k] = None
         got.clear()
         before = blob_gets()
-        threads = [threading.Thread(target=read_damaged, args=(k,)) for k in keys[:3]]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        at_once(read_damaged, keys[:3])
         # (a reader's answer is cut: no 200 comes whole, right or wrong)
         self.assertTrue(all(v is None or v[0] != 200 for v in got.values()), got)
         self.assertEqual(blob_gets() - before, 1)
@@ -1313,11 +1315,7 @@ class TierTest(unittest.TestCase):
             st = request(a, "GET", "/cas/" + sha256(b"never %d" % i), timeout=60)[0]
             took.append(time.monotonic() - t0)
             answers.append(st)
-        threads = [threading.Thread(target=miss, args=(i,)) for i in range(24)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(90)
+        at_once(miss, range(24))
         self.proxy.mode = "ok"
         self.assertEqual(answers, [404] * 24)
         self.assertLess(max(took), 5.5, sorted(took))
@@ -1346,11 +1344,7 @@ class TierTest(unittest.TestCase):
 
         def put(i):
             answers.append(request(b, "PUT", "/elsewhere/p%d" % i, b"x", timeout=60)[0])
-        threads = [threading.Thread(target=put, args=(i,)) for i in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        at_once(put, range(6), timeout=60)
         self.assertEqual(answers, [503] * 6)
         self.proxy.mode = "ok"
         self.assertEqual(request(b, "PUT", "/elsewhere/new", b"from b")[0], 200)
