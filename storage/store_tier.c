@@ -2155,10 +2155,6 @@ static int fill_wait_headers(tier_fill *f)
     return good;
 }
 
-/* The keys that joined the owner's stream, when it failed: their readers
- * take outcome (GATE_*) as the owner's do. */
-static void stream_fail_links(tier_state *q, fill_job *owner, int outcome);
-
 /* Joins j (a key whose record names kr's blob) to a stream of that blob
  * that another key's read began: 1 with *fp a reference to its fill (the
  * stream owns j now), or 0 when there is none, or it failed. */
@@ -2208,6 +2204,8 @@ static void fill_job_free(fill_job *j)
     free(j);
 }
 
+/* The keys that joined the owner's stream, when it failed: their readers
+ * take outcome (GATE_*) as the owner's do. */
 static void stream_fail_links(tier_state *q, fill_job *owner, int outcome)
 {
     for (fill_job *l = stream_unregister(q, owner), *next; l; l = next) {
