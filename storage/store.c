@@ -403,6 +403,12 @@ static int place_blob(op *o, const char *path)
     return rc;
 }
 
+static int blob_known(store *s, MDB_txn *t, const uint8_t d[32])
+{
+    blob_rec b;
+    return idx_get_blob(t, &s->ix, d, &b) == 0;
+}
+
 static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
 {
     const uint8_t *d = o->cr.sha256;
@@ -852,7 +858,8 @@ static void process_batch(store *s, op *list, int attempt)
         size_t unl = s->unlink_later.n, quar = s->quarantine_later.n;
         o->status = STORE_OK;
         o->map_full = 0;
-        if (o->kind == OP_PUT && s->cfg.max_size && st.physical + o->cr.stored > s->cfg.max_size) {
+        if (o->kind == OP_PUT && s->cfg.max_size && st.physical + o->cr.stored > s->cfg.max_size &&
+            !blob_known(s, t, o->cr.sha256)) { /* a body already stored takes no room */
             o->status = STORE_NOSPACE;
             continue;
         }

@@ -1191,6 +1191,65 @@ class TierTest(unittest.TestCase):
         for path, b in want.items():
             self.assertEqual(request(b2, "GET", path)[2], b)
 
+    def test_a_full_node_refuses_new_bodies_until_the_tier_has_its_blobs(self):
+        """Eviction drops only blobs the tier holds.  With the tier down, a
+        node at its --max-size evicts nothing: a new body gets 507 (native)
+        and 507 SlowDown (S3), every acknowledged body stays readable, and a
+        body it already holds is still taken (it needs no room).  Once the
+        tier has the blobs, eviction makes room and the refused body goes in."""
+        a = self.node(extra=["--max-size", "4M", "--high-watermark", "90",
+                             "--low-watermark", "50"])
+        self.proxy.mode = "down"
+        self.assertEqual(request(a, "PUT", "/full")[0], 200)
+        stored, refused = [], None
+        for _ in range(12):
+            body = self.rng.randbytes(512 * KIB)
+            st, _, text = request(a, "PUT", "/cas/" + sha256(body), body)
+            if st == 507:
+                refused = body
+                break
+            self.assertEqual(st, 200, text)
+            stored.append(body)
+        self.assertIsNotNone(refused, "12 x 512 KiB into a 4 MiB node, none refused")
+        self.assertGreaterEqual(len(stored), 6)
+        st, _, text = request(a, "PUT", "/full/refused", refused)
+        self.assertEqual(st, 507)
+        self.assertIn(b"<Code>SlowDown</Code>", text)
+        self.assertEqual(request(a, "PUT", "/ac/" + sha256(b"again"), stored[0])[0], 200)
+        self.assertEqual(request(a, "PUT", "/full/again", stored[1])[0], 200)
+        for body in stored:
+            self.assertEqual(request(a, "GET", "/cas/" + sha256(body))[2], body)
+        self.assertEqual(request(a, "GET", "/full/again")[2], stored[1])
+        self.assertEqual(status(a)["eviction"]["blobs"], 0)
+        self.assertEqual(status(a)["entries"]["blobs"], len(stored))
+
+        self.proxy.mode = "ok"
+        self.drained(a)
+        self.assertEqual(request(a, "PUT", "/full/refused", refused)[0], 200)
+        self.assertGreater(status(a)["eviction"]["blobs"], 0)
+        for body in stored:  # (the evicted ones come back from the tier)
+            self.assertEqual(request(a, "GET", "/cas/" + sha256(body))[2], body)
+        self.assertEqual(request(a, "GET", "/ac/" + sha256(b"again"))[2], stored[0])
+
+    def test_writes_beyond_the_queue_bound_are_refused(self):
+        """--tier-queue-max bounds the bytes of blobs owed to a tier that is
+        down: a new body beyond it gets 507, a body already owed is taken,
+        and once the queue drains new bodies are taken again."""
+        a = self.node(extra=["--tier-queue-max", "1M"])
+        self.proxy.mode = "down"
+        bodies = [self.rng.randbytes(300 * KIB) for _ in range(4)]
+        for body in bodies[:3]:
+            self.assertEqual(request(a, "PUT", "/cas/" + sha256(body), body)[0], 200)
+        st, _, text = request(a, "PUT", "/cas/" + sha256(bodies[3]), bodies[3])
+        self.assertEqual(st, 507, text)
+        self.assertEqual(request(a, "GET", "/cas/" + sha256(bodies[3]))[0], 404)
+        self.assertEqual(request(a, "PUT", "/ac/" + sha256(b"k"), bodies[0])[0], 200)
+        self.proxy.mode = "ok"
+        self.drained(a)
+        self.assertEqual(request(a, "PUT", "/cas/" + sha256(bodies[3]), bodies[3])[0], 200)
+        self.drained(a)
+        self.assertEqual(set(self.blobs_in_tier()), {sha256(b) for b in bodies})
+
     def test_tier_stopped_in_the_middle_of_uploads(self):
         a = self.node(extra=["--tier-workers", "2"])
         bodies = [self.rng.randbytes(2 * MIB) for _ in range(10)]
