@@ -839,8 +839,8 @@ static void process_batch(store *s, op *list, int attempt)
 
     /* Make room before the new bodies land, if they would cross the high mark. */
     uint64_t incoming = 0;
-    for (op *o = list; o; o = o->next)
-        if (o->kind == OP_PUT)
+    for (op *o = list; s->cfg.max_size && o; o = o->next)
+        if (o->kind == OP_PUT && !blob_known(s, t, o->cr.sha256))
             incoming += o->cr.stored;
     if (s->cfg.max_size && st.physical + incoming > high_bytes(s)) {
         uint64_t low = low_bytes(s);
