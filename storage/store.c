@@ -409,6 +409,17 @@ static int blob_known(store *s, MDB_txn *t, const uint8_t d[32])
     return idx_get_blob(t, &s->ix, d, &b) == 0;
 }
 
+/* The bytes a batch's uploads bring; with skip_known, less those of bodies
+ * stored already. */
+static uint64_t incoming_bytes(store *s, MDB_txn *t, const op *list, int skip_known)
+{
+    uint64_t n = 0;
+    for (const op *o = list; o; o = o->next)
+        if (o->kind == OP_PUT && !(skip_known && blob_known(s, t, o->cr.sha256)))
+            n += o->cr.stored;
+    return n;
+}
+
 static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
 {
     const uint8_t *d = o->cr.sha256;
@@ -837,11 +848,11 @@ static void process_batch(store *s, op *list, int attempt)
         return;
     }
 
-    /* Make room before the new bodies land, if they would cross the high mark. */
-    uint64_t incoming = 0;
-    for (op *o = list; s->cfg.max_size && o; o = o->next)
-        if (o->kind == OP_PUT && !blob_known(s, t, o->cr.sha256))
-            incoming += o->cr.stored;
+    /* Make room before the new bodies land, if they would cross the high
+     * mark.  Bodies stored already need none (looked up only near the mark). */
+    uint64_t incoming = incoming_bytes(s, t, list, 0);
+    if (s->cfg.max_size && st.physical + incoming > high_bytes(s))
+        incoming = incoming_bytes(s, t, list, 1);
     if (s->cfg.max_size && st.physical + incoming > high_bytes(s)) {
         uint64_t low = low_bytes(s);
         uint64_t target = incoming < low ? low - incoming : 0;

@@ -181,6 +181,24 @@ class EvictionTest(unittest.TestCase):
                          % (kept, pattern))
         self.assertEqual(tmp_files(srv.data), [])
 
+    def test_a_body_already_stored_makes_no_room(self):
+        """Writes of bodies the store holds, under new keys, near the high
+        mark: they bring no bytes, so nothing is evicted for them."""
+        conn = self.srv.conn()
+        self.addCleanup(conn.close)
+        bodies = [self.body() for _ in range(14)]  # 7 MiB: just under the high mark (7.2 MiB)
+        for b in bodies:
+            self.put(conn, "/cas/" + sha256(b), b)
+        before = self.check_limits("at the high mark")
+        self.assertEqual(before["eviction"]["blobs"], 0)
+        for i, b in enumerate(bodies):
+            self.put(conn, "/ac/" + sha256(b"again %d" % i), b)
+        after = self.check_limits("after the writes of stored bodies")
+        self.assertEqual(after["eviction"]["blobs"], 0)
+        self.assertEqual(after["entries"]["blobs"], len(bodies))
+        self.put(conn, "/cas/" + sha256(b"new"), b"new")  # a new body: still under the mark
+        self.assertEqual(self.check_limits("after a small new body")["eviction"]["blobs"], 0)
+
     def test_body_larger_than_max_size(self):
         srv = self.srv
         conn = srv.conn()
