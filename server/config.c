@@ -102,7 +102,7 @@ static const option_def options[] = {
      "the endpoint is AWS"},
     {"tier-credentials", T_STR, OFF(tier_credentials), CAP(tier_credentials), "",
      "AWS shared credentials file for the tier (profile AWS_PROFILE, else default); "
-     "AWS_SHARED_CREDENTIALS_FILE is read too"},
+     "AWS_SHARED_CREDENTIALS_FILE is read too; read again when it changes, and on SIGHUP"},
     {"tier-timeout", T_DURATION, OFF(tier_timeout), 0, "10s",
      "a read from the tier that takes longer is a miss (blobs get 1s more per MiB, resumes "
      "included; a wait for a free thread to ask the tier counts too)"},

@@ -4,13 +4,17 @@
  * store (which commits everything queued) and exit.
  *
  * Signals are blocked in every thread and taken synchronously here with
- * sigwait, so no handler ever runs inside the server's code.
+ * sigtimedwait, so no handler ever runs inside the server's code.  Between
+ * them, and on SIGHUP, the tier's credentials file is read again if it
+ * changed.
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../common/log.h"
@@ -19,6 +23,8 @@
 #include "admin.h"
 #include "creds.h"
 #include "server.h"
+
+#define KEYS_CHECK_S 10 /* how often the tier's credentials file is looked at */
 
 typedef struct tier_keys {
     char access[256], secret[256], token[2048];
@@ -33,11 +39,21 @@ static void trim(char *s)
     memmove(s, s + i, strlen(s + i) + 1);
 }
 
+/* Where the tier's keys came from.  A file is read again when it changes
+ * (or on SIGHUP), so that keys rotated by whatever writes it take effect. */
+typedef struct keys_source {
+    char path[1024]; /* the shared credentials file; "" for the environment, or none */
+    int exists;      /* and its state when it was read */
+    struct stat seen;
+} keys_source;
+
 /* The tier's credentials, as AWS tools find them: the environment, else the
  * profile AWS_PROFILE (or "default") of a shared credentials file. */
-static int tier_credentials(const server_config *c, tier_keys *k, char *err, size_t errlen)
+static int tier_credentials(const server_config *c, tier_keys *k, keys_source *src, char *err,
+                            size_t errlen)
 {
     memset(k, 0, sizeof *k);
+    memset(src, 0, sizeof *src);
     const char *a = getenv("AWS_ACCESS_KEY_ID"), *sk = getenv("AWS_SECRET_ACCESS_KEY");
     if (a && *a && sk) {
         snprintf(k->access, sizeof k->access, "%s", a);
@@ -46,15 +62,16 @@ static int tier_credentials(const server_config *c, tier_keys *k, char *err, siz
         snprintf(k->token, sizeof k->token, "%s", tok ? tok : "");
         return 0;
     }
-    char path[1024];
+    char *path = src->path;
     const char *f =
         c->tier_credentials[0] ? c->tier_credentials : getenv("AWS_SHARED_CREDENTIALS_FILE");
     if (f && *f)
-        snprintf(path, sizeof path, "%s", f);
+        snprintf(path, sizeof src->path, "%s", f);
     else if (getenv("HOME"))
-        snprintf(path, sizeof path, "%s/.aws/credentials", getenv("HOME"));
+        snprintf(path, sizeof src->path, "%s/.aws/credentials", getenv("HOME"));
     else
         return 0;
+    src->exists = stat(path, &src->seen) == 0; /* before the read: a later write is seen */
     FILE *fp = fopen(path, "r");
     if (fp == NULL) {
         if (c->tier_credentials[0]) {
@@ -89,10 +106,50 @@ static int tier_credentials(const server_config *c, tier_keys *k, char *err, siz
     return 0;
 }
 
-static int open_tier(const server_config *c, tier **t, char *err, size_t errlen)
+static int same_file_state(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* Reads the tier's keys again if their file changed since (or, forced, in
+ * any case); 1 if they were.  Keys that cannot be read leave the current
+ * ones in use. */
+static int reload_tier_keys(const server_config *c, tier *tr, keys_source *src, int forced)
+{
+    int read = 0;
+    if (tr == NULL || src->path[0] == '\0')
+        return 0;
+    struct stat sb;
+    int exists = stat(src->path, &sb) == 0;
+    if (!forced && exists == src->exists && (!exists || same_file_state(&sb, &src->seen)))
+        return 0;
+    tier_keys k;
+    keys_source now;
+    char err[512];
+    if (tier_credentials(c, &k, &now, err, sizeof err) != 0)
+        log_msg(LOG_WARN, "tier_keys_unread", "%s; the current keys stay in use", err);
+    else if (k.access[0] == '\0')
+        log_msg(LOG_WARN, "tier_keys_unread",
+                "%s: no aws_access_key_id in profile %s; the current keys stay in use", now.path,
+                getenv("AWS_PROFILE") ? getenv("AWS_PROFILE") : "default");
+    else if (tier_set_keys(tr, k.access, k.secret, k.token) != 0)
+        log_msg(LOG_WARN, "tier_keys_unread", "out of memory; the current keys stay in use");
+    else {
+        log_msg(LOG_INFO, "tier_keys_read", "%s: the tier's keys read again (access key %s)",
+                now.path, k.access);
+        read = 1;
+    }
+    memset(&k, 0, sizeof k);
+    if (now.path[0])
+        *src = now; /* (a file that cannot be read is not retried until it changes) */
+    return read;
+}
+
+static int open_tier(const server_config *c, tier **t, keys_source *src, char *err, size_t errlen)
 {
     tier_keys k;
-    if (tier_credentials(c, &k, err, errlen) != 0)
+    if (tier_credentials(c, &k, src, err, errlen) != 0)
         return -1;
     tier_config tc = {0};
     tc.url = c->tier;
@@ -142,6 +199,7 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGPIPE);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     char err[512];
@@ -164,8 +222,9 @@ int main(int argc, char **argv)
     sc.zstd_level = (int)cfg.zstd_level;
     sc.inline_max = cfg.inline_max_size;
     tier *tr = NULL;
+    keys_source keys_src = {0};
     if (cfg.tier[0]) {
-        if (open_tier(&cfg, &tr, err, sizeof err) != 0) {
+        if (open_tier(&cfg, &tr, &keys_src, err, sizeof err) != 0) {
             fprintf(stderr, "cairnd: %s\n", err);
             return 2;
         }
@@ -207,9 +266,16 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     int sig;
-    do
-        sigwait(&sigs, &sig);
-    while (sig == SIGPIPE);
+    for (;;) {
+        const struct timespec every = {KEYS_CHECK_S, 0};
+        sig = sigtimedwait(&sigs, NULL, &every);
+        if (sig == SIGTERM || sig == SIGINT)
+            break;
+        if (sig == SIGHUP)
+            log_msg(LOG_INFO, "sighup", "reading the tier's keys again");
+        if (reload_tier_keys(&cfg, tr, &keys_src, sig == SIGHUP))
+            store_tier_retry_now(st); /* what failed for the old keys goes now */
+    }
     log_msg(LOG_INFO, "stopping", "signal %d: finishing in-flight requests", sig);
     server_stop(&srv);
     admin_stop(); /* warmup jobs use the store */

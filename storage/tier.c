@@ -33,6 +33,7 @@ struct tier {
     char prefix[256]; /* without slashes at either end; may be empty */
     int path_style;
     char region[64];
+    pthread_mutex_t keys_mu; /* the keys change when their file does (tier_set_keys) */
     char *access_key, *secret_key, *session_token;
     long timeout_ms, connect_timeout_ms;
     int insecure;
@@ -197,11 +198,11 @@ int tier_open(tier **out, const tier_config *c, char *err, size_t errlen)
         free(t);
         return -1;
     }
-    if (c->access_key && *c->access_key) {
-        t->access_key = strdup(c->access_key);
-        t->secret_key = strdup(c->secret_key ? c->secret_key : "");
-        if (c->session_token && *c->session_token)
-            t->session_token = strdup(c->session_token);
+    pthread_mutex_init(&t->keys_mu, NULL);
+    if (tier_set_keys(t, c->access_key, c->secret_key, c->session_token) != 0) {
+        snprintf(err, errlen, "out of memory");
+        tier_close(t);
+        return -1;
     }
     t->timeout_ms = c->timeout_ms > 0 ? c->timeout_ms : 10000;
     t->connect_timeout_ms = c->connect_timeout_ms > 0 ? c->connect_timeout_ms : 5000;
@@ -225,16 +226,46 @@ bad_url:
     return -1;
 }
 
+static void free_secret(char *p)
+{
+    if (p) {
+        memset(p, 0, strlen(p));
+        free(p);
+    }
+}
+
+int tier_set_keys(tier *t, const char *access, const char *secret, const char *token)
+{
+    char *a = NULL, *sk = NULL, *tok = NULL;
+    if (access && *access) {
+        a = strdup(access);
+        sk = strdup(secret ? secret : "");
+        tok = token && *token ? strdup(token) : NULL;
+        if (a == NULL || sk == NULL || (token && *token && tok == NULL)) {
+            free(a);
+            free_secret(sk);
+            free_secret(tok);
+            return -1;
+        }
+    }
+    pthread_mutex_lock(&t->keys_mu);
+    char *old_a = t->access_key, *old_sk = t->secret_key, *old_tok = t->session_token;
+    t->access_key = a;
+    t->secret_key = sk;
+    t->session_token = tok;
+    pthread_mutex_unlock(&t->keys_mu);
+    free(old_a);
+    free_secret(old_sk);
+    free_secret(old_tok);
+    return 0;
+}
+
 void tier_close(tier *t)
 {
     if (t == NULL)
         return;
-    free(t->access_key);
-    if (t->secret_key) {
-        memset(t->secret_key, 0, strlen(t->secret_key));
-        free(t->secret_key);
-    }
-    free(t->session_token);
+    tier_set_keys(t, NULL, NULL, NULL);
+    pthread_mutex_destroy(&t->keys_mu);
     free(t);
 }
 
@@ -542,6 +573,7 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
     sl = curl_slist_append(sl, line);
     sl = curl_slist_append(sl, "Expect:");
     char *authz = NULL;
+    pthread_mutex_lock(&t->keys_mu);
     if (t->access_key) {
         sigv4_request req = {method, path, np ? params : NULL, np, hs, nh, payload};
         sigv4_credentials cred = {t->access_key, t->secret_key, t->session_token, t->region, "s3"};
@@ -549,6 +581,7 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
         int signed_ok =
             sigv4_sign_header(&req, &cred, time(NULL), amz_date, &authz, NULL) == SIGV4_OK;
         if (!signed_ok) {
+            pthread_mutex_unlock(&t->keys_mu);
             curl_slist_free_all(sl);
             free(qbuf);
             return TIER_ERROR;
@@ -563,6 +596,7 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
         }
         free(authz);
     }
+    pthread_mutex_unlock(&t->keys_mu);
 
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, sl);

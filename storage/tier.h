@@ -64,6 +64,10 @@ int tier_open(tier **t, const tier_config *cfg, char *err, size_t errlen);
  * left fails (TIER_LOCAL) unsent.  0 undoes it. */
 void tier_waited(uint64_t waited_ns);
 void tier_close(tier *t);
+/* Signs the requests from now on with these keys (no access key: unsigned),
+ * as when their file changed; requests being signed finish with the old.
+ * 0, or -1 (out of memory: the old keys stay). */
+int tier_set_keys(tier *t, const char *access, const char *secret, const char *token);
 /* "s3://bucket/prefix" as configured, for logs (never with credentials). */
 const char *tier_describe(const tier *t);
 

@@ -1,6 +1,7 @@
 """The cold tier: cairnd nodes over one bucket of moto_server (the S3 emulator
-on this machine) and of s3rver (from npm; it checks signatures, which moto
-does not), and a node over another cairnd.  Between a node and the S3 server
+on this machine) and of s3rver (from npm; it checks the access key and the
+x-amz-content-sha256 header, which moto does not, though not SigV4
+signatures), and a node over another cairnd, which checks them all.  Between a node and the S3 server
 sits a small proxy that can fail on demand (500, 503, 403, very slow), for
 the fault tests.  Everything on loopback, ports chosen at run time.
 
@@ -117,8 +118,9 @@ class Moto:
 
 
 class S3rver(Moto):
-    """s3rver (npm) on a port, data in a folder: it checks every signature,
-    with its fixed key S3RVER/S3RVER."""
+    """s3rver (npm) on a port, data in a folder: it refuses access keys but
+    its fixed S3RVER (the secret it does not check: s3rver 3 leaves SigV4
+    unverified)."""
     creds = dict(CREDS, AWS_ACCESS_KEY_ID="S3RVER", AWS_SECRET_ACCESS_KEY="S3RVER")
 
     def __init__(self, bucket):
@@ -1826,11 +1828,58 @@ class TierTest(unittest.TestCase):
 
 @unittest.skipUnless(have_s3rver(), "s3rver is not installed (npm; make test installs it)")
 class S3rverTierTest(TierTest):
-    """The same over s3rver, which checks the signatures moto takes on trust."""
+    """The same over s3rver, which checks the access key moto takes on trust."""
     BACKEND = S3rver
     # the queue's waits and recovery are the same over any store (the proxy
     # fails the requests): over moto only, where they take 20 s
     test_a_tier_back_after_an_outage_gets_the_queue_at_once = None
+
+    def test_keys_rotated_in_their_file_take_effect(self):
+        """Keys read from a credentials file are read again when it changes
+        (looked at every 10 s) and on SIGHUP, with no restart; what failed
+        for the old keys goes at once.  A file without keys (half written,
+        say) leaves the current keys in use.  (s3rver refuses an unknown
+        access key; the secret it does not check.)"""
+        import signal
+        path = os.path.join(self.folder(), "credentials")
+
+        def write(key):
+            with open(path + ".new", "w") as f:
+                f.write("[default]\naws_access_key_id = %s\naws_secret_access_key = S3RVER\n"
+                        % key)
+            os.rename(path + ".new", path)
+
+        def put_and_wait(fails):
+            body = self.rng.randbytes(20 * KIB)
+            before = status(a)["tier"]["upload_failures"]
+            self.assertEqual(request(a, "PUT", "/cas/" + sha256(body), body)[0], 200)
+            if fails:
+                self.assertTrue(wait_for(lambda: status(a)["tier"]["upload_failures"] > before,
+                                         timeout=20), status(a)["tier"])
+            return body
+
+        write("RETIRED")
+        a = Server(["--tier", "s3://%s/%s" % (self.BUCKET, self.PREFIX), "--tier-endpoint",
+                    self.proxy.url, "--tier-timeout", "3s", "--tier-credentials", path],
+                   env={"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})
+        self.addCleanup(close_checked, self, a, True)
+        bodies = [put_and_wait(fails=True)]
+        write("S3RVER")  # found by the look every 10 s
+        self.drained(a, timeout=30)
+        self.assertIn('"tier_keys_read"', a.read_log())
+        with open(path, "w") as f:
+            f.write("# being written\n")
+        a.proc.send_signal(signal.SIGHUP)
+        self.assertTrue(wait_for(lambda: '"tier_keys_unread"' in a.read_log(), timeout=10))
+        bodies.append(put_and_wait(fails=False))
+        self.drained(a)
+        write("RETIRED")
+        a.proc.send_signal(signal.SIGHUP)
+        bodies.append(put_and_wait(fails=True))
+        write("S3RVER")
+        a.proc.send_signal(signal.SIGHUP)
+        self.drained(a, timeout=8)
+        self.assertEqual(set(self.blobs_in_tier()), {sha256(b) for b in bodies})
 
 
 @unittest.skipUnless(have_moto(), "moto_server is not installed")
