@@ -109,15 +109,16 @@ static int tier_credentials(const server_config *c, tier_keys *k, keys_source *s
 static int same_file_state(const struct stat *a, const struct stat *b)
 {
     return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
-           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
 }
 
 /* Reads the tier's keys again if their file changed since (or, forced, in
  * any case); 1 if they were.  Keys that cannot be read leave the current
- * ones in use. */
+ * ones in use; a file that changed while it was read is read again at the
+ * next look (it was being written). */
 static int reload_tier_keys(const server_config *c, tier *tr, keys_source *src, int forced)
 {
-    int read = 0;
     if (tr == NULL || src->path[0] == '\0')
         return 0;
     struct stat sb;
@@ -126,24 +127,31 @@ static int reload_tier_keys(const server_config *c, tier *tr, keys_source *src, 
         return 0;
     tier_keys k;
     keys_source now;
-    char err[512];
-    if (tier_credentials(c, &k, &now, err, sizeof err) != 0)
-        log_msg(LOG_WARN, "tier_keys_unread", "%s; the current keys stay in use", err);
-    else if (k.access[0] == '\0')
-        log_msg(LOG_WARN, "tier_keys_unread",
-                "%s: no aws_access_key_id in profile %s; the current keys stay in use", now.path,
-                getenv("AWS_PROFILE") ? getenv("AWS_PROFILE") : "default");
+    char err[512], why[1400] = "";
+    int rc = tier_credentials(c, &k, &now, err, sizeof err);
+    if (rc == 0 && now.exists && (stat(now.path, &sb) != 0 || !same_file_state(&sb, &now.seen))) {
+        memset(&k, 0, sizeof k);
+        return 0; /* src stays as it was: the next look reads it again */
+    }
+    const char *profile = getenv("AWS_PROFILE") ? getenv("AWS_PROFILE") : "default";
+    if (rc != 0)
+        snprintf(why, sizeof why, "%s", err);
+    else if (!now.exists)
+        snprintf(why, sizeof why, "%s: no such file", now.path);
+    else if (k.access[0] == '\0' || k.secret[0] == '\0')
+        snprintf(why, sizeof why, "%s: profile %s lacks aws_access_key_id or aws_secret_access_key",
+                 now.path, profile);
     else if (tier_set_keys(tr, k.access, k.secret, k.token) != 0)
-        log_msg(LOG_WARN, "tier_keys_unread", "out of memory; the current keys stay in use");
-    else {
+        snprintf(why, sizeof why, "out of memory");
+    if (why[0])
+        log_msg(LOG_WARN, "tier_keys_unread", "%s; the current keys stay in use", why);
+    else
         log_msg(LOG_INFO, "tier_keys_read", "%s: the tier's keys read again (access key %s)",
                 now.path, k.access);
-        read = 1;
-    }
     memset(&k, 0, sizeof k);
     if (now.path[0])
-        *src = now; /* (a file that cannot be read is not retried until it changes) */
-    return read;
+        *src = now; /* (a file that cannot be used is not read again until it changes) */
+    return why[0] == '\0';
 }
 
 static int open_tier(const server_config *c, tier **t, keys_source *src, char *err, size_t errlen)
@@ -272,7 +280,11 @@ int main(int argc, char **argv)
         if (sig == SIGTERM || sig == SIGINT)
             break;
         if (sig == SIGHUP)
-            log_msg(LOG_INFO, "sighup", "reading the tier's keys again");
+            log_msg(LOG_INFO, "sighup", "%s",
+                    tr == NULL                 ? "no tier: nothing to read again"
+                    : keys_src.path[0] == '\0' ? "the tier's keys come from the environment: "
+                                                 "nothing to read again"
+                                               : "reading the tier's keys again");
         if (reload_tier_keys(&cfg, tr, &keys_src, sig == SIGHUP))
             store_tier_retry_now(st); /* what failed for the old keys goes now */
     }

@@ -409,14 +409,26 @@ static int blob_known(store *s, MDB_txn *t, const uint8_t d[32])
     return idx_get_blob(t, &s->ix, d, &b) == 0;
 }
 
-/* The bytes a batch's uploads bring; with skip_known, less those of bodies
- * stored already. */
-static uint64_t incoming_bytes(store *s, MDB_txn *t, const op *list, int skip_known)
+/* The bytes a batch's uploads bring.  Near the high mark (known): less
+ * those of bodies stored already, which are marked used now (they are being
+ * written again), so that the room made for the others does not take them. */
+static uint64_t incoming_bytes(store *s, MDB_txn *t, const op *list, int known)
 {
-    uint64_t n = 0;
-    for (const op *o = list; o; o = o->next)
-        if (o->kind == OP_PUT && !(skip_known && blob_known(s, t, o->cr.sha256)))
+    uint64_t n = 0, now = util_now_ms();
+    for (const op *o = list; o; o = o->next) {
+        if (o->kind != OP_PUT)
+            continue;
+        blob_rec b;
+        MDB_txn *child;
+        if (!known || idx_get_blob(t, &s->ix, o->cr.sha256, &b) != 0) {
             n += o->cr.stored;
+        } else if (b.atime < now && mdb_txn_begin(s->ix.env, t, 0, &child) == 0) {
+            if (idx_move_atime(child, &s->ix, o->cr.sha256, &b, now) == 0)
+                mdb_txn_commit(child);
+            else
+                mdb_txn_abort(child); /* (only the order of eviction is at stake) */
+        }
+    }
     return n;
 }
 
@@ -849,7 +861,8 @@ static void process_batch(store *s, op *list, int attempt)
     }
 
     /* Make room before the new bodies land, if they would cross the high
-     * mark.  Bodies stored already need none (looked up only near the mark). */
+     * mark.  Bodies stored already need none, and are kept (looked up only
+     * near the mark). */
     uint64_t incoming = incoming_bytes(s, t, list, 0);
     if (s->cfg.max_size && st.physical + incoming > high_bytes(s))
         incoming = incoming_bytes(s, t, list, 1);

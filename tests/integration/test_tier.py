@@ -1837,8 +1837,8 @@ class S3rverTierTest(TierTest):
     def test_keys_rotated_in_their_file_take_effect(self):
         """Keys read from a credentials file are read again when it changes
         (looked at every 10 s) and on SIGHUP, with no restart; what failed
-        for the old keys goes at once.  A file without keys (half written,
-        say) leaves the current keys in use.  (s3rver refuses an unknown
+        for the old keys goes at once.  A file without both keys (half
+        written, say) leaves the current keys in use.  (s3rver refuses an unknown
         access key; the secret it does not check.)"""
         import signal
         path = os.path.join(self.folder(), "credentials")
@@ -1858,6 +1858,11 @@ class S3rverTierTest(TierTest):
                                          timeout=20), status(a)["tier"])
             return body
 
+        def hup(event):
+            n = a.read_log().count(event)
+            a.proc.send_signal(signal.SIGHUP)
+            self.assertTrue(wait_for(lambda: a.read_log().count(event) > n, timeout=10), event)
+
         write("RETIRED")
         a = Server(["--tier", "s3://%s/%s" % (self.BUCKET, self.PREFIX), "--tier-endpoint",
                     self.proxy.url, "--tier-timeout", "3s", "--tier-credentials", path],
@@ -1867,17 +1872,17 @@ class S3rverTierTest(TierTest):
         write("S3RVER")  # found by the look every 10 s
         self.drained(a, timeout=30)
         self.assertIn('"tier_keys_read"', a.read_log())
-        with open(path, "w") as f:
-            f.write("# being written\n")
-        a.proc.send_signal(signal.SIGHUP)
-        self.assertTrue(wait_for(lambda: '"tier_keys_unread"' in a.read_log(), timeout=10))
-        bodies.append(put_and_wait(fails=False))
-        self.drained(a)
+        for partial in ("# being written\n", "[default]\naws_access_key_id = RETIRED\n"):
+            with open(path, "w") as f:
+                f.write(partial)
+            hup('"tier_keys_unread"')
+            bodies.append(put_and_wait(fails=False))
+            self.drained(a)
         write("RETIRED")
-        a.proc.send_signal(signal.SIGHUP)
+        hup('"tier_keys_read"')
         bodies.append(put_and_wait(fails=True))
         write("S3RVER")
-        a.proc.send_signal(signal.SIGHUP)
+        hup('"tier_keys_read"')
         self.drained(a, timeout=8)
         self.assertEqual(set(self.blobs_in_tier()), {sha256(b) for b in bodies})
 
