@@ -261,10 +261,13 @@ int tier_queue_put(store *s, MDB_txn *t, idx_stats *st, op *o, int created, cons
         if ((rc = enqueue(s, t, TQ_BLOB, o->cr.sha256, 32, b->stored)) != 0)
             return rc;
         st->tier_pending += b->stored;
-    } else if (b->tier && tier_copy_old(s, b->tier_time)) {
-        /* a body the tier had long ago: its copy there may have expired.
-         * The blob is owed again (upload_blob renews or uploads it), so
-         * that it is not evicted, and the record waits for it (must_wait) */
+    } else if (b->tier) {
+        /* a body the tier had: its copy there may be gone since (expired
+         * by the bucket's rules, the bucket made again, removed by hand),
+         * and a record must never point at a blob the tier lacks.  The blob
+         * is owed again: upload_blob looks for it, renews a copy that is
+         * old and uploads one that is gone.  The record waits for it
+         * (must_wait), and the local copy is not evicted until then */
         blob_rec nb = *b;
         nb.tier = 0;
         if ((rc = idx_put_blob(t, &s->ix, o->cr.sha256, &nb)) != 0)
@@ -363,7 +366,8 @@ int tier_apply(store *s, MDB_txn *t, idx_stats *st, op *o)
         memcpy(d, r.name, 32);
         if ((rc = idx_get_blob(t, &s->ix, d, &b)) == 0) {
             b.tier = 1;
-            b.tier_time = now_s();
+            b.tier_time =
+                o->tier_time ? o->tier_time : now_s(); /* (found there: as old as it is) */
             if ((rc = idx_put_blob(t, &s->ix, d, &b)) != 0)
                 return rc;
         } else if (rc != MDB_NOTFOUND) {
@@ -664,6 +668,7 @@ typedef struct job {
     uint64_t seq;
     uint64_t bytes; /* a blob's stored bytes; a delete's time (ms) */
     uint32_t attempts;
+    uint32_t found_time; /* a blob found in the tier, not sent: its copy's time (s) */
     uint8_t name[1024];
     size_t name_len;
     int probe; /* tried before its time: is the tier back? */
@@ -676,6 +681,7 @@ static void job_from(job *j, const uint8_t key[TQ_KEYLEN], const tq_rec *r)
     j->seq = r->seq;
     j->bytes = r->bytes;
     j->attempts = r->attempts;
+    j->found_time = 0;
     memcpy(j->name, r->name, r->name_len);
     j->name_len = r->name_len;
 }
@@ -973,7 +979,7 @@ static uint64_t packs_owed(tier_state *q)
     return n;
 }
 
-static int upload_blob(store *s, const job *j)
+static int upload_blob(store *s, job *j)
 {
     tier_state *q = s->tier_q;
     blob_rec b;
@@ -1012,6 +1018,7 @@ static int upload_blob(store *s, const job *j)
         } else {
             atomic_fetch_add(&q->skipped, 1);
             free(inl);
+            j->found_time = m.mtime > 0 ? (uint32_t)m.mtime : 0; /* (its age counts on) */
             return TIER_OK;
         }
     }
@@ -1194,7 +1201,7 @@ static int upload_ns(store *s, const job *j)
     return rc;
 }
 
-static int do_job(store *s, const job *j)
+static int do_job(store *s, job *j)
 {
     char name[NS_NAME_CAP];
     switch (j->key[0]) {
@@ -1374,6 +1381,7 @@ static void *worker_main(void *arg)
         o.nskey = (char *)j.key;
         o.nklen = TQ_KEYLEN;
         o.seq = j.seq;
+        o.tier_time = j.found_time;
         if (rc != TIER_OK) {
             atomic_fetch_add(&q->upload_failures, 1);
             o.next_ms = util_now_ms() + backoff_ms(j.attempts);
@@ -1383,6 +1391,8 @@ static void *worker_main(void *arg)
         }
         submit_and_wait(s, &o);
         pack_send_ready(q);
+        if (rc == TIER_OK)
+            tier_abort_abandoned(q->t); /* (the tier answers: what it was left with goes) */
 
         pthread_mutex_lock(&q->mu);
         int back = 0;

@@ -24,6 +24,8 @@
 #include "codec.h"
 
 #define MIN_RATE (1u << 20) /* bytes/s a blob transfer is given time for */
+#define AB_MAX 64           /* abandoned multipart uploads remembered */
+#define AB_NAME_CAP 512     /* (their names: a blob's, under the prefix) */
 
 struct tier {
     char describe[512];
@@ -42,6 +44,13 @@ struct tier {
                            such limit (and no UploadPartCopy) */
     int parent;         /* http(s)://: another cairnd, whose bucket we make */
     atomic_int no_parts, no_part_copy; /* the server answered 501 to them */
+    /* multipart uploads whose abort failed (the tier went away meanwhile):
+     * aborted once it answers again (tier_abort_abandoned) */
+    pthread_mutex_t ab_mu;
+    struct abandoned {
+        char name[AB_NAME_CAP], uid[1201];
+    } * ab;
+    atomic_uint nab;
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -199,6 +208,12 @@ int tier_open(tier **out, const tier_config *c, char *err, size_t errlen)
         return -1;
     }
     pthread_mutex_init(&t->keys_mu, NULL);
+    pthread_mutex_init(&t->ab_mu, NULL);
+    if ((t->ab = calloc(AB_MAX, sizeof *t->ab)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        tier_close(t);
+        return -1;
+    }
     if (tier_set_keys(t, c->access_key, c->secret_key, c->session_token) != 0) {
         snprintf(err, errlen, "out of memory");
         tier_close(t);
@@ -266,6 +281,13 @@ void tier_close(tier *t)
         return;
     tier_set_keys(t, NULL, NULL, NULL);
     pthread_mutex_destroy(&t->keys_mu);
+    if (atomic_load(&t->nab))
+        log_msg(LOG_WARN, "tier_upload_left",
+                "%u multipart uploads could not be aborted; the bucket's "
+                "AbortIncompleteMultipartUpload rule will remove their parts",
+                atomic_load(&t->nab));
+    pthread_mutex_destroy(&t->ab_mu);
+    free(t->ab);
     free(t);
 }
 
@@ -845,15 +867,63 @@ static int mpu_complete(tier *t, const char *name, const char *uid, char (*etags
     return rc;
 }
 
-static void mpu_abort(tier *t, const char *name, const char *uid)
+/* Aborts an upload: 0 when it is gone (404: gone already) or the tier
+ * refuses for good (a server without aborts, 501), -1 when the tier did
+ * not answer, or failed (worth another try). */
+static int mpu_abort(tier *t, const char *name, const char *uid)
 {
     char q[1300];
     snprintf(q, sizeof q, "uploadId=%s", uid);
     xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 1 << 20};
     treq r = {.method = "DELETE", .name = name, .query = q, .timeout_ms = t->timeout_ms};
-    long http;
-    (void)perform(t, &r, &x, &http);
+    long http = 0;
+    int rc = perform(t, &r, &x, &http);
     free(x.out);
+    return rc == TIER_ERROR && (http == 0 || (http >= 500 && http != 501)) ? -1 : 0;
+}
+
+/* Remembers an upload whose abort failed, to abort it later. */
+static void mpu_abandon(tier *t, const char *name, const char *uid)
+{
+    pthread_mutex_lock(&t->ab_mu);
+    unsigned n = atomic_load(&t->nab);
+    if (n < AB_MAX && strlen(name) < AB_NAME_CAP) {
+        snprintf(t->ab[n].name, sizeof t->ab[n].name, "%s", name);
+        snprintf(t->ab[n].uid, sizeof t->ab[n].uid, "%s", uid);
+        atomic_store(&t->nab, n + 1);
+    } else {
+        log_msg(LOG_WARN, "tier_upload_left",
+                "a multipart upload of %s could not be aborted; the bucket's "
+                "AbortIncompleteMultipartUpload rule will remove its parts",
+                name);
+    }
+    pthread_mutex_unlock(&t->ab_mu);
+}
+
+int tier_abort_abandoned(tier *t)
+{
+    if (atomic_load(&t->nab) == 0)
+        return 0;
+    pthread_mutex_lock(&t->ab_mu);
+    unsigned n = atomic_load(&t->nab), kept = 0;
+    int failed = 0;
+    for (unsigned i = 0; i < n; i++) {
+        /* (under the lock: another worker that comes by waits, rather than
+         * aborting the same uploads twice.  One failure: the tier went away
+         * again, and the rest wait for the next time) */
+        if (!failed && !(failed = mpu_abort(t, t->ab[i].name, t->ab[i].uid) != 0))
+            continue;
+        if (kept != i)
+            t->ab[kept] = t->ab[i];
+        kept++;
+    }
+    atomic_store(&t->nab, kept);
+    pthread_mutex_unlock(&t->ab_mu);
+    if (kept < n)
+        log_msg(LOG_INFO, "tier_uploads_aborted",
+                "%u multipart uploads left by a tier that went away aborted (or refused)",
+                n - kept);
+    return (int)kept;
 }
 
 /* Writes name in parts, from fd (fd >= 0) or from the object itself (a
@@ -879,8 +949,8 @@ static int put_in_parts(tier *t, const char *name, int fd, uint64_t len, const t
     }
     if (rc == TIER_OK)
         rc = mpu_complete(t, name, uid, etags, n);
-    if (rc != TIER_OK)
-        mpu_abort(t, name, uid); /* its parts would be stored, and billed, until then */
+    if (rc != TIER_OK && mpu_abort(t, name, uid) != 0)
+        mpu_abandon(t, name, uid); /* its parts would be stored, and billed, until then */
     free(etags);
     return rc;
 }

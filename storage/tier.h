@@ -135,6 +135,10 @@ int tier_list_objects(tier *t, const char *prefix, const char *delimiter,
 /* Makes the bucket if it does not exist (a cairnd parent, a test's moto);
  * *made (if not NULL) says whether this call made it. */
 int tier_ensure_bucket(tier *t, int *made);
+/* Aborts the multipart uploads whose abort failed earlier (the tier went
+ * away in the middle of them); call when the tier answers again.  Returns
+ * how many are left. */
+int tier_abort_abandoned(tier *t);
 /* Is the tier another cairnd (http(s)://), whose bucket is ours to make? */
 int tier_makes_bucket(const tier *t);
 /* The longest object name (under the prefix) the tier takes. */

@@ -1362,6 +1362,50 @@ class TierTest(unittest.TestCase):
             self.assertGreater(s3.head_object(Bucket=self.BUCKET, Key=name)["LastModified"],
                                before)
 
+    def test_a_body_written_again_after_the_tier_lost_its_blob_goes_up_again(self):
+        """A write of a body the node holds, whose copy the tier has lost
+        since (a bucket made again, a rule that expires it early, removed by
+        hand), puts the blob back before the key record: the new key reads
+        through another node, and the local copy is not evicted before."""
+        a = self.node()
+        body = self.rng.randbytes(300 * KIB)
+        self.assertEqual(request(a, "PUT", "/ac/" + sha256(b"first"), body)[0], 200)
+        self.drained(a)
+        self.moto.client().delete_object(Bucket=self.BUCKET,
+                                         Key="%s/blobs/%s" % (self.PREFIX, sha256(body)))
+        self.assertEqual(request(a, "PUT", "/ac/" + sha256(b"second"), body)[0], 200)
+        self.drained(a)
+        self.assertIn(sha256(body), self.blobs_in_tier())
+        self.assertEqual(request(a, "POST", "/admin/evict?to=0")[0], 200)
+        b = self.node()
+        self.assertEqual(request(b, "GET", "/ac/" + sha256(b"second"))[2], body)
+        self.assertEqual(request(a, "GET", "/ac/" + sha256(b"second"))[2], body)
+        # a body the tier still has is looked for, not sent again
+        self.assertEqual(request(a, "PUT", "/ac/" + sha256(b"third"), body)[0], 200)
+        self.drained(a)
+        self.assertEqual(status(a)["tier"]["uploads"], 2)  # (blobs)
+        self.assertEqual(status(a)["tier"]["already_there"], 1)
+
+    def test_a_multipart_upload_the_tier_went_away_from_is_aborted_later(self):
+        """A blob's upload in parts that fails, and whose abort fails too
+        (the tier went away in the middle), is aborted once the tier answers
+        again: no parts are left in the bucket."""
+        a = self.node(extra=["--tier-part-size", "5M"])
+        state = {"failing": True}
+        self.proxy.fail = lambda m, p: "503" if state["failing"] and (
+            "partNumber=2" in p or (m == "DELETE" and "uploadId=" in p)) else None
+        body = self.rng.randbytes(12 * MIB)
+        self.assertEqual(request(a, "PUT", "/cas/" + sha256(body), body)[0], 200)
+        self.assertTrue(wait_for(lambda: status(a)["tier"]["upload_failures"] > 0, timeout=20))
+        state["failing"] = False
+        st, _, got = request(a, "POST", "/admin/drain?timeout=20")
+        self.assertEqual(st, 200, got)
+        self.assertTrue(wait_for(lambda: not self.moto.client().list_multipart_uploads(
+            Bucket=self.BUCKET).get("Uploads"), timeout=10),
+            self.moto.client().list_multipart_uploads(Bucket=self.BUCKET).get("Uploads"))
+        self.assertIn(sha256(body), self.blobs_in_tier())
+        self.assertIn('"tier_uploads_aborted"', a.read_log())
+
     def test_misses_answer_within_the_timeout_when_many_wait(self):
         """More cold reads than threads that may wait for the tier, with the
         tier hanging: a read's wait for such a thread comes out of its
@@ -1833,6 +1877,8 @@ class S3rverTierTest(TierTest):
     # the queue's waits and recovery are the same over any store (the proxy
     # fails the requests): over moto only, where they take 20 s
     test_a_tier_back_after_an_outage_gets_the_queue_at_once = None
+    # (s3rver does not list multipart uploads)
+    test_a_multipart_upload_the_tier_went_away_from_is_aborted_later = None
 
     def test_keys_rotated_in_their_file_take_effect(self):
         """Keys read from a credentials file are read again when it changes
