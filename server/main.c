@@ -114,7 +114,7 @@ static int same_file_state(const struct stat *a, const struct stat *b)
 }
 
 /* Reads the tier's keys again if their file changed since (or, forced, in
- * any case); 1 if they were.  Keys that cannot be read leave the current
+ * any case); 1 if they changed.  Keys that cannot be read leave the current
  * ones in use; a file that changed while it was read is read again at the
  * next look (it was being written). */
 static int reload_tier_keys(const server_config *c, tier *tr, keys_source *src, int forced)
@@ -127,6 +127,7 @@ static int reload_tier_keys(const server_config *c, tier *tr, keys_source *src, 
         return 0;
     tier_keys k;
     keys_source now;
+    int changed = 0;
     char err[512], why[1400] = "";
     int rc = tier_credentials(c, &k, &now, err, sizeof err);
     if (rc == 0 && now.exists && (stat(now.path, &sb) != 0 || !same_file_state(&sb, &now.seen))) {
@@ -141,17 +142,17 @@ static int reload_tier_keys(const server_config *c, tier *tr, keys_source *src, 
     else if (k.access[0] == '\0' || k.secret[0] == '\0')
         snprintf(why, sizeof why, "%s: profile %s lacks aws_access_key_id or aws_secret_access_key",
                  now.path, profile);
-    else if (tier_set_keys(tr, k.access, k.secret, k.token) != 0)
+    else if ((changed = tier_set_keys(tr, k.access, k.secret, k.token)) < 0)
         snprintf(why, sizeof why, "out of memory");
     if (why[0])
         log_msg(LOG_WARN, "tier_keys_unread", "%s; the current keys stay in use", why);
     else
-        log_msg(LOG_INFO, "tier_keys_read", "%s: the tier's keys read again (access key %s)",
-                now.path, k.access);
+        log_msg(LOG_INFO, "tier_keys_read", "%s: the tier's keys read again (access key %s%s)",
+                now.path, k.access, changed ? "" : "; unchanged");
     memset(&k, 0, sizeof k);
     if (now.path[0])
         *src = now; /* (a file that cannot be used is not read again until it changes) */
-    return why[0] == '\0';
+    return why[0] == '\0' && changed;
 }
 
 static int open_tier(const server_config *c, tier **t, keys_source *src, char *err, size_t errlen)

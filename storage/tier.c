@@ -214,7 +214,7 @@ int tier_open(tier **out, const tier_config *c, char *err, size_t errlen)
         tier_close(t);
         return -1;
     }
-    if (tier_set_keys(t, c->access_key, c->secret_key, c->session_token) != 0) {
+    if (tier_set_keys(t, c->access_key, c->secret_key, c->session_token) < 0) {
         snprintf(err, errlen, "out of memory");
         tier_close(t);
         return -1;
@@ -249,6 +249,11 @@ static void free_secret(char *p)
     }
 }
 
+static int same_str(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
 int tier_set_keys(tier *t, const char *access, const char *secret, const char *token)
 {
     char *a = NULL, *sk = NULL, *tok = NULL;
@@ -265,6 +270,7 @@ int tier_set_keys(tier *t, const char *access, const char *secret, const char *t
     }
     pthread_mutex_lock(&t->keys_mu);
     char *old_a = t->access_key, *old_sk = t->secret_key, *old_tok = t->session_token;
+    int changed = !same_str(a, old_a) || !same_str(sk, old_sk) || !same_str(tok, old_tok);
     t->access_key = a;
     t->secret_key = sk;
     t->session_token = tok;
@@ -272,7 +278,7 @@ int tier_set_keys(tier *t, const char *access, const char *secret, const char *t
     free(old_a);
     free_secret(old_sk);
     free_secret(old_tok);
-    return 0;
+    return changed;
 }
 
 void tier_close(tier *t)

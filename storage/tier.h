@@ -66,7 +66,8 @@ void tier_waited(uint64_t waited_ns);
 void tier_close(tier *t);
 /* Signs the requests from now on with these keys (no access key: unsigned),
  * as when their file changed; requests being signed finish with the old.
- * 0, or -1 (out of memory: the old keys stay). */
+ * 1 if they differ from the old, 0 if not, -1 if memory ran short (the old
+ * keys stay). */
 int tier_set_keys(tier *t, const char *access, const char *secret, const char *token);
 /* "s3://bucket/prefix" as configured, for logs (never with credentials). */
 const char *tier_describe(const tier *t);
