@@ -261,13 +261,15 @@ int tier_queue_put(store *s, MDB_txn *t, idx_stats *st, op *o, int created, cons
         if ((rc = enqueue(s, t, TQ_BLOB, o->cr.sha256, 32, b->stored)) != 0)
             return rc;
         st->tier_pending += b->stored;
-    } else if (b->tier) {
+    } else if (b->tier && (b->stored > EMBED_MAX || tier_copy_old(s, b->tier_time))) {
         /* a body the tier had: its copy there may be gone since (expired
          * by the bucket's rules, the bucket made again, removed by hand),
          * and a record must never point at a blob the tier lacks.  The blob
          * is owed again: upload_blob looks for it, renews a copy that is
          * old and uploads one that is gone.  The record waits for it
-         * (must_wait), and the local copy is not evicted until then */
+         * (must_wait), and the local copy is not evicted until then.  (A
+         * small body rides in the record itself: its blob is looked for
+         * only when old, to be renewed) */
         blob_rec nb = *b;
         nb.tier = 0;
         if ((rc = idx_put_blob(t, &s->ix, o->cr.sha256, &nb)) != 0)
