@@ -47,6 +47,12 @@ typedef struct keys_source {
     struct stat seen;
 } keys_source;
 
+/* The profile of the shared credentials file the tier's keys come from. */
+static const char *aws_profile(void)
+{
+    return getenv("AWS_PROFILE") ? getenv("AWS_PROFILE") : "default";
+}
+
 /* The tier's credentials, as AWS tools find them: the environment, else the
  * profile AWS_PROFILE (or "default") of a shared credentials file. */
 static int tier_credentials(const server_config *c, tier_keys *k, keys_source *src, char *err,
@@ -80,7 +86,7 @@ static int tier_credentials(const server_config *c, tier_keys *k, keys_source *s
         }
         return 0; /* no credentials: unsigned requests (a cairnd parent without keys) */
     }
-    const char *profile = getenv("AWS_PROFILE") ? getenv("AWS_PROFILE") : "default";
+    const char *profile = aws_profile();
     char line[2300], section[256] = "";
     while (fgets(line, sizeof line, fp)) {
         trim(line);
@@ -134,7 +140,7 @@ static int reload_tier_keys(const server_config *c, tier *tr, keys_source *src, 
         memset(&k, 0, sizeof k);
         return 0; /* src stays as it was: the next look reads it again */
     }
-    const char *profile = getenv("AWS_PROFILE") ? getenv("AWS_PROFILE") : "default";
+    const char *profile = aws_profile();
     if (rc != 0)
         snprintf(why, sizeof why, "%s", err);
     else if (!now.exists)

@@ -241,6 +241,15 @@ bad_url:
     return -1;
 }
 
+/* A multipart upload of name that is left in the bucket. */
+static void log_left(const char *name)
+{
+    log_msg(LOG_WARN, "tier_upload_left",
+            "a multipart upload of %s could not be aborted; the bucket's "
+            "AbortIncompleteMultipartUpload rule will remove its parts",
+            name);
+}
+
 static void free_secret(char *p)
 {
     if (p) {
@@ -287,11 +296,8 @@ void tier_close(tier *t)
         return;
     tier_set_keys(t, NULL, NULL, NULL);
     pthread_mutex_destroy(&t->keys_mu);
-    if (atomic_load(&t->nab))
-        log_msg(LOG_WARN, "tier_upload_left",
-                "%u multipart uploads could not be aborted; the bucket's "
-                "AbortIncompleteMultipartUpload rule will remove their parts",
-                atomic_load(&t->nab));
+    for (unsigned i = 0; i < atomic_load(&t->nab); i++)
+        log_left(t->ab[i].name);
     pthread_mutex_destroy(&t->ab_mu);
     free(t->ab);
     free(t);
@@ -898,10 +904,7 @@ static void mpu_abandon(tier *t, const char *name, const char *uid)
         snprintf(t->ab[n].uid, sizeof t->ab[n].uid, "%s", uid);
         atomic_store(&t->nab, n + 1);
     } else {
-        log_msg(LOG_WARN, "tier_upload_left",
-                "a multipart upload of %s could not be aborted; the bucket's "
-                "AbortIncompleteMultipartUpload rule will remove its parts",
-                name);
+        log_left(name);
     }
     pthread_mutex_unlock(&t->ab_mu);
 }

@@ -336,10 +336,10 @@ class TierTest(unittest.TestCase):
         for d in self.dirs:
             shutil.rmtree(d, ignore_errors=True)
 
-    def node(self, data=None, extra=(), endpoint=None):
+    def node(self, data=None, extra=(), endpoint=None, env=None):
         srv = Server(["--tier", "s3://%s/%s" % (self.BUCKET, self.PREFIX), "--tier-endpoint",
                       endpoint or self.proxy.url, "--tier-timeout", "3s"] + list(extra),
-                     data=data, env=self.moto.creds)
+                     data=data, env=dict(self.moto.creds, **(env or {})))
         self.addCleanup(close_checked, self, srv, True)
         return srv
 
@@ -1910,10 +1910,8 @@ class S3rverTierTest(TierTest):
             self.assertTrue(wait_for(lambda: a.read_log().count(event) > n, timeout=10), event)
 
         write("RETIRED")
-        a = Server(["--tier", "s3://%s/%s" % (self.BUCKET, self.PREFIX), "--tier-endpoint",
-                    self.proxy.url, "--tier-timeout", "3s", "--tier-credentials", path],
-                   env={"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})
-        self.addCleanup(close_checked, self, a, True)
+        a = self.node(extra=["--tier-credentials", path],
+                      env={"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})
         bodies = [put_and_wait(fails=True)]
         write("S3RVER")  # found by the look every 10 s
         self.drained(a, timeout=30)
