@@ -71,6 +71,8 @@ enum MHD_Result http_queue(request *r, unsigned status, struct MHD_Response *res
         MHD_destroy_response(resp);
         return MHD_YES;
     }
+    if (r->close)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     if (r->on_worker) {
         r->ready = resp; /* queued by the request's next call, on its HTTP thread */
         r->ready_status = status;
@@ -405,8 +407,28 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->raw_uri = strdup(uri);
     r->m.start_ns = util_mono_ns();
     r->m.fe = MFE_OTHER;
-    atomic_fetch_add(&r->srv->in_flight, 1);
+    r->late = atomic_load(&r->srv->stopping);
+    if (!r->late)
+        atomic_fetch_add(&r->srv->in_flight, 1);
     return r;
+}
+
+/* A request that came after the stop began: 503 in its front end's form,
+ * and the connection closes, so that the client goes elsewhere or comes
+ * back to the next process.  Health, readiness, status and metrics still
+ * answer (readiness says 503 by itself). */
+static enum MHD_Result late_handle(request *r, const char *data, size_t *size)
+{
+    (void)data;
+    if (*size != 0) {
+        *size = 0; /* (a body beyond what the answer waited for) */
+        return MHD_YES;
+    }
+    r->close = 1;
+    if (r->m.fe == MFE_S3)
+        return s3_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "ServiceUnavailable",
+                        "The server is shutting down.");
+    return http_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down");
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -423,6 +445,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->method = method;
         r->path = url;
         route(r);
+        if (r->late && r->m.fe != MFE_OPS) {
+            r->handler = late_handle;
+            r->may_offload = r->offload_last = 0;
+        }
     }
     r->m.received += *upload_data_size;
     if (r->deferred) {
@@ -568,7 +594,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         MHD_destroy_response(r->deferred);
     if (r->ready)
         MHD_destroy_response(r->ready);
-    atomic_fetch_sub(&r->srv->in_flight, 1);
+    if (!r->late)
+        atomic_fetch_sub(&r->srv->in_flight, 1);
     free(r->raw_uri);
     free(r);
     *con_cls = NULL;
@@ -677,7 +704,14 @@ void server_stop(server *srv)
     if (srv->daemon == NULL)
         return;
     atomic_store(&srv->ready, 0);
-    MHD_quiesce_daemon(srv->daemon);
+    /* Not MHD_quiesce_daemon: in libmicrohttpd 0.9.75, with a thread pool
+     * and epoll, it takes the listening socket out of each worker's epoll
+     * set while the worker may be doing the same, and whichever comes
+     * second gets ENOENT and panics (daemon.c, MHD_quiesce_daemon and
+     * MHD_epoll): cairnd aborted on SIGTERM.  Nor did it refuse anything:
+     * connections made meanwhile sat unanswered in the backlog until exit.
+     * Requests that come now are answered 503 instead (late_handle). */
+    atomic_store(&srv->stopping, 1);
     uint64_t deadline = util_mono_ns() + srv->cfg->shutdown_timeout * 1000000000ULL;
     while (atomic_load(&srv->in_flight) > 0 && util_mono_ns() < deadline)
         usleep(10000);

@@ -1,7 +1,7 @@
 /*
  * main.c - cairnd: parse the configuration, open the store, serve, and on
- * SIGTERM or SIGINT stop accepting, let in-flight requests finish, close the
- * store (which commits everything queued) and exit.
+ * SIGTERM or SIGINT let in-flight requests finish (later ones get 503), close
+ * the store (which commits everything queued) and exit.
  *
  * Signals are blocked in every thread and taken synchronously here with
  * sigtimedwait, so no handler ever runs inside the server's code.  Between

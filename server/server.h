@@ -29,7 +29,8 @@ typedef struct server {
     store *st;
     struct MHD_Daemon *daemon;
     atomic_int ready;
-    atomic_int in_flight;
+    atomic_int stopping;  /* SIGTERM came: requests from now on are answered 503 */
+    atomic_int in_flight; /* requests that came before, which the stop waits for */
     uint64_t start_ms;
     uint16_t port;
     struct offload *off;     /* with a cold tier: where requests that wait for it run */
@@ -47,6 +48,8 @@ struct request {
     char *raw_uri;    /* as received, with the query */
     unsigned calls;
     handler_fn handler;
+    int late;  /* came after the stop began: answered 503, not waited for */
+    int close; /* the answer closes the connection */
     /* an answer given before the body was read: sent once the body has been
      * read and dropped, so that the connection stays usable (http_queue) */
     struct MHD_Response *deferred;
@@ -96,7 +99,9 @@ void http_unpark(void *parker);
 void http_abort_body(struct MHD_Connection *conn);
 
 int server_start(server *srv, const server_config *cfg, store *st, char *err, size_t errlen);
-/* Stops accepting, waits up to the shutdown timeout for in-flight requests. */
+/* Answers requests that come from now on with 503 and Connection: close,
+ * waits up to the shutdown timeout for those in flight, then closes every
+ * connection. */
 void server_stop(server *srv);
 
 /* ---- responses ---- */

@@ -13,12 +13,13 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import unittest
 
-from harness import CAIRND, Server, ServerTest, inline_blobs, sha256
+from harness import CAIRND, Server, ServerTest, inline_blobs, sha256, wait_for
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -1088,6 +1089,57 @@ class OpsTest(NativeTest):
                 # RFC 9110 15.5.6: a 405 answer MUST carry Allow
                 self.assertIn("GET", h.get("allow", ""), (method, path, h))
         self.assertNothingStored()
+
+
+class StopTest(NativeTest):
+    """SIGTERM: what is in flight finishes, what comes after is told 503."""
+
+    def test_requests_in_flight_finish_and_later_ones_get_503(self):
+        """An upload under way when SIGTERM comes is finished and kept.  A
+        request that comes meanwhile, on a new connection or on one kept
+        alive, gets 503 in its API's form and Connection: close; readiness
+        says 503, health 200.  cairnd then exits 0."""
+        body = random_body(2 * MiB)
+        digest = sha256(body)
+        up = self.srv.conn(timeout=30)
+        up.putrequest("PUT", "/cas/" + digest, skip_accept_encoding=True)
+        up.putheader("Content-Length", str(len(body)))
+        up.endheaders()
+        up.send(body[:MiB])
+        idle = self.srv.conn(timeout=10)
+        self.assertEqual(self.req("GET", "/healthz", conn=idle)[0], 200)
+        self.srv.proc.send_signal(signal.SIGTERM)
+
+        def readyz():
+            try:
+                return self.req("GET", "/readyz", conn=self.srv.conn(timeout=5))[0]
+            except OSError as e:  # (before: the connection was never taken up)
+                return repr(e)
+        self.assertTrue(wait_for(lambda: readyz() == 503), readyz())
+        self.assertEqual(self.req("GET", "/healthz", conn=self.srv.conn(timeout=5))[0], 200)
+        for conn in (self.srv.conn(timeout=5), idle):
+            c = conn
+            c.request("GET", "/cas/" + EMPTY_SHA)
+            r = c.getresponse()
+            self.assertEqual((r.status, r.read().strip()), (503, b"shutting down"))
+            self.assertEqual(r.getheader("Connection"), "close")
+            c.close()
+        # an S3 PUT with its body: the answer comes once the body is read
+        c = self.srv.conn(timeout=5)
+        c.request("PUT", "/bucket/key", b"x" * 1000)
+        r = c.getresponse()
+        self.assertEqual(r.status, 503)
+        self.assertIn(b"<Code>ServiceUnavailable</Code>", r.read())
+        self.assertEqual(r.getheader("Connection"), "close")
+        c.close()
+        self.assertIsNone(self.srv.proc.poll())  # the upload holds the stop
+        up.send(body[MiB:])
+        r = up.getresponse()
+        self.assertEqual(r.status, 200, r.read())
+        up.close()
+        self.assertEqual(self.srv.proc.wait(60), 0, self.srv.read_log()[-3000:])
+        self.srv.restart()
+        self.assertEqual(self.get("/cas/" + digest)[2], body)
 
 
 if __name__ == "__main__":
