@@ -613,6 +613,16 @@ static int sha256_hex(const void *data, size_t len, char out[SIGV4_SIG_SIZE])
     return SIGV4_OK;
 }
 
+void sigv4_thread_done(void)
+{
+    pthread_once(&crypto_once, crypto_init);
+    hmac_cache *c = pthread_getspecific(hmac_key);
+    if (c != NULL) {
+        pthread_setspecific(hmac_key, NULL);
+        hmac_cache_free(c);
+    }
+}
+
 static hmac_cache *thread_hmac(void)
 {
     pthread_once(&crypto_once, crypto_init);

@@ -209,6 +209,10 @@ int sigv4_string_to_sign(const char *amz_date, const char *scope, const char *ca
 int sigv4_derive_key(const char *secret, const char *date, const char *region, const char *service,
                      unsigned char key[SIGV4_KEY_SIZE]);
 
+/* Frees this thread's HMAC context now (a thread about to end whose end
+ * nobody waits for: not in its exit, beside the process's own). */
+void sigv4_thread_done(void);
+
 /* Hex HMAC-SHA256 of string_to_sign under key. */
 int sigv4_signature(const unsigned char key[SIGV4_KEY_SIZE], const char *string_to_sign,
                     char out[SIGV4_SIG_SIZE]);

@@ -235,6 +235,7 @@ MDB_txn *reader_get(store *s)
 
 void store_thread_done(store *s)
 {
+    tier_thread_end(s);
     if (tls_reader.store_id != s->id || tls_reader.txn == NULL)
         return;
     pthread_mutex_lock(&s->readers_mu);

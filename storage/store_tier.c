@@ -1497,6 +1497,12 @@ void tier_stop(store *s)
         usleep(10000);
 }
 
+void tier_thread_end(store *s)
+{
+    if (s->tier_q != NULL)
+        tier_thread_done();
+}
+
 void tier_free(store *s)
 {
     tier_state *q = s->tier_q;
@@ -2478,6 +2484,7 @@ static void *stream_main(void *arg)
     }
     tier_fill_release(f);
     free(sj);
+    tier_thread_done();
     atomic_fetch_sub(&q->streams, 1); /* last: tier_stop waits for it */
     return NULL;
 }

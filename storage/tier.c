@@ -67,6 +67,17 @@ static void curl_init_once(void)
     pthread_key_create(&curl_key, curl_handle_free);
 }
 
+void tier_thread_done(void)
+{
+    pthread_once(&curl_once, curl_init_once);
+    CURL *h = pthread_getspecific(curl_key);
+    if (h != NULL) {
+        pthread_setspecific(curl_key, NULL);
+        curl_easy_cleanup(h);
+    }
+    sigv4_thread_done();
+}
+
 /* One handle per thread: curl keeps the connections it opened in it. */
 static CURL *thread_handle(void)
 {
