@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -1106,6 +1107,11 @@ class StopTest(NativeTest):
         up.putheader("Content-Length", str(len(body)))
         up.endheaders()
         up.send(body[:MiB])
+
+        def in_flight():  # the scrape itself, and the upload once its headers are read
+            m = re.search(rb"^cairn_http_requests_in_flight (\d+)$", self.get("/metrics")[2], re.M)
+            return int(m.group(1))
+        self.assertTrue(wait_for(lambda: in_flight() == 2), in_flight())
         idle = self.srv.conn(timeout=10)
         self.assertEqual(self.req("GET", "/healthz", conn=idle)[0], 200)
         self.srv.proc.send_signal(signal.SIGTERM)
