@@ -152,6 +152,27 @@ def close_checked(test, srv, killed_ok=False):
                   "cairnd exited with %s on SIGTERM\n%s" % (rc, srv.last_log[-4000:]))
 
 
+def scrape(srv):
+    """srv's /metrics, as text."""
+    st, _, body = srv.request("GET", "/metrics")
+    assert st == 200, st
+    return body.decode()
+
+
+def metric_value(text, name, **labels):
+    """A sample's value in a /metrics text, or None.  Labels must match
+    exactly those given."""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
+        if got == {k: str(v) for k, v in labels.items()}:
+            return float(m.group(4))
+    return None
+
 def free_port():
     """A loopback port nothing listens on now."""
     s = socket.socket()

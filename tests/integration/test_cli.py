@@ -22,14 +22,14 @@ import unittest
 import urllib.parse
 
 import test_tier as tt
-from harness import CAIRN, Server, close_checked, random_seed, sha256, wait_for
+from harness import CAIRN, Server, close_checked, random_seed, scrape, sha256, wait_for
 
 KIB, MIB = 1024, 1024 * 1024
 AK, SK = "cli-admin", "cli-admin-secret"
 
 
 def metric(srv, name, **labels):
-    text = tt.request(srv, "GET", "/metrics")[2].decode()
+    text = scrape(srv)
     total = 0.0
     for line in text.splitlines():
         m = re.match(r"(\w+)(?:\{(.*)\})? (\S+)$", line)

@@ -13,7 +13,8 @@ import unittest
 import urllib.parse
 import urllib.request
 
-from harness import ROOT, Server, close_checked, free_port, random_seed, sha256, wait_for
+from harness import (ROOT, Server, close_checked, free_port, metric_value, random_seed, scrape,
+                     sha256, wait_for)
 
 RULES = os.path.join(ROOT, "deploy", "prometheus")
 
@@ -26,26 +27,6 @@ def request(srv, method, path, body=None, headers=None):
         return r.status, r.read()
     finally:
         c.close()
-
-
-def scrape(srv):
-    st, body = request(srv, "GET", "/metrics")
-    assert st == 200
-    return body.decode()
-
-
-def value(text, name, **labels):
-    """The sample's value, or None.  Labels must match exactly those given."""
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$", line)
-        if not m or m.group(1) != name:
-            continue
-        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
-        if got == {k: str(v) for k, v in labels.items()}:
-            return float(m.group(4))
-    return None
 
 
 class MetricsTest(unittest.TestCase):
@@ -80,52 +61,52 @@ class MetricsTest(unittest.TestCase):
     def test_counters_agree_with_the_workload(self):
         bodies = self.workload()
         m = scrape(self.srv)
-        self.assertEqual(value(m, "cairn_cache_hits_total", frontend="native", level="local"), 100)
-        self.assertEqual(value(m, "cairn_cache_hits_total", frontend="native", level="tier"), 0)
-        self.assertEqual(value(m, "cairn_cache_misses_total", frontend="native"), 20)
-        self.assertEqual(value(m, "cairn_cache_hits_total", frontend="s3", level="local"), 10)
-        self.assertEqual(value(m, "cairn_cache_misses_total", frontend="s3"), 5)
-        self.assertEqual(value(m, "cairn_http_requests_total", frontend="native", operation="get",
+        self.assertEqual(metric_value(m, "cairn_cache_hits_total", frontend="native", level="local"), 100)
+        self.assertEqual(metric_value(m, "cairn_cache_hits_total", frontend="native", level="tier"), 0)
+        self.assertEqual(metric_value(m, "cairn_cache_misses_total", frontend="native"), 20)
+        self.assertEqual(metric_value(m, "cairn_cache_hits_total", frontend="s3", level="local"), 10)
+        self.assertEqual(metric_value(m, "cairn_cache_misses_total", frontend="s3"), 5)
+        self.assertEqual(metric_value(m, "cairn_http_requests_total", frontend="native", operation="get",
                                status_class="2xx"), 100)
-        self.assertEqual(value(m, "cairn_http_requests_total", frontend="native", operation="get",
+        self.assertEqual(metric_value(m, "cairn_http_requests_total", frontend="native", operation="get",
                                status_class="4xx"), 20)
-        self.assertEqual(value(m, "cairn_http_requests_total", frontend="native", operation="put",
+        self.assertEqual(metric_value(m, "cairn_http_requests_total", frontend="native", operation="put",
                                status_class="2xx"), 20)
-        self.assertEqual(value(m, "cairn_http_requests_total", frontend="s3", operation="list",
+        self.assertEqual(metric_value(m, "cairn_http_requests_total", frontend="s3", operation="list",
                                status_class="2xx"), 1)
-        self.assertEqual(value(m, "cairn_http_requests_total", frontend="s3", operation="bucket",
+        self.assertEqual(metric_value(m, "cairn_http_requests_total", frontend="s3", operation="bucket",
                                status_class="2xx"), 1)
         total = sum(len(b) for b in bodies)
-        self.assertEqual(value(m, "cairn_http_received_bytes_total", frontend="native"), total)
-        self.assertEqual(value(m, "cairn_http_sent_bytes_total", frontend="native"), 5 * total)
-        self.assertEqual(value(m, "cairn_http_sent_bytes_total", frontend="s3"),
+        self.assertEqual(metric_value(m, "cairn_http_received_bytes_total", frontend="native"), total)
+        self.assertEqual(metric_value(m, "cairn_http_sent_bytes_total", frontend="native"), 5 * total)
+        self.assertEqual(metric_value(m, "cairn_http_sent_bytes_total", frontend="s3"),
                          sum(len(b) for b in bodies[:10]))
-        self.assertEqual(value(m, "cairn_http_request_duration_seconds_count", frontend="native",
+        self.assertEqual(metric_value(m, "cairn_http_request_duration_seconds_count", frontend="native",
                                operation="get"), 120)
-        self.assertEqual(value(m, "cairn_store_entries", kind="keys"), 30)
-        self.assertEqual(value(m, "cairn_store_entries", kind="blobs"), len(set(map(sha256, bodies))))
-        self.assertGreater(value(m, "cairn_store_dedup_saved_bytes"), 0)  # the bucket's copies
-        self.assertEqual(value(m, "cairn_build_info", version="0.1.0"), 1)
+        self.assertEqual(metric_value(m, "cairn_store_entries", kind="keys"), 30)
+        self.assertEqual(metric_value(m, "cairn_store_entries", kind="blobs"), len(set(map(sha256, bodies))))
+        self.assertGreater(metric_value(m, "cairn_store_dedup_saved_bytes"), 0)  # the bucket's copies
+        self.assertEqual(metric_value(m, "cairn_build_info", version="0.1.0"), 1)
         # per namespace: the CAS and the bucket
-        self.assertEqual(value(m, "cairn_namespace_hits_total", namespace="cas"), 100)
-        self.assertEqual(value(m, "cairn_namespace_misses_total", namespace="cas"), 20)
-        self.assertEqual(value(m, "cairn_namespace_hits_total", namespace="metrics-bucket"), 10)
-        self.assertEqual(value(m, "cairn_namespace_misses_total", namespace="metrics-bucket"), 5)
-        self.assertEqual(value(m, "cairn_namespace_sent_bytes_total", namespace="cas"),
+        self.assertEqual(metric_value(m, "cairn_namespace_hits_total", namespace="cas"), 100)
+        self.assertEqual(metric_value(m, "cairn_namespace_misses_total", namespace="cas"), 20)
+        self.assertEqual(metric_value(m, "cairn_namespace_hits_total", namespace="metrics-bucket"), 10)
+        self.assertEqual(metric_value(m, "cairn_namespace_misses_total", namespace="metrics-bucket"), 5)
+        self.assertEqual(metric_value(m, "cairn_namespace_sent_bytes_total", namespace="cas"),
                          5 * total)
         # what each namespace stores, before dedup: the bucket's copies count in it
-        self.assertEqual(value(m, "cairn_namespace_keys", namespace="cas"), 20)
-        self.assertEqual(value(m, "cairn_namespace_stored_bytes", namespace="cas"), total)
-        self.assertEqual(value(m, "cairn_namespace_keys", namespace="metrics-bucket"), 10)
-        self.assertEqual(value(m, "cairn_namespace_stored_bytes", namespace="metrics-bucket"),
+        self.assertEqual(metric_value(m, "cairn_namespace_keys", namespace="cas"), 20)
+        self.assertEqual(metric_value(m, "cairn_namespace_stored_bytes", namespace="cas"), total)
+        self.assertEqual(metric_value(m, "cairn_namespace_keys", namespace="metrics-bucket"), 10)
+        self.assertEqual(metric_value(m, "cairn_namespace_stored_bytes", namespace="metrics-bucket"),
                          sum(len(b) for b in bodies[:10]))
         self.assertEqual(request(self.srv, "DELETE", "/metrics-bucket/o0")[0], 204)
         m = scrape(self.srv)
-        self.assertEqual(value(m, "cairn_namespace_keys", namespace="metrics-bucket"), 9)
-        self.assertEqual(value(m, "cairn_namespace_stored_bytes", namespace="metrics-bucket"),
+        self.assertEqual(metric_value(m, "cairn_namespace_keys", namespace="metrics-bucket"), 9)
+        self.assertEqual(metric_value(m, "cairn_namespace_stored_bytes", namespace="metrics-bucket"),
                          sum(len(b) for b in bodies[1:10]))
-        self.assertGreater(value(m, "process_resident_memory_bytes"), 1 << 20)
-        self.assertGreater(value(m, "process_open_fds"), 3)
+        self.assertGreater(metric_value(m, "process_resident_memory_bytes"), 1 << 20)
+        self.assertGreater(metric_value(m, "process_open_fds"), 3)
 
     @unittest.skipUnless(shutil.which("promtool"), "promtool (Debian package prometheus) missing")
     def test_promtool_check_metrics(self):

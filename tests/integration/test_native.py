@@ -12,7 +12,6 @@ import hashlib
 import http.client
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -20,7 +19,8 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import CAIRND, Server, ServerTest, inline_blobs, sha256, wait_for
+from harness import (CAIRND, Server, ServerTest, inline_blobs, metric_value, scrape, sha256,
+                     wait_for)
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -1109,8 +1109,7 @@ class StopTest(NativeTest):
         up.send(body[:MiB])
 
         def in_flight():  # the scrape itself, and the upload once its headers are read
-            m = re.search(rb"^cairn_http_requests_in_flight (\d+)$", self.get("/metrics")[2], re.M)
-            return int(m.group(1))
+            return metric_value(scrape(self.srv), "cairn_http_requests_in_flight")
         self.assertTrue(wait_for(lambda: in_flight() == 2), in_flight())
         idle = self.srv.conn(timeout=10)
         self.assertEqual(self.req("GET", "/healthz", conn=idle)[0], 200)

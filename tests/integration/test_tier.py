@@ -28,7 +28,8 @@ import time
 import unittest
 import urllib.parse
 
-from harness import ROOT, Server, close_checked, free_port, random_seed, sha256, wait_for
+from harness import (ROOT, Server, close_checked, free_port, metric_value, random_seed, scrape,
+                     sha256, wait_for)
 
 KIB, MIB = 1024, 1024 * 1024
 CREDS = {"AWS_ACCESS_KEY_ID": "tier-test", "AWS_SECRET_ACCESS_KEY": "tier-secret",
@@ -300,9 +301,7 @@ def request(srv, method, path, body=None, headers=None, timeout=60):
 
 def waiting_for_tier(srv):
     """The node's cairn_tier_waiting_requests gauge."""
-    text = request(srv, "GET", "/metrics")[2].decode()
-    return int(next(l.split()[1] for l in text.splitlines()
-                    if l.startswith("cairn_tier_waiting_requests ")))
+    return int(metric_value(scrape(srv), "cairn_tier_waiting_requests"))
 
 
 def job_done(srv, job, timeout=60):
