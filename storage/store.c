@@ -17,6 +17,13 @@
  * record points at (orphans, swept at the next start); a crash after it
  * leaves at worst an unreferenced file too.  Never the reverse.
  *
+ * Lingering.  A fill from the cold tier is answered before it commits, and
+ * nobody waits for its commit.  A queue that holds such async ops alone
+ * waits up to FILL_LINGER_MS (or until FILL_LINGER_OPS are queued) for more,
+ * so that a stream of cold reads makes one index sync per batch rather than
+ * one per read; any op somebody waits for, or store_hurry, ends the wait.
+ * A crash in the meantime loses only local copies of what the tier holds.
+ *
  * Last access.  Reads record (digest, time) in a small in-memory table; the
  * committer writes the table out every touch_interval_ms, so a read never
  * costs an LMDB write.
@@ -284,11 +291,18 @@ static void grow_map(store *s, int force)
 
 /* ---- the queue ---------------------------------------------------------- */
 
+#define FILL_LINGER_MS 100
+#define FILL_LINGER_OPS 64
+
 /* Queues o for the committer; called with s->mu held. */
 static void append_op(store *s, op *o)
 {
     o->next = NULL;
     o->done = 0;
+    if (s->head == NULL)
+        s->queued_ns = util_mono_ns();
+    s->nqueued++;
+    s->urgent |= o->on_done == NULL;
     if (s->tail)
         s->tail->next = o;
     else
@@ -316,6 +330,31 @@ void submit_async(store *s, op *o)
     pthread_mutex_lock(&s->mu);
     append_op(s, o); /* the committer drains its queue before it stops */
     pthread_mutex_unlock(&s->mu);
+}
+
+void store_hurry(store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->urgent = 1;
+    pthread_cond_signal(&s->cv_work);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* How long the committer may wait (s->mu held) before it takes the queue
+ * (or writes last-access times out, at next_touch): 0 to take it now. */
+static uint64_t committer_idle_ns(const store *s, uint64_t now, uint64_t next_touch)
+{
+    if (s->stopping || now >= next_touch)
+        return 0;
+    uint64_t until = next_touch < now + 200000000ULL ? next_touch : now + 200000000ULL;
+    if (s->head != NULL) {
+        uint64_t linger_end = s->queued_ns + FILL_LINGER_MS * 1000000ULL;
+        if (s->urgent || s->nqueued >= FILL_LINGER_OPS || now >= linger_end)
+            return 0;
+        if (linger_end < until)
+            until = linger_end;
+    }
+    return until - now;
 }
 
 /* ---- committer: operations inside a transaction ---------------------------- */
@@ -1038,10 +1077,10 @@ static void *committer_main(void *arg)
     uint64_t next_touch = util_mono_ns() + s->cfg.touch_interval_ms * 1000000ULL;
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        while (s->head == NULL && !s->stopping && util_mono_ns() < next_touch) {
+        for (uint64_t idle; (idle = committer_idle_ns(s, util_mono_ns(), next_touch)) > 0;) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 200 * 1000000L;
+            ts.tv_nsec += (long)idle; /* (at most 200 ms) */
             if (ts.tv_nsec >= 1000000000L) {
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
@@ -1050,6 +1089,8 @@ static void *committer_main(void *arg)
         }
         op *list = s->head;
         s->head = s->tail = NULL;
+        s->nqueued = 0;
+        s->urgent = 0;
         int stop = s->stopping && list == NULL;
         pthread_mutex_unlock(&s->mu);
 

@@ -102,6 +102,12 @@ struct store {
     pthread_mutex_t mu; /* guards the queue */
     pthread_cond_t cv_work, cv_done, cv_stop;
     op *head, *tail;
+    /* A queue of async ops alone (fills from the tier, which nobody waits
+     * for) lingers a little, so that one commit, and one sync, takes many
+     * of them: see committer_main. */
+    uint64_t queued_ns; /* when the queue's first op came */
+    unsigned nqueued;
+    int urgent; /* an op somebody waits for is queued, or store_hurry was called */
     int stopping;
     pthread_t committer;
     pthread_t sweeper;
@@ -141,7 +147,12 @@ char *make_nskey(const store *s, const char *ns, const void *key, size_t klen, s
 MDB_txn *reader_get(store *s);
 void reader_put(store *s, MDB_txn *t);
 int submit_and_wait(store *s, op *o);
+/* Queues o for the committer, which calls o->on_done once it is done;
+ * nobody waits for it, so it may linger a little (FILL_LINGER_MS). */
 void submit_async(store *s, op *o);
+/* Somebody waits for async ops queued now (a reader for a fill of its key,
+ * a warmup): the committer takes them without lingering. */
+void store_hurry(store *s);
 /* A temporary file in DATA/tmp, read-write: unnamed (O_TMPFILE, *anon set)
  * where the file system allows, else named in path.  -1 on failure. */
 int store_tmp_open(store *s, char path[PATH_MAX], int *anon);

@@ -2645,14 +2645,18 @@ static int gate_enter_key(store *s, const uint8_t id[TQ_KEYLEN], const char *nsk
         waited_for = g->gen;
         tier_fill *f = g->share.fill;
         if (f && !tier_changed_since(s, nskey, nklen, g->clock)) {
-            pthread_mutex_lock(&f->mu);
-            int ok = f->state >= 0;
-            pthread_mutex_unlock(&f->mu);
+            int ok = 1; /* (a fill that is not streaming is here, and checked) */
+            if (f->streaming) {
+                pthread_mutex_lock(&f->mu);
+                ok = f->state >= 0;
+                pthread_mutex_unlock(&f->mu);
+            }
             if (ok && entry_share(e, &g->share) == 0) {
                 pthread_mutex_unlock(&q->gate_mu);
                 return 2;
             }
         }
+        store_hurry(s); /* the gate may wait for a commit */
         pthread_cond_wait(&q->gate_cv, &q->gate_mu);
     }
     int outcome = gate_outcome(q, waited, waited_for);
@@ -2785,6 +2789,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
             f = calloc(1, sizeof *f);
             if (f) {
                 f->fd = -1;
+                f->state = 1;             /* here, and checked */
                 atomic_init(&f->refs, 2); /* the entry's, and ours until submitted */
                 if (j->inl) {
                     f->len = o->inl_len;
@@ -2804,6 +2809,9 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
         if (rc == TIER_OK && f) {
             fill_entry_from(e, &kr, o->cr.stored, o->cr.codec, j->inl ? BLOB_INLINE : BLOB_FILE, f);
             tier_fill_release(f); /* ours */
+            /* until it commits (which may linger), later readers answer
+             * from the same bytes */
+            gate_share(q, id, gen, e, clock);
             *filled = 1;
             status = STORE_OK;
             atomic_fetch_add(&q->hits, 1);
@@ -2949,7 +2957,8 @@ void tier_wait_key(store *s, const char *nskey, size_t nklen)
     uint8_t id[TQ_KEYLEN];
     tq_key(TQ_KEY, nskey, nklen, id);
     /* wait for its gate to go, without taking it (a reader that found it
-     * taken would give up on the key) */
+     * taken would give up on the key); the fill's commit need not linger */
+    store_hurry(s);
     pthread_mutex_lock(&q->gate_mu);
     gate_wait(q, id, NULL);
     pthread_mutex_unlock(&q->gate_mu);
@@ -3399,6 +3408,7 @@ size_t store_warm_packs(store *s, const char *ns, const char *const *keys, const
             for (unsigned k = 0; k < started; k++)
                 pthread_join(th[k], NULL);
         }
+        store_hurry(s); /* the fills are waited for */
         pthread_mutex_lock(&pw.mu);
         while (pw.pending > 0)
             pthread_cond_wait(&pw.cv, &pw.mu);

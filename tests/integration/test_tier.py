@@ -1706,6 +1706,38 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(c, "GET", key)[0], 404)
         self.assertEqual(status(c)["tier"]["corrupt"], 1)
 
+    def test_reads_filled_just_before_a_stop_are_kept(self):
+        """Fills of cold reads commit a little after their answers, many at
+        once: a second reader meanwhile answers from the same bytes, and a
+        stop commits them all before cairnd exits."""
+        a = self.node()
+        bodies = [self.rng.randbytes(self.rng.choice([100, 3000, 40 * KIB])) for _ in range(12)]
+        bodies.append(self.rng.randbytes(300 * KIB))  # a blob of its own in the tier
+        keys = ["/ac/" + sha256(b"kept %d" % i) for i in range(len(bodies))]
+        for k, b in zip(keys, bodies):
+            self.assertEqual(request(a, "PUT", k, b)[0], 200)
+        self.drained(a)
+        data_b = self.folder()
+        b = self.node(data=data_b)
+        for k, body in zip(keys, bodies):
+            st, _, got = request(b, "GET", k)
+            self.assertEqual((st, got == body), (200, True), k)
+            before = self.proxy.requests
+            st, _, got = request(b, "GET", k)  # at once: its fill may not have committed
+            self.assertEqual((st, got == body), (200, True), k)
+            self.assertEqual(self.proxy.requests, before, "a second read asked the tier: " + k)
+        self.assertEqual(b.stop(), 0)
+        self.proxy.mode = "down"
+        seen = len(self.proxy.paths)
+        b.start()
+        for k, body in zip(keys, bodies):
+            st, _, got = request(b, "GET", k)
+            self.assertEqual((st, got == body), (200, True), k)
+        asked = [p for p in self.proxy.paths[seen:]  # (not a listing: a read of one)
+                 if "?" not in p and ("/keys/" in p or "/blobs/" in p)]
+        self.assertEqual(asked, [], "a fill was not kept at the stop")
+        self.assertEqual(status(b)["entries"]["keys"], len(keys))
+
     def test_large_bodies_stream_and_a_damaged_one_is_never_served_whole(self):
         """Large blobs are answered while they arrive from the tier, each read
         taking what is there; the end of the body waits until all of it
