@@ -1079,8 +1079,8 @@ static void *committer_main(void *arg)
         pthread_mutex_lock(&s->mu);
         for (uint64_t idle; (idle = committer_idle_ns(s, util_mono_ns(), next_touch)) > 0;) {
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += (long)idle; /* (at most 200 ms) */
+            clock_gettime(CLOCK_MONOTONIC, &ts); /* (cv_work's clock) */
+            ts.tv_nsec += (long)idle;            /* (at most 200 ms) */
             if (ts.tv_nsec >= 1000000000L) {
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
@@ -1360,7 +1360,11 @@ int store_open(store **out, const store_config *cfg, char *err, size_t errlen)
     s->touches = calloc(TOUCH_SLOTS, sizeof *s->touches);
     s->touches_spare = calloc(TOUCH_SLOTS, sizeof *s->touches_spare);
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv_work, NULL);
+    pthread_condattr_t mono; /* the committer's waits are short: a clock that does not step */
+    pthread_condattr_init(&mono);
+    pthread_condattr_setclock(&mono, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cv_work, &mono);
+    pthread_condattr_destroy(&mono);
     pthread_cond_init(&s->cv_done, NULL);
     pthread_cond_init(&s->cv_stop, NULL);
     pthread_mutex_init(&s->touch_mu, NULL);

@@ -87,12 +87,16 @@ typedef struct worker_arg {
 typedef struct gate {
     uint8_t id[TQ_KEYLEN];
     struct gate *next;
-    /* a large blob answered while it arrives: later readers of the key
-     * share it (gate_enter_key) rather than wait for its commit */
+    /* a fill answered before it commits: later readers of the key share
+     * it (gate_enter_key) rather than wait for its commit */
     store_entry share; /* what its readers answer with (its meta, and a
                           reference to its fill, are the gate's); no fill: none */
     uint64_t clock;    /* tier_clock when the fill began */
     uint64_t gen;      /* which taking of the key's gate this is */
+    /* Its fill's commit may linger (store.c): queued says it is in the
+     * committer's queue, hurry that somebody waits for it, so that
+     * whichever comes second hurries the committer. */
+    int queued, hurry;
 } gate;
 
 /* How a fetch behind a gate ended, for the readers that waited for it. */
@@ -1559,14 +1563,45 @@ static gate *gate_find(tier_state *q, const uint8_t id[TQ_KEYLEN])
     return g;
 }
 
-/* Waits (gate_mu held) until nobody holds the gate of id; 1 if it waited,
- * and *waited_for (if not NULL) is the gen of the last taking waited for. */
-static int gate_wait(tier_state *q, const uint8_t id[TQ_KEYLEN], uint64_t *waited_for)
+/* Somebody waits (gate_mu held) for the commit of g's fill: the committer
+ * is hurried now if the fill is queued, else by gate_queued. */
+static void gate_hurry(store *s, gate *g)
 {
+    g->hurry = 1;
+    if (g->queued)
+        store_hurry(s);
+}
+
+/* The fill of the gate of id, taking gen, is in the committer's queue
+ * now: hurried if somebody waits for it.  (It may have committed, and the
+ * gate gone, already.) */
+static void gate_queued(store *s, const uint8_t id[TQ_KEYLEN], uint64_t gen)
+{
+    tier_state *q = s->tier_q;
+    pthread_mutex_lock(&q->gate_mu);
+    gate *g = gate_find(q, id);
+    int hurry = 0;
+    if (g && g->gen == gen) {
+        g->queued = 1;
+        hurry = g->hurry;
+    }
+    pthread_cond_broadcast(&q->gate_cv); /* readers waiting for it may hurry it */
+    pthread_mutex_unlock(&q->gate_mu);
+    if (hurry)
+        store_hurry(s);
+}
+
+/* Waits (gate_mu held) until nobody holds the gate of id, hurrying its
+ * commit; 1 if it waited, and *waited_for (if not NULL) is the gen of the
+ * last taking waited for. */
+static int gate_wait(store *s, const uint8_t id[TQ_KEYLEN], uint64_t *waited_for)
+{
+    tier_state *q = s->tier_q;
     int waited = 0;
     for (gate *g; (g = gate_find(q, id)) != NULL; waited = 1) {
         if (waited_for)
             *waited_for = g->gen;
+        gate_hurry(s, g);
         pthread_cond_wait(&q->gate_cv, &q->gate_mu);
     }
     return waited;
@@ -1596,17 +1631,18 @@ static int gate_take(tier_state *q, const uint8_t id[TQ_KEYLEN], int waited, uin
     return g != NULL;
 }
 
-/* Enters the gate of id: 1 if this thread is the one to ask the tier; 0 if
- * another one did meanwhile, and *outcome (if not NULL) is how that ended
- * (GATE_*). */
-static int gate_enter(tier_state *q, const uint8_t id[TQ_KEYLEN], int *outcome)
+/* Enters the gate of id: 1 if this thread is the one to ask the tier
+ * (*gen: which taking of the gate this is); 0 if another one did
+ * meanwhile, and *outcome (if not NULL) is how that ended (GATE_*). */
+static int gate_enter(store *s, const uint8_t id[TQ_KEYLEN], int *outcome, uint64_t *gen)
 {
+    tier_state *q = s->tier_q;
     pthread_mutex_lock(&q->gate_mu);
-    uint64_t gen, waited_for = 0;
-    int waited = gate_wait(q, id, &waited_for);
+    uint64_t waited_for = 0;
+    int waited = gate_wait(s, id, &waited_for);
     if (outcome)
         *outcome = gate_outcome(q, waited, waited_for);
-    int entered = gate_take(q, id, waited, &gen);
+    int entered = gate_take(q, id, waited, gen);
     pthread_mutex_unlock(&q->gate_mu);
     return entered;
 }
@@ -2110,10 +2146,11 @@ int tier_has_key(store *s, const char *nskey, size_t nklen)
 typedef struct fill_job {
     op o; /* first: the committer hands back &o */
     uint8_t id[TQ_KEYLEN];
+    uint64_t gen; /* the taking of the key's gate this job holds */
     char *nskey;
     void *meta;
     uint8_t *inl;
-    struct blob_stream *bs;     /* the blob this job's stream brings (stream_register) */
+    struct blob_stream *bs;     /* the blob this job's stream brings (stream_claim) */
     struct fill_job *next_link; /* in a blob_stream's links */
 } fill_job;
 
@@ -2128,16 +2165,22 @@ typedef struct blob_stream {
     fill_job *links; /* the other keys' jobs, each with link set */
 } blob_stream;
 
-static void stream_register(tier_state *q, fill_job *owner, tier_fill *f, blob_stream *bs)
+static int stream_claim(tier_state *q, fill_job *owner, tier_fill *f, blob_stream *bs)
 {
     memcpy(bs->digest, owner->o.cr.sha256, 32);
     bs->f = f;
+    pthread_mutex_lock(&q->gate_mu);
+    for (blob_stream *o = q->streams_in; o; o = o->next)
+        if (memcmp(o->digest, bs->digest, 32) == 0 && o->f->size == f->size) {
+            pthread_mutex_unlock(&q->gate_mu);
+            return 0; /* another key's read began it meanwhile */
+        }
     atomic_fetch_add(&f->refs, 1);
     owner->bs = bs;
-    pthread_mutex_lock(&q->gate_mu);
     bs->next = q->streams_in;
     q->streams_in = bs;
     pthread_mutex_unlock(&q->gate_mu);
+    return 1;
 }
 
 /* Takes the owner's stream out of the list: its links, from now on the
@@ -2247,8 +2290,12 @@ static void fill_done(store *s, op *o)
     fill_job *l = stream_unregister(s->tier_q, j);
     while (l) {
         fill_job *next = l->next_link;
+        uint8_t id[TQ_KEYLEN];
+        uint64_t gen = l->gen;
+        memcpy(id, l->id, sizeof id);
         l->o.on_done = fill_done;
         submit_async(s, &l->o);
+        gate_queued(s, id, gen);
         l = next;
     }
     fill_job_free(j);
@@ -2466,7 +2513,11 @@ static void *stream_main(void *arg)
         o->cr.codec = m.codec;
         o->tier_time = (uint32_t)m.mtime;
         o->on_done = fill_done;
+        uint8_t id[TQ_KEYLEN];
+        uint64_t gen = sj->j->gen;
+        memcpy(id, sj->j->id, sizeof id);
         submit_async(s, o); /* fill_done cleans up and leaves the gate */
+        gate_queued(s, id, gen);
     } else {
         int local = sj->local_err || rc == TIER_LOCAL;
         if (rc != TIER_OK && !local)
@@ -2492,30 +2543,42 @@ static void *stream_main(void *arg)
 /* Starts fetching the blob of kr on its own thread and waits for the
  * answer's headers.  On success *fp is a streaming fill (a reference for
  * the caller) and the thread owns j; on failure the caller still owns j. */
+#define STREAM_TAKEN (-1) /* start_stream: another key's read began the blob's stream first */
+
 static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp)
 {
     op *o = &j->o;
     stream_job *sj = calloc(1, sizeof *sj);
     tier_fill *f = calloc(1, sizeof *f);
-    int anon = 0;
-    int wfd = store_tmp_open(s, o->tmp, &anon);
-    if (sj == NULL || f == NULL || wfd < 0) {
+    if (sj == NULL || f == NULL) {
         free(sj);
         free(f);
-        if (wfd >= 0)
-            op_take_file(o, wfd, anon);
         op_release_file(o);
         return TIER_LOCAL;
     }
-    o->anon = anon;
     f->streaming = 1;
-    f->fd = anon ? dup(wfd) : open(o->tmp, O_RDONLY | O_CLOEXEC);
+    f->fd = -1;
     f->size = kr->size;
     f->codec = -1;
     f->wake_at = UINT64_MAX;
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cv, NULL);
     atomic_init(&f->refs, 2); /* the thread's and the caller's */
+    /* claimed before anything slow, so that a reader of another key with
+     * this body joins this stream rather than begin its own */
+    blob_stream *bs = calloc(1, sizeof *bs); /* (without memory for it: not shared) */
+    if (bs && !stream_claim(s->tier_q, j, f, bs)) {
+        free(bs);
+        tier_fill_release(f);
+        tier_fill_release(f);
+        free(sj);
+        return STREAM_TAKEN;
+    }
+    int anon = 0;
+    int wfd = store_tmp_open(s, o->tmp, &anon);
+    o->anon = anon;
+    if (wfd >= 0)
+        f->fd = anon ? dup(wfd) : open(o->tmp, O_RDONLY | O_CLOEXEC);
     sj->s = s;
     sj->j = j;
     sj->f = f;
@@ -2523,11 +2586,6 @@ static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp
     sj->kr.meta = NULL;
     sj->wfd = wfd;
     blob_name(kr->digest, sj->name);
-    blob_stream *bs = calloc(1, sizeof *bs);
-    if (bs && f->fd >= 0)
-        stream_register(s->tier_q, j, f, bs); /* (without memory for it: not shared) */
-    else
-        free(bs);
     pthread_t th;
     pthread_attr_t at;
     pthread_attr_init(&at);
@@ -2541,7 +2599,8 @@ static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp
         pthread_cond_broadcast(&f->cv);
         pthread_mutex_unlock(&f->mu);
         stream_fail_links(s->tier_q, j, GATE_LOOK_AGAIN);
-        op_take_file(o, wfd, anon);
+        if (wfd >= 0)
+            op_take_file(o, wfd, anon);
         op_release_file(o);
         tier_fill_release(f); /* the thread's, */
         tier_fill_release(f); /* and the caller's */
@@ -2575,14 +2634,15 @@ static void fill_entry_from(store_entry *e, const key_rec *kr, uint64_t stored, 
 /* Sets up j to commit key nskey as kr says, read from the tier: a fill
  * that began at clock (a delete or write here after it drops the fill),
  * of a tier copy as old as tier_time.  -1 when memory runs short. */
-static int fill_job_init(fill_job *j, const uint8_t id[TQ_KEYLEN], const char *nskey, size_t nklen,
-                         const key_rec *kr, uint64_t clock, uint32_t tier_time)
+static int fill_job_init(fill_job *j, const uint8_t id[TQ_KEYLEN], uint64_t gen, const char *nskey,
+                         size_t nklen, const key_rec *kr, uint64_t clock, uint32_t tier_time)
 {
     if ((j->nskey = malloc(nklen)) == NULL ||
         (kr->meta_len && (j->meta = malloc(kr->meta_len)) == NULL))
         return -1;
     op *o = &j->o;
     memcpy(j->id, id, TQ_KEYLEN);
+    j->gen = gen;
     memcpy(j->nskey, nskey, nklen);
     if (kr->meta_len)
         memcpy(j->meta, kr->meta, kr->meta_len);
@@ -2656,7 +2716,11 @@ static int gate_enter_key(store *s, const uint8_t id[TQ_KEYLEN], const char *nsk
                 return 2;
             }
         }
-        store_hurry(s); /* the gate may wait for a commit */
+        /* a fill this reader cannot share (or a warmup's, which shares
+         * none): it waits for its commit (a fetch still under way shares
+         * its fill, or fails, without one) */
+        if (f || g->queued)
+            gate_hurry(s, g);
         pthread_cond_wait(&q->gate_cv, &q->gate_mu);
     }
     int outcome = gate_outcome(q, waited, waited_for);
@@ -2741,7 +2805,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
     } else if ((j = calloc(1, sizeof *j)) == NULL ||
                /* the tier's copy is as old as the record that carried it, or
                 * as the blob object (set by fetch_blob) */
-               fill_job_init(j, id, nskey, nklen, &pr.kr, clock, (uint32_t)rm.mtime) != 0) {
+               fill_job_init(j, id, gen, nskey, nklen, &pr.kr, clock, (uint32_t)rm.mtime) != 0) {
         status = STORE_IO;
     } else {
         key_rec kr = pr.kr;
@@ -2755,7 +2819,19 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
             /* large: answered while it arrives, on its own thread; or from
              * the stream another key with the same body began */
             tier_fill *f = NULL;
-            if (stream_join(q, &kr, j, &f)) {
+            int joined = 0;
+            for (int tries = 0; tries < 3 && !joined; tries++) {
+                if ((joined = stream_join(q, &kr, j, &f)) != 0)
+                    break;
+                if (have_blob(s, kr.digest)) {
+                    link = o->link = 1; /* its stream (another key's) ended, and committed */
+                    break;
+                }
+                if ((rc = start_stream(s, &kr, j, &f)) != STREAM_TAKEN)
+                    break;
+                rc = TIER_LOCAL; /* (three times over: give up) */
+            }
+            if (joined) {
                 fill_entry_from(e, &kr, f->stored, f->codec, BLOB_FILE, f);
                 gate_share(q, id, gen, e, clock);
                 *filled = 1;
@@ -2763,7 +2839,6 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
                 free(data);
                 return STORE_OK; /* the stream's owner links j once it committed */
             }
-            rc = start_stream(s, &kr, j, &f);
             if (f && rc == TIER_OK) {
                 fill_entry_from(e, &kr, f->stored, f->codec, BLOB_FILE, f);
                 gate_share(q, id, gen, e, clock);
@@ -2817,6 +2892,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
             atomic_fetch_add(&q->hits, 1);
             o->on_done = fill_done;
             submit_async(s, o); /* fill_done leaves the gate */
+            gate_queued(s, id, gen);
             log_msg(LOG_DEBUG, "tier_fetch",
                     "%s: %" PRIu64 " bytes; key record %.1f ms, blob %.1f ms", name, kr.size,
                     (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6);
@@ -2958,9 +3034,8 @@ void tier_wait_key(store *s, const char *nskey, size_t nklen)
     tq_key(TQ_KEY, nskey, nklen, id);
     /* wait for its gate to go, without taking it (a reader that found it
      * taken would give up on the key); the fill's commit need not linger */
-    store_hurry(s);
     pthread_mutex_lock(&q->gate_mu);
-    gate_wait(q, id, NULL);
+    gate_wait(s, id, NULL);
     pthread_mutex_unlock(&q->gate_mu);
 }
 
@@ -3006,7 +3081,8 @@ int tier_resolve_ns(store *s, const char *ns)
     uint8_t id[TQ_KEYLEN];
     tq_key(TQ_NS, ns, strlen(ns), id);
     int outcome;
-    if (!gate_enter(q, id, &outcome)) /* another reader asked: its answer */
+    uint64_t gen;
+    if (!gate_enter(s, id, &outcome, &gen)) /* another reader asked: its answer */
         return outcome == GATE_FAILED ? STORE_UNAVAILABLE : STORE_OK;
     char name[NS_NAME_CAP];
     ns_name(ns, name);
@@ -3162,7 +3238,8 @@ static void pack_fill_one(pack_warm *pw, pack_want *w, const uint8_t *rec, size_
     }
     uint8_t id[TQ_KEYLEN];
     tq_key(TQ_KEY, w->nskey, w->nklen, id);
-    if (!gate_enter(q, id, NULL))
+    uint64_t gen;
+    if (!gate_enter(s, id, NULL, &gen))
         return; /* a read fetched it meanwhile */
     pack_fill *f = calloc(1, sizeof *f);
     fill_job *j = f ? &f->j : NULL;
@@ -3170,7 +3247,7 @@ static void pack_fill_one(pack_warm *pw, pack_want *w, const uint8_t *rec, size_
      * listing's ETag may be stale by then); the tier's copy is as old as its
      * record there */
     if (j == NULL || queued(s, TQ_KEY_DEL, w->nskey, w->nklen) ||
-        fill_job_init(j, id, w->nskey, w->nklen, &pr.kr, pw->clock, (uint32_t)w->mtime) != 0) {
+        fill_job_init(j, id, gen, w->nskey, w->nklen, &pr.kr, pw->clock, (uint32_t)w->mtime) != 0) {
         if (j)
             fill_job_free(j);
         gate_leave(q, id, GATE_LOOK_AGAIN);
@@ -3195,6 +3272,7 @@ static void pack_fill_one(pack_warm *pw, pack_want *w, const uint8_t *rec, size_
     pthread_mutex_unlock(&pw->mu);
     o->on_done = pack_fill_done;
     submit_async(s, o);
+    gate_queued(s, id, gen);
 }
 
 typedef struct pack_pick {
