@@ -100,6 +100,7 @@ bench: bench-deps all
 	@python3 bench/tier.py
 	@python3 bench/tier_ranges.py
 	@python3 bench/tier_shared.py
+	@python3 bench/tier_tls.py
 	@bash bench/metrics.sh
 	@python3 bench/warmup.py
 

@@ -12,7 +12,7 @@ libcurl4-openssl-dev libexpat1-dev"
 # up) and the JS SDK's runtime
 test="libcmocka-dev curl python3 zstd procps util-linux ccache gcc lmdb-utils \
 awscli python3-boto3 golang-go golang-github-minio-minio-go-v7-dev prometheus nginx"
-bench="nginx wrk curl python3 procps bc awscli"
+bench="nginx wrk curl python3 procps bc awscli openssl"
 
 want=""
 for set in "$@"; do

@@ -300,8 +300,8 @@ int store_backup(store *s, int fd);
 int store_blob_file(store *s, const uint8_t digest[32], int *fd, uint64_t *len);
 
 /* A thread that used the store and is about to end gives back the read
- * transaction the store keeps for it (and its LMDB reader slot), and closes
- * its connections to the tier. */
+ * transaction the store keeps for it (and its LMDB reader slot), and frees
+ * its context for signing requests to the tier. */
 void store_thread_done(store *s);
 
 /* Runs eviction now until physical bytes are at most target. */

@@ -167,7 +167,8 @@ int ns_get_local(store *s, const char *ns, uint64_t *created_ms, void **meta, si
 int tier_start(store *s, char *err, size_t errlen); /* after the committer runs */
 void tier_stop(store *s);                           /* drains first, up to tier_drain_ms */
 void tier_free(store *s);                           /* after the committer stopped */
-void tier_thread_end(store *s); /* a thread about to end: its connections to the tier */
+/* a thread about to end: its context for signing requests to the tier */
+void tier_thread_end(store *s);
 void tier_stats(store *s, store_stats *st);
 /* In the committer's transaction: queue work after a write, a delete, a namespace change. */
 int tier_queue_put(store *s, MDB_txn *t, idx_stats *st, op *o, int created, const blob_rec *b);

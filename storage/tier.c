@@ -26,6 +26,7 @@
 #define MIN_RATE (1u << 20) /* bytes/s a blob transfer is given time for */
 #define AB_MAX 64           /* abandoned multipart uploads remembered */
 #define AB_NAME_CAP 512     /* (their names: a blob's, under the prefix) */
+#define HANDLES_KEPT 32     /* idle curl handles kept, with their open connections */
 
 struct tier {
     char describe[512];
@@ -51,43 +52,53 @@ struct tier {
         char name[AB_NAME_CAP], uid[1201];
     } * ab;
     atomic_uint nab;
+    /* Idle curl handles.  A handle keeps the connections it opened (and
+     * their TLS sessions), so a request takes one from here and gives it
+     * back: a thread that lives for one request (a large blob's fetch, a
+     * warmup) reuses the connections of those before it. */
+    pthread_mutex_t handles_mu;
+    CURL *handles[HANDLES_KEPT];
+    unsigned nhandles;
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static pthread_key_t curl_key;
-
-static void curl_handle_free(void *p)
-{
-    curl_easy_cleanup(p);
-}
 
 static void curl_init_once(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    pthread_key_create(&curl_key, curl_handle_free);
 }
 
 void tier_thread_done(void)
 {
-    pthread_once(&curl_once, curl_init_once);
-    CURL *h = pthread_getspecific(curl_key);
-    if (h != NULL) {
-        pthread_setspecific(curl_key, NULL);
-        curl_easy_cleanup(h);
-    }
     sigv4_thread_done();
 }
 
-/* One handle per thread: curl keeps the connections it opened in it. */
-static CURL *thread_handle(void)
+/* A handle for one request: an idle one (its options reset, its
+ * connections kept), or a new one.  NULL if memory runs short. */
+static CURL *handle_take(tier *t)
 {
     pthread_once(&curl_once, curl_init_once);
-    CURL *h = pthread_getspecific(curl_key);
-    if (h == NULL && (h = curl_easy_init()) != NULL)
-        pthread_setspecific(curl_key, h);
-    else if (h)
-        curl_easy_reset(h);
+    CURL *h = NULL;
+    pthread_mutex_lock(&t->handles_mu);
+    if (t->nhandles > 0)
+        h = t->handles[--t->nhandles];
+    pthread_mutex_unlock(&t->handles_mu);
+    if (h == NULL)
+        return curl_easy_init();
+    curl_easy_reset(h);
     return h;
+}
+
+static void handle_give(tier *t, CURL *h)
+{
+    pthread_mutex_lock(&t->handles_mu);
+    if (t->nhandles < HANDLES_KEPT) {
+        t->handles[t->nhandles++] = h;
+        h = NULL;
+    }
+    pthread_mutex_unlock(&t->handles_mu);
+    if (h != NULL)
+        curl_easy_cleanup(h); /* enough are idle */
 }
 
 const char *tier_strerror(int status)
@@ -220,6 +231,7 @@ int tier_open(tier **out, const tier_config *c, char *err, size_t errlen)
     }
     pthread_mutex_init(&t->keys_mu, NULL);
     pthread_mutex_init(&t->ab_mu, NULL);
+    pthread_mutex_init(&t->handles_mu, NULL);
     if ((t->ab = calloc(AB_MAX, sizeof *t->ab)) == NULL) {
         snprintf(err, errlen, "out of memory");
         tier_close(t);
@@ -310,6 +322,9 @@ void tier_close(tier *t)
     for (unsigned i = 0; i < atomic_load(&t->nab); i++)
         log_left(t->ab[i].name);
     pthread_mutex_destroy(&t->ab_mu);
+    for (unsigned i = 0; i < t->nhandles; i++)
+        curl_easy_cleanup(t->handles[i]);
+    pthread_mutex_destroy(&t->handles_mu);
     free(t->ab);
     free(t);
 }
@@ -544,9 +559,6 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
     long timeout_ms = r->timeout_ms - waited_ms;
     if (timeout_ms <= 0)
         return TIER_LOCAL; /* its time went in waiting here: not the tier's failure */
-    CURL *h = thread_handle();
-    if (h == NULL)
-        return TIER_ERROR;
     const char *method = r->method, *name = r->name;
     char objkey[1024], path[3200], url[11000];
     if (name && (size_t)snprintf(objkey, sizeof objkey, "%s%s%s", t->prefix,
@@ -642,6 +654,12 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
         free(authz);
     }
     pthread_mutex_unlock(&t->keys_mu);
+    CURL *h = handle_take(t);
+    if (h == NULL) {
+        curl_slist_free_all(sl);
+        free(qbuf);
+        return TIER_LOCAL; /* no memory here */
+    }
 
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, sl);
@@ -680,6 +698,7 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
     curl_slist_free_all(sl);
     free(qbuf);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, http);
+    handle_give(t, h);
     if (x->write_error)
         return TIER_LOCAL;
     if (x->too_large)

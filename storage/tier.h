@@ -64,9 +64,10 @@ int tier_open(tier **t, const tier_config *cfg, char *err, size_t errlen);
  * left fails (TIER_LOCAL) unsent.  0 undoes it. */
 void tier_waited(uint64_t waited_ns);
 void tier_close(tier *t);
-/* A thread that sent requests and is about to end closes its connections
- * now, not in its exit after whoever waits for it went on (and perhaps
- * closed the tier, or exited with OpenSSL's cleanup). */
+/* A thread that sent requests and is about to end frees its signing
+ * context now, not in its exit after whoever waits for it went on (and
+ * perhaps exited with OpenSSL's cleanup).  Its connections are not its own:
+ * they stay with the tier, idle, for the next request of any thread. */
 void tier_thread_done(void);
 /* Signs the requests from now on with these keys (no access key: unsigned),
  * as when their file changed; requests being signed finish with the old.

@@ -162,10 +162,15 @@ class FaultProxy:
         self.requests = 0
         self.paths = []
         self.headers = []  # (method, path, {lower-case name: value}) of each request
+        self.connections = 0  # accepted (the proxy keeps them open, as S3 does)
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                proxy.connections += 1
+                super().setup()
 
             def log_message(self, *a):
                 pass
@@ -1737,6 +1742,28 @@ class TierTest(unittest.TestCase):
                  if "?" not in p and ("/keys/" in p or "/blobs/" in p)]
         self.assertEqual(asked, [], "a fill was not kept at the stop")
         self.assertEqual(status(b)["entries"]["keys"], len(keys))
+
+    def test_cold_reads_reuse_the_tiers_connections(self):
+        """Each large blob is fetched on a thread of its own, which lives for
+        that fetch; the connections outlive it, for the next request of any
+        thread (over https, a TCP and TLS handshake saved each time)."""
+        a = self.node()
+        bodies = [self.rng.randbytes(300 * KIB) for _ in range(10)]  # blobs of their own
+        keys = ["/ac/" + sha256(b"reused %d" % i) for i in range(len(bodies))]
+        for k, b in zip(keys, bodies):
+            self.assertEqual(request(a, "PUT", k, b)[0], 200)
+        self.drained(a)
+        b = self.node()
+        st, _, got = request(b, "GET", keys[0])  # (and whatever the node asks at its start)
+        self.assertEqual((st, got == bodies[0]), (200, True))
+        before, asked = self.proxy.connections, self.proxy.requests
+        for k, body in zip(keys[1:], bodies[1:]):
+            st, _, got = request(b, "GET", k)
+            self.assertEqual((st, got == body), (200, True), k)
+        self.assertGreaterEqual(self.proxy.requests - asked, 2 * (len(keys) - 1))
+        self.assertLessEqual(self.proxy.connections - before, 2,
+                             "%d connections for %d requests" % (
+                                 self.proxy.connections - before, self.proxy.requests - asked))
 
     def test_large_bodies_stream_and_a_damaged_one_is_never_served_whole(self):
         """Large blobs are answered while they arrive from the tier, each read
