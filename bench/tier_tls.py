@@ -93,8 +93,9 @@ def main():
                 r.stop()
                 nodes.remove(r)
         lines = [T.title("cold-tier-tls"),
-                 "command: python3 bench/tier_tls.py %s (N=%d, SIZE=%d, RUNS=%d); moto_server "
-                 "behind nginx's TLS as the tier" % (" ".join(sys.argv[1:]), n, size, runs),
+                 "command: python3 bench/tier_tls.py%s (N=%d, SIZE=%d, RUNS=%d); moto_server "
+                 "behind nginx's TLS as the tier" % ("".join(" " + a for a in sys.argv[1:]), n,
+                                                     size, runs),
                  "%d cold reads of %d KiB (each a key record, then a blob), boto3 one at a time:"
                  % (n, size // T.KIB)]
         for binary in binaries:
