@@ -698,8 +698,11 @@ class TierTest(unittest.TestCase):
         the key; and a node refreshing the copies it kept from before does
         not bring them back."""
         slow = {"on": True}
-        self.proxy.delay = lambda m, p: 3 if slow["on"] and m == "PUT" and "/blobs/" in p else 0
-        a = self.node(extra=["--tier-refresh-after", "1s"])  # its uploads come 3 s late
+        # (late, but within the node's 3 s --tier-timeout: at 3 s each upload
+        # timed out as it landed, and got through only if the retry's HEAD
+        # found the copy there, but not yet older than --tier-refresh-after)
+        self.proxy.delay = lambda m, p: 2 if slow["on"] and m == "PUT" and "/blobs/" in p else 0
+        a = self.node(extra=["--tier-refresh-after", "1s"])  # its uploads come 2 s late
         b = self.node(endpoint=self.moto.url)
         old, new, gone = (self.rng.randbytes(30 * KIB) for _ in range(3))
         k1, k2 = "/ac/" + sha256(b"k1"), "/ac/" + sha256(b"k2")
