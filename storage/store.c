@@ -293,6 +293,7 @@ static void grow_map(store *s, int force)
 
 #define FILL_LINGER_MS 100
 #define FILL_LINGER_OPS 64
+#define COMMITTER_NAP_NS 200000000ULL /* an idle committer looks at the clock this often */
 
 /* Queues o for the committer; called with s->mu held. */
 static void append_op(store *s, op *o)
@@ -346,7 +347,7 @@ static uint64_t committer_idle_ns(const store *s, uint64_t now, uint64_t next_to
 {
     if (s->stopping || now >= next_touch)
         return 0;
-    uint64_t until = next_touch < now + 200000000ULL ? next_touch : now + 200000000ULL;
+    uint64_t until = next_touch < now + COMMITTER_NAP_NS ? next_touch : now + COMMITTER_NAP_NS;
     if (s->head != NULL) {
         uint64_t linger_end = s->queued_ns + FILL_LINGER_MS * 1000000ULL;
         if (s->urgent || s->nqueued >= FILL_LINGER_OPS || now >= linger_end)
@@ -1080,7 +1081,7 @@ static void *committer_main(void *arg)
         for (uint64_t idle; (idle = committer_idle_ns(s, util_mono_ns(), next_touch)) > 0;) {
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts); /* (cv_work's clock) */
-            ts.tv_nsec += (long)idle;            /* (at most 200 ms) */
+            ts.tv_nsec += (long)idle;            /* (at most COMMITTER_NAP_NS) */
             if (ts.tv_nsec >= 1000000000L) {
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;

@@ -1584,8 +1584,8 @@ static void gate_queued(store *s, const uint8_t id[TQ_KEYLEN], uint64_t gen)
     if (g && g->gen == gen) {
         g->queued = 1;
         hurry = g->hurry;
+        pthread_cond_broadcast(&q->gate_cv); /* readers waiting for it may hurry it */
     }
-    pthread_cond_broadcast(&q->gate_cv); /* readers waiting for it may hurry it */
     pthread_mutex_unlock(&q->gate_mu);
     if (hurry)
         store_hurry(s);
@@ -2276,6 +2276,18 @@ static void stream_fail_links(tier_state *q, fill_job *owner, int outcome)
     }
 }
 
+/* Hands j to the committer, which calls on_done once it is done (a
+ * reader or a warmup waiting at the key's gate hurries it). */
+static void fill_submit(store *s, fill_job *j, void (*on_done)(store *s, op *o))
+{
+    uint8_t id[TQ_KEYLEN];
+    uint64_t gen = j->gen;
+    memcpy(id, j->id, sizeof id); /* (j is the committer's from here on) */
+    j->o.on_done = on_done;
+    submit_async(s, &j->o);
+    gate_queued(s, id, gen);
+}
+
 static void fill_done(store *s, op *o)
 {
     fill_job *j = (fill_job *)o;
@@ -2290,12 +2302,7 @@ static void fill_done(store *s, op *o)
     fill_job *l = stream_unregister(s->tier_q, j);
     while (l) {
         fill_job *next = l->next_link;
-        uint8_t id[TQ_KEYLEN];
-        uint64_t gen = l->gen;
-        memcpy(id, l->id, sizeof id);
-        l->o.on_done = fill_done;
-        submit_async(s, &l->o);
-        gate_queued(s, id, gen);
+        fill_submit(s, l, fill_done);
         l = next;
     }
     fill_job_free(j);
@@ -2512,12 +2519,7 @@ static void *stream_main(void *arg)
         o->cr.stored = m.length;
         o->cr.codec = m.codec;
         o->tier_time = (uint32_t)m.mtime;
-        o->on_done = fill_done;
-        uint8_t id[TQ_KEYLEN];
-        uint64_t gen = sj->j->gen;
-        memcpy(id, sj->j->id, sizeof id);
-        submit_async(s, o); /* fill_done cleans up and leaves the gate */
-        gate_queued(s, id, gen);
+        fill_submit(s, sj->j, fill_done); /* fill_done cleans up and leaves the gate */
     } else {
         int local = sj->local_err || rc == TIER_LOCAL;
         if (rc != TIER_OK && !local)
@@ -2540,11 +2542,12 @@ static void *stream_main(void *arg)
     return NULL;
 }
 
-/* Starts fetching the blob of kr on its own thread and waits for the
- * answer's headers.  On success *fp is a streaming fill (a reference for
- * the caller) and the thread owns j; on failure the caller still owns j. */
 #define STREAM_TAKEN (-1) /* start_stream: another key's read began the blob's stream first */
 
+/* Starts fetching the blob of kr on its own thread and waits for the
+ * answer's headers.  On success *fp is a streaming fill (a reference for
+ * the caller) and the thread owns j; on failure, or STREAM_TAKEN (join
+ * that stream instead), the caller still owns j. */
 static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp)
 {
     op *o = &j->o;
@@ -2553,7 +2556,6 @@ static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp
     if (sj == NULL || f == NULL) {
         free(sj);
         free(f);
-        op_release_file(o);
         return TIER_LOCAL;
     }
     f->streaming = 1;
@@ -2820,7 +2822,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
              * the stream another key with the same body began */
             tier_fill *f = NULL;
             int joined = 0;
-            for (int tries = 0; tries < 3 && !joined; tries++) {
+            for (int tries = 0; tries < 3; tries++) {
                 if ((joined = stream_join(q, &kr, j, &f)) != 0)
                     break;
                 if (have_blob(s, kr.digest)) {
@@ -2890,9 +2892,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
             *filled = 1;
             status = STORE_OK;
             atomic_fetch_add(&q->hits, 1);
-            o->on_done = fill_done;
-            submit_async(s, o); /* fill_done leaves the gate */
-            gate_queued(s, id, gen);
+            fill_submit(s, j, fill_done); /* fill_done leaves the gate */
             log_msg(LOG_DEBUG, "tier_fetch",
                     "%s: %" PRIu64 " bytes; key record %.1f ms, blob %.1f ms", name, kr.size,
                     (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6);
@@ -3270,9 +3270,7 @@ static void pack_fill_one(pack_warm *pw, pack_want *w, const uint8_t *rec, size_
     pthread_mutex_lock(&pw->mu);
     pw->pending++;
     pthread_mutex_unlock(&pw->mu);
-    o->on_done = pack_fill_done;
-    submit_async(s, o);
-    gate_queued(s, id, gen);
+    fill_submit(s, j, pack_fill_done);
 }
 
 typedef struct pack_pick {
