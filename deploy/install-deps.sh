@@ -9,9 +9,10 @@ libcurl4-openssl-dev libexpat1-dev"
 # test: the real clients the integration tests drive (ccache, aws-cli v2,
 # boto3, minio-go for a Go program, curl), Prometheus (promtool, a real
 # server scraping cairnd), nginx (a fleet's balancer, as the README sets it
-# up) and the JS SDK's runtime
+# up), openssl (a test tier's certificate) and the JS SDK's runtime
 test="libcmocka-dev curl python3 zstd procps util-linux ccache gcc lmdb-utils \
-awscli python3-boto3 golang-go golang-github-minio-minio-go-v7-dev prometheus nginx"
+awscli python3-boto3 golang-go golang-github-minio-minio-go-v7-dev prometheus nginx \
+openssl"
 bench="nginx wrk curl python3 procps bc awscli openssl"
 
 want=""

@@ -59,6 +59,12 @@ struct tier {
     pthread_mutex_t handles_mu;
     CURL *handles[HANDLES_KEPT];
     unsigned nhandles;
+    /* What every handle shares: TLS sessions, so that a new handle (a
+     * burst of more requests than handles kept) resumes one instead of a
+     * full handshake, and resolved names.  NULL if curl could not make it:
+     * each handle then keeps its own. */
+    CURLSH *share;
+    pthread_mutex_t share_mu[CURL_LOCK_DATA_LAST];
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -83,10 +89,41 @@ static CURL *handle_take(tier *t)
     if (t->nhandles > 0)
         h = t->handles[--t->nhandles];
     pthread_mutex_unlock(&t->handles_mu);
-    if (h == NULL)
-        return curl_easy_init();
+    if (h == NULL) {
+        if ((h = curl_easy_init()) != NULL && t->share != NULL)
+            curl_easy_setopt(h, CURLOPT_SHARE, t->share); /* kept by curl_easy_reset */
+        return h;
+    }
     curl_easy_reset(h);
     return h;
+}
+
+static void share_lock(CURL *h, curl_lock_data data, curl_lock_access how, void *arg)
+{
+    (void)h;
+    (void)how;
+    pthread_mutex_lock(&((tier *)arg)->share_mu[data]);
+}
+
+static void share_unlock(CURL *h, curl_lock_data data, void *arg)
+{
+    (void)h;
+    pthread_mutex_unlock(&((tier *)arg)->share_mu[data]);
+}
+
+/* The share of t's handles (after curl_global_init). */
+static void share_open(tier *t)
+{
+    if ((t->share = curl_share_init()) == NULL)
+        return;
+    if (curl_share_setopt(t->share, CURLSHOPT_LOCKFUNC, share_lock) != CURLSHE_OK ||
+        curl_share_setopt(t->share, CURLSHOPT_UNLOCKFUNC, share_unlock) != CURLSHE_OK ||
+        curl_share_setopt(t->share, CURLSHOPT_USERDATA, t) != CURLSHE_OK ||
+        curl_share_setopt(t->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK ||
+        curl_share_setopt(t->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK) {
+        curl_share_cleanup(t->share);
+        t->share = NULL;
+    }
 }
 
 static void handle_give(tier *t, CURL *h)
@@ -232,6 +269,8 @@ int tier_open(tier **out, const tier_config *c, char *err, size_t errlen)
     pthread_mutex_init(&t->keys_mu, NULL);
     pthread_mutex_init(&t->ab_mu, NULL);
     pthread_mutex_init(&t->handles_mu, NULL);
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+        pthread_mutex_init(&t->share_mu[i], NULL);
     if ((t->ab = calloc(AB_MAX, sizeof *t->ab)) == NULL) {
         snprintf(err, errlen, "out of memory");
         tier_close(t);
@@ -253,6 +292,7 @@ int tier_open(tier **out, const tier_config *c, char *err, size_t errlen)
     snprintf(t->describe, sizeof t->describe, "%s (%s, %s style, region %s)", url, ep,
              path_style ? "path" : "virtual-host", t->region);
     pthread_once(&curl_once, curl_init_once);
+    share_open(t);
     *out = t;
     return 0;
 bad_url:
@@ -325,6 +365,10 @@ void tier_close(tier *t)
     for (unsigned i = 0; i < t->nhandles; i++)
         curl_easy_cleanup(t->handles[i]);
     pthread_mutex_destroy(&t->handles_mu);
+    if (t->share != NULL) /* after its handles: curl refuses while any uses it */
+        curl_share_cleanup(t->share);
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+        pthread_mutex_destroy(&t->share_mu[i]);
     free(t->ab);
     free(t);
 }

@@ -149,9 +149,11 @@ class FaultProxy:
     (bodies sent in chunks, without Content-Length).  fail, when set, is
     asked first: fail(method, path) gives a status to answer with, or None.
     stall, when set, gives the seconds to pause half-way through an answer's
-    body.  released has the time (monotonic) each delay or stall ended."""
+    body.  released has the time (monotonic) each delay or stall ended.
+    tls, when given, is (certificate file, key file): the proxy answers over
+    https, and counts in resumed the connections that resumed a session."""
 
-    def __init__(self, backend_port):
+    def __init__(self, backend_port, tls=None):
         self.mode = "ok"
         self.fail = None
         self.delay = None  # delay(method, path): seconds to wait before forwarding
@@ -163,6 +165,7 @@ class FaultProxy:
         self.paths = []
         self.headers = []  # (method, path, {lower-case name: value}) of each request
         self.connections = 0  # accepted (the proxy keeps them open, as S3 does)
+        self.resumed = 0  # of those, over https: with an abbreviated handshake
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -170,6 +173,9 @@ class FaultProxy:
 
             def setup(self):
                 proxy.connections += 1
+                if tls:
+                    self.request.do_handshake()
+                    proxy.resumed += self.request.session_reused
                 super().setup()
 
             def log_message(self, *a):
@@ -268,6 +274,13 @@ class FaultProxy:
         self.server = Threading(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.url = "http://127.0.0.1:%d" % self.port
+        if tls:
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True,
+                                                 do_handshake_on_connect=False)
+            self.url = "https://127.0.0.1:%d" % self.port
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -1746,16 +1759,23 @@ class TierTest(unittest.TestCase):
         self.assertEqual(asked, [], "a fill was not kept at the stop")
         self.assertEqual(status(b)["entries"]["keys"], len(keys))
 
+    def blobs_of_their_own(self, n):
+        """Stores n random bodies of 300 KiB (each a blob of its own in the
+        tier, beside its key record) through a node, and drains it: (keys,
+        bodies)."""
+        a = self.node()
+        bodies = [self.rng.randbytes(300 * KIB) for _ in range(n)]
+        keys = ["/ac/" + sha256(b"apart %d" % i) for i in range(n)]
+        for k, b in zip(keys, bodies):
+            self.assertEqual(request(a, "PUT", k, b)[0], 200)
+        self.drained(a)
+        return keys, bodies
+
     def test_cold_reads_reuse_the_tiers_connections(self):
         """Each large blob is fetched on a thread of its own, which lives for
         that fetch; the connections outlive it, for the next request of any
         thread (over https, a TCP and TLS handshake saved each time)."""
-        a = self.node()
-        bodies = [self.rng.randbytes(300 * KIB) for _ in range(10)]  # blobs of their own
-        keys = ["/ac/" + sha256(b"reused %d" % i) for i in range(len(bodies))]
-        for k, b in zip(keys, bodies):
-            self.assertEqual(request(a, "PUT", k, b)[0], 200)
-        self.drained(a)
+        keys, bodies = self.blobs_of_their_own(10)
         b = self.node()
         st, _, got = request(b, "GET", keys[0])  # (and whatever the node asks at its start)
         self.assertEqual((st, got == bodies[0]), (200, True))
@@ -1767,6 +1787,34 @@ class TierTest(unittest.TestCase):
         self.assertLessEqual(self.proxy.connections - before, 2,
                              "%d connections for %d requests" % (
                                  self.proxy.connections - before, self.proxy.requests - asked))
+
+    def test_new_connections_resume_the_tiers_tls_session(self):
+        """Over https, a burst of cold reads wants more connections than the
+        node keeps idle; the new ones resume a TLS session the node already
+        has, rather than make a full handshake.  (Not every one: a TLS 1.3
+        connection made while another replaces the session with the tickets
+        it was just given makes a full one; libcurl alone does the same.)"""
+        d = self.folder()
+        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
+                        "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True, stdin=subprocess.DEVNULL)
+        tls = FaultProxy(self.moto.port, tls=(cert, key))
+        self.addCleanup(tls.stop)
+        keys, bodies = self.blobs_of_their_own(9)
+        b = self.node(endpoint=tls.url, extra=["--tier-insecure", "true"])
+        st, _, got = request(b, "GET", keys[0])  # (and whatever the node asks at its start)
+        self.assertEqual((st, got == bodies[0]), (200, True))
+        before, resumed = tls.connections, tls.resumed
+        got = {}
+        at_once(lambda i: got.__setitem__(i, request(b, "GET", keys[i])), range(1, len(keys)))
+        for i in range(1, len(keys)):
+            self.assertEqual((got[i][0], got[i][2] == bodies[i]), (200, True), keys[i])
+        opened = tls.connections - before
+        self.assertGreater(opened, 0, "the burst opened no connection: it tests nothing")
+        self.assertGreater(tls.resumed - resumed, 0,
+                           "none of %d new connections resumed a session" % opened)
 
     def test_large_bodies_stream_and_a_damaged_one_is_never_served_whole(self):
         """Large blobs are answered while they arrive from the tier, each read
