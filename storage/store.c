@@ -336,8 +336,10 @@ void submit_async(store *s, op *o)
 void store_hurry(store *s)
 {
     pthread_mutex_lock(&s->mu);
-    s->urgent = 1;
-    pthread_cond_signal(&s->cv_work);
+    if (s->head != NULL) { /* (an empty queue: what comes next may linger) */
+        s->urgent = 1;
+        pthread_cond_signal(&s->cv_work);
+    }
     pthread_mutex_unlock(&s->mu);
 }
 

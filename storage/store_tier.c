@@ -97,6 +97,12 @@ typedef struct gate {
      * committer's queue, hurry that somebody waits for it, so that
      * whichever comes second hurries the committer. */
     int queued, hurry;
+    /* A key sharing the blob another key's stream brings (stream_join) is
+     * queued once that key's fill committed: hurrying it hurries that
+     * key's gate (follow, taking follow_gen). */
+    int follows;
+    uint8_t follow[TQ_KEYLEN];
+    uint64_t follow_gen;
 } gate;
 
 /* How a fetch behind a gate ended, for the readers that waited for it. */
@@ -1568,8 +1574,13 @@ static gate *gate_find(tier_state *q, const uint8_t id[TQ_KEYLEN])
 static void gate_hurry(store *s, gate *g)
 {
     g->hurry = 1;
-    if (g->queued)
+    if (g->queued) {
         store_hurry(s);
+    } else if (g->follows) {
+        gate *o = gate_find(s->tier_q, g->follow); /* (a stream's owner follows nobody) */
+        if (o && o->gen == g->follow_gen)
+            gate_hurry(s, o);
+    }
 }
 
 /* The fill of the gate of id, taking gen, is in the committer's queue
@@ -2161,6 +2172,8 @@ typedef struct fill_job {
 typedef struct blob_stream {
     struct blob_stream *next;
     uint8_t digest[32];
+    uint8_t owner[TQ_KEYLEN]; /* the owner's gate, and its taking */
+    uint64_t owner_gen;
     tier_fill *f;    /* a reference */
     fill_job *links; /* the other keys' jobs, each with link set */
 } blob_stream;
@@ -2168,10 +2181,18 @@ typedef struct blob_stream {
 static int stream_claim(tier_state *q, fill_job *owner, tier_fill *f, blob_stream *bs)
 {
     memcpy(bs->digest, owner->o.cr.sha256, 32);
+    memcpy(bs->owner, owner->id, TQ_KEYLEN);
+    bs->owner_gen = owner->gen;
     bs->f = f;
     pthread_mutex_lock(&q->gate_mu);
     for (blob_stream *o = q->streams_in; o; o = o->next)
         if (memcmp(o->digest, bs->digest, 32) == 0 && o->f->size == f->size) {
+            pthread_mutex_lock(&o->f->mu);
+            /* (ended, and not yet out of the list; or answered with no blob) */
+            int failed = o->f->state < 0 || (o->f->headers && o->f->codec < 0);
+            pthread_mutex_unlock(&o->f->mu);
+            if (failed)
+                continue;
             pthread_mutex_unlock(&q->gate_mu);
             return 0; /* another key's read began it meanwhile */
         }
@@ -2242,6 +2263,12 @@ static int stream_join(tier_state *q, const key_rec *kr, fill_job *j, tier_fill 
                 j->next_link = bs->links;
                 bs->links = j;
                 joined = 1;
+                gate *g = gate_find(q, j->id);
+                if (g && g->gen == j->gen) {
+                    g->follows = 1;
+                    memcpy(g->follow, bs->owner, TQ_KEYLEN);
+                    g->follow_gen = bs->owner_gen;
+                }
             }
         pthread_mutex_unlock(&q->gate_mu);
     }
@@ -2827,6 +2854,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
                     break;
                 if (have_blob(s, kr.digest)) {
                     link = o->link = 1; /* its stream (another key's) ended, and committed */
+                    rc = TIER_OK;
                     break;
                 }
                 if ((rc = start_stream(s, &kr, j, &f)) != STREAM_TAKEN)

@@ -26,7 +26,7 @@
 #define MIN_RATE (1u << 20) /* bytes/s a blob transfer is given time for */
 #define AB_MAX 64           /* abandoned multipart uploads remembered */
 #define AB_NAME_CAP 512     /* (their names: a blob's, under the prefix) */
-#define HANDLES_KEPT 32     /* idle curl handles kept, with their open connections */
+#define HANDLES_KEPT 128    /* idle curl handles kept, with their open connections */
 
 struct tier {
     char describe[512];
@@ -79,8 +79,9 @@ void tier_thread_done(void)
     sigv4_thread_done();
 }
 
-/* A handle for one request: an idle one (its options reset, its
- * connections kept), or a new one.  NULL if memory runs short. */
+/* A handle for one request: an idle one (its options reset when it was
+ * given back, its connections kept), or a new one.  NULL if memory runs
+ * short. */
 static CURL *handle_take(tier *t)
 {
     pthread_once(&curl_once, curl_init_once);
@@ -89,12 +90,8 @@ static CURL *handle_take(tier *t)
     if (t->nhandles > 0)
         h = t->handles[--t->nhandles];
     pthread_mutex_unlock(&t->handles_mu);
-    if (h == NULL) {
-        if ((h = curl_easy_init()) != NULL && t->share != NULL)
-            curl_easy_setopt(h, CURLOPT_SHARE, t->share); /* kept by curl_easy_reset */
-        return h;
-    }
-    curl_easy_reset(h);
+    if (h == NULL && (h = curl_easy_init()) != NULL && t->share != NULL)
+        curl_easy_setopt(h, CURLOPT_SHARE, t->share); /* kept by curl_easy_reset */
     return h;
 }
 
@@ -128,6 +125,7 @@ static void share_open(tier *t)
 
 static void handle_give(tier *t, CURL *h)
 {
+    curl_easy_reset(h); /* (its options point at the request's memory, gone now) */
     pthread_mutex_lock(&t->handles_mu);
     if (t->nhandles < HANDLES_KEPT) {
         t->handles[t->nhandles++] = h;
@@ -403,6 +401,7 @@ typedef struct xfer {
     int in_fd;
     const uint8_t *in_data;
     uint64_t in_len, in_off;
+    uint64_t in_start; /* in_off when the request began (seek_cb) */
     /* response body */
     int out_fd;
     uint8_t *out;
@@ -424,6 +423,17 @@ typedef struct xfer {
      * transfer there (stalled_cb), not at the end of its budget */
     uint64_t stall_ns, last_ns;
 } xfer;
+
+/* curl sends the body again (a kept connection that the server closed as
+ * the request went out: curl retries on a new one): from offset. */
+static int seek_cb(void *arg, curl_off_t offset, int origin)
+{
+    xfer *x = arg;
+    if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > x->in_len - x->in_start)
+        return CURL_SEEKFUNC_FAIL;
+    x->in_off = x->in_start + (uint64_t)offset;
+    return CURL_SEEKFUNC_OK;
+}
 
 static int stalled_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                       curl_off_t ulnow)
@@ -462,6 +472,8 @@ static size_t write_cb(char *buf, size_t size, size_t n, void *arg)
         x->refused = 1; /* the whole object again, another part, or an error's body */
         return 0;
     }
+    if (x->out_fd >= 0 && (x->status < 200 || x->status > 299))
+        return len; /* an error's body, not the object's: not kept, nor shown to readers */
     if ((uint64_t)x->out_len + len > x->out_max) {
         x->too_large = 1;
         return 0;
@@ -732,6 +744,9 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
         curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb);
         curl_easy_setopt(h, CURLOPT_READDATA, x);
+        x->in_start = x->in_off;
+        curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, seek_cb);
+        curl_easy_setopt(h, CURLOPT_SEEKDATA, x);
         curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)(x->in_len - x->in_off));
         if (strcmp(method, "POST") == 0)
             curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "POST");

@@ -1064,6 +1064,47 @@ class TierTest(unittest.TestCase):
             self.assertEqual(sha256(request(c, "GET", k)[2]), sha256(body), k)
         self.assertTrue(wait_for(lambda: status(c)["entries"]["keys"] == 3), status(c))
 
+    def test_a_key_waiting_on_a_stream_that_failed_fetches_the_blob_itself(self):
+        """Key B, with the same large body as key A, waits for the stream A's
+        read began; the tier fails A's blob request before its first byte.
+        B's read does not fail with it: B fetches the blob itself."""
+        a = self.node()
+        body = self.rng.randbytes(3 * MIB)
+        ka, kb = ("/ac/" + sha256(b"stream that failed %d" % i) for i in range(2))
+        for k in (ka, kb):
+            self.assertEqual(request(a, "PUT", k, body)[0], 200)
+        self.drained(a)
+        blob = "/blobs/" + sha256(body)
+        b = self.node()
+        first = threading.Event()
+
+        def fail(m, p):  # the first GET of the blob: 503, once B waits for it
+            if m == "GET" and blob in p and not first.is_set():
+                first.set()
+                return "503"
+        self.proxy.delay = lambda m, p: 1 if m == "GET" and blob in p and not first.is_set() else 0
+        self.proxy.fail = fail
+        got = {}
+
+        def read(k):
+            try:
+                got[k] = request(b, "GET", k)
+            except (http.client.HTTPException, ConnectionError) as e:
+                got[k] = e
+        ta = threading.Thread(target=read, args=(ka,))
+        ta.start()
+        self.assertTrue(wait_for(lambda: any(p.startswith("GET ") and blob in p
+                                             for p in self.proxy.paths), timeout=10))
+        read(kb)
+        ta.join(30)
+        self.assertTrue(first.is_set(), "the blob was not asked for")
+        self.assertEqual((got[kb][0], sha256(got[kb][2])), (200, sha256(body)), "B")
+        if isinstance(got[ka], tuple) and got[ka][0] == 200:  # (A's own answer failed, mostly)
+            self.assertEqual(sha256(got[ka][2]), sha256(body), "A")
+        self.assertEqual(sum(1 for p in self.proxy.paths if p.startswith("GET ") and blob in p), 2)
+        st, _, data = request(b, "GET", ka)
+        self.assertEqual((st, sha256(data)), (200, sha256(body)), "A, read again")
+
     def test_an_answer_cut_short_by_the_tier_is_resumed(self):
         """The tier's answer for a blob breaks off half-way (the connection
         closed): the node asks for the rest (a Range from where it stopped,
