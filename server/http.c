@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "../common/log.h"
+#include "../common/sigv4.h"
 #include "../common/util.h"
 #include "s3.h"
 #include "server.h"
@@ -126,6 +127,30 @@ const char *http_header(request *r, const char *name)
 int http_is(request *r, const char *method)
 {
     return strcmp(r->method, method) == 0;
+}
+
+const char *http_range(request *r, const char *etag, uint64_t mtime_ms)
+{
+    const char *range = http_header(r, "Range"), *v = http_header(r, "If-Range");
+    if (range == NULL || v == NULL)
+        return range;
+    while (*v == ' ')
+        v++;
+    size_t vl = strlen(v);
+    while (vl && v[vl - 1] == ' ')
+        vl--;
+    if (v[0] == '"') /* a strong entity tag: the same, byte for byte */
+        return etag && vl == strlen(etag) + 2 && v[vl - 1] == '"' &&
+                       memcmp(v + 1, etag, vl - 2) == 0
+                   ? range
+                   : NULL;
+    if (strncmp(v, "W/", 2) == 0)
+        return NULL; /* a weak one never matches */
+    time_t t;
+    return mtime_ms && sigv4_parse_http_date(v, &t) == SIGV4_OK &&
+                   (int64_t)t == (int64_t)(mtime_ms / 1000)
+               ? range
+               : NULL;
 }
 
 int http_accepts_encoding(request *r, const char *coding)

@@ -124,7 +124,7 @@ static enum MHD_Result reply_get(request *r, int head, int *vanished)
     serve_opts o = {.sent = &r->m.sent,
                     .head = head,
                     .allow_zstd = http_accepts_encoding(r, "zstd"),
-                    .range = http_header(r, "Range"),
+                    .range = http_range(r, NULL, 0), /* (no validator: an If-Range is false) */
                     .content_type = "application/octet-stream",
                     .req = r,
                     .vanished = vanished};

@@ -307,7 +307,7 @@ static enum MHD_Result get_object_once(request *r, int head, int *vanished)
     serve_opts o = {.sent = &r->m.sent,
                     .head = head,
                     .allow_zstd = 0,
-                    .range = http_header(r, "Range"),
+                    .range = http_range(r, etag, e.mtime_ms),
                     .req = r,
                     .vanished = vanished};
     if (s3_has_param(r, "partNumber")) {

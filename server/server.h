@@ -118,6 +118,11 @@ const char *http_header(request *r, const char *name);
 int http_is(request *r, const char *method);
 /* Does the Accept-Encoding header accept coding (with a q-value above 0)? */
 int http_accepts_encoding(request *r, const char *coding);
+/* The request's Range, or NULL: also NULL when an If-Range names another
+ * version than the one with etag (without quotes; NULL: none sent) and
+ * mtime_ms (0: none sent), so that the whole body is answered (RFC 9110
+ * 13.1.5). */
+const char *http_range(request *r, const char *etag, uint64_t mtime_ms);
 /* HTTP status for a store status. */
 unsigned http_status_for(int store_status);
 

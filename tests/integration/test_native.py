@@ -598,6 +598,18 @@ class RangeTest(NativeTest):
         self.assertEqual(kb(st), {"keys": 2, "blobs": 1})
         self.assertEqual(files[d], data)  # reads changed nothing on disk
 
+    def test_if_range_without_a_validator_answers_the_whole_body(self):
+        """The native API sends no ETag nor Last-Modified, so no If-Range
+        can name the version a client holds: the whole body comes back,
+        as RFC 9110 says, and never bytes of another version."""
+        body = random_body(100000)
+        k = ac_key("if-range")
+        self.assertEqual(self.put("/ac/" + k, body)[0], 200)
+        s, h, got = self.get("/ac/" + k, headers={"Range": "bytes=0-9", "If-Range": '"x"'})
+        self.assertEqual((s, got, h.get("content-range")), (200, body, None))
+        s, h, got = self.get("/ac/" + k, headers={"Range": "bytes=0-9"})
+        self.assertEqual((s, got), (206, body[:10]))
+
     def test_ranges_on_compressible_body(self):
         self.check_ranges(text_body(self.SIZE, seed=4), compressed=True)
 

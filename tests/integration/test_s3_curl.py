@@ -127,6 +127,15 @@ class CurlSigV4Test(unittest.TestCase):
         self.assertEqual(st, 206)
         self.assertEqual(got, body[:1])
         self.assertEqual(h["content-range"], "bytes 0-0/%d" % len(body))
+        # If-Range: the range only while the object is the version named,
+        # by its ETag (strong) or its Last-Modified; else the whole body
+        etag, lm = h["etag"], h["last-modified"]
+        for cond, whole in ((etag, False), (lm, False), ('"0123"', True), ("W/" + etag, True),
+                            ("Mon, 01 Jan 2001 00:00:00 GMT", True)):
+            st, _, got = self.curl("GET", "/curl-basic/dir/obj.bin",
+                                   headers=["Range: bytes=0-9", "If-Range: " + cond])
+            self.assertEqual((st, got == (body if whole else body[:10])),
+                             (200 if whole else 206, True), cond)
         # a hex x-amz-content-sha256 that matches
         small = b"small body"
         st, _, _ = self.put("/curl-basic/hex", small, sha=hashlib.sha256(small).hexdigest())
