@@ -230,6 +230,7 @@ static int call_init(call *k, const char *method, const char *path, const char *
     if (k->c == NULL)
         return -1;
     curl_easy_setopt(k->c, CURLOPT_URL, url);
+    curl_easy_setopt(k->c, CURLOPT_PATH_AS_IS, 1L); /* "a/../b" is a key, not a path to fold */
     curl_easy_setopt(k->c, CURLOPT_USERAGENT, "cairn/" CAIRN_VERSION);
     curl_easy_setopt(k->c, CURLOPT_CUSTOMREQUEST, method);
     if (strcmp(method, "HEAD") == 0)
@@ -902,6 +903,12 @@ static int warmup_into(item_list *l, const char *dir, unsigned parallel)
                 failed++, done++;
                 continue;
             }
+            if (stat(f->final, &st) == 0 && S_ISDIR(st.st_mode)) {
+                fprintf(stderr, "cairn: %s: %s is a folder (of other keys); not kept\n", it->name,
+                        f->final);
+                failed++, done++;
+                continue;
+            }
             if (stat(f->final, &st) == 0) {
                 local++, done++;
                 continue;
@@ -955,12 +962,18 @@ static int warmup_into(item_list *l, const char *dir, unsigned parallel)
                      strcasecmp(hex, want) == 0 && close(f->r.fd) == 0;
             if (!ok && f->r.fd >= 0)
                 close(f->r.fd);
-            if (ok && rename(f->tmp, f->final) == 0) {
+            int moved = ok && rename(f->tmp, f->final) == 0;
+            if (moved) {
                 warmed++;
                 bytes += f->r.length;
             } else {
+                int err = errno;
                 unlink(f->tmp);
-                if (msg->data.result != CURLE_OK) {
+                if (ok) { /* (a right body: its name is taken, by a folder of other keys say) */
+                    fprintf(stderr, "cairn: %s: cannot put it at %s: %s; not kept\n", f->it.name,
+                            f->final, strerror(err));
+                    failed++;
+                } else if (msg->data.result != CURLE_OK) {
                     fprintf(stderr, "cairn: %s: %s\n", f->it.name,
                             curl_easy_strerror(msg->data.result));
                     failed++;

@@ -646,6 +646,56 @@ class CliTest(unittest.TestCase):
         self.assertEqual(rc, 0, err)
         self.assertIn("stored 0 B in 0 blobs", out)
 
+    def test_keys_with_dot_segments_are_keys_not_paths(self):
+        """"dir/../target" and "dir/./x" are S3 keys like any other: get,
+        stat and rm act on them, not on "target" or "dir/x"."""
+        a = self.node(prefix="dots")
+        s3 = self.s3(a)
+        s3.create_bucket(Bucket="dots")
+        bodies = {"dir/../target": b"I am dir/../target", "target": b"I am target",
+                  "d/./x": b"I am d/./x"}
+        for k, b in bodies.items():
+            s3.put_object(Bucket="dots", Key=k, Body=b)
+        d = tempfile.mkdtemp(prefix="cairn-cli-")
+        self.addCleanup(shutil.rmtree, d, True)
+        for k, b in bodies.items():
+            out_path = os.path.join(d, "out")
+            rc, out, err = self.cli(a, "get", "dots/" + k, "-o", out_path)
+            self.assertEqual(rc, 0, err)
+            with open(out_path, "rb") as f:
+                self.assertEqual(f.read(), b, k)
+            rc, out, err = self.cli(a, "stat", "--json", "dots/" + k)
+            self.assertEqual((rc, json.loads(out)["size"]), (0, len(b)), k)
+        rc, out, err = self.cli(a, "rm", "dots/dir/../target")
+        self.assertEqual(rc, 0, err)
+        left = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="dots")["Contents"])
+        self.assertEqual(left, ["d/./x", "target"])
+
+    def test_warmup_into_a_name_taken_says_so(self):
+        """Keys "c/a" and "c/a/b" cannot both be files under --into: the
+        one that finds its name taken is not kept, and the message says
+        why (not a digest that failed: its body was right)."""
+        a = self.node(prefix="clash")
+        s3 = self.s3(a)
+        s3.create_bucket(Bucket="clash")
+        s3.put_object(Bucket="clash", Key="c/a/b", Body=b"two")
+        d = tempfile.mkdtemp(prefix="cairn-into-")
+        self.addCleanup(shutil.rmtree, d, True)
+        rc, out, err = self.cli(a, "warmup", "--into", d, "--json", "-", stdin=b"clash/c/a/b\n")
+        self.assertEqual(rc, 0, err)
+        s3.put_object(Bucket="clash", Key="c/a", Body=b"one")
+        rc, out, err = self.cli(a, "warmup", "--into", d, "--json", "-", stdin=b"clash/c/a\n")
+        self.assertEqual((rc, json.loads(out)["failed"]), (1, 1), err)
+        self.assertIn("is a folder", err)
+        # both at once, in a new folder: one of them is kept, the other
+        # says why not (its name or its parent's is taken)
+        d2 = tempfile.mkdtemp(prefix="cairn-into-")
+        self.addCleanup(shutil.rmtree, d2, True)
+        rc, out, err = self.cli(a, "warmup", "--into", d2, "--json", "-",
+                                stdin=b"clash/c/a/b\nclash/c/a\n")
+        self.assertEqual((rc, json.loads(out)["warmed"], json.loads(out)["failed"]), (1, 1, 1), err)
+        self.assertNotIn("digest", err)
+
 
 if __name__ == "__main__":
     unittest.main()
