@@ -61,8 +61,8 @@ struct tier {
     unsigned nhandles;
     /* What every handle shares: TLS sessions, so that a new handle (a
      * burst of more requests than handles kept) resumes one instead of a
-     * full handshake, and resolved names.  NULL if curl could not make it:
-     * each handle then keeps its own. */
+     * full handshake.  NULL with a libcurl that cannot share them safely
+     * (share_open), or could not make it: each handle keeps its own. */
     CURLSH *share;
     pthread_mutex_t share_mu[CURL_LOCK_DATA_LAST];
 };
@@ -111,13 +111,20 @@ static void share_unlock(CURL *h, curl_lock_data data, void *arg)
 /* The share of t's handles (after curl_global_init). */
 static void share_open(tier *t)
 {
+    /* Before libcurl 8.12 the cache hands one OpenSSL session object to
+     * every connection that resumes it, and connections on two threads
+     * resuming at once race on it (curl pull request 14751); 8.12 keeps
+     * sessions serialized, each connection its own copy.  Resolved names
+     * stay each handle's own: handles resolving at different times spread
+     * over the addresses a tier's name rotates through. */
+    if (curl_version_info(CURLVERSION_NOW)->version_num < 0x080c00)
+        return;
     if ((t->share = curl_share_init()) == NULL)
         return;
     if (curl_share_setopt(t->share, CURLSHOPT_LOCKFUNC, share_lock) != CURLSHE_OK ||
         curl_share_setopt(t->share, CURLSHOPT_UNLOCKFUNC, share_unlock) != CURLSHE_OK ||
         curl_share_setopt(t->share, CURLSHOPT_USERDATA, t) != CURLSHE_OK ||
-        curl_share_setopt(t->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK ||
-        curl_share_setopt(t->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK) {
+        curl_share_setopt(t->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
         curl_share_cleanup(t->share);
         t->share = NULL;
     }
@@ -516,17 +523,18 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *arg)
     xfer *x = arg;
     size_t len = size * n;
     char line[256];
-    if (len >= sizeof line)
-        return len;
-    memcpy(line, buf, len);
-    line[len] = '\0';
+    size_t cl = len < sizeof line ? len : sizeof line - 1;
+    memcpy(line, buf, cl);
+    line[cl] = '\0';
     line[strcspn(line, "\r\n")] = '\0';
-    if (strncmp(line, "HTTP/", 5) == 0) { /* a status line: a new answer's headers begin */
-        const char *sp = strchr(line, ' ');
+    if (strncmp(line, "HTTP/", 5) == 0) {   /* a status line: a new answer's headers begin */
+        const char *sp = strchr(line, ' '); /* (its reason phrase may be cut: of no matter) */
         x->status = sp ? strtol(sp + 1, NULL, 10) : 0;
         x->range_ok = 0;
         return len;
     }
+    if (len >= sizeof line)
+        return len; /* a header this long is none of those read here */
     char *colon = strchr(line, ':');
     if (colon == NULL)
         return len;
