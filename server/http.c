@@ -134,13 +134,13 @@ const char *http_range(request *r, const char *etag, uint64_t mtime_ms)
     const char *range = http_header(r, "Range"), *v = http_header(r, "If-Range");
     if (range == NULL || v == NULL)
         return range;
-    while (*v == ' ')
+    while (*v == ' ' || *v == '\t')
         v++;
     size_t vl = strlen(v);
-    while (vl && v[vl - 1] == ' ')
+    while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
         vl--;
     if (v[0] == '"') /* a strong entity tag: the same, byte for byte */
-        return etag && vl == strlen(etag) + 2 && v[vl - 1] == '"' &&
+        return etag && *etag && vl == strlen(etag) + 2 && v[vl - 1] == '"' &&
                        memcmp(v + 1, etag, vl - 2) == 0
                    ? range
                    : NULL;
