@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -188,6 +189,28 @@ static int open_tier(const server_config *c, tier **t, keys_source *src, char *e
     return rc;
 }
 
+/* Open files: each connection, each body being read or written, the tier's
+ * connections.  The soft limit is often 1024, under --connection-limit's
+ * default alone: raised to the hard limit, and a warning if that is short. */
+static void raise_open_files(const server_config *c)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+        (void)getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    rlim_t want = (rlim_t)c->connection_limit * 2 + 256;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want)
+        log_msg(LOG_WARN, "open_files",
+                "at most %llu open files (ulimit -n); %llu connections and their bodies may "
+                "want %llu: raise the limit (LimitNOFILE= under systemd)",
+                (unsigned long long)rl.rlim_cur, (unsigned long long)c->connection_limit,
+                (unsigned long long)want);
+}
+
 static void log_config(const server_config *c)
 {
     log_msg(LOG_INFO, "config",
@@ -208,6 +231,7 @@ int main(int argc, char **argv)
     int level;
     log_parse_level(cfg.log_level, &level);
     log_set_level(level);
+    raise_open_files(&cfg);
 
     sigset_t sigs;
     sigemptyset(&sigs);
