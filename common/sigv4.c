@@ -1498,18 +1498,13 @@ int sigv4_verify_signature_key(const sigv4_request *req, const sigv4_auth *auth,
     return SIGV4_OK;
 }
 
-static int verify_v2(const sigv4_request *req, const sigv4_auth *auth, const char *secret,
-                     const sigv4_verify_opts *opts, sigv4_trace *trace)
+static int verify_v2_as(const sigv4_request *req, const sigv4_auth *auth, const char *secret,
+                        const sigv4_verify_opts *opts, const char *expires, sigv4_trace *trace)
 {
-    char expires[32], sig[SIGV4_V2_SIG_SIZE];
+    char sig[SIGV4_V2_SIG_SIZE];
     char *sts = NULL;
-    int rc;
+    int rc = sigv4_v2_string_to_sign(req, opts->vhost_bucket, expires, &sts);
 
-    if (auth->kind == SIGV4_AUTH_V2_QUERY &&
-        get_param(req, "Expires", expires, sizeof(expires)) <= 0)
-        return SIGV4_ERR_MALFORMED_AUTH;
-    rc = sigv4_v2_string_to_sign(req, opts->vhost_bucket,
-                                 auth->kind == SIGV4_AUTH_V2_QUERY ? expires : NULL, &sts);
     if (rc == SIGV4_OK)
         rc = sigv4_v2_signature(secret, sts, sig);
     trace_keep(trace, NULL, sts);
@@ -1518,6 +1513,33 @@ static int verify_v2(const sigv4_request *req, const sigv4_auth *auth, const cha
     if (!signature_matches(sig, auth->signature, strlen(auth->signature)))
         return SIGV4_ERR_SIGNATURE_MISMATCH;
     return SIGV4_OK;
+}
+
+static int verify_v2(const sigv4_request *req, const sigv4_auth *auth, const char *secret,
+                     const sigv4_verify_opts *opts, sigv4_trace *trace)
+{
+    char expires[32];
+    const char *exp = NULL;
+    int rc;
+
+    if (auth->kind == SIGV4_AUTH_V2_QUERY) {
+        if (get_param(req, "Expires", expires, sizeof(expires)) <= 0)
+            return SIGV4_ERR_MALFORMED_AUTH;
+        exp = expires;
+    }
+    rc = verify_v2_as(req, auth, secret, opts, exp, trace);
+    /* A path-style request of a bucket alone ("/bucket?location") is signed
+     * by botocore, as S3 takes it, with the bucket's resource ending in '/'. */
+    const char *p = req->path;
+    if (rc == SIGV4_ERR_SIGNATURE_MISMATCH && opts->vhost_bucket == NULL && p && p[0] == '/' &&
+        p[1] != '\0' && strchr(p + 1, '/') == NULL && strlen(p) < 256) {
+        char slashed[258];
+        sigv4_request bucket_req = *req;
+        snprintf(slashed, sizeof slashed, "%s/", p);
+        bucket_req.path = slashed;
+        rc = verify_v2_as(&bucket_req, auth, secret, opts, exp, NULL); /* (trace: the first) */
+    }
+    return rc;
 }
 
 int sigv4_verify_signature(const sigv4_request *req, const sigv4_auth *auth, const char *secret,

@@ -783,6 +783,10 @@ static enum MHD_Result admin_call(request *r)
 static enum MHD_Result last_call(request *r)
 {
     s3_req *s = r->fe;
+    /* buckets are unversioned: every object's one version is "null" */
+    if ((s->op == OP_GET_OBJECT || s->op == OP_HEAD_OBJECT || s->op == OP_DELETE_OBJECT) &&
+        s3_has_param(r, "versionId") && strcmp(s3_param(r, "versionId"), "null") != 0)
+        return s3_error(r, 400, "InvalidArgument", "Invalid version id specified");
     switch (s->op) {
     case OP_LIST_BUCKETS:
         return s3_list_buckets(r);

@@ -95,6 +95,10 @@ enum MHD_Result s3_no_bucket(request *r);
 enum MHD_Result s3_bucket_error(request *r, int st);
 /* The error for a store status (NoSuchKey, InternalError, ...). */
 enum MHD_Result s3_store_error(request *r, int st);
+/* Conditional writes against the request key's current object: If-Match,
+ * and If-None-Match unless none_match is 0 (a delete).  0 to go on; 1 with
+ * *ret the answer sent (412, or the store's error). */
+int s3_write_preconditions(request *r, int none_match, enum MHD_Result *ret);
 void s3_format_iso8601(uint64_t ms, char out[32]);
 /* An expat parser for a request document (user data ud) that refuses DTDs:
  * no entity of any kind is expanded.  s3_xml_parse parses b whole, frees the

@@ -18,6 +18,7 @@
 
 #include "../common/util.h"
 #include "../storage/multipart.h"
+#include "../common/sigv4.h"
 #include "s3.h"
 
 #define MIN_PART_SIZE (5u << 20)
@@ -338,6 +339,8 @@ static enum MHD_Result complete(request *r, complete_parse *p)
         }
     }
     free(parts);
+    if (!failed && s3_write_preconditions(r, 1, &ret))
+        failed = 1; /* (If-None-Match: "*", If-Match: the key's current object) */
     if (!failed) {
         buf meta = {0};
         s3_meta_add_etag(&meta, etag);
@@ -448,33 +451,75 @@ enum MHD_Result s3_list_parts(request *r)
     return s3_xml(r, 200, &b);
 }
 
+/* ListMultipartUploads: uploads sorted by key, then by upload ID (S3 pages
+ * by both markers so); keys with the delimiter after the prefix are rolled
+ * up into common prefixes, each counted as one entry. */
+typedef struct upload_item {
+    char *key;
+    size_t klen;
+    char id[MPU_ID_LEN + 1];
+    uint64_t created_ms;
+} upload_item;
+
 typedef struct uploads_ctx {
-    buf *b;
     const char *prefix;
     size_t plen;
-    long max, count;
-    int truncated;
+    upload_item *items;
+    size_t n, cap;
+    int oom;
 } uploads_ctx;
 
-static int list_upload(void *ctx, const mpu_info *info)
+static int collect_upload(void *ctx, const mpu_info *info)
 {
     uploads_ctx *u = ctx;
     if (info->klen < u->plen || memcmp(info->key, u->prefix, u->plen) != 0)
         return 0;
-    if (u->count == u->max) {
-        u->truncated = 1;
+    if (u->n == u->cap) {
+        size_t cap = u->cap ? u->cap * 2 : 64;
+        upload_item *p = realloc(u->items, cap * sizeof *p);
+        if (p == NULL) {
+            u->oom = 1;
+            return 1;
+        }
+        u->items = p;
+        u->cap = cap;
+    }
+    upload_item *it = &u->items[u->n];
+    if ((it->key = malloc(info->klen + 1)) == NULL) {
+        u->oom = 1;
         return 1;
     }
-    char when[32];
-    s3_format_iso8601(info->created_ms, when);
-    buf_puts(u->b, "<Upload>");
-    buf_xml_elem(u->b, "Key", info->key, info->klen);
-    buf_printf(u->b,
-               "<UploadId>%s</UploadId><Initiated>%s</Initiated><StorageClass>STANDARD"
-               "</StorageClass></Upload>",
-               info->id, when);
-    u->count++;
+    memcpy(it->key, info->key, info->klen);
+    it->key[info->klen] = '\0';
+    it->klen = info->klen;
+    memcpy(it->id, info->id, sizeof it->id);
+    it->created_ms = info->created_ms;
+    u->n++;
     return 0;
+}
+
+static int key_cmp(const char *a, size_t al, const char *b, size_t bl)
+{
+    int c = memcmp(a, b, al < bl ? al : bl);
+    return c ? c : (al > bl) - (al < bl);
+}
+
+static int upload_cmp(const void *pa, const void *pb)
+{
+    const upload_item *a = pa, *b = pb;
+    int c = key_cmp(a->key, a->klen, b->key, b->klen);
+    return c ? c : strcmp(a->id, b->id);
+}
+
+static void emit_upload_text(buf *b, int url, const char *tag, const char *v, size_t n)
+{
+    char *enc = url ? sigv4_uri_encode(v, n, 1) : NULL;
+    if (enc) {
+        buf_printf(b, "<%s>%s</%s>", tag, enc, tag);
+        free(enc);
+    } else {
+        buf_xml_elem(b, tag, v, n);
+    }
 }
 
 enum MHD_Result s3_list_multipart_uploads(request *r)
@@ -482,26 +527,106 @@ enum MHD_Result s3_list_multipart_uploads(request *r)
     s3_req *s = r->fe;
     if (!s3_bucket_exists(r))
         return s3_no_bucket(r);
-    const char *prefix = s3_param(r, "prefix");
-    const char *mu = s3_param(r, "max-uploads");
-    uploads_ctx u = {0};
-    buf items = {0};
-    u.b = &items;
-    u.prefix = prefix ? prefix : "";
+    const char *prefix = s3_param(r, "prefix"), *delim = s3_param(r, "delimiter");
+    const char *mu = s3_param(r, "max-uploads"), *enc = s3_param(r, "encoding-type");
+    const char *km = s3_param(r, "key-marker"), *um = s3_param(r, "upload-id-marker");
+    if (enc && strcmp(enc, "url") != 0)
+        return s3_error(r, 400, "InvalidArgument", "Invalid Encoding Method specified in Request");
+    int url = enc != NULL;
+    if (delim && !*delim)
+        delim = NULL;
+    if (km && !*km)
+        km = NULL;
+    if (km == NULL || (um && !*um))
+        um = NULL; /* (an upload-id-marker counts only with a key-marker) */
+    long max = mu ? strtol(mu, NULL, 10) : 1000;
+    if (max < 0 || max > 1000)
+        max = 1000;
+    uploads_ctx u = {.prefix = prefix ? prefix : ""};
     u.plen = strlen(u.prefix);
-    u.max = mu ? strtol(mu, NULL, 10) : 1000;
-    if (u.max < 0 || u.max > 1000)
-        u.max = 1000;
-    mpu_list(r->srv->st, s->ns, list_upload, &u);
+    mpu_list(r->srv->st, s->ns, collect_upload, &u);
+    if (u.oom) {
+        for (size_t i = 0; i < u.n; i++)
+            free(u.items[i].key);
+        free(u.items);
+        return s3_error(r, 500, "InternalError", "out of memory");
+    }
+    if (u.n > 1)
+        qsort(u.items, u.n, sizeof *u.items, upload_cmp);
+    size_t kml = km ? strlen(km) : 0, dl = delim ? strlen(delim) : 0;
+    buf items = {0}, prefixes = {0};
+    long count = 0;
+    int truncated = 0;
+    const char *next_key = NULL, *next_id = "";
+    size_t next_kl = 0;
+    const char *last_cp = NULL; /* the common prefix emitted last, and its length */
+    size_t last_cpl = 0;
+    for (size_t i = 0; i < u.n; i++) {
+        upload_item *it = &u.items[i];
+        if (km) {
+            int c = key_cmp(it->key, it->klen, km, kml);
+            if (c < 0 || (c == 0 && (um == NULL || strcmp(it->id, um) <= 0)))
+                continue;
+        }
+        size_t cpl = 0; /* the length of its common prefix, if it has one */
+        if (delim) {
+            const char *d = it->klen >= u.plen + dl
+                                ? memmem(it->key + u.plen, it->klen - u.plen, delim, dl)
+                                : NULL;
+            if (d)
+                cpl = (size_t)(d - it->key) + dl;
+        }
+        if (cpl && last_cp && cpl == last_cpl && memcmp(it->key, last_cp, cpl) == 0)
+            continue; /* rolled up already */
+        if (cpl && km && cpl <= kml && memcmp(it->key, km, cpl) == 0 && cpl == kml)
+            continue; /* the marker is this common prefix: it was on an earlier page */
+        if (count == max) {
+            truncated = 1;
+            break;
+        }
+        count++;
+        if (cpl) {
+            buf_puts(&prefixes, "<CommonPrefixes>");
+            emit_upload_text(&prefixes, url, "Prefix", it->key, cpl);
+            buf_puts(&prefixes, "</CommonPrefixes>");
+            last_cp = it->key;
+            last_cpl = cpl;
+            next_key = it->key, next_kl = cpl, next_id = "";
+            continue;
+        }
+        char when[32];
+        s3_format_iso8601(it->created_ms, when);
+        buf_puts(&items, "<Upload>");
+        emit_upload_text(&items, url, "Key", it->key, it->klen);
+        buf_printf(&items,
+                   "<UploadId>%s</UploadId><Initiated>%s</Initiated><StorageClass>STANDARD"
+                   "</StorageClass></Upload>",
+                   it->id, when);
+        next_key = it->key, next_kl = it->klen, next_id = it->id;
+    }
     buf b = {0};
     buf_printf(&b, "%s<ListMultipartUploadsResult xmlns=\"%s\">", XML_HEAD, S3_NS);
     buf_xml_elem(&b, "Bucket", s->bucket, strlen(s->bucket));
-    buf_puts(&b, "<KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker>");
-    buf_xml_elem(&b, "Prefix", u.prefix, u.plen);
-    buf_printf(&b, "<MaxUploads>%ld</MaxUploads><IsTruncated>%s</IsTruncated>", u.max,
-               u.truncated ? "true" : "false");
+    emit_upload_text(&b, url, "KeyMarker", km ? km : "", kml);
+    buf_xml_elem(&b, "UploadIdMarker", um ? um : "", um ? strlen(um) : 0);
+    if (truncated && next_key) {
+        emit_upload_text(&b, url, "NextKeyMarker", next_key, next_kl);
+        buf_xml_elem(&b, "NextUploadIdMarker", next_id, strlen(next_id));
+    }
+    if (delim)
+        emit_upload_text(&b, url, "Delimiter", delim, dl);
+    emit_upload_text(&b, url, "Prefix", u.prefix, u.plen);
+    if (url)
+        buf_puts(&b, "<EncodingType>url</EncodingType>");
+    buf_printf(&b, "<MaxUploads>%ld</MaxUploads><IsTruncated>%s</IsTruncated>", max,
+               truncated ? "true" : "false");
     buf_add(&b, items.data ? items.data : "", items.len);
+    buf_add(&b, prefixes.data ? prefixes.data : "", prefixes.len);
     buf_puts(&b, "</ListMultipartUploadsResult>");
     buf_free(&items);
+    buf_free(&prefixes);
+    for (size_t i = 0; i < u.n; i++)
+        free(u.items[i].key);
+    free(u.items);
     return s3_xml(r, 200, &b);
 }

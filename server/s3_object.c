@@ -254,6 +254,33 @@ static int etag_matches(const char *list, const char *etag)
     return 0;
 }
 
+int s3_write_preconditions(request *r, int none_match, enum MHD_Result *ret)
+{
+    s3_req *s = r->fe;
+    const char *inm = none_match ? http_header(r, "If-None-Match") : NULL;
+    const char *im = http_header(r, "If-Match");
+    if (inm == NULL && im == NULL)
+        return 0;
+    store_entry e;
+    int st = store_lookup(r->srv->st, s->ns, s->key, s->klen, &e);
+    if (st != STORE_OK && st != STORE_NOTFOUND) {
+        *ret = s3_store_error(r, st);
+        return 1;
+    }
+    char cur[80] = "";
+    if (st == STORE_OK) {
+        s3_meta_etag(e.meta, e.meta_len, cur, sizeof cur);
+        store_entry_clear(&e);
+    }
+    if ((inm && st == STORE_OK && etag_matches(inm, cur)) ||
+        (im && (st != STORE_OK || !etag_matches(im, cur)))) {
+        *ret = s3_error(r, 412, "PreconditionFailed",
+                        "At least one of the pre-conditions you specified did not hold");
+        return 1;
+    }
+    return 0;
+}
+
 /* 0 to go on, else the status to answer (304 or 412). */
 static unsigned check_conditions(request *r, const char *etag, uint64_t mtime_ms)
 {
@@ -384,20 +411,8 @@ enum MHD_Result s3_put_object_end(request *r)
     if (s3_body_verify(r, res.md5, res.digest, &ret) != 0)
         return ret;
 
-    /* conditional writes */
-    const char *inm = http_header(r, "If-None-Match"), *im = http_header(r, "If-Match");
-    if (inm || im) {
-        store_entry e;
-        int st = store_lookup(r->srv->st, s->ns, s->key, s->klen, &e);
-        char cur[80] = "";
-        if (st == STORE_OK)
-            s3_meta_etag(e.meta, e.meta_len, cur, sizeof cur);
-        store_entry_clear(&e);
-        if ((inm && st == STORE_OK && etag_matches(inm, cur)) ||
-            (im && (st != STORE_OK || !etag_matches(im, cur))))
-            return s3_error(r, 412, "PreconditionFailed",
-                            "At least one of the pre-conditions you specified did not hold");
-    }
+    if (s3_write_preconditions(r, 1, &ret))
+        return ret;
 
     char etag[33];
     util_hex(res.md5, 16, etag);
@@ -428,6 +443,9 @@ enum MHD_Result s3_delete_object(request *r)
     s3_req *s = r->fe;
     if (!s3_bucket_exists(r))
         return s3_no_bucket(r);
+    enum MHD_Result ret;
+    if (s3_write_preconditions(r, 0, &ret)) /* (S3 deletes take If-Match only) */
+        return ret;
     int st = store_delete_blind(r->srv->st, s->ns, s->key, s->klen);
     if (st != STORE_OK && st != STORE_NOTFOUND)
         return s3_store_error(r, st);
@@ -450,6 +468,8 @@ static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
     /* "/bucket/key" or "bucket/key", URL-encoded, maybe "?versionId=..." */
     const char *p = src[0] == '/' ? src + 1 : src;
     const char *qm = strstr(p, "?versionId=");
+    if (qm && strcmp(qm + 11, "null") != 0)
+        return s3_error(r, 400, "InvalidArgument", "Invalid version id specified");
     size_t j;
     char *dec = s3_pct_decode(p, qm ? (size_t)(qm - p) : strlen(p), 0, &j);
     if (dec == NULL)
@@ -509,6 +529,12 @@ static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
                         "This copy request is illegal because it is trying to copy an object to "
                         "itself without changing the object's metadata, storage class, website "
                         "redirect location or encryption attributes.");
+    }
+    enum MHD_Result ret;
+    if (s3_write_preconditions(r, 1, &ret)) { /* the destination's If-Match, If-None-Match */
+        store_entry_clear(&e);
+        free(dec);
+        return ret;
     }
     buf meta = {0};
     if (replace) {

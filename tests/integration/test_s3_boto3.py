@@ -665,6 +665,108 @@ class Boto3Test(unittest.TestCase):
         self.assertTrue(r["ETag"].endswith('-1"'))
         self.assertEqual(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read(), small)
 
+    def test_conditional_complete_copy_and_delete(self):
+        """If-None-Match and If-Match hold for a multipart upload's
+        completion and a copy's destination as for a PUT; If-Match for a
+        delete.  A write refused with 412 changes nothing."""
+        b = self.bucket
+        self.s3.put_object(Bucket=b, Key="o", Body=b"first")
+        etag = self.s3.head_object(Bucket=b, Key="o")["ETag"]
+        up = self.s3.create_multipart_upload(Bucket=b, Key="o")["UploadId"]
+        e1 = self.s3.upload_part(Bucket=b, Key="o", UploadId=up, PartNumber=1,
+                                 Body=b"second")["ETag"]
+        parts = {"Parts": [{"PartNumber": 1, "ETag": e1}]}
+        for cond in ({"IfNoneMatch": "*"}, {"IfMatch": '"0123"'}):
+            self.assertClientError("PreconditionFailed", 412, self.s3.complete_multipart_upload,
+                                   Bucket=b, Key="o", UploadId=up, MultipartUpload=parts, **cond)
+            self.assertEqual(self.s3.get_object(Bucket=b, Key="o")["Body"].read(), b"first")
+        self.s3.complete_multipart_upload(Bucket=b, Key="o", UploadId=up, MultipartUpload=parts,
+                                          IfMatch=etag)
+        self.assertEqual(self.s3.get_object(Bucket=b, Key="o")["Body"].read(), b"second")
+        self.s3.put_object(Bucket=b, Key="src", Body=b"source")
+        self.assertClientError("PreconditionFailed", 412, self.s3.copy_object, Bucket=b,
+                               Key="o", CopySource={"Bucket": b, "Key": "src"}, IfNoneMatch="*")
+        self.assertEqual(self.s3.get_object(Bucket=b, Key="o")["Body"].read(), b"second")
+        self.s3.copy_object(Bucket=b, Key="new", CopySource={"Bucket": b, "Key": "src"},
+                            IfNoneMatch="*")
+        self.assertEqual(self.s3.get_object(Bucket=b, Key="new")["Body"].read(), b"source")
+        self.assertClientError("PreconditionFailed", 412, self.s3.delete_object, Bucket=b,
+                               Key="new", IfMatch='"0123"')
+        self.assertEqual(self.s3.get_object(Bucket=b, Key="new")["Body"].read(), b"source")
+        self.s3.delete_object(Bucket=b, Key="new",
+                              IfMatch=self.s3.head_object(Bucket=b, Key="new")["ETag"])
+        self.assertClientError("NoSuchKey", 404, self.s3.get_object, Bucket=b, Key="new")
+
+    def test_version_ids_other_than_null_are_refused(self):
+        """Buckets are unversioned: "null" names an object's one version;
+        any other version ID is refused, and nothing is deleted."""
+        b = self.bucket
+        self.s3.put_object(Bucket=b, Key="v", Body=b"kept")
+        for fn in (self.s3.get_object, self.s3.head_object, self.s3.delete_object):
+            self.assertClientError("400" if fn == self.s3.head_object else "InvalidArgument", 400,
+                                   fn, Bucket=b, Key="v", VersionId="3HL4kqtJlcpXroDTDmJ")
+        self.assertClientError("InvalidArgument", 400, self.s3.copy_object, Bucket=b, Key="c",
+                               CopySource={"Bucket": b, "Key": "v", "VersionId": "abc"})
+        self.assertEqual(self.s3.get_object(Bucket=b, Key="v", VersionId="null")["Body"].read(),
+                         b"kept")
+        self.s3.copy_object(Bucket=b, Key="c", CopySource={"Bucket": b, "Key": "v",
+                                                           "VersionId": "null"})
+        self.s3.delete_object(Bucket=b, Key="v", VersionId="null")
+        self.assertClientError("NoSuchKey", 404, self.s3.get_object, Bucket=b, Key="v")
+
+    def test_sigv2_requests_of_a_bucket(self):
+        """botocore's SigV2 signs a bucket alone as "/bucket/" (S3 takes it
+        so): listings, the location and HEAD of a bucket, path style."""
+        b = self.bucket
+        self.s3.put_object(Bucket=b, Key="k", Body=b"x")
+        v2 = self.client(signature_version="s3")
+        self.assertEqual([o["Key"] for o in v2.list_objects_v2(Bucket=b)["Contents"]], ["k"])
+        self.assertIn("LocationConstraint", v2.get_bucket_location(Bucket=b))
+        v2.head_bucket(Bucket=b)
+        url = v2.generate_presigned_url("list_objects_v2", Params={"Bucket": b}, ExpiresIn=60)
+        with urllib.request.urlopen(url) as r:
+            self.assertIn(b"<Key>k</Key>", r.read())
+        bad = boto3.session.Session().client(
+            "s3", endpoint_url=self.srv.url, aws_access_key_id=AK, aws_secret_access_key="wrong",
+            region_name="us-east-1", config=Config(signature_version="s3",
+                                                   s3={"addressing_style": "path"},
+                                                   retries={"max_attempts": 1}))
+        self.assertClientError("SignatureDoesNotMatch", 403, bad.list_objects_v2, Bucket=b)
+
+    def test_list_multipart_uploads_pages(self):
+        """ListMultipartUploads pages by key-marker and upload-id-marker (the
+        paginator sees every upload), rolls keys up by a delimiter, and
+        url-encodes when asked."""
+        b = self.bucket
+        keys = ["a/1", "a/2", "b", "b", "c&<", "d e"]
+        ups = sorted((k, self.s3.create_multipart_upload(Bucket=b, Key=k)["UploadId"])
+                     for k in keys)
+        seen, pages = [], 0
+        for page in self.s3.get_paginator("list_multipart_uploads").paginate(
+                Bucket=b, PaginationConfig={"PageSize": 1}):
+            pages += 1
+            seen += [(u["Key"], u["UploadId"]) for u in page.get("Uploads", [])]
+        self.assertEqual(seen, ups)
+        self.assertGreaterEqual(pages, len(ups))
+        r = self.s3.list_multipart_uploads(Bucket=b, MaxUploads=2)
+        self.assertTrue(r["IsTruncated"])
+        self.assertEqual((r["NextKeyMarker"], r["NextUploadIdMarker"]), ups[1])
+        r = self.s3.list_multipart_uploads(Bucket=b, KeyMarker=ups[1][0],
+                                           UploadIdMarker=ups[1][1])
+        self.assertEqual([(u["Key"], u["UploadId"]) for u in r["Uploads"]], ups[2:])
+        r = self.s3.list_multipart_uploads(Bucket=b, Delimiter="/")
+        self.assertEqual([p["Prefix"] for p in r["CommonPrefixes"]], ["a/"])
+        self.assertEqual([u["Key"] for u in r["Uploads"]], ["b", "b", "c&<", "d e"])
+        r = self.s3.list_multipart_uploads(Bucket=b, Delimiter="/", MaxUploads=1)
+        self.assertEqual(([p["Prefix"] for p in r["CommonPrefixes"]], r["NextKeyMarker"]),
+                         (["a/"], "a/"))
+        r = self.s3.list_multipart_uploads(Bucket=b, Delimiter="/", KeyMarker="a/")
+        self.assertEqual([u["Key"] for u in r["Uploads"]], ["b", "b", "c&<", "d e"])
+        r = self.s3.list_multipart_uploads(Bucket=b, Prefix="d", EncodingType="url")
+        self.assertEqual([u["Key"] for u in r["Uploads"]], ["d%20e"])  # (botocore leaves it so)
+        for k, u in ups:
+            self.s3.abort_multipart_upload(Bucket=b, Key=k, UploadId=u)
+
 
 @unittest.skipUnless(shutil.which("aws"), "aws (aws-cli) is not installed")
 class AwsCliTest(unittest.TestCase):
