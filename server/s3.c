@@ -171,7 +171,10 @@ enum MHD_Result s3_empty(request *r, unsigned status, const char *name, const ch
     return http_queue(r, status, resp);
 }
 
-enum MHD_Result s3_xml(request *r, unsigned status, buf *b)
+/* The XML document b as the answer, with one more header if name is not
+ * NULL. */
+static enum MHD_Result xml_answer(request *r, unsigned status, buf *b, const char *name,
+                                  const char *value)
 {
     size_t len;
     char *data = buf_take(b, &len);
@@ -183,25 +186,56 @@ enum MHD_Result s3_xml(request *r, unsigned status, buf *b)
         return MHD_NO;
     }
     MHD_add_response_header(resp, "Content-Type", "application/xml");
+    if (name)
+        MHD_add_response_header(resp, name, value);
     s3_common_headers(r, resp);
     return http_queue(r, status, resp);
 }
 
-enum MHD_Result s3_error(request *r, unsigned status, const char *code, const char *msg)
+enum MHD_Result s3_xml(request *r, unsigned status, buf *b)
+{
+    return xml_answer(r, status, b, NULL, NULL);
+}
+
+/* An <Error> document: its code and message, extra elements (if not
+ * NULL), where and which request.  Returns the resource named. */
+static const char *error_doc(request *r, buf *b, const char *code, const char *msg,
+                             const char *extra)
 {
     s3_req *s = r->fe;
-    buf b = {0};
-    buf_puts(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>");
-    buf_xml_elem(&b, "Code", code, strlen(code));
-    buf_xml_elem(&b, "Message", msg, strlen(msg));
+    buf_puts(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>");
+    buf_xml_elem(b, "Code", code, strlen(code));
+    buf_xml_elem(b, "Message", msg, strlen(msg));
+    if (extra)
+        buf_puts(b, extra);
     if (s->bucket[0])
-        buf_xml_elem(&b, "BucketName", s->bucket, strlen(s->bucket));
+        buf_xml_elem(b, "BucketName", s->bucket, strlen(s->bucket));
     if (s->key)
-        buf_xml_elem(&b, "Key", s->key, s->klen);
+        buf_xml_elem(b, "Key", s->key, s->klen);
     const char *res = s->resource ? s->resource : "/";
-    buf_xml_elem(&b, "Resource", res, strlen(res));
-    buf_xml_elem(&b, "RequestId", s->request_id, strlen(s->request_id));
-    buf_puts(&b, "</Error>");
+    buf_xml_elem(b, "Resource", res, strlen(res));
+    buf_xml_elem(b, "RequestId", s->request_id, strlen(s->request_id));
+    buf_puts(b, "</Error>");
+    return res;
+}
+
+enum MHD_Result s3_invalid_range(request *r, const char *range, uint64_t size)
+{
+    buf b = {0}, extra = {0};
+    buf_xml_elem(&extra, "RangeRequested", range ? range : "", range ? strlen(range) : 0);
+    buf_printf(&extra, "<ActualObjectSize>%llu</ActualObjectSize>", (unsigned long long)size);
+    error_doc(r, &b, "InvalidRange", "The requested range is not satisfiable",
+              extra.data ? extra.data : "");
+    buf_free(&extra);
+    char cr[48];
+    snprintf(cr, sizeof cr, "bytes */%llu", (unsigned long long)size);
+    return xml_answer(r, 416, &b, "Content-Range", cr);
+}
+
+enum MHD_Result s3_error(request *r, unsigned status, const char *code, const char *msg)
+{
+    buf b = {0};
+    const char *res = error_doc(r, &b, code, msg, NULL);
     /* (not an answer yet when the call must run again, off this thread, for
      * the tier's word: see http_queue) */
     if ((status == 403 || status >= 500) && !store_would_block_peek())

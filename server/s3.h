@@ -95,6 +95,10 @@ enum MHD_Result s3_no_bucket(request *r);
 enum MHD_Result s3_bucket_error(request *r, int st);
 /* The error for a store status (NoSuchKey, InternalError, ...). */
 enum MHD_Result s3_store_error(request *r, int st);
+/* 416 InvalidRange for a Range of an object of size bytes: its
+ * Content-Range names the size, and the document S3's RangeRequested and
+ * ActualObjectSize. */
+enum MHD_Result s3_invalid_range(request *r, const char *range, uint64_t size);
 /* Conditional writes against the request key's current object: If-Match,
  * and If-None-Match unless none_match is 0 (a delete).  0 to go on; 1 with
  * *ret the answer sent (412, or the store's error). */

@@ -361,9 +361,10 @@ static enum MHD_Result get_object_once(request *r, int head, int *vanished)
                              : s3_error(r, status, "InternalError", "Reading the object failed.");
     }
     if (status == 416) {
+        uint64_t size = e.size;
         store_entry_clear(&e);
         MHD_destroy_response(resp);
-        return s3_error(r, 416, "InvalidRange", "The requested range is not satisfiable");
+        return s3_invalid_range(r, o.range, size);
     }
     const char *mode = http_header(r, "x-amz-checksum-mode");
     object_headers(r, resp, &e, etag, status == 200 && mode && strcasecmp(mode, "ENABLED") == 0);
@@ -519,6 +520,11 @@ static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
                         "At least one of the pre-conditions you specified did not hold");
     }
     const char *directive = http_header(r, "x-amz-metadata-directive");
+    if (directive && strcasecmp(directive, "REPLACE") != 0 && strcasecmp(directive, "COPY") != 0) {
+        store_entry_clear(&e);
+        free(dec);
+        return s3_error(r, 400, "InvalidArgument", "Unknown metadata directive.");
+    }
     int replace = directive && strcasecmp(directive, "REPLACE") == 0;
     int self =
         strcmp(src_ns, s->ns) == 0 && src_klen == s->klen && memcmp(src_key, s->key, s->klen) == 0;

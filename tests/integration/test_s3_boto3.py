@@ -697,6 +697,13 @@ class Boto3Test(unittest.TestCase):
                               IfMatch=self.s3.head_object(Bucket=b, Key="new")["ETag"])
         self.assertClientError("NoSuchKey", 404, self.s3.get_object, Bucket=b, Key="new")
 
+    def test_unknown_metadata_directive_is_refused(self):
+        b = self.bucket
+        self.s3.put_object(Bucket=b, Key="s", Body=b"x")
+        self.assertClientError("InvalidArgument", 400, self.s3.copy_object, Bucket=b, Key="d",
+                               CopySource={"Bucket": b, "Key": "s"}, MetadataDirective="BOGUS")
+        self.assertClientError("404", 404, self.s3.head_object, Bucket=b, Key="d")
+
     def test_version_ids_other_than_null_are_refused(self):
         """Buckets are unversioned: "null" names an object's one version;
         any other version ID is refused, and nothing is deleted."""

@@ -136,6 +136,12 @@ class CurlSigV4Test(unittest.TestCase):
                                    headers=["Range: bytes=0-9", "If-Range: " + cond])
             self.assertEqual((st, got == (body if whole else body[:10])),
                              (200 if whole else 206, True), cond)
+        # a range past the end: 416, naming the object's size
+        st, h, got = self.curl("GET", "/curl-basic/dir/obj.bin",
+                               headers=["Range: bytes=%d-" % len(body)])
+        self.assertS3Error((st, h, got), 416, "InvalidRange")
+        self.assertEqual(h["content-range"], "bytes */%d" % len(body))
+        self.assertIn(b"<ActualObjectSize>%d</ActualObjectSize>" % len(body), got)
         # a hex x-amz-content-sha256 that matches
         small = b"small body"
         st, _, _ = self.put("/curl-basic/hex", small, sha=hashlib.sha256(small).hexdigest())
