@@ -28,32 +28,94 @@ static const char *S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/";
 
 /* ---- buckets -------------------------------------------------------------- */
 
+typedef struct bucket_item {
+    char name[64];
+    uint64_t created;
+} bucket_item;
+
+typedef struct bucket_list {
+    bucket_item *v;
+    size_t n, cap;
+    const char *prefix;
+    int oom;
+} bucket_list;
+
 static int list_one_bucket(void *ctx, const char *ns, uint64_t created)
 {
-    buf *b = ctx;
+    bucket_list *l = ctx;
     const char *bucket = s3_ns_bucket(ns);
-    if (bucket == NULL)
+    if (bucket == NULL || strlen(bucket) >= sizeof l->v->name ||
+        strncmp(bucket, l->prefix, strlen(l->prefix)) != 0)
         return 0;
-    char when[32];
-    s3_format_iso8601(created, when);
-    buf_puts(b, "<Bucket>");
-    buf_xml_elem(b, "Name", bucket, strlen(bucket));
-    buf_printf(b, "<CreationDate>%s</CreationDate></Bucket>", when);
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        bucket_item *v = realloc(l->v, cap * sizeof *v);
+        if (v == NULL) {
+            l->oom = 1;
+            return 1;
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    snprintf(l->v[l->n].name, sizeof l->v->name, "%s", bucket);
+    l->v[l->n++].created = created;
     return 0;
 }
 
+static int bucket_cmp(const void *a, const void *b)
+{
+    return strcmp(((const bucket_item *)a)->name, ((const bucket_item *)b)->name);
+}
+
+/* ListBuckets: by name, with prefix, max-buckets and continuation-token
+ * (the last name of the page before). */
 enum MHD_Result s3_list_buckets(request *r)
 {
+    const char *prefix = s3_param(r, "prefix"), *mb = s3_param(r, "max-buckets");
+    const char *token = s3_param(r, "continuation-token");
+    long max = 10000;
+    if (mb) {
+        char *end;
+        max = strtol(mb, &end, 10);
+        if (*mb == '\0' || *end != '\0' || max < 1 || max > 10000)
+            return s3_error(r, 400, "InvalidArgument",
+                            "Argument max-buckets must be an integer between 1 and 10000.");
+    }
+    bucket_list l = {.prefix = prefix ? prefix : ""};
+    if (store_ns_list(r->srv->st, list_one_bucket, &l) != STORE_OK || l.oom) {
+        free(l.v);
+        return s3_error(r, 500, "InternalError", "Cannot read the bucket list.");
+    }
+    if (l.n > 1)
+        qsort(l.v, l.n, sizeof *l.v, bucket_cmp);
     buf b = {0};
     buf_printf(&b,
                "%s<ListAllMyBucketsResult xmlns=\"%s\"><Owner><ID>%s</ID>"
                "<DisplayName>%s</DisplayName></Owner><Buckets>",
                XML_HEAD, S3_NS, OWNER_ID, OWNER_ID);
-    if (store_ns_list(r->srv->st, list_one_bucket, &b) != STORE_OK) {
-        buf_free(&b);
-        return s3_error(r, 500, "InternalError", "Cannot read the bucket list.");
+    long count = 0;
+    const char *next = NULL;
+    for (size_t i = 0; i < l.n; i++) {
+        if (token && *token && strcmp(l.v[i].name, token) <= 0)
+            continue;
+        if (count == max) {
+            next = l.v[i - 1].name; /* (i > 0: max >= 1 were emitted) */
+            break;
+        }
+        char when[32];
+        s3_format_iso8601(l.v[i].created, when);
+        buf_puts(&b, "<Bucket>");
+        buf_xml_elem(&b, "Name", l.v[i].name, strlen(l.v[i].name));
+        buf_printf(&b, "<CreationDate>%s</CreationDate></Bucket>", when);
+        count++;
     }
-    buf_puts(&b, "</Buckets></ListAllMyBucketsResult>");
+    buf_puts(&b, "</Buckets>");
+    if (next)
+        buf_xml_elem(&b, "ContinuationToken", next, strlen(next));
+    if (prefix)
+        buf_xml_elem(&b, "Prefix", prefix, strlen(prefix));
+    buf_puts(&b, "</ListAllMyBucketsResult>");
+    free(l.v);
     return s3_xml(r, 200, &b);
 }
 

@@ -697,6 +697,28 @@ class Boto3Test(unittest.TestCase):
                               IfMatch=self.s3.head_object(Bucket=b, Key="new")["ETag"])
         self.assertClientError("NoSuchKey", 404, self.s3.get_object, Bucket=b, Key="new")
 
+    def test_list_buckets_by_prefix_and_pages(self):
+        names = ["lbp-%d" % i for i in range(5)]
+        for n in names:
+            self.s3.create_bucket(Bucket=n)
+        r = self.s3.list_buckets(Prefix="lbp-")
+        self.assertEqual([x["Name"] for x in r["Buckets"]], names)
+        self.assertEqual(r.get("Prefix"), "lbp-")
+        seen = []
+        for page in self.s3.get_paginator("list_buckets").paginate(
+                Prefix="lbp-", PaginationConfig={"PageSize": 2}):
+            self.assertLessEqual(len(page["Buckets"]), 2)
+            seen += [x["Name"] for x in page["Buckets"]]
+        self.assertEqual(seen, names)
+        every = [x["Name"] for x in self.s3.list_buckets()["Buckets"]]
+        self.assertEqual(every, sorted(every))
+        self.assertTrue(set(names) <= set(every))
+        unchecked = self.client(parameter_validation=False)  # (botocore checks it itself)
+        for bad in (0, 10001):
+            self.assertClientError("InvalidArgument", 400, unchecked.list_buckets, MaxBuckets=bad)
+        for n in names:
+            self.s3.delete_bucket(Bucket=n)
+
     def test_unknown_metadata_directive_is_refused(self):
         b = self.bucket
         self.s3.put_object(Bucket=b, Key="s", Body=b"x")
