@@ -208,6 +208,21 @@ ssize_t util_pread_all(int fd, void *buf, size_t len, uint64_t off)
     return (ssize_t)done;
 }
 
+int util_grow(void *pv, size_t *cap, size_t n, size_t size, size_t first)
+{
+    if (n < *cap)
+        return 0;
+    void *old;
+    memcpy(&old, pv, sizeof old);
+    size_t nc = *cap ? 2 * *cap : first;
+    void *nv = realloc(old, nc * size);
+    if (nv == NULL)
+        return -1;
+    memcpy(pv, &nv, sizeof nv);
+    *cap = nc;
+    return 0;
+}
+
 void util_put_le32(uint8_t *p, uint32_t v)
 {
     for (int i = 0; i < 4; i++)

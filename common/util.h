@@ -41,6 +41,12 @@ int util_write_all(int fd, const void *buf, size_t len);
 /* pread() until len bytes or EOF; returns bytes read or -errno. */
 ssize_t util_pread_all(int fd, void *buf, size_t len, uint64_t off);
 
+/* Room for one more element in the array *pv (a pointer to the array's
+ * pointer) of *cap elements of size bytes, n of them used: the array grows
+ * (to first elements, then twice as many) when n == *cap.  0, or -1 when
+ * memory runs short (the array unchanged). */
+int util_grow(void *pv, size_t *cap, size_t n, size_t size, size_t first);
+
 /* Little-endian integers in byte buffers (on-disk records, file formats). */
 void util_put_le32(uint8_t *p, uint32_t v);
 void util_put_le64(uint8_t *p, uint64_t v);

@@ -159,15 +159,9 @@ static int keyset_add(keyset *k, const void *key, size_t klen)
             return 1;
         }
     }
-    if (k->n == k->cap) {
-        size_t cap = k->cap ? 2 * k->cap : 1024;
-        item *nv = realloc(k->v, cap * sizeof *nv);
-        if (nv == NULL) {
-            k->oom = 1;
-            return 1;
-        }
-        k->v = nv;
-        k->cap = cap;
+    if (util_grow(&k->v, &k->cap, k->n, sizeof *k->v, 1024) != 0) {
+        k->oom = 1;
+        return 1;
     }
     item *it = &k->v[k->n];
     it->ns = strdup(k->ns);

@@ -47,15 +47,9 @@ static int list_one_bucket(void *ctx, const char *ns, uint64_t created)
     if (bucket == NULL || strlen(bucket) >= sizeof l->v->name ||
         strncmp(bucket, l->prefix, strlen(l->prefix)) != 0)
         return 0;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 64;
-        bucket_item *v = realloc(l->v, cap * sizeof *v);
-        if (v == NULL) {
-            l->oom = 1;
-            return 1;
-        }
-        l->v = v;
-        l->cap = cap;
+    if (util_grow(&l->v, &l->cap, l->n, sizeof *l->v, 64) != 0) {
+        l->oom = 1;
+        return 1;
     }
     snprintf(l->v[l->n].name, sizeof l->v->name, "%s", bucket);
     l->v[l->n++].created = created;

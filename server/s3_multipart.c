@@ -474,15 +474,9 @@ static int collect_upload(void *ctx, const mpu_info *info)
     uploads_ctx *u = ctx;
     if (info->klen < u->plen || memcmp(info->key, u->prefix, u->plen) != 0)
         return 0;
-    if (u->n == u->cap) {
-        size_t cap = u->cap ? u->cap * 2 : 64;
-        upload_item *p = realloc(u->items, cap * sizeof *p);
-        if (p == NULL) {
-            u->oom = 1;
-            return 1;
-        }
-        u->items = p;
-        u->cap = cap;
+    if (util_grow(&u->items, &u->cap, u->n, sizeof *u->items, 64) != 0) {
+        u->oom = 1;
+        return 1;
     }
     upload_item *it = &u->items[u->n];
     if ((it->key = malloc(info->klen + 1)) == NULL) {

@@ -1,10 +1,12 @@
 /*
- * test_util.c - common/util: %XX decoding (items, key record names).
+ * test_util.c - common/util: %XX decoding (items, key record names), and
+ * growing arrays.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -39,10 +41,29 @@ static void test_pct_decode(void **state)
     assert_memory_equal(buf, "x.y", 3);
 }
 
+static void test_grow(void **state)
+{
+    (void)state;
+    uint64_t *v = NULL;
+    size_t cap = 0, n = 0;
+    for (uint64_t i = 0; i < 1000; i++) {
+        assert_int_equal(util_grow(&v, &cap, n, sizeof *v, 4), 0);
+        assert_true(n < cap);
+        v[n++] = i * 7;
+    }
+    assert_int_equal(cap, 1024); /* 4, 8, ... */
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(v[i], i * 7);                          /* kept through each move */
+    assert_int_equal(util_grow(&v, &cap, 10, sizeof *v, 4), 0); /* room: nothing moves */
+    assert_int_equal(cap, 1024);
+    free(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pct_decode),
+        cmocka_unit_test(test_grow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
