@@ -903,14 +903,14 @@ static int warmup_into(item_list *l, const char *dir, unsigned parallel)
                 failed++, done++;
                 continue;
             }
-            if (stat(f->final, &st) == 0 && S_ISDIR(st.st_mode)) {
-                fprintf(stderr, "cairn: %s: %s is a folder (of other keys); not kept\n", it->name,
-                        f->final);
-                failed++, done++;
-                continue;
-            }
             if (stat(f->final, &st) == 0) {
-                local++, done++;
+                if (S_ISDIR(st.st_mode)) {
+                    fprintf(stderr, "cairn: %s: %s is a folder (of other keys); not kept\n",
+                            it->name, f->final);
+                    failed++, done++;
+                } else {
+                    local++, done++; /* there already */
+                }
                 continue;
             }
             snprintf(f->tmp, sizeof f->tmp, "%s.cairn-partial-%d-%u", f->final, (int)getpid(),

@@ -208,6 +208,12 @@ ssize_t util_pread_all(int fd, void *buf, size_t len, uint64_t off)
     return (ssize_t)done;
 }
 
+int util_bytes_cmp(const void *a, size_t al, const void *b, size_t bl)
+{
+    int c = memcmp(a, b, al < bl ? al : bl);
+    return c ? c : (al > bl) - (al < bl);
+}
+
 int util_grow(void *pv, size_t *cap, size_t n, size_t size, size_t first)
 {
     if (n < *cap)

@@ -41,6 +41,10 @@ int util_write_all(int fd, const void *buf, size_t len);
 /* pread() until len bytes or EOF; returns bytes read or -errno. */
 ssize_t util_pread_all(int fd, void *buf, size_t len, uint64_t off);
 
+/* Byte order of a[0..al) and b[0..bl) (a prefix comes first), as S3 sorts
+ * keys: <0, 0, >0. */
+int util_bytes_cmp(const void *a, size_t al, const void *b, size_t bl);
+
 /* Room for one more element in the array *pv (a pointer to the array's
  * pointer) of *cap elements of size bytes, n of them used: the array grows
  * (to first elements, then twice as many) when n == *cap.  0, or -1 when

@@ -126,9 +126,7 @@ typedef struct keyset {
 static int item_cmp(const void *a, const void *b)
 {
     const item *x = a, *y = b;
-    size_t n = x->klen < y->klen ? x->klen : y->klen;
-    int c = memcmp(x->key, y->key, n);
-    return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
+    return util_bytes_cmp(x->key, x->klen, y->key, y->klen);
 }
 
 /* Sorts the keys and drops repeats (a key both here and in the tier). */

@@ -197,6 +197,21 @@ enum MHD_Result s3_xml(request *r, unsigned status, buf *b)
     return xml_answer(r, status, b, NULL, NULL);
 }
 
+void s3_xml_name(buf *b, int url, const char *tag, const char *k, size_t n)
+{
+    if (!url) {
+        buf_xml_elem(b, tag, k, n);
+        return;
+    }
+    char *enc = sigv4_uri_encode(k, n, 1);
+    if (enc == NULL) {
+        b->broken = 1; /* (out of memory: the answer is an error, not a name left out) */
+        return;
+    }
+    buf_printf(b, "<%s>%s</%s>", tag, enc, tag);
+    free(enc);
+}
+
 /* An <Error> document: its code and message, extra elements (if not
  * NULL), where and which request.  Returns the resource named. */
 static const char *error_doc(request *r, buf *b, const char *code, const char *msg,

@@ -104,6 +104,9 @@ enum MHD_Result s3_invalid_range(request *r, const char *range, uint64_t size);
  * *ret the answer sent (412, or the store's error). */
 int s3_write_preconditions(request *r, int none_match, enum MHD_Result *ret);
 void s3_format_iso8601(uint64_t ms, char out[32]);
+/* <tag>k[0..n)</tag> in a listing: %XX-encoded under encoding-type=url
+ * (url), else XML-escaped. */
+void s3_xml_name(buf *b, int url, const char *tag, const char *k, size_t n);
 /* An expat parser for a request document (user data ud) that refuses DTDs:
  * no entity of any kind is expanded.  s3_xml_parse parses b whole, frees the
  * parser, and says whether the document was well-formed. */

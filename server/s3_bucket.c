@@ -204,15 +204,7 @@ typedef struct lister {
 
 static void emit_key(lister *l, buf *b, const char *tag, const char *k, size_t n)
 {
-    if (l->url) {
-        char *enc = sigv4_uri_encode(k, n, 1);
-        if (enc) {
-            buf_printf(b, "<%s>%s</%s>", tag, enc, tag);
-            free(enc);
-        }
-    } else {
-        buf_xml_elem(b, tag, k, n);
-    }
+    s3_xml_name(b, l->url, tag, k, n);
 }
 
 static void remember(lister *l, const char *k, size_t n, int is_prefix)

@@ -18,7 +18,6 @@
 
 #include "../common/util.h"
 #include "../storage/multipart.h"
-#include "../common/sigv4.h"
 #include "s3.h"
 
 #define MIN_PART_SIZE (5u << 20)
@@ -492,28 +491,11 @@ static int collect_upload(void *ctx, const mpu_info *info)
     return 0;
 }
 
-static int key_cmp(const char *a, size_t al, const char *b, size_t bl)
-{
-    int c = memcmp(a, b, al < bl ? al : bl);
-    return c ? c : (al > bl) - (al < bl);
-}
-
 static int upload_cmp(const void *pa, const void *pb)
 {
     const upload_item *a = pa, *b = pb;
-    int c = key_cmp(a->key, a->klen, b->key, b->klen);
+    int c = util_bytes_cmp(a->key, a->klen, b->key, b->klen);
     return c ? c : strcmp(a->id, b->id);
-}
-
-static void emit_upload_text(buf *b, int url, const char *tag, const char *v, size_t n)
-{
-    char *enc = url ? sigv4_uri_encode(v, n, 1) : NULL;
-    if (enc) {
-        buf_printf(b, "<%s>%s</%s>", tag, enc, tag);
-        free(enc);
-    } else {
-        buf_xml_elem(b, tag, v, n);
-    }
 }
 
 enum MHD_Result s3_list_multipart_uploads(request *r)
@@ -558,7 +540,7 @@ enum MHD_Result s3_list_multipart_uploads(request *r)
     for (size_t i = 0; i < u.n; i++) {
         upload_item *it = &u.items[i];
         if (km) {
-            int c = key_cmp(it->key, it->klen, km, kml);
+            int c = util_bytes_cmp(it->key, it->klen, km, kml);
             if (c < 0 || (c == 0 && (um == NULL || strcmp(it->id, um) <= 0)))
                 continue;
         }
@@ -572,7 +554,7 @@ enum MHD_Result s3_list_multipart_uploads(request *r)
         }
         if (cpl && last_cp && cpl == last_cpl && memcmp(it->key, last_cp, cpl) == 0)
             continue; /* rolled up already */
-        if (cpl && km && cpl <= kml && memcmp(it->key, km, cpl) == 0 && cpl == kml)
+        if (cpl && cpl == kml && memcmp(it->key, km, cpl) == 0)
             continue; /* the marker is this common prefix: it was on an earlier page */
         if (count == max) {
             truncated = 1;
@@ -581,7 +563,7 @@ enum MHD_Result s3_list_multipart_uploads(request *r)
         count++;
         if (cpl) {
             buf_puts(&prefixes, "<CommonPrefixes>");
-            emit_upload_text(&prefixes, url, "Prefix", it->key, cpl);
+            s3_xml_name(&prefixes, url, "Prefix", it->key, cpl);
             buf_puts(&prefixes, "</CommonPrefixes>");
             last_cp = it->key;
             last_cpl = cpl;
@@ -591,7 +573,7 @@ enum MHD_Result s3_list_multipart_uploads(request *r)
         char when[32];
         s3_format_iso8601(it->created_ms, when);
         buf_puts(&items, "<Upload>");
-        emit_upload_text(&items, url, "Key", it->key, it->klen);
+        s3_xml_name(&items, url, "Key", it->key, it->klen);
         buf_printf(&items,
                    "<UploadId>%s</UploadId><Initiated>%s</Initiated><StorageClass>STANDARD"
                    "</StorageClass></Upload>",
@@ -601,15 +583,15 @@ enum MHD_Result s3_list_multipart_uploads(request *r)
     buf b = {0};
     buf_printf(&b, "%s<ListMultipartUploadsResult xmlns=\"%s\">", XML_HEAD, S3_NS);
     buf_xml_elem(&b, "Bucket", s->bucket, strlen(s->bucket));
-    emit_upload_text(&b, url, "KeyMarker", km ? km : "", kml);
+    s3_xml_name(&b, url, "KeyMarker", km ? km : "", kml);
     buf_xml_elem(&b, "UploadIdMarker", um ? um : "", um ? strlen(um) : 0);
     if (truncated && next_key) {
-        emit_upload_text(&b, url, "NextKeyMarker", next_key, next_kl);
+        s3_xml_name(&b, url, "NextKeyMarker", next_key, next_kl);
         buf_xml_elem(&b, "NextUploadIdMarker", next_id, strlen(next_id));
     }
     if (delim)
-        emit_upload_text(&b, url, "Delimiter", delim, dl);
-    emit_upload_text(&b, url, "Prefix", u.prefix, u.plen);
+        s3_xml_name(&b, url, "Delimiter", delim, dl);
+    s3_xml_name(&b, url, "Prefix", u.prefix, u.plen);
     if (url)
         buf_puts(&b, "<EncodingType>url</EncodingType>");
     buf_printf(&b, "<MaxUploads>%ld</MaxUploads><IsTruncated>%s</IsTruncated>", max,

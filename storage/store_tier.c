@@ -2178,6 +2178,12 @@ typedef struct blob_stream {
     fill_job *links; /* the other keys' jobs, each with link set */
 } blob_stream;
 
+/* A streaming fill that failed, or whose answer is no blob (f->mu held). */
+static int fill_failed(const tier_fill *f)
+{
+    return f->state < 0 || (f->headers && f->codec < 0);
+}
+
 static int stream_claim(tier_state *q, fill_job *owner, tier_fill *f, blob_stream *bs)
 {
     memcpy(bs->digest, owner->o.cr.sha256, 32);
@@ -2188,8 +2194,7 @@ static int stream_claim(tier_state *q, fill_job *owner, tier_fill *f, blob_strea
     for (blob_stream *o = q->streams_in; o; o = o->next)
         if (memcmp(o->digest, bs->digest, 32) == 0 && o->f->size == f->size) {
             pthread_mutex_lock(&o->f->mu);
-            /* (ended, and not yet out of the list; or answered with no blob) */
-            int failed = o->f->state < 0 || (o->f->headers && o->f->codec < 0);
+            int failed = fill_failed(o->f); /* (and not yet out of the list) */
             pthread_mutex_unlock(&o->f->mu);
             if (failed)
                 continue;
@@ -2232,7 +2237,7 @@ static int fill_wait_headers(tier_fill *f)
     pthread_mutex_lock(&f->mu);
     while ((!f->headers || (f->codec == CODEC_ZSTD && f->stored == 0)) && f->state == 0)
         pthread_cond_wait(&f->cv, &f->mu);
-    int good = f->state >= 0 && f->codec >= 0;
+    int good = !fill_failed(f);
     pthread_mutex_unlock(&f->mu);
     return good;
 }

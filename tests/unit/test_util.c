@@ -1,6 +1,6 @@
 /*
- * test_util.c - common/util: %XX decoding (items, key record names), and
- * growing arrays.
+ * test_util.c - common/util: %XX decoding (items, key record names), the
+ * byte order of keys, and growing arrays.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -41,6 +41,17 @@ static void test_pct_decode(void **state)
     assert_memory_equal(buf, "x.y", 3);
 }
 
+static void test_bytes_cmp(void **state)
+{
+    (void)state;
+    assert_int_equal(util_bytes_cmp("ab", 2, "ab", 2), 0);
+    assert_true(util_bytes_cmp("a", 1, "ab", 2) < 0); /* a prefix first */
+    assert_true(util_bytes_cmp("ab", 2, "a", 1) > 0);
+    assert_true(util_bytes_cmp("a\0b", 3, "a\0c", 3) < 0);  /* NUL is a byte like others */
+    assert_true(util_bytes_cmp("\xc3\xa9", 2, "z", 1) > 0); /* unsigned: UTF-8 after ASCII */
+    assert_int_equal(util_bytes_cmp("", 0, "", 0), 0);
+}
+
 static void test_grow(void **state)
 {
     (void)state;
@@ -63,6 +74,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pct_decode),
+        cmocka_unit_test(test_bytes_cmp),
         cmocka_unit_test(test_grow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
