@@ -13,6 +13,7 @@
  * A bad signature is answered at once and the connection closed.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <expat.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,6 +131,26 @@ const char *s3_param(request *r, const char *name)
         return s->params[i].value ? s->params[i].value : "";
     }
     return NULL;
+}
+
+int s3_count_param(request *r, const char *name, long dflt, long cap, long *out,
+                   enum MHD_Result *ret)
+{
+    const char *v = s3_param(r, name);
+    *out = dflt;
+    if (v == NULL)
+        return 0;
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || n < 0 || errno == ERANGE) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "Provided %s not an integer or within integer range", name);
+        *ret = s3_error(r, 400, "InvalidArgument", msg);
+        return 1;
+    }
+    *out = n < cap ? n : cap;
+    return 0;
 }
 
 int s3_has_param(request *r, const char *name)

@@ -78,6 +78,11 @@ const char *s3_ns_bucket(const char *ns);
 /* Decoded value of query parameter name; NULL if absent ("" if no value).
  * The string lives as long as the request. */
 const char *s3_param(request *r, const char *name);
+/* A count in the query (max-keys, max-uploads, ...): dflt when absent, at
+ * most cap; 1 with *ret answered (400 InvalidArgument) when it is not a
+ * non-negative integer. */
+int s3_count_param(request *r, const char *name, long dflt, long cap, long *out,
+                   enum MHD_Result *ret);
 /* Percent-decodes s[0..n) into a new string (a '+' as a space when plus). */
 char *s3_pct_decode(const char *s, size_t n, int plus, size_t *out_len);
 /* An empty answer with the S3 headers, and one more header unless name is NULL. */

@@ -10,6 +10,7 @@
  * means "after this key", 'F'+key "from this key on".
  */
 #include <expat.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include <openssl/evp.h>
 
 #include "../common/util.h"
+#include "../storage/multipart.h"
 #include "creds.h"
 #include "s3.h"
 
@@ -148,6 +150,7 @@ enum MHD_Result s3_delete_bucket(request *r)
         return s3_error(r, 409, "BucketNotEmpty", "The bucket you tried to delete is not empty.");
     if (st != STORE_OK)
         return s3_bucket_error(r, st);
+    mpu_drop_ns(r->srv->st, s->ns); /* as S3 does: its unfinished uploads go with it */
     return s3_empty(r, 204, NULL, NULL);
 }
 
@@ -358,16 +361,11 @@ enum MHD_Result s3_list_objects(request *r, int version)
     l.url = enc != NULL;
     const char *fo = s3_param(r, "fetch-owner");
     l.fetch_owner = fo && strcmp(fo, "true") == 0;
-    l.max = 1000;
-    const char *mk = s3_param(r, "max-keys");
-    if (mk) {
-        char *end;
-        long v = strtol(mk, &end, 10);
-        if (*mk == '\0' || *end || v < 0)
-            return s3_error(r, 400, "InvalidArgument",
-                            "Provided max-keys not an integer or within integer range");
-        l.max = v < 1000 ? v : 1000;
-    }
+    long max;
+    enum MHD_Result ret;
+    if (s3_count_param(r, "max-keys", 1000, LONG_MAX, &max, &ret))
+        return ret; /* (echoed as asked, served at most 1000) */
+    l.max = max < 1000 ? max : 1000;
 
     /* where to start */
     const char *from = l.prefix;
@@ -433,7 +431,7 @@ enum MHD_Result s3_list_objects(request *r, int version)
         emit_key(&l, &b, "KeyMarker", marker ? marker : "", marker ? strlen(marker) : 0);
         buf_puts(&b, "<VersionIdMarker></VersionIdMarker>");
     }
-    buf_printf(&b, "<MaxKeys>%ld</MaxKeys>", mk ? strtol(mk, NULL, 10) : 1000L);
+    buf_printf(&b, "<MaxKeys>%ld</MaxKeys>", max);
     if (l.dlen)
         emit_key(&l, &b, "Delimiter", l.delim, l.dlen);
     if (l.url)

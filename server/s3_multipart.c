@@ -399,19 +399,18 @@ enum MHD_Result s3_abort_multipart(request *r)
 enum MHD_Result s3_list_parts(request *r)
 {
     s3_req *s = r->fe;
+    long max, after;
+    enum MHD_Result ret;
+    if (s3_count_param(r, "max-parts", 1000, 1000, &max, &ret) ||
+        s3_count_param(r, "part-number-marker", 0, 10000, &after, &ret))
+        return ret;
     mpu_info info;
     if (load_upload(r, &info) != 0)
         return no_such_upload(r);
     mpu_part *parts;
     size_t np;
-    enum MHD_Result ret;
     if (load_parts(r, &info, &parts, &np, &ret) != 0)
         return ret;
-    const char *mp = s3_param(r, "max-parts"), *marker = s3_param(r, "part-number-marker");
-    long max = mp ? strtol(mp, NULL, 10) : 1000;
-    long after = marker ? strtol(marker, NULL, 10) : 0;
-    if (max < 0 || max > 1000)
-        max = 1000;
     buf b = {0};
     buf_printf(&b, "%s<ListPartsResult xmlns=\"%s\">", XML_HEAD, S3_NS);
     buf_xml_elem(&b, "Bucket", s->bucket, strlen(s->bucket));
@@ -504,7 +503,7 @@ enum MHD_Result s3_list_multipart_uploads(request *r)
     if (!s3_bucket_exists(r))
         return s3_no_bucket(r);
     const char *prefix = s3_param(r, "prefix"), *delim = s3_param(r, "delimiter");
-    const char *mu = s3_param(r, "max-uploads"), *enc = s3_param(r, "encoding-type");
+    const char *enc = s3_param(r, "encoding-type");
     const char *km = s3_param(r, "key-marker"), *um = s3_param(r, "upload-id-marker");
     if (enc && strcmp(enc, "url") != 0)
         return s3_error(r, 400, "InvalidArgument", "Invalid Encoding Method specified in Request");
@@ -515,9 +514,10 @@ enum MHD_Result s3_list_multipart_uploads(request *r)
         km = NULL;
     if (km == NULL || (um && !*um))
         um = NULL; /* (an upload-id-marker counts only with a key-marker) */
-    long max = mu ? strtol(mu, NULL, 10) : 1000;
-    if (max < 0 || max > 1000)
-        max = 1000;
+    long max;
+    enum MHD_Result ret;
+    if (s3_count_param(r, "max-uploads", 1000, 1000, &max, &ret))
+        return ret;
     uploads_ctx u = {.prefix = prefix ? prefix : ""};
     u.plen = strlen(u.prefix);
     mpu_list(r->srv->st, s->ns, collect_upload, &u);

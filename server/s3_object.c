@@ -281,12 +281,21 @@ int s3_write_preconditions(request *r, int none_match, enum MHD_Result *ret)
     return 0;
 }
 
-/* 0 to go on, else the status to answer (304 or 412). */
-static unsigned check_conditions(request *r, const char *etag, uint64_t mtime_ms)
+/* 0 to go on, else the status to answer (304 or 412): the conditions of a
+ * GET or HEAD (prefix ""), or of a copy's source (prefix
+ * "x-amz-copy-source-", where the caller answers 412 for both). */
+static unsigned check_conditions(request *r, const char *prefix, const char *etag,
+                                 uint64_t mtime_ms)
 {
-    const char *im = http_header(r, "If-Match"), *inm = http_header(r, "If-None-Match");
-    const char *ims = http_header(r, "If-Modified-Since");
-    const char *ius = http_header(r, "If-Unmodified-Since");
+    char n[4][48];
+    static const char *const names[4] = {"If-Match", "If-None-Match", "If-Modified-Since",
+                                         "If-Unmodified-Since"};
+    const char *v[4];
+    for (int i = 0; i < 4; i++) {
+        snprintf(n[i], sizeof n[i], "%s%s", prefix, names[i]);
+        v[i] = http_header(r, n[i]);
+    }
+    const char *im = v[0], *inm = v[1], *ims = v[2], *ius = v[3];
     time_t t, mtime = (time_t)(mtime_ms / 1000);
     if (im && !etag_matches(im, etag))
         return 412;
@@ -315,7 +324,7 @@ static enum MHD_Result get_object_once(request *r, int head, int *vanished)
         return s3_store_error(r, st);
     char etag[80];
     s3_meta_etag(e.meta, e.meta_len, etag, sizeof etag);
-    unsigned cond = check_conditions(r, etag, e.mtime_ms);
+    unsigned cond = check_conditions(r, "", etag, e.mtime_ms);
     if (cond) {
         store_entry_clear(&e);
         if (cond == 412)
@@ -511,9 +520,7 @@ static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
     }
     char etag[80];
     s3_meta_etag(e.meta, e.meta_len, etag, sizeof etag);
-    const char *cim = http_header(r, "x-amz-copy-source-if-match");
-    const char *cinm = http_header(r, "x-amz-copy-source-if-none-match");
-    if ((cim && !etag_matches(cim, etag)) || (cinm && etag_matches(cinm, etag))) {
+    if (check_conditions(r, "x-amz-copy-source-", etag, e.mtime_ms)) {
         store_entry_clear(&e);
         free(dec);
         return s3_error(r, 412, "PreconditionFailed",

@@ -517,6 +517,13 @@ static int expire_one(void *ctx, const mpu_info *info)
     return 0;
 }
 
+int mpu_drop_ns(store *s, const char *ns)
+{
+    expire_ctx e = {s, UINT64_MAX, 0};
+    mpu_list(s, ns, expire_one, &e);
+    return e.removed;
+}
+
 int mpu_expire(store *s, uint64_t max_age_ms)
 {
     uint64_t now = util_now_ms();

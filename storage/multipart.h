@@ -69,5 +69,7 @@ int mpu_abort(store *s, const char *id);
 int mpu_list(store *s, const char *ns, int (*cb)(void *ctx, const mpu_info *info), void *ctx);
 /* Removes uploads older than max_age_ms; returns how many. */
 int mpu_expire(store *s, uint64_t max_age_ms);
+/* Aborts every upload into namespace ns (its bucket is gone); the count. */
+int mpu_drop_ns(store *s, const char *ns);
 
 #endif

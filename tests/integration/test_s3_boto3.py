@@ -697,6 +697,59 @@ class Boto3Test(unittest.TestCase):
                               IfMatch=self.s3.head_object(Bucket=b, Key="new")["ETag"])
         self.assertClientError("NoSuchKey", 404, self.s3.get_object, Bucket=b, Key="new")
 
+    def test_copy_source_conditions(self):
+        """x-amz-copy-source-if-(un)modified-since and -if-(none-)match hold
+        as S3 documents them: 412 when the copy must not happen, nothing
+        written; If-Match true wins over If-Unmodified-Since false, and
+        If-None-Match false over If-Modified-Since true."""
+        b = self.bucket
+        self.s3.put_object(Bucket=b, Key="cs", Body=b"source")
+        head = self.s3.head_object(Bucket=b, Key="cs")
+        etag, mtime = head["ETag"], head["LastModified"]
+        past, future = mtime - datetime.timedelta(days=1), mtime + datetime.timedelta(days=1)
+        src = {"Bucket": b, "Key": "cs"}
+        for cond in ({"CopySourceIfUnmodifiedSince": past},
+                     {"CopySourceIfModifiedSince": future},
+                     {"CopySourceIfMatch": '"0123"'},
+                     {"CopySourceIfNoneMatch": etag},
+                     {"CopySourceIfNoneMatch": etag, "CopySourceIfModifiedSince": past}):
+            self.assertClientError("PreconditionFailed", 412, self.s3.copy_object, Bucket=b,
+                                   Key="cd", CopySource=src, **cond)
+            self.assertClientError("404", 404, self.s3.head_object, Bucket=b, Key="cd")
+        for i, cond in enumerate(({"CopySourceIfModifiedSince": past},
+                                  {"CopySourceIfUnmodifiedSince": future},
+                                  {"CopySourceIfMatch": etag, "CopySourceIfUnmodifiedSince": past},
+                                  {"CopySourceIfNoneMatch": '"0123"'})):
+            self.s3.copy_object(Bucket=b, Key="cd%d" % i, CopySource=src, **cond)
+            self.assertEqual(self.s3.get_object(Bucket=b, Key="cd%d" % i)["Body"].read(),
+                             b"source")
+
+    def test_counts_that_are_not_numbers_are_refused(self):
+        b = self.bucket
+        up = self.s3.create_multipart_upload(Bucket=b, Key="n")["UploadId"]
+        unchecked = self.client(parameter_validation=False)  # (botocore checks them itself)
+        for fn, kw in ((unchecked.list_multipart_uploads, {"MaxUploads": "many"}),
+                       (unchecked.list_multipart_uploads, {"MaxUploads": -1}),
+                       (unchecked.list_parts, {"Key": "n", "UploadId": up, "MaxParts": "x"}),
+                       (unchecked.list_parts, {"Key": "n", "UploadId": up,
+                                               "PartNumberMarker": "x"}),
+                       (unchecked.list_objects_v2, {"MaxKeys": "1k"})):
+            self.assertClientError("InvalidArgument", 400, fn, Bucket=b, **kw)
+        self.s3.abort_multipart_upload(Bucket=b, Key="n", UploadId=up)
+
+    def test_deleting_a_bucket_aborts_its_uploads(self):
+        """S3 deletes a bucket with unfinished multipart uploads, and they
+        go with it: a bucket made again under the name has none."""
+        self.s3.create_bucket(Bucket="mpu-gone")
+        up = self.s3.create_multipart_upload(Bucket="mpu-gone", Key="k")["UploadId"]
+        self.s3.upload_part(Bucket="mpu-gone", Key="k", UploadId=up, PartNumber=1, Body=b"p")
+        self.s3.delete_bucket(Bucket="mpu-gone")
+        self.s3.create_bucket(Bucket="mpu-gone")
+        self.assertEqual(self.s3.list_multipart_uploads(Bucket="mpu-gone").get("Uploads", []), [])
+        self.assertClientError("NoSuchUpload", 404, self.s3.list_parts, Bucket="mpu-gone",
+                               Key="k", UploadId=up)
+        self.s3.delete_bucket(Bucket="mpu-gone")
+
     def test_list_buckets_by_prefix_and_pages(self):
         names = ["lbp-%d" % i for i in range(5)]
         for n in names:
