@@ -778,21 +778,29 @@ static int apply_ns_create(store *s, MDB_txn *t, op *o)
     return o->from_tier ? 0 : tier_queue_ns(s, t, o->nskey, 0);
 }
 
-static int apply_ns_delete(store *s, MDB_txn *t, op *o)
+/* Whether namespace ns has keys here: 0 or 1, or an LMDB error. */
+static int ns_has_keys_in(store *s, MDB_txn *t, const char *ns)
 {
-    size_t nl = strlen(o->nskey);
-    MDB_val k = {nl + 1, o->nskey}, v; /* "<ns>\0": the first possible key */
+    size_t nl = strlen(ns);
+    MDB_val k = {nl + 1, (void *)ns}, v; /* "<ns>\0": the first possible key */
     MDB_cursor *c;
     int rc = mdb_cursor_open(t, s->ix.keys, &c);
     if (rc != 0)
         return rc;
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-    int empty = rc == MDB_NOTFOUND || k.mv_size <= nl || memcmp(k.mv_data, o->nskey, nl + 1) != 0;
+    int has = rc == 0 && k.mv_size > nl && memcmp(k.mv_data, ns, nl + 1) == 0;
     mdb_cursor_close(c);
-    if (rc != 0 && rc != MDB_NOTFOUND)
-        return rc;
-    if (!empty)
+    return rc != 0 && rc != MDB_NOTFOUND ? rc : has;
+}
+
+static int apply_ns_delete(store *s, MDB_txn *t, op *o)
+{
+    size_t nl = strlen(o->nskey);
+    int rc = ns_has_keys_in(s, t, o->nskey);
+    if (rc == 1)
         return MDB_KEYEXIST; /* mapped to STORE_NOT_EMPTY by the caller */
+    if (rc != 0)
+        return rc;
     MDB_val name = {nl, o->nskey};
     if ((rc = mdb_del(t, s->ix.ns, &name, NULL)) != 0)
         return rc;
@@ -2209,7 +2217,24 @@ static int ns_op(store *s, int kind, const char *ns, const void *meta, size_t me
 
 int store_ns_create(store *s, const char *ns, const void *meta, size_t meta_len)
 {
+    /* one another node made exists already, with its date; a tier that
+     * cannot say makes the answer wait (a retry), as for the bucket's other
+     * requests */
+    int rc = s->tier_q ? store_ns_get(s, ns, NULL, NULL, NULL) : STORE_NOTFOUND;
+    if (rc != STORE_NOTFOUND)
+        return rc == STORE_OK ? STORE_EXISTS : rc;
     return ns_op(s, OP_NS_CREATE, ns, meta, meta_len);
+}
+
+/* Whether namespace ns has keys here: 0 or 1, or a store status. */
+static int ns_has_local_keys(store *s, const char *ns)
+{
+    MDB_txn *t = reader_get(s);
+    if (t == NULL)
+        return STORE_IO;
+    int rc = ns_has_keys_in(s, t, ns);
+    reader_put(s, t);
+    return rc == 0 || rc == 1 ? rc : map_mdb(rc);
 }
 
 int store_ns_delete(store *s, const char *ns)
@@ -2219,6 +2244,8 @@ int store_ns_delete(store *s, const char *ns)
         int rc = store_ns_get(s, ns, NULL, NULL, NULL);
         if (rc != STORE_OK)
             return rc;
+        if ((rc = ns_has_local_keys(s, ns)) != 0) /* not empty here: no need to ask */
+            return rc == 1 ? STORE_NOT_EMPTY : rc;
         /* empty only if the keys other nodes put in it are gone too */
         rc = tier_must_not_wait() ? STORE_AGAIN : tier_ns_has_keys(s, ns);
         if (rc != STORE_NOTFOUND)
@@ -2243,7 +2270,15 @@ int store_ns_get(store *s, const char *ns, uint64_t *created_ms, void **meta, si
         if (t == STORE_OK)
             rc = ns_get_local(s, ns, created_ms, meta, meta_len);
         else if (t != STORE_NOTFOUND && t != STORE_AGAIN)
-            rc = t; /* the tier could not say: not "no such namespace" */
+            /* the tier could not say: not "no such namespace"; but keys of it
+             * held here (read through the tier) tell it exists */
+            rc = ns_has_local_keys(s, ns) == 1 ? STORE_OK : t;
+        if (rc == STORE_OK && t != STORE_OK) { /* (its date and meta unknown) */
+            if (created_ms)
+                *created_ms = 0;
+            if (meta)
+                *meta = NULL, *meta_len = 0;
+        }
     }
     return rc;
 }

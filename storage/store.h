@@ -314,7 +314,8 @@ int store_flush(store *s);
 int store_ns_create(store *s, const char *ns, const void *meta, size_t meta_len);
 /* created_ms and meta (malloc'ed, may be NULL) are optional.  A namespace
  * unknown here is looked for in the cold tier: STORE_UNAVAILABLE if the tier
- * could not say. */
+ * could not say, unless keys of it are held here (read through the tier):
+ * then STORE_OK, its date 0 and no meta. */
 int store_ns_get(store *s, const char *ns, uint64_t *created_ms, void **meta, size_t *meta_len);
 /* STORE_NOT_EMPTY while any key of the namespace exists (here or in the
  * tier); a namespace only the tier knows is deleted too. */

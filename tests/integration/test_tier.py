@@ -1544,6 +1544,33 @@ class TierTest(unittest.TestCase):
         self.assertEqual(st, 404)
         self.assertIn(b"<Code>NoSuchBucket</Code>", got)
 
+    def test_a_node_holding_a_buckets_keys_knows_the_bucket_while_the_tier_is_down(self):
+        """A bucket a node knows only by keys it read through the tier: with
+        the tier down, writes, HEAD and listings of it are answered (not 503),
+        and DeleteBucket gets BucketNotEmpty, as with the tier up."""
+        a = self.node()
+        self.assertEqual(request(a, "PUT", "/held")[0], 200)
+        self.assertEqual(request(a, "PUT", "/held/k", b"from a")[0], 200)
+        self.drained(a)
+        b = self.node()
+        self.assertEqual(request(b, "GET", "/held/k")[2], b"from a")
+        self.assertTrue(wait_for(lambda: status(b)["entries"]["keys"] == 1), status(b))
+        self.proxy.mode = "down"
+        self.assertEqual(request(b, "PUT", "/held/new", b"from b")[0], 200)
+        self.assertEqual(request(b, "HEAD", "/held")[0], 200)
+        st, _, got = request(b, "GET", "/held?list-type=2")
+        self.assertEqual(st, 200, got)
+        self.assertIn(b"<Key>new</Key>", got)
+        st, _, got = request(b, "DELETE", "/held")
+        self.assertEqual(st, 409, got)
+        self.assertIn(b"<Code>BucketNotEmpty</Code>", got)
+        st, _, got = request(b, "PUT", "/held")
+        self.assertEqual(st, 409, got)
+        self.assertIn(b"<Code>BucketAlreadyOwnedByYou</Code>", got)
+        self.proxy.mode = "ok"
+        self.drained(b)
+        self.assertEqual(request(self.node(), "GET", "/held/new")[2], b"from b")
+
     def test_a_bucket_another_node_made_is_deleted_through_any_node(self):
         a = self.node()
         for bucket in ("emptied", "still-used"):
@@ -1561,6 +1588,28 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(c, "HEAD", "/emptied")[0], 404)
         self.assertEqual(request(c, "HEAD", "/still-used")[0], 200)
         self.assertEqual(request(b, "DELETE", "/never-made")[0], 404)
+
+    def test_a_bucket_another_node_made_is_not_made_again(self):
+        """CreateBucket of a bucket the fleet has, through a node that has
+        not heard of it: 409 BucketAlreadyOwnedByYou, as from the node that
+        made it, and the bucket keeps its date; 503 while the tier cannot
+        say."""
+        import re
+        a = self.node()
+        self.assertEqual(request(a, "PUT", "/made-once")[0], 200)
+        self.drained(a)
+        made = re.findall(rb"<CreationDate>([^<]*)<", request(a, "GET", "/")[2])
+        b = self.node()
+        self.proxy.mode = "down"
+        st, _, got = request(b, "PUT", "/made-once")
+        self.assertEqual(st, 503, got)
+        self.proxy.mode = "ok"
+        st, _, got = request(b, "PUT", "/made-once")
+        self.assertEqual(st, 409, got)
+        self.assertIn(b"<Code>BucketAlreadyOwnedByYou</Code>", got)
+        self.drained(b)
+        c = self.node()
+        self.assertEqual(re.findall(rb"<CreationDate>([^<]*)<", request(c, "GET", "/")[2]), made)
 
     def test_a_node_lists_the_buckets_other_nodes_made(self):
         import re
@@ -2057,6 +2106,10 @@ class S3rverTierTest(TierTest):
     # the queue's waits and recovery are the same over any store (the proxy
     # fails the requests): over moto only, where they take 20 s
     test_a_tier_back_after_an_outage_gets_the_queue_at_once = None
+    # so are packs filling up (1,100 records: 40 s) and hits answered while
+    # the proxy holds the tier's answers back (20 s)
+    test_a_node_that_sent_full_packs_stops_cleanly = None
+    test_local_hits_are_answered_while_reads_wait_for_the_tier = None
     # (s3rver does not list multipart uploads)
     test_a_multipart_upload_the_tier_went_away_from_is_aborted_later = None
 
