@@ -282,19 +282,17 @@ int s3_write_preconditions(request *r, int none_match, enum MHD_Result *ret)
 }
 
 /* 0 to go on, else the status to answer (304 or 412): the conditions of a
- * GET or HEAD (prefix ""), or of a copy's source (prefix
- * "x-amz-copy-source-", where the caller answers 412 for both). */
-static unsigned check_conditions(request *r, const char *prefix, const char *etag,
-                                 uint64_t mtime_ms)
+ * GET or HEAD, or with copy_source those of a copy's source (the
+ * x-amz-copy-source-if-* headers, where the caller answers 412 for both). */
+static unsigned check_conditions(request *r, int copy_source, const char *etag, uint64_t mtime_ms)
 {
-    char n[4][48];
-    static const char *const names[4] = {"If-Match", "If-None-Match", "If-Modified-Since",
-                                         "If-Unmodified-Since"};
+    static const char *const names[2][4] = {
+        {"If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since"},
+        {"x-amz-copy-source-if-match", "x-amz-copy-source-if-none-match",
+         "x-amz-copy-source-if-modified-since", "x-amz-copy-source-if-unmodified-since"}};
     const char *v[4];
-    for (int i = 0; i < 4; i++) {
-        snprintf(n[i], sizeof n[i], "%s%s", prefix, names[i]);
-        v[i] = http_header(r, n[i]);
-    }
+    for (int i = 0; i < 4; i++)
+        v[i] = http_header(r, names[copy_source][i]);
     const char *im = v[0], *inm = v[1], *ims = v[2], *ius = v[3];
     time_t t, mtime = (time_t)(mtime_ms / 1000);
     if (im && !etag_matches(im, etag))
@@ -324,7 +322,7 @@ static enum MHD_Result get_object_once(request *r, int head, int *vanished)
         return s3_store_error(r, st);
     char etag[80];
     s3_meta_etag(e.meta, e.meta_len, etag, sizeof etag);
-    unsigned cond = check_conditions(r, "", etag, e.mtime_ms);
+    unsigned cond = check_conditions(r, 0, etag, e.mtime_ms);
     if (cond) {
         store_entry_clear(&e);
         if (cond == 412)
@@ -520,7 +518,7 @@ static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
     }
     char etag[80];
     s3_meta_etag(e.meta, e.meta_len, etag, sizeof etag);
-    if (check_conditions(r, "x-amz-copy-source-", etag, e.mtime_ms)) {
+    if (check_conditions(r, 1, etag, e.mtime_ms)) {
         store_entry_clear(&e);
         free(dec);
         return s3_error(r, 412, "PreconditionFailed",
