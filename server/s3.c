@@ -14,6 +14,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <expat.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +49,7 @@ enum s3_op {
     OP_HEAD_OBJECT,
     OP_DELETE_OBJECT,
     OP_NOT_IMPLEMENTED,
+    OP_METHOD_NOT_ALLOWED,
     OP_BUCKET_SUBRESOURCE_OK, /* ?acl and friends on a PUT: accepted, ignored */
     OP_CREATE_MULTIPART,
     OP_UPLOAD_PART,
@@ -143,7 +145,7 @@ int s3_count_param(request *r, const char *name, long dflt, long cap, long *out,
     char *end;
     errno = 0;
     long n = strtol(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || n < 0 || errno == ERANGE) {
+    if (!isdigit((unsigned char)*v) || *end != '\0' || errno == ERANGE || n > INT_MAX) {
         char msg[96];
         snprintf(msg, sizeof msg, "Provided %s not an integer or within integer range", name);
         *ret = s3_error(r, 400, "InvalidArgument", msg);
@@ -239,7 +241,7 @@ static const char *error_doc(request *r, buf *b, const char *code, const char *m
                              const char *extra)
 {
     s3_req *s = r->fe;
-    buf_puts(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>");
+    buf_puts(b, S3_XML_HEAD "<Error>");
     buf_xml_elem(b, "Code", code, strlen(code));
     buf_xml_elem(b, "Message", msg, strlen(msg));
     if (extra)
@@ -463,16 +465,52 @@ int s3_claims(request *r)
     return has_aws_auth(r);
 }
 
+/* S3's subresources and headers of features cairn does not have: a request
+ * that names one is answered 501, never taken for the plain operation on
+ * its bucket or object (DELETE /bucket?policy must not delete the bucket,
+ * GET /bucket/key?attributes must not answer the body, a PUT asking for
+ * encryption with the client's key or an object lock must not be stored
+ * without them). */
+static int unsupported_feature(request *r)
+{
+    static const char subresources[] =
+        " accelerate analytics attributes cors encryption intelligent-tiering inventory"
+        " legal-hold lifecycle logging metadataConfiguration metadataTable metrics notification"
+        " object-lock ownershipControls policy policyStatus publicAccessBlock replication"
+        " requestPayment restore retention select session tagging torrent website ";
+    s3_req *s = r->fe;
+    for (size_t i = 0; i < s->nparams; i++) {
+        const char *name = s->params[i].name;
+        size_t n = strlen(name);
+        for (const char *p = subresources; n && (p = strstr(p + 1, name)) != NULL;)
+            if (p[-1] == ' ' && p[n] == ' ')
+                return 1;
+    }
+    const char *sse = http_header(r, "x-amz-server-side-encryption");
+    return (sse && strcmp(sse, "AES256") != 0) || /* (S3's own keys: the disk's business) */
+           http_header(r, "x-amz-server-side-encryption-customer-algorithm") ||
+           http_header(r, "x-amz-copy-source-server-side-encryption-customer-algorithm") ||
+           http_header(r, "x-amz-object-lock-mode") ||
+           http_header(r, "x-amz-object-lock-retain-until-date") ||
+           http_header(r, "x-amz-object-lock-legal-hold") || http_header(r, "x-amz-tagging");
+}
+
 static int classify(request *r)
 {
     s3_req *s = r->fe;
     const char *m = r->method;
     int get = strcmp(m, "GET") == 0, head = strcmp(m, "HEAD") == 0, put = strcmp(m, "PUT") == 0,
         del = strcmp(m, "DELETE") == 0, post = strcmp(m, "POST") == 0;
+    if (!(get || head || put || del || post))
+        return OP_METHOD_NOT_ALLOWED;
     if (s->bucket[0] == '\0')
         return get || head ? OP_LIST_BUCKETS : OP_NOT_IMPLEMENTED;
     if (!s->vhost && s->key && strcmp(s->bucket, "admin") == 0)
         return OP_ADMIN; /* /admin itself stays a (reserved) bucket name */
+    if (s->key == NULL && put && s3_has_param(r, "acl"))
+        return OP_BUCKET_SUBRESOURCE_OK; /* (canned ACLs are accepted and ignored) */
+    if (unsupported_feature(r) || s3_has_param(r, "acl"))
+        return OP_NOT_IMPLEMENTED;
     if (s->key == NULL) {
         if (get) {
             if (s3_has_param(r, "location"))
@@ -483,9 +521,6 @@ static int classify(request *r)
                 return OP_LIST_VERSIONS;
             if (s3_has_param(r, "uploads"))
                 return OP_LIST_UPLOADS;
-            if (s3_has_param(r, "policy") || s3_has_param(r, "lifecycle") ||
-                s3_has_param(r, "cors") || s3_has_param(r, "tagging") || s3_has_param(r, "acl"))
-                return OP_NOT_IMPLEMENTED;
             const char *lt = s3_param(r, "list-type");
             return lt && strcmp(lt, "2") == 0 ? OP_LIST_V2 : OP_LIST_V1;
         }
@@ -493,7 +528,6 @@ static int classify(request *r)
             return OP_HEAD_BUCKET;
         if (put)
             return s->nparams == 0 || s3_has_param(r, "x-id") ? OP_CREATE_BUCKET
-                   : s3_has_param(r, "acl")                   ? OP_BUCKET_SUBRESOURCE_OK
                                                               : OP_NOT_IMPLEMENTED;
         if (del)
             return OP_DELETE_BUCKET;
@@ -514,8 +548,7 @@ static int classify(request *r)
             return OP_LIST_PARTS;
         return OP_NOT_IMPLEMENTED;
     }
-    if (s3_has_param(r, "uploads") || s3_has_param(r, "tagging") || s3_has_param(r, "acl") ||
-        s3_has_param(r, "retention") || s3_has_param(r, "legal-hold"))
+    if (s3_has_param(r, "uploads"))
         return OP_NOT_IMPLEMENTED;
     if (get)
         return OP_GET_OBJECT;
@@ -770,7 +803,7 @@ static enum MHD_Result first_call(request *r)
      * requests keeps its whole budget) */
     int op = s->op;
     if (op == OP_PUT_OBJECT || op == OP_COPY_OBJECT || op == OP_CREATE_MULTIPART ||
-        op == OP_BUCKET_SUBRESOURCE_OK)
+        op == OP_BUCKET_SUBRESOURCE_OK || op == OP_CREATE_BUCKET)
         r->may_offload = 1;
     if (op == OP_DELETE_OBJECTS || op == OP_COMPLETE_MULTIPART || op == OP_ADMIN ||
         op == OP_LIST_BUCKETS ||
@@ -780,6 +813,9 @@ static enum MHD_Result first_call(request *r)
         return s3_error(r, 501, "NotImplemented",
                         "A header or query you provided implies functionality that is not "
                         "implemented.");
+    if (s->op == OP_METHOD_NOT_ALLOWED)
+        return s3_error(r, 405, "MethodNotAllowed",
+                        "The specified method is not allowed against this resource.");
     if (s->key && s->klen == 0)
         return s3_error(r, 400, "InvalidArgument", "The object key is empty.");
     if (s->key && !valid_utf8(s->key, s->klen)) {

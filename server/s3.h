@@ -19,6 +19,9 @@
 
 #define S3_MAX_PARAMS 64
 #define S3_NS_MAX 80
+/* The start of every XML answer, and S3's namespace for its root element. */
+#define S3_XML_HEAD "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+#define S3_XMLNS "http://s3.amazonaws.com/doc/2006-03-01/"
 #define S3_XML_BODY_MAX (2u << 20)
 #define S3_ADMIN_BODY_MAX (64u << 20) /* a warmup list: a million items or so */
 
@@ -80,7 +83,7 @@ const char *s3_ns_bucket(const char *ns);
 const char *s3_param(request *r, const char *name);
 /* A count in the query (max-keys, max-uploads, ...): dflt when absent, at
  * most cap; 1 with *ret answered (400 InvalidArgument) when it is not a
- * non-negative integer. */
+ * non-negative 32-bit integer in digits. */
 int s3_count_param(request *r, const char *name, long dflt, long cap, long *out,
                    enum MHD_Result *ret);
 /* Percent-decodes s[0..n) into a new string (a '+' as a space when plus). */

@@ -25,9 +25,6 @@
 
 #define OWNER_ID "cairn"
 
-static const char *XML_HEAD = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-static const char *S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/";
-
 /* ---- buckets -------------------------------------------------------------- */
 
 typedef struct bucket_item {
@@ -88,7 +85,7 @@ enum MHD_Result s3_list_buckets(request *r)
     buf_printf(&b,
                "%s<ListAllMyBucketsResult xmlns=\"%s\"><Owner><ID>%s</ID>"
                "<DisplayName>%s</DisplayName></Owner><Buckets>",
-               XML_HEAD, S3_NS, OWNER_ID, OWNER_ID);
+               S3_XML_HEAD, S3_XMLNS, OWNER_ID, OWNER_ID);
     long count = 0;
     const char *next = NULL;
     for (size_t i = 0; i < l.n; i++) {
@@ -115,16 +112,40 @@ enum MHD_Result s3_list_buckets(request *r)
     return s3_xml(r, 200, &b);
 }
 
+/* S3's rules for a new bucket's name: 3 to 63 of a-z, 0-9, '.' and '-',
+ * a letter or digit at each end, no "..", not an IP address, and none of
+ * the prefixes and suffixes S3 keeps for itself. */
+static int new_bucket_name_ok(const char *b, size_t n)
+{
+    static const char *const prefixes[] = {"xn--", "sthree-", "amzn-s3-demo-"};
+    static const char *const suffixes[] = {"-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"};
+    for (size_t i = 0; i < n; i++)
+        if (!((b[i] >= 'a' && b[i] <= 'z') || (b[i] >= '0' && b[i] <= '9') || b[i] == '-' ||
+              b[i] == '.'))
+            return 0;
+    if (b[0] == '-' || b[0] == '.' || b[n - 1] == '-' || b[n - 1] == '.' || strstr(b, ".."))
+        return 0;
+    unsigned a[4];
+    char end;
+    if (sscanf(b, "%3u.%3u.%3u.%3u%c", &a[0], &a[1], &a[2], &a[3], &end) == 4)
+        return 0; /* 192.168.5.4 */
+    for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++)
+        if (strncmp(b, prefixes[i], strlen(prefixes[i])) == 0)
+            return 0;
+    for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
+        size_t sl = strlen(suffixes[i]);
+        if (n >= sl && memcmp(b + n - sl, suffixes[i], sl) == 0)
+            return 0;
+    }
+    return 1;
+}
+
 enum MHD_Result s3_create_bucket(request *r)
 {
     s3_req *s = r->fe;
     const char *b = s->bucket;
     size_t n = strlen(b);
-    int ok = n >= 3 && n <= 63 && !s3_reserved_bucket(b);
-    for (size_t i = 0; ok && i < n; i++)
-        ok = (b[i] >= 'a' && b[i] <= 'z') || (b[i] >= '0' && b[i] <= '9') || b[i] == '-' ||
-             b[i] == '.';
-    ok = ok && b[0] != '-' && b[0] != '.' && b[n - 1] != '-' && b[n - 1] != '.';
+    int ok = n >= 3 && n <= 63 && !s3_reserved_bucket(b) && new_bucket_name_ok(b, n);
     if (!ok)
         return s3_error(r, 400, "InvalidBucketName",
                         s3_reserved_bucket(b)
@@ -167,7 +188,7 @@ enum MHD_Result s3_get_bucket_location(request *r)
         return s3_no_bucket(r);
     buf b = {0};
     const char *region = r->srv->cfg->region;
-    buf_printf(&b, "%s<LocationConstraint xmlns=\"%s\">", XML_HEAD, S3_NS);
+    buf_printf(&b, "%s<LocationConstraint xmlns=\"%s\">", S3_XML_HEAD, S3_XMLNS);
     if (strcmp(region, "us-east-1") != 0) /* us-east-1 is the empty constraint */
         buf_xml(&b, region, strlen(region));
     buf_puts(&b, "</LocationConstraint>");
@@ -179,7 +200,7 @@ enum MHD_Result s3_get_bucket_versioning(request *r)
     if (!s3_bucket_exists(r))
         return s3_no_bucket(r);
     buf b = {0};
-    buf_printf(&b, "%s<VersioningConfiguration xmlns=\"%s\"/>", XML_HEAD, S3_NS);
+    buf_printf(&b, "%s<VersioningConfiguration xmlns=\"%s\"/>", S3_XML_HEAD, S3_XMLNS);
     return s3_xml(r, 200, &b);
 }
 
@@ -416,7 +437,7 @@ enum MHD_Result s3_list_objects(request *r, int version)
 
     buf b = {0};
     const char *root = version == 0 ? "ListVersionsResult" : "ListBucketResult";
-    buf_printf(&b, "%s<%s xmlns=\"%s\">", XML_HEAD, root, S3_NS);
+    buf_printf(&b, "%s<%s xmlns=\"%s\">", S3_XML_HEAD, root, S3_XMLNS);
     buf_xml_elem(&b, "Name", s->bucket, strlen(s->bucket));
     emit_key(&l, &b, "Prefix", l.prefix, l.plen);
     if (version == 2) {
@@ -464,11 +485,14 @@ enum MHD_Result s3_list_objects(request *r, int version)
 
 typedef struct del_parse {
     int depth;
-    int in_key, in_quiet;
+    int in_key, in_quiet, in_version;
     buf text;
     char **keys;
     size_t *lens;
+    char **versions; /* a key's <VersionId> other than "null", else NULL */
     size_t n, cap;
+    char *version;       /* of the <Object> being read */
+    size_t object_first; /* keys[] index where it began */
     int quiet;
     int bad;
     int root_ok;
@@ -483,29 +507,36 @@ static void XMLCALL del_start(void *ud, const XML_Char *name, const XML_Char **a
         p->root_ok = strcmp(name, "Delete") == 0;
     if (p->depth == 2 && strcmp(name, "Quiet") == 0)
         p->in_quiet = 1;
+    if (p->depth == 2 && strcmp(name, "Object") == 0)
+        p->object_first = p->n;
     if (p->depth == 3 && strcmp(name, "Key") == 0)
         p->in_key = 1;
+    if (p->depth == 3 && strcmp(name, "VersionId") == 0)
+        p->in_version = 1;
     p->text.len = 0;
 }
 
 static void XMLCALL del_end(void *ud, const XML_Char *name)
 {
-    (void)name;
     del_parse *p = ud;
     if (p->in_key) {
         if (p->n == p->cap) {
             size_t cap = p->cap ? p->cap * 2 : 64;
             char **k = realloc(p->keys, cap * sizeof *k);
             size_t *l = k ? realloc(p->lens, cap * sizeof *l) : NULL;
+            char **v = l ? realloc(p->versions, cap * sizeof *v) : NULL;
             if (k)
                 p->keys = k;
-            if (l == NULL) {
+            if (l)
+                p->lens = l;
+            if (v == NULL) {
                 p->bad = 1;
                 return;
             }
-            p->lens = l;
+            p->versions = v;
             p->cap = cap;
         }
+        p->versions[p->n] = NULL;
         p->keys[p->n] = malloc(p->text.len + 1);
         if (p->keys[p->n] == NULL) {
             p->bad = 1;
@@ -520,13 +551,34 @@ static void XMLCALL del_end(void *ud, const XML_Char *name)
         p->quiet = p->text.len == 4 && strncmp(p->text.data, "true", 4) == 0;
         p->in_quiet = 0;
     }
+    if (p->in_version) {
+        p->in_version = 0;
+        free(p->version);
+        p->version = NULL;
+        if (!(p->text.len == 4 && memcmp(p->text.data, "null", 4) == 0)) {
+            if ((p->version = malloc(p->text.len + 1)) == NULL) {
+                p->bad = 1;
+            } else {
+                memcpy(p->version, p->text.data ? p->text.data : "", p->text.len);
+                p->version[p->text.len] = '\0';
+            }
+        }
+    }
+    if (p->depth == 2 && strcmp(name, "Object") == 0) {
+        /* (the version may come before or after the key) */
+        if (p->version && p->n > p->object_first)
+            p->versions[p->n - 1] = p->version;
+        else
+            free(p->version);
+        p->version = NULL;
+    }
     p->depth--;
 }
 
 static void XMLCALL del_text(void *ud, const XML_Char *s, int len)
 {
     del_parse *p = ud;
-    if (p->in_key || p->in_quiet)
+    if (p->in_key || p->in_quiet || p->in_version)
         buf_add(&p->text, s, (size_t)len);
 }
 
@@ -549,8 +601,16 @@ enum MHD_Result s3_delete_objects(request *r)
                        "our published schema");
     } else {
         buf b = {0};
-        buf_printf(&b, "%s<DeleteResult xmlns=\"%s\">", XML_HEAD, S3_NS);
+        buf_printf(&b, "%s<DeleteResult xmlns=\"%s\">", S3_XML_HEAD, S3_XMLNS);
         for (size_t i = 0; i < p.n; i++) {
+            if (p.versions[i]) { /* unversioned: "null" is an object's one version */
+                buf_puts(&b, "<Error>");
+                buf_xml_elem(&b, "Key", p.keys[i], p.lens[i]);
+                buf_xml_elem(&b, "VersionId", p.versions[i], strlen(p.versions[i]));
+                buf_puts(&b, "<Code>InvalidArgument</Code>"
+                             "<Message>Invalid version id specified</Message></Error>");
+                continue;
+            }
             int st = p.lens[i] ? store_delete_blind(r->srv->st, s->ns, p.keys[i], p.lens[i])
                                : STORE_BAD_KEY;
             if (st == STORE_OK || st == STORE_NOTFOUND) {
@@ -570,10 +630,14 @@ enum MHD_Result s3_delete_objects(request *r)
         buf_puts(&b, "</DeleteResult>");
         ret = s3_xml(r, 200, &b);
     }
-    for (size_t i = 0; i < p.n; i++)
+    for (size_t i = 0; i < p.n; i++) {
         free(p.keys[i]);
+        free(p.versions[i]);
+    }
     free(p.keys);
     free(p.lens);
+    free(p.versions);
+    free(p.version);
     buf_free(&p.text);
     return ret;
 }

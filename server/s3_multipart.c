@@ -10,6 +10,7 @@
  * completed answers as the first did, if the object is still the one it made.
  */
 #include <expat.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,9 +22,6 @@
 #include "s3.h"
 
 #define MIN_PART_SIZE (5u << 20)
-
-static const char *XML_HEAD = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-static const char *S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/";
 
 static enum MHD_Result invalid_part(request *r)
 {
@@ -83,7 +81,7 @@ enum MHD_Result s3_create_multipart(request *r)
     if (st != STORE_OK)
         return s3_store_error(r, st);
     buf b = {0};
-    buf_printf(&b, "%s<InitiateMultipartUploadResult xmlns=\"%s\">", XML_HEAD, S3_NS);
+    buf_printf(&b, "%s<InitiateMultipartUploadResult xmlns=\"%s\">", S3_XML_HEAD, S3_XMLNS);
     buf_xml_elem(&b, "Bucket", s->bucket, strlen(s->bucket));
     buf_xml_elem(&b, "Key", s->key, s->klen);
     buf_printf(&b, "<UploadId>%s</UploadId></InitiateMultipartUploadResult>", id);
@@ -257,7 +255,8 @@ static void XMLCALL cp_text(void *ud, const XML_Char *s, int len)
 static void complete_result(request *r, buf *b, const char *etag)
 {
     s3_req *s = r->fe;
-    buf_printf(b, "%s<CompleteMultipartUploadResult xmlns=\"%s\"><Location>", XML_HEAD, S3_NS);
+    buf_printf(b, "%s<CompleteMultipartUploadResult xmlns=\"%s\"><Location>", S3_XML_HEAD,
+               S3_XMLNS);
     buf_xml(b, s->resource, strlen(s->resource));
     buf_puts(b, "</Location>");
     buf_xml_elem(b, "Bucket", s->bucket, strlen(s->bucket));
@@ -402,7 +401,7 @@ enum MHD_Result s3_list_parts(request *r)
     long max, after;
     enum MHD_Result ret;
     if (s3_count_param(r, "max-parts", 1000, 1000, &max, &ret) ||
-        s3_count_param(r, "part-number-marker", 0, 10000, &after, &ret))
+        s3_count_param(r, "part-number-marker", 0, INT_MAX, &after, &ret))
         return ret;
     mpu_info info;
     if (load_upload(r, &info) != 0)
@@ -412,7 +411,7 @@ enum MHD_Result s3_list_parts(request *r)
     if (load_parts(r, &info, &parts, &np, &ret) != 0)
         return ret;
     buf b = {0};
-    buf_printf(&b, "%s<ListPartsResult xmlns=\"%s\">", XML_HEAD, S3_NS);
+    buf_printf(&b, "%s<ListPartsResult xmlns=\"%s\">", S3_XML_HEAD, S3_XMLNS);
     buf_xml_elem(&b, "Bucket", s->bucket, strlen(s->bucket));
     buf_xml_elem(&b, "Key", s->key, s->klen);
     buf_printf(&b, "<UploadId>%s</UploadId><PartNumberMarker>%ld</PartNumberMarker>", info.id,
@@ -424,7 +423,7 @@ enum MHD_Result s3_list_parts(request *r)
         if (parts[i].number <= after)
             continue;
         if (count == max) {
-            truncated = 1;
+            truncated = max > 0; /* (max 0 asks for none: no page follows, as for ListObjects) */
             break;
         }
         char when[32], hex[33];
@@ -557,7 +556,7 @@ enum MHD_Result s3_list_multipart_uploads(request *r)
         if (cpl && cpl == kml && memcmp(it->key, km, cpl) == 0)
             continue; /* the marker is this common prefix: it was on an earlier page */
         if (count == max) {
-            truncated = 1;
+            truncated = max > 0; /* (max 0 asks for none: no page follows, as for ListObjects) */
             break;
         }
         count++;
@@ -581,7 +580,7 @@ enum MHD_Result s3_list_multipart_uploads(request *r)
         next_key = it->key, next_kl = it->klen, next_id = it->id;
     }
     buf b = {0};
-    buf_printf(&b, "%s<ListMultipartUploadsResult xmlns=\"%s\">", XML_HEAD, S3_NS);
+    buf_printf(&b, "%s<ListMultipartUploadsResult xmlns=\"%s\">", S3_XML_HEAD, S3_XMLNS);
     buf_xml_elem(&b, "Bucket", s->bucket, strlen(s->bucket));
     s3_xml_name(&b, url, "KeyMarker", km ? km : "", kml);
     buf_xml_elem(&b, "UploadIdMarker", um ? um : "", um ? strlen(um) : 0);

@@ -567,7 +567,7 @@ static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
     char when[32];
     s3_format_iso8601(util_now_ms(), when);
     buf b = {0};
-    buf_puts(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult>");
+    buf_printf(&b, "%s<CopyObjectResult xmlns=\"%s\">", S3_XML_HEAD, S3_XMLNS);
     buf_printf(&b, "<LastModified>%s</LastModified><ETag>&quot;%s&quot;</ETag>", when, etag);
     buf_puts(&b, "</CopyObjectResult>");
     return s3_xml(r, 200, &b);

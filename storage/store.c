@@ -778,29 +778,30 @@ static int apply_ns_create(store *s, MDB_txn *t, op *o)
     return o->from_tier ? 0 : tier_queue_ns(s, t, o->nskey, 0);
 }
 
-/* Whether namespace ns has keys here: 0 or 1, or an LMDB error. */
-static int ns_has_keys_in(store *s, MDB_txn *t, const char *ns)
+/* Whether namespace ns has keys here (*has); 0, or an LMDB error. */
+static int ns_has_keys_in(store *s, MDB_txn *t, const char *ns, int *has)
 {
     size_t nl = strlen(ns);
     MDB_val k = {nl + 1, (void *)ns}, v; /* "<ns>\0": the first possible key */
     MDB_cursor *c;
+    *has = 0;
     int rc = mdb_cursor_open(t, s->ix.keys, &c);
     if (rc != 0)
         return rc;
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-    int has = rc == 0 && k.mv_size > nl && memcmp(k.mv_data, ns, nl + 1) == 0;
+    *has = rc == 0 && k.mv_size > nl && memcmp(k.mv_data, ns, nl + 1) == 0;
     mdb_cursor_close(c);
-    return rc != 0 && rc != MDB_NOTFOUND ? rc : has;
+    return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
 static int apply_ns_delete(store *s, MDB_txn *t, op *o)
 {
     size_t nl = strlen(o->nskey);
-    int rc = ns_has_keys_in(s, t, o->nskey);
-    if (rc == 1)
-        return MDB_KEYEXIST; /* mapped to STORE_NOT_EMPTY by the caller */
+    int has, rc = ns_has_keys_in(s, t, o->nskey, &has);
     if (rc != 0)
         return rc;
+    if (has)
+        return MDB_KEYEXIST; /* mapped to STORE_NOT_EMPTY by the caller */
     MDB_val name = {nl, o->nskey};
     if ((rc = mdb_del(t, s->ix.ns, &name, NULL)) != 0)
         return rc;
@@ -2223,18 +2224,21 @@ int store_ns_create(store *s, const char *ns, const void *meta, size_t meta_len)
     int rc = s->tier_q ? store_ns_get(s, ns, NULL, NULL, NULL) : STORE_NOTFOUND;
     if (rc != STORE_NOTFOUND)
         return rc == STORE_OK ? STORE_EXISTS : rc;
+    if (store_would_block_peek())
+        return STORE_AGAIN; /* the tier was not asked: nothing changes before it is */
     return ns_op(s, OP_NS_CREATE, ns, meta, meta_len);
 }
 
-/* Whether namespace ns has keys here: 0 or 1, or a store status. */
-static int ns_has_local_keys(store *s, const char *ns)
+/* Whether namespace ns has keys here (*has); a store status. */
+static int ns_has_local_keys(store *s, const char *ns, int *has)
 {
     MDB_txn *t = reader_get(s);
+    *has = 0;
     if (t == NULL)
         return STORE_IO;
-    int rc = ns_has_keys_in(s, t, ns);
+    int rc = ns_has_keys_in(s, t, ns, has);
     reader_put(s, t);
-    return rc == 0 || rc == 1 ? rc : map_mdb(rc);
+    return map_mdb(rc);
 }
 
 int store_ns_delete(store *s, const char *ns)
@@ -2244,8 +2248,9 @@ int store_ns_delete(store *s, const char *ns)
         int rc = store_ns_get(s, ns, NULL, NULL, NULL);
         if (rc != STORE_OK)
             return rc;
-        if ((rc = ns_has_local_keys(s, ns)) != 0) /* not empty here: no need to ask */
-            return rc == 1 ? STORE_NOT_EMPTY : rc;
+        int has;
+        if ((rc = ns_has_local_keys(s, ns, &has)) != STORE_OK || has)
+            return rc != STORE_OK ? rc : STORE_NOT_EMPTY; /* (no need to ask the tier) */
         /* empty only if the keys other nodes put in it are gone too */
         rc = tier_must_not_wait() ? STORE_AGAIN : tier_ns_has_keys(s, ns);
         if (rc != STORE_NOTFOUND)
@@ -2264,7 +2269,7 @@ static uint64_t ns_created(const MDB_val *v)
 
 int store_ns_get(store *s, const char *ns, uint64_t *created_ms, void **meta, size_t *meta_len)
 {
-    int rc = ns_get_local(s, ns, created_ms, meta, meta_len);
+    int rc = ns_get_local(s, ns, created_ms, meta, meta_len), has;
     if (rc == STORE_NOTFOUND && s->tier_q && *ns) {
         int t = tier_resolve_ns(s, ns);
         if (t == STORE_OK)
@@ -2272,7 +2277,7 @@ int store_ns_get(store *s, const char *ns, uint64_t *created_ms, void **meta, si
         else if (t != STORE_NOTFOUND && t != STORE_AGAIN)
             /* the tier could not say: not "no such namespace"; but keys of it
              * held here (read through the tier) tell it exists */
-            rc = ns_has_local_keys(s, ns) == 1 ? STORE_OK : t;
+            rc = ns_has_local_keys(s, ns, &has) == STORE_OK && has ? STORE_OK : t;
         if (rc == STORE_OK && t != STORE_OK) { /* (its date and meta unknown) */
             if (created_ms)
                 *created_ms = 0;

@@ -733,9 +733,31 @@ class Boto3Test(unittest.TestCase):
                        (unchecked.list_parts, {"Key": "n", "UploadId": up, "MaxParts": "x"}),
                        (unchecked.list_parts, {"Key": "n", "UploadId": up,
                                                "PartNumberMarker": "x"}),
-                       (unchecked.list_objects_v2, {"MaxKeys": "1k"})):
+                       (unchecked.list_objects_v2, {"MaxKeys": "1k"}),
+                       (unchecked.list_objects_v2, {"MaxKeys": "+5"}),
+                       (unchecked.list_objects, {"MaxKeys": 3000000000})):
             self.assertClientError("InvalidArgument", 400, fn, Bucket=b, **kw)
+        # none asked for: none listed, and no page follows
+        self.s3.upload_part(Bucket=b, Key="n", UploadId=up, PartNumber=1, Body=b"p")
+        r = self.s3.list_parts(Bucket=b, Key="n", UploadId=up, MaxParts=0)
+        self.assertEqual((r.get("Parts", []), r["IsTruncated"]), ([], False))
+        r = self.s3.list_multipart_uploads(Bucket=b, MaxUploads=0)
+        self.assertEqual((r.get("Uploads", []), r["IsTruncated"]), ([], False))
         self.s3.abort_multipart_upload(Bucket=b, Key="n", UploadId=up)
+
+    def test_delete_objects_with_a_version_id(self):
+        """Buckets are unversioned: in DeleteObjects a key with a version ID
+        other than "null" gets an error of its own and is not deleted."""
+        b = self.bucket
+        for k in ("dv1", "dv2"):
+            self.s3.put_object(Bucket=b, Key=k, Body=b"x")
+        r = self.s3.delete_objects(Bucket=b, Delete={"Objects": [
+            {"Key": "dv1", "VersionId": "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY"},
+            {"Key": "dv2", "VersionId": "null"}]})
+        self.assertEqual([(e["Key"], e["Code"]) for e in r["Errors"]], [("dv1", "InvalidArgument")])
+        self.assertEqual([d["Key"] for d in r["Deleted"]], ["dv2"])
+        self.assertEqual(self.s3.get_object(Bucket=b, Key="dv1")["Body"].read(), b"x")
+        self.assertClientError("NoSuchKey", 404, self.s3.get_object, Bucket=b, Key="dv2")
 
     def test_deleting_a_bucket_aborts_its_uploads(self):
         """S3 deletes a bucket with unfinished multipart uploads, and they

@@ -242,6 +242,40 @@ class CurlSigV4Test(unittest.TestCase):
         st, _, body = self.curl("GET", "/curl-keys?list-type=2")
         self.assertEqual(list(ET.fromstring(body).iter(NS + "Contents")), [])
 
+    def test_features_cairn_lacks_are_refused_and_change_nothing(self):
+        """A subresource or header of a feature cairn does not have gets 501
+        NotImplemented: DELETE /bucket?policy does not delete the bucket, GET
+        ?attributes does not answer the body, a PUT asking for encryption
+        with the client's key, an object lock or tags is not stored without
+        them.  A method S3 does not know gets 405 MethodNotAllowed."""
+        self.make_bucket("curl-lacks")
+        self.assertEqual(self.put("/curl-lacks/k", b"kept")[0], 200)
+        for sub in ("policy", "lifecycle", "tagging", "cors", "website", "encryption",
+                    "publicAccessBlock", "ownershipControls", "replication"):
+            self.assertS3Error(self.curl("DELETE", "/curl-lacks?" + sub), 501, "NotImplemented")
+            self.assertS3Error(self.curl("GET", "/curl-lacks?" + sub), 501, "NotImplemented")
+        self.assertEqual(self.curl("HEAD", "/curl-lacks")[0], 200)
+        for sub in ("attributes", "torrent", "retention", "legal-hold"):
+            self.assertS3Error(self.curl("GET", "/curl-lacks/k?" + sub), 501, "NotImplemented")
+        for h in ("x-amz-server-side-encryption-customer-algorithm: AES256",
+                  "x-amz-server-side-encryption: aws:kms", "x-amz-object-lock-mode: COMPLIANCE",
+                  "x-amz-tagging: team=a"):
+            self.assertS3Error(self.put("/curl-lacks/n", b"no", headers=[h]), 501,
+                               "NotImplemented")
+            self.assertEqual(self.curl("HEAD", "/curl-lacks/n")[0], 404)
+        # S3's own keys (SSE-S3) are the disk's business: taken
+        self.assertEqual(self.put("/curl-lacks/s", b"s",
+                                  headers=["x-amz-server-side-encryption: AES256"])[0], 200)
+        self.assertS3Error(self.curl("PATCH", "/curl-lacks/k"), 405, "MethodNotAllowed")
+        st, _, body = self.curl("GET", "/curl-lacks/k")
+        self.assertEqual((st, body), (200, b"kept"))
+        # and a copy's answer is in S3's namespace, as every other
+        st, _, body = self.curl("PUT", "/curl-lacks/c",
+                                headers=["x-amz-copy-source: /curl-lacks/k"])
+        self.assertEqual(st, 200, body)
+        self.assertEqual(ET.fromstring(body).tag,
+                         "{http://s3.amazonaws.com/doc/2006-03-01/}CopyObjectResult")
+
     def test_wrong_secret_and_missing_bucket(self):
         self.assertS3Error(self.curl("GET", "/", user=AK + ":wrong"), 403,
                            "SignatureDoesNotMatch")

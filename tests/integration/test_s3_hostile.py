@@ -995,7 +995,9 @@ class BucketNameTest(S3Case):
         names_before = [b.findtext(NS + "Name") for b in ET.fromstring(body).iter(NS + "Bucket")]
         for name in ("ab", "a" * 64, "UpperCase", "under_score", "-lead", "trail-", ".dot",
                      "dot.", "cas", "metrics", "admin", "favicon.ico", "v1", "v2", "v8", "ac",
-                     "sp%20ace", "semi%3Bcolon", "x%2Fslash"):
+                     "sp%20ace", "semi%3Bcolon", "x%2Fslash", "192.168.5.4", "a..b", "xn--foo",
+                     "sthree-x", "amzn-s3-demo-x", "foo-s3alias", "foo--ol-s3", "foo.mrap",
+                     "abc--x-s3"):
             r = self.signed("PUT", "/" + name)
             self.assertS3Error(r, 400, "InvalidBucketName")
         st, _, body = self.signed("GET", "/")
@@ -1003,6 +1005,7 @@ class BucketNameTest(S3Case):
         self.assertEqual(names, names_before)
         # a good name works
         self.assertEqual(self.signed("PUT", "/good-name.1")[0], 200)
+        self.assertEqual(self.signed("PUT", "/1.2.3.4.5")[0], 200)  # (not an IP address)
 
     def test_ops_endpoint_names_refused_as_buckets(self):
         """/status, /healthz, /readyz are cairnd's own: a signed CreateBucket of these names

@@ -1611,6 +1611,31 @@ class TierTest(unittest.TestCase):
         c = self.node()
         self.assertEqual(re.findall(rb"<CreationDate>([^<]*)<", request(c, "GET", "/")[2]), made)
 
+    def test_a_bucket_made_while_the_tier_is_slow_holds_up_no_local_hit(self):
+        """CreateBucket asks the tier whether another node made the bucket,
+        on a thread that may wait: a node with one HTTP thread answers its
+        local hits meanwhile.  With the tier up, a new name is made."""
+        a = self.node(extra=["--threads", "1"])
+        body = self.rng.randbytes(1000)
+        self.assertEqual(request(a, "PUT", "/cas/" + sha256(body), body)[0], 200)
+        self.assertEqual(request(a, "PUT", "/brand-new")[0], 200)
+        self.assertEqual(request(a, "HEAD", "/brand-new")[0], 200)
+        self.proxy.mode = "slow"
+        seen = len(self.proxy.paths)
+        answers = []
+        maker = threading.Thread(
+            target=lambda: answers.append(request(a, "PUT", "/made-slowly", timeout=60)[0]))
+        maker.start()
+        record = "/ns/" + b"s3/made-slowly".hex()  # (the bucket's record in the tier)
+        self.assertTrue(wait_for(lambda: any(p.endswith(record)
+                                             for p in self.proxy.paths[seen:]), timeout=10))
+        self.assertEqual(request(a, "GET", "/cas/" + sha256(body))[2], body)
+        self.assertEqual(answers, [], "the local hit waited for the bucket's creation")
+        maker.join(60)
+        self.proxy.mode = "ok"
+        self.assertEqual(answers, [503])
+        self.assertEqual(request(a, "PUT", "/made-slowly")[0], 200)
+
     def test_a_node_lists_the_buckets_other_nodes_made(self):
         import re
         a = self.node()
