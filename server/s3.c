@@ -471,7 +471,7 @@ int s3_claims(request *r)
  * GET /bucket/key?attributes must not answer the body, a PUT asking for
  * encryption with the client's key or an object lock must not be stored
  * without them). */
-static int unsupported_feature(request *r)
+static int unsupported_feature(request *r, int writes)
 {
     static const char subresources[] =
         " accelerate analytics attributes cors encryption intelligent-tiering inventory"
@@ -486,6 +486,8 @@ static int unsupported_feature(request *r)
             if (p[-1] == ' ' && p[n] == ' ')
                 return 1;
     }
+    if (!writes)
+        return 0; /* (the headers below ask for something of a write) */
     const char *sse = http_header(r, "x-amz-server-side-encryption");
     return (sse && strcmp(sse, "AES256") != 0) || /* (S3's own keys: the disk's business) */
            http_header(r, "x-amz-server-side-encryption-customer-algorithm") ||
@@ -509,7 +511,7 @@ static int classify(request *r)
         return OP_ADMIN; /* /admin itself stays a (reserved) bucket name */
     if (s->key == NULL && put && s3_has_param(r, "acl"))
         return OP_BUCKET_SUBRESOURCE_OK; /* (canned ACLs are accepted and ignored) */
-    if (unsupported_feature(r) || s3_has_param(r, "acl"))
+    if (unsupported_feature(r, put || post) || s3_has_param(r, "acl"))
         return OP_NOT_IMPLEMENTED;
     if (s->key == NULL) {
         if (get) {
