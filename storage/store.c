@@ -2218,14 +2218,13 @@ static int ns_op(store *s, int kind, const char *ns, const void *meta, size_t me
 
 int store_ns_create(store *s, const char *ns, const void *meta, size_t meta_len)
 {
-    /* one another node made exists already, with its date; a tier that
-     * cannot say makes the answer wait (a retry), as for the bucket's other
-     * requests */
-    int rc = s->tier_q ? store_ns_get(s, ns, NULL, NULL, NULL) : STORE_NOTFOUND;
-    if (rc != STORE_NOTFOUND)
-        return rc == STORE_OK ? STORE_EXISTS : rc;
+    /* one another node made exists already, with its date */
+    if (s->tier_q && store_ns_get(s, ns, NULL, NULL, NULL) == STORE_OK)
+        return STORE_EXISTS;
     if (store_would_block_peek())
         return STORE_AGAIN; /* the tier was not asked: nothing changes before it is */
+    /* unknown, or the tier cannot say (down): made here, as a write is
+     * taken while the tier is down; its record goes up when it is back */
     return ns_op(s, OP_NS_CREATE, ns, meta, meta_len);
 }
 

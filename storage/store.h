@@ -312,8 +312,7 @@ int store_flush(store *s);
 /* ---- namespaces that are created explicitly (S3 buckets) ---- */
 
 /* STORE_EXISTS when the namespace exists, here or (with a cold tier) in
- * the tier, made by another node; STORE_UNAVAILABLE if the tier could not
- * say. */
+ * the tier, made by another node; made here when the tier cannot say. */
 int store_ns_create(store *s, const char *ns, const void *meta, size_t meta_len);
 /* created_ms and meta (malloc'ed, may be NULL) are optional.  A namespace
  * unknown here is looked for in the cold tier: STORE_UNAVAILABLE if the tier
