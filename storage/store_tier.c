@@ -1416,17 +1416,21 @@ static void *worker_main(void *arg)
                 q->probe_at_ms = util_now_ms() + PROBE_FIRST_MS;
             }
         } else if (rc == TIER_OK) {
-            /* a probe got through (or a drain or a start asked): the tier
-             * is back.  Not any success: a tier that throttles (some 503s)
-             * keeps its entries' waits */
+            /* an entry got through while every try failed (or a drain or a
+             * start asked): the tier is back.  A probe, or a new entry: with
+             * writes coming, something is always due and no probe is tried,
+             * and the first success clearing the doubt alone left the
+             * entries that failed to wait out their backoff, minutes.  A
+             * tier that throttles (some 503s) gets one hurry per
+             * HURRY_GAP_MS at most */
             uint64_t now = util_now_ms();
-            back =
-                q->in_doubt && (q->hurry_asked || (j.probe && now - q->hurried_ms >= HURRY_GAP_MS));
+            int asked = q->hurry_asked;
+            back = q->in_doubt && (asked || now - q->hurried_ms >= HURRY_GAP_MS);
             q->fail_streak = 0;
-            if (back || !q->hurry_asked)
+            if (back) { /* (else still in doubt: the next success after the gap says) */
                 q->in_doubt = 0;
-            if (back) {
-                q->hurried_ms = now;
+                if (!asked) /* (one asked for is not counted against the gap) */
+                    q->hurried_ms = now;
                 q->hurry_asked = 0;
             }
         }

@@ -1419,6 +1419,34 @@ class TierTest(unittest.TestCase):
         self.assertEqual(set(self.blobs_in_tier()), {sha256(b) for b in bodies})
         self.assertIn('"tier_back"', a.read_log())
 
+    def test_a_tier_back_while_writes_go_on_gets_the_queue_at_once(self):
+        """While writes keep coming, something is always due and no probe is
+        tried: the first new entry that gets through after an outage makes
+        the entries that failed go at once, not at the end of their waits
+        (as when a parent cairnd restarts)."""
+        a = self.node()
+        first = self.rng.randbytes(10 * KIB)  # (what the node's start asked for is done)
+        self.assertEqual(request(a, "PUT", "/cas/" + sha256(first), first)[0], 200)
+        self.assertTrue(wait_for(lambda: status(a)["tier"]["queue"] == 0, timeout=10))
+        self.proxy.mode = "down"
+        bodies = [first] + [self.rng.randbytes(10 * KIB) for _ in range(4)]
+        for b in bodies[1:]:
+            self.assertEqual(request(a, "PUT", "/cas/" + sha256(b), b)[0], 200)
+        time.sleep(17)  # each entry failed about five times: its next try is 12-20 s away
+        self.proxy.mode = "ok"
+        c = a.conn()
+        for _ in range(30):
+            bodies.append(self.rng.randbytes(2 * KIB))
+            c.request("PUT", "/cas/" + sha256(bodies[-1]), body=bodies[-1])
+            r = c.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+        c.close()
+        self.assertTrue(wait_for(lambda: status(a)["tier"]["queue"] == 0, timeout=8),
+                        status(a)["tier"])
+        self.assertEqual(set(self.blobs_in_tier()), {sha256(b) for b in bodies})
+        self.assertIn('"tier_back"', a.read_log())
+
     def test_a_body_written_again_after_its_tier_copy_aged_goes_up_again(self):
         """A write of a body the node holds, whose copy in the tier is older
         than --tier-refresh-after (the bucket's rules may have expired it),
@@ -2127,6 +2155,7 @@ class S3rverTierTest(TierTest):
     # the queue's waits and recovery are the same over any store (the proxy
     # fails the requests): over moto only, where they take 20 s
     test_a_tier_back_after_an_outage_gets_the_queue_at_once = None
+    test_a_tier_back_while_writes_go_on_gets_the_queue_at_once = None
     # so are packs filling up (1,100 records: 40 s) and hits answered while
     # the proxy holds the tier's answers back (20 s)
     test_a_node_that_sent_full_packs_stops_cleanly = None
