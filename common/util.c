@@ -214,6 +214,16 @@ int util_bytes_cmp(const void *a, size_t al, const void *b, size_t bl)
     return c ? c : (al > bl) - (al < bl);
 }
 
+char *util_memdup(const void *p, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (d == NULL)
+        return NULL;
+    memcpy(d, p, n);
+    d[n] = '\0';
+    return d;
+}
+
 int util_grow(void *pv, size_t *cap, size_t n, size_t size, size_t first)
 {
     if (n < *cap)

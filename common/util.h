@@ -45,6 +45,10 @@ ssize_t util_pread_all(int fd, void *buf, size_t len, uint64_t off);
  * keys: <0, 0, >0. */
 int util_bytes_cmp(const void *a, size_t al, const void *b, size_t bl);
 
+/* A malloc'ed copy of p[0..n) with a NUL after it (p may hold NULs, as a
+ * key may), or NULL when memory runs short. */
+char *util_memdup(const void *p, size_t n);
+
 /* Room for one more element in the array *pv (a pointer to the array's
  * pointer) of *cap elements of size bytes, n of them used: the array grows
  * (to first elements, then twice as many) when n == *cap.  0, or -1 when

@@ -155,6 +155,17 @@ int s3_count_param(request *r, const char *name, long dflt, long cap, long *out,
     return 0;
 }
 
+int s3_url_encoding_param(request *r, int *url, enum MHD_Result *ret)
+{
+    const char *enc = s3_param(r, "encoding-type");
+    *url = enc != NULL;
+    if (enc && strcmp(enc, "url") != 0) {
+        *ret = s3_error(r, 400, "InvalidArgument", "Invalid Encoding Method specified in Request");
+        return 1;
+    }
+    return 0;
+}
+
 int s3_has_param(request *r, const char *name)
 {
     return s3_param(r, name) != NULL;
@@ -474,7 +485,7 @@ int s3_claims(request *r)
 static int unsupported_feature(request *r, int writes)
 {
     static const char subresources[] =
-        " accelerate analytics attributes cors encryption intelligent-tiering inventory"
+        " accelerate acl analytics attributes cors encryption intelligent-tiering inventory"
         " legal-hold lifecycle logging metadataConfiguration metadataTable metrics notification"
         " object-lock ownershipControls policy policyStatus publicAccessBlock replication"
         " requestPayment restore retention select session tagging torrent website ";
@@ -511,7 +522,7 @@ static int classify(request *r)
         return OP_ADMIN; /* /admin itself stays a (reserved) bucket name */
     if (s->key == NULL && put && s3_has_param(r, "acl"))
         return OP_BUCKET_SUBRESOURCE_OK; /* (canned ACLs are accepted and ignored) */
-    if (unsupported_feature(r, put || post) || s3_has_param(r, "acl"))
+    if (unsupported_feature(r, put || post))
         return OP_NOT_IMPLEMENTED;
     if (s->key == NULL) {
         if (get) {

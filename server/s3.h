@@ -86,6 +86,9 @@ const char *s3_param(request *r, const char *name);
  * non-negative 32-bit integer in digits. */
 int s3_count_param(request *r, const char *name, long dflt, long cap, long *out,
                    enum MHD_Result *ret);
+/* A listing's encoding-type: *url set for "url"; 1 with *ret answered (400
+ * InvalidArgument) for any other. */
+int s3_url_encoding_param(request *r, int *url, enum MHD_Result *ret);
 /* Percent-decodes s[0..n) into a new string (a '+' as a space when plus). */
 char *s3_pct_decode(const char *s, size_t n, int plus, size_t *out_len);
 /* An empty answer with the S3 headers, and one more header unless name is NULL. */

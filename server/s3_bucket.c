@@ -376,14 +376,12 @@ enum MHD_Result s3_list_objects(request *r, int version)
     l.delim = s3_param(r, "delimiter");
     l.delim = l.delim ? l.delim : "";
     l.dlen = strlen(l.delim);
-    const char *enc = s3_param(r, "encoding-type");
-    if (enc && strcmp(enc, "url") != 0)
-        return s3_error(r, 400, "InvalidArgument", "Invalid Encoding Method specified in Request");
-    l.url = enc != NULL;
+    enum MHD_Result ret;
+    if (s3_url_encoding_param(r, &l.url, &ret))
+        return ret;
     const char *fo = s3_param(r, "fetch-owner");
     l.fetch_owner = fo && strcmp(fo, "true") == 0;
     long max;
-    enum MHD_Result ret;
     if (s3_count_param(r, "max-keys", 1000, LONG_MAX, &max, &ret))
         return ret; /* (echoed as asked, served at most 1000) */
     l.max = max < 1000 ? max : 1000;
@@ -483,16 +481,20 @@ enum MHD_Result s3_list_objects(request *r, int version)
 
 /* ---- DeleteObjects -------------------------------------------------------- */
 
+typedef struct del_item {
+    char *key;
+    size_t len;
+    char *version; /* its <VersionId> other than "null", else NULL */
+} del_item;
+
 typedef struct del_parse {
     int depth;
     int in_key, in_quiet, in_version;
     buf text;
-    char **keys;
-    size_t *lens;
-    char **versions; /* a key's <VersionId> other than "null", else NULL */
+    del_item *items;
     size_t n, cap;
     char *version;       /* of the <Object> being read */
-    size_t object_first; /* keys[] index where it began */
+    size_t object_first; /* items[] index where it began */
     int quiet;
     int bad;
     int root_ok;
@@ -519,55 +521,33 @@ static void XMLCALL del_start(void *ud, const XML_Char *name, const XML_Char **a
 static void XMLCALL del_end(void *ud, const XML_Char *name)
 {
     del_parse *p = ud;
+    const char *text = p->text.data ? p->text.data : "";
     if (p->in_key) {
-        if (p->n == p->cap) {
-            size_t cap = p->cap ? p->cap * 2 : 64;
-            char **k = realloc(p->keys, cap * sizeof *k);
-            size_t *l = k ? realloc(p->lens, cap * sizeof *l) : NULL;
-            char **v = l ? realloc(p->versions, cap * sizeof *v) : NULL;
-            if (k)
-                p->keys = k;
-            if (l)
-                p->lens = l;
-            if (v == NULL) {
-                p->bad = 1;
-                return;
-            }
-            p->versions = v;
-            p->cap = cap;
-        }
-        p->versions[p->n] = NULL;
-        p->keys[p->n] = malloc(p->text.len + 1);
-        if (p->keys[p->n] == NULL) {
+        p->in_key = 0;
+        char *key = util_memdup(text, p->text.len);
+        if (key == NULL || util_grow(&p->items, &p->cap, p->n, sizeof *p->items, 64) != 0) {
+            free(key);
             p->bad = 1;
             return;
         }
-        memcpy(p->keys[p->n], p->text.data ? p->text.data : "", p->text.len);
-        p->keys[p->n][p->text.len] = '\0';
-        p->lens[p->n++] = p->text.len;
-        p->in_key = 0;
+        p->items[p->n++] = (del_item){key, p->text.len, NULL};
     }
     if (p->in_quiet) {
-        p->quiet = p->text.len == 4 && strncmp(p->text.data, "true", 4) == 0;
+        p->quiet = p->text.len == 4 && strncmp(text, "true", 4) == 0;
         p->in_quiet = 0;
     }
     if (p->in_version) {
         p->in_version = 0;
         free(p->version);
         p->version = NULL;
-        if (!(p->text.len == 4 && memcmp(p->text.data, "null", 4) == 0)) {
-            if ((p->version = malloc(p->text.len + 1)) == NULL) {
-                p->bad = 1;
-            } else {
-                memcpy(p->version, p->text.data ? p->text.data : "", p->text.len);
-                p->version[p->text.len] = '\0';
-            }
-        }
+        if (!(p->text.len == 4 && memcmp(text, "null", 4) == 0) &&
+            (p->version = util_memdup(text, p->text.len)) == NULL)
+            p->bad = 1;
     }
     if (p->depth == 2 && strcmp(name, "Object") == 0) {
         /* (the version may come before or after the key) */
         if (p->version && p->n > p->object_first)
-            p->versions[p->n - 1] = p->version;
+            p->items[p->n - 1].version = p->version;
         else
             free(p->version);
         p->version = NULL;
@@ -580,6 +560,16 @@ static void XMLCALL del_text(void *ud, const XML_Char *s, int len)
     del_parse *p = ud;
     if (p->in_key || p->in_quiet || p->in_version)
         buf_add(&p->text, s, (size_t)len);
+}
+
+/* One key's <Error> in a DeleteResult. */
+static void del_error(buf *b, const del_item *it, const char *code, const char *msg)
+{
+    buf_puts(b, "<Error>");
+    buf_xml_elem(b, "Key", it->key, it->len);
+    if (it->version)
+        buf_xml_elem(b, "VersionId", it->version, strlen(it->version));
+    buf_printf(b, "<Code>%s</Code><Message>%s</Message></Error>", code, msg);
 }
 
 enum MHD_Result s3_delete_objects(request *r)
@@ -603,40 +593,32 @@ enum MHD_Result s3_delete_objects(request *r)
         buf b = {0};
         buf_printf(&b, "%s<DeleteResult xmlns=\"%s\">", S3_XML_HEAD, S3_XMLNS);
         for (size_t i = 0; i < p.n; i++) {
-            if (p.versions[i]) { /* unversioned: "null" is an object's one version */
-                buf_puts(&b, "<Error>");
-                buf_xml_elem(&b, "Key", p.keys[i], p.lens[i]);
-                buf_xml_elem(&b, "VersionId", p.versions[i], strlen(p.versions[i]));
-                buf_puts(&b, "<Code>InvalidArgument</Code>"
-                             "<Message>Invalid version id specified</Message></Error>");
+            const del_item *it = &p.items[i];
+            if (it->version) { /* unversioned: "null" is an object's one version */
+                del_error(&b, it, "InvalidArgument", "Invalid version id specified");
                 continue;
             }
-            int st = p.lens[i] ? store_delete_blind(r->srv->st, s->ns, p.keys[i], p.lens[i])
-                               : STORE_BAD_KEY;
+            int st =
+                it->len ? store_delete_blind(r->srv->st, s->ns, it->key, it->len) : STORE_BAD_KEY;
             if (st == STORE_OK || st == STORE_NOTFOUND) {
                 if (!p.quiet) {
                     buf_puts(&b, "<Deleted>");
-                    buf_xml_elem(&b, "Key", p.keys[i], p.lens[i]);
+                    buf_xml_elem(&b, "Key", it->key, it->len);
                     buf_puts(&b, "</Deleted>");
                 }
             } else {
-                buf_puts(&b, "<Error>");
-                buf_xml_elem(&b, "Key", p.keys[i], p.lens[i]);
-                buf_printf(&b, "<Code>%s</Code><Message>%s</Message></Error>",
-                           st == STORE_BAD_KEY ? "InvalidArgument" : "InternalError",
-                           store_strerror(st));
+                del_error(&b, it, st == STORE_BAD_KEY ? "InvalidArgument" : "InternalError",
+                          store_strerror(st));
             }
         }
         buf_puts(&b, "</DeleteResult>");
         ret = s3_xml(r, 200, &b);
     }
     for (size_t i = 0; i < p.n; i++) {
-        free(p.keys[i]);
-        free(p.versions[i]);
+        free(p.items[i].key);
+        free(p.items[i].version);
     }
-    free(p.keys);
-    free(p.lens);
-    free(p.versions);
+    free(p.items);
     free(p.version);
     buf_free(&p.text);
     return ret;

@@ -476,17 +476,22 @@ static int collect_upload(void *ctx, const mpu_info *info)
         return 1;
     }
     upload_item *it = &u->items[u->n];
-    if ((it->key = malloc(info->klen + 1)) == NULL) {
+    if ((it->key = util_memdup(info->key, info->klen)) == NULL) {
         u->oom = 1;
         return 1;
     }
-    memcpy(it->key, info->key, info->klen);
-    it->key[info->klen] = '\0';
     it->klen = info->klen;
     memcpy(it->id, info->id, sizeof it->id);
     it->created_ms = info->created_ms;
     u->n++;
     return 0;
+}
+
+static void uploads_free(uploads_ctx *u)
+{
+    for (size_t i = 0; i < u->n; i++)
+        free(u->items[i].key);
+    free(u->items);
 }
 
 static int upload_cmp(const void *pa, const void *pb)
@@ -502,11 +507,11 @@ enum MHD_Result s3_list_multipart_uploads(request *r)
     if (!s3_bucket_exists(r))
         return s3_no_bucket(r);
     const char *prefix = s3_param(r, "prefix"), *delim = s3_param(r, "delimiter");
-    const char *enc = s3_param(r, "encoding-type");
     const char *km = s3_param(r, "key-marker"), *um = s3_param(r, "upload-id-marker");
-    if (enc && strcmp(enc, "url") != 0)
-        return s3_error(r, 400, "InvalidArgument", "Invalid Encoding Method specified in Request");
-    int url = enc != NULL;
+    int url;
+    enum MHD_Result ret;
+    if (s3_url_encoding_param(r, &url, &ret))
+        return ret;
     if (delim && !*delim)
         delim = NULL;
     if (km && !*km)
@@ -514,16 +519,13 @@ enum MHD_Result s3_list_multipart_uploads(request *r)
     if (km == NULL || (um && !*um))
         um = NULL; /* (an upload-id-marker counts only with a key-marker) */
     long max;
-    enum MHD_Result ret;
     if (s3_count_param(r, "max-uploads", 1000, 1000, &max, &ret))
         return ret;
     uploads_ctx u = {.prefix = prefix ? prefix : ""};
     u.plen = strlen(u.prefix);
     mpu_list(r->srv->st, s->ns, collect_upload, &u);
     if (u.oom) {
-        for (size_t i = 0; i < u.n; i++)
-            free(u.items[i].key);
-        free(u.items);
+        uploads_free(&u);
         return s3_error(r, 500, "InternalError", "out of memory");
     }
     if (u.n > 1)
@@ -600,8 +602,6 @@ enum MHD_Result s3_list_multipart_uploads(request *r)
     buf_puts(&b, "</ListMultipartUploadsResult>");
     buf_free(&items);
     buf_free(&prefixes);
-    for (size_t i = 0; i < u.n; i++)
-        free(u.items[i].key);
-    free(u.items);
+    uploads_free(&u);
     return s3_xml(r, 200, &b);
 }

@@ -468,6 +468,30 @@ static void keep_checksum(void *ctx, int tag, const char *v, size_t n)
         meta_add(ctx, tag, v, n);
 }
 
+/* What may refuse a copy once its source (ETag etag, of mtime_ms) is
+ * found: the source's conditions (412), the metadata directive (*replace;
+ * 400 if unknown), a copy onto itself that changes nothing (400), the
+ * destination's If-Match and If-None-Match.  1 with *ret answered. */
+static int copy_refused(request *r, const char *etag, uint64_t mtime_ms, int self, int *replace,
+                        enum MHD_Result *ret)
+{
+    const char *directive = http_header(r, "x-amz-metadata-directive");
+    *replace = directive && strcasecmp(directive, "REPLACE") == 0;
+    if (check_conditions(r, 1, etag, mtime_ms))
+        *ret = s3_error(r, 412, "PreconditionFailed",
+                        "At least one of the pre-conditions you specified did not hold");
+    else if (directive && !*replace && strcasecmp(directive, "COPY") != 0)
+        *ret = s3_error(r, 400, "InvalidArgument", "Unknown metadata directive.");
+    else if (self && !*replace)
+        *ret = s3_error(r, 400, "InvalidRequest",
+                        "This copy request is illegal because it is trying to copy an object to "
+                        "itself without changing the object's metadata, storage class, website "
+                        "redirect location or encryption attributes.");
+    else
+        return s3_write_preconditions(r, 1, ret); /* the destination's */
+    return 1;
+}
+
 static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
 {
     (void)head;
@@ -518,31 +542,11 @@ static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
     }
     char etag[80];
     s3_meta_etag(e.meta, e.meta_len, etag, sizeof etag);
-    if (check_conditions(r, 1, etag, e.mtime_ms)) {
-        store_entry_clear(&e);
-        free(dec);
-        return s3_error(r, 412, "PreconditionFailed",
-                        "At least one of the pre-conditions you specified did not hold");
-    }
-    const char *directive = http_header(r, "x-amz-metadata-directive");
-    if (directive && strcasecmp(directive, "REPLACE") != 0 && strcasecmp(directive, "COPY") != 0) {
-        store_entry_clear(&e);
-        free(dec);
-        return s3_error(r, 400, "InvalidArgument", "Unknown metadata directive.");
-    }
-    int replace = directive && strcasecmp(directive, "REPLACE") == 0;
     int self =
         strcmp(src_ns, s->ns) == 0 && src_klen == s->klen && memcmp(src_key, s->key, s->klen) == 0;
-    if (self && !replace) {
-        store_entry_clear(&e);
-        free(dec);
-        return s3_error(r, 400, "InvalidRequest",
-                        "This copy request is illegal because it is trying to copy an object to "
-                        "itself without changing the object's metadata, storage class, website "
-                        "redirect location or encryption attributes.");
-    }
+    int replace;
     enum MHD_Result ret;
-    if (s3_write_preconditions(r, 1, &ret)) { /* the destination's If-Match, If-None-Match */
+    if (copy_refused(r, etag, e.mtime_ms, self, &replace, &ret)) {
         store_entry_clear(&e);
         free(dec);
         return ret;

@@ -70,12 +70,27 @@ static void test_grow(void **state)
     free(v);
 }
 
+static void test_memdup(void **state)
+{
+    (void)state;
+    char *d = util_memdup("a\0bc", 4);
+    assert_non_null(d);
+    assert_memory_equal(d, "a\0bc", 4); /* a NUL inside is kept */
+    assert_int_equal(d[4], '\0');       /* and one follows */
+    free(d);
+    d = util_memdup("", 0);
+    assert_non_null(d);
+    assert_int_equal(d[0], '\0');
+    free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pct_decode),
         cmocka_unit_test(test_bytes_cmp),
         cmocka_unit_test(test_grow),
+        cmocka_unit_test(test_memdup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
