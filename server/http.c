@@ -14,6 +14,9 @@
  * an offload thread (as many as HTTP threads), where waiting is fine.  A
  * body still arriving from the tier suspends its connection from the
  * content reader until the store wakes it (http_park).
+ *
+ * A watch thread ends requests whose client went away in the middle of a
+ * body, which MHD alone would keep until the connection timeout (watch_main).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -25,6 +28,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../common/log.h"
@@ -395,6 +399,148 @@ static void offload_free(server *srv)
     srv->off = NULL;
 }
 
+/* Requests still receiving a body, and the thread that looks after them.
+ *
+ * libmicrohttpd 0.9.75 with epoll is edge-triggered and takes a short read
+ * for "nothing more to read" (recv_param_adapter clears READ_READY).  When
+ * the last piece a client sent and its close come in together (the client
+ * gave up in the middle of an upload while cairnd was busy), MHD reads the
+ * piece short and waits for an edge that never comes: the request lasts
+ * until the connection timeout (two minutes by default), holding a
+ * connection, its temporary file, and a stop, which waits for it.
+ *
+ * So, once a second, the watch thread peeks at the socket of each request
+ * whose body has made no progress for a second.  If the client has closed
+ * it, the socket is shut down, which wakes MHD, which reads the end and ends
+ * the request as a client's abort.  A client that is only slow or quiet is
+ * left alone (its peek finds nothing, or data MHD has not taken yet).  The
+ * list's lock is held while a socket is looked at, and a request leaves the
+ * list in on_completed, before MHD closes its socket: the fd is never a
+ * later connection's. */
+typedef struct watch {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    request *head;
+    int stop;
+    pthread_t thread;
+} watch;
+
+static void watch_add(request *r)
+{
+    watch *w = r->srv->watch;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (w == NULL || ci == NULL)
+        return;
+    r->fd = ci->connect_fd;
+    pthread_mutex_lock(&w->mu);
+    r->watch_next = w->head;
+    if (w->head)
+        w->head->watch_prev = r;
+    w->head = r;
+    r->watched = 1;
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void watch_remove(request *r)
+{
+    watch *w = r->srv->watch;
+    pthread_mutex_lock(&w->mu);
+    if (r->watch_prev)
+        r->watch_prev->watch_next = r->watch_next;
+    else
+        w->head = r->watch_next;
+    if (r->watch_next)
+        r->watch_next->watch_prev = r->watch_prev;
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void watch_sweep(watch *w)
+{
+    for (request *r = w->head; r; r = r->watch_next) {
+        if (atomic_load_explicit(&r->body_done, memory_order_relaxed))
+            continue;
+        uint64_t got = atomic_load_explicit(&r->body_got, memory_order_relaxed);
+        if (got != r->watch_seen || r->watch_still == 0) {
+            r->watch_seen = got;
+            r->watch_still = 1;
+            continue;
+        }
+        char c;
+        ssize_t n = recv(r->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            log_msg(LOG_DEBUG, "http", "client closed in the middle of a body after %llu bytes",
+                    (unsigned long long)got);
+            shutdown(r->fd, SHUT_RDWR); /* the fd stays MHD's to close */
+        }
+    }
+}
+
+static void *watch_main(void *arg)
+{
+    watch *w = arg;
+    pthread_mutex_lock(&w->mu);
+    while (!w->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+        if (!w->stop)
+            watch_sweep(w);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+static int watch_start(server *srv)
+{
+    watch *w = calloc(1, sizeof *w);
+    pthread_condattr_t ca;
+    if (w == NULL)
+        return -1;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&w->thread, NULL, watch_main, w) != 0) {
+        pthread_mutex_destroy(&w->mu);
+        pthread_cond_destroy(&w->cv);
+        free(w);
+        return -1;
+    }
+    srv->watch = w;
+    return 0;
+}
+
+/* After MHD_stop_daemon: no request is left on the list. */
+static void watch_stop(server *srv)
+{
+    watch *w = srv->watch;
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->stop = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
+    srv->watch = NULL;
+}
+
+/* Does a body come with the request (whether or not the client waits for
+ * 100 Continue first)? */
+static int has_body(request *r)
+{
+    const char *te = http_header(r, "Transfer-Encoding");
+    if (te)
+        return 1;
+    const char *cl = http_header(r, "Content-Length");
+    return cl != NULL && strtoull(cl, NULL, 10) > 0;
+}
+
 static void route(request *r)
 {
     int s3 = s3_claims(r);
@@ -474,6 +620,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             r->handler = late_handle;
             r->may_offload = r->offload_last = 0;
         }
+        if (has_body(r))
+            watch_add(r);
+    }
+    if (r->watched) {
+        if (*upload_data_size != 0)
+            atomic_store_explicit(&r->body_got, r->m.received + *upload_data_size,
+                                  memory_order_relaxed);
+        else if (r->calls > 1)
+            atomic_store_explicit(&r->body_done, 1, memory_order_relaxed);
     }
     r->m.received += *upload_data_size;
     if (r->deferred) {
@@ -619,6 +774,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         MHD_destroy_response(r->deferred);
     if (r->ready)
         MHD_destroy_response(r->ready);
+    if (r->watched)
+        watch_remove(r);
     if (!r->late)
         atomic_fetch_sub(&r->srv->in_flight, 1);
     free(r->raw_uri);
@@ -703,6 +860,12 @@ int server_start(server *srv, const server_config *cfg, store *st, char *err, si
         snprintf(err, errlen, "cannot start the offload threads");
         return -1;
     }
+    if (watch_start(srv) != 0) {
+        offload_stop(srv);
+        offload_free(srv);
+        snprintf(err, errlen, "cannot start the watch thread");
+        return -1;
+    }
     /* the logger goes first, so that MHD reports nothing through its own */
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
@@ -714,6 +877,7 @@ int server_start(server *srv, const server_config *cfg, store *st, char *err, si
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
     if (srv->daemon == NULL) {
         snprintf(err, errlen, "cannot listen on %s: %s", cfg->listen, strerror(errno));
+        watch_stop(srv);
         offload_stop(srv);
         offload_free(srv);
         return -1;
@@ -743,5 +907,6 @@ void server_stop(server *srv)
     offload_stop(srv);
     MHD_stop_daemon(srv->daemon);
     srv->daemon = NULL;
+    watch_stop(srv);
     offload_free(srv);
 }

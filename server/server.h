@@ -35,6 +35,7 @@ typedef struct server {
     uint16_t port;
     struct offload *off;     /* with a cold tier: where requests that wait for it run */
     atomic_int tier_waiting; /* requests on an offload thread or parked now */
+    struct watch *watch;     /* requests whose body is still coming (http.c) */
 } server;
 
 typedef struct request request;
@@ -74,6 +75,15 @@ struct request {
     unsigned ready_status;
     enum MHD_Result ready_ret;
     request *next_offload;
+    /* while its body comes, on the watch list (http.c): the socket, the
+     * bytes so far and whether all came, for the watch thread; the rest is
+     * the watch thread's */
+    int watched, fd;
+    atomic_ullong body_got;
+    atomic_int body_done;
+    uint64_t watch_seen;
+    unsigned watch_still;
+    request *watch_prev, *watch_next;
 };
 
 /* A response whose body waits for the cold tier suspends its connection
