@@ -182,10 +182,12 @@ static int open_tier(const server_config *c, tier **t, keys_source *src, char *e
     tc.part_size = c->tier_part_size;
     int rc = tier_open(t, &tc, err, errlen);
     memset(&k, 0, sizeof k);
-    if (rc == 0 && tier_makes_bucket(*t) && tier_ensure_bucket(*t, NULL) != TIER_OK)
+    int brc = rc == 0 && tier_makes_bucket(*t) ? tier_ensure_bucket(*t, NULL) : TIER_OK;
+    char why[TIER_ERROR_TEXT + 80];
+    if (brc != TIER_OK)
         log_msg(LOG_WARN, "tier_bucket",
-                "could not make sure the tier's bucket exists; "
-                "uploads will retry");
+                "could not make sure the tier's bucket exists (%s); uploads will retry",
+                tier_why(brc, why, sizeof why));
     return rc;
 }
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "../common/log.h"
 #include "../common/util.h"
 #include "server.h"
 
@@ -19,7 +20,16 @@ static enum MHD_Result status_json(request *r)
         return http_json(r, MHD_HTTP_INTERNAL_SERVER_ERROR,
                          "{\"error\":\"cannot read the index\"}\n");
     const server_config *c = r->srv->cfg;
-    char buf[2048];
+    /* the tier's last failure, in its own words: null if none since start */
+    char last[sizeof st.tier_last_error * 6 + 64] = "null";
+    if (st.tier_last_error[0]) {
+        uint64_t now = util_now_ms(), at = st.tier_last_error_ms;
+        size_t n = (size_t)snprintf(last, sizeof last, "{\"message\":\"");
+        n += log_json_escape(last + n, sizeof last - n - 48, st.tier_last_error);
+        snprintf(last + n, sizeof last - n, "\",\"seconds_ago\":%" PRIu64 "}",
+                 now > at ? (now - at) / 1000 : 0);
+    }
+    char buf[4096];
     snprintf(buf, sizeof buf,
              "{\"version\":\"%s\",\"uptime_seconds\":%" PRIu64 ",\"ready\":%s,"
              "\"entries\":{\"keys\":%" PRIu64 ",\"blobs\":%" PRIu64 ",\"inline_blobs\":%" PRIu64
@@ -35,7 +45,7 @@ static enum MHD_Result status_json(request *r)
              ",\"already_there\":%" PRIu64 ",\"refreshes\":%" PRIu64 ",\"hits\":%" PRIu64
              ",\"misses\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"fetched_bytes\":%" PRIu64
              ",\"corrupt\":%" PRIu64 ",\"packs\":%" PRIu64 ",\"packed_records\":%" PRIu64
-             ",\"pack_reads\":%" PRIu64 ",\"packs_owed\":%" PRIu64 "}}\n",
+             ",\"pack_reads\":%" PRIu64 ",\"packs_owed\":%" PRIu64 ",\"last_error\":%s}}\n",
              CAIRN_VERSION, (util_now_ms() - r->srv->start_ms) / 1000,
              atomic_load(&r->srv->ready) ? "true" : "false", st.keys, st.blobs, st.inline_blobs,
              st.physical, st.logical, st.referenced, st.referenced - st.logical,
@@ -45,7 +55,7 @@ static enum MHD_Result status_json(request *r)
              st.tier_pending_bytes, st.tier_uploads, st.tier_upload_bytes, st.tier_upload_failures,
              st.tier_skipped, st.tier_refreshes, st.tier_hits, st.tier_misses, st.tier_errors,
              st.tier_fetched_bytes, st.tier_corrupt, st.tier_packs, st.tier_pack_records,
-             st.tier_pack_hits, st.tier_packs_owed);
+             st.tier_pack_hits, st.tier_packs_owed, last);
     return http_json(r, MHD_HTTP_OK, buf);
 }
 

@@ -240,6 +240,10 @@ typedef struct store_stats {
      * record or blob); per bucket, not cumulative */
     uint64_t tier_lat[2][STORE_TIER_LAT_N + 1];
     uint64_t tier_lat_sum_ns[2];
+    /* the tier's last failure in its own words ("" if none since start),
+     * and when (ms since the epoch) */
+    char tier_last_error[320];
+    uint64_t tier_last_error_ms;
 } store_stats;
 
 int store_get_stats(store *s, store_stats *st);

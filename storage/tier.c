@@ -65,7 +65,14 @@ struct tier {
      * (share_open), or could not make it: each handle keeps its own. */
     CURLSH *share;
     pthread_mutex_t share_mu[CURL_LOCK_DATA_LAST];
+    /* the last failure, as the tier or curl told it, for /status */
+    pthread_mutex_t err_mu;
+    char last_error[TIER_ERROR_TEXT];
+    uint64_t last_error_ms;
 };
+
+/* The last failure of this thread's request (see tier_last_error). */
+static _Thread_local char thread_error[TIER_ERROR_TEXT];
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 
@@ -274,6 +281,7 @@ int tier_open(tier **out, const tier_config *c, char *err, size_t errlen)
     pthread_mutex_init(&t->keys_mu, NULL);
     pthread_mutex_init(&t->ab_mu, NULL);
     pthread_mutex_init(&t->handles_mu, NULL);
+    pthread_mutex_init(&t->err_mu, NULL);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_init(&t->share_mu[i], NULL);
     if ((t->ab = calloc(AB_MAX, sizeof *t->ab)) == NULL) {
@@ -370,6 +378,7 @@ void tier_close(tier *t)
     for (unsigned i = 0; i < t->nhandles; i++)
         curl_easy_cleanup(t->handles[i]);
     pthread_mutex_destroy(&t->handles_mu);
+    pthread_mutex_destroy(&t->err_mu);
     if (t->share != NULL) /* after its handles: curl refuses while any uses it */
         curl_share_cleanup(t->share);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
@@ -429,6 +438,9 @@ typedef struct xfer {
     /* a body that stops arriving for stall_ns, once it started, ends the
      * transfer there (stalled_cb), not at the end of its budget */
     uint64_t stall_ns, last_ns;
+    /* the start of an error's body: S3's <Code> and <Message>, for the log */
+    char errbody[2048];
+    size_t errlen;
 } xfer;
 
 /* curl sends the body again (a kept connection that the server closed as
@@ -479,8 +491,13 @@ static size_t write_cb(char *buf, size_t size, size_t n, void *arg)
         x->refused = 1; /* the whole object again, another part, or an error's body */
         return 0;
     }
-    if (x->out_fd >= 0 && (x->status < 200 || x->status > 299))
-        return len; /* an error's body, not the object's: not kept, nor shown to readers */
+    if (x->status < 200 || x->status > 299) {
+        size_t room = sizeof x->errbody - x->errlen, n = len < room ? len : room;
+        memcpy(x->errbody + x->errlen, buf, n);
+        x->errlen += n;
+        if (x->out_fd >= 0)
+            return len; /* an error's body, not the object's: not kept, nor shown to readers */
+    }
     if ((uint64_t)x->out_len + len > x->out_max) {
         x->too_large = 1;
         return 0;
@@ -614,6 +631,8 @@ void tier_waited(uint64_t waited_ns)
 {
     waited_ms = (long)(waited_ns / 1000000u);
 }
+
+static void note_failure(tier *t, const xfer *x, CURLcode cc, const char *eb, long http);
 
 /* Runs one request.  Returns a tier status; *http gets the HTTP status (0 if
  * none came). */
@@ -761,24 +780,25 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
     } else if (strcmp(method, "GET") != 0) {
         curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     }
+    char eb[CURL_ERROR_SIZE];
+    eb[0] = '\0';
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, eb); /* (handle_give's reset lets go of it) */
     CURLcode cc = curl_easy_perform(h);
     curl_slist_free_all(sl);
     free(qbuf);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, http);
     handle_give(t, h);
-    if (x->write_error)
-        return TIER_LOCAL;
-    if (x->too_large)
-        return TIER_BAD;
-    if (cc != CURLE_OK)
-        return TIER_ERROR;
-    if (*http >= 200 && *http < 300)
-        return TIER_OK;
-    if (*http == 404)
-        return TIER_NOTFOUND;
-    if (*http == 401 || *http == 403)
-        return TIER_DENIED;
-    return TIER_ERROR;
+    int rc = x->write_error                 ? TIER_LOCAL
+             : x->too_large                 ? TIER_BAD
+             : cc != CURLE_OK               ? TIER_ERROR
+             : *http >= 200 && *http < 300  ? TIER_OK
+             : *http == 404                 ? TIER_NOTFOUND
+             : *http == 401 || *http == 403 ? TIER_DENIED
+                                            : TIER_ERROR;
+    thread_error[0] = '\0';
+    if (rc != TIER_OK && rc != TIER_NOTFOUND && rc != TIER_LOCAL)
+        note_failure(t, x, cc, eb, *http);
+    return rc;
 }
 
 static long budget(const tier *t, uint64_t len)
@@ -864,6 +884,77 @@ static int xml_text(const uint8_t *xml, size_t len, const char *want, char *out,
     if (!ok || f.error || f.overflow)
         return -1;
     return f.found;
+}
+
+/* The text of the first element named want in an error's body, which may
+ * be cut short: 1 found, 0 not. */
+static int error_field(const char *body, size_t len, const char *want, char *out, size_t cap)
+{
+    xml_find f = {.want = want, .out = out, .cap = cap};
+    out[0] = '\0';
+    (void)xml_parse((const uint8_t *)body, len, xf_start, xf_end, xf_text, &f);
+    return f.found || f.overflow;
+}
+
+/* What a failed request's answer said, in one line for the log and
+ * /status: "HTTP 403 SignatureDoesNotMatch: The request signature we
+ * calculated does not match...", or curl's own words ("Failed to connect to
+ * ... Connection refused", "SSL certificate problem: ..."), so that an
+ * operator can tell a clock that is off from a wrong key from a
+ * certificate. */
+static void note_failure(tier *t, const xfer *x, CURLcode cc, const char *eb, long http)
+{
+    char *out = thread_error, code[96], msg[160]; /* (both fit in out) */
+    size_t cap = sizeof thread_error;
+    if (x->too_large)
+        snprintf(out, cap, "an answer larger than %" PRIu64 " bytes", x->out_max);
+    else if (cc == CURLE_ABORTED_BY_CALLBACK && x->stall_ns)
+        snprintf(out, cap, "the body stopped arriving for %" PRIu64 " s",
+                 x->stall_ns / 1000000000u);
+    else if (cc != CURLE_OK)
+        snprintf(out, cap, "%s", eb[0] ? eb : curl_easy_strerror(cc));
+    else {
+        int has_code = error_field(x->errbody, x->errlen, "Code", code, sizeof code);
+        int has_msg = has_code && error_field(x->errbody, x->errlen, "Message", msg, sizeof msg);
+        int w = has_msg    ? snprintf(out, cap, "HTTP %ld %s: %s", http, code, msg)
+                : has_code ? snprintf(out, cap, "HTTP %ld %s", http, code)
+                           : snprintf(out, cap, "HTTP %ld", http);
+        (void)w; /* (cut to fit) */
+    }
+    size_t n = strlen(out);
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' ' || out[n - 1] == '.'))
+        out[--n] = '\0';
+    pthread_mutex_lock(&t->err_mu);
+    /* a bare "HTTP 403" (a HEAD's answer has no body) does not replace the
+     * same status in more words */
+    if (strncmp(t->last_error, out, n) != 0 || t->last_error[n] != ' ' ||
+        strncmp(out, "HTTP ", 5) != 0 || strchr(out + 5, ' ') != NULL)
+        memcpy(t->last_error, out, n + 1);
+    t->last_error_ms = util_now_ms();
+    pthread_mutex_unlock(&t->err_mu);
+}
+
+const char *tier_last_error(void)
+{
+    return thread_error;
+}
+
+size_t tier_last_failure(tier *t, char *out, size_t cap, uint64_t *when_ms)
+{
+    pthread_mutex_lock(&t->err_mu);
+    size_t n = (size_t)snprintf(out, cap, "%s", t->last_error);
+    *when_ms = t->last_error_ms;
+    pthread_mutex_unlock(&t->err_mu);
+    return n < cap ? n : cap - 1;
+}
+
+const char *tier_why(int status, char *out, size_t cap)
+{
+    if (thread_error[0] && (status == TIER_ERROR || status == TIER_DENIED || status == TIER_BAD))
+        snprintf(out, cap, "%s (%s)", tier_strerror(status), thread_error);
+    else
+        snprintf(out, cap, "%s", tier_strerror(status));
+    return out;
 }
 
 /* ---- multipart: objects larger than the part size ------------------------------- */

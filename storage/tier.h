@@ -39,6 +39,16 @@ enum tier_status {
 
 const char *tier_strerror(int status);
 
+#define TIER_ERROR_TEXT 320
+/* What the last request to the tier made by this thread failed with, in
+ * the tier's words or curl's ("HTTP 403 RequestTimeTooSkewed: ...",
+ * "Failed to connect to ..."); "" if it did not fail, or found nothing, or
+ * failed here. */
+const char *tier_last_error(void);
+/* tier_strerror(status), and tier_last_error() after it in brackets when
+ * it says more: for a log line about the request just made.  Returns out. */
+const char *tier_why(int status, char *out, size_t cap);
+
 typedef struct tier_config {
     const char *url;      /* s3://bucket/prefix, gs://bucket/prefix, http(s)://host/bucket/prefix */
     const char *endpoint; /* for s3://: scheme://host[:port]; default AWS's for the region */
@@ -57,6 +67,10 @@ typedef struct tier_config {
 #define TIER_PART_MAX (5ull << 30) /* and its largest */
 
 typedef struct tier tier;
+
+/* The last failure of any request to the tier, as tier_last_error gives it
+ * ("" if none yet), and when (ms since the epoch).  Returns its length. */
+size_t tier_last_failure(tier *t, char *out, size_t cap, uint64_t *when_ms);
 
 int tier_open(tier **t, const tier_config *cfg, char *err, size_t errlen);
 /* Requests this thread sends from now on have waited_ns less of their

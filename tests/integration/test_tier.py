@@ -381,6 +381,18 @@ class TierTest(unittest.TestCase):
         self.dirs.append(d)
         return d
 
+    def tls_proxy(self):
+        """A FaultProxy over https, with a self-signed certificate, in front of moto."""
+        d = self.folder()
+        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
+                        "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True, stdin=subprocess.DEVNULL)
+        tls = FaultProxy(self.moto.port, tls=(cert, key))
+        self.addCleanup(tls.stop)
+        return tls
+
     def drained(self, srv, timeout=60):
         assert_drained(self, srv, timeout)
 
@@ -1368,6 +1380,14 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(a, "PUT", path, body)[0], 200)
         self.drained(a, timeout=120)
         self.assertIn(sha256(body), self.blobs_in_tier())
+        # the log says what the tier said, and /status its last word
+        log = a.read_log()
+        for code in ("500", "503", "403"):
+            self.assertIn("(HTTP %s Injected: fault)" % code, log)
+        self.assertIn("Operation timed out", log)  # curl's words for the slow tier
+        last = status(a)["tier"]["last_error"]
+        self.assertIn("timed out", last["message"])
+        self.assertGreaterEqual(last["seconds_ago"], 0)
 
     def test_s3_deletes_do_not_wait_for_the_tier(self):
         """S3's answer to a delete does not depend on whether the key was
@@ -1952,6 +1972,25 @@ class TierTest(unittest.TestCase):
                              "%d connections for %d requests" % (
                                  self.proxy.connections - before, self.proxy.requests - asked))
 
+    def test_a_tier_whose_certificate_is_not_trusted_gets_nothing(self):
+        """TLS verification is on by default: a tier over https whose
+        certificate the node does not trust is sent nothing, and the log
+        and /status say why in curl's words.  With --tier-insecure the same
+        tier takes the queue."""
+        tls = self.tls_proxy()
+        data = self.folder()
+        a = self.node(data=data, endpoint=tls.url)
+        body = self.rng.randbytes(20 * KIB)
+        self.assertEqual(request(a, "PUT", "/cas/" + sha256(body), body)[0], 200)
+        self.assertTrue(wait_for(lambda: status(a)["tier"]["upload_failures"] > 0, timeout=20))
+        self.assertEqual(tls.requests, 0, "a request got through an untrusted certificate")
+        self.assertIn("certificate", status(a)["tier"]["last_error"]["message"])
+        self.assertIn("SSL certificate problem", a.read_log())
+        self.assertEqual(a.stop(), 0)
+        b = self.node(data=data, endpoint=tls.url, extra=["--tier-insecure", "true"])
+        self.drained(b)
+        self.assertIn(sha256(body), self.blobs_in_tier())
+
     @unittest.skipUnless(libcurl_version() >= (8, 12),
                          "libcurl %s shares no TLS sessions between threads (8.12 does)" %
                          ".".join(map(str, libcurl_version())))
@@ -1961,14 +2000,7 @@ class TierTest(unittest.TestCase):
         already has, rather than make a full handshake.  (Not every one: a TLS 1.3
         connection made while another replaces the session with the tickets
         it was just given makes a full one; libcurl alone does the same.)"""
-        d = self.folder()
-        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
-                        "/CN=127.0.0.1", "-keyout", key, "-out", cert],
-                       check=True, capture_output=True, stdin=subprocess.DEVNULL)
-        tls = FaultProxy(self.moto.port, tls=(cert, key))
-        self.addCleanup(tls.stop)
+        tls = self.tls_proxy()
         # the burst's blob requests overlap, whatever else the machine does
         tls.delay = lambda m, p: 0.3 if m == "GET" and "/blobs/" in p else 0
         keys, bodies = self.blobs_of_their_own(9)
@@ -2162,6 +2194,8 @@ class S3rverTierTest(TierTest):
     test_local_hits_are_answered_while_reads_wait_for_the_tier = None
     # (s3rver does not list multipart uploads)
     test_a_multipart_upload_the_tier_went_away_from_is_aborted_later = None
+    # (TLS is the proxy's, whatever the store behind it)
+    test_a_tier_whose_certificate_is_not_trusted_gets_nothing = None
 
     def test_keys_rotated_in_their_file_take_effect(self):
         """Keys read from a credentials file are read again when it changes
@@ -2196,6 +2230,9 @@ class S3rverTierTest(TierTest):
         a = self.node(extra=["--tier-credentials", path],
                       env={"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})
         bodies = [put_and_wait(fails=True)]
+        self.assertIn("InvalidAccessKeyId", status(a)["tier"]["last_error"]["message"])
+        self.assertIn("the tier refused the credentials (HTTP 403 InvalidAccessKeyId",
+                      a.read_log())
         write("S3RVER")  # found by the look every 10 s
         self.drained(a, timeout=30)
         self.assertIn('"tier_keys_read"', a.read_log())
