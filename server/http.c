@@ -399,81 +399,100 @@ static void offload_free(server *srv)
     srv->off = NULL;
 }
 
-/* Requests still receiving a body, and the thread that looks after them.
+/* Requests still being received, and the thread that looks after them.
  *
  * libmicrohttpd 0.9.75 with epoll is edge-triggered and takes a short read
  * for "nothing more to read" (recv_param_adapter clears READ_READY).  When
  * the last piece a client sent and its close come in together (the client
- * gave up in the middle of an upload while cairnd was busy), MHD reads the
- * piece short and waits for an edge that never comes: the request lasts
- * until the connection timeout (two minutes by default), holding a
- * connection, its temporary file, and a stop, which waits for it.
+ * gave up in the middle of an upload, or of its request's head, while
+ * cairnd was busy), MHD reads the piece short and waits for an edge that
+ * never comes: the request lasts until the connection timeout (two minutes
+ * by default), holding a connection, a temporary file, and a stop, which
+ * waits for it.
  *
  * So, once a second, the watch thread peeks at the socket of each request
- * whose body has made no progress for a second.  If the client has closed
- * it, the socket is shut down, which wakes MHD, which reads the end and ends
- * the request as a client's abort.  A client that is only slow or quiet is
- * left alone (its peek finds nothing, or data MHD has not taken yet).  The
- * list's lock is held while a socket is looked at, and a request leaves the
- * list in on_completed, before MHD closes its socket: the fd is never a
- * later connection's. */
-typedef struct watch {
+ * not yet received whole that has made no progress for a second.  If the
+ * client has closed it, the socket's reading side is shut down, which wakes
+ * MHD, which reads the end and ends the request as a client's abort.  A
+ * client that is only slow or quiet is left alone (its peek finds nothing,
+ * or data MHD has not taken yet); one that sent its whole request and then
+ * closed its sending side, waiting for the answer, still gets it: only
+ * reading is shut, and MHD reads no more once it has the request whole.
+ *
+ * Every request is on a list from on_uri until on_completed, which MHD calls
+ * before it closes the socket; a list's lock is held while a socket is
+ * looked at, so the fd is never a later connection's.  The lists are
+ * sharded by fd, so that the HTTP threads do not contend for one lock. */
+#define WATCH_SHARDS 16
+
+typedef struct watch_list {
     pthread_mutex_t mu;
-    pthread_cond_t cv;
     request *head;
+} watch_list;
+
+typedef struct watch {
+    pthread_mutex_t mu; /* stop and cv */
+    pthread_cond_t cv;
     int stop;
     pthread_t thread;
+    watch_list lists[WATCH_SHARDS];
 } watch;
 
-static void watch_add(request *r)
+static void watch_add(request *r, struct MHD_Connection *conn)
 {
     watch *w = r->srv->watch;
     const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (w == NULL || ci == NULL)
         return;
     r->fd = ci->connect_fd;
-    pthread_mutex_lock(&w->mu);
-    r->watch_next = w->head;
-    if (w->head)
-        w->head->watch_prev = r;
-    w->head = r;
+    watch_list *l = &w->lists[(unsigned)r->fd % WATCH_SHARDS];
+    pthread_mutex_lock(&l->mu);
+    r->watch_next = l->head;
+    if (l->head)
+        l->head->watch_prev = r;
+    l->head = r;
     r->watched = 1;
-    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_unlock(&l->mu);
 }
 
 static void watch_remove(request *r)
 {
-    watch *w = r->srv->watch;
-    pthread_mutex_lock(&w->mu);
+    watch_list *l = &r->srv->watch->lists[(unsigned)r->fd % WATCH_SHARDS];
+    pthread_mutex_lock(&l->mu);
     if (r->watch_prev)
         r->watch_prev->watch_next = r->watch_next;
     else
-        w->head = r->watch_next;
+        l->head = r->watch_next;
     if (r->watch_next)
         r->watch_next->watch_prev = r->watch_prev;
-    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_unlock(&l->mu);
 }
 
-static void watch_sweep(watch *w)
+static void watch_sweep(watch_list *l)
 {
-    for (request *r = w->head; r; r = r->watch_next) {
-        if (atomic_load_explicit(&r->body_done, memory_order_relaxed))
+    pthread_mutex_lock(&l->mu);
+    for (request *r = l->head; r; r = r->watch_next) {
+        if (r->watch_cut || atomic_load_explicit(&r->received_whole, memory_order_relaxed))
             continue;
         uint64_t got = atomic_load_explicit(&r->body_got, memory_order_relaxed);
-        if (got != r->watch_seen || r->watch_still == 0) {
+        if (got != r->watch_seen || !r->watch_still) {
             r->watch_seen = got;
             r->watch_still = 1;
             continue;
         }
         char c;
         ssize_t n = recv(r->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-            log_msg(LOG_DEBUG, "http", "client closed in the middle of a body after %llu bytes",
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+            log_msg(LOG_DEBUG, "http",
+                    "client closed before its request came whole (%llu bytes "
+                    "of body)",
                     (unsigned long long)got);
-            shutdown(r->fd, SHUT_RDWR); /* the fd stays MHD's to close */
+            shutdown(r->fd, SHUT_RD); /* the fd stays MHD's to close */
+            r->watch_cut = 1;
         }
     }
+    pthread_mutex_unlock(&l->mu);
 }
 
 static void *watch_main(void *arg)
@@ -485,11 +504,24 @@ static void *watch_main(void *arg)
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_sec += 1;
         pthread_cond_timedwait(&w->cv, &w->mu, &ts);
-        if (!w->stop)
-            watch_sweep(w);
+        if (w->stop)
+            break;
+        pthread_mutex_unlock(&w->mu);
+        for (int i = 0; i < WATCH_SHARDS; i++)
+            watch_sweep(&w->lists[i]);
+        pthread_mutex_lock(&w->mu);
     }
     pthread_mutex_unlock(&w->mu);
     return NULL;
+}
+
+static void watch_free(watch *w)
+{
+    for (int i = 0; i < WATCH_SHARDS; i++)
+        pthread_mutex_destroy(&w->lists[i].mu);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
 }
 
 static int watch_start(server *srv)
@@ -503,17 +535,18 @@ static int watch_start(server *srv)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&w->cv, &ca);
     pthread_condattr_destroy(&ca);
+    for (int i = 0; i < WATCH_SHARDS; i++)
+        pthread_mutex_init(&w->lists[i].mu, NULL);
+    srv->watch = w;
     if (pthread_create(&w->thread, NULL, watch_main, w) != 0) {
-        pthread_mutex_destroy(&w->mu);
-        pthread_cond_destroy(&w->cv);
-        free(w);
+        srv->watch = NULL;
+        watch_free(w);
         return -1;
     }
-    srv->watch = w;
     return 0;
 }
 
-/* After MHD_stop_daemon: no request is left on the list. */
+/* After MHD_stop_daemon: no request is left on the lists. */
 static void watch_stop(server *srv)
 {
     watch *w = srv->watch;
@@ -524,10 +557,8 @@ static void watch_stop(server *srv)
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
-    pthread_mutex_destroy(&w->mu);
-    pthread_cond_destroy(&w->cv);
-    free(w);
     srv->watch = NULL;
+    watch_free(w);
 }
 
 /* Does a body come with the request (whether or not the client waits for
@@ -570,7 +601,6 @@ static void route(request *r)
 
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-    (void)conn;
     request *r = calloc(1, sizeof *r);
     if (r == NULL)
         return NULL;
@@ -581,6 +611,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->late = atomic_load(&r->srv->stopping);
     if (!r->late)
         atomic_fetch_add(&r->srv->in_flight, 1);
+    watch_add(r, conn);
     return r;
 }
 
@@ -620,15 +651,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             r->handler = late_handle;
             r->may_offload = r->offload_last = 0;
         }
-        if (has_body(r))
-            watch_add(r);
     }
-    if (r->watched) {
+    if (r->watched) { /* (the first call: the head came whole; the last: the body) */
         if (*upload_data_size != 0)
             atomic_store_explicit(&r->body_got, r->m.received + *upload_data_size,
                                   memory_order_relaxed);
-        else if (r->calls > 1)
-            atomic_store_explicit(&r->body_done, 1, memory_order_relaxed);
+        else if (r->calls > 1 || !has_body(r))
+            atomic_store_explicit(&r->received_whole, 1, memory_order_relaxed);
     }
     r->m.received += *upload_data_size;
     if (r->deferred) {

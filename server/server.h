@@ -75,14 +75,14 @@ struct request {
     unsigned ready_status;
     enum MHD_Result ready_ret;
     request *next_offload;
-    /* while its body comes, on the watch list (http.c): the socket, the
-     * bytes so far and whether all came, for the watch thread; the rest is
+    /* on a watch list (http.c): the socket, the body's bytes so far and
+     * whether the request came whole, for the watch thread; the rest is
      * the watch thread's */
     int watched, fd;
     atomic_ullong body_got;
-    atomic_int body_done;
+    atomic_int received_whole;
     uint64_t watch_seen;
-    unsigned watch_still;
+    int watch_still, watch_cut;
     request *watch_prev, *watch_next;
 };
 

@@ -1160,23 +1160,30 @@ class StopTest(NativeTest):
         self.assertEqual(self.get("/cas/" + digest)[2], body)
 
     def test_an_upload_whose_client_went_away_holds_up_nothing(self):
-        """A client that sends part of a body and closes: its request ends
-        at once, not at the connection timeout, and a stop does not wait
-        for it.  The part and the close reach cairnd together (it is
-        stopped meanwhile), which libmicrohttpd's edge-triggered epoll
-        alone never notices: it reads the part short and waits for an
-        edge that never comes."""
+        """A client that sends part of a body, or of its request's head,
+        and closes: its request ends at once, not at the connection
+        timeout, and a stop does not wait for it.  The part and the close
+        reach cairnd together (it is stopped meanwhile), which
+        libmicrohttpd's edge-triggered epoll alone never notices: it reads
+        the part short and waits for an edge that never comes."""
         self.srv.close()
         self.srv = Server(["--connection-timeout", "600", "--shutdown-timeout", "600"])
         digest = sha256(b"y" * 1000000)
+        head = ("PUT /cas/%s HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\nX-Pad: %s\r\n\r\n"
+                % (digest, "p" * 3000)).encode()
+
+        def send_and_close(data):
+            s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=10)
+            s.sendall(data)
+            s.close()
         self.srv.proc.send_signal(signal.SIGSTOP)
         try:
-            s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=10)
-            s.sendall(("PUT /cas/%s HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
-                       % digest).encode() + b"y" * 200000)
-            s.close()
+            send_and_close(head + b"y" * 200000)  # a part of the body
         finally:
             self.srv.proc.send_signal(signal.SIGCONT)
+        for _ in range(8):  # heads without their ends (a third or so stuck before)
+            send_and_close(head[:2000])
+            send_and_close(head[:-10])
 
         def in_flight():  # the scrape itself, and the upload while it lasts
             return metric_value(scrape(self.srv), "cairn_http_requests_in_flight")
