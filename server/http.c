@@ -312,12 +312,14 @@ static void *offload_main(void *arg)
         } else {
             size_t none = 0;
             /* a read's wait for this thread comes out of the budget of each
-             * request to the tier made for it; not so for what runs here
-             * from the start (listings, a drain, a batch of deletes: many
-             * requests to the tier) */
-            store_tier_waited(r->offload_last ? 0 : util_mono_ns() - r->offload_ns);
+             * request to the tier made for it, and once one of them timed
+             * out it has waited enough; not so for what runs here from the
+             * start (listings, a drain, a batch of deletes: many requests
+             * to the tier) */
+            int read = !r->offload_last;
+            store_tier_waited(read ? util_mono_ns() - r->offload_ns : 0, read);
             r->ready_ret = r->handler(r, NULL, &none);
-            store_tier_waited(0);
+            store_tier_waited(0, 0);
         }
         r->on_worker = 0;
         atomic_fetch_sub(&srv->tier_waiting, 1);

@@ -116,8 +116,10 @@ int store_would_block_peek(void);
 /* The request this thread runs now waited waited_ns for a thread that may
  * ask the cold tier: that much comes out of the budget (--tier-timeout) of
  * each request to the tier it makes, and none is sent once it is spent, so
- * that a miss is answered within it even when many wait.  0 when done. */
-void store_tier_waited(uint64_t waited_ns);
+ * that a miss is answered within it even when many wait.  With one_answer
+ * (a read), once one of them times out the rest are not sent: the client
+ * has waited its --tier-timeout.  0, 0 when done. */
+void store_tier_waited(uint64_t waited_ns, int one_answer);
 /* A drain: the tier's queue tries its entries that wait (after failures)
  * now, rather than each at the end of its wait: as soon as one try shows
  * the tier answers, all of them. */

@@ -2564,7 +2564,7 @@ static void *stream_main(void *arg)
         o->tier_time = (uint32_t)m.mtime;
         fill_submit(s, sj->j, fill_done); /* fill_done cleans up and leaves the gate */
     } else {
-        int local = sj->local_err || rc == TIER_LOCAL;
+        int local = sj->local_err || rc == TIER_LOCAL || rc == TIER_LATE;
         if (rc != TIER_OK && !local)
             atomic_fetch_add(rc == TIER_NOTFOUND ? &q->misses : &q->errors, 1);
         char why[WHY_CAP];
@@ -2840,6 +2840,8 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
     fill_job *j = NULL;
     if (rc == TIER_NOTFOUND) {
         atomic_fetch_add(&q->misses, 1);
+    } else if (rc == TIER_LATE) {
+        /* a miss, the tier not asked; readers waiting for the gate ask it */
     } else if (rc != TIER_OK) {
         atomic_fetch_add(&q->errors, 1);
         e->tier_failed = 1;
@@ -2953,8 +2955,9 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
                 atomic_fetch_add(&q->hits, 1);
             if (status == STORE_NOTFOUND)
                 status = STORE_OK; /* dropped: written or deleted here meanwhile; look again */
-        } else if (rc == TIER_LOCAL) {
-            status = STORE_IO; /* (not the tier's fault: readers waiting try again) */
+        } else if (rc == TIER_LOCAL || rc == TIER_LATE) {
+            /* (not the tier's fault: readers waiting try again) */
+            status = rc == TIER_LOCAL ? STORE_IO : STORE_UNAVAILABLE;
             log_msg(LOG_WARN, "tier_read_failed", "blob of %s: %s", name, tier_strerror(rc));
         } else {
             atomic_fetch_add(rc == TIER_NOTFOUND ? &q->misses : &q->errors, 1);
@@ -2967,10 +2970,10 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
     fill_job_free(j);
     free(data);
     gate_leave(q, id,
-               status == STORE_OK         ? GATE_LOOK_AGAIN
-               : e->tier_failed           ? GATE_FAILED
-               : status == STORE_NOTFOUND ? GATE_MISSED
-                                          : GATE_LOOK_AGAIN);
+               status == STORE_OK                            ? GATE_LOOK_AGAIN
+               : e->tier_failed                              ? GATE_FAILED
+               : status == STORE_NOTFOUND && rc != TIER_LATE ? GATE_MISSED
+                                                             : GATE_LOOK_AGAIN);
     return status;
 }
 
@@ -3115,9 +3118,9 @@ int tier_resolve_all_ns(store *s)
     return rc == TIER_OK ? STORE_OK : tier_failed_status(rc);
 }
 
-void store_tier_waited(uint64_t waited_ns)
+void store_tier_waited(uint64_t waited_ns, int one_answer)
 {
-    tier_waited(waited_ns);
+    tier_waited(waited_ns, one_answer);
 }
 
 int tier_resolve_ns(store *s, const char *ns)
@@ -3153,11 +3156,12 @@ int tier_resolve_ns(store *s, const char *ns)
             status = STORE_OK;
     } else if (rc != TIER_NOTFOUND && rc != TIER_OK) {
         status = tier_failed_status(rc); /* not a namespace that does not exist */
-        if (rc != TIER_LOCAL)
+        if (rc != TIER_LOCAL && rc != TIER_LATE)
             atomic_fetch_add(&q->errors, 1);
     }
     free(data);
-    gate_leave(q, id, status == STORE_UNAVAILABLE ? GATE_FAILED : GATE_LOOK_AGAIN);
+    gate_leave(q, id,
+               status == STORE_UNAVAILABLE && rc != TIER_LATE ? GATE_FAILED : GATE_LOOK_AGAIN);
     return status;
 }
 

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,7 +165,9 @@ const char *tier_strerror(int status)
     case TIER_BAD:
         return "the tier's answer makes no sense";
     case TIER_LOCAL:
-        return "a local error (memory, disk or threads), or no time left after waiting here";
+        return "a local error (memory, disk or threads)";
+    case TIER_LATE:
+        return "not asked: no time left (the wait for a thread, or an earlier request, took it)";
     default:
         return "unknown tier error";
     }
@@ -626,10 +629,12 @@ typedef struct treq {
 } treq;
 
 static __thread long waited_ms;
+static __thread int one_answer_now;
 
-void tier_waited(uint64_t waited_ns)
+void tier_waited(uint64_t waited_ns, int one_answer)
 {
     waited_ms = (long)(waited_ns / 1000000u);
+    one_answer_now = one_answer;
 }
 
 static void note_failure(tier *t, const xfer *x, CURLcode cc, const char *eb, long http);
@@ -641,7 +646,7 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
     *http = 0;
     long timeout_ms = r->timeout_ms - waited_ms;
     if (timeout_ms <= 0)
-        return TIER_LOCAL; /* its time went in waiting here: not the tier's failure */
+        return TIER_LATE; /* its time went in waiting (tier_waited) */
     const char *method = r->method, *name = r->name;
     char objkey[1024], path[3200], url[11000];
     if (name && (size_t)snprintf(objkey, sizeof objkey, "%s%s%s", t->prefix,
@@ -798,6 +803,8 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
     thread_error[0] = '\0';
     if (rc != TIER_OK && rc != TIER_NOTFOUND && rc != TIER_LOCAL)
         note_failure(t, x, cc, eb, *http);
+    if (one_answer_now && (cc == CURLE_OPERATION_TIMEDOUT || cc == CURLE_ABORTED_BY_CALLBACK))
+        waited_ms = LONG_MAX / 2; /* a client waited a whole budget: it gets its answer now */
     return rc;
 }
 

@@ -33,8 +33,10 @@ enum tier_status {
     TIER_DENIED,   /* 401/403: credentials */
     TIER_ERROR,    /* anything else: the network, 5xx, a timeout; worth a retry */
     TIER_BAD,      /* an answer that makes no sense (bad metadata, too large) */
-    TIER_LOCAL,    /* not the tier's doing: memory, a temporary file or a thread here, or
-                      no budget left after waiting here (tier_waited) */
+    TIER_LOCAL,    /* not the tier's doing: memory, a temporary file or a thread here */
+    TIER_LATE,     /* unsent: the request it was for has no time left (tier_waited): it
+                      waited for a thread here, all busy with a slow tier, or an earlier
+                      request to the tier for it timed out */
 };
 
 const char *tier_strerror(int status);
@@ -75,8 +77,10 @@ size_t tier_last_failure(tier *t, char *out, size_t cap, uint64_t *when_ms);
 int tier_open(tier **t, const tier_config *cfg, char *err, size_t errlen);
 /* Requests this thread sends from now on have waited_ns less of their
  * budget (what they are for waited that long already); one with no budget
- * left fails (TIER_LOCAL) unsent.  0 undoes it. */
-void tier_waited(uint64_t waited_ns);
+ * left fails (TIER_LATE) unsent.  With one_answer, they are all for one
+ * answer to a client (a read), which has waited long enough once one of
+ * them timed out: the rest fail TIER_LATE too, unsent.  0, 0 undoes it. */
+void tier_waited(uint64_t waited_ns, int one_answer);
 void tier_close(tier *t);
 /* A thread that sent requests and is about to end frees its signing
  * context now, not in its exit after whoever waits for it went on (and

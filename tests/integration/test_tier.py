@@ -1389,6 +1389,34 @@ class TierTest(unittest.TestCase):
         self.assertIn("timed out", last["message"])
         self.assertGreaterEqual(last["seconds_ago"], 0)
 
+    def test_a_new_node_answers_503_once_while_the_tier_hangs(self):
+        """A node that does not know a bucket yet (new, or wiped), while the
+        tier hangs: a read waits one --tier-timeout, not one for the key
+        and another for the bucket, and answers 503; and reads beyond the
+        threads that may wait for the tier, whose time went in waiting for
+        one, get 503 too, not 500 "I/O error in the store"."""
+        a = self.node()
+        self.assertEqual(request(a, "PUT", "/hung")[0], 200)
+        self.assertEqual(request(a, "PUT", "/hung/k", b"body")[0], 200)
+        self.drained(a)
+        b = self.node(extra=["--threads", "4"])  # 8 threads wait for the tier
+        self.proxy.mode = "slow"
+        got = {}
+
+        def read(i):
+            t0 = time.monotonic()
+            st, _, body = request(b, "GET", "/hung/k%d" % i)
+            got[i] = (st, time.monotonic() - t0, body)
+        read(0)
+        self.assertEqual(got[0][0], 503, got[0])
+        self.assertLess(got[0][1], 5, "a read waited more than one --tier-timeout (3 s)")
+        at_once(read, range(1, 21))
+        self.assertEqual(sorted(st for st, _, _ in got.values()), [503] * 21, got)
+        self.assertLess(max(t for _, t, _ in got.values()), 5, got)
+        self.proxy.mode = "ok"
+        st, _, body = request(b, "GET", "/hung/k")
+        self.assertEqual((st, body), (200, b"body"))
+
     def test_s3_deletes_do_not_wait_for_the_tier(self):
         """S3's answer to a delete does not depend on whether the key was
         there: a node that does not hold the keys answers DELETE and
