@@ -163,7 +163,14 @@ enum MHD_Result s3_upload_part_end(request *r)
     etag[0] = '"';
     etag[33] = '"';
     etag[34] = '\0';
-    return s3_empty(r, 200, "ETag", etag);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    if (resp == NULL)
+        return MHD_NO;
+    MHD_add_response_header(resp, "ETag", etag);
+    if (s->ck_value[0]) /* the part's checksum, checked, as S3 answers it */
+        MHD_add_response_header(resp, cksum_header(s->ck_alg), s->ck_value);
+    s3_common_headers(r, resp);
+    return http_queue(r, 200, resp);
 }
 
 /* ---- CompleteMultipartUpload ---------------------------------------------- */

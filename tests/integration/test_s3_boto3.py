@@ -21,6 +21,7 @@ import unittest
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 
 from harness import Server, tmp_files
 
@@ -580,8 +581,11 @@ class Boto3Test(unittest.TestCase):
         etags = []
         for i, d in enumerate(parts_data, 1):
             r = self.s3.upload_part(Bucket=self.bucket, Key=key, UploadId=up, PartNumber=i,
-                                    Body=d)
+                                    Body=d, ChecksumAlgorithm="CRC32")
             self.assertEqual(r["ETag"], '"%s"' % hashlib.md5(d).hexdigest())
+            # the part's checksum, checked, comes back as from S3
+            crc = base64.b64encode(zlib.crc32(d).to_bytes(4, "big")).decode()
+            self.assertEqual(r.get("ChecksumCRC32"), crc)
             etags.append(r["ETag"])
         lp = self.s3.list_parts(Bucket=self.bucket, Key=key, UploadId=up)
         self.assertEqual([(p["PartNumber"], p["ETag"], p["Size"]) for p in lp["Parts"]],
