@@ -201,6 +201,7 @@ unsigned http_status_for(int st)
     case STORE_BAD_KEY:
         return MHD_HTTP_BAD_REQUEST;
     case STORE_NOSPACE:
+    case STORE_TIER_BEHIND:
         return MHD_HTTP_INSUFFICIENT_STORAGE;
     case STORE_TOO_LARGE:
         return MHD_HTTP_CONTENT_TOO_LARGE;

@@ -304,6 +304,10 @@ enum MHD_Result s3_store_error(request *r, int st)
     case STORE_NOSPACE:
         return s3_error(r, 507, "SlowDown",
                         "The cache is full and nothing can be evicted; retry later.");
+    case STORE_TIER_BEHIND:
+        return s3_error(r, 507, "SlowDown",
+                        "The cold tier is behind: the bytes waiting for it are at the bound "
+                        "(--tier-queue-max); retry later.");
     case STORE_TOO_LARGE:
         return s3_error(r, 400, "EntityTooLarge",
                         "Your proposed upload exceeds the maximum allowed object size.");

@@ -122,6 +122,8 @@ const char *store_strerror(int status)
         return "would wait for the cold tier";
     case STORE_UNAVAILABLE:
         return "the cold tier could not be reached";
+    case STORE_TIER_BEHIND:
+        return "the cold tier is behind (--tier-queue-max bytes wait for it); retry later";
     default:
         return "I/O error in the store";
     }
@@ -172,6 +174,8 @@ int map_mdb(int rc)
         return STORE_NOTFOUND;
     if (rc == MDB_MAP_FULL || rc == ENOSPC)
         return STORE_NOSPACE;
+    if (rc == RC_TIER_BEHIND)
+        return STORE_TIER_BEHIND;
     if (rc == MDB_BAD_VALSIZE)
         return STORE_BAD_KEY;
     return STORE_IO;

@@ -43,6 +43,7 @@ enum store_status {
     STORE_NOT_EMPTY,   /* namespace still has keys */
     STORE_AGAIN,       /* would wait for the cold tier: see store_nonblocking */
     STORE_UNAVAILABLE, /* the cold tier could not be asked (down, slow, refusing) */
+    STORE_TIER_BEHIND, /* a new body while --tier-queue-max bytes wait for the cold tier */
 };
 
 const char *store_strerror(int status);

@@ -143,6 +143,9 @@ struct store {
 /* helpers of store.c */
 void blob_path(const store *s, const uint8_t d[32], char *out, size_t cap);
 int map_mdb(int rc);
+/* An operation's return for STORE_TIER_BEHIND (neither an errno nor one of
+ * LMDB's codes, -30799 to -30780) */
+#define RC_TIER_BEHIND (-1000)
 char *make_nskey(const store *s, const char *ns, const void *key, size_t klen, size_t *out);
 MDB_txn *reader_get(store *s);
 void reader_put(store *s, MDB_txn *t);

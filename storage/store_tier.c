@@ -266,8 +266,11 @@ int tier_queue_put(store *s, MDB_txn *t, idx_stats *st, op *o, int created, cons
         return 0;
     int rc;
     if (created) {
-        if (s->cfg.tier_queue_max && st->tier_pending + b->stored > s->cfg.tier_queue_max)
-            return ENOSPC; /* the tier is behind: refuse rather than owe it without bound */
+        /* the tier is behind: refuse rather than owe it without bound (but
+         * a body larger than the bound alone goes when nothing else waits) */
+        if (s->cfg.tier_queue_max && st->tier_pending > 0 &&
+            st->tier_pending + b->stored > s->cfg.tier_queue_max)
+            return RC_TIER_BEHIND;
         if ((rc = enqueue(s, t, TQ_BLOB, o->cr.sha256, 32, b->stored)) != 0)
             return rc;
         st->tier_pending += b->stored;

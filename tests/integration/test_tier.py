@@ -1333,22 +1333,36 @@ class TierTest(unittest.TestCase):
 
     def test_writes_beyond_the_queue_bound_are_refused(self):
         """--tier-queue-max bounds the bytes of blobs owed to a tier that is
-        down: a new body beyond it gets 507, a body already owed is taken,
-        and once the queue drains new bodies are taken again."""
+        down: a new body beyond it gets 507 (S3: SlowDown) saying so, a body
+        already owed is taken, and once the queue drains new bodies are
+        taken again.  A body larger than the bound alone is taken when
+        nothing else waits (else it could never be written)."""
         a = self.node(extra=["--tier-queue-max", "1M"])
+        self.assertEqual(request(a, "PUT", "/bound")[0], 200)
         self.proxy.mode = "down"
         bodies = [self.rng.randbytes(300 * KIB) for _ in range(4)]
         for body in bodies[:3]:
             self.assertEqual(request(a, "PUT", "/cas/" + sha256(body), body)[0], 200)
         st, _, text = request(a, "PUT", "/cas/" + sha256(bodies[3]), bodies[3])
         self.assertEqual(st, 507, text)
+        self.assertIn(b"the cold tier is behind", text)
+        st, _, text = request(a, "PUT", "/bound/b4", bodies[3])
+        self.assertIn(b"<Code>SlowDown</Code>", text)
+        self.assertIn(b"--tier-queue-max", text)
         self.assertEqual(request(a, "GET", "/cas/" + sha256(bodies[3]))[0], 404)
         self.assertEqual(request(a, "PUT", "/ac/" + sha256(b"k"), bodies[0])[0], 200)
         self.proxy.mode = "ok"
         self.drained(a)
         self.assertEqual(request(a, "PUT", "/cas/" + sha256(bodies[3]), bodies[3])[0], 200)
         self.drained(a)
-        self.assertEqual(set(self.blobs_in_tier()), {sha256(b) for b in bodies})
+        big = self.rng.randbytes(1536 * KIB)
+        self.proxy.mode = "down"
+        self.assertEqual(request(a, "PUT", "/cas/" + sha256(big), big)[0], 200)
+        more = self.rng.randbytes(KIB)
+        self.assertEqual(request(a, "PUT", "/cas/" + sha256(more), more)[0], 507)
+        self.proxy.mode = "ok"
+        self.drained(a)
+        self.assertEqual(set(self.blobs_in_tier()), {sha256(b) for b in bodies + [big]})
 
     def test_tier_stopped_in_the_middle_of_uploads(self):
         a = self.node(extra=["--tier-workers", "2"])
