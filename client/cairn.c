@@ -1521,13 +1521,23 @@ static int cmd_stats(int argc, char **argv)
 /* ---- maintenance ------------------------------------------------------------------- */
 
 /* POST path?query; a 504 (not yet) is asked again until deadline_s. */
+/* POST path?query; while the answer is 504 and deadline_s is not over,
+ * again.  With a deadline, the query is timeout=N instead: each request
+ * waits at most 5 s (what the server allows) and what the deadline has
+ * left. */
 static int admin_post(const char *what, const char *path, const char *query, uint64_t deadline_s)
 {
     response r = {.fd = -1};
     uint64_t end = util_mono_ns() + deadline_s * 1000000000ull;
     int rc;
     for (;;) {
-        rc = request("POST", path, query, "", 0, 1, &r);
+        char q[16]; /* "timeout=" and up to 5 */
+        if (deadline_s) {
+            uint64_t now = util_mono_ns(),
+                     left = now < end ? (end - now + 999999999) / 1000000000 : 1;
+            snprintf(q, sizeof q, "timeout=%u", (unsigned)(left < 5 ? left : 5));
+        }
+        rc = request("POST", path, deadline_s ? q : query, "", 0, 1, &r);
         if (rc != 0 || r.status != 504 || util_mono_ns() >= end || interrupted)
             break;
         free(r.body.data);
@@ -1587,7 +1597,7 @@ static int cmd_drain(int argc, char **argv)
     }
     signal(SIGINT, on_sigint);
     /* the server waits a few seconds per request; ask until the deadline */
-    return admin_post("drain", "/admin/drain", "timeout=5", timeout);
+    return admin_post("drain", "/admin/drain", NULL, timeout);
 }
 
 static int cmd_verify(int argc, char **argv)

@@ -1511,10 +1511,13 @@ void tier_stop(store *s)
     q->stop = 1;
     pthread_cond_broadcast(&q->cv);
     pthread_mutex_unlock(&q->mu);
+    /* what is under way now ends within a second, not at the end of its
+     * budget (a large blob's upload to a hung tier: minutes): what it was
+     * for stays queued, for the next start */
+    tier_abort_all(q->t);
     for (unsigned i = 0; i < q->nworkers; i++)
         pthread_join(q->workers[i], NULL);
-    /* fetches still running hand their fill to the committer: wait for them
-     * (their requests end within the tier's timeouts) */
+    /* fetches still running hand their fill to the committer: wait for them */
     while (atomic_load(&q->streams) > 0)
         usleep(10000);
 }

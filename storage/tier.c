@@ -66,6 +66,7 @@ struct tier {
      * (share_open), or could not make it: each handle keeps its own. */
     CURLSH *share;
     pthread_mutex_t share_mu[CURL_LOCK_DATA_LAST];
+    atomic_int stopping; /* tier_abort_all: requests under way end, new ones fail */
     /* the last failure, as the tier or curl told it, for /status */
     pthread_mutex_t err_mu;
     char last_error[TIER_ERROR_TEXT];
@@ -439,8 +440,9 @@ typedef struct xfer {
                      const tier_meta *meta);
     void *progress_arg;
     /* a body that stops arriving for stall_ns, once it started, ends the
-     * transfer there (stalled_cb), not at the end of its budget */
+     * transfer there (progress_cb), not at the end of its budget */
     uint64_t stall_ns, last_ns;
+    tier *t; /* (progress_cb: tier_abort_all ends it too) */
     /* the start of an error's body: S3's <Code> and <Message>, for the log */
     char errbody[2048];
     size_t errlen;
@@ -457,12 +459,20 @@ static int seek_cb(void *arg, curl_off_t offset, int origin)
     return CURL_SEEKFUNC_OK;
 }
 
-static int stalled_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
-                      curl_off_t ulnow)
+/* curl calls it at least once a second: nonzero ends the transfer */
+static int progress_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
 {
     (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
     xfer *x = arg;
-    return x->last_ns != 0 && util_mono_ns() - x->last_ns > x->stall_ns;
+    if (atomic_load_explicit(&x->t->stopping, memory_order_relaxed))
+        return 1;
+    return x->stall_ns && x->last_ns != 0 && util_mono_ns() - x->last_ns > x->stall_ns;
+}
+
+void tier_abort_all(tier *t)
+{
+    atomic_store(&t->stopping, 1);
 }
 
 static size_t read_cb(char *buf, size_t size, size_t n, void *arg)
@@ -644,9 +654,12 @@ static void note_failure(tier *t, const xfer *x, CURLcode cc, const char *eb, lo
 static int perform(tier *t, const treq *r, xfer *x, long *http)
 {
     *http = 0;
+    thread_error[0] = '\0';
     long timeout_ms = r->timeout_ms - waited_ms;
     if (timeout_ms <= 0)
         return TIER_LATE; /* its time went in waiting (tier_waited) */
+    if (atomic_load(&t->stopping))
+        return TIER_ERROR; /* (tier_abort_all; not a failure to note) */
     const char *method = r->method, *name = r->name;
     char objkey[1024], path[3200], url[11000];
     if (name && (size_t)snprintf(objkey, sizeof objkey, "%s%s%s", t->prefix,
@@ -754,11 +767,10 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, t->connect_timeout_ms);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
-    if (x->stall_ns) {
-        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, stalled_cb);
-        curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
-        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-    }
+    x->t = t;
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, progress_cb);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     if (t->insecure) {
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
@@ -800,7 +812,6 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
              : *http == 404                 ? TIER_NOTFOUND
              : *http == 401 || *http == 403 ? TIER_DENIED
                                             : TIER_ERROR;
-    thread_error[0] = '\0';
     if (rc != TIER_OK && rc != TIER_NOTFOUND && rc != TIER_LOCAL)
         note_failure(t, x, cc, eb, *http);
     if (one_answer_now && (cc == CURLE_OPERATION_TIMEDOUT || cc == CURLE_ABORTED_BY_CALLBACK))
@@ -915,6 +926,8 @@ static void note_failure(tier *t, const xfer *x, CURLcode cc, const char *eb, lo
     size_t cap = sizeof thread_error;
     if (x->too_large)
         snprintf(out, cap, "an answer larger than %" PRIu64 " bytes", x->out_max);
+    else if (cc == CURLE_ABORTED_BY_CALLBACK && atomic_load(&t->stopping))
+        snprintf(out, cap, "cut short: cairnd is stopping");
     else if (cc == CURLE_ABORTED_BY_CALLBACK && x->stall_ns)
         snprintf(out, cap, "the body stopped arriving for %" PRIu64 " s",
                  x->stall_ns / 1000000000u);

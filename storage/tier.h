@@ -81,6 +81,9 @@ int tier_open(tier **t, const tier_config *cfg, char *err, size_t errlen);
  * answer to a client (a read), which has waited long enough once one of
  * them timed out: the rest fail TIER_LATE too, unsent.  0, 0 undoes it. */
 void tier_waited(uint64_t waited_ns, int one_answer);
+/* Requests under way end within a second (failed), and new ones fail
+ * unsent: for a stop that should not wait for a slow tier. */
+void tier_abort_all(tier *t);
 void tier_close(tier *t);
 /* A thread that sent requests and is about to end frees its signing
  * context now, not in its exit after whoever waits for it went on (and

@@ -424,6 +424,20 @@ class CliTest(unittest.TestCase):
         self.assertNotIn("[#", err)
         self.assertRegex(err, r"warmup: %d/%d items" % (len(items), len(items)))
 
+    def test_drain_ends_at_its_timeout(self):
+        """With the tier away, `cairn drain --timeout 2s` says the queue did
+        not empty (exit 3) at its deadline, not at the end of the server's
+        own wait of up to 5 s per request."""
+        srv = Server(["--tier", "http://127.0.0.1:%d/" % tt.free_port(), "--credentials",
+                      self.creds_file.name], env=tt.CREDS)
+        self.addCleanup(close_checked, self, srv)
+        self.assertEqual(tt.request(srv, "PUT", "/cas/" + sha256(b"owed"), b"owed")[0], 200)
+        t0 = time.monotonic()
+        rc, out, err = self.cli(srv, "drain", "--timeout", "2s")
+        self.assertEqual(rc, 3, err)
+        self.assertIn("did not empty in time", err)
+        self.assertLess(time.monotonic() - t0, 4.5)
+
     def test_verify_quarantines_a_damaged_blob_and_the_tier_heals_it(self):
         a = self.node(prefix="verify")
         c = self.s3(a)

@@ -1037,6 +1037,26 @@ class TierTest(unittest.TestCase):
         self.assertEqual(status(a)["tier"]["packed_records"], 1100)
         self.assertEqual(a.stop(), 0, a.read_log()[-2000:])
 
+    def test_a_stop_does_not_wait_for_uploads_to_a_hung_tier(self):
+        """SIGTERM while a large blob goes up to a tier that hangs: the
+        upload is cut short (its budget, one second a MiB, would hold the
+        stop half a minute) and the node exits at once; the blob is still
+        queued, and goes up after the restart."""
+        a = self.node()
+        body = self.rng.randbytes(30 * MIB)
+        self.proxy.delay = lambda m, p: 40 if m == "PUT" and "/blobs/" in p else 0
+        self.assertEqual(request(a, "PUT", "/cas/" + sha256(body), body)[0], 200)
+        self.assertTrue(wait_for(lambda: any(p.startswith("PUT ") and "/blobs/" in p
+                                             for p in self.proxy.paths), timeout=20))
+        t0 = time.monotonic()
+        self.assertEqual(a.stop(), 0, a.read_log()[-3000:])
+        self.assertLess(time.monotonic() - t0, 10, "the stop waited for the upload")
+        self.assertEqual(list(self.blobs_in_tier()), [])
+        self.proxy.delay = None
+        a.start()
+        self.drained(a)
+        self.assertEqual(list(self.blobs_in_tier()), [sha256(body)])
+
     def test_keys_with_one_body_share_its_fetch(self):
         """Keys with the same large body, read cold at once or one right
         after the other, fetch its blob from the tier once: the later ones
