@@ -388,6 +388,9 @@ void metrics_render(server *srv, buf *b)
             st.physical);
         one(b, "cairn_store_logical_bytes", "gauge", "Body bytes of the blobs (uncompressed).",
             st.logical);
+        one(b, "cairn_store_multipart_bytes", "gauge",
+            "Bytes of the parts of unfinished multipart uploads (they count against --max-size).",
+            st.multipart_bytes);
         one(b, "cairn_store_referenced_bytes", "gauge",
             "Body bytes of all keys: what the store would hold without deduplication.",
             st.referenced);

@@ -152,6 +152,12 @@ enum MHD_Result s3_upload_part_end(request *r)
         return s3_store_error(r, st);
     if (s3_body_verify(r, md5, sha256, &ret) != 0)
         return ret;
+    /* parts take room as blobs do: a node at --max-size takes none */
+    if ((st = store_room_for_part(r->srv->st, size)) != STORE_OK) {
+        mpu_part_abort(s->body.part);
+        s->body.part = NULL;
+        return s3_store_error(r, st);
+    }
     st = mpu_part_commit(s->body.part);
     s->body.part = NULL;
     if (st == STORE_NOTFOUND)

@@ -175,6 +175,7 @@ int mpu_get(store *s, const char *id, mpu_info *info)
 }
 
 struct mpu_writer {
+    store *s;
     int fd;
     char tmp[PATH_MAX];
     char dir[PATH_MAX - 64];
@@ -194,6 +195,7 @@ int mpu_part_begin(store *s, const char *id, int number, mpu_writer **out)
     mpu_writer *w = calloc(1, sizeof *w);
     if (w == NULL)
         return STORE_IO;
+    w->s = s;
     upload_dir(s, id, w->dir, sizeof w->dir);
     uint8_t rnd[8];
     char hex[17];
@@ -244,8 +246,25 @@ void mpu_part_abort(mpu_writer *w)
     free(w);
 }
 
+/* Is name a part's file ("NNNNN.md5hex"), not the info or a part being written? */
+static int part_file(const char *name)
+{
+    return name[0] >= '0' && name[0] <= '9';
+}
+
+/* Unlinks name in d; returns the bytes it held if it was a part's file and
+ * this call removed it (each part's bytes leave the count once). */
+static uint64_t unlink_counted(DIR *d, const char *name)
+{
+    struct stat sb;
+    int counted = part_file(name) && fstatat(dirfd(d), name, &sb, 0) == 0;
+    if (unlinkat(dirfd(d), name, 0) != 0 || !counted)
+        return 0;
+    return (uint64_t)sb.st_size;
+}
+
 /* Removes the files of part `number` other than `keep`. */
-static void drop_other_copies(const char *dir, int number, const char *keep)
+static void drop_other_copies(store *s, const char *dir, int number, const char *keep)
 {
     DIR *d = opendir(dir);
     if (d == NULL)
@@ -253,10 +272,12 @@ static void drop_other_copies(const char *dir, int number, const char *keep)
     char prefix[16];
     snprintf(prefix, sizeof prefix, "%05d.", number);
     struct dirent *de;
+    uint64_t freed = 0;
     while ((de = readdir(d)) != NULL)
         if (strncmp(de->d_name, prefix, 6) == 0 && strcmp(de->d_name, keep) != 0)
-            unlinkat(dirfd(d), de->d_name, 0);
+            freed += unlink_counted(d, de->d_name);
     closedir(d);
+    store_multipart_bytes(s, -(int64_t)freed);
 }
 
 int mpu_part_finish(mpu_writer *w, uint8_t md5[16], uint8_t sha256[32], uint64_t *size)
@@ -284,13 +305,15 @@ int mpu_part_commit(mpu_writer *w)
         util_hex(w->digest, 16, hex);
         snprintf(name, sizeof name, "%05d.%s", w->number, hex);
         snprintf(path, sizeof path, "%s/%s", w->dir, name);
-        if (rename(w->tmp, path) != 0)
+        if (rename(w->tmp, path) != 0) {
             rc = errno == ENOENT ? STORE_NOTFOUND : STORE_IO; /* upload gone meanwhile */
-        else
+        } else {
             w->tmp[0] = '\0';
+            store_multipart_bytes(w->s, (int64_t)w->size);
+        }
     }
     if (rc == STORE_OK)
-        drop_other_copies(w->dir, w->number, name);
+        drop_other_copies(w->s, w->dir, w->number, name);
     mpu_part_abort(w);
     return rc;
 }
@@ -356,7 +379,9 @@ int mpu_parts(store *s, const char *id, mpu_part **parts, size_t *n)
     return rc;
 }
 
-static void remove_upload(store *s, const char *id)
+/* Removes an upload's files; their bytes leave the count unless counted is
+ * 0 (a Complete took them out of it already). */
+static void remove_upload(store *s, const char *id, int counted)
 {
     char dir[PATH_MAX];
     upload_dir(s, id, dir, sizeof dir);
@@ -364,11 +389,41 @@ static void remove_upload(store *s, const char *id)
     if (d == NULL)
         return;
     struct dirent *de;
+    uint64_t freed = 0;
     while ((de = readdir(d)) != NULL)
         if (de->d_name[0] != '.')
-            unlinkat(dirfd(d), de->d_name, 0);
+            freed += unlink_counted(d, de->d_name);
     closedir(d);
     rmdir(dir);
+    if (counted)
+        store_multipart_bytes(s, -(int64_t)freed);
+}
+
+uint64_t mpu_bytes_on_disk(store *s)
+{
+    char root[PATH_MAX - 128];
+    snprintf(root, sizeof root, "%s/multipart", store_dir(s));
+    DIR *top = opendir(root);
+    if (top == NULL)
+        return 0;
+    uint64_t total = 0;
+    struct dirent *up;
+    while ((up = readdir(top)) != NULL) {
+        if (!valid_id(up->d_name))
+            continue;
+        char dir[PATH_MAX - 64];
+        upload_dir(s, up->d_name, dir, sizeof dir);
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        struct stat sb;
+        while (d && (de = readdir(d)) != NULL)
+            if (part_file(de->d_name) && fstatat(dirfd(d), de->d_name, &sb, 0) == 0)
+                total += (uint64_t)sb.st_size;
+        if (d)
+            closedir(d);
+    }
+    closedir(top);
+    return total;
 }
 
 static int copy_part(store *s, const char *id, const mpu_part *p, store_upload *u, uint8_t *buf)
@@ -409,11 +464,13 @@ int mpu_complete(store *s, const char *id, const int *numbers, size_t n, const v
         mpu_info_clear(&info);
         return rc;
     }
-    uint64_t total = 0;
+    uint64_t total = 0, all = 0;
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < np; j++)
             if (parts[j].number == numbers[i])
                 total += parts[j].size;
+    for (size_t j = 0; j < np; j++)
+        all += parts[j].size;
     store_upload *u;
     uint8_t *buf = malloc(COPY_BUF);
     rc = buf ? store_upload_begin(s, (int64_t)total, 0, &u) : STORE_IO;
@@ -425,9 +482,13 @@ int mpu_complete(store *s, const char *id, const int *numbers, size_t n, const v
             store_upload_abort(u);
     }
     if (rc == STORE_OK) {
+        /* the parts become the object: counted once, not twice, for its room */
+        store_multipart_bytes(s, -(int64_t)all);
         rc = store_upload_commit(u, info.ns, info.key, info.klen, NULL, meta, meta_len, res);
         if (rc == STORE_OK)
-            remove_upload(s, id);
+            remove_upload(s, id, 0);
+        else
+            store_multipart_bytes(s, (int64_t)all);
     }
     free(buf);
     free(parts);
@@ -442,7 +503,7 @@ int mpu_abort(store *s, const char *id)
     if (rc != STORE_OK)
         return rc;
     mpu_info_clear(&info);
-    remove_upload(s, id);
+    remove_upload(s, id, 1);
     return STORE_OK;
 }
 
@@ -511,7 +572,7 @@ static int expire_one(void *ctx, const mpu_info *info)
 {
     expire_ctx *e = ctx;
     if (info->created_ms < e->cutoff) {
-        remove_upload(e->s, info->id);
+        remove_upload(e->s, info->id, 1);
         e->removed++;
     }
     return 0;
@@ -544,7 +605,7 @@ int mpu_expire(store *s, uint64_t max_age_ms)
             if (stat(info, &sb) != 0 && errno == ENOENT &&
                 fstatat(dirfd(d), de->d_name, &sb, 0) == 0 &&
                 (uint64_t)sb.st_mtim.tv_sec * 1000 + 3600 * 1000 < now) {
-                remove_upload(s, de->d_name);
+                remove_upload(s, de->d_name, 1);
                 e.removed++;
             }
         }

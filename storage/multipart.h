@@ -71,5 +71,8 @@ int mpu_list(store *s, const char *ns, int (*cb)(void *ctx, const mpu_info *info
 int mpu_expire(store *s, uint64_t max_age_ms);
 /* Aborts every upload into namespace ns (its bucket is gone); the count. */
 int mpu_drop_ns(store *s, const char *ns);
+/* The bytes of every part on disk (the store counts them from here on:
+ * store_multipart_bytes). */
+uint64_t mpu_bytes_on_disk(store *s);
 
 #endif

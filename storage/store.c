@@ -901,6 +901,14 @@ static int commit_error(store *s, int rc)
     return rc;
 }
 
+/* The bytes of multipart uploads' parts (never below 0: two removals of one upload at once may both
+ * count it) */
+static uint64_t multipart_bytes(store *s)
+{
+    long long v = atomic_load(&s->mpu_bytes);
+    return v > 0 ? (uint64_t)v : 0;
+}
+
 static void process_batch(store *s, op *list, int attempt)
 {
     MDB_txn *t;
@@ -919,12 +927,13 @@ static void process_batch(store *s, op *list, int attempt)
     /* Make room before the new bodies land, if they would cross the high
      * mark.  Bodies stored already need none, and are kept (looked up only
      * near the mark). */
+    uint64_t parts = multipart_bytes(s); /* (they take room too) */
     uint64_t incoming = incoming_bytes(s, t, list, 0);
-    if (s->cfg.max_size && st.physical + incoming > high_bytes(s))
+    if (s->cfg.max_size && st.physical + parts + incoming > high_bytes(s))
         incoming = incoming_bytes(s, t, list, 1);
-    if (s->cfg.max_size && st.physical + incoming > high_bytes(s)) {
-        uint64_t low = low_bytes(s);
-        uint64_t target = incoming < low ? low - incoming : 0;
+    if (s->cfg.max_size && st.physical + parts + incoming > high_bytes(s)) {
+        uint64_t low = low_bytes(s), need = parts + incoming;
+        uint64_t target = need < low ? low - need : 0;
         size_t n;
         do
             rc = evict_in_txn(s, t, &st, target, EVICT_PER_TXN, &n);
@@ -938,7 +947,8 @@ static void process_batch(store *s, op *list, int attempt)
         size_t unl = s->unlink_later.n, quar = s->quarantine_later.n;
         o->status = STORE_OK;
         o->map_full = 0;
-        if (o->kind == OP_PUT && s->cfg.max_size && st.physical + o->cr.stored > s->cfg.max_size &&
+        if (o->kind == OP_PUT && s->cfg.max_size &&
+            st.physical + parts + o->cr.stored > s->cfg.max_size &&
             !blob_known(s, t, o->cr.sha256)) { /* a body already stored takes no room */
             o->status = STORE_NOSPACE;
             continue;
@@ -1373,6 +1383,7 @@ int store_open(store **out, const store_config *cfg, char *err, size_t errlen)
         free(s);
         return -1;
     }
+    atomic_store(&s->mpu_bytes, (long long)mpu_bytes_on_disk(s));
     s->touches = calloc(TOUCH_SLOTS, sizeof *s->touches);
     s->touches_spare = calloc(TOUCH_SLOTS, sizeof *s->touches_spare);
     pthread_mutex_init(&s->mu, NULL);
@@ -2163,6 +2174,31 @@ int store_evict_to(store *s, uint64_t target)
     return submit_and_wait(s, &o);
 }
 
+void store_multipart_bytes(store *s, int64_t delta)
+{
+    atomic_fetch_add(&s->mpu_bytes, delta);
+}
+
+int store_room_for_part(store *s, uint64_t len)
+{
+    uint64_t max = s->cfg.max_size;
+    if (max == 0)
+        return STORE_OK;
+    if (multipart_bytes(s) + len > max)
+        return STORE_NOSPACE; /* (evicting every blob would not make room) */
+    for (int tries = 0; tries < 2; tries++) {
+        store_stats st;
+        if (store_get_stats(s, &st) != STORE_OK)
+            return STORE_IO;
+        uint64_t others = st.multipart_bytes + len;
+        if (st.physical + others <= max)
+            return STORE_OK;
+        if (tries == 0)
+            store_evict_to(s, others < max ? max - others : 0);
+    }
+    return STORE_NOSPACE;
+}
+
 int store_flush(store *s)
 {
     op o = {0};
@@ -2194,6 +2230,7 @@ int store_get_stats(store *s, store_stats *st)
     st->referenced = is.referenced;
     st->max_size = s->cfg.max_size;
     st->high_bytes = high_bytes(s);
+    st->multipart_bytes = multipart_bytes(s);
     st->low_bytes = low_bytes(s);
     st->evicted_blobs = atomic_load(&s->evicted_blobs);
     st->evicted_bytes = atomic_load(&s->evicted_bytes);

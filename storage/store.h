@@ -224,6 +224,7 @@ typedef struct store_stats {
     uint64_t inline_blobs; /* of blobs, those kept in the index */
     uint64_t max_size, high_bytes, low_bytes;
     uint64_t evicted_blobs, evicted_bytes; /* since start */
+    uint64_t multipart_bytes;              /* parts of unfinished multipart uploads */
     uint64_t corrupt_blobs;                /* quarantined since start */
     uint64_t orphans_removed;              /* since start */
     uint64_t commits, commit_batches;      /* since start */
@@ -313,6 +314,13 @@ void store_thread_done(store *s);
 
 /* Runs eviction now until physical bytes are at most target. */
 int store_evict_to(store *s, uint64_t target);
+/* The parts of unfinished multipart uploads count against --max-size with
+ * the blobs: multipart.c tells the store of the bytes each part adds and
+ * each removal takes away. */
+void store_multipart_bytes(store *s, int64_t delta);
+/* Room for a part of len bytes: STORE_OK (after evicting what may be
+ * evicted, if that is needed), or STORE_NOSPACE. */
+int store_room_for_part(store *s, uint64_t len);
 /* Waits until buffered last-access times are written (tests, shutdown). */
 int store_flush(store *s);
 

@@ -12,6 +12,7 @@ a read before it pushes more data.
 """
 import hashlib
 import random
+import re
 import socket
 import time
 import unittest
@@ -198,6 +199,52 @@ class EvictionTest(unittest.TestCase):
         self.assertEqual(after["entries"]["blobs"], len(bodies))
         self.put(conn, "/cas/" + sha256(b"new"), b"new")  # a new body: still under the mark
         self.assertEqual(self.check_limits("after a small new body")["eviction"]["blobs"], 0)
+
+    def test_multipart_parts_take_room_too(self):
+        """The parts of unfinished multipart uploads count against
+        --max-size with the blobs (they are on the same disk): a part, or a
+        body, beyond it gets 507 SlowDown; /status shows the parts' bytes,
+        counted again at a restart; an abort gives their room back."""
+        srv = self.srv
+        self.assertEqual(srv.request("PUT", "/parts")[0], 200)
+
+        def start(key):
+            st, _, text = srv.request("POST", "/parts/%s?uploads" % key)
+            self.assertEqual(st, 200, text)
+            return re.search(rb"<UploadId>(\w+)</UploadId>", text).group(1).decode()
+
+        def part(key, up, n, body):
+            return srv.request("PUT", "/parts/%s?partNumber=%d&uploadId=%s" % (key, n, up), body)
+
+        up = start("k")
+        for n in (1, 2):
+            self.assertEqual(part("k", up, n, self.body(3 * MIB))[0], 200)
+        self.assertEqual(srv.status()["bytes"]["multipart_parts"], 6 * MIB)
+        st, _, text = part("k", up, 3, self.body(3 * MIB))
+        self.assertEqual(st, 507, text)
+        self.assertIn(b"<Code>SlowDown</Code>", text)
+        big = self.body(3 * MIB)
+        self.assertEqual(srv.request("PUT", "/cas/" + sha256(big), big)[0], 507)
+        self.assertEqual(part("k", up, 2, self.body(MIB))[0], 200)  # a part replaced
+        self.assertEqual(srv.status()["bytes"]["multipart_parts"], 4 * MIB)
+        srv.restart()
+        self.assertEqual(srv.status()["bytes"]["multipart_parts"], 4 * MIB)
+        self.assertEqual(srv.request("DELETE", "/parts/k?uploadId=" + up)[0], 204)
+        self.assertEqual(srv.status()["bytes"]["multipart_parts"], 0)
+        self.assertEqual(srv.request("PUT", "/cas/" + sha256(big), big)[0], 200)
+        # a Complete's parts become its object: no room counted twice
+        up = start("whole")
+        self.assertEqual(part("whole", up, 1, self.body(5 * MIB))[0], 200)
+        self.assertEqual(part("whole", up, 2, b"end")[0], 200)  # (the LRU blob makes room)
+        parts = srv.request("GET", "/parts/whole?uploadId=" + up)[2]
+        etags = re.findall(rb"<ETag>([^<]+)</ETag>", parts)
+        doc = "<CompleteMultipartUpload>%s</CompleteMultipartUpload>" % "".join(
+            "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>" % (i + 1, e.decode())
+            for i, e in enumerate(etags))
+        st, _, text = srv.request("POST", "/parts/whole?uploadId=" + up, doc.encode())
+        self.assertEqual(st, 200, text)
+        self.assertEqual(srv.status()["bytes"]["multipart_parts"], 0)
+        self.check_limits("after the Complete")
 
     def test_body_larger_than_max_size(self):
         srv = self.srv
