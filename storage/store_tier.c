@@ -2806,6 +2806,8 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
         return STORE_NOTFOUND; /* deleted here; the tier will hear of it */
     if (tier_must_not_wait())
         return STORE_AGAIN;
+    if (!tier_time_left(q->t))
+        return STORE_NOTFOUND; /* a miss, the tier not asked: the reader waited enough */
     uint8_t id[TQ_KEYLEN];
     tq_key(TQ_KEY, nskey, nklen, id);
     uint64_t gen = 0;
@@ -2817,6 +2819,8 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
     if (entered >= 3) {
         /* the fetch this reader waited for found no such key, or failed */
         e->tier_failed = entered == 4;
+        if (e->tier_failed)
+            tier_spent(); /* (it waited for that fetch: no second wait for the bucket) */
         return STORE_NOTFOUND;
     }
     if (!entered)
@@ -3140,8 +3144,23 @@ int tier_resolve_ns(store *s, const char *ns)
     tq_key(TQ_NS, ns, strlen(ns), id);
     int outcome;
     uint64_t gen;
-    if (!gate_enter(s, id, &outcome, &gen)) /* another reader asked: its answer */
-        return outcome == GATE_FAILED ? STORE_UNAVAILABLE : STORE_OK;
+    for (int tries = 0;; tries++) {
+        if (!tier_time_left(q->t))
+            return STORE_UNAVAILABLE; /* the reader waited enough: neither asks nor waits */
+        if (gate_enter(s, id, &outcome, &gen))
+            break;
+        /* another reader asked: its answer, if it got one (else ask) */
+        if (outcome == GATE_FAILED) {
+            tier_spent();
+            return STORE_UNAVAILABLE;
+        }
+        if (outcome == GATE_MISSED)
+            return STORE_NOTFOUND;
+        if (ns_get_local(s, ns, NULL, NULL, NULL) == STORE_OK)
+            return STORE_OK; /* found, and kept here */
+        if (tries == 2)
+            return STORE_UNAVAILABLE;
+    }
     char name[NS_NAME_CAP];
     ns_name(ns, name);
     void *data = NULL;
@@ -3167,7 +3186,9 @@ int tier_resolve_ns(store *s, const char *ns)
     }
     free(data);
     gate_leave(q, id,
-               status == STORE_UNAVAILABLE && rc != TIER_LATE ? GATE_FAILED : GATE_LOOK_AGAIN);
+               status == STORE_UNAVAILABLE && rc != TIER_LATE ? GATE_FAILED
+               : rc == TIER_NOTFOUND                          ? GATE_MISSED
+                                                              : GATE_LOOK_AGAIN);
     return status;
 }
 

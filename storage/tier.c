@@ -505,9 +505,9 @@ static size_t write_cb(char *buf, size_t size, size_t n, void *arg)
         return 0;
     }
     if (x->status < 200 || x->status > 299) {
-        size_t room = sizeof x->errbody - x->errlen, n = len < room ? len : room;
-        memcpy(x->errbody + x->errlen, buf, n);
-        x->errlen += n;
+        size_t room = sizeof x->errbody - x->errlen, take = len < room ? len : room;
+        memcpy(x->errbody + x->errlen, buf, take);
+        x->errlen += take;
         if (x->out_fd >= 0)
             return len; /* an error's body, not the object's: not kept, nor shown to readers */
     }
@@ -648,6 +648,7 @@ void tier_waited(uint64_t waited_ns, int one_answer)
 }
 
 static void note_failure(tier *t, const xfer *x, CURLcode cc, const char *eb, long http);
+static int missing_bucket(const xfer *x);
 
 /* Runs one request.  Returns a tier status; *http gets the HTTP status (0 if
  * none came). */
@@ -812,7 +813,7 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
              : *http == 404                 ? TIER_NOTFOUND
              : *http == 401 || *http == 403 ? TIER_DENIED
                                             : TIER_ERROR;
-    if (rc != TIER_OK && rc != TIER_NOTFOUND && rc != TIER_LOCAL)
+    if (rc != TIER_OK && rc != TIER_LOCAL && (rc != TIER_NOTFOUND || missing_bucket(x)))
         note_failure(t, x, cc, eb, *http);
     if (one_answer_now && (cc == CURLE_OPERATION_TIMEDOUT || cc == CURLE_ABORTED_BY_CALLBACK))
         waited_ms = LONG_MAX / 2; /* a client waited a whole budget: it gets its answer now */
@@ -914,6 +915,26 @@ static int error_field(const char *body, size_t len, const char *want, char *out
     return f.found || f.overflow;
 }
 
+/* Cuts a UTF-8 sequence that the end of s cut short (the tier's words are
+ * cut to fit; what is left must still be UTF-8 in a JSON log). */
+static void utf8_trim(char *s, size_t *n)
+{
+    size_t i = *n, back = 0;
+    while (i > 0 && back < 4 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+        i--, back++;
+    if (i == 0 || ((unsigned char)s[i - 1] & 0x80) == 0)
+        return; /* ASCII last, or nothing to look at */
+    unsigned char lead = (unsigned char)s[i - 1];
+    size_t want = (lead & 0xE0) == 0xC0   ? 2
+                  : (lead & 0xF0) == 0xE0 ? 3
+                  : (lead & 0xF8) == 0xF0 ? 4
+                                          : 0;
+    if (want != back + 1) {
+        *n = i - 1;
+        s[*n] = '\0';
+    }
+}
+
 /* What a failed request's answer said, in one line for the log and
  * /status: "HTTP 403 SignatureDoesNotMatch: The request signature we
  * calculated does not match...", or curl's own words ("Failed to connect to
@@ -942,6 +963,7 @@ static void note_failure(tier *t, const xfer *x, CURLcode cc, const char *eb, lo
         (void)w; /* (cut to fit) */
     }
     size_t n = strlen(out);
+    utf8_trim(out, &n);
     while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' ' || out[n - 1] == '.'))
         out[--n] = '\0';
     pthread_mutex_lock(&t->err_mu);
@@ -954,9 +976,24 @@ static void note_failure(tier *t, const xfer *x, CURLcode cc, const char *eb, lo
     pthread_mutex_unlock(&t->err_mu);
 }
 
-const char *tier_last_error(void)
+/* A 404 that is not about the object: the bucket is not there (a wrong
+ * name, or it was removed), which the operator must hear of. */
+static int missing_bucket(const xfer *x)
 {
-    return thread_error;
+    char code[64];
+    return x->errlen && error_field(x->errbody, x->errlen, "Code", code, sizeof code) &&
+           strcmp(code, "NoSuchBucket") == 0;
+}
+
+int tier_time_left(const tier *t)
+{
+    return t->timeout_ms - waited_ms > 0;
+}
+
+void tier_spent(void)
+{
+    if (one_answer_now)
+        waited_ms = LONG_MAX / 2;
 }
 
 size_t tier_last_failure(tier *t, char *out, size_t cap, uint64_t *when_ms)
@@ -970,7 +1007,7 @@ size_t tier_last_failure(tier *t, char *out, size_t cap, uint64_t *when_ms)
 
 const char *tier_why(int status, char *out, size_t cap)
 {
-    if (thread_error[0] && (status == TIER_ERROR || status == TIER_DENIED || status == TIER_BAD))
+    if (thread_error[0] && status != TIER_OK && status != TIER_LOCAL && status != TIER_LATE)
         snprintf(out, cap, "%s (%s)", tier_strerror(status), thread_error);
     else
         snprintf(out, cap, "%s", tier_strerror(status));
@@ -1166,8 +1203,13 @@ static int put_in_parts(tier *t, const char *name, int fd, uint64_t len, const t
     }
     if (rc == TIER_OK)
         rc = mpu_complete(t, name, uid, etags, n);
-    if (rc != TIER_OK && mpu_abort(t, name, uid) != 0)
-        mpu_abandon(t, name, uid); /* its parts would be stored, and billed, until then */
+    if (rc != TIER_OK) {
+        char why[TIER_ERROR_TEXT]; /* (the failure's words, not the abort's) */
+        memcpy(why, thread_error, sizeof why);
+        if (mpu_abort(t, name, uid) != 0)
+            mpu_abandon(t, name, uid); /* its parts would be stored, and billed, until then */
+        memcpy(thread_error, why, sizeof why);
+    }
     free(etags);
     return rc;
 }

@@ -42,13 +42,10 @@ enum tier_status {
 const char *tier_strerror(int status);
 
 #define TIER_ERROR_TEXT 320
-/* What the last request to the tier made by this thread failed with, in
- * the tier's words or curl's ("HTTP 403 RequestTimeTooSkewed: ...",
- * "Failed to connect to ..."); "" if it did not fail, or found nothing, or
- * failed here. */
-const char *tier_last_error(void);
-/* tier_strerror(status), and tier_last_error() after it in brackets when
- * it says more: for a log line about the request just made.  Returns out. */
+/* tier_strerror(status), and after it in brackets what the last request
+ * to the tier this thread made failed with, in the tier's words or curl's
+ * ("HTTP 403 RequestTimeTooSkewed: ...", "Failed to connect to ..."): for
+ * a log line about the request just made.  Returns out. */
 const char *tier_why(int status, char *out, size_t cap);
 
 typedef struct tier_config {
@@ -81,6 +78,12 @@ int tier_open(tier **t, const tier_config *cfg, char *err, size_t errlen);
  * answer to a client (a read), which has waited long enough once one of
  * them timed out: the rest fail TIER_LATE too, unsent.  0, 0 undoes it. */
 void tier_waited(uint64_t waited_ns, int one_answer);
+/* Has what this thread runs time left for a request to the tier? */
+int tier_time_left(const tier *t);
+/* What this thread runs for one answer took a failure of the tier's from
+ * another reader's request (a timeout, likely): it has waited enough, and
+ * sends none of its own (tier_waited's one_answer). */
+void tier_spent(void);
 /* Requests under way end within a second (failed), and new ones fail
  * unsent: for a stop that should not wait for a slow tier. */
 void tier_abort_all(tier *t);

@@ -1447,9 +1447,42 @@ class TierTest(unittest.TestCase):
         at_once(read, range(1, 21))
         self.assertEqual(sorted(st for st, _, _ in got.values()), [503] * 21, got)
         self.assertLess(max(t for _, t, _ in got.values()), 5, got)
+        # readers of one key: those that waited for another's fetch of it
+        # take its failure, and do not wait again for the bucket
+        got.clear()
+
+        def read_same(i):
+            t0 = time.monotonic()
+            st, _, body = request(b, "GET", "/hung/same")
+            got[i] = (st, time.monotonic() - t0, body)
+        at_once(read_same, range(8))
+        self.assertEqual(sorted(st for st, _, _ in got.values()), [503] * 8, got)
+        self.assertLess(max(t for _, t, _ in got.values()), 5, got)
         self.proxy.mode = "ok"
         st, _, body = request(b, "GET", "/hung/k")
         self.assertEqual((st, body), (200, b"body"))
+
+    def test_the_tiers_words_for_a_missing_bucket_and_a_refused_part(self):
+        """The log and /status name what the tier said: a bucket that is
+        not there (404 NoSuchBucket, not taken for a missing object), and a
+        part of a multipart upload refused (its words, not the abort's
+        after it)."""
+        srv = Server(["--tier", "s3://no-such-bucket-here/p", "--tier-endpoint", self.proxy.url,
+                      "--tier-timeout", "3s"], env=self.moto.creds)
+        self.addCleanup(close_checked, self, srv, True)
+        body = self.rng.randbytes(10 * KIB)
+        self.assertEqual(request(srv, "PUT", "/cas/" + sha256(body), body)[0], 200)
+        self.assertTrue(wait_for(lambda: status(srv)["tier"]["upload_failures"] > 0, timeout=20))
+        self.assertIn("NoSuchBucket", status(srv)["tier"]["last_error"]["message"])
+        self.assertRegex(srv.read_log(), r'"tier_upload_failed".*HTTP 404 NoSuchBucket')
+        a = self.node(extra=["--tier-part-size", "5M"])
+        self.proxy.fail = lambda m, p: 403 if m == "PUT" and "partNumber=" in p else None
+        big = self.rng.randbytes(6 * MIB)
+        self.assertEqual(request(a, "PUT", "/cas/" + sha256(big), big)[0], 200)
+        self.assertTrue(wait_for(lambda: status(a)["tier"]["upload_failures"] > 0, timeout=20))
+        self.assertRegex(a.read_log(), r'"tier_upload_failed".*HTTP 403 Injected: fault')
+        self.proxy.fail = None
+        self.drained(a)
 
     def test_s3_deletes_do_not_wait_for_the_tier(self):
         """S3's answer to a delete does not depend on whether the key was
