@@ -323,7 +323,9 @@ int main(int argc, char **argv)
     }
     log_msg(LOG_INFO, "stopping", "signal %d: finishing in-flight requests", sig);
     server_stop(&srv);
-    admin_stop(); /* warmup jobs use the store */
+    if (tr)
+        tier_abort_reads(tr); /* warmups' fetches end now; uploads may still drain */
+    admin_stop();             /* warmup jobs use the store */
     store_close(st);
     tier_close(tr);
     creds_free();

@@ -152,8 +152,10 @@ enum MHD_Result s3_upload_part_end(request *r)
         return s3_store_error(r, st);
     if (s3_body_verify(r, md5, sha256, &ret) != 0)
         return ret;
-    /* parts take room as blobs do: a node at --max-size takes none */
-    if ((st = store_room_for_part(r->srv->st, size)) != STORE_OK) {
+    /* parts take room as blobs do: a node at --max-size takes none (a
+     * part sent again takes only what it adds to the copy it replaces) */
+    uint64_t old = mpu_part_replaces(s->body.part);
+    if ((st = store_room_for_part(r->srv->st, size > old ? size - old : 0)) != STORE_OK) {
         mpu_part_abort(s->body.part);
         s->body.part = NULL;
         return s3_store_error(r, st);

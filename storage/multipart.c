@@ -263,6 +263,23 @@ static uint64_t unlink_counted(DIR *d, const char *name)
     return (uint64_t)sb.st_size;
 }
 
+uint64_t mpu_part_replaces(mpu_writer *w)
+{
+    DIR *d = opendir(w->dir);
+    if (d == NULL)
+        return 0;
+    char prefix[16];
+    snprintf(prefix, sizeof prefix, "%05d.", w->number);
+    struct dirent *de;
+    struct stat sb;
+    uint64_t n = 0;
+    while ((de = readdir(d)) != NULL)
+        if (strncmp(de->d_name, prefix, 6) == 0 && fstatat(dirfd(d), de->d_name, &sb, 0) == 0)
+            n += (uint64_t)sb.st_size;
+    closedir(d);
+    return n;
+}
+
 /* Removes the files of part `number` other than `keep`. */
 static void drop_other_copies(store *s, const char *dir, int number, const char *keep)
 {
@@ -305,11 +322,25 @@ int mpu_part_commit(mpu_writer *w)
         util_hex(w->digest, 16, hex);
         snprintf(name, sizeof name, "%05d.%s", w->number, hex);
         snprintf(path, sizeof path, "%s/%s", w->dir, name);
-        if (rename(w->tmp, path) != 0) {
-            rc = errno == ENOENT ? STORE_NOTFOUND : STORE_IO; /* upload gone meanwhile */
+        /* a link, not a rename: the same part sent again (a retry) finds
+         * its file there, the same bytes, and adds none to the count */
+        int linked = link(w->tmp, path) == 0, e = errno;
+        if (!linked && (e == EPERM || e == EOPNOTSUPP || e == EMLINK)) {
+            /* a file system without hard links: a rename, which replaces */
+            struct stat old;
+            int had = stat(path, &old) == 0;
+            linked = rename(w->tmp, path) == 0;
+            e = errno;
+            if (linked && had)
+                store_multipart_bytes(w->s, -(int64_t)old.st_size);
+        }
+        if (!linked && e != EEXIST) {
+            rc = e == ENOENT ? STORE_NOTFOUND : STORE_IO; /* upload gone meanwhile */
         } else {
+            if (linked)
+                store_multipart_bytes(w->s, (int64_t)w->size);
+            unlink(w->tmp);
             w->tmp[0] = '\0';
-            store_multipart_bytes(w->s, (int64_t)w->size);
         }
     }
     if (rc == STORE_OK)
@@ -379,9 +410,9 @@ int mpu_parts(store *s, const char *id, mpu_part **parts, size_t *n)
     return rc;
 }
 
-/* Removes an upload's files; their bytes leave the count unless counted is
- * 0 (a Complete took them out of it already). */
-static void remove_upload(store *s, const char *id, int counted)
+/* Removes an upload's files; the bytes of each part file this call
+ * unlinks leave the count. */
+static void remove_upload(store *s, const char *id)
 {
     char dir[PATH_MAX];
     upload_dir(s, id, dir, sizeof dir);
@@ -395,8 +426,7 @@ static void remove_upload(store *s, const char *id, int counted)
             freed += unlink_counted(d, de->d_name);
     closedir(d);
     rmdir(dir);
-    if (counted)
-        store_multipart_bytes(s, -(int64_t)freed);
+    store_multipart_bytes(s, -(int64_t)freed);
 }
 
 uint64_t mpu_bytes_on_disk(store *s)
@@ -482,13 +512,12 @@ int mpu_complete(store *s, const char *id, const int *numbers, size_t n, const v
             store_upload_abort(u);
     }
     if (rc == STORE_OK) {
-        /* the parts become the object: counted once, not twice, for its room */
-        store_multipart_bytes(s, -(int64_t)all);
+        /* the parts become the object: their room is its own; the count
+         * loses them as their files go */
+        store_upload_of_parts(u, all);
         rc = store_upload_commit(u, info.ns, info.key, info.klen, NULL, meta, meta_len, res);
         if (rc == STORE_OK)
-            remove_upload(s, id, 0);
-        else
-            store_multipart_bytes(s, (int64_t)all);
+            remove_upload(s, id);
     }
     free(buf);
     free(parts);
@@ -503,7 +532,7 @@ int mpu_abort(store *s, const char *id)
     if (rc != STORE_OK)
         return rc;
     mpu_info_clear(&info);
-    remove_upload(s, id, 1);
+    remove_upload(s, id);
     return STORE_OK;
 }
 
@@ -572,7 +601,7 @@ static int expire_one(void *ctx, const mpu_info *info)
 {
     expire_ctx *e = ctx;
     if (info->created_ms < e->cutoff) {
-        remove_upload(e->s, info->id, 1);
+        remove_upload(e->s, info->id);
         e->removed++;
     }
     return 0;
@@ -605,7 +634,7 @@ int mpu_expire(store *s, uint64_t max_age_ms)
             if (stat(info, &sb) != 0 && errno == ENOENT &&
                 fstatat(dirfd(d), de->d_name, &sb, 0) == 0 &&
                 (uint64_t)sb.st_mtim.tv_sec * 1000 + 3600 * 1000 < now) {
-                remove_upload(s, de->d_name, 1);
+                remove_upload(s, de->d_name);
                 e.removed++;
             }
         }

@@ -55,6 +55,8 @@ int mpu_part_finish(mpu_writer *w, uint8_t md5[16], uint8_t sha256[32], uint64_t
  * number).  Frees w. */
 int mpu_part_commit(mpu_writer *w);
 void mpu_part_abort(mpu_writer *w);
+/* The bytes of the copy of w's part already there, which it replaces. */
+uint64_t mpu_part_replaces(mpu_writer *w);
 
 /* The parts uploaded so far, sorted by number; *parts is malloc'ed. */
 int mpu_parts(store *s, const char *id, mpu_part **parts, size_t *n);

@@ -932,8 +932,13 @@ static void process_batch(store *s, op *list, int attempt)
     if (s->cfg.max_size && st.physical + parts + incoming > high_bytes(s))
         incoming = incoming_bytes(s, t, list, 1);
     if (s->cfg.max_size && st.physical + parts + incoming > high_bytes(s)) {
-        uint64_t low = low_bytes(s), need = parts + incoming;
-        uint64_t target = need < low ? low - need : 0;
+        /* down to the low mark; while parts (or one large body) take
+         * more than that, only as far as needed, not the whole cache */
+        uint64_t low = low_bytes(s), high = high_bytes(s), need = parts + incoming;
+        uint64_t target = need < low               ? low - need
+                          : need < high            ? high - need
+                          : need < s->cfg.max_size ? s->cfg.max_size - need
+                                                   : 0;
         size_t n;
         do
             rc = evict_in_txn(s, t, &st, target, EVICT_PER_TXN, &n);
@@ -947,8 +952,9 @@ static void process_batch(store *s, op *list, int attempt)
         size_t unl = s->unlink_later.n, quar = s->quarantine_later.n;
         o->status = STORE_OK;
         o->map_full = 0;
+        uint64_t others = parts > o->parts_freed ? parts - o->parts_freed : 0;
         if (o->kind == OP_PUT && s->cfg.max_size &&
-            st.physical + parts + o->cr.stored > s->cfg.max_size &&
+            st.physical + others + o->cr.stored > s->cfg.max_size &&
             !blob_known(s, t, o->cr.sha256)) { /* a body already stored takes no room */
             o->status = STORE_NOSPACE;
             continue;
@@ -1873,7 +1879,8 @@ struct store_upload {
     int in_memory;
     uint8_t *mem;
     size_t mem_len, mem_cap;
-    uint8_t *inl; /* after finish: the stored bytes of an inline body */
+    uint8_t *inl;         /* after finish: the stored bytes of an inline body */
+    uint64_t parts_freed; /* store_upload_of_parts */
 };
 
 int store_status_of_errno(int e)
@@ -2082,6 +2089,7 @@ int store_upload_commit(store_upload *u, const char *ns, const void *key, size_t
         return rc;
     }
     o.kind = OP_PUT;
+    o.parts_freed = u->parts_freed;
     o.meta = meta;
     o.meta_len = meta_len;
     o.inl = u->inl;
@@ -2101,6 +2109,11 @@ int store_upload_commit(store_upload *u, const char *ns, const void *key, size_t
     free(o.nskey);
     store_upload_abort(u);
     return rc;
+}
+
+void store_upload_of_parts(store_upload *u, uint64_t parts_bytes)
+{
+    u->parts_freed = parts_bytes;
 }
 
 int store_link(store *s, const char *ns, const void *key, size_t klen, const uint8_t digest[32],
@@ -2182,7 +2195,7 @@ void store_multipart_bytes(store *s, int64_t delta)
 int store_room_for_part(store *s, uint64_t len)
 {
     uint64_t max = s->cfg.max_size;
-    if (max == 0)
+    if (max == 0 || len == 0)
         return STORE_OK;
     if (multipart_bytes(s) + len > max)
         return STORE_NOSPACE; /* (evicting every blob would not make room) */

@@ -321,6 +321,9 @@ void store_multipart_bytes(store *s, int64_t delta);
 /* Room for a part of len bytes: STORE_OK (after evicting what may be
  * evicted, if that is needed), or STORE_NOSPACE. */
 int store_room_for_part(store *s, uint64_t len);
+/* The body of u is made of a multipart upload's parts, parts_bytes in all,
+ * removed once it is committed: the room they take is its own. */
+void store_upload_of_parts(store_upload *u, uint64_t parts_bytes);
 /* Waits until buffered last-access times are written (tests, shutdown). */
 int store_flush(store *s);
 

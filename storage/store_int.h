@@ -54,8 +54,9 @@ typedef struct op {
     int fd;
     const uint8_t *inl; /* a small body's stored bytes, kept in the index: no file */
     size_t inl_len;
-    int created;  /* this op renamed a new blob file into place */
-    int map_full; /* failed for want of index space: worth another try */
+    int created;          /* this op renamed a new blob file into place */
+    uint64_t parts_freed; /* OP_PUT of a multipart upload: its parts' bytes, which go after it */
+    int map_full;         /* failed for want of index space: worth another try */
     /* OP_QUARANTINE, OP_SWEEP, OP_DROP_MISSING */
     uint8_t (*digests)[32];
     size_t ndigests;

@@ -1339,6 +1339,7 @@ static uint64_t queue_entries(store *s)
 
 static void *worker_main(void *arg)
 {
+    tier_thread_uploads(); /* (a stop's tier_abort_reads lets a drain go on) */
     worker_arg *wa = arg;
     store *s = wa->s;
     tier_state *q = s->tier_q;

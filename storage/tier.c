@@ -66,15 +66,20 @@ struct tier {
      * (share_open), or could not make it: each handle keeps its own. */
     CURLSH *share;
     pthread_mutex_t share_mu[CURL_LOCK_DATA_LAST];
-    atomic_int stopping; /* tier_abort_all: requests under way end, new ones fail */
+    atomic_int stopping; /* STOP_READS, STOP_ALL: requests under way end, new ones fail */
     /* the last failure, as the tier or curl told it, for /status */
     pthread_mutex_t err_mu;
     char last_error[TIER_ERROR_TEXT];
     uint64_t last_error_ms;
 };
 
-/* The last failure of this thread's request (see tier_last_error). */
+/* The last failure of this thread's request (see tier_why). */
 static _Thread_local char thread_error[TIER_ERROR_TEXT];
+/* This thread sends what the queue owes the tier (tier_thread_uploads). */
+static _Thread_local int uploader;
+
+enum { STOP_NONE, STOP_READS, STOP_ALL };
+#define AT_STOP_MS 2000 /* what a request may take once the stop began (at_stop) */
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 
@@ -442,7 +447,8 @@ typedef struct xfer {
     /* a body that stops arriving for stall_ns, once it started, ends the
      * transfer there (progress_cb), not at the end of its budget */
     uint64_t stall_ns, last_ns;
-    tier *t; /* (progress_cb: tier_abort_all ends it too) */
+    tier *t;     /* (progress_cb: tier_abort_all ends it too) */
+    int at_stop; /* (the treq's) */
     /* the start of an error's body: S3's <Code> and <Message>, for the log */
     char errbody[2048];
     size_t errlen;
@@ -459,20 +465,38 @@ static int seek_cb(void *arg, curl_off_t offset, int origin)
     return CURL_SEEKFUNC_OK;
 }
 
+/* Is this thread's request to the tier to end (tier_abort_reads, _all)? */
+static int stopped_for(tier *t)
+{
+    int st = atomic_load_explicit(&t->stopping, memory_order_relaxed);
+    return st == STOP_ALL || (st == STOP_READS && !uploader);
+}
+
 /* curl calls it at least once a second: nonzero ends the transfer */
 static int progress_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow)
 {
     (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
     xfer *x = arg;
-    if (atomic_load_explicit(&x->t->stopping, memory_order_relaxed))
+    if (!x->at_stop && stopped_for(x->t))
         return 1;
     return x->stall_ns && x->last_ns != 0 && util_mono_ns() - x->last_ns > x->stall_ns;
 }
 
+void tier_abort_reads(tier *t)
+{
+    int none = STOP_NONE;
+    atomic_compare_exchange_strong(&t->stopping, &none, STOP_READS);
+}
+
 void tier_abort_all(tier *t)
 {
-    atomic_store(&t->stopping, 1);
+    atomic_store(&t->stopping, STOP_ALL);
+}
+
+void tier_thread_uploads(void)
+{
+    uploader = 1;
 }
 
 static size_t read_cb(char *buf, size_t size, size_t n, void *arg)
@@ -630,6 +654,7 @@ typedef struct treq {
     const char
         *query; /* raw and percent-encoded ("uploads", "partNumber=1&uploadId=..."), or NULL */
     const tier_meta *meta; /* sent as x-amz-meta-cairn-*, or NULL */
+    int at_stop;           /* sent, within AT_STOP_MS, after tier_abort_all too */
     int copy;              /* x-amz-copy-source: the object itself */
     int replace;           /* with copy: x-amz-metadata-directive REPLACE */
     const char *range;     /* with copy: x-amz-copy-source-range; else a GET's Range */
@@ -659,8 +684,12 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
     long timeout_ms = r->timeout_ms - waited_ms;
     if (timeout_ms <= 0)
         return TIER_LATE; /* its time went in waiting (tier_waited) */
-    if (atomic_load(&t->stopping))
-        return TIER_ERROR; /* (tier_abort_all; not a failure to note) */
+    if (r->at_stop && atomic_load(&t->stopping) && timeout_ms > AT_STOP_MS)
+        timeout_ms = AT_STOP_MS;
+    else if (stopped_for(t)) {
+        snprintf(thread_error, sizeof thread_error, "not sent: cairnd is stopping");
+        return TIER_ERROR;
+    }
     const char *method = r->method, *name = r->name;
     char objkey[1024], path[3200], url[11000];
     if (name && (size_t)snprintf(objkey, sizeof objkey, "%s%s%s", t->prefix,
@@ -769,6 +798,7 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, t->connect_timeout_ms);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
     x->t = t;
+    x->at_stop = r->at_stop;
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, progress_cb);
     curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
@@ -947,7 +977,7 @@ static void note_failure(tier *t, const xfer *x, CURLcode cc, const char *eb, lo
     size_t cap = sizeof thread_error;
     if (x->too_large)
         snprintf(out, cap, "an answer larger than %" PRIu64 " bytes", x->out_max);
-    else if (cc == CURLE_ABORTED_BY_CALLBACK && atomic_load(&t->stopping))
+    else if (cc == CURLE_ABORTED_BY_CALLBACK && stopped_for(t))
         snprintf(out, cap, "cut short: cairnd is stopping");
     else if (cc == CURLE_ABORTED_BY_CALLBACK && x->stall_ns)
         snprintf(out, cap, "the body stopped arriving for %" PRIu64 " s",
@@ -1090,7 +1120,7 @@ static int mpu_part(tier *t, const char *name, const char *uid, unsigned n, int 
                 rc = TIER_ERROR;
         }
         free(x.out);
-        if (rc != TIER_ERROR || http == 412)
+        if (rc != TIER_ERROR || http == 412 || stopped_for(t))
             break; /* 412: the source changed since its HEAD, trying again will not help */
     }
     return rc;
@@ -1132,7 +1162,9 @@ static int mpu_abort(tier *t, const char *name, const char *uid)
     char q[1300];
     snprintf(q, sizeof q, "uploadId=%s", uid);
     xfer x = {.in_fd = -1, .out_fd = -1, .out_max = 1 << 20};
-    treq r = {.method = "DELETE", .name = name, .query = q, .timeout_ms = t->timeout_ms};
+    /* (also while stopping: an upload cut short is aborted, not left) */
+    treq r = {
+        .method = "DELETE", .name = name, .query = q, .at_stop = 1, .timeout_ms = t->timeout_ms};
     long http = 0;
     int rc = perform(t, &r, &x, &http);
     free(x.out);

@@ -85,8 +85,13 @@ int tier_time_left(const tier *t);
  * sends none of its own (tier_waited's one_answer). */
 void tier_spent(void);
 /* Requests under way end within a second (failed), and new ones fail
- * unsent: for a stop that should not wait for a slow tier. */
+ * unsent: for a stop that should not wait for a slow tier.  _reads: those
+ * of every thread but the uploaders (tier_thread_uploads), so that a drain
+ * can go on.  A multipart upload cut short is still aborted (2 s at most). */
+void tier_abort_reads(tier *t);
 void tier_abort_all(tier *t);
+/* The calling thread sends what the queue owes the tier. */
+void tier_thread_uploads(void);
 void tier_close(tier *t);
 /* A thread that sent requests and is about to end frees its signing
  * context now, not in its exit after whoever waits for it went on (and

@@ -1057,6 +1057,40 @@ class TierTest(unittest.TestCase):
         self.drained(a)
         self.assertEqual(list(self.blobs_in_tier()), [sha256(body)])
 
+    def test_a_stop_aborts_the_tiers_multipart_upload_it_cut_short(self):
+        """A stop in the middle of a blob's multipart upload to a tier that
+        hangs: the upload is cut short and aborted in the tier (not left
+        for the bucket's rule), and the node exits at once.  And a warmup
+        fetching a large blob from a hung tier does not hold the stop
+        either."""
+        a = self.node(extra=["--tier-part-size", "5M"])
+        body = self.rng.randbytes(12 * MIB)
+        self.proxy.delay = lambda m, p: 40 if m == "PUT" and "partNumber=2" in p else 0
+        self.assertEqual(request(a, "PUT", "/cas/" + sha256(body), body)[0], 200)
+        self.assertTrue(wait_for(lambda: any("partNumber=2" in p for p in self.proxy.paths),
+                                 timeout=20))
+        t0 = time.monotonic()
+        self.assertEqual(a.stop(), 0, a.read_log()[-3000:])
+        self.assertLess(time.monotonic() - t0, 10)
+        self.assertTrue(any(p.startswith("DELETE ") and "uploadId=" in p
+                            for p in self.proxy.paths), self.proxy.paths)
+        self.assertFalse(self.moto.client().list_multipart_uploads(
+            Bucket=self.BUCKET).get("Uploads"))
+        self.proxy.delay = None
+        a.start()
+        self.drained(a)
+        # a warmup's fetch of a large blob, the tier hung
+        b = self.node()
+        self.proxy.delay = lambda m, p: 40 if m == "GET" and "/blobs/" in p else 0
+        st, _, text = request(b, "POST", "/admin/warmup", ("cas/%s\n" % sha256(body)).encode())
+        self.assertEqual(st, 202, text)
+        self.assertTrue(wait_for(lambda: any(p.startswith("GET ") and "/blobs/" in p
+                                             for p in self.proxy.paths), timeout=20))
+        t0 = time.monotonic()
+        self.assertEqual(b.stop(), 0, b.read_log()[-3000:])
+        self.assertLess(time.monotonic() - t0, 10)
+        self.proxy.delay = None
+
     def test_keys_with_one_body_share_its_fetch(self):
         """Keys with the same large body, read cold at once or one right
         after the other, fetch its blob from the tier once: the later ones
