@@ -1402,7 +1402,13 @@ static void *worker_main(void *arg)
         o.nklen = TQ_KEYLEN;
         o.seq = j.seq;
         o.tier_time = j.found_time;
-        if (rc != TIER_OK) {
+        if (rc != TIER_OK && tier_stopping(q->t)) {
+            o.next_ms = util_now_ms(); /* not the tier's failure: the next start tries it */
+            log_msg(LOG_INFO, "tier_upload_stopped",
+                    "'%c' entry cut short by the stop; it stays "
+                    "queued",
+                    j.key[0]);
+        } else if (rc != TIER_OK) {
             atomic_fetch_add(&q->upload_failures, 1);
             o.next_ms = util_now_ms() + backoff_ms(j.attempts);
             char why[WHY_CAP];

@@ -494,6 +494,11 @@ void tier_abort_all(tier *t)
     atomic_store(&t->stopping, STOP_ALL);
 }
 
+int tier_stopping(tier *t)
+{
+    return atomic_load(&t->stopping) == STOP_ALL;
+}
+
 void tier_thread_uploads(void)
 {
     uploader = 1;

@@ -90,6 +90,8 @@ void tier_spent(void);
  * can go on.  A multipart upload cut short is still aborted (2 s at most). */
 void tier_abort_reads(tier *t);
 void tier_abort_all(tier *t);
+/* Has tier_abort_all been called (a failure now may be the stop's)? */
+int tier_stopping(tier *t);
 /* The calling thread sends what the queue owes the tier. */
 void tier_thread_uploads(void);
 void tier_close(tier *t);

@@ -1052,6 +1052,9 @@ class TierTest(unittest.TestCase):
         self.assertEqual(a.stop(), 0, a.read_log()[-3000:])
         self.assertLess(time.monotonic() - t0, 10, "the stop waited for the upload")
         self.assertEqual(list(self.blobs_in_tier()), [])
+        log = a.read_log()  # the stop's doing, not a failure of the tier's
+        self.assertIn('"tier_upload_stopped"', log)
+        self.assertNotIn('"tier_upload_failed"', log)
         self.proxy.delay = None
         a.start()
         self.drained(a)
