@@ -1520,10 +1520,9 @@ static int cmd_stats(int argc, char **argv)
 
 /* ---- maintenance ------------------------------------------------------------------- */
 
-/* POST path?query; a 504 (not yet) is asked again until deadline_s. */
-/* POST path?query; while the answer is 504 and deadline_s is not over,
- * again.  With a deadline, the query is timeout=N instead: each request
- * waits at most 5 s (what the server allows) and what the deadline has
+/* POST path?query; a 504 (not yet) is asked again until deadline_s.  With a
+ * deadline, query names the parameter that gets the seconds each request
+ * may wait: at most 5 (what the server allows) and what the deadline has
  * left. */
 static int admin_post(const char *what, const char *path, const char *query, uint64_t deadline_s)
 {
@@ -1531,11 +1530,11 @@ static int admin_post(const char *what, const char *path, const char *query, uin
     uint64_t end = util_mono_ns() + deadline_s * 1000000000ull;
     int rc;
     for (;;) {
-        char q[16]; /* "timeout=" and up to 5 */
+        char q[64];
         if (deadline_s) {
             uint64_t now = util_mono_ns(),
                      left = now < end ? (end - now + 999999999) / 1000000000 : 1;
-            snprintf(q, sizeof q, "timeout=%u", (unsigned)(left < 5 ? left : 5));
+            snprintf(q, sizeof q, "%.40s=%u", query, (unsigned)(left < 5 ? left : 5));
         }
         rc = request("POST", path, deadline_s ? q : query, "", 0, 1, &r);
         if (rc != 0 || r.status != 504 || util_mono_ns() >= end || interrupted)
@@ -1597,7 +1596,7 @@ static int cmd_drain(int argc, char **argv)
     }
     signal(SIGINT, on_sigint);
     /* the server waits a few seconds per request; ask until the deadline */
-    return admin_post("drain", "/admin/drain", NULL, timeout);
+    return admin_post("drain", "/admin/drain", "timeout", timeout);
 }
 
 static int cmd_verify(int argc, char **argv)

@@ -15,8 +15,8 @@
  * body still arriving from the tier suspends its connection from the
  * content reader until the store wakes it (http_park).
  *
- * A watch thread ends requests whose client went away in the middle of a
- * body, which MHD alone would keep until the connection timeout (watch_main).
+ * A watch thread ends requests whose client went away before they came
+ * whole, which MHD alone would keep until the connection timeout.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -39,6 +39,18 @@
 
 #define DRAIN_MAX (64u << 20) /* beyond this, close rather than read a refused body */
 
+/* Does a body come with the request (whether or not the client waits for
+ * 100 Continue first)?  Its Content-Length into *len (0 if chunked). */
+static int has_body(request *r, unsigned long long *len)
+{
+    *len = 0;
+    const char *te = http_header(r, "Transfer-Encoding");
+    if (te && strcasestr(te, "chunked"))
+        return 1;
+    const char *cl = http_header(r, "Content-Length");
+    return cl != NULL && (*len = strtoull(cl, NULL, 10)) > 0;
+}
+
 /* Will a body follow that nobody has read yet? */
 static int body_pending(request *r)
 {
@@ -47,14 +59,8 @@ static int body_pending(request *r)
     const char *expect = http_header(r, "Expect");
     if (expect && strcasecmp(expect, "100-continue") == 0)
         return 0; /* the client waits for our word before sending it */
-    const char *te = http_header(r, "Transfer-Encoding");
-    if (te && strcasestr(te, "chunked"))
-        return 1;
-    const char *cl = http_header(r, "Content-Length");
-    if (cl == NULL)
-        return 0;
-    unsigned long long n = strtoull(cl, NULL, 10);
-    return n > 0 && n <= DRAIN_MAX;
+    unsigned long long len;
+    return has_body(r, &len) && len <= DRAIN_MAX;
 }
 
 typedef struct offload {
@@ -564,17 +570,6 @@ static void watch_stop(server *srv)
     watch_free(w);
 }
 
-/* Does a body come with the request (whether or not the client waits for
- * 100 Continue first)? */
-static int has_body(request *r)
-{
-    const char *te = http_header(r, "Transfer-Encoding");
-    if (te)
-        return 1;
-    const char *cl = http_header(r, "Content-Length");
-    return cl != NULL && strtoull(cl, NULL, 10) > 0;
-}
-
 static void route(request *r)
 {
     int s3 = s3_claims(r);
@@ -656,10 +651,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
     }
     if (r->watched) { /* (the first call: the head came whole; the last: the body) */
+        unsigned long long len;
         if (*upload_data_size != 0)
             atomic_store_explicit(&r->body_got, r->m.received + *upload_data_size,
                                   memory_order_relaxed);
-        else if (r->calls > 1 || !has_body(r))
+        else if (r->calls > 1 || !has_body(r, &len))
             atomic_store_explicit(&r->received_whole, 1, memory_order_relaxed);
     }
     r->m.received += *upload_data_size;

@@ -183,11 +183,10 @@ static int open_tier(const server_config *c, tier **t, keys_source *src, char *e
     int rc = tier_open(t, &tc, err, errlen);
     memset(&k, 0, sizeof k);
     int brc = rc == 0 && tier_makes_bucket(*t) ? tier_ensure_bucket(*t, NULL) : TIER_OK;
-    char why[TIER_ERROR_TEXT + 80];
     if (brc != TIER_OK)
         log_msg(LOG_WARN, "tier_bucket",
                 "could not make sure the tier's bucket exists (%s); uploads will retry",
-                tier_why(brc, why, sizeof why));
+                tier_why(brc));
     return rc;
 }
 

@@ -205,6 +205,21 @@ enum MHD_Result s3_empty(request *r, unsigned status, const char *name, const ch
     return http_queue(r, status, resp);
 }
 
+enum MHD_Result s3_stored(request *r, const char *md5_hex)
+{
+    s3_req *s = r->fe;
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    if (resp == NULL)
+        return MHD_NO;
+    char etag[40];
+    snprintf(etag, sizeof etag, "\"%.32s\"", md5_hex);
+    MHD_add_response_header(resp, "ETag", etag);
+    if (s->ck_value[0])
+        MHD_add_response_header(resp, cksum_header(s->ck_alg), s->ck_value);
+    s3_common_headers(r, resp);
+    return http_queue(r, 200, resp);
+}
+
 /* The XML document b as the answer, with one more header if name is not
  * NULL. */
 static enum MHD_Result xml_answer(request *r, unsigned status, buf *b, const char *name,

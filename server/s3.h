@@ -93,6 +93,9 @@ int s3_url_encoding_param(request *r, int *url, enum MHD_Result *ret);
 char *s3_pct_decode(const char *s, size_t n, int plus, size_t *out_len);
 /* An empty answer with the S3 headers, and one more header unless name is NULL. */
 enum MHD_Result s3_empty(request *r, unsigned status, const char *name, const char *value);
+/* 200 to a body stored (PutObject, UploadPart): its ETag (the MD5's hex),
+ * and the checksum it was checked against, if any. */
+enum MHD_Result s3_stored(request *r, const char *md5_hex);
 int s3_has_param(request *r, const char *name);
 enum MHD_Result s3_error(request *r, unsigned status, const char *code, const char *msg);
 /* Queues an XML document (taking buf's data) with status. */

@@ -166,19 +166,9 @@ enum MHD_Result s3_upload_part_end(request *r)
         return no_such_upload(r);
     if (st != STORE_OK)
         return s3_store_error(r, st);
-    char etag[40];
-    util_hex(md5, 16, etag + 1);
-    etag[0] = '"';
-    etag[33] = '"';
-    etag[34] = '\0';
-    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-    if (resp == NULL)
-        return MHD_NO;
-    MHD_add_response_header(resp, "ETag", etag);
-    if (s->ck_value[0]) /* the part's checksum, checked, as S3 answers it */
-        MHD_add_response_header(resp, cksum_header(s->ck_alg), s->ck_value);
-    s3_common_headers(r, resp);
-    return http_queue(r, 200, resp);
+    char etag[33];
+    util_hex(md5, 16, etag);
+    return s3_stored(r, etag); /* (with the part's checksum, as S3 answers it) */
 }
 
 /* ---- CompleteMultipartUpload ---------------------------------------------- */

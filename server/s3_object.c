@@ -434,14 +434,7 @@ enum MHD_Result s3_put_object_end(request *r)
     buf_free(&meta);
     if (st != STORE_OK)
         return s3_store_error(r, st);
-    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-    char q[40];
-    snprintf(q, sizeof q, "\"%s\"", etag);
-    MHD_add_response_header(resp, "ETag", q);
-    if (s->ck_value[0])
-        MHD_add_response_header(resp, cksum_header(s->ck_alg), s->ck_value);
-    s3_common_headers(r, resp);
-    return http_queue(r, 200, resp);
+    return s3_stored(r, etag);
 }
 
 /* ---- DELETE --------------------------------------------------------------- */

@@ -35,7 +35,7 @@ typedef struct server {
     uint16_t port;
     struct offload *off;     /* with a cold tier: where requests that wait for it run */
     atomic_int tier_waiting; /* requests on an offload thread or parked now */
-    struct watch *watch;     /* requests whose body is still coming (http.c) */
+    struct watch *watch;     /* requests not yet received whole (http.c) */
 } server;
 
 typedef struct request request;

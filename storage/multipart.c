@@ -263,38 +263,36 @@ static uint64_t unlink_counted(DIR *d, const char *name)
     return (uint64_t)sb.st_size;
 }
 
-uint64_t mpu_part_replaces(mpu_writer *w)
-{
-    DIR *d = opendir(w->dir);
-    if (d == NULL)
-        return 0;
-    char prefix[16];
-    snprintf(prefix, sizeof prefix, "%05d.", w->number);
-    struct dirent *de;
-    struct stat sb;
-    uint64_t n = 0;
-    while ((de = readdir(d)) != NULL)
-        if (strncmp(de->d_name, prefix, 6) == 0 && fstatat(dirfd(d), de->d_name, &sb, 0) == 0)
-            n += (uint64_t)sb.st_size;
-    closedir(d);
-    return n;
-}
-
-/* Removes the files of part `number` other than `keep`. */
-static void drop_other_copies(store *s, const char *dir, int number, const char *keep)
+/* The bytes of the files of part number in dir other than keep (NULL:
+ * all); with drop, those files are removed, and their bytes leave the
+ * count. */
+static uint64_t part_copies(store *s, const char *dir, int number, const char *keep, int drop)
 {
     DIR *d = opendir(dir);
     if (d == NULL)
-        return;
+        return 0;
     char prefix[16];
     snprintf(prefix, sizeof prefix, "%05d.", number);
     struct dirent *de;
-    uint64_t freed = 0;
-    while ((de = readdir(d)) != NULL)
-        if (strncmp(de->d_name, prefix, 6) == 0 && strcmp(de->d_name, keep) != 0)
-            freed += unlink_counted(d, de->d_name);
+    struct stat sb;
+    uint64_t bytes = 0;
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, prefix, 6) != 0 || (keep && strcmp(de->d_name, keep) == 0))
+            continue;
+        if (drop)
+            bytes += unlink_counted(d, de->d_name);
+        else if (fstatat(dirfd(d), de->d_name, &sb, 0) == 0)
+            bytes += (uint64_t)sb.st_size;
+    }
     closedir(d);
-    store_multipart_bytes(s, -(int64_t)freed);
+    if (drop)
+        store_multipart_bytes(s, -(int64_t)bytes);
+    return bytes;
+}
+
+uint64_t mpu_part_replaces(mpu_writer *w)
+{
+    return part_copies(w->s, w->dir, w->number, NULL, 0);
 }
 
 int mpu_part_finish(mpu_writer *w, uint8_t md5[16], uint8_t sha256[32], uint64_t *size)
@@ -344,7 +342,7 @@ int mpu_part_commit(mpu_writer *w)
         }
     }
     if (rc == STORE_OK)
-        drop_other_copies(w->s, w->dir, w->number, name);
+        part_copies(w->s, w->dir, w->number, name, 1); /* the copies it replaces */
     mpu_part_abort(w);
     return rc;
 }

@@ -2200,11 +2200,15 @@ int store_room_for_part(store *s, uint64_t len)
     if (multipart_bytes(s) + len > max)
         return STORE_NOSPACE; /* (evicting every blob would not make room) */
     for (int tries = 0; tries < 2; tries++) {
-        store_stats st;
-        if (store_get_stats(s, &st) != STORE_OK)
+        idx_stats is;
+        MDB_txn *t = reader_get(s);
+        int rc = t ? idx_get_stats(t, &s->ix, &is) : -1;
+        if (t)
+            reader_put(s, t);
+        if (rc != 0)
             return STORE_IO;
-        uint64_t others = st.multipart_bytes + len;
-        if (st.physical + others <= max)
+        uint64_t others = multipart_bytes(s) + len;
+        if (is.physical + others <= max)
             return STORE_OK;
         if (tries == 0)
             store_evict_to(s, others < max ? max - others : 0);

@@ -539,7 +539,6 @@ static void blob_name(const uint8_t d[32], char out[80])
 #define NS_PART_MAX 192 /* "ac/" and an instance of 100 bytes may escape to 303 */
 #define KEY_NAME_CAP (5 + NS_PART_MAX + 1 + KEY_PART_MAX + 1)
 _Static_assert(PACK_DIR_CAP >= 6 + NS_PART_MAX + 2, "a pack's directory fits");
-#define WHY_CAP (TIER_ERROR_TEXT + 80) /* tier_why's line */
 _Static_assert(sizeof((store_stats *)0)->tier_last_error == TIER_ERROR_TEXT, "room for it");
 
 /* Escapes n bytes of p into out from offset o, up to limit (never inside a
@@ -860,9 +859,8 @@ static void pack_send(tier_state *q, pack_buf *b)
             atomic_fetch_add(&q->packs_sent, 1);
             atomic_fetch_add(&q->pack_records, b->n);
         } else {
-            char why[WHY_CAP];
             log_msg(LOG_DEBUG, "tier_pack_failed", "%s: %s (its records are in the tier anyway)",
-                    name, tier_why(rc, why, sizeof why));
+                    name, tier_why(rc));
         }
     }
     free(p);
@@ -1316,12 +1314,11 @@ static void look_for_v1(tier_state *q)
         q->legacy_next_ms = now + 600000;
         q->legacy_failures = 0;
     } else {
-        char why[WHY_CAP];
         if (q->legacy_failures++ % 120 == 0) /* at first, then about hourly */
             log_msg(LOG_WARN, "tier_list_failed",
                     "cannot list the tier's key records (%s; does the key have "
                     "s3:ListBucket?): every miss also looks for a record of the earlier layout",
-                    tier_why(rc, why, sizeof why));
+                    tier_why(rc));
         q->legacy_next_ms = now + 30000;
     }
 }
@@ -1405,16 +1402,13 @@ static void *worker_main(void *arg)
         if (rc != TIER_OK && tier_stopping(q->t)) {
             o.next_ms = util_now_ms(); /* not the tier's failure: the next start tries it */
             log_msg(LOG_INFO, "tier_upload_stopped",
-                    "'%c' entry cut short by the stop; it stays "
-                    "queued",
-                    j.key[0]);
+                    "'%c' entry cut short by the stop; it stays queued", j.key[0]);
         } else if (rc != TIER_OK) {
             atomic_fetch_add(&q->upload_failures, 1);
             o.next_ms = util_now_ms() + backoff_ms(j.attempts);
-            char why[WHY_CAP];
             if (j.attempts == 0 || j.attempts % 10 == 0)
                 log_msg(LOG_WARN, "tier_upload_failed", "'%c' entry, attempt %u: %s; retrying",
-                        j.key[0], j.attempts + 1, tier_why(rc, why, sizeof why));
+                        j.key[0], j.attempts + 1, tier_why(rc));
         }
         submit_and_wait(s, &o);
         pack_send_ready(q);
@@ -2580,9 +2574,8 @@ static void *stream_main(void *arg)
         int local = sj->local_err || rc == TIER_LOCAL || rc == TIER_LATE;
         if (rc != TIER_OK && !local)
             atomic_fetch_add(rc == TIER_NOTFOUND ? &q->misses : &q->errors, 1);
-        char why[WHY_CAP];
         log_msg(LOG_WARN, "tier_read_failed", "blob %s: %s", sj->name,
-                rc != TIER_OK   ? tier_why(rc, why, sizeof why)
+                rc != TIER_OK   ? tier_why(rc)
                 : sj->local_err ? tier_strerror(TIER_LOCAL)
                                 : "failed its checks");
         /* readers waiting for the gate take a failure of the tier's as
@@ -2862,9 +2855,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
     } else if (rc != TIER_OK) {
         atomic_fetch_add(&q->errors, 1);
         e->tier_failed = 1;
-        char why[WHY_CAP];
-        log_msg(LOG_WARN, "tier_read_failed", "key record %s: %s", name,
-                tier_why(rc, why, sizeof why));
+        log_msg(LOG_WARN, "tier_read_failed", "key record %s: %s", name, tier_why(rc));
     } else if (parse_key_record(data, len, nskey, nklen, &pr) != 0) {
         atomic_fetch_add(&q->corrupt, 1);
         e->tier_failed = 1;
@@ -2979,9 +2970,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
         } else {
             atomic_fetch_add(rc == TIER_NOTFOUND ? &q->misses : &q->errors, 1);
             e->tier_failed = 1; /* its key record is there: the blob must be too */
-            char why[WHY_CAP];
-            log_msg(LOG_WARN, "tier_read_failed", "blob of %s: %s", name,
-                    tier_why(rc, why, sizeof why));
+            log_msg(LOG_WARN, "tier_read_failed", "blob of %s: %s", name, tier_why(rc));
         }
     }
     fill_job_free(j);
@@ -3552,10 +3541,9 @@ size_t store_warm_packs(store *s, const char *ns, const char *const *keys, const
         atomic_store(&pw.unclaimed, pw.listed);
         if (rc == TIER_OK && pw.listed >= PACK_WARM_MIN)
             rc = tier_list_objects(q->t, pd, NULL, pack_listed, &pw);
-        char why[WHY_CAP];
         if (rc != TIER_OK)
             log_msg(LOG_DEBUG, "tier_pack_list", "%s: %s (keys are fetched one by one)", pd,
-                    tier_why(rc, why, sizeof why));
+                    tier_why(rc));
         pw.taken = calloc(pw.nw, sizeof *pw.taken);
         if (pw.taken && pw.npacks) {
             unsigned nt = parallel < 1                  ? 1

@@ -850,8 +850,8 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
                                             : TIER_ERROR;
     if (rc != TIER_OK && rc != TIER_LOCAL && (rc != TIER_NOTFOUND || missing_bucket(x)))
         note_failure(t, x, cc, eb, *http);
-    if (one_answer_now && (cc == CURLE_OPERATION_TIMEDOUT || cc == CURLE_ABORTED_BY_CALLBACK))
-        waited_ms = LONG_MAX / 2; /* a client waited a whole budget: it gets its answer now */
+    if (cc == CURLE_OPERATION_TIMEDOUT || cc == CURLE_ABORTED_BY_CALLBACK)
+        tier_spent(); /* a client waited a whole budget: it gets its answer now */
     return rc;
 }
 
@@ -980,6 +980,7 @@ static void note_failure(tier *t, const xfer *x, CURLcode cc, const char *eb, lo
 {
     char *out = thread_error, code[96], msg[160]; /* (both fit in out) */
     size_t cap = sizeof thread_error;
+    int bare = 0; /* an HTTP status alone: a HEAD's answer has no body */
     if (x->too_large)
         snprintf(out, cap, "an answer larger than %" PRIu64 " bytes", x->out_max);
     else if (cc == CURLE_ABORTED_BY_CALLBACK && stopped_for(t))
@@ -996,16 +997,15 @@ static void note_failure(tier *t, const xfer *x, CURLcode cc, const char *eb, lo
                 : has_code ? snprintf(out, cap, "HTTP %ld %s", http, code)
                            : snprintf(out, cap, "HTTP %ld", http);
         (void)w; /* (cut to fit) */
+        bare = !has_code;
     }
     size_t n = strlen(out);
     utf8_trim(out, &n);
     while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' ' || out[n - 1] == '.'))
         out[--n] = '\0';
     pthread_mutex_lock(&t->err_mu);
-    /* a bare "HTTP 403" (a HEAD's answer has no body) does not replace the
-     * same status in more words */
-    if (strncmp(t->last_error, out, n) != 0 || t->last_error[n] != ' ' ||
-        strncmp(out, "HTTP ", 5) != 0 || strchr(out + 5, ' ') != NULL)
+    /* a bare "HTTP 403" does not replace the same status in more words */
+    if (!bare || strncmp(t->last_error, out, n) != 0 || t->last_error[n] != ' ')
         memcpy(t->last_error, out, n + 1);
     t->last_error_ms = util_now_ms();
     pthread_mutex_unlock(&t->err_mu);
@@ -1040,13 +1040,14 @@ size_t tier_last_failure(tier *t, char *out, size_t cap, uint64_t *when_ms)
     return n < cap ? n : cap - 1;
 }
 
-const char *tier_why(int status, char *out, size_t cap)
+const char *tier_why(int status)
 {
+    static _Thread_local char line[TIER_ERROR_TEXT + 96];
     if (thread_error[0] && status != TIER_OK && status != TIER_LOCAL && status != TIER_LATE)
-        snprintf(out, cap, "%s (%s)", tier_strerror(status), thread_error);
+        snprintf(line, sizeof line, "%s (%s)", tier_strerror(status), thread_error);
     else
-        snprintf(out, cap, "%s", tier_strerror(status));
-    return out;
+        snprintf(line, sizeof line, "%s", tier_strerror(status));
+    return line;
 }
 
 /* ---- multipart: objects larger than the part size ------------------------------- */

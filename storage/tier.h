@@ -45,8 +45,9 @@ const char *tier_strerror(int status);
 /* tier_strerror(status), and after it in brackets what the last request
  * to the tier this thread made failed with, in the tier's words or curl's
  * ("HTTP 403 RequestTimeTooSkewed: ...", "Failed to connect to ..."): for
- * a log line about the request just made.  Returns out. */
-const char *tier_why(int status, char *out, size_t cap);
+ * a log line about the request just made.  The line is the thread's own,
+ * until its next call. */
+const char *tier_why(int status);
 
 typedef struct tier_config {
     const char *url;      /* s3://bucket/prefix, gs://bucket/prefix, http(s)://host/bucket/prefix */
@@ -67,8 +68,9 @@ typedef struct tier_config {
 
 typedef struct tier tier;
 
-/* The last failure of any request to the tier, as tier_last_error gives it
- * ("" if none yet), and when (ms since the epoch).  Returns its length. */
+/* The last failure of any request to the tier, in the words tier_why puts
+ * in brackets ("" if none yet), and when (ms since the epoch).  Returns its
+ * length. */
 size_t tier_last_failure(tier *t, char *out, size_t cap, uint64_t *when_ms);
 
 int tier_open(tier **t, const tier_config *cfg, char *err, size_t errlen);
