@@ -48,7 +48,7 @@ class Server:
             [CAIRND, "--listen", listen, "--data", self.data] + self.args,
             stdout=subprocess.PIPE, stderr=self.log, env=self.env)
         line = self.proc.stdout.readline().decode()
-        m = re.search(r"http://[^:]+:(\d+)/", line)
+        m = re.search(r"http://(?:\[[^\]]*\]|[^:/]+):(\d+)/", line)
         if not m:
             self.proc.wait(10)
             raise RuntimeError("cairnd did not start: %r\n%s" % (line, self.read_log()))

@@ -11,8 +11,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import unittest
 
 from harness import CAIRND, Server, inline_blobs, sha256, stored_blobs
@@ -256,6 +258,70 @@ class ConfigTest(unittest.TestCase):
             p.stderr.close()
         self.assertEqual(rc, 0, err[-3000:])
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "cairn-data")))
+
+    def test_listens_on_ipv6_only_for_an_ipv6_address(self):
+        try:
+            probe = socket.socket(socket.AF_INET6)
+            probe.bind(("::1", 0))
+            probe.close()
+        except OSError:
+            self.skipTest("no IPv6 loopback here")
+        srv = self.server()
+        srv.stop()
+        srv.start(listen="[::1]:0")
+        c = http.client.HTTPConnection("::1", srv.port, timeout=30)
+        c.request("PUT", "/cas/" + sha256(b"six"), b"six")
+        self.assertEqual(c.getresponse().status, 200)
+        c.close()
+        with self.assertRaises(OSError):  # (IPV6_V6ONLY: not on 127.0.0.1)
+            socket.create_connection(("127.0.0.1", srv.port), timeout=5).close()
+
+    def test_connection_limit_holds_the_extra_connection_until_one_closes(self):
+        srv = self.server(["--connection-limit", "4", "--threads", "2"])
+        held = [srv.conn(timeout=30) for _ in range(4)]
+        for c in held:
+            c.request("GET", "/healthz")
+            r = c.getresponse()
+            self.assertEqual((r.status, r.read()), (200, b"ok\n"))
+        extra = socket.create_connection(("127.0.0.1", srv.port), timeout=1)
+        try:
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            with self.assertRaises(socket.timeout):  # (waits in the backlog)
+                extra.recv(100)
+            held.pop().close()
+            extra.settimeout(30)
+            got = b""
+            while b"\r\n\r\nok\n" not in got:
+                piece = extra.recv(4096)
+                self.assertTrue(piece, "closed unanswered: %r" % got)
+                got += piece
+            self.assertTrue(got.startswith(b"HTTP/1.1 200"), got)
+        finally:
+            extra.close()
+            for c in held:
+                c.close()
+
+    def test_many_new_connections_at_once_are_all_served(self):
+        srv = self.server()
+        failures = []
+
+        def client(i):
+            try:
+                for j in range(20):
+                    body = b"%d-%d" % (i, j)
+                    s, _, _ = srv.request("PUT", "/cas/" + sha256(body), body)
+                    g = srv.request("GET", "/cas/" + sha256(body))
+                    if s != 200 or g[0] != 200 or g[2] != body:
+                        failures.append((i, j, s, g[0]))
+            except Exception as e:  # noqa: BLE001 (reported below)
+                failures.append((i, repr(e)))
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(48)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertEqual(failures, [])
 
     def test_flag_beats_environment(self):
         srv = self.server(["--max-size", "7M"], env={"CAIRN_MAX_SIZE": "123M"})
