@@ -96,7 +96,8 @@ static const option_def options[] = {
     {"tier-endpoint", T_STR, OFF(tier_endpoint), CAP(tier_endpoint), "",
      "for s3://: the S3 server, http(s)://HOST[:PORT] (default AWS for --tier-region)"},
     {"tier-region", T_STR, OFF(tier_region), CAP(tier_region), "",
-     "the tier's region (default us-east-1; auto for gs://)"},
+     "the tier's region (default AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1; auto for "
+     "gs://)"},
     {"tier-path-style", T_STR, OFF(tier_path_style), CAP(tier_path_style), "auto",
      "true: http://HOST/BUCKET/KEY; false: http://BUCKET.HOST/KEY; auto: path style unless "
      "the endpoint is AWS"},

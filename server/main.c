@@ -171,6 +171,14 @@ static int open_tier(const server_config *c, tier **t, keys_source *src, char *e
     tc.url = c->tier;
     tc.endpoint = c->tier_endpoint;
     tc.region = c->tier_region;
+    if (!tc.region[0] && strncmp(c->tier, "s3://", 5) == 0) {
+        /* as the AWS SDKs and CLI: AWS_REGION, else AWS_DEFAULT_REGION */
+        const char *env = getenv("AWS_REGION");
+        if (env == NULL || !*env)
+            env = getenv("AWS_DEFAULT_REGION");
+        if (env && *env)
+            tc.region = env;
+    }
     tc.path_style = strcmp(c->tier_path_style, "true") == 0    ? 1
                     : strcmp(c->tier_path_style, "false") == 0 ? 0
                                                                : -1;

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import socket
 import socketserver
@@ -2414,6 +2415,42 @@ class GcsTierTest(unittest.TestCase):
             st, _, got = request(b, "GET", "/ac/" + sha256(b"gs " + body[:16]))
             self.assertEqual((st, sha256(got)), (200, sha256(body)))
         self.assertEqual(status(b)["tier"]["corrupt"], 0)
+
+
+@unittest.skipUnless(have_moto(), "moto_server is not installed")
+class TierRegionTest(unittest.TestCase):
+    """An s3:// tier's region, as the AWS SDKs and CLI take it: --tier-region,
+    else AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1; each request
+    signed for it."""
+
+    def regions_signed(self, args, env):
+        moto = Moto("region-bucket")
+        self.addCleanup(moto.stop)
+        proxy = FaultProxy(moto.port)
+        self.addCleanup(proxy.stop)
+        a = Server(["--tier", "s3://region-bucket/r", "--tier-endpoint", proxy.url,
+                    "--tier-timeout", "3s"] + args, env=dict(moto.creds, **env))
+        self.addCleanup(close_checked, self, a, True)
+        body = os.urandom(5000)
+        self.assertEqual(request(a, "PUT", "/cas/" + sha256(body), body)[0], 200)
+        self.assertTrue(wait_for(lambda: status(a)["tier"]["queue"] == 0, timeout=30))
+        self.assertEqual(status(a)["tier"]["errors"], 0)
+        return {re.search(r"Credential=[^/]+/\d+/([^/]+)/s3/", h["authorization"]).group(1)
+                for _, _, h in proxy.headers if "authorization" in h}
+
+    def test_region_from_the_environment(self):
+        self.assertEqual(self.regions_signed([], {"AWS_REGION": "eu-west-1",
+                                                  "AWS_DEFAULT_REGION": "us-west-2"}),
+                         {"eu-west-1"})
+        self.assertEqual(self.regions_signed([], {"AWS_REGION": "",
+                                                  "AWS_DEFAULT_REGION": "ap-south-1"}),
+                         {"ap-south-1"})
+
+    def test_flag_beats_the_environment_and_default_is_us_east_1(self):
+        self.assertEqual(self.regions_signed(["--tier-region", "eu-central-1"],
+                                             {"AWS_REGION": "eu-west-1"}), {"eu-central-1"})
+        self.assertEqual(self.regions_signed([], {"AWS_REGION": "", "AWS_DEFAULT_REGION": ""}),
+                         {"us-east-1"})
 
 
 class CairnOverCairnTest(unittest.TestCase):
