@@ -94,7 +94,8 @@ static const option_def options[] = {
      "keys) or http(s)://HOST[:PORT][/BUCKET[/PREFIX]] (another cairnd); credentials from "
      "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or --tier-credentials"},
     {"tier-endpoint", T_STR, OFF(tier_endpoint), CAP(tier_endpoint), "",
-     "for s3://: the S3 server, http(s)://HOST[:PORT] (default AWS for --tier-region)"},
+     "for s3://: the S3 server, http(s)://HOST[:PORT] (default AWS_ENDPOINT_URL_S3, else "
+     "AWS_ENDPOINT_URL, else AWS for --tier-region)"},
     {"tier-region", T_STR, OFF(tier_region), CAP(tier_region), "",
      "the tier's region (default AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1; auto for "
      "gs://)"},

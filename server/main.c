@@ -162,6 +162,15 @@ static int reload_tier_keys(const server_config *c, tier *tr, keys_source *src, 
     return why[0] == '\0' && changed;
 }
 
+/* The first of two environment variables set and not empty, else dflt. */
+static const char *aws_env(const char *name, const char *name2, const char *dflt)
+{
+    const char *v = getenv(name);
+    if (v == NULL || !*v)
+        v = getenv(name2);
+    return v && *v ? v : dflt;
+}
+
 static int open_tier(const server_config *c, tier **t, keys_source *src, char *err, size_t errlen)
 {
     tier_keys k;
@@ -171,13 +180,12 @@ static int open_tier(const server_config *c, tier **t, keys_source *src, char *e
     tc.url = c->tier;
     tc.endpoint = c->tier_endpoint;
     tc.region = c->tier_region;
-    if (!tc.region[0] && strncmp(c->tier, "s3://", 5) == 0) {
-        /* as the AWS SDKs and CLI: AWS_REGION, else AWS_DEFAULT_REGION */
-        const char *env = getenv("AWS_REGION");
-        if (env == NULL || !*env)
-            env = getenv("AWS_DEFAULT_REGION");
-        if (env && *env)
-            tc.region = env;
+    if (strncmp(c->tier, "s3://", 5) == 0) {
+        /* as the AWS CLI and SDKs take them */
+        if (!tc.endpoint[0])
+            tc.endpoint = aws_env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "");
+        if (!tc.region[0])
+            tc.region = aws_env("AWS_REGION", "AWS_DEFAULT_REGION", "");
     }
     tc.path_style = strcmp(c->tier_path_style, "true") == 0    ? 1
                     : strcmp(c->tier_path_style, "false") == 0 ? 0

@@ -2419,17 +2419,22 @@ class GcsTierTest(unittest.TestCase):
 
 @unittest.skipUnless(have_moto(), "moto_server is not installed")
 class TierRegionTest(unittest.TestCase):
-    """An s3:// tier's region, as the AWS SDKs and CLI take it: --tier-region,
-    else AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1; each request
-    signed for it."""
+    """An s3:// tier's region and endpoint, as the AWS CLI and SDKs take
+    them: --tier-region, else AWS_REGION, else AWS_DEFAULT_REGION, else
+    us-east-1, each request signed for it; --tier-endpoint, else
+    AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, else AWS."""
 
-    def regions_signed(self, args, env):
+    def regions_signed(self, args, env, endpoint_from_env=None):
         moto = Moto("region-bucket")
         self.addCleanup(moto.stop)
         proxy = FaultProxy(moto.port)
         self.addCleanup(proxy.stop)
-        a = Server(["--tier", "s3://region-bucket/r", "--tier-endpoint", proxy.url,
-                    "--tier-timeout", "3s"] + args, env=dict(moto.creds, **env))
+        if endpoint_from_env:  # the endpoint from that variable, none on the command line
+            env = dict(env, **{endpoint_from_env: proxy.url})
+        else:
+            args = ["--tier-endpoint", proxy.url] + args
+        a = Server(["--tier", "s3://region-bucket/r", "--tier-timeout", "3s"] + args,
+                   env=dict(moto.creds, **env))
         self.addCleanup(close_checked, self, a, True)
         body = os.urandom(5000)
         self.assertEqual(request(a, "PUT", "/cas/" + sha256(body), body)[0], 200)
@@ -2445,6 +2450,17 @@ class TierRegionTest(unittest.TestCase):
         self.assertEqual(self.regions_signed([], {"AWS_REGION": "",
                                                   "AWS_DEFAULT_REGION": "ap-south-1"}),
                          {"ap-south-1"})
+
+    def test_endpoint_from_the_environment(self):
+        # AWS_ENDPOINT_URL_S3 beats AWS_ENDPOINT_URL (here, nothing listens there)
+        self.assertEqual(self.regions_signed([], {"AWS_REGION": "eu-north-1",
+                                                  "AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
+                                             endpoint_from_env="AWS_ENDPOINT_URL_S3"),
+                         {"eu-north-1"})
+        self.assertEqual(self.regions_signed([], {"AWS_REGION": "", "AWS_DEFAULT_REGION": "",
+                                                  "AWS_ENDPOINT_URL_S3": ""},
+                                             endpoint_from_env="AWS_ENDPOINT_URL"),
+                         {"us-east-1"})
 
     def test_flag_beats_the_environment_and_default_is_us_east_1(self):
         self.assertEqual(self.regions_signed(["--tier-region", "eu-central-1"],
