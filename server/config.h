@@ -53,6 +53,7 @@ typedef struct server_config {
     uint64_t tier_part_size;
     uint64_t tier_drain_timeout;
     uint64_t tier_refresh_after;
+    uint64_t tier_revalidate;
     int tier_insecure;
 } server_config;
 

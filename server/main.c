@@ -289,6 +289,7 @@ int main(int argc, char **argv)
         sc.tier_queue_max = cfg.tier_queue_max;
         sc.tier_drain_ms = cfg.tier_drain_timeout * 1000;
         sc.tier_refresh_ms = cfg.tier_refresh_after * 1000;
+        sc.tier_revalidate_ms = cfg.tier_revalidate * 1000;
     }
     sc.map_size = cfg.index_map_size;
     sc.fsync = cfg.fsync;

@@ -582,6 +582,8 @@ static int apply_delete(store *s, MDB_txn *t, idx_stats *st, op *o)
         return tier_queue_delete(s, t, o->nskey, o->nklen); /* a fill meanwhile yields to it */
     if (rc != 0)
         return rc;
+    if (o->forget && (kr.mtime_ms != o->mtime_ms || tier_key_pending(s, t, o->nskey, o->nklen)))
+        return MDB_NOTFOUND; /* written here since, or not in the tier yet: it stays */
     uint8_t d[32];
     memcpy(d, kr.digest, 32);
     uint64_t size = kr.size;
@@ -591,7 +593,7 @@ static int apply_delete(store *s, MDB_txn *t, idx_stats *st, op *o)
         return rc;
     if ((rc = count_keys(s, t, st, o->nskey, o->nklen, -1, -(int64_t)size)) != 0)
         return rc;
-    if ((rc = tier_queue_delete(s, t, o->nskey, o->nklen)) != 0)
+    if (!o->forget && (rc = tier_queue_delete(s, t, o->nskey, o->nklen)) != 0)
         return rc;
     return unref_blob(s, t, st, d);
 }
@@ -1534,6 +1536,8 @@ static int lookup_nskey(store *s, const char *nskey, size_t nklen, store_entry *
 {
     *filled = 0;
     int rc = lookup_local(s, nskey, nklen, e);
+    if (rc == STORE_OK && s->tier_q)
+        tier_revalidate(s, nskey, nklen);
     /* "look again" and still not here: a fill dropped (deleted here, or a
      * mark of another key in its slot); asked once more, the tier says which */
     for (int tries = 0; rc == STORE_NOTFOUND && s->tier_q && tries < 2; tries++) {
@@ -2167,6 +2171,17 @@ static int delete_key(store *s, const char *ns, const void *key, size_t klen, in
     tier_key_changed_now(s, o.nskey, o.nklen);
     free(o.nskey);
     return rc;
+}
+
+int store_forget_key(store *s, const char *nskey, size_t nklen, uint64_t mtime_ms)
+{
+    op o = {0};
+    o.kind = OP_DELETE;
+    o.forget = 1;
+    o.mtime_ms = mtime_ms;
+    o.nskey = (char *)nskey;
+    o.nklen = nklen;
+    return submit_and_wait(s, &o);
 }
 
 int store_delete(store *s, const char *ns, const void *key, size_t klen)

@@ -69,6 +69,9 @@ typedef struct store_config {
     uint64_t tier_queue_max;  /* stored bytes waiting for the tier before writes are refused */
     uint64_t tier_drain_ms;   /* store_close waits this long for the queue to empty */
     uint64_t tier_refresh_ms; /* a blob read locally whose tier copy is older is refreshed */
+    /* a key read here is checked against the tier at most this often, and
+     * dropped here if another node changed it since (0 = never) */
+    uint64_t tier_revalidate_ms;
 } store_config;
 
 #define STORE_INLINE_LIMIT (64u << 10)
@@ -229,6 +232,7 @@ typedef struct store_stats {
     uint64_t orphans_removed;              /* since start */
     uint64_t commits, commit_batches;      /* since start */
     /* the cold tier */
+    uint64_t tier_revalidations, tier_revalidated_stale; /* checks of keys held here; dropped */
     uint64_t tier_queue, tier_pending_bytes;      /* queue entries; blob bytes not yet there */
     uint64_t tier_uploads, tier_upload_bytes;     /* since start */
     uint64_t tier_upload_failures;                /* attempts that failed, since start */

@@ -63,6 +63,10 @@ typedef struct op {
     ino_t ino; /* quarantine only the file that failed */
     /* OP_DELETE of a key held only in the cold tier: queue its deletion there */
     int tier_only;
+    /* OP_DELETE of the local copy of a key another node changed since
+     * (store_forget_key): nothing goes to the tier, and the key stays if
+     * its time here is no longer mtime_ms or a change of it is queued */
+    int forget;
     /* OP_EVICT; OP_TIER_HURRY: at most that many entries, then how many */
     uint64_t target;
     /* from the cold tier: no upload is queued, the blob is marked as in the
@@ -191,6 +195,14 @@ void tier_kick(store *s);
 /* A local miss: fetch the key (and its blob) from the tier.  STORE_OK once
  * the key is stored locally, else STORE_NOTFOUND (or STORE_IO). */
 int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, int *filled);
+/* A key was found here: checks it against the tier in the background if
+ * its time has come (--tier-revalidate). */
+void tier_revalidate(store *s, const char *nskey, size_t nklen);
+/* Is a change of this key here still owed to the tier? */
+int tier_key_pending(store *s, MDB_txn *t, const char *nskey, size_t nklen);
+/* Drops the local copy of a key whose time here is mtime_ms (see op.forget):
+ * STORE_OK, or STORE_NOTFOUND when it was not dropped. */
+int store_forget_key(store *s, const char *nskey, size_t nklen, uint64_t mtime_ms);
 /* Waits until no read-through of this key is in progress (its local copy
  * committed or dropped). */
 void tier_wait_key(store *s, const char *nskey, size_t nklen);

@@ -126,6 +126,9 @@ typedef struct pack_buf {
     uint64_t first_ms, last_ms;
 } pack_buf;
 
+#define REVAL_SLOTS 65536 /* keys whose last check is remembered (by hash) */
+#define REVAL_QUEUE 1024  /* keys waiting for a check; more are checked at a later read */
+
 typedef struct tier_state {
     tier *t;
     size_t name_max; /* tier_name_max */
@@ -189,6 +192,19 @@ typedef struct tier_state {
     unsigned nready;
     atomic_uint packs_sending; /* taken from packs (or ready), not up yet */
     atomic_ullong packs_sent, pack_records, pack_hits;
+    /* Revalidation (tier_revalidate): when keys read here were last checked
+     * against the tier, by a hash of the key (a key whose slot another took
+     * is checked again: no harm), and the keys waiting for a check. */
+    atomic_ullong *reval;   /* REVAL_SLOTS of (hash << 32 | when, s) */
+    uint32_t reval_since_s; /* keys in no slot count as checked then (the start) */
+    pthread_mutex_t reval_mu;
+    pthread_cond_t reval_cv;
+    char *reval_keys[REVAL_QUEUE];
+    size_t reval_lens[REVAL_QUEUE];
+    unsigned reval_head, reval_n;
+    int reval_stop, reval_started;
+    pthread_t reval_thread;
+    atomic_ullong revalidations, revalidated_stale;
 } tier_state;
 
 const double store_tier_lat_bounds[STORE_TIER_LAT_N] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -1455,6 +1471,8 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+static void *reval_main(void *arg);
+
 int tier_start(store *s, char *err, size_t errlen)
 {
     tier_state *q = calloc(1, sizeof *q);
@@ -1486,6 +1504,11 @@ int tier_start(store *s, char *err, size_t errlen)
         snprintf(err, errlen, "cannot start the tier's workers");
         return -1;
     }
+    pthread_mutex_init(&q->reval_mu, NULL);
+    pthread_cond_init(&q->reval_cv, NULL);
+    q->reval_since_s = now_s();
+    if (s->cfg.tier_revalidate_ms && (q->reval = calloc(REVAL_SLOTS, sizeof *q->reval)) != NULL)
+        q->reval_started = pthread_create(&q->reval_thread, NULL, reval_main, s) == 0;
     uint64_t queued = queue_entries(s);
     log_msg(LOG_INFO, "tier", "cold tier %s, %u workers, %" PRIu64 " queued entries",
             tier_describe(q->t), q->nworkers, queued);
@@ -1512,12 +1535,19 @@ void tier_stop(store *s)
     q->stop = 1;
     pthread_cond_broadcast(&q->cv);
     pthread_mutex_unlock(&q->mu);
+    pthread_mutex_lock(&q->reval_mu);
+    q->reval_stop = 1;
+    pthread_cond_signal(&q->reval_cv);
+    pthread_mutex_unlock(&q->reval_mu);
     /* what is under way now ends within a second, not at the end of its
      * budget (a large blob's upload to a hung tier: minutes): what it was
      * for stays queued, for the next start */
     tier_abort_all(q->t);
     for (unsigned i = 0; i < q->nworkers; i++)
         pthread_join(q->workers[i], NULL);
+    if (q->reval_started)
+        pthread_join(q->reval_thread, NULL);
+    q->reval_started = 0;
     /* fetches still running hand their fill to the committer: wait for them */
     while (atomic_load(&q->streams) > 0)
         usleep(10000);
@@ -1543,6 +1573,11 @@ void tier_free(store *s)
         pack_clear(&q->ready[i]);
     }
     pthread_mutex_destroy(&q->pack_mu);
+    pthread_mutex_destroy(&q->reval_mu);
+    pthread_cond_destroy(&q->reval_cv);
+    for (; q->reval_n > 0; q->reval_n--, q->reval_head = (q->reval_head + 1) % REVAL_QUEUE)
+        free(q->reval_keys[q->reval_head]);
+    free(q->reval);
     free(q);
     s->tier_q = NULL;
 }
@@ -1567,6 +1602,8 @@ void tier_stats(store *s, store_stats *st)
     st->tier_errors = atomic_load(&q->errors);
     st->tier_fetched_bytes = atomic_load(&q->fetched_bytes);
     st->tier_corrupt = atomic_load(&q->corrupt);
+    st->tier_revalidations = atomic_load(&q->revalidations);
+    st->tier_revalidated_stale = atomic_load(&q->revalidated_stale);
     tier_last_failure(q->t, st->tier_last_error, sizeof st->tier_last_error,
                       &st->tier_last_error_ms);
     for (int k = 0; k < 2; k++) {
@@ -2981,6 +3018,103 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
                : status == STORE_NOTFOUND && rc != TIER_LATE ? GATE_MISSED
                                                              : GATE_LOOK_AGAIN);
     return status;
+}
+
+/* ---- revalidation: keys another node changed -----------------------------------------
+ *
+ * A node answers a key it holds from its copy; another node may have
+ * written or deleted the key since (a GitLab cache key behind a balancer).
+ * A key read here is checked against the tier at most once per
+ * --tier-revalidate, on a thread of its own, so that the read that brings
+ * the check about is never held up: a HEAD of its key record, whose time
+ * (x-amz-meta-cairn-written, the writer's) is compared with the copy's.
+ * Newer there: the copy is dropped here (nothing goes to the tier), and the
+ * next read takes the tier's version, or its delete.  Content-addressed
+ * keys ("cas") never change and are never checked. */
+
+int tier_key_pending(store *s, MDB_txn *t, const char *nskey, size_t nklen)
+{
+    return tq_has(s, t, TQ_KEY, nskey, nklen) || tq_has(s, t, TQ_KEY_DEL, nskey, nklen);
+}
+
+void tier_revalidate(store *s, const char *nskey, size_t nklen)
+{
+    tier_state *q = s->tier_q;
+    if (q->reval == NULL || (nklen >= 4 && memcmp(nskey, "cas", 4) == 0))
+        return;
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < nklen; i++)
+        h = (h ^ (uint8_t)nskey[i]) * 16777619u;
+    uint32_t now = now_s(), every = (uint32_t)(s->cfg.tier_revalidate_ms / 1000);
+    atomic_ullong *slot = &q->reval[h % REVAL_SLOTS];
+    /* (the read of every hit takes no lock: only a key whose time has come) */
+    uint64_t v = atomic_load_explicit(slot, memory_order_relaxed);
+    uint32_t last = (uint32_t)(v >> 32) == h ? (uint32_t)v : q->reval_since_s;
+    if (now - last < (every ? every : 1))
+        return;
+    pthread_mutex_lock(&q->reval_mu);
+    char *copy = NULL;
+    if (atomic_load_explicit(slot, memory_order_relaxed) == v && q->reval_n < REVAL_QUEUE &&
+        !q->reval_stop && (copy = malloc(nklen)) != NULL) {
+        memcpy(copy, nskey, nklen);
+        unsigned at = (q->reval_head + q->reval_n++) % REVAL_QUEUE;
+        q->reval_keys[at] = copy;
+        q->reval_lens[at] = nklen;
+        atomic_store_explicit(slot, (uint64_t)h << 32 | now, memory_order_relaxed);
+        pthread_cond_signal(&q->reval_cv);
+    }
+    pthread_mutex_unlock(&q->reval_mu);
+}
+
+static void revalidate_one(store *s, const char *nskey, size_t nklen)
+{
+    tier_state *q = s->tier_q;
+    MDB_txn *t = reader_get(s);
+    if (t == NULL)
+        return;
+    key_rec kr;
+    int rc = idx_get_key(t, &s->ix, nskey, nklen, &kr);
+    int pending = rc == 0 && tier_key_pending(s, t, nskey, nklen);
+    reader_put(s, t);
+    if (rc != 0 || pending)
+        return; /* gone, or changed here and not up yet: this node's is the latest */
+    char name[KEY_NAME_CAP];
+    key_name(q, nskey, nklen, name);
+    tier_meta m = {.codec = -1};
+    rc = tier_head(q->t, name, &m);
+    if (rc == TIER_OK || rc == TIER_NOTFOUND)
+        atomic_fetch_add(&q->revalidations, 1); /* (else checked again at a later read) */
+    if (rc != TIER_OK || m.written_ms <= kr.mtime_ms)
+        return; /* the same, or not in the tier (yet) */
+    if (store_forget_key(s, nskey, nklen, kr.mtime_ms) == STORE_OK) {
+        atomic_fetch_add(&q->revalidated_stale, 1);
+        log_msg(LOG_DEBUG, "tier_revalidated", "%s: %s by another node; the copy here dropped",
+                name, record_deleted(m.length) ? "deleted" : "changed");
+    }
+}
+
+static void *reval_main(void *arg)
+{
+    store *s = arg;
+    tier_state *q = s->tier_q;
+    pthread_mutex_lock(&q->reval_mu);
+    for (;;) {
+        while (q->reval_n == 0 && !q->reval_stop)
+            pthread_cond_wait(&q->reval_cv, &q->reval_mu);
+        if (q->reval_stop)
+            break;
+        char *nskey = q->reval_keys[q->reval_head];
+        size_t nklen = q->reval_lens[q->reval_head];
+        q->reval_head = (q->reval_head + 1) % REVAL_QUEUE;
+        q->reval_n--;
+        pthread_mutex_unlock(&q->reval_mu);
+        revalidate_one(s, nskey, nklen);
+        free(nskey);
+        pthread_mutex_lock(&q->reval_mu);
+    }
+    pthread_mutex_unlock(&q->reval_mu);
+    tier_thread_done();
+    return NULL;
 }
 
 /* ---- the keys the tier knows, by prefix ---------------------------------------------- */

@@ -769,6 +769,58 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(d, "GET", k1)[::2], (200, new))
         self.assertEqual(request(d, "GET", k2)[0], 404)
 
+    def test_a_key_changed_elsewhere_reaches_a_nodes_copy_within_the_revalidate_time(self):
+        """Node b holds copies of keys; node a overwrites one and deletes
+        another.  Read on b after --tier-revalidate, each brings about a check
+        (answered from the copy meanwhile); then b answers the new body, and
+        404 for the deleted key.  A key b changed itself, and /cas/ keys, are
+        kept; with --tier-revalidate 0 nothing is checked."""
+        a = self.node()
+        b = self.node(extra=["--tier-revalidate", "1s"])
+        off = self.node(extra=["--tier-revalidate", "0"])
+        v1, v2, mine_a, mine_b, gone, blob = (self.rng.randbytes(n) for n in
+                                             (100, 20 * KIB, 300, 40 * KIB, 5000, 70 * KIB))
+        k, k_mine, k_gone = ("/ac/" + sha256(n) for n in (b"reval k", b"reval mine", b"gone"))
+        s3k = "/reval-bucket/cache/job.zip"
+        self.assertEqual(request(a, "PUT", "/reval-bucket")[0], 200)
+        for path, body in ((k, v1), (k_mine, mine_a), (k_gone, gone), (s3k, v1),
+                           ("/cas/" + sha256(blob), blob)):
+            self.assertEqual(request(a, "PUT", path, body)[0], 200)
+        self.drained(a)
+        for n in (b, off):
+            for path, body in ((k, v1), (k_mine, mine_a), (k_gone, gone), (s3k, v1),
+                               ("/cas/" + sha256(blob), blob)):
+                self.assertEqual(request(n, "GET", path)[::2], (200, body), path)
+        self.assertEqual(request(b, "PUT", k_mine, mine_b)[0], 200)  # b's own, later change
+        self.drained(b)
+        time.sleep(0.1)
+        self.assertEqual(request(a, "PUT", k, v2)[0], 200)
+        self.assertEqual(request(a, "PUT", s3k, v2)[0], 200)
+        self.assertEqual(request(a, "DELETE", k_gone)[0], 204)
+        self.drained(a)
+        time.sleep(1.1)
+        for path in (k, s3k, k_gone, k_mine, "/cas/" + sha256(blob)):
+            request(b, "GET", path)  # (each read may still be the copy's: it asks for a check)
+        self.assertTrue(wait_for(lambda: status(b)["tier"]["revalidated_stale"] == 3,
+                                 timeout=30), status(b)["tier"])
+        self.assertEqual(request(b, "GET", k)[::2], (200, v2))
+        self.assertEqual(request(b, "GET", s3k)[::2], (200, v2))
+        self.assertEqual(request(b, "GET", k_gone)[0], 404)
+        self.assertEqual(request(b, "GET", k_mine)[::2], (200, mine_b))
+        self.assertEqual(request(b, "GET", "/cas/" + sha256(blob))[::2], (200, blob))
+        self.assertEqual(status(b)["tier"]["revalidations"], 4)  # not the /cas/ key
+        time.sleep(1.1)  # checked again: the same now
+        request(b, "GET", k)
+        self.assertTrue(wait_for(lambda: status(b)["tier"]["revalidations"] == 5, timeout=30))
+        self.assertEqual(status(b)["tier"]["revalidated_stale"], 3)
+        # the node without checks keeps answering its copies
+        for path, body in ((k, v1), (s3k, v1), (k_gone, gone)):
+            self.assertEqual(request(off, "GET", path)[::2], (200, body), path)
+        self.assertEqual(status(off)["tier"]["revalidations"], 0)
+        text = request(b, "GET", "/metrics")[2].decode()
+        self.assertIn('cairn_tier_revalidations_total{result="stale"} 3', text)
+        self.assertIn('cairn_tier_revalidations_total{result="current"} 2', text)
+
     def test_a_bucket_with_keys_elsewhere_in_the_fleet_is_not_empty(self):
         """DeleteBucket through a node that holds none of the bucket's keys
         is refused while the tier holds some from another node; keys deleted
