@@ -128,6 +128,7 @@ typedef struct pack_buf {
 
 #define REVAL_SLOTS 65536 /* keys whose last check is remembered (by hash) */
 #define REVAL_QUEUE 1024  /* keys waiting for a check; more are checked at a later read */
+#define REVAL_THREADS 4   /* checks at once (a HEAD each: tens of ms from S3) */
 
 typedef struct tier_state {
     tier *t;
@@ -202,8 +203,9 @@ typedef struct tier_state {
     char *reval_keys[REVAL_QUEUE];
     size_t reval_lens[REVAL_QUEUE];
     unsigned reval_head, reval_n;
-    int reval_stop, reval_started;
-    pthread_t reval_thread;
+    int reval_stop;
+    unsigned reval_started;
+    pthread_t reval_threads[REVAL_THREADS];
     atomic_ullong revalidations, revalidated_stale;
 } tier_state;
 
@@ -1508,7 +1510,13 @@ int tier_start(store *s, char *err, size_t errlen)
     pthread_cond_init(&q->reval_cv, NULL);
     q->reval_since_s = now_s();
     if (s->cfg.tier_revalidate_ms && (q->reval = calloc(REVAL_SLOTS, sizeof *q->reval)) != NULL)
-        q->reval_started = pthread_create(&q->reval_thread, NULL, reval_main, s) == 0;
+        while (q->reval_started < REVAL_THREADS &&
+               pthread_create(&q->reval_threads[q->reval_started], NULL, reval_main, s) == 0)
+            q->reval_started++;
+    if (q->reval_started == 0) {
+        free(q->reval); /* (no thread to check: nothing is queued) */
+        q->reval = NULL;
+    }
     uint64_t queued = queue_entries(s);
     log_msg(LOG_INFO, "tier", "cold tier %s, %u workers, %" PRIu64 " queued entries",
             tier_describe(q->t), q->nworkers, queued);
@@ -1537,7 +1545,7 @@ void tier_stop(store *s)
     pthread_mutex_unlock(&q->mu);
     pthread_mutex_lock(&q->reval_mu);
     q->reval_stop = 1;
-    pthread_cond_signal(&q->reval_cv);
+    pthread_cond_broadcast(&q->reval_cv);
     pthread_mutex_unlock(&q->reval_mu);
     /* what is under way now ends within a second, not at the end of its
      * budget (a large blob's upload to a hung tier: minutes): what it was
@@ -1545,8 +1553,8 @@ void tier_stop(store *s)
     tier_abort_all(q->t);
     for (unsigned i = 0; i < q->nworkers; i++)
         pthread_join(q->workers[i], NULL);
-    if (q->reval_started)
-        pthread_join(q->reval_thread, NULL);
+    for (unsigned i = 0; i < q->reval_started; i++)
+        pthread_join(q->reval_threads[i], NULL);
     q->reval_started = 0;
     /* fetches still running hand their fill to the committer: wait for them */
     while (atomic_load(&q->streams) > 0)
