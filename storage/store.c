@@ -2181,7 +2181,10 @@ int store_forget_key(store *s, const char *nskey, size_t nklen, uint64_t mtime_m
     o.mtime_ms = mtime_ms;
     o.nskey = (char *)nskey;
     o.nklen = nklen;
-    return submit_and_wait(s, &o);
+    int rc = submit_and_wait(s, &o);
+    if (rc == STORE_OK) /* a fill (a warmup's) of the version before must not bring it back */
+        tier_key_changed_now(s, nskey, nklen);
+    return rc;
 }
 
 int store_delete(store *s, const char *ns, const void *key, size_t klen)

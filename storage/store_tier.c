@@ -127,6 +127,7 @@ typedef struct pack_buf {
 } pack_buf;
 
 #define REVAL_SLOTS 65536 /* keys whose last check is remembered (by hash) */
+#define REVAL_WAYS 4      /* ... in sets of this many */
 #define REVAL_QUEUE 1024  /* keys waiting for a check; more are checked at a later read */
 #define REVAL_THREADS 4   /* checks at once (a HEAD each: tens of ms from S3) */
 
@@ -194,9 +195,9 @@ typedef struct tier_state {
     atomic_uint packs_sending; /* taken from packs (or ready), not up yet */
     atomic_ullong packs_sent, pack_records, pack_hits;
     /* Revalidation (tier_revalidate): when keys read here were last checked
-     * against the tier, by a hash of the key (a key whose slot another took
-     * is checked again: no harm), and the keys waiting for a check. */
-    atomic_ullong *reval;   /* REVAL_SLOTS of (hash << 32 | when, s) */
+     * against the tier, by a hash of the key, and the keys waiting for a
+     * check. */
+    atomic_ullong *reval;   /* REVAL_SLOTS of (hash << 32 | when, s), 0: empty */
     uint32_t reval_since_s; /* keys in no slot count as checked then (the start) */
     pthread_mutex_t reval_mu;
     pthread_cond_t reval_cv;
@@ -1491,6 +1492,8 @@ int tier_start(store *s, char *err, size_t errlen)
     pthread_mutex_init(&q->gate_mu, NULL);
     pthread_cond_init(&q->gate_cv, NULL);
     pthread_mutex_init(&q->pack_mu, NULL);
+    pthread_mutex_init(&q->reval_mu, NULL);
+    pthread_cond_init(&q->reval_cv, NULL);
     s->tier_q = q;
     store_tier_retry_now(s); /* entries that waited when it stopped: is the tier back? */
     unsigned n = s->cfg.tier_workers ? s->cfg.tier_workers : 4;
@@ -1506,8 +1509,6 @@ int tier_start(store *s, char *err, size_t errlen)
         snprintf(err, errlen, "cannot start the tier's workers");
         return -1;
     }
-    pthread_mutex_init(&q->reval_mu, NULL);
-    pthread_cond_init(&q->reval_cv, NULL);
     q->reval_since_s = now_s();
     if (s->cfg.tier_revalidate_ms && (q->reval = calloc(REVAL_SLOTS, sizeof *q->reval)) != NULL)
         while (q->reval_started < REVAL_THREADS &&
@@ -3053,11 +3054,26 @@ void tier_revalidate(store *s, const char *nskey, size_t nklen)
     uint32_t h = 2166136261u; /* FNV-1a */
     for (size_t i = 0; i < nklen; i++)
         h = (h ^ (uint8_t)nskey[i]) * 16777619u;
+    h |= 1; /* (never 0: an empty slot) */
     uint32_t now = now_s(), every = (uint32_t)(s->cfg.tier_revalidate_ms / 1000);
-    atomic_ullong *slot = &q->reval[h % REVAL_SLOTS];
-    /* (the read of every hit takes no lock: only a key whose time has come) */
-    uint64_t v = atomic_load_explicit(slot, memory_order_relaxed);
-    uint32_t last = (uint32_t)(v >> 32) == h ? (uint32_t)v : q->reval_since_s;
+    /* The key's slot in its set, else the set's oldest: a key that is not
+     * remembered is due when that one is, so that however many keys are
+     * read, a set asks for one check a period at most.  (No lock for a read
+     * whose key is not due: nearly every one.) */
+    atomic_ullong *set = &q->reval[(h >> 2) % (REVAL_SLOTS / REVAL_WAYS) * REVAL_WAYS];
+    atomic_ullong *slot = NULL;
+    uint64_t v = 0;
+    uint32_t last = 0;
+    for (unsigned w = 0; w < REVAL_WAYS; w++) {
+        uint64_t x = atomic_load_explicit(&set[w], memory_order_relaxed);
+        uint32_t at = x ? (uint32_t)x : q->reval_since_s;
+        if ((uint32_t)(x >> 32) == h) {
+            slot = &set[w], v = x, last = at;
+            break;
+        }
+        if (slot == NULL || at < last)
+            slot = &set[w], v = x, last = at;
+    }
     if (now - last < (every ? every : 1))
         return;
     pthread_mutex_lock(&q->reval_mu);
@@ -3074,6 +3090,27 @@ void tier_revalidate(store *s, const char *nskey, size_t nklen)
     pthread_mutex_unlock(&q->reval_mu);
 }
 
+/* Does the tier's record of the key hold the same body and metadata as the
+ * copy here (the same bytes written again elsewhere)?  Its head is enough:
+ * a range of it. */
+static int record_same(tier_state *q, const char *name, const char *nskey, size_t nklen,
+                       const key_rec *kr, const void *meta)
+{
+    uint64_t want = 8 + nklen + 52 + kr->meta_len;
+    void *data = NULL;
+    size_t got = 0;
+    int same = 0;
+    if (tier_get_range(q->t, name, 0, want, &data, &got) == TIER_OK && got >= want) {
+        const uint8_t *p = data, *r = p + 8 + nklen;
+        same = memcmp(p, "CKR1", 4) == 0 && util_get_le32(p + 4) == nklen &&
+               memcmp(p + 8, nskey, nklen) == 0 && memcmp(r, kr->digest, 32) == 0 &&
+               util_get_le64(r + 32) == kr->size && util_get_le32(r + 48) == kr->meta_len &&
+               (kr->meta_len == 0 || memcmp(r + 52, meta, kr->meta_len) == 0);
+    }
+    free(data);
+    return same;
+}
+
 static void revalidate_one(store *s, const char *nskey, size_t nklen)
 {
     tier_state *q = s->tier_q;
@@ -3083,18 +3120,27 @@ static void revalidate_one(store *s, const char *nskey, size_t nklen)
     key_rec kr;
     int rc = idx_get_key(t, &s->ix, nskey, nklen, &kr);
     int pending = rc == 0 && tier_key_pending(s, t, nskey, nklen);
+    void *meta = rc == 0 && kr.meta_len ? malloc(kr.meta_len) : NULL;
+    if (meta)
+        memcpy(meta, kr.meta, kr.meta_len);
     reader_put(s, t);
-    if (rc != 0 || pending)
+    kr.meta = NULL; /* (it pointed into the index) */
+    if (rc != 0 || pending || (kr.meta_len && meta == NULL)) {
+        free(meta);
         return; /* gone, or changed here and not up yet: this node's is the latest */
+    }
     char name[KEY_NAME_CAP];
     key_name(q, nskey, nklen, name);
     tier_meta m = {.codec = -1};
     rc = tier_head(q->t, name, &m);
     if (rc == TIER_OK || rc == TIER_NOTFOUND)
-        atomic_fetch_add(&q->revalidations, 1); /* (else checked again at a later read) */
-    if (rc != TIER_OK || m.written_ms <= kr.mtime_ms)
-        return; /* the same, or not in the tier (yet) */
-    if (store_forget_key(s, nskey, nklen, kr.mtime_ms) == STORE_OK) {
+        atomic_fetch_add(&q->revalidations, 1); /* (a failure: checked again next period) */
+    /* a later change there, not the same bytes written again (which would
+     * only make the copy here be fetched again) */
+    int stale = rc == TIER_OK && m.written_ms > kr.mtime_ms &&
+                (record_deleted(m.length) || !record_same(q, name, nskey, nklen, &kr, meta));
+    free(meta);
+    if (stale && store_forget_key(s, nskey, nklen, kr.mtime_ms) == STORE_OK) {
         atomic_fetch_add(&q->revalidated_stale, 1);
         log_msg(LOG_DEBUG, "tier_revalidated", "%s: %s by another node; the copy here dropped",
                 name, record_deleted(m.length) ? "deleted" : "changed");

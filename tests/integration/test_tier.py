@@ -778,18 +778,19 @@ class TierTest(unittest.TestCase):
         a = self.node()
         b = self.node(extra=["--tier-revalidate", "1s"])
         off = self.node(extra=["--tier-revalidate", "0"])
-        v1, v2, mine_a, mine_b, gone, blob = (self.rng.randbytes(n) for n in
-                                             (100, 20 * KIB, 300, 40 * KIB, 5000, 70 * KIB))
-        k, k_mine, k_gone = ("/ac/" + sha256(n) for n in (b"reval k", b"reval mine", b"gone"))
+        v1, v2, mine_a, mine_b, gone, blob, same = (self.rng.randbytes(n) for n in (
+            100, 20 * KIB, 300, 40 * KIB, 5000, 70 * KIB, 30 * KIB))
+        k, k_mine, k_gone, k_same = ("/ac/" + sha256(n) for n in (b"reval k", b"reval mine",
+                                                                   b"gone", b"same again"))
         s3k = "/reval-bucket/cache/job.zip"
         self.assertEqual(request(a, "PUT", "/reval-bucket")[0], 200)
         for path, body in ((k, v1), (k_mine, mine_a), (k_gone, gone), (s3k, v1),
-                           ("/cas/" + sha256(blob), blob)):
+                           ("/cas/" + sha256(blob), blob), (k_same, same)):
             self.assertEqual(request(a, "PUT", path, body)[0], 200)
         self.drained(a)
         for n in (b, off):
             for path, body in ((k, v1), (k_mine, mine_a), (k_gone, gone), (s3k, v1),
-                               ("/cas/" + sha256(blob), blob)):
+                               ("/cas/" + sha256(blob), blob), (k_same, same)):
                 self.assertEqual(request(n, "GET", path)[::2], (200, body), path)
         self.assertEqual(request(b, "PUT", k_mine, mine_b)[0], 200)  # b's own, later change
         self.drained(b)
@@ -797,9 +798,11 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(a, "PUT", k, v2)[0], 200)
         self.assertEqual(request(a, "PUT", s3k, v2)[0], 200)
         self.assertEqual(request(a, "DELETE", k_gone)[0], 204)
+        self.assertEqual(request(a, "PUT", k_same, same)[0], 200)  # the same bytes, later
         self.drained(a)
+        hits = status(b)["tier"]["hits"]
         time.sleep(1.1)
-        for path in (k, s3k, k_gone, k_mine, "/cas/" + sha256(blob)):
+        for path in (k, s3k, k_gone, k_mine, "/cas/" + sha256(blob), k_same):
             request(b, "GET", path)  # (each read may still be the copy's: it asks for a check)
         self.assertTrue(wait_for(lambda: status(b)["tier"]["revalidated_stale"] == 3,
                                  timeout=30), status(b)["tier"])
@@ -808,10 +811,13 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(b, "GET", k_gone)[0], 404)
         self.assertEqual(request(b, "GET", k_mine)[::2], (200, mine_b))
         self.assertEqual(request(b, "GET", "/cas/" + sha256(blob))[::2], (200, blob))
-        self.assertEqual(status(b)["tier"]["revalidations"], 4)  # not the /cas/ key
+        self.assertEqual(request(b, "GET", k_same)[::2], (200, same))
+        self.assertEqual(status(b)["tier"]["revalidations"], 5)  # not the /cas/ key
+        # k and s3k fetched again, k_same kept (its copy was right)
+        self.assertEqual(status(b)["tier"]["hits"], hits + 2)
         time.sleep(1.1)  # checked again: the same now
         request(b, "GET", k)
-        self.assertTrue(wait_for(lambda: status(b)["tier"]["revalidations"] == 5, timeout=30))
+        self.assertTrue(wait_for(lambda: status(b)["tier"]["revalidations"] == 6, timeout=30))
         self.assertEqual(status(b)["tier"]["revalidated_stale"], 3)
         # the node without checks keeps answering its copies
         for path, body in ((k, v1), (s3k, v1), (k_gone, gone)):
@@ -819,7 +825,7 @@ class TierTest(unittest.TestCase):
         self.assertEqual(status(off)["tier"]["revalidations"], 0)
         text = request(b, "GET", "/metrics")[2].decode()
         self.assertIn('cairn_tier_revalidations_total{result="stale"} 3', text)
-        self.assertIn('cairn_tier_revalidations_total{result="current"} 2', text)
+        self.assertIn('cairn_tier_revalidations_total{result="current"} 3', text)
 
     def test_a_bucket_with_keys_elsewhere_in_the_fleet_is_not_empty(self):
         """DeleteBucket through a node that holds none of the bucket's keys
