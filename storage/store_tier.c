@@ -492,22 +492,34 @@ typedef struct parsed_record {
     size_t blob_len;
 } parsed_record;
 
-static int parse_key_record(const uint8_t *p, size_t n, const char *nskey, size_t nklen,
-                            parsed_record *pr)
+/* The head of a key record of nskey (its first n bytes at p, at least the
+ * head): into *kr, its meta pointing into p.  The offset just past the
+ * head, or 0 if it is not one. */
+static size_t parse_key_head(const uint8_t *p, size_t n, const char *nskey, size_t nklen,
+                             key_rec *kr)
 {
-    key_rec *kr = &pr->kr;
     if (n < 8 || memcmp(p, "CKR1", 4) != 0 || util_get_le32(p + 4) != nklen || n < 8 + nklen + 52 ||
         memcmp(p + 8, nskey, nklen) != 0)
-        return -1;
-    const uint8_t *q = p + 8 + nklen, *end = p + n;
+        return 0;
+    const uint8_t *q = p + 8 + nklen;
     memcpy(kr->digest, q, 32);
     kr->size = util_get_le64(q + 32);
     kr->mtime_ms = util_get_le64(q + 40);
     kr->meta_len = util_get_le32(q + 48);
-    if ((size_t)(end - q) < 52 + kr->meta_len)
-        return -1;
+    if (n - (8 + nklen) < 52 + kr->meta_len)
+        return 0;
     kr->meta = q + 52;
-    q += 52 + kr->meta_len;
+    return 8 + nklen + 52 + kr->meta_len;
+}
+
+static int parse_key_record(const uint8_t *p, size_t n, const char *nskey, size_t nklen,
+                            parsed_record *pr)
+{
+    key_rec *kr = &pr->kr;
+    size_t head = parse_key_head(p, n, nskey, nklen, kr);
+    if (head == 0)
+        return -1;
+    const uint8_t *q = p + head, *end = p + n;
     pr->codec = -1;
     pr->blob = NULL;
     pr->blob_len = 0;
@@ -3091,22 +3103,20 @@ void tier_revalidate(store *s, const char *nskey, size_t nklen)
 }
 
 /* Does the tier's record of the key hold the same body and metadata as the
- * copy here (the same bytes written again elsewhere)?  Its head is enough:
- * a range of it. */
+ * copy here, kr (the same bytes written again elsewhere)?  Its head is
+ * enough: a range of it. */
 static int record_same(tier_state *q, const char *name, const char *nskey, size_t nklen,
-                       const key_rec *kr, const void *meta)
+                       const key_rec *kr)
 {
-    uint64_t want = 8 + nklen + 52 + kr->meta_len;
     void *data = NULL;
     size_t got = 0;
-    int same = 0;
-    if (tier_get_range(q->t, name, 0, want, &data, &got) == TIER_OK && got >= want) {
-        const uint8_t *p = data, *r = p + 8 + nklen;
-        same = memcmp(p, "CKR1", 4) == 0 && util_get_le32(p + 4) == nklen &&
-               memcmp(p + 8, nskey, nklen) == 0 && memcmp(r, kr->digest, 32) == 0 &&
-               util_get_le64(r + 32) == kr->size && util_get_le32(r + 48) == kr->meta_len &&
-               (kr->meta_len == 0 || memcmp(r + 52, meta, kr->meta_len) == 0);
-    }
+    key_rec there;
+    int same =
+        tier_get_range(q->t, name, 0, 8 + nklen + 52 + kr->meta_len, &data, &got) == TIER_OK &&
+        parse_key_head(data, got, nskey, nklen, &there) != 0 &&
+        memcmp(there.digest, kr->digest, 32) == 0 && there.size == kr->size &&
+        there.meta_len == kr->meta_len &&
+        (kr->meta_len == 0 || memcmp(there.meta, kr->meta, kr->meta_len) == 0);
     free(data);
     return same;
 }
@@ -3124,7 +3134,7 @@ static void revalidate_one(store *s, const char *nskey, size_t nklen)
     if (meta)
         memcpy(meta, kr.meta, kr.meta_len);
     reader_put(s, t);
-    kr.meta = NULL; /* (it pointed into the index) */
+    kr.meta = meta; /* (it pointed into the index) */
     if (rc != 0 || pending || (kr.meta_len && meta == NULL)) {
         free(meta);
         return; /* gone, or changed here and not up yet: this node's is the latest */
@@ -3138,7 +3148,7 @@ static void revalidate_one(store *s, const char *nskey, size_t nklen)
     /* a later change there, not the same bytes written again (which would
      * only make the copy here be fetched again) */
     int stale = rc == TIER_OK && m.written_ms > kr.mtime_ms &&
-                (record_deleted(m.length) || !record_same(q, name, nskey, nklen, &kr, meta));
+                (record_deleted(m.length) || !record_same(q, name, nskey, nklen, &kr));
     free(meta);
     if (stale && store_forget_key(s, nskey, nklen, kr.mtime_ms) == STORE_OK) {
         atomic_fetch_add(&q->revalidated_stale, 1);
