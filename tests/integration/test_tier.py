@@ -776,7 +776,7 @@ class TierTest(unittest.TestCase):
         404 for the deleted key.  A key b changed itself, and /cas/ keys, are
         kept; with --tier-revalidate 0 nothing is checked."""
         a = self.node()
-        b = self.node(extra=["--tier-revalidate", "1s"])
+        b = self.node(extra=["--tier-revalidate", "3s"])
         off = self.node(extra=["--tier-revalidate", "0"])
         v1, v2, mine_a, mine_b, gone, blob, same = (self.rng.randbytes(n) for n in (
             100, 20 * KIB, 300, 40 * KIB, 5000, 70 * KIB, 30 * KIB))
@@ -800,8 +800,8 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(a, "DELETE", k_gone)[0], 204)
         self.assertEqual(request(a, "PUT", k_same, same)[0], 200)  # the same bytes, later
         self.drained(a)
-        hits = status(b)["tier"]["hits"]
-        time.sleep(1.1)
+        hits, held = status(b)["tier"]["hits"], status(b)["entries"]["keys"]
+        time.sleep(3.1)
         for path in (k, s3k, k_gone, k_mine, "/cas/" + sha256(blob), k_same):
             request(b, "GET", path)  # (each read may still be the copy's: it asks for a check)
         self.assertTrue(wait_for(lambda: status(b)["tier"]["revalidated_stale"] == 3,
@@ -815,17 +815,13 @@ class TierTest(unittest.TestCase):
         self.assertEqual(status(b)["tier"]["revalidations"], 5)  # not the /cas/ key
         # k and s3k fetched again, k_same kept (its copy was right)
         self.assertEqual(status(b)["tier"]["hits"], hits + 2)
-        time.sleep(1.1)  # checked again: the same now
-
-        def read_k_and_count():
-            # (read again until the check is counted: the read may still be
-            # answered by the fill before it commits, and a check the tier
-            # failed under load is tried at a later read)
-            request(b, "GET", k)
-            return status(b)["tier"]["revalidations"] >= 6
-
-        self.assertTrue(wait_for(read_k_and_count, timeout=30), status(b)["tier"])
-        self.assertEqual(status(b)["tier"]["revalidations"], 6)
+        # k's new copy committed (until then a read is answered by its fill,
+        # which asks for no check: under load, for longer than a period)
+        self.assertTrue(wait_for(lambda: status(b)["entries"]["keys"] == held - 1, timeout=30))
+        time.sleep(3.1)  # checked again: the same now
+        request(b, "GET", k)
+        self.assertTrue(wait_for(lambda: status(b)["tier"]["revalidations"] == 6, timeout=30),
+                        status(b)["tier"])
         self.assertEqual(status(b)["tier"]["revalidated_stale"], 3)
         # the node without checks keeps answering its copies
         for path, body in ((k, v1), (s3k, v1), (k_gone, gone)):
