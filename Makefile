@@ -98,6 +98,7 @@ bench: bench-deps all
 	@sh bench/run.sh
 	@bash bench/s3.sh
 	@python3 bench/tier.py
+	@CLIENTS=8 python3 bench/tier.py
 	@python3 bench/tier_ranges.py
 	@python3 bench/tier_shared.py
 	@python3 bench/tier_tls.py

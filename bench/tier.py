@@ -4,6 +4,9 @@ tier receives for a write workload with duplicates.
     python3 bench/tier.py [N]        (make bench runs it; N defaults to 1000)
     SIZES=small|large python3 bench/tier.py [N]   (read only the objects of the N
                                      in at most 64 KiB, or only the others)
+    CLIENTS=K python3 bench/tier.py [N]   (K readers at once, as aws-cli's
+                                     `s3 cp --recursive` (10) and BuildKit do: the
+                                     sides take turns by chunks of 100 objects)
     PIN=1 python3 bench/tier.py [N]  (the client and moto_server on one half of
                                      the CPUs, cairnd and nginx on the other, as if
                                      each relay had a machine of its own)
@@ -24,6 +27,7 @@ tier receives for a write workload with duplicates.
 Everything on 127.0.0.1, ports chosen at run time, stopped on exit.  Prints
 a table; the raw numbers go to bench/out/tier-<stamp>.txt too.
 """
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -166,9 +170,13 @@ class Node:
         self.log.close()
 
 
+CLIENTS = int(os.environ.get("CLIENTS", "1"))
+
+
 def client(url):
     return boto3.client("s3", endpoint_url=url, region_name="us-east-1",
-                        config=Config(retries={"max_attempts": 1}), **CREDS)
+                        config=Config(retries={"max_attempts": 1},
+                                      max_pool_connections=max(10, CLIENTS)), **CREDS)
 
 
 def bodies(n, rng):
@@ -215,6 +223,27 @@ def read_sides(sides, keys):
             by_class[name][next(cname for lim, cname in CLASSES
                                 if lim is None or len(data) <= lim)] += dt
     return total, by_class
+
+
+def read_sides_at_once(sides, keys, clients, chunk=100):
+    """CLIENTS=K: K threads read at once, as aws-cli's `s3 cp --recursive`
+    (10) and BuildKit do.  The keys go in chunks of `chunk`; each side reads
+    a whole chunk, K at a time, before the next side does (the first side
+    rotating from one chunk to the next, so that the machine's drift falls on
+    all alike).  Returns ({name: seconds of wall time}, None)."""
+    total = {name: 0.0 for name, _, _ in sides}
+    with concurrent.futures.ThreadPoolExecutor(clients) as ex:
+        for i in range(0, len(keys), chunk):
+            r = (i // chunk) % len(sides)
+            for name, c, bucket in sides[r:] + sides[:r]:
+                def one(kd, c=c, bucket=bucket, name=name):
+                    data = c.get_object(Bucket=bucket, Key=kd[0])["Body"].read()
+                    if hashlib.sha256(data).hexdigest() != kd[1]:
+                        raise RuntimeError("%s: %s/%s: wrong body" % (name, bucket, kd[0]))
+                t = time.time()
+                list(ex.map(one, keys[i:i + chunk]))
+                total[name] += time.time() - t
+    return total, None
 
 
 def cpu_seconds(pids):
@@ -352,8 +381,9 @@ def main():
             peer.wipe()
             ca, cn = client(a.url), client(peer.url)
             c0 = {"through": cpu_seconds([a.proc.pid]), "nginx": cpu_seconds(peer.pids())}
-            tot, by = read_sides([("direct", m, "direct"), ("through", ca, "objs"),
-                                  ("nginx", cn, "direct")], keys)
+            sides_ = [("direct", m, "direct"), ("through", ca, "objs"), ("nginx", cn, "direct")]
+            tot, by = (read_sides(sides_, keys) if CLIENTS == 1
+                       else read_sides_at_once(sides_, keys, CLIENTS))
             cpu["through"].append(cpu_seconds([a.proc.pid]) - c0["through"])
             cpu["nginx"].append(cpu_seconds(peer.pids()) - c0["nginx"])
             for side in sides:
@@ -369,10 +399,11 @@ def main():
                       (tot["through"] / tot["direct"] - 1) * 100, tot["nginx"],
                       (tot["nginx"] / tot["direct"] - 1) * 100, st["hits"], st["errors"],
                       gets[-1], cpu["through"][-1], cpu["nginx"][-1]), flush=True)
-            print("         by size (direct / cairnd / nginx): " + ", ".join(
-                "%s %.2f / %.2f / %.2f s" % (name, by["direct"][name], by["through"][name],
-                                             by["nginx"][name]) for _, name in CLASSES),
-                  flush=True)
+            if by is not None:
+                print("         by size (direct / cairnd / nginx): " + ", ".join(
+                    "%s %.2f / %.2f / %.2f s" % (name, by["direct"][name], by["through"][name],
+                                                 by["nginx"][name]) for _, name in CLASSES),
+                      flush=True)
         peer.stop()
 
         def median(xs):
@@ -405,13 +436,15 @@ def main():
 
         lines = [
             title("cold-tier"),
-            "command: %s%spython3 bench/tier.py %d (RUNS=%d, medians); moto_server as the tier; "
+            "command: %s%s%spython3 bench/tier.py %d (RUNS=%d, medians); moto_server as the tier; "
             "boto3 as the client" % ("" if part == "all" else "SIZES=%s " % part,
-                                     "PIN=1 " if PIN else "", n, runs),
+                                     "PIN=1 " if PIN else "",
+                                     "CLIENTS=%d " % CLIENTS if CLIENTS > 1 else "", n, runs),
             "",
-            "read-through of %d cold objects (%.0f MiB, %s):" % (
+            "read-through of %d cold objects (%.0f MiB, %s)%s:" % (
                 len(keys), total / MIB, {"all": "4 KiB to 64 MiB", "small": "4 to 64 KiB",
-                                         "large": "64 KiB to 64 MiB"}[part]),
+                                         "large": "64 KiB to 64 MiB"}[part],
+                ", %d readers at once" % CLIENTS if CLIENTS > 1 else ""),
             "  boto3 straight from moto_server   %8.1f s  %7.1f MB/s" % (td, total / td / 1e6),
             "  boto3 through cairnd (cold)       %8.1f s  %7.1f MB/s" % (tt, total / tt / 1e6),
             "  boto3 through nginx proxy_cache   %8.1f s  %7.1f MB/s" % (tn, total / tn / 1e6),
