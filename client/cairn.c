@@ -33,6 +33,7 @@
 #include <curl/curl.h>
 #include <openssl/evp.h>
 
+#include "../common/checksum.h"
 #include "../common/log.h"
 #include "../common/sigv4.h"
 #include "../common/util.h"
@@ -210,7 +211,7 @@ static void sha256_hex(const void *data, size_t len, char hex[65])
 {
     unsigned char d[32];
     unsigned int dl;
-    EVP_Digest(data ? data : "", data ? len : 0, d, &dl, EVP_sha256(), NULL);
+    EVP_Digest(data ? data : "", data ? len : 0, d, &dl, cksum_md_sha256(), NULL);
     util_hex(d, 32, hex);
 }
 
@@ -924,7 +925,7 @@ static int warmup_into(item_list *l, const char *dir, unsigned parallel)
             }
             f->it = *it;
             f->r.sha = EVP_MD_CTX_new();
-            EVP_DigestInit_ex(f->r.sha, EVP_sha256(), NULL);
+            EVP_DigestInit_ex(f->r.sha, cksum_md_sha256(), NULL);
             if (call_init(&f->k, "GET", it->path, "", NULL, it->s3) != 0) {
                 close(f->r.fd);
                 unlink(f->tmp);
@@ -1085,7 +1086,7 @@ static int file_sha256(int fd, char hex[65])
     unsigned char buf[1 << 16], d[32];
     unsigned int n;
     ssize_t got;
-    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    EVP_DigestInit_ex(ctx, cksum_md_sha256(), NULL);
     while ((got = read(fd, buf, sizeof buf)) > 0)
         EVP_DigestUpdate(ctx, buf, (size_t)got);
     EVP_DigestFinal_ex(ctx, d, &n);
@@ -1230,7 +1231,7 @@ static int cmd_get(int argc, char **argv)
         return EXIT_SERVER;
     }
     response r = {.fd = fd, .sha = EVP_MD_CTX_new()};
-    EVP_DigestInit_ex(r.sha, EVP_sha256(), NULL);
+    EVP_DigestInit_ex(r.sha, cksum_md_sha256(), NULL);
     int rc = request("GET", it.path, "", NULL, 0, it.s3, &r);
     if (rc == 0 && r.status != 200) {
         rc = server_said(name, &r);

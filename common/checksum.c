@@ -26,7 +26,8 @@
  * The 8-byte loads use memcpy (no alignment assumptions) and assume a
  * little-endian CPU; big-endian CPUs take the byte-at-a-time loop.
  *
- * SHA1 and SHA256 are OpenSSL's EVP digests; base64 is EVP_EncodeBlock.
+ * SHA1 and SHA256 are OpenSSL's EVP digests, fetched once (cksum_md_*);
+ * base64 is EVP_EncodeBlock.
  */
 #include "checksum.h"
 
@@ -283,12 +284,41 @@ size_t cksum_digest_size(cksum_alg alg)
 /* ---- Streaming ---------------------------------------------------------------------------------
  */
 
+static EVP_MD *md_sha256, *md_sha1, *md_md5;
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+
+static void md_fetch(void)
+{
+    md_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    md_sha1 = EVP_MD_fetch(NULL, "SHA1", NULL);
+    md_md5 = EVP_MD_fetch(NULL, "MD5", NULL);
+}
+
+/* (where a fetch failed, the looked-up kind still works) */
+const EVP_MD *cksum_md_sha256(void)
+{
+    pthread_once(&md_once, md_fetch);
+    return md_sha256 ? md_sha256 : EVP_sha256();
+}
+
+const EVP_MD *cksum_md_sha1(void)
+{
+    pthread_once(&md_once, md_fetch);
+    return md_sha1 ? md_sha1 : EVP_sha1();
+}
+
+const EVP_MD *cksum_md_md5(void)
+{
+    pthread_once(&md_once, md_fetch);
+    return md_md5 ? md_md5 : EVP_md5();
+}
+
 static const EVP_MD *cksum_md(cksum_alg alg)
 {
     if (alg == CKSUM_SHA1)
-        return EVP_sha1();
+        return cksum_md_sha1();
     if (alg == CKSUM_SHA256)
-        return EVP_sha256();
+        return cksum_md_sha256();
     return NULL;
 }
 

@@ -43,6 +43,7 @@
  * CRYPTO_memcmp for comparisons, OPENSSL_cleanse for key material. */
 
 #include "sigv4.h"
+#include "checksum.h"
 #include "util.h"
 
 #include <openssl/core_names.h>
@@ -568,10 +569,9 @@ int sigv4_scope(const char *date, const char *region, const char *service, char 
 
 /* OpenSSL 3 looks an algorithm up by name on every EVP_sha256() use and
  * builds a new HMAC context on every HMAC() call: about 3 us of a 4 KiB GET's
- * budget.  So the digest is fetched once, and each thread keeps one keyed
- * HMAC context, re-keyed only when the key changes (a server signs with the
- * same derived key all day). */
-static EVP_MD *sha256_md;
+ * budget.  So the digest is fetched once (cksum_md_sha256), and each thread
+ * keeps one keyed HMAC context, re-keyed only when the key changes (a server
+ * signs with the same derived key all day). */
 static EVP_MAC *hmac_alg;
 static pthread_once_t crypto_once = PTHREAD_ONCE_INIT;
 static pthread_key_t hmac_key;
@@ -591,15 +591,8 @@ static void hmac_cache_free(void *p)
 
 static void crypto_init(void)
 {
-    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
     hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
     pthread_key_create(&hmac_key, hmac_cache_free);
-}
-
-static const EVP_MD *sha256(void)
-{
-    pthread_once(&crypto_once, crypto_init);
-    return sha256_md ? sha256_md : EVP_sha256();
 }
 
 static int sha256_hex(const void *data, size_t len, char out[SIGV4_SIG_SIZE])
@@ -607,7 +600,7 @@ static int sha256_hex(const void *data, size_t len, char out[SIGV4_SIG_SIZE])
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
 
-    if (!EVP_Digest(data, len, md, &mdlen, sha256(), NULL) || mdlen != 32)
+    if (!EVP_Digest(data, len, md, &mdlen, cksum_md_sha256(), NULL) || mdlen != 32)
         return SIGV4_ERR_NOMEM;
     hex_encode(md, 32, out);
     return SIGV4_OK;
@@ -1597,7 +1590,7 @@ int sigv4_chunk_init(sigv4_chunk *c, const unsigned char key[SIGV4_KEY_SIZE], co
     strcpy(c->scope, scope);
     memcpy(c->prev, seed_signature, SIGV4_SIG_SIZE);
     c->md = EVP_MD_CTX_new();
-    if (c->md == NULL || !EVP_DigestInit_ex(c->md, sha256(), NULL)) {
+    if (c->md == NULL || !EVP_DigestInit_ex(c->md, cksum_md_sha256(), NULL)) {
         sigv4_chunk_free(c);
         return SIGV4_ERR_NOMEM;
     }
@@ -1640,7 +1633,7 @@ int sigv4_chunk_finish(sigv4_chunk *c, char sig[SIGV4_SIG_SIZE])
     if (c->md == NULL)
         return SIGV4_ERR_INVALID_ARG;
     if (!EVP_DigestFinal_ex(c->md, md, &mdlen) || mdlen != 32 ||
-        !EVP_DigestInit_ex(c->md, sha256(), NULL))
+        !EVP_DigestInit_ex(c->md, cksum_md_sha256(), NULL))
         return SIGV4_ERR_NOMEM;
     memcpy(tail, SIGV4_EMPTY_SHA256 "\n", 65);
     hex_encode(md, 32, tail + 65);
@@ -2132,7 +2125,7 @@ int sigv4_v2_signature(const char *secret, const char *string_to_sign, char out[
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
 
-    if (HMAC(EVP_sha1(), secret, (int)strlen(secret), (const unsigned char *)string_to_sign,
+    if (HMAC(cksum_md_sha1(), secret, (int)strlen(secret), (const unsigned char *)string_to_sign,
              strlen(string_to_sign), mac, &len) == NULL ||
         len != 20)
         return SIGV4_ERR_NOMEM;

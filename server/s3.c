@@ -22,6 +22,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "../common/checksum.h"
 #include "../common/log.h"
 #include <openssl/evp.h>
 
@@ -909,7 +910,7 @@ static enum MHD_Result admin_call(request *r)
         uint8_t want[32], got[32];
         unsigned int n;
         util_unhex(announced, 64, want, 32);
-        EVP_Digest(s->xml.data ? s->xml.data : "", s->xml.len, got, &n, EVP_sha256(), NULL);
+        EVP_Digest(s->xml.data ? s->xml.data : "", s->xml.len, got, &n, cksum_md_sha256(), NULL);
         if (memcmp(want, got, 32) != 0)
             return s3_error(r, 400, "XAmzContentSHA256Mismatch",
                             "The provided 'x-amz-content-sha256' header does not match what was "

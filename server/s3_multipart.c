@@ -17,6 +17,7 @@
 
 #include <openssl/evp.h>
 
+#include "../common/checksum.h"
 #include "../common/util.h"
 #include "../storage/multipart.h"
 #include "s3.h"
@@ -273,7 +274,7 @@ static void complete_result(request *r, buf *b, const char *etag)
 static void multipart_etag(complete_parse *p, char out[48])
 {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
+    EVP_DigestInit_ex(ctx, cksum_md_md5(), NULL);
     for (size_t i = 0; i < p->n; i++) {
         uint8_t md5[16];
         util_unhex(p->etags[i], 32, md5, 16);

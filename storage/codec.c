@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 #include <zstd.h>
 
+#include "../common/checksum.h"
 #include "../common/util.h"
 
 #define SKIPPABLE_MAGIC 0x184D2A5Eu
@@ -63,11 +64,11 @@ codec_writer *codec_writer_new(int fd, int level, int want_md5)
     w->level = level;
     w->mode = level == 0 ? MODE_RAW : MODE_UNDECIDED;
     w->sha = EVP_MD_CTX_new();
-    if (w->sha == NULL || !EVP_DigestInit_ex(w->sha, EVP_sha256(), NULL))
+    if (w->sha == NULL || !EVP_DigestInit_ex(w->sha, cksum_md_sha256(), NULL))
         goto fail;
     if (want_md5) {
         w->md5 = EVP_MD_CTX_new();
-        if (w->md5 == NULL || !EVP_DigestInit_ex(w->md5, EVP_md5(), NULL))
+        if (w->md5 == NULL || !EVP_DigestInit_ex(w->md5, cksum_md_md5(), NULL))
             goto fail;
     }
     if (w->mode == MODE_UNDECIDED) {
@@ -691,7 +692,7 @@ int codec_verify(int fd, int codec, uint64_t size, uint64_t stored, const uint8_
         return rc;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     uint8_t *buf = malloc(CODEC_FRAME_SIZE);
-    if (ctx == NULL || buf == NULL || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
+    if (ctx == NULL || buf == NULL || !EVP_DigestInit_ex(ctx, cksum_md_sha256(), NULL)) {
         rc = -ENOMEM;
         goto out;
     }
@@ -779,9 +780,9 @@ int codec_encode_small(int level, int want_md5, const void *in, size_t len, uint
                        codec_result *res)
 {
     unsigned int n;
-    if (!EVP_Digest(in, len, res->sha256, &n, EVP_sha256(), NULL))
+    if (!EVP_Digest(in, len, res->sha256, &n, cksum_md_sha256(), NULL))
         return -EIO;
-    if (want_md5 && !EVP_Digest(in, len, res->md5, &n, EVP_md5(), NULL))
+    if (want_md5 && !EVP_Digest(in, len, res->md5, &n, cksum_md_md5(), NULL))
         return -EIO;
     res->size = len;
     size_t csize = 0;

@@ -21,6 +21,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "../common/checksum.h"
 #include "../common/util.h"
 
 #define INFO_MAGIC "CMPU1\n"
@@ -211,8 +212,8 @@ int mpu_part_begin(store *s, const char *id, int number, mpu_writer **out)
     w->number = number;
     w->md5 = EVP_MD_CTX_new();
     w->sha = EVP_MD_CTX_new();
-    if (w->md5 == NULL || !EVP_DigestInit_ex(w->md5, EVP_md5(), NULL) || w->sha == NULL ||
-        !EVP_DigestInit_ex(w->sha, EVP_sha256(), NULL)) {
+    if (w->md5 == NULL || !EVP_DigestInit_ex(w->md5, cksum_md_md5(), NULL) || w->sha == NULL ||
+        !EVP_DigestInit_ex(w->sha, cksum_md_sha256(), NULL)) {
         mpu_part_abort(w);
         return STORE_IO;
     }

@@ -47,6 +47,7 @@
 #include <openssl/evp.h>
 
 #include "../common/log.h"
+#include "../common/checksum.h"
 #include "../common/util.h"
 #include "codec.h"
 #include "index.h"
@@ -1795,7 +1796,7 @@ int store_verify(store *s, const uint8_t digest[32], uint64_t *size)
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     size_t cap = 1u << 20;
     uint8_t *buf = malloc(cap);
-    rc = ctx && buf && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) ? STORE_OK : STORE_IO;
+    rc = ctx && buf && EVP_DigestInit_ex(ctx, cksum_md_sha256(), NULL) ? STORE_OK : STORE_IO;
     uint64_t off = 0;
     int damaged = 0; /* found here, not by the reader (which quarantines what it finds) */
     while (rc == STORE_OK && off < e.size) {

@@ -56,6 +56,7 @@
 #include <zstd.h>
 
 #include "../common/log.h"
+#include "../common/checksum.h"
 #include "../common/util.h"
 #include "store_int.h"
 #include "tier.h"
@@ -234,7 +235,7 @@ static uint32_t now_s(void)
 static void sha256_of(const void *p, size_t n, uint8_t out[32])
 {
     unsigned int len;
-    EVP_Digest(p, n, out, &len, EVP_sha256(), NULL);
+    EVP_Digest(p, n, out, &len, cksum_md_sha256(), NULL);
 }
 
 static void tq_key(char type, const void *name, size_t len, uint8_t out[TQ_KEYLEN])
@@ -2566,7 +2567,8 @@ static void *stream_main(void *arg)
     uint64_t max = sj->kr.size + sj->kr.size / 16 + (1u << 20);
     tier_meta m;
     sj->sha = EVP_MD_CTX_new();
-    sj->bad = sj->local_err = sj->sha == NULL || !EVP_DigestInit_ex(sj->sha, EVP_sha256(), NULL);
+    sj->bad = sj->local_err =
+        sj->sha == NULL || !EVP_DigestInit_ex(sj->sha, cksum_md_sha256(), NULL);
     sj->fetch_rc = -1;
     pthread_cond_init(&sj->check_cv, NULL);
     uint64_t t0 = util_mono_ns();
