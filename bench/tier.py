@@ -204,6 +204,12 @@ def bodies(n, rng):
 CLASSES = ((64 * KIB, "<=64K"), (4 * MIB, "<=4M"), (None, ">4M"))
 
 
+def check(name, bucket, key, data, digest):
+    """Raises unless data, read from side `name`, has the SHA-256 digest."""
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise RuntimeError("%s: %s/%s: wrong body" % (name, bucket, key))
+
+
 def read_sides(sides, keys):
     """Reads every key from each side in turn, the first side rotating from
     one key to the next, so that the machine's drift falls on all alike.
@@ -217,8 +223,7 @@ def read_sides(sides, keys):
             t = time.time()
             data = c.get_object(Bucket=bucket, Key=k)["Body"].read()
             dt = time.time() - t
-            if hashlib.sha256(data).hexdigest() != digest:
-                raise RuntimeError("%s: %s/%s: wrong body" % (name, bucket, k))
+            check(name, bucket, k, data, digest)  # (not timed)
             total[name] += dt
             by_class[name][next(cname for lim, cname in CLASSES
                                 if lim is None or len(data) <= lim)] += dt
@@ -236,10 +241,9 @@ def read_sides_at_once(sides, keys, clients, chunk=100):
         for i in range(0, len(keys), chunk):
             r = (i // chunk) % len(sides)
             for name, c, bucket in sides[r:] + sides[:r]:
-                def one(kd, c=c, bucket=bucket, name=name):
-                    data = c.get_object(Bucket=bucket, Key=kd[0])["Body"].read()
-                    if hashlib.sha256(data).hexdigest() != kd[1]:
-                        raise RuntimeError("%s: %s/%s: wrong body" % (name, bucket, kd[0]))
+                def one(kd, name=name, c=c, bucket=bucket):  # (its check is timed too)
+                    check(name, bucket, kd[0], c.get_object(Bucket=bucket, Key=kd[0])["Body"].read(),
+                          kd[1])
                 t = time.time()
                 list(ex.map(one, keys[i:i + chunk]))
                 total[name] += time.time() - t
