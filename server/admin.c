@@ -200,19 +200,26 @@ static void keyset_free(keyset *k)
     free(k->v);
 }
 
-/* The keys under spec (BUCKET[/PREFIX]) that this node holds, and that its
- * cold tier holds (written by any node), in byte order, each once.  0, or
- * an HTTP status with msg. */
 /* BUCKET[/PREFIX]: its namespace into ns, and the prefix; NULL if spec
- * names no bucket. */
+ * names no bucket (cas/ and ac/, which no bucket can be called, among
+ * them: those entries are named one by one). */
 static const char *prefix_split(const char *spec, char ns[S3_NS_MAX])
 {
     const char *slash = strchr(spec, '/');
     size_t bl = slash ? (size_t)(slash - spec) : strlen(spec);
-    if (bl == 0 || s3_bucket_ns(spec, bl, ns, S3_NS_MAX) < 0)
+    char b[64];
+    if (!s3_bucket_name_ok(spec, bl)) /* (at most 63 bytes) */
+        return NULL;
+    memcpy(b, spec, bl);
+    b[bl] = '\0';
+    if (s3_reserved_bucket(b) || s3_bucket_ns(spec, bl, ns, S3_NS_MAX) < 0)
         return NULL;
     return slash ? slash + 1 : "";
 }
+
+/* The keys under spec (BUCKET[/PREFIX]) that this node holds, and that its
+ * cold tier holds (written by any node), in byte order, each once.  0, or
+ * an HTTP status with msg. */
 
 static int prefix_keys(store *st, const char *spec, uint64_t limit, atomic_int *cancel, keyset *k,
                        char *msg, size_t cap)
@@ -220,7 +227,9 @@ static int prefix_keys(store *st, const char *spec, uint64_t limit, atomic_int *
     char ns[S3_NS_MAX];
     const char *prefix = prefix_split(spec, ns);
     if (prefix == NULL) {
-        snprintf(msg, cap, "prefix: want BUCKET[/PREFIX]");
+        snprintf(msg, cap,
+                 "prefix: want BUCKET[/PREFIX], an S3 bucket's (cas/ and ac/ entries are named one "
+                 "by one)");
         return 400;
     }
     memset(k, 0, sizeof *k);
@@ -624,7 +633,9 @@ static enum MHD_Result warmup_start(request *r, const buf *body)
         }
         if (prefix_split(spec, ns) == NULL) {
             job_free(j);
-            return admin_error(r, 400, "prefix: want BUCKET[/PREFIX]");
+            return admin_error(r, 400,
+                               "prefix: want BUCKET[/PREFIX], an S3 bucket's (cas/ and ac/ entries "
+                               "are named one by one)");
         }
         if ((j->spec = strdup(spec)) == NULL) {
             job_free(j);

@@ -383,9 +383,8 @@ enum MHD_Result s3_no_bucket(request *r)
 
 /* ---- routing -------------------------------------------------------------- */
 
-static int valid_bucket_name(const char *b)
+int s3_bucket_name_ok(const char *b, size_t n)
 {
-    size_t n = strlen(b);
     if (n < 3 || n > 63)
         return 0;
     for (size_t i = 0; i < n; i++) {
@@ -864,7 +863,7 @@ static enum MHD_Result first_call(request *r)
         (s->op == OP_PUT_OBJECT || s->op == OP_COPY_OBJECT || s->op == OP_CREATE_MULTIPART) &&
         !store_key_fits(r->srv->st, s->ns, s->klen))
         return s3_store_error(r, STORE_BAD_KEY);
-    if (s->bucket[0] && !valid_bucket_name(s->bucket))
+    if (s->bucket[0] && !s3_bucket_name_ok(s->bucket, strlen(s->bucket)))
         return s3_error(r, 400, "InvalidBucketName", "The specified bucket is not valid.");
     if (authenticate(r, &ret) != 0)
         return ret;

@@ -76,6 +76,9 @@ int s3_body_verify(request *r, const uint8_t md5[16], const uint8_t *sha256, enu
  * of bucket into out (its length, or -1 if it does not fit), and the bucket
  * of a namespace (NULL for a namespace that is not a bucket's). */
 int s3_bucket_ns(const char *bucket, size_t len, char *out, size_t cap);
+/* A name S3 takes requests for (3 to 63 letters, digits, '-', '.', '_'; new
+ * buckets follow stricter rules). */
+int s3_bucket_name_ok(const char *b, size_t n);
 const char *s3_ns_bucket(const char *ns);
 
 /* Decoded value of query parameter name; NULL if absent ("" if no value).

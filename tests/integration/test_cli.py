@@ -193,6 +193,11 @@ class CliTest(unittest.TestCase):
         rc, out, err = self.cli(b, "warmup", "--prefix", "/runner")
         self.assertEqual(rc, 3, (out, err))
         self.assertIn("BUCKET", err)
+        for native in ("cas/", "ac/", "ac/team-x/"):  # no bucket can be called so
+            rc, out, err = self.cli(b, "warmup", "--prefix", native)
+            self.assertEqual(rc, 3, (native, out, err))
+            self.assertIn("one by one", err)
+            self.assertEqual(self.admin_get(b, "/admin/keys?prefix=" + native)[0], 400)
         # a key deleted through one node is not listed by the other
         victim = sorted(want)[0]
         self.s3(a).delete_object(Bucket="proj", Key=victim[5:].replace("%20", " "))
@@ -354,6 +359,11 @@ class CliTest(unittest.TestCase):
     def test_warmup_into_a_directory(self):
         a = self.node(prefix="into")
         items = self.fill(a, n_small=12, n_big=1)
+        for inst in ("", "team-x/"):  # action-cache entries: their digest is not their name
+            body = b"an action's result, %s" % inst.encode()
+            key = sha256(body + b" (its action)")
+            self.assertEqual(tt.request(a, "PUT", "/%sac/%s" % (inst, key), body)[0], 200)
+            items["ac/%s%s" % (inst, key)] = body
         d = tempfile.mkdtemp(prefix="cairn-into-")
         self.addCleanup(shutil.rmtree, d, True)
         listing = "".join(n + "\n" for n in items).encode()
