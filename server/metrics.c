@@ -436,6 +436,10 @@ void metrics_render(server *srv, buf *b)
             st.tier_upload_bytes);
         one(b, "cairn_tier_refreshes_total", "counter", "Blobs in use whose tier copy was renewed.",
             st.tier_refreshes);
+        one(b, "cairn_tier_replaced_total", "counter",
+            "Damaged tier copies of blobs that an upload from here put a good copy over (in "
+            "cairn_tier_uploads_total too).",
+            st.tier_replaced);
         head(b, "cairn_tier_reads_total", "counter",
              "Local misses asked of the cold tier, by result.");
         buf_printf(b, "cairn_tier_reads_total{result=\"hit\"} %" PRIu64 "\n", st.tier_hits);

@@ -30,35 +30,35 @@ static enum MHD_Result status_json(request *r)
                  now > at ? (now - at) / 1000 : 0);
     }
     char buf[4096];
-    snprintf(buf, sizeof buf,
-             "{\"version\":\"%s\",\"uptime_seconds\":%" PRIu64 ",\"ready\":%s,"
-             "\"entries\":{\"keys\":%" PRIu64 ",\"blobs\":%" PRIu64 ",\"inline_blobs\":%" PRIu64
-             "},"
-             "\"bytes\":{\"stored\":%" PRIu64 ",\"logical\":%" PRIu64 ",\"referenced\":%" PRIu64
-             ",\"saved_by_dedup\":%" PRIu64 ",\"saved_by_compression\":%" PRIu64
-             ",\"multipart_parts\":%" PRIu64 "},"
-             "\"limits\":{\"max_size\":%" PRIu64 ",\"high_watermark_bytes\":%" PRIu64
-             ",\"low_watermark_bytes\":%" PRIu64 ",\"max_body\":%" PRIu64 "},"
-             "\"eviction\":{\"blobs\":%" PRIu64 ",\"bytes\":%" PRIu64 "},"
-             "\"corrupt_blobs_quarantined\":%" PRIu64 ",\"orphans_removed\":%" PRIu64 ","
-             "\"tier\":{\"enabled\":%s,\"queue\":%" PRIu64 ",\"pending_bytes\":%" PRIu64
-             ",\"uploads\":%" PRIu64 ",\"upload_bytes\":%" PRIu64 ",\"upload_failures\":%" PRIu64
-             ",\"already_there\":%" PRIu64 ",\"refreshes\":%" PRIu64 ",\"hits\":%" PRIu64
-             ",\"misses\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"fetched_bytes\":%" PRIu64
-             ",\"corrupt\":%" PRIu64 ",\"packs\":%" PRIu64 ",\"packed_records\":%" PRIu64
-             ",\"pack_reads\":%" PRIu64 ",\"packs_owed\":%" PRIu64 ",\"revalidations\":%" PRIu64
-             ",\"revalidated_stale\":%" PRIu64 ",\"last_error\":%s}}\n",
-             CAIRN_VERSION, (util_now_ms() - r->srv->start_ms) / 1000,
-             atomic_load(&r->srv->ready) ? "true" : "false", st.keys, st.blobs, st.inline_blobs,
-             st.physical, st.logical, st.referenced, st.referenced - st.logical,
-             st.logical > st.physical ? st.logical - st.physical : 0, st.multipart_bytes,
-             st.max_size, st.high_bytes, st.low_bytes, c->max_body, st.evicted_blobs,
-             st.evicted_bytes, st.corrupt_blobs, st.orphans_removed, c->tier[0] ? "true" : "false",
-             st.tier_queue, st.tier_pending_bytes, st.tier_uploads, st.tier_upload_bytes,
-             st.tier_upload_failures, st.tier_skipped, st.tier_refreshes, st.tier_hits,
-             st.tier_misses, st.tier_errors, st.tier_fetched_bytes, st.tier_corrupt, st.tier_packs,
-             st.tier_pack_records, st.tier_pack_hits, st.tier_packs_owed, st.tier_revalidations,
-             st.tier_revalidated_stale, last);
+    snprintf(
+        buf, sizeof buf,
+        "{\"version\":\"%s\",\"uptime_seconds\":%" PRIu64 ",\"ready\":%s,"
+        "\"entries\":{\"keys\":%" PRIu64 ",\"blobs\":%" PRIu64 ",\"inline_blobs\":%" PRIu64 "},"
+        "\"bytes\":{\"stored\":%" PRIu64 ",\"logical\":%" PRIu64 ",\"referenced\":%" PRIu64
+        ",\"saved_by_dedup\":%" PRIu64 ",\"saved_by_compression\":%" PRIu64
+        ",\"multipart_parts\":%" PRIu64 "},"
+        "\"limits\":{\"max_size\":%" PRIu64 ",\"high_watermark_bytes\":%" PRIu64
+        ",\"low_watermark_bytes\":%" PRIu64 ",\"max_body\":%" PRIu64 "},"
+        "\"eviction\":{\"blobs\":%" PRIu64 ",\"bytes\":%" PRIu64 "},"
+        "\"corrupt_blobs_quarantined\":%" PRIu64 ",\"orphans_removed\":%" PRIu64 ","
+        "\"tier\":{\"enabled\":%s,\"queue\":%" PRIu64 ",\"pending_bytes\":%" PRIu64
+        ",\"uploads\":%" PRIu64 ",\"upload_bytes\":%" PRIu64 ",\"upload_failures\":%" PRIu64
+        ",\"already_there\":%" PRIu64 ",\"refreshes\":%" PRIu64 ",\"hits\":%" PRIu64
+        ",\"misses\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"fetched_bytes\":%" PRIu64
+        ",\"corrupt\":%" PRIu64 ",\"replaced\":%" PRIu64 ",\"packs\":%" PRIu64
+        ",\"packed_records\":%" PRIu64 ",\"pack_reads\":%" PRIu64 ",\"packs_owed\":%" PRIu64
+        ",\"revalidations\":%" PRIu64 ",\"revalidated_stale\":%" PRIu64 ",\"last_error\":%s}}\n",
+        CAIRN_VERSION, (util_now_ms() - r->srv->start_ms) / 1000,
+        atomic_load(&r->srv->ready) ? "true" : "false", st.keys, st.blobs, st.inline_blobs,
+        st.physical, st.logical, st.referenced, st.referenced - st.logical,
+        st.logical > st.physical ? st.logical - st.physical : 0, st.multipart_bytes, st.max_size,
+        st.high_bytes, st.low_bytes, c->max_body, st.evicted_blobs, st.evicted_bytes,
+        st.corrupt_blobs, st.orphans_removed, c->tier[0] ? "true" : "false", st.tier_queue,
+        st.tier_pending_bytes, st.tier_uploads, st.tier_upload_bytes, st.tier_upload_failures,
+        st.tier_skipped, st.tier_refreshes, st.tier_hits, st.tier_misses, st.tier_errors,
+        st.tier_fetched_bytes, st.tier_corrupt, st.tier_replaced, st.tier_packs,
+        st.tier_pack_records, st.tier_pack_hits, st.tier_packs_owed, st.tier_revalidations,
+        st.tier_revalidated_stale, last);
     return http_json(r, MHD_HTTP_OK, buf);
 }
 

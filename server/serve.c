@@ -77,7 +77,8 @@ int http_parse_range(const char *h, uint64_t size, uint64_t *start, uint64_t *le
 typedef struct stream_state {
     store_blob *blob;
     uint64_t start;
-    int parks; /* has a request to suspend (and cut at once on an error) */
+    request *req; /* or NULL */
+    int parks;    /* has a request to suspend (and cut at once on an error) */
     store_waiter w;
     http_parker park;
 } stream_state;
@@ -100,6 +101,8 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             break;
         }
     }
+    if (s->req)
+        s->req->m.cache = MC_MISS; /* (cut short: damaged, or the tier failed it) not a hit */
     if (s->parks)
         http_abort_body(s->park.conn);
     return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -185,6 +188,7 @@ static struct MHD_Response *body_response(server *srv, const store_entry *e, con
         } else {
             s->blob = b;
             s->start = start;
+            s->req = o->req;
             if (o->req) {
                 s->parks = 1;
                 http_parker_init(&s->park, o->req);
@@ -236,8 +240,11 @@ struct MHD_Response *serve_entry(server *srv, const store_entry *e, const serve_
     *status = MHD_HTTP_OK;
     struct MHD_Response *resp =
         body_response(srv, e, o, start, len, ranged, &zstd_passthrough, status);
-    if (resp == NULL)
+    if (resp == NULL) {
+        if (o->req) /* found, but not to be read (damaged: a miss; or failed): not a hit */
+            o->req->m.cache = *status == MHD_HTTP_NOT_FOUND ? MC_MISS : MC_NONE;
         return NULL;
+    }
     if (o->sent)
         *o->sent = o->head ? 0 : zstd_passthrough ? e->stored : len;
     MHD_add_response_header(resp, "Accept-Ranges", "bytes");

@@ -240,8 +240,9 @@ typedef struct store_stats {
     uint64_t tier_refreshes;                      /* blobs copied onto themselves */
     uint64_t tier_hits, tier_misses, tier_errors; /* local misses resolved from the tier */
     uint64_t tier_fetched_bytes, tier_corrupt;    /* ... its bytes; objects that failed checks */
-    uint64_t tier_packs_owed;   /* packs of key records an idle queue still sends (a drain waits) */
-    uint64_t tier_packs;        /* packs sent since start */
+    uint64_t tier_replaced;   /* damaged tier copies of blobs uploaded over (in tier_uploads too) */
+    uint64_t tier_packs_owed; /* packs of key records an idle queue still sends (a drain waits) */
+    uint64_t tier_packs;      /* packs sent since start */
     uint64_t tier_pack_records; /* ... the key records in them */
     uint64_t tier_pack_hits;    /* keys a warmup took from packs (in tier_hits too) */
     /* durations of tier requests: [0] uploads (blob PUTs), [1] reads (GETs of a key

@@ -131,6 +131,10 @@ typedef struct pack_buf {
 #define REVAL_WAYS 4      /* ... in sets of this many */
 #define REVAL_QUEUE 1024  /* keys waiting for a check; more are checked at a later read */
 #define REVAL_THREADS 4   /* checks at once (a HEAD each: tens of ms from S3) */
+#define NS_KEPT_SLOTS 256 /* namespaces whose tier record was put lately (ns_keep) */
+#define NS_KEEP_MS (24 * 3600 * 1000ull) /* ... at least this often, with no refreshes */
+#define BAD_SLOTS 64                     /* blobs the tier holds damaged, remembered (bad_note) */
+#define BAD_HOLD_MS (10 * 60 * 1000ull)  /* for this long */
 
 typedef struct tier_state {
     tier *t;
@@ -209,6 +213,20 @@ typedef struct tier_state {
     unsigned reval_started;
     pthread_t reval_threads[REVAL_THREADS];
     atomic_ullong revalidations, revalidated_stale;
+    /* Blobs whose tier copy failed its checks here lately (bad_note) */
+    pthread_mutex_t bad_mu;
+    struct {
+        uint8_t digest[32];
+        uint64_t until_ms;
+        unsigned strikes; /* fetches that failed their checks in a row */
+    } bad[BAD_SLOTS];
+    atomic_ullong replaced; /* damaged copies uploaded over */
+    /* when the records of the namespaces this node writes keys of were last
+     * put again, by a hash of the namespace (ns_keep; workers only) */
+    pthread_mutex_t ns_kept_mu;
+    struct {
+        uint64_t hash, at_ms;
+    } ns_kept[NS_KEPT_SLOTS];
 } tier_state;
 
 const double store_tier_lat_bounds[STORE_TIER_LAT_N] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -242,6 +260,63 @@ static void tq_key(char type, const void *name, size_t len, uint8_t out[TQ_KEYLE
 {
     out[0] = (uint8_t)type;
     sha256_of(name, len, out + 1);
+}
+
+/* ---- blobs the tier holds damaged ------------------------------------------------------
+ *
+ * A blob fetched from the tier that fails its checks is remembered for
+ * BAD_HOLD_MS, or until a fetch of it checks out.  Meanwhile an upload of
+ * it from here puts the good copy over the damaged one rather than find it
+ * there and skip it.  Damaged twice in a row (not bytes hurt on their way
+ * once, then: the tier's copy), the keys that have it are misses here,
+ * answered at once rather than fetched again, a HEAD too (a client that
+ * asks before it uploads, as ccache does, uploads it again).  A node that
+ * never read it cannot know: a damaged copy is left to the nodes that
+ * found it. */
+static int bad_find(tier_state *q, const uint8_t d[32], uint64_t now)
+{
+    for (int i = 0; i < BAD_SLOTS; i++)
+        if (q->bad[i].until_ms > now && memcmp(q->bad[i].digest, d, 32) == 0)
+            return i;
+    return -1;
+}
+
+static void bad_note(tier_state *q, const uint8_t d[32])
+{
+    uint64_t now = util_now_ms();
+    pthread_mutex_lock(&q->bad_mu);
+    int i = bad_find(q, d, now);
+    if (i < 0) { /* a free slot, else the one that ends first */
+        i = 0;
+        for (int k = 0; k < BAD_SLOTS; k++)
+            if (q->bad[k].until_ms < q->bad[i].until_ms)
+                i = k;
+        memcpy(q->bad[i].digest, d, 32);
+        q->bad[i].strikes = 0;
+    }
+    q->bad[i].until_ms = now + BAD_HOLD_MS;
+    q->bad[i].strikes++;
+    pthread_mutex_unlock(&q->bad_mu);
+}
+
+/* Found damaged at least `strikes` times in a row lately?  (Asked only on
+ * the way to the tier: the lock costs nothing there.) */
+static int bad_has(tier_state *q, const uint8_t d[32], unsigned strikes)
+{
+    pthread_mutex_lock(&q->bad_mu);
+    int i = bad_find(q, d, util_now_ms());
+    int bad = i >= 0 && q->bad[i].strikes >= strikes;
+    pthread_mutex_unlock(&q->bad_mu);
+    return bad;
+}
+
+static void bad_clear(tier_state *q, const uint8_t d[32])
+{
+    pthread_mutex_lock(&q->bad_mu);
+    int i = bad_find(q, d, util_now_ms());
+    if (i >= 0)
+        q->bad[i].until_ms = 0;
+    pthread_mutex_unlock(&q->bad_mu);
 }
 
 /* ---- in the committer's transaction --------------------------------------- */
@@ -1050,8 +1125,9 @@ static int upload_blob(store *s, job *j)
     char name[80];
     blob_name(j->name, name);
     tier_meta m;
-    if (tier_head(q->t, name, &m) == TIER_OK && m.codec >= 0 && m.size == b.size && m.length &&
-        (m.codec != CODEC_RAW || m.length == m.size)) {
+    int bad = bad_has(q, j->name, 1); /* there, but damaged: put over it */
+    if (!bad && tier_head(q->t, name, &m) == TIER_OK && m.codec >= 0 && m.size == b.size &&
+        m.length && (m.codec != CODEC_RAW || m.length == m.size)) {
         /* another node uploaded it (stored its own way, perhaps: any
          * encoding of the body will do); a copy that old is renewed, as a
          * read would, for the key records that now point at it */
@@ -1088,6 +1164,11 @@ static int upload_blob(store *s, job *j)
     if (rc == TIER_OK) {
         atomic_fetch_add(&q->uploads, 1);
         atomic_fetch_add(&q->upload_bytes, b.stored);
+    }
+    if (rc == TIER_OK && bad) {
+        bad_clear(q, j->name);
+        atomic_fetch_add(&q->replaced, 1);
+        log_msg(LOG_INFO, "tier_blob_replaced", "%s: the tier's damaged copy replaced", name);
     }
     return rc;
 }
@@ -1176,6 +1257,75 @@ static int put_key_record(store *s, const char *name, const void *rec, size_t le
     return rc;
 }
 
+/* Puts the record of namespace ns (a bucket's: its date and settings), as
+ * this node has it, into the tier; nothing for one it has none of. */
+static int put_ns_record(store *s, const char *ns)
+{
+    char name[NS_NAME_CAP];
+    uint64_t created;
+    void *meta = NULL;
+    size_t meta_len = 0;
+    int rc = ns_get_local(s, ns, &created, &meta, &meta_len);
+    if (rc == STORE_NOTFOUND)
+        return TIER_OK;
+    if (rc != STORE_OK)
+        return TIER_ERROR;
+    size_t len;
+    uint8_t *rec = ns_record(created, meta, meta_len, &len);
+    free(meta);
+    if (rec == NULL)
+        return TIER_ERROR;
+    ns_name(ns, name);
+    rc = tier_put(s->tier_q->t, name, -1, rec, len, NULL);
+    free(rec);
+    return rc;
+}
+
+static int upload_ns(store *s, const job *j)
+{
+    char ns[130];
+    if (j->name_len >= sizeof ns)
+        return TIER_OK;
+    memcpy(ns, j->name, j->name_len);
+    ns[j->name_len] = '\0';
+    return put_ns_record(s, ns);
+}
+
+/* After a key record of namespace ns went up: the namespace's own record
+ * goes up again once per --tier-refresh-after (a day, without refreshes),
+ * so that a bucket in use outlives the lifecycle rule that expires unused
+ * entries, and one the tier lost (removed by hand, a bucket made anew) is
+ * back for the nodes that do not know it yet.  A failure is tried again at
+ * the next key record. */
+static void ns_keep(store *s, const char *nskey, size_t nklen)
+{
+    tier_state *q = s->tier_q;
+    const char *zero = memchr(nskey, '\0', nklen);
+    size_t nl = zero ? (size_t)(zero - nskey) : 0;
+    char ns[130];
+    if (nl == 0 || nl >= sizeof ns)
+        return;
+    memcpy(ns, nskey, nl);
+    ns[nl] = '\0';
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < nl; i++)
+        h = (h ^ (uint8_t)ns[i]) * 1099511628211ull;
+    h |= 1; /* (never 0: an empty slot) */
+    uint64_t now = util_now_ms(),
+             every = s->cfg.tier_refresh_ms ? s->cfg.tier_refresh_ms : NS_KEEP_MS;
+    /* (namespaces that share a slot: their records go up more often) */
+    unsigned i = (unsigned)(h % NS_KEPT_SLOTS);
+    pthread_mutex_lock(&q->ns_kept_mu);
+    int due = q->ns_kept[i].hash != h || now - q->ns_kept[i].at_ms >= every;
+    pthread_mutex_unlock(&q->ns_kept_mu);
+    if (!due || put_ns_record(s, ns) != TIER_OK)
+        return;
+    pthread_mutex_lock(&q->ns_kept_mu);
+    q->ns_kept[i].hash = h;
+    q->ns_kept[i].at_ms = now;
+    pthread_mutex_unlock(&q->ns_kept_mu);
+}
+
 static int upload_key(store *s, const job *j)
 {
     MDB_txn *t = reader_get(s);
@@ -1200,6 +1350,8 @@ static int upload_key(store *s, const job *j)
     key_name(s->tier_q, j->name, j->name_len, name);
     int put;
     rc = put_key_record(s, name, rec, len, kr.mtime_ms, etag, &put);
+    if (rc == TIER_OK)
+        ns_keep(s, (const char *)j->name, j->name_len);
     const char *zero = memchr(j->name, '\0', j->name_len);
     if (put && codec >= 0 && zero) /* it carries its blob: packed too, for warmups */
         pack_add(s->tier_q, (const char *)j->name, (size_t)(zero - (const char *)j->name), name,
@@ -1220,32 +1372,6 @@ static int upload_delete(store *s, const job *j)
         key_name_v1(j->name, j->name_len, name); /* a record an earlier build wrote */
         rc = tier_delete(s->tier_q->t, name);
     }
-    return rc;
-}
-
-static int upload_ns(store *s, const job *j)
-{
-    char ns[130], name[NS_NAME_CAP];
-    uint64_t created;
-    void *meta = NULL;
-    size_t meta_len = 0;
-    if (j->name_len >= sizeof ns)
-        return TIER_OK;
-    memcpy(ns, j->name, j->name_len);
-    ns[j->name_len] = '\0';
-    int rc = ns_get_local(s, ns, &created, &meta, &meta_len);
-    if (rc == STORE_NOTFOUND)
-        return TIER_OK;
-    if (rc != STORE_OK)
-        return TIER_ERROR;
-    size_t len;
-    uint8_t *rec = ns_record(created, meta, meta_len, &len);
-    free(meta);
-    if (rec == NULL)
-        return TIER_ERROR;
-    ns_name(ns, name);
-    rc = tier_put(s->tier_q->t, name, -1, rec, len, NULL);
-    free(rec);
     return rc;
 }
 
@@ -1507,6 +1633,8 @@ int tier_start(store *s, char *err, size_t errlen)
     pthread_mutex_init(&q->pack_mu, NULL);
     pthread_mutex_init(&q->reval_mu, NULL);
     pthread_cond_init(&q->reval_cv, NULL);
+    pthread_mutex_init(&q->bad_mu, NULL);
+    pthread_mutex_init(&q->ns_kept_mu, NULL);
     s->tier_q = q;
     store_tier_retry_now(s); /* entries that waited when it stopped: is the tier back? */
     unsigned n = s->cfg.tier_workers ? s->cfg.tier_workers : 4;
@@ -1596,6 +1724,8 @@ void tier_free(store *s)
     }
     pthread_mutex_destroy(&q->pack_mu);
     pthread_mutex_destroy(&q->reval_mu);
+    pthread_mutex_destroy(&q->bad_mu);
+    pthread_mutex_destroy(&q->ns_kept_mu);
     pthread_cond_destroy(&q->reval_cv);
     for (; q->reval_n > 0; q->reval_n--, q->reval_head = (q->reval_head + 1) % REVAL_QUEUE)
         free(q->reval_keys[q->reval_head]);
@@ -1624,6 +1754,7 @@ void tier_stats(store *s, store_stats *st)
     st->tier_errors = atomic_load(&q->errors);
     st->tier_fetched_bytes = atomic_load(&q->fetched_bytes);
     st->tier_corrupt = atomic_load(&q->corrupt);
+    st->tier_replaced = atomic_load(&q->replaced);
     st->tier_revalidations = atomic_load(&q->revalidations);
     st->tier_revalidated_stale = atomic_load(&q->revalidated_stale);
     tier_last_failure(q->t, st->tier_last_error, sizeof st->tier_last_error,
@@ -1898,7 +2029,11 @@ static int fetch_blob(store *s, const key_rec *kr, op *o, uint8_t **inl)
             return rc;
         m.length = len;
         o->tier_time = (uint32_t)m.mtime;
-        return adopt_bytes(s, kr, &m, data, o, inl);
+        if ((rc = adopt_bytes(s, kr, &m, data, o, inl)) == TIER_BAD)
+            bad_note(q, kr->digest);
+        else if (rc == TIER_OK)
+            bad_clear(q, kr->digest);
+        return rc;
     }
     int anon;
     int fd = store_tmp_open(s, o->tmp, &anon);
@@ -1912,7 +2047,11 @@ static int fetch_blob(store *s, const key_rec *kr, op *o, uint8_t **inl)
         op_release_file(o);
         return rc;
     }
-    return adopt_file(s, kr, &m, fd, anon, o);
+    if ((rc = adopt_file(s, kr, &m, fd, anon, o)) == TIER_BAD)
+        bad_note(q, kr->digest);
+    else if (rc == TIER_OK)
+        bad_clear(q, kr->digest);
+    return rc;
 }
 
 /* ---- answering from checked bytes while the local copy is committed ---- */
@@ -2253,6 +2392,7 @@ typedef struct blob_stream {
     uint64_t owner_gen;
     tier_fill *f;    /* a reference */
     fill_job *links; /* the other keys' jobs, each with link set */
+    int ok;          /* the body checked out (stream_checked_out) */
 } blob_stream;
 
 /* A streaming fill that failed, or whose answer is no blob (f->mu held). */
@@ -2307,6 +2447,20 @@ static fill_job *stream_unregister(tier_state *q, fill_job *owner)
     return links;
 }
 
+/* The owner's stream checked out: it and the keys that share it count as
+ * hits (tier reads that gave a body), now or as they join. */
+static void stream_checked_out(tier_state *q, fill_job *owner)
+{
+    atomic_fetch_add(&q->hits, 1);
+    pthread_mutex_lock(&q->gate_mu);
+    if (owner->bs) {
+        owner->bs->ok = 1;
+        for (fill_job *l = owner->bs->links; l; l = l->next_link)
+            atomic_fetch_add(&q->hits, 1);
+    }
+    pthread_mutex_unlock(&q->gate_mu);
+}
+
 /* Waits for the headers of a streaming fill's answer (and, for zstd, its
  * stored length, part of the entry): does it go on? */
 static int fill_wait_headers(tier_fill *f)
@@ -2345,6 +2499,8 @@ static int stream_join(tier_state *q, const key_rec *kr, fill_job *j, tier_fill 
                 j->next_link = bs->links;
                 bs->links = j;
                 joined = 1;
+                if (bs->ok)
+                    atomic_fetch_add(&q->hits, 1); /* (else once it checks out) */
                 gate *g = gate_find(q, j->id);
                 if (g && g->gen == j->gen) {
                     g->follows = 1;
@@ -2602,8 +2758,14 @@ static void *stream_main(void *arg)
     EVP_MD_CTX_free(sj->sha);
     ZSTD_freeDStream(sj->zs);
     free(sj->zout);
-    if (rc == TIER_OK && !ok && !sj->local_err)
+    if (rc == TIER_OK && !ok && !sj->local_err) {
         atomic_fetch_add(&q->corrupt, 1);
+        bad_note(q, sj->kr.digest);
+    }
+    if (ok) {
+        stream_checked_out(q, sj->j); /* (before its readers get the end of the body) */
+        bad_clear(q, sj->kr.digest);
+    }
     pthread_mutex_lock(&f->mu);
     if (!f->headers) {
         f->codec = m.codec;
@@ -2928,11 +3090,14 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
     } else {
         key_rec kr = pr.kr;
         op *o = &j->o;
-        int link = have_blob(s, kr.digest);
+        int link = have_blob(s, kr.digest), known_bad = 0;
         if (link) {
             o->link = 1;
         } else if (pr.blob) {
             rc = adopt_carried(s, &pr, j); /* a small blob came in the record: no second request */
+        } else if (bad_has(q, kr.digest, 2)) {
+            known_bad = 1; /* (not fetched again) */
+            rc = TIER_BAD;
         } else if (kr.size > s->cfg.inline_max) {
             /* large: answered while it arrives, on its own thread; or from
              * the stream another key with the same body began */
@@ -2950,11 +3115,11 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
                     break;
                 rc = TIER_LOCAL; /* (three times over: give up) */
             }
+            /* (a hit is counted once the body checked out: stream_checked_out) */
             if (joined) {
                 fill_entry_from(e, &kr, f->stored, f->codec, BLOB_FILE, f);
                 gate_share(q, id, gen, e, clock);
                 *filled = 1;
-                atomic_fetch_add(&q->hits, 1);
                 free(data);
                 return STORE_OK; /* the stream's owner links j once it committed */
             }
@@ -2962,7 +3127,6 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
                 fill_entry_from(e, &kr, f->stored, f->codec, BLOB_FILE, f);
                 gate_share(q, id, gen, e, clock);
                 *filled = 1;
-                atomic_fetch_add(&q->hits, 1);
                 free(data);
                 return STORE_OK; /* the thread owns j, and leaves the gate */
             }
@@ -3027,6 +3191,10 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
             /* (not the tier's fault: readers waiting try again) */
             status = rc == TIER_LOCAL ? STORE_IO : STORE_UNAVAILABLE;
             log_msg(LOG_WARN, "tier_read_failed", "blob of %s: %s", name, tier_strerror(rc));
+        } else if (known_bad) {
+            atomic_fetch_add(&q->misses, 1);
+            e->tier_failed = 1;
+            log_msg(LOG_DEBUG, "tier_read_failed", "blob of %s: its tier copy is damaged", name);
         } else {
             atomic_fetch_add(rc == TIER_NOTFOUND ? &q->misses : &q->errors, 1);
             e->tier_failed = 1; /* its key record is there: the blob must be too */

@@ -1615,6 +1615,29 @@ class TierTest(unittest.TestCase):
         for i in range(6):
             self.assertEqual(request(c, "GET", "/multi/o/%d" % i)[0], 404, i)
 
+    def test_a_bucket_in_use_keeps_its_record_in_the_tier(self):
+        """A bucket's record in the tier (its date) goes up again with the
+        next key written once per --tier-refresh-after, so that a bucket in
+        use outlives the lifecycle rule that expires unused entries, and a
+        record the tier lost is back for the nodes that do not know the
+        bucket yet."""
+        a = self.node(extra=["--tier-refresh-after", "1s"])
+        self.assertEqual(request(a, "PUT", "/kept")[0], 200)
+        self.assertEqual(request(a, "PUT", "/kept/k1", b"one")[0], 200)
+        self.drained(a)
+        record = "%s/ns/%s" % (self.PREFIX, b"s3/kept".hex())
+        self.moto.client().delete_object(Bucket=self.BUCKET, Key=record)  # (expired)
+        f = self.node()
+        self.assertEqual(request(f, "PUT", "/kept/k0", b"zero")[0], 404)  # NoSuchBucket, for now
+        time.sleep(1.1)
+        self.assertEqual(request(a, "PUT", "/kept/k2", b"two")[0], 200)
+        self.drained(a)
+        self.assertIn(record, self.moto.objects(self.BUCKET, self.PREFIX + "/ns/"))
+        g = self.node()
+        self.assertEqual(request(g, "HEAD", "/kept")[0], 200)
+        self.assertEqual(request(g, "PUT", "/kept/k3", b"three")[0], 200)
+        self.assertEqual(request(g, "GET", "/kept/k2")[2], b"two")
+
     def test_a_tier_back_after_an_outage_gets_the_queue_at_once(self):
         """Entries that failed wait longer after each failure (1 s, 2 s, 4 s,
         ...): once the tier answers again, all of them go at once, and a
@@ -1918,6 +1941,53 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(b, "GET", path)[0], 404)
         self.assertEqual(status(b)["tier"]["corrupt"], 1)
         self.assertEqual(status(b)["entries"]["keys"], 0)
+
+    def test_a_damaged_blob_is_remembered_and_replaced(self):
+        """A blob whose tier copy failed its checks here twice in a row (not
+        bytes hurt once on their way) is a miss from then on, a HEAD too (a
+        client that asks before it uploads, as ccache does, uploads it
+        again), and is not fetched again; an upload of its body from here
+        puts a good copy over the damaged one, which a fresh node then reads.
+        A read that failed counts as a miss, not a hit."""
+        a = self.node()
+        body = self.rng.randbytes(2 * MIB)  # (random: stored raw, read while it arrives)
+        path = "/cas/" + sha256(body)
+        self.assertEqual(request(a, "PUT", path, body)[0], 200)
+        self.drained(a)
+
+        def flip(data, meta):
+            data[len(data) // 2] ^= 0xFF
+        self.change_in_tier(body, flip)
+        d = self.node()
+        for n in (1, 2):
+            try:
+                st, _, got = request(d, "GET", path)
+            except (http.client.HTTPException, ConnectionError):  # (cut short)
+                st, got = None, b""
+            self.assertLess(len(got), len(body))
+            self.assertTrue(wait_for(lambda: status(d)["tier"]["corrupt"] == n, timeout=10))
+            self.assertTrue(wait_for(lambda: metric_value(scrape(d), "cairn_cache_misses_total",
+                                                          frontend="native") == n, timeout=10))
+        m = scrape(d)
+        self.assertEqual(metric_value(m, "cairn_tier_reads_total", result="hit"), 0)
+        self.assertEqual(metric_value(m, "cairn_cache_hits_total", frontend="native", level="tier"), 0)
+        # damaged twice: misses at once, the blob not asked for again
+        seen = len(self.proxy.paths)
+        self.assertEqual(request(d, "HEAD", path)[0], 404)
+        self.assertEqual(request(d, "GET", path)[0], 404)
+        self.assertFalse([p for p in self.proxy.paths[seen:] if "/blobs/" in p])
+        self.assertEqual(status(d)["tier"]["corrupt"], 2)
+        # the client uploads it again through d: the good copy goes over the damaged one
+        self.assertEqual(request(d, "PUT", path, body)[0], 200)
+        self.drained(d)
+        self.assertEqual(status(d)["tier"]["replaced"], 1)
+        tier_copy = self.moto.client().get_object(
+            Bucket=self.BUCKET, Key="%s/blobs/%s" % (self.PREFIX, sha256(body)))["Body"].read()
+        self.assertEqual(sha256(tier_copy), sha256(body))
+        e = self.node()
+        st, _, got = request(e, "GET", path)
+        self.assertEqual((st, sha256(got)), (200, sha256(body)))
+        self.assertEqual(metric_value(scrape(e), "cairn_tier_reads_total", result="hit"), 1)
 
     def test_a_seek_table_that_lies_is_a_miss(self):
         """A zstd blob whose frames and SHA-256 are right but whose seek table
