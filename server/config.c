@@ -118,7 +118,8 @@ static const option_def options[] = {
      "on SIGTERM, wait this long for the tier's queue to empty (rolling restarts)"},
     {"tier-refresh-after", T_DURATION, OFF(tier_refresh_after), 0, "7d",
      "a blob read (or written) here whose tier copy is older is refreshed there (a copy onto "
-     "itself), with its keys, so lifecycle rules expire only unused entries (0 = never)"},
+     "itself), with its keys, so lifecycle rules expire only unused entries; a bucket's record "
+     "goes up again as often while keys are written into it (0 = never; the records daily)"},
     {"tier-revalidate", T_DURATION, OFF(tier_revalidate), 0, "60s",
      "a key held here and read is checked against the tier at most this often, in the "
      "background; changed or deleted by another node since, the local copy is dropped and the "
