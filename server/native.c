@@ -110,6 +110,9 @@ static enum MHD_Result reply_get(request *r, int head, int *vanished)
     int st = store_lookup(r->srv->st, n->ns, n->hex, 64, &e);
     if (st == STORE_NOTFOUND && n->cas && memcmp(n->digest, empty_sha256, 32) == 0) {
         r->m.cache = MC_LOCAL; /* the empty blob always exists */
+        uint64_t start, len;   /* (and, like any empty body, satisfies no range) */
+        if (http_parse_range(http_range(r, NULL, 0), 0, &start, &len) < 0)
+            return http_queue(r, MHD_HTTP_RANGE_NOT_SATISFIABLE, serve_unsatisfiable(0));
         struct MHD_Response *resp =
             MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
         MHD_add_response_header(resp, "Content-Type", "application/octet-stream");

@@ -218,6 +218,20 @@ enum MHD_Result serve_looking_again(request *r, int head,
     }
 }
 
+struct MHD_Response *serve_unsatisfiable(uint64_t size)
+{
+    static const char msg[] = "range not satisfiable\n"; /* (S3 answers its own way) */
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(sizeof msg - 1, (void *)msg, MHD_RESPMEM_PERSISTENT);
+    if (resp) {
+        char hdr[48];
+        snprintf(hdr, sizeof hdr, "bytes */%" PRIu64, size);
+        MHD_add_response_header(resp, "Content-Range", hdr);
+        MHD_add_response_header(resp, "Content-Type", "text/plain; charset=utf-8");
+    }
+    return resp;
+}
+
 struct MHD_Response *serve_entry(server *srv, const store_entry *e, const serve_opts *o,
                                  unsigned *status)
 {
@@ -225,16 +239,8 @@ struct MHD_Response *serve_entry(server *srv, const store_entry *e, const serve_
     char hdr[96];
     int ranged = http_parse_range(o->range, e->size, &start, &len);
     if (ranged < 0) {
-        static const char msg[] = "range not satisfiable\n"; /* (S3 answers its own way) */
-        struct MHD_Response *resp =
-            MHD_create_response_from_buffer(sizeof msg - 1, (void *)msg, MHD_RESPMEM_PERSISTENT);
-        if (resp) {
-            snprintf(hdr, sizeof hdr, "bytes */%" PRIu64, e->size);
-            MHD_add_response_header(resp, "Content-Range", hdr);
-            MHD_add_response_header(resp, "Content-Type", "text/plain; charset=utf-8");
-        }
         *status = MHD_HTTP_RANGE_NOT_SATISFIABLE;
-        return resp;
+        return serve_unsatisfiable(e->size);
     }
     int zstd_passthrough = 0;
     *status = MHD_HTTP_OK;

@@ -201,6 +201,8 @@ enum MHD_Result serve_looking_again(request *r, int head,
 /* Parses "bytes=a-b", "bytes=a-", "bytes=-n" against size.
  * 1: a range (start, len); 0: no usable range (serve all); -1: unsatisfiable. */
 int http_parse_range(const char *h, uint64_t size, uint64_t *start, uint64_t *len);
+/* The 416 answer to a Range that a body of size bytes cannot satisfy. */
+struct MHD_Response *serve_unsatisfiable(uint64_t size);
 
 /* ---- front ends ---- */
 

@@ -381,6 +381,10 @@ class CasTest(NativeTest):
         self.assertEqual((s, b, h.get("content-length")), (200, b"", "0"))
         s, h, b, _ = self.curl("-I", self.url("/cas/" + EMPTY_SHA))
         self.assertEqual((s, h.get("content-length")), (200, "0"))
+        # an empty body satisfies no range, as an empty /ac/ value does not
+        for rng in ("bytes=0-0", "bytes=0-", "bytes=-1"):
+            s, h, _ = self.get("/cas/" + EMPTY_SHA, headers={"Range": rng})
+            self.assertEqual((s, h.get("content-range")), (416, "bytes */0"), rng)
         # it exists without having been stored
         self.assertNothingStored()
         # the rule is for the CAS only: an AC key that happens to be that digest misses
