@@ -109,8 +109,6 @@ uint32_t cksum_crc32c_sw(uint32_t crc, const void *data, size_t len);
 uint32_t cksum_crc32c_hw(uint32_t crc, const void *data, size_t len);
 int cksum_crc32c_hw_available(void);
 
-/* The S3 error code and HTTP status for a CKSUM_ERR_* code: BadDigest (400)
- * for a mismatch, InvalidRequest (400) for a malformed value. */
 /* OpenSSL's digests, fetched once: OpenSSL 3 looks an algorithm up by name,
  * under a lock, on every use of EVP_sha256() and its kind (about 0.2 us a
  * hash alone, 1 us with two threads hashing).  Use these with every
@@ -119,6 +117,8 @@ const EVP_MD *cksum_md_sha256(void);
 const EVP_MD *cksum_md_sha1(void);
 const EVP_MD *cksum_md_md5(void);
 
+/* The S3 error code and HTTP status for a CKSUM_ERR_* code: BadDigest (400)
+ * for a mismatch, InvalidRequest (400) for a malformed value. */
 const char *cksum_s3_error(int err, int *http_status);
 const char *cksum_strerror(int err);
 

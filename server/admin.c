@@ -220,7 +220,6 @@ static const char *prefix_split(const char *spec, char ns[S3_NS_MAX])
 /* The keys under spec (BUCKET[/PREFIX]) that this node holds, and that its
  * cold tier holds (written by any node), in byte order, each once.  0, or
  * an HTTP status with msg. */
-
 static int prefix_keys(store *st, const char *spec, uint64_t limit, atomic_int *cancel, keyset *k,
                        char *msg, size_t cap)
 {

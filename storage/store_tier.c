@@ -132,6 +132,7 @@ typedef struct pack_buf {
 #define REVAL_QUEUE 1024  /* keys waiting for a check; more are checked at a later read */
 #define REVAL_THREADS 4   /* checks at once (a HEAD each: tens of ms from S3) */
 #define NS_KEPT_SLOTS 256 /* namespaces whose tier record was put lately (ns_keep) */
+#define NS_KEPT_WAYS 4    /* ... in sets of this many */
 #define NS_KEEP_MS (24 * 3600 * 1000ull) /* ... at least this often, with no refreshes */
 #define BAD_SLOTS 64                     /* blobs the tier holds damaged, remembered (bad_note) */
 #define BAD_HOLD_MS (10 * 60 * 1000ull)  /* for this long */
@@ -1303,23 +1304,40 @@ static void ns_keep(store *s, const char *nskey, size_t nklen)
     const char *zero = memchr(nskey, '\0', nklen);
     size_t nl = zero ? (size_t)(zero - nskey) : 0;
     char ns[130];
-    if (nl == 0 || nl >= sizeof ns)
-        return;
+    if (nl <= 3 || nl >= sizeof ns || memcmp(nskey, "s3/", 3) != 0)
+        return; /* (only buckets have records) */
     memcpy(ns, nskey, nl);
     ns[nl] = '\0';
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
     for (size_t i = 0; i < nl; i++)
         h = (h ^ (uint8_t)ns[i]) * 1099511628211ull;
-    h |= 1; /* (never 0: an empty slot) */
     uint64_t now = util_now_ms(),
              every = s->cfg.tier_refresh_ms ? s->cfg.tier_refresh_ms : NS_KEEP_MS;
-    /* (namespaces that share a slot: their records go up more often) */
-    unsigned i = (unsigned)(h % NS_KEPT_SLOTS);
+    /* its slot in a set of NS_KEPT_WAYS, else the set's oldest (taken over) */
+    unsigned set = (unsigned)((h >> 8) % (NS_KEPT_SLOTS / NS_KEPT_WAYS)) * NS_KEPT_WAYS, i = set;
+    h |= 1; /* (never 0: an empty slot) */
     pthread_mutex_lock(&q->ns_kept_mu);
+    for (unsigned w = set; w < set + NS_KEPT_WAYS; w++) {
+        if (q->ns_kept[w].hash == h) {
+            i = w;
+            break;
+        }
+        if (q->ns_kept[w].at_ms < q->ns_kept[i].at_ms)
+            i = w;
+    }
     int due = q->ns_kept[i].hash != h || now - q->ns_kept[i].at_ms >= every;
     pthread_mutex_unlock(&q->ns_kept_mu);
     if (!due || put_ns_record(s, ns) != TIER_OK)
         return;
+    if (ns_get_local(s, ns, NULL, NULL, NULL) == STORE_NOTFOUND) {
+        /* the bucket was deleted here while its record went up: the
+         * delete's own request may have gone first (it is queued by the
+         * bucket's name, this by a key's), so the record goes again */
+        char name[NS_NAME_CAP];
+        ns_name(ns, name);
+        tier_delete(q->t, name);
+        return;
+    }
     pthread_mutex_lock(&q->ns_kept_mu);
     q->ns_kept[i].hash = h;
     q->ns_kept[i].at_ms = now;
@@ -1922,11 +1940,14 @@ static int have_blob(store *s, const uint8_t d[32])
 static int adopt_file(store *s, const key_rec *kr, const tier_meta *m, int fd, int anon, op *o)
 {
     tier_state *q = s->tier_q;
-    int rc = TIER_OK;
-    if (m->codec < 0 || m->size != kr->size ||
-        codec_verify(fd, m->codec, m->size, m->length, kr->digest) != 0) {
+    int rc = TIER_OK, v = m->codec < 0 || m->size != kr->size
+                              ? CODEC_ERR_CORRUPT
+                              : codec_verify(fd, m->codec, m->size, m->length, kr->digest);
+    if (v == CODEC_ERR_CORRUPT) {
         atomic_fetch_add(&q->corrupt, 1);
         rc = TIER_BAD;
+    } else if (v != 0) {
+        rc = TIER_LOCAL; /* (reading the copy here failed: not the tier's copy) */
     }
     if (rc == TIER_OK && s->cfg.fsync && fdatasync(fd) != 0)
         rc = TIER_LOCAL;
@@ -1987,11 +2008,15 @@ static int adopt_bytes(store *s, const key_rec *kr, const tier_meta *m, void *da
         free(data);
         return TIER_LOCAL;
     }
-    int ok = codec_decode_small(m->codec, data, m->length, body, kr->size) == 0;
-    if (ok)
+    int v = codec_decode_small(m->codec, data, m->length, body, kr->size);
+    if (v == 0)
         sha256_of(body, kr->size, d);
     free(body);
-    if (!ok || memcmp(d, kr->digest, 32) != 0) {
+    if (v != 0 && v != CODEC_ERR_CORRUPT) {
+        free(data);
+        return TIER_LOCAL; /* (no memory to decode it here) */
+    }
+    if (v != 0 || memcmp(d, kr->digest, 32) != 0) {
         free(data);
         atomic_fetch_add(&q->corrupt, 1);
         return TIER_BAD;
@@ -2025,6 +2050,10 @@ static int fetch_blob(store *s, const key_rec *kr, op *o, uint8_t **inl)
         size_t len = 0;
         int rc = tier_get(q->t, name, -1, &data, &len, max, &m);
         lat_record(q, LAT_READ, t0);
+        if (rc == TIER_BAD) { /* (longer than any encoding of the body) */
+            atomic_fetch_add(&q->corrupt, 1);
+            bad_note(q, kr->digest);
+        }
         if (rc != TIER_OK)
             return rc;
         m.length = len;
@@ -2042,6 +2071,10 @@ static int fetch_blob(store *s, const key_rec *kr, op *o, uint8_t **inl)
     int rc = tier_get(q->t, name, fd, NULL, NULL, max, &m);
     lat_record(q, LAT_READ, t0);
     o->tier_time = (uint32_t)m.mtime;
+    if (rc == TIER_BAD) { /* (longer than any encoding of the body) */
+        atomic_fetch_add(&q->corrupt, 1);
+        bad_note(q, kr->digest);
+    }
     if (rc != TIER_OK) {
         op_take_file(o, fd, anon);
         op_release_file(o);
@@ -2626,14 +2659,15 @@ static void check_piece(stream_job *sj, int codec, const void *piece, size_t len
 {
     if (sj->bad)
         return;
+    /* (a failure of this node's own, such as memory, is no damage of the tier's copy) */
     if (codec == CODEC_RAW) {
-        sj->bad = !EVP_DigestUpdate(sj->sha, piece, len);
+        sj->bad = sj->local_err = !EVP_DigestUpdate(sj->sha, piece, len);
         sj->body += len;
         return;
     }
     if (sj->zs == NULL &&
         ((sj->zs = ZSTD_createDStream()) == NULL || (sj->zout = malloc(ZOUT_SIZE)) == NULL)) {
-        sj->bad = 1;
+        sj->bad = sj->local_err = 1;
         return;
     }
     ZSTD_inBuffer in = {piece, len, 0};
@@ -2643,7 +2677,7 @@ static void check_piece(stream_job *sj, int codec, const void *piece, size_t len
         if (ZSTD_isError(r))
             sj->bad = 1;
         else if (out.pos && !EVP_DigestUpdate(sj->sha, sj->zout, out.pos))
-            sj->bad = 1;
+            sj->bad = sj->local_err = 1;
         sj->body += out.pos;
         if (r == 0 && !sj->bad) {
             pthread_mutex_lock(&sj->f->mu);
@@ -2758,7 +2792,7 @@ static void *stream_main(void *arg)
     EVP_MD_CTX_free(sj->sha);
     ZSTD_freeDStream(sj->zs);
     free(sj->zout);
-    if (rc == TIER_OK && !ok && !sj->local_err) {
+    if ((rc == TIER_OK && !ok && !sj->local_err) || rc == TIER_BAD) {
         atomic_fetch_add(&q->corrupt, 1);
         bad_note(q, sj->kr.digest);
     }
@@ -2794,7 +2828,7 @@ static void *stream_main(void *arg)
         fill_submit(s, sj->j, fill_done); /* fill_done cleans up and leaves the gate */
     } else {
         int local = sj->local_err || rc == TIER_LOCAL || rc == TIER_LATE;
-        if (rc != TIER_OK && !local)
+        if (rc != TIER_OK && rc != TIER_BAD && !local) /* (damaged: counted as such) */
             atomic_fetch_add(rc == TIER_NOTFOUND ? &q->misses : &q->errors, 1);
         log_msg(LOG_WARN, "tier_read_failed", "blob %s: %s", sj->name,
                 rc != TIER_OK   ? tier_why(rc)
@@ -3196,7 +3230,8 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
             e->tier_failed = 1;
             log_msg(LOG_DEBUG, "tier_read_failed", "blob of %s: its tier copy is damaged", name);
         } else {
-            atomic_fetch_add(rc == TIER_NOTFOUND ? &q->misses : &q->errors, 1);
+            if (rc != TIER_BAD) /* (damaged: counted as such) */
+                atomic_fetch_add(rc == TIER_NOTFOUND ? &q->misses : &q->errors, 1);
             e->tier_failed = 1; /* its key record is there: the blob must be too */
             log_msg(LOG_WARN, "tier_read_failed", "blob of %s: %s", name, tier_why(rc));
         }
