@@ -200,6 +200,9 @@ static void keyset_free(keyset *k)
     free(k->v);
 }
 
+#define PREFIX_WANTED                                                                              \
+    "prefix: want BUCKET[/PREFIX], an S3 bucket's (cas/ and ac/ entries are named one by one)"
+
 /* BUCKET[/PREFIX]: its namespace into ns, and the prefix; NULL if spec
  * names no bucket (cas/ and ac/, which no bucket can be called, among
  * them: those entries are named one by one). */
@@ -226,9 +229,7 @@ static int prefix_keys(store *st, const char *spec, uint64_t limit, atomic_int *
     char ns[S3_NS_MAX];
     const char *prefix = prefix_split(spec, ns);
     if (prefix == NULL) {
-        snprintf(msg, cap,
-                 "prefix: want BUCKET[/PREFIX], an S3 bucket's (cas/ and ac/ entries are named one "
-                 "by one)");
+        snprintf(msg, cap, "%s", PREFIX_WANTED);
         return 400;
     }
     memset(k, 0, sizeof *k);
@@ -632,9 +633,7 @@ static enum MHD_Result warmup_start(request *r, const buf *body)
         }
         if (prefix_split(spec, ns) == NULL) {
             job_free(j);
-            return admin_error(r, 400,
-                               "prefix: want BUCKET[/PREFIX], an S3 bucket's (cas/ and ac/ entries "
-                               "are named one by one)");
+            return admin_error(r, 400, PREFIX_WANTED);
         }
         if ((j->spec = strdup(spec)) == NULL) {
             job_free(j);

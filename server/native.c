@@ -133,12 +133,6 @@ static enum MHD_Result reply_get(request *r, int head, int *vanished)
                     .vanished = vanished};
     unsigned status;
     struct MHD_Response *resp = serve_entry(r->srv, &e, &o, &status);
-    if (resp) { /* the body's SHA-256, which `cairn get` and `warmup --into` check (an /ac/ value's
-                 * is not in its name) */
-        char digest[65];
-        util_hex(e.digest, 32, digest);
-        MHD_add_response_header(resp, "x-cairn-sha256", digest);
-    }
     store_entry_clear(&e);
     if (resp == NULL && vanished && *vanished)
         return MHD_YES; /* looked up again */

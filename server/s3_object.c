@@ -211,10 +211,6 @@ static void object_headers(request *r, struct MHD_Response *resp, const store_en
     MHD_add_response_header(resp, "ETag", q);
     s3_format_http_date(e->mtime_ms, date);
     MHD_add_response_header(resp, "Last-Modified", date);
-    /* the body's SHA-256, which `cairn get` and `warmup --into` check */
-    char digest[65];
-    util_hex(e->digest, 32, digest);
-    MHD_add_response_header(resp, "x-cairn-sha256", digest);
     resp_ctx c = {r, resp, checksums};
     meta_each(e->meta, e->meta_len, add_meta_header, &c);
     for (size_t i = 0; i < NCONTENT; i++) {

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "../common/util.h"
 #include "../storage/codec.h"
 #include "server.h"
 
@@ -254,6 +255,11 @@ struct MHD_Response *serve_entry(server *srv, const store_entry *e, const serve_
     if (o->sent)
         *o->sent = o->head ? 0 : zstd_passthrough ? e->stored : len;
     MHD_add_response_header(resp, "Accept-Ranges", "bytes");
+    /* the body's SHA-256, which `cairn get` and `warmup --into` check (an
+     * /ac/ value's or an S3 object's is not in its name) */
+    char digest[65];
+    util_hex(e->digest, 32, digest);
+    MHD_add_response_header(resp, "x-cairn-sha256", digest);
     if (o->content_type)
         MHD_add_response_header(resp, "Content-Type", o->content_type);
     if (e->codec == CODEC_ZSTD)

@@ -257,6 +257,16 @@ static void sha256_of(const void *p, size_t n, uint8_t out[32])
     EVP_Digest(p, n, out, &len, cksum_md_sha256(), NULL);
 }
 
+/* FNV-1a: a cheap hash for the tables of what was done lately (not SHA-256:
+ * one runs on every hit). */
+static uint64_t fnv1a(const void *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ ((const uint8_t *)p)[i]) * 1099511628211ull;
+    return h;
+}
+
 static void tq_key(char type, const void *name, size_t len, uint8_t out[TQ_KEYLEN])
 {
     out[0] = (uint8_t)type;
@@ -318,6 +328,18 @@ static void bad_clear(tier_state *q, const uint8_t d[32])
     if (i >= 0)
         q->bad[i].until_ms = 0;
     pthread_mutex_unlock(&q->bad_mu);
+}
+
+/* A fetch of blob d ended with rc: damaged (TIER_BAD: counted and
+ * remembered), checked out (TIER_OK: forgotten), or neither. */
+static void fetch_ended(tier_state *q, const uint8_t d[32], int rc)
+{
+    if (rc == TIER_BAD) {
+        atomic_fetch_add(&q->corrupt, 1);
+        bad_note(q, d);
+    } else if (rc == TIER_OK) {
+        bad_clear(q, d);
+    }
 }
 
 /* ---- in the committer's transaction --------------------------------------- */
@@ -1308,10 +1330,7 @@ static void ns_keep(store *s, const char *nskey, size_t nklen)
         return; /* (only buckets have records) */
     memcpy(ns, nskey, nl);
     ns[nl] = '\0';
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < nl; i++)
-        h = (h ^ (uint8_t)ns[i]) * 1099511628211ull;
-    uint64_t now = util_now_ms(),
+    uint64_t h = fnv1a(ns, nl), now = util_now_ms(),
              every = s->cfg.tier_refresh_ms ? s->cfg.tier_refresh_ms : NS_KEEP_MS;
     /* its slot in a set of NS_KEPT_WAYS, else the set's oldest (taken over) */
     unsigned set = (unsigned)((h >> 8) % (NS_KEPT_SLOTS / NS_KEPT_WAYS)) * NS_KEPT_WAYS, i = set;
@@ -1939,16 +1958,13 @@ static int have_blob(store *s, const uint8_t d[32])
  * checks out: every frame, and the SHA-256 of the body. */
 static int adopt_file(store *s, const key_rec *kr, const tier_meta *m, int fd, int anon, op *o)
 {
-    tier_state *q = s->tier_q;
     int rc = TIER_OK, v = m->codec < 0 || m->size != kr->size
                               ? CODEC_ERR_CORRUPT
                               : codec_verify(fd, m->codec, m->size, m->length, kr->digest);
-    if (v == CODEC_ERR_CORRUPT) {
-        atomic_fetch_add(&q->corrupt, 1);
+    if (v == CODEC_ERR_CORRUPT)
         rc = TIER_BAD;
-    } else if (v != 0) {
+    else if (v != 0)
         rc = TIER_LOCAL; /* (reading the copy here failed: not the tier's copy) */
-    }
     if (rc == TIER_OK && s->cfg.fsync && fdatasync(fd) != 0)
         rc = TIER_LOCAL;
     op_take_file(o, fd, anon);
@@ -1958,7 +1974,7 @@ static int adopt_file(store *s, const key_rec *kr, const tier_meta *m, int fd, i
     }
     o->cr.stored = m->length;
     o->cr.codec = m->codec;
-    atomic_fetch_add(&q->fetched_bytes, m->length);
+    atomic_fetch_add(&s->tier_q->fetched_bytes, m->length);
     return TIER_OK;
 }
 
@@ -1995,10 +2011,8 @@ static int bytes_to_file(store *s, const key_rec *kr, const tier_meta *m, void *
 static int adopt_bytes(store *s, const key_rec *kr, const tier_meta *m, void *data, op *o,
                        uint8_t **inl)
 {
-    tier_state *q = s->tier_q;
     if (m->codec < 0 || m->size != kr->size) {
         free(data);
-        atomic_fetch_add(&q->corrupt, 1);
         return TIER_BAD;
     }
     if (kr->size > CODEC_FRAME_SIZE)
@@ -2018,7 +2032,6 @@ static int adopt_bytes(store *s, const key_rec *kr, const tier_meta *m, void *da
     }
     if (v != 0 || memcmp(d, kr->digest, 32) != 0) {
         free(data);
-        atomic_fetch_add(&q->corrupt, 1);
         return TIER_BAD;
     }
     /* Kept in the index when small enough to have come in memory: up to
@@ -2031,13 +2044,13 @@ static int adopt_bytes(store *s, const key_rec *kr, const tier_meta *m, void *da
     o->inl_len = m->length;
     o->cr.stored = m->length;
     o->cr.codec = m->codec;
-    atomic_fetch_add(&q->fetched_bytes, m->length);
+    atomic_fetch_add(&s->tier_q->fetched_bytes, m->length);
     return TIER_OK;
 }
 
 /* Fetches the blob of kr into o (inline bytes, or a temporary file), checked
  * against its digest.  TIER_OK, or a tier status. */
-static int fetch_blob(store *s, const key_rec *kr, op *o, uint8_t **inl)
+static int fetch_blob_once(store *s, const key_rec *kr, op *o, uint8_t **inl)
 {
     tier_state *q = s->tier_q;
     char name[80];
@@ -2050,19 +2063,11 @@ static int fetch_blob(store *s, const key_rec *kr, op *o, uint8_t **inl)
         size_t len = 0;
         int rc = tier_get(q->t, name, -1, &data, &len, max, &m);
         lat_record(q, LAT_READ, t0);
-        if (rc == TIER_BAD) { /* (longer than any encoding of the body) */
-            atomic_fetch_add(&q->corrupt, 1);
-            bad_note(q, kr->digest);
-        }
         if (rc != TIER_OK)
-            return rc;
+            return rc; /* (TIER_BAD: longer than any encoding of the body) */
         m.length = len;
         o->tier_time = (uint32_t)m.mtime;
-        if ((rc = adopt_bytes(s, kr, &m, data, o, inl)) == TIER_BAD)
-            bad_note(q, kr->digest);
-        else if (rc == TIER_OK)
-            bad_clear(q, kr->digest);
-        return rc;
+        return adopt_bytes(s, kr, &m, data, o, inl);
     }
     int anon;
     int fd = store_tmp_open(s, o->tmp, &anon);
@@ -2071,19 +2076,20 @@ static int fetch_blob(store *s, const key_rec *kr, op *o, uint8_t **inl)
     int rc = tier_get(q->t, name, fd, NULL, NULL, max, &m);
     lat_record(q, LAT_READ, t0);
     o->tier_time = (uint32_t)m.mtime;
-    if (rc == TIER_BAD) { /* (longer than any encoding of the body) */
-        atomic_fetch_add(&q->corrupt, 1);
-        bad_note(q, kr->digest);
-    }
     if (rc != TIER_OK) {
         op_take_file(o, fd, anon);
         op_release_file(o);
         return rc;
     }
-    if ((rc = adopt_file(s, kr, &m, fd, anon, o)) == TIER_BAD)
-        bad_note(q, kr->digest);
-    else if (rc == TIER_OK)
-        bad_clear(q, kr->digest);
+    return adopt_file(s, kr, &m, fd, anon, o);
+}
+
+/* Fetches the blob of kr into o, checked; TIER_BAD if the tier's copy is
+ * damaged (counted, and remembered: fetch_ended). */
+static int fetch_blob(store *s, const key_rec *kr, op *o, uint8_t **inl)
+{
+    int rc = fetch_blob_once(s, kr, o, inl);
+    fetch_ended(s->tier_q, kr->digest, rc);
     return rc;
 }
 
@@ -2792,14 +2798,14 @@ static void *stream_main(void *arg)
     EVP_MD_CTX_free(sj->sha);
     ZSTD_freeDStream(sj->zs);
     free(sj->zout);
-    if ((rc == TIER_OK && !ok && !sj->local_err) || rc == TIER_BAD) {
-        atomic_fetch_add(&q->corrupt, 1);
-        bad_note(q, sj->kr.digest);
-    }
-    if (ok) {
+    /* (failed checks are damage, unless this node failed them itself) */
+    fetch_ended(q, sj->kr.digest,
+                ok                               ? TIER_OK
+                : rc == TIER_OK && sj->local_err ? TIER_LOCAL
+                : rc == TIER_OK                  ? TIER_BAD
+                                                 : rc);
+    if (ok)
         stream_checked_out(q, sj->j); /* (before its readers get the end of the body) */
-        bad_clear(q, sj->kr.digest);
-    }
     pthread_mutex_lock(&f->mu);
     if (!f->headers) {
         f->codec = m.codec;
@@ -2978,7 +2984,10 @@ static int adopt_carried(store *s, const parsed_record *pr, fill_job *j)
         return TIER_LOCAL;
     if (pr->blob_len)
         memcpy(copy, pr->blob, pr->blob_len);
-    return adopt_bytes(s, &pr->kr, &m, copy, &j->o, &j->inl);
+    int rc = adopt_bytes(s, &pr->kr, &m, copy, &j->o, &j->inl);
+    if (rc == TIER_BAD) /* (the record's copy: the blob's own may be sound, not remembered) */
+        atomic_fetch_add(&s->tier_q->corrupt, 1);
+    return rc;
 }
 
 /* *to = from, with a copy of its meta and a reference to its fill of its
@@ -3268,10 +3277,7 @@ void tier_revalidate(store *s, const char *nskey, size_t nklen)
     tier_state *q = s->tier_q;
     if (q->reval == NULL || (nklen >= 4 && memcmp(nskey, "cas", 4) == 0))
         return;
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < nklen; i++)
-        h = (h ^ (uint8_t)nskey[i]) * 16777619u;
-    h |= 1; /* (never 0: an empty slot) */
+    uint32_t h = (uint32_t)(fnv1a(nskey, nklen) >> 32) | 1; /* (never 0: an empty slot) */
     uint32_t now = now_s(), every = (uint32_t)(s->cfg.tier_revalidate_ms / 1000);
     /* The key's slot in its set, else the set's oldest: a key that is not
      * remembered is due when that one is, so that however many keys are
