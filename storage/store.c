@@ -904,12 +904,38 @@ static int commit_error(store *s, int rc)
     return rc;
 }
 
+/* Writes: on a full disk they would take the room that deletions need */
+static int op_adds(const op *o)
+{
+    return o->kind == OP_PUT || o->kind == OP_NS_CREATE;
+}
+
 /* The bytes of multipart uploads' parts (never below 0: two removals of one upload at once may both
  * count it) */
 static uint64_t multipart_bytes(store *s)
 {
     long long v = atomic_load(&s->mpu_bytes);
     return v > 0 ? (uint64_t)v : 0;
+}
+
+static int op_map_full(const op *o)
+{
+    return o->map_full;
+}
+
+/* Splits a batch in two, keeping the order: the ops pick() holds for, and the rest */
+static void split_batch(op *list, int (*pick)(const op *), op **picked, op **rest)
+{
+    op **ptail = picked, **rtail = rest;
+    for (op *o = list, *next; o; o = next) {
+        next = o->next;
+        o->next = NULL;
+        op ***tail = pick(o) ? &ptail : &rtail;
+        **tail = o;
+        *tail = &o->next;
+    }
+    *ptail = NULL;
+    *rtail = NULL;
 }
 
 static void process_batch(store *s, op *list, int attempt)
@@ -1005,6 +1031,23 @@ static void process_batch(store *s, op *list, int attempt)
             return;
         }
         log_msg(LOG_ERROR, "index_commit_failed", "%s", mdb_strerror(rc));
+        if (rc == ENOSPC && list->next != NULL) {
+            /* A full disk.  LMDB copies on write, so deletions need new
+             * pages too, and pages freed by the last transactions cannot be
+             * used yet: a batch may need the file to grow where one op
+             * would not.  The writes are refused; the rest (deletions, which
+             * free room) go again one by one, each freeing pages for those
+             * after it */
+            op *refused, *again;
+            split_batch(list, op_adds, &refused, &again);
+            finish_batch(s, refused, STORE_NOSPACE);
+            for (op *o = again, *next; o; o = next) {
+                next = o->next;
+                o->next = NULL;
+                process_batch(s, o, attempt);
+            }
+            return;
+        }
         finish_batch(s, list, map_mdb(rc));
         return;
     }
@@ -1020,18 +1063,8 @@ static void process_batch(store *s, op *list, int attempt)
     }
     /* operations that found the map full get another go in a bigger one; the
      * rest are done (split the list first: a finished op may vanish at once) */
-    op *retry = NULL, **rtail = &retry, *done = NULL, **dtail = &done;
-    for (op *o = list, *next; o; o = next) {
-        next = o->next;
-        o->next = NULL;
-        if (o->map_full) {
-            *rtail = o;
-            rtail = &o->next;
-        } else {
-            *dtail = o;
-            dtail = &o->next;
-        }
-    }
+    op *retry, *done;
+    split_batch(list, op_map_full, &retry, &done);
     finish_batch(s, done, STORE_OK);
     grow_map(s, 1);
     process_batch(s, retry, attempt + 1);

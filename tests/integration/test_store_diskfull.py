@@ -254,6 +254,61 @@ class DiskFullTest(FullStoreChecks, unittest.TestCase):
         entries.append(e)
         self.check_all(srv, conn, entries)
 
+    def test_deletes_at_once_on_a_disk_with_no_byte_left(self):
+        """Small bodies (in the index) and larger ones (files) until 507, then
+        a file outside cairn takes every byte left.  Sixteen connections
+        DELETE everything at once: the committer takes their deletions in
+        batches, which need more new index pages than one deletion does;
+        every DELETE must work, and PUTs work again once room is freed."""
+        mnt = self.mount_tmpfs()
+        srv = Server(["--max-size", "1G"], data=mnt)
+        self.addCleanup(self.close_server, srv)
+        conn = srv.conn()
+        self.addCleanup(conn.close)
+        entries = []
+        for size in (64 * KIB, 8 * KIB, 2 * KIB):
+            stored, bad = self.fill(srv, conn, size, 6000)
+            self.assertIsNotNone(bad, "no PUT of %d bytes got 507 on a 24 MiB tmpfs" % size)
+            entries += stored
+        fd = os.open(os.path.join(mnt, "filler"), os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, bytes(4096))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        self.assertLess(os.statvfs(mnt).f_bavail, 2)
+        lock = threading.Lock()
+        failed = []
+
+        def deleter(part):
+            c = srv.conn()
+            try:
+                for e in part:
+                    c.request("DELETE", e.path)
+                    r = c.getresponse()
+                    text = r.read()
+                    if r.status != 204:
+                        with lock:
+                            failed.append("DELETE %s: %d %r" % (e.path, r.status, text.strip()))
+            finally:
+                c.close()
+
+        threads = [threading.Thread(target=deleter, args=(entries[i::16],)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        print("  %d entries deleted by 16 connections at once; %d failed; index commits that failed: %d"
+              % (len(entries), len(failed), srv.read_log().count("index_commit_failed")))
+        self.assertEqual(failed[:5], [], "DELETE on a full disk must work: it is how space is freed")
+        self.check_all(srv, conn, [])
+        os.unlink(os.path.join(mnt, "filler"))
+        e, status, text = self.put(conn, MIB)
+        self.assertEqual(status, 200, "PUT after DELETEs freed space: %d %r" % (status, text))
+        self.check_all(srv, conn, [e])
+
     def test_full_disk_of_small_bodies_kept_in_the_index(self):
         """Only small bodies, which live in the index: the index file is what
         fills the disk.  507 and nothing else; DELETEs work; PUTs go on."""
