@@ -182,6 +182,14 @@ int map_mdb(int rc)
     return STORE_IO;
 }
 
+static int digest_list_has(const digest_list *l, const uint8_t d[32])
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (memcmp(l->d[i], d, 32) == 0)
+            return 1;
+    return 0;
+}
+
 static int digest_list_push(digest_list *l, const uint8_t d[32])
 {
     if (l->n == l->cap) {
@@ -554,6 +562,12 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
         if ((rc = idx_put_inline(t, &s->ix, d, o->inl, o->inl_len)) != 0)
             return rc;
     } else if (create) {
+        /* an op before it in this batch dropped the blob, whose file goes
+         * (or is quarantined) once the batch commits: replacing the file
+         * now would lose it if the batch did not commit, and the index
+         * still pointed at it */
+        if (digest_list_has(&s->unlink_later, d) || digest_list_has(&s->quarantine_later, d))
+            return RC_LATER;
         char path[PATH_MAX];
         blob_path(s, d, path, sizeof path);
         int moved = place_blob(o, path) == 0;
@@ -634,7 +648,7 @@ static int apply_quarantine(store *s, MDB_txn *t, idx_stats *st, op *o)
             return 0; /* the failing file was replaced by an inline copy */
         char hex[65];
         util_hex(o->digests[0], 32, hex);
-        atomic_fetch_add(&s->corrupt_blobs, 1);
+        s->batch_corrupt++;
         log_msg(LOG_WARN, "blob_quarantined", "inline blob %s failed its checks, dropped", hex);
         return drop_blob(s, t, st, o->digests[0], &b, NULL);
     }
@@ -700,8 +714,8 @@ static int evict_in_txn(store *s, MDB_txn *t, idx_stats *st, uint64_t target, si
         if ((rc = drop_blob(s, t, st, d, &b, &s->unlink_later)) != 0)
             break;
         (*evicted)++;
-        atomic_fetch_add(&s->evicted_blobs, 1);
-        atomic_fetch_add(&s->evicted_bytes, stored);
+        s->batch_evicted_blobs++;
+        s->batch_evicted_bytes += stored;
     }
     mdb_cursor_close(c);
     return rc == MDB_NOTFOUND ? 0 : rc;
@@ -904,10 +918,11 @@ static int commit_error(store *s, int rc)
     return rc;
 }
 
-/* Writes: on a full disk they would take the room that deletions need */
-static int op_adds(const op *o)
+/* Ops that free no room: on a full disk they would take what deletions need
+ * (a hurry of the tier's queue rewrites many entries) */
+static int op_takes_room(const op *o)
 {
-    return o->kind == OP_PUT || o->kind == OP_NS_CREATE;
+    return o->kind == OP_PUT || o->kind == OP_NS_CREATE || o->kind == OP_TIER_HURRY;
 }
 
 /* The bytes of multipart uploads' parts (never below 0: two removals of one upload at once may both
@@ -918,9 +933,10 @@ static uint64_t multipart_bytes(store *s)
     return v > 0 ? (uint64_t)v : 0;
 }
 
-static int op_map_full(const op *o)
+/* Ops that go again in a batch of their own, after this one */
+static int op_again(const op *o)
 {
-    return o->map_full;
+    return o->map_full || o->later;
 }
 
 /* Splits a batch in two, keeping the order: the ops pick() holds for, and the rest */
@@ -938,19 +954,22 @@ static void split_batch(op *list, int (*pick)(const op *), op **picked, op **res
     *rtail = NULL;
 }
 
-static void process_batch(store *s, op *list, int attempt)
+/* Applies a batch of ops in one transaction, and finishes them; the
+ * commit's error (0 if it committed) */
+static int process_batch(store *s, op *list, int attempt)
 {
     MDB_txn *t;
     idx_stats st;
     grow_map(s, 0);
     s->tier_kick_pending = 0;
+    s->batch_evicted_blobs = s->batch_evicted_bytes = s->batch_corrupt = 0;
     int rc = mdb_txn_begin(s->ix.env, NULL, 0, &t);
     if (rc == 0 && (rc = idx_get_stats(t, &s->ix, &st)) != 0)
         mdb_txn_abort(t);
     if (rc != 0) {
         log_msg(LOG_ERROR, "index_txn_failed", "%s", mdb_strerror(rc));
         finish_batch(s, list, map_mdb(rc));
-        return;
+        return rc;
     }
 
     /* Make room before the new bodies land, if they would cross the high
@@ -974,13 +993,15 @@ static void process_batch(store *s, op *list, int attempt)
         while (rc == 0 && n == EVICT_PER_TXN && st.physical > target);
     }
 
-    int any_map_full = 0;
+    int any_map_full = 0, any_later = 0;
     for (op *o = list; o; o = o->next) {
         MDB_txn *child;
         idx_stats saved = st;
         size_t unl = s->unlink_later.n, quar = s->quarantine_later.n;
+        uint64_t ev_blobs = s->batch_evicted_blobs, ev_bytes = s->batch_evicted_bytes,
+                 corrupt = s->batch_corrupt;
         o->status = STORE_OK;
-        o->map_full = 0;
+        o->map_full = o->later = 0;
         uint64_t others = parts > o->parts_freed ? parts - o->parts_freed : 0;
         if (o->kind == OP_PUT && s->cfg.max_size &&
             st.physical + others + o->cr.stored > s->cfg.max_size &&
@@ -1005,9 +1026,16 @@ static void process_batch(store *s, op *list, int attempt)
                 o->status = rc == EXDEV || rc == ENOENT ? STORE_IO : map_mdb(rc);
             o->map_full = rc == MDB_MAP_FULL;
             any_map_full |= o->map_full;
+            if ((o->later = rc == RC_LATER) != 0) {
+                o->status = STORE_OK; /* (so far: it has yet to go) */
+                any_later = 1;
+            }
             st = saved;
             s->unlink_later.n = unl;
             s->quarantine_later.n = quar;
+            s->batch_evicted_blobs = ev_blobs;
+            s->batch_evicted_bytes = ev_bytes;
+            s->batch_corrupt = corrupt;
         }
     }
     keep_unreferenced(s, t, &s->unlink_later);
@@ -1027,8 +1055,7 @@ static void process_batch(store *s, op *list, int attempt)
             undo_create(s, o);
         if (rc == MDB_MAP_FULL && attempt < MAP_FULL_RETRIES) {
             grow_map(s, 1);
-            process_batch(s, list, attempt + 1);
-            return;
+            return process_batch(s, list, attempt + 1);
         }
         log_msg(LOG_ERROR, "index_commit_failed", "%s", mdb_strerror(rc));
         if (rc == ENOSPC && list->next != NULL) {
@@ -1037,19 +1064,27 @@ static void process_batch(store *s, op *list, int attempt)
              * used yet: a batch may need the file to grow where one op
              * would not.  The writes are refused; the rest (deletions, which
              * free room) go again one by one, each freeing pages for those
-             * after it */
+             * after it, until one fails before any went through */
             op *refused, *again;
-            split_batch(list, op_adds, &refused, &again);
+            split_batch(list, op_takes_room, &refused, &again);
             finish_batch(s, refused, STORE_NOSPACE);
-            for (op *o = again, *next; o; o = next) {
-                next = o->next;
+            int went = 0;
+            while (again) {
+                op *o = again;
+                again = o->next;
                 o->next = NULL;
-                process_batch(s, o, attempt);
+                int orc = process_batch(s, o, attempt);
+                if (orc == 0) {
+                    went = 1;
+                } else if (orc == ENOSPC && !went) {
+                    finish_batch(s, again, STORE_NOSPACE);
+                    break;
+                }
             }
-            return;
+            return rc;
         }
         finish_batch(s, list, map_mdb(rc));
-        return;
+        return rc;
     }
     unlink_files(s, &s->unlink_later, 0);
     unlink_files(s, &s->quarantine_later, 1);
@@ -1057,17 +1092,28 @@ static void process_batch(store *s, op *list, int attempt)
         tier_kick(s);
     atomic_fetch_add(&s->batches, 1);
     atomic_fetch_add(&s->commits, 1);
-    if (!any_map_full || attempt >= MAP_FULL_RETRIES) {
-        finish_batch(s, list, STORE_OK);
-        return;
+    atomic_fetch_add(&s->evicted_blobs, s->batch_evicted_blobs);
+    atomic_fetch_add(&s->evicted_bytes, s->batch_evicted_bytes);
+    atomic_fetch_add(&s->corrupt_blobs, s->batch_corrupt);
+    if (any_map_full && attempt >= MAP_FULL_RETRIES) {
+        for (op *o = list; o; o = o->next)
+            o->map_full = 0; /* (they failed: STORE_NOSPACE) */
+        any_map_full = 0;
     }
-    /* operations that found the map full get another go in a bigger one; the
-     * rest are done (split the list first: a finished op may vanish at once) */
+    if (!any_map_full && !any_later) {
+        finish_batch(s, list, STORE_OK);
+        return 0;
+    }
+    /* Operations that found the map full get another go in a bigger one, and
+     * those whose body's file this batch dropped go now it is gone; the rest
+     * are done (split the list first: a finished op may vanish at once) */
     op *retry, *done;
-    split_batch(list, op_map_full, &retry, &done);
+    split_batch(list, op_again, &retry, &done);
     finish_batch(s, done, STORE_OK);
-    grow_map(s, 1);
-    process_batch(s, retry, attempt + 1);
+    if (any_map_full)
+        grow_map(s, 1);
+    process_batch(s, retry, any_map_full ? attempt + 1 : attempt);
+    return 0;
 }
 
 /* ---- last access ---------------------------------------------------------- */

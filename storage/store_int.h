@@ -57,6 +57,7 @@ typedef struct op {
     int created;          /* this op renamed a new blob file into place */
     uint64_t parts_freed; /* OP_PUT of a multipart upload: its parts' bytes, which go after it */
     int map_full;         /* failed for want of index space: worth another try */
+    int later;            /* its body's file goes in this batch: it goes in the next */
     /* OP_QUARANTINE, OP_SWEEP, OP_DROP_MISSING */
     uint8_t (*digests)[32];
     size_t ndigests;
@@ -144,6 +145,8 @@ struct store {
     /* the cold tier (store_tier.c); tier_q is NULL without one */
     struct tier_state *tier_q;
     int tier_kick_pending; /* committer: this batch queued tier work */
+    /* committer: what this batch counts once it commits */
+    uint64_t batch_evicted_blobs, batch_evicted_bytes, batch_corrupt;
 };
 
 /* helpers of store.c */
@@ -152,6 +155,7 @@ int map_mdb(int rc);
 /* An operation's return for STORE_TIER_BEHIND (neither an errno nor one of
  * LMDB's codes, -30799 to -30780) */
 #define RC_TIER_BEHIND (-1000)
+#define RC_LATER (-1001) /* apply_put: the op goes in the next batch */
 char *make_nskey(const store *s, const char *ns, const void *key, size_t klen, size_t *out);
 MDB_txn *reader_get(store *s);
 void reader_put(store *s, MDB_txn *t);

@@ -12,6 +12,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -894,6 +895,52 @@ static void test_hot_set_and_verify(void **state)
         free(b[i]);
 }
 
+/* Two writers of one body under their own keys, each deleting its key
+ * again: the committer often takes the deletion of the body's last key and
+ * the write that makes it again in one batch.  The write waits for the
+ * batch after (the file the deletion drops goes first); neither fails, and
+ * the file is there whenever a key is. */
+typedef struct churn {
+    store *s;
+    const char *key;
+    const uint8_t *body;
+    int failures;
+} churn;
+
+static void *churn_main(void *arg)
+{
+    churn *c = arg;
+    for (int i = 0; i < 300; i++) {
+        c->failures += put(c->s, "ac", c->key, c->body, 40000, NULL, NULL) != STORE_OK;
+        c->failures += store_delete(c->s, "ac", c->key, strlen(c->key)) != STORE_OK;
+    }
+    return NULL;
+}
+
+static void test_delete_and_write_of_one_body_at_once(void **state)
+{
+    fixture *f = *state;
+    uint8_t *x = body_of(40000, 9, 0);
+    churn a = {f->s, "a", x, 0}, b = {f->s, "b", x, 0};
+    pthread_t ta, tb;
+    assert_int_equal(pthread_create(&ta, NULL, churn_main, &a), 0);
+    assert_int_equal(pthread_create(&tb, NULL, churn_main, &b), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    assert_int_equal(a.failures + b.failures, 0);
+    assert_int_equal(count_files(f->dir, NULL), 0);
+    assert_int_equal(put(f->s, "ac", "a", x, 40000, NULL, NULL), STORE_OK);
+    assert_int_equal(put(f->s, "ac", "b", x, 40000, NULL, NULL), STORE_OK);
+    expect_body(f->s, "ac", "a", x, 40000);
+    expect_body(f->s, "ac", "b", x, 40000);
+    assert_int_equal(count_files(f->dir, NULL), 1);
+    store_stats st;
+    store_get_stats(f->s, &st);
+    assert_int_equal(st.blobs, 1);
+    assert_int_equal(st.keys, 2);
+    free(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -915,6 +962,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_inline_dedup_delete_persist, setup_inline, teardown),
         cmocka_unit_test_setup_teardown(test_inline_eviction, setup_inline, teardown),
         cmocka_unit_test_setup_teardown(test_inline_corrupt_is_miss, setup_inline, teardown),
+        cmocka_unit_test_setup_teardown(test_delete_and_write_of_one_body_at_once, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
