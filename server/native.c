@@ -56,9 +56,19 @@ static int valid_instance(const char *s, size_t len)
     return 1;
 }
 
+/* Past a run of slashes: "//cas/x" and "/i//cas//x" are read as nginx and
+ * Go's ServeMux read them, "/cas/x" and "/i/cas/x" (a base URL that ends in
+ * "/", joined with "/cas/..."), not as an S3 path with an empty bucket name */
+static const char *past_slashes(const char *p)
+{
+    while (*p == '/')
+        p++;
+    return p;
+}
+
 int native_route(request *r)
 {
-    const char *p = r->path + 1;
+    const char *p = past_slashes(r->path);
     const char *inst = NULL;
     size_t inst_len = 0;
     const char *slash = strchr(p, '/');
@@ -68,7 +78,7 @@ int native_route(request *r)
         !(slash - p == 2 && strncmp(p, "ac", 2) == 0)) {
         inst = p;
         inst_len = (size_t)(slash - p);
-        p = slash + 1;
+        p = past_slashes(slash);
         if ((slash = strchr(p, '/')) == NULL)
             return 0;
     }
@@ -85,7 +95,7 @@ int native_route(request *r)
     if (n == NULL)
         return 0;
     n->cas = cas;
-    const char *name = slash + 1;
+    const char *name = past_slashes(slash);
     if (util_is_hex64(name, strlen(name))) {
         for (int i = 0; i < 64; i++)
             n->hex[i] = (char)((name[i] >= 'A' && name[i] <= 'F') ? name[i] + 32 : name[i]);

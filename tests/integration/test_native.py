@@ -525,6 +525,25 @@ class ActionCacheTest(NativeTest):
         self.assertEqual(kb(st), {"keys": 3, "blobs": 3})
         self.assertEqual(set(files), {sha256(va), sha256(vb), d})
 
+    def test_doubled_slashes_read_as_one(self):
+        """A base URL that ends in "/", joined with "/cas/...": "//cas/<hex>"
+        is /cas/<hex> (as nginx and Go's ServeMux read it), not an S3 path
+        with an empty bucket name (whose GET answered 200 with a bucket list)."""
+        blob = b"built through a base URL with a trailing slash"
+        d = sha256(blob)
+        k = ac_key("doubled slashes")
+        self.assertEqual(self.put("//cas/" + d, blob)[0], 200)
+        self.assertEqual(self.put("/foo//ac//" + k, b"v")[0], 200)
+        for p in ("/cas/" + d, "//cas/" + d, "/cas//" + d, "///foo//cas/" + d):
+            self.assertEqual(self.get(p)[:3:2], (200, blob), p)
+        self.assertEqual(self.get("/foo/ac/" + k)[:3:2], (200, b"v"))
+        self.assertEqual(self.get("//ac/" + k)[0], 404)  # another instance's key
+        self.assertIn(self.req("DELETE", "//foo/ac/" + k)[0], (200, 204))
+        self.assertEqual(self.get("/foo/ac/" + k)[0], 404)
+        self.assertEqual(self.get("//cas/" + "0" * 64)[0], 404)
+        s, _, b = self.get("//cas/xyz")
+        self.assertEqual(s, 400, b)
+
 
 # ---- Range --------------------------------------------------------------------
 
