@@ -273,7 +273,7 @@ static const char *error_doc(request *r, buf *b, const char *code, const char *m
     buf_xml_elem(b, "Message", msg, strlen(msg));
     if (extra)
         buf_puts(b, extra);
-    if (s->bucket[0])
+    if (s->bucket[0] && !s->bad_bucket)
         buf_xml_elem(b, "BucketName", s->bucket, strlen(s->bucket));
     if (s->key)
         buf_xml_elem(b, "Key", s->key, s->klen);
@@ -396,6 +396,29 @@ int s3_bucket_name_ok(const char *b, size_t n)
     return 1;
 }
 
+/* Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
+static int valid_utf8(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        unsigned c = *p;
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (len == 0 || (size_t)(end - p) < len)
+            return 0;
+        unsigned cp = len == 1 ? c : c & (0x7f >> len);
+        for (size_t i = 1; i < len; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (p[i] & 0x3f);
+        }
+        static const unsigned min[] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        p += len;
+    }
+    return 1;
+}
+
 static int has_aws_auth(request *r)
 {
     const char *a = http_header(r, "Authorization");
@@ -468,10 +491,12 @@ int s3_route(request *r)
         const char *slash = memchr(path, '/', plen);
         size_t bl = slash ? (size_t)(slash - path) : plen;
         char *b = s3_pct_decode(path, bl, 0, NULL);
-        if (b && strlen(b) < sizeof s->bucket)
+        if (b && bl > 0 && strlen(b) < sizeof s->bucket) {
             snprintf(s->bucket, sizeof s->bucket, "%s", b);
-        else
+        } else { /* ("//x" names no bucket; it is not the service either) */
             snprintf(s->bucket, sizeof s->bucket, "-invalid-");
+            s->bad_bucket = 1;
+        }
         free(b);
         if (slash && (size_t)(slash - path) + 1 < plen)
             s->key = s3_pct_decode(slash + 1, plen - bl - 1, 0, &s->klen);
@@ -480,8 +505,9 @@ int s3_route(request *r)
         s3_bucket_ns(s->bucket, strlen(s->bucket), s->ns, sizeof s->ns);
     r->m.ns = s->bucket;
     size_t rl = strlen(s->bucket) + (s->key ? s->klen : 0) + 3;
-    s->resource = malloc(rl);
-    if (s->resource)
+    if (s->bad_bucket) /* (its path, as it came: XML takes no bytes that are not UTF-8) */
+        s->resource = strdup(valid_utf8(r->path, strlen(r->path)) ? r->path : "/");
+    else if ((s->resource = malloc(rl)) != NULL)
         snprintf(s->resource, rl, "/%s%s%s", s->bucket, s->key ? "/" : "", s->key ? s->key : "");
     return 1;
 }
@@ -763,29 +789,6 @@ static int authenticate(request *r, enum MHD_Result *ret)
 
 /* ---- the handler ---------------------------------------------------------- */
 
-/* Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF. */
-static int valid_utf8(const char *s, size_t n)
-{
-    const unsigned char *p = (const unsigned char *)s, *end = p + n;
-    while (p < end) {
-        unsigned c = *p;
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (len == 0 || (size_t)(end - p) < len)
-            return 0;
-        unsigned cp = len == 1 ? c : c & (0x7f >> len);
-        for (size_t i = 1; i < len; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return 0;
-            cp = cp << 6 | (p[i] & 0x3f);
-        }
-        static const unsigned min[] = {0, 0, 0x80, 0x800, 0x10000};
-        if (cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        p += len;
-    }
-    return 1;
-}
-
 static enum MHD_Result first_call(request *r)
 {
     s3_req *s = r->fe;
@@ -863,7 +866,7 @@ static enum MHD_Result first_call(request *r)
         (s->op == OP_PUT_OBJECT || s->op == OP_COPY_OBJECT || s->op == OP_CREATE_MULTIPART) &&
         !store_key_fits(r->srv->st, s->ns, s->klen))
         return s3_store_error(r, STORE_BAD_KEY);
-    if (s->bucket[0] && !s3_bucket_name_ok(s->bucket, strlen(s->bucket)))
+    if (s->bucket[0] && (s->bad_bucket || !s3_bucket_name_ok(s->bucket, strlen(s->bucket))))
         return s3_error(r, 400, "InvalidBucketName", "The specified bucket is not valid.");
     if (authenticate(r, &ret) != 0)
         return ret;

@@ -36,9 +36,10 @@ typedef struct s3_req {
     size_t nparams;
     char request_id[17];
     int anonymous;
-    int bucket_st; /* what s3_bucket_exists found */
-    int vhost;     /* the bucket came from the Host header */
-    int op;        /* enum s3_op */
+    int bucket_st;  /* what s3_bucket_exists found */
+    int vhost;      /* the bucket came from the Host header */
+    int bad_bucket; /* the path's bucket name is none ("//x"), or too long */
+    int op;         /* enum s3_op */
     body_sink body;
     int body_started;
     buf xml; /* small request bodies: DeleteObjects and the like */

@@ -740,6 +740,25 @@ class KeyAndHeaderHostileTest(S3Case):
                for c in ET.fromstring(body).iter(NS + "Contents")]
         self.assertEqual(got, sorted(keys, key=lambda k: k.encode()))
 
+    def test_paths_that_name_no_bucket(self):
+        """"//x/y" (a client that joined a base URL ending in "/") names no
+        bucket; it is not the service, whose GET lists the buckets, and no
+        sentinel name of cairnd's shows in the error.  Nor is a bucket name
+        too long for any bucket."""
+        before = self.snapshot()
+        for method, path in (("GET", "//x/y"), ("GET", "//"), ("HEAD", "//x"), ("PUT", "//k"),
+                             ("PUT", "//b/k"), ("DELETE", "//b"), ("GET", "/" + "b" * 300 + "/k")):
+            resp = self.signed(method, path, b"v" if method == "PUT" else b"")
+            self.assertS3Error(resp, 400, "InvalidBucketName", head=method == "HEAD")
+            if method != "HEAD":
+                root = ET.fromstring(resp[2])
+                self.assertIsNone(root.findtext("BucketName"), resp[2])
+                self.assertNotIn(b"invalid-", resp[2])
+        self.assertNothingStored(before)
+        st, _, body = self.signed("GET", "/")
+        self.assertEqual(st, 200, body)
+        self.assertIn(b"ListAllMyBucketsResult", body)
+
     def test_long_keys(self):
         """S3 allows 1024 bytes; cairnd's index holds less (LMDB's 511-byte keys, bucket
         name included): a longer key must get a clear KeyTooLongError."""
