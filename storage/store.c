@@ -562,14 +562,17 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
         if ((rc = idx_put_inline(t, &s->ix, d, o->inl, o->inl_len)) != 0)
             return rc;
     } else if (create) {
+        char path[PATH_MAX];
+        blob_path(s, d, path, sizeof path);
         /* an op before it in this batch dropped the blob, whose file goes
          * (or is quarantined) once the batch commits: replacing the file
          * now would lose it if the batch did not commit, and the index
-         * still pointed at it */
-        if (digest_list_has(&s->unlink_later, d) || digest_list_has(&s->quarantine_later, d))
+         * still pointed at it (the lists, long after an eviction, are
+         * looked at only when a file is there) */
+        struct stat sb;
+        if (stat(path, &sb) == 0 &&
+            (digest_list_has(&s->unlink_later, d) || digest_list_has(&s->quarantine_later, d)))
             return RC_LATER;
-        char path[PATH_MAX];
-        blob_path(s, d, path, sizeof path);
         int moved = place_blob(o, path) == 0;
         if (!moved && errno == ENOENT) {
             /* blobs/<xx>/ is made on first use: startup does not pay for 256 mkdirs */
