@@ -1281,7 +1281,7 @@ static int put_key_record(store *s, const char *name, const void *rec, size_t le
 }
 
 /* Puts the record of namespace ns (a bucket's: its date and settings), as
- * this node has it, into the tier; nothing for one it has none of. */
+ * this node has it, into the tier; TIER_NOTFOUND for one it has none of. */
 static int put_ns_record(store *s, const char *ns)
 {
     char name[NS_NAME_CAP];
@@ -1290,7 +1290,7 @@ static int put_ns_record(store *s, const char *ns)
     size_t meta_len = 0;
     int rc = ns_get_local(s, ns, &created, &meta, &meta_len);
     if (rc == STORE_NOTFOUND)
-        return TIER_OK;
+        return TIER_NOTFOUND;
     if (rc != STORE_OK)
         return TIER_ERROR;
     size_t len;
@@ -1311,15 +1311,18 @@ static int upload_ns(store *s, const job *j)
         return TIER_OK;
     memcpy(ns, j->name, j->name_len);
     ns[j->name_len] = '\0';
-    return put_ns_record(s, ns);
+    int rc = put_ns_record(s, ns);
+    return rc == TIER_NOTFOUND ? TIER_OK : rc; /* (deleted here since) */
 }
 
 /* After a key record of namespace ns went up: the namespace's own record
  * goes up again once per --tier-refresh-after (a day, without refreshes),
  * so that a bucket in use outlives the lifecycle rule that expires unused
  * entries, and one the tier lost (removed by hand, a bucket made anew) is
- * back for the nodes that do not know it yet.  A failure is tried again at
- * the next key record. */
+ * back for the nodes that do not know it yet.  A node that only read keys of
+ * the bucket (a refresh puts their records) learns it from the tier first;
+ * it never puts back one the tier does not have.  A failure is tried again
+ * at the next key record. */
 static void ns_keep(store *s, const char *nskey, size_t nklen)
 {
     tier_state *q = s->tier_q;
@@ -1346,9 +1349,19 @@ static void ns_keep(store *s, const char *nskey, size_t nklen)
     }
     int due = q->ns_kept[i].hash != h || now - q->ns_kept[i].at_ms >= every;
     pthread_mutex_unlock(&q->ns_kept_mu);
-    if (!due || put_ns_record(s, ns) != TIER_OK)
+    if (!due)
         return;
-    if (ns_get_local(s, ns, NULL, NULL, NULL) == STORE_NOTFOUND) {
+    int rc = put_ns_record(s, ns), known = STORE_OK;
+    if (rc == TIER_NOTFOUND) {
+        known = tier_resolve_ns(s, ns);
+        if (known == STORE_OK)
+            rc = put_ns_record(s, ns);
+        else if (known == STORE_NOTFOUND)
+            rc = TIER_OK; /* not in the tier (deleted, or lost): left so, for a while */
+    }
+    if (rc != TIER_OK)
+        return;
+    if (known != STORE_NOTFOUND && ns_get_local(s, ns, NULL, NULL, NULL) == STORE_NOTFOUND) {
         /* the bucket was deleted here while its record went up: the
          * delete's own request may have gone first (it is queued by the
          * bucket's name, this by a key's), so the record goes again */

@@ -1638,6 +1638,37 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(g, "PUT", "/kept/k3", b"three")[0], 200)
         self.assertEqual(request(g, "GET", "/kept/k2")[2], b"two")
 
+    def test_a_node_that_only_reads_a_bucket_keeps_its_record(self):
+        """A node that never wrote into a bucket, and does not hold its record,
+        refreshes the key records it reads: the bucket's record must stay in
+        the tier (it was deleted, and new nodes took the bucket for gone),
+        and goes up again, as the tier has it, so that reads keep a bucket in
+        use too."""
+        a = self.node()
+        self.assertEqual(request(a, "PUT", "/readonly")[0], 200)
+        self.assertEqual(request(a, "PUT", "/readonly/k1", b"one")[0], 200)
+        self.assertEqual(request(a, "PUT", "/readonly/k2", self.rng.randbytes(200 * KIB))[0], 200)
+        self.drained(a)
+        record = "%s/ns/%s" % (self.PREFIX, b"s3/readonly".hex())
+        c = self.moto.client()
+        head = c.head_object(Bucket=self.BUCKET, Key=record)
+        y = self.node(extra=["--tier-refresh-after", "1s"])
+        for _ in range(2):  # read through, then (the copies older than 1 s) read here
+            self.assertEqual(request(y, "GET", "/readonly/k2")[0], 200)
+            self.assertEqual(request(y, "GET", "/readonly/k1")[2], b"one")
+            time.sleep(1.1)
+        self.assertTrue(wait_for(lambda: status(y)["tier"]["refreshes"] > 0, timeout=10),
+                        status(y)["tier"])
+        self.drained(y)
+        self.assertTrue(wait_for(lambda: c.head_object(Bucket=self.BUCKET, Key=record)[
+            "LastModified"] > head["LastModified"], timeout=10), "the record was not put again")
+        again = c.get_object(Bucket=self.BUCKET, Key=record)["Body"].read()
+        self.assertEqual(again, c.get_object(Bucket=self.BUCKET, Key=record)["Body"].read())
+        g = self.node()
+        self.assertEqual(request(g, "HEAD", "/readonly")[0], 200)
+        self.assertEqual(request(g, "PUT", "/readonly/k3", b"three")[0], 200)
+        self.assertEqual(request(a, "GET", "/")[2], request(g, "GET", "/")[2])  # same date
+
     def test_a_tier_back_after_an_outage_gets_the_queue_at_once(self):
         """Entries that failed wait longer after each failure (1 s, 2 s, 4 s,
         ...): once the tier answers again, all of them go at once, and a
