@@ -916,9 +916,9 @@ int server_start(server *srv, const server_config *cfg, store *st, char *err, si
     return 0;
 }
 
-void server_stop(server *srv)
+void server_quiesce(server *srv)
 {
-    if (srv->daemon == NULL)
+    if (srv->daemon == NULL || atomic_load(&srv->stopping))
         return;
     atomic_store(&srv->ready, 0);
     /* Not MHD_quiesce_daemon: in libmicrohttpd 0.9.75, with a thread pool
@@ -932,6 +932,13 @@ void server_stop(server *srv)
     uint64_t deadline = util_mono_ns() + srv->cfg->shutdown_timeout * 1000000000ULL;
     while (atomic_load(&srv->in_flight) > 0 && util_mono_ns() < deadline)
         usleep(10000);
+}
+
+void server_stop(server *srv)
+{
+    if (srv->daemon == NULL)
+        return;
+    server_quiesce(srv);
     offload_stop(srv);
     MHD_stop_daemon(srv->daemon);
     srv->daemon = NULL;

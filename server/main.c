@@ -361,10 +361,12 @@ int main(int argc, char **argv)
             store_tier_retry_now(st); /* what failed for the old keys goes now */
     }
     log_msg(LOG_INFO, "stopping", "signal %d: finishing in-flight requests", sig);
-    server_stop(&srv);
+    server_quiesce(&srv);
     if (tr)
         tier_abort_reads(tr); /* warmups' fetches end now; uploads may still drain */
     admin_stop();             /* warmup jobs use the store */
+    store_tier_drain(st);     /* (probes are still answered meanwhile) */
+    server_stop(&srv);
     store_close(st);
     tier_close(tr);
     creds_free();

@@ -109,9 +109,11 @@ void http_unpark(void *parker);
 void http_abort_body(struct MHD_Connection *conn);
 
 int server_start(server *srv, const server_config *cfg, store *st, char *err, size_t errlen);
-/* Answers requests that come from now on with 503 and Connection: close,
- * waits up to the shutdown timeout for those in flight, then closes every
- * connection. */
+/* Answers requests that come from now on with 503 and Connection: close
+ * (but /healthz, /readyz: 503, /status, /metrics), and waits up to the
+ * shutdown timeout for those in flight. */
+void server_quiesce(server *srv);
+/* server_quiesce if not yet, then closes every connection. */
 void server_stop(server *srv);
 
 /* ---- responses ---- */

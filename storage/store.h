@@ -128,6 +128,10 @@ void store_tier_waited(uint64_t waited_ns, int one_answer);
  * now, rather than each at the end of its wait: as soon as one try shows
  * the tier answers, all of them. */
 void store_tier_retry_now(store *s);
+/* Before an exit: waits up to tier_drain_ms for the tier's queue to empty
+ * (a rolling restart), while the caller still answers probes; store_close
+ * then does not wait again. */
+void store_tier_drain(store *s);
 
 /* Looks a key up; STORE_OK, STORE_NOTFOUND or STORE_IO. */
 int store_lookup(store *s, const char *ns, const void *key, size_t klen, store_entry *e);

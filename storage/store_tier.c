@@ -167,6 +167,7 @@ typedef struct tier_state {
     uint64_t hurried_ms;
     int hurry_asked;
     uint64_t bucket_made_ms; /* a cairnd parent's bucket, last made sure of (worker_main) */
+    int drained;             /* store_tier_drain ran (the exit's: once) */
     uint64_t seq;            /* committer only */
 
     pthread_mutex_t gate_mu; /* read-through in progress, by key */
@@ -890,7 +891,10 @@ static int pick(store *s, unsigned me, job *j, uint64_t *wait_ms)
                         memcmp(q->busy[i] + 1, (uint8_t *)k.mv_data + 1, TQ_KEYLEN - 1) == 0;
             if (k.mv_size == TQ_KEYLEN && !busy && idx_tq_decode(&v, &r) == 0 &&
                 r.name_len <= sizeof j->name) {
-                if (r.next_ms > now) {
+                /* while every try fails, an entry that failed before waits
+                 * for a probe's success (its backoff's end alone would make
+                 * every such entry a request to a tier that is down) */
+                if (r.next_ms > now || (q->in_doubt && r.attempts > 0)) {
                     if (r.next_ms < soonest) {
                         soonest = r.next_ms;
                         memcpy(first_due, k.mv_data, TQ_KEYLEN);
@@ -931,7 +935,10 @@ static int pick(store *s, unsigned me, job *j, uint64_t *wait_ms)
         return 0;
     }
     q->have_cursor = 0;
-    if (soonest != UINT64_MAX)
+    if (soonest <= now) /* (held back, until the next probe) */
+        *wait_ms =
+            q->probe_at_ms > now && q->probe_at_ms - now < 1000 ? q->probe_at_ms - now : 1000;
+    else if (soonest != UINT64_MAX)
         *wait_ms = soonest - now < 1000 ? soonest - now : 1000;
     return 1;
 }
@@ -1715,11 +1722,12 @@ int tier_start(store *s, char *err, size_t errlen)
     return 0;
 }
 
-void tier_stop(store *s)
+void store_tier_drain(store *s)
 {
     tier_state *q = s->tier_q;
-    if (q == NULL)
+    if (q == NULL || q->drained)
         return;
+    q->drained = 1;
     uint64_t end = util_now_ms() + s->cfg.tier_drain_ms, n;
     if (s->cfg.tier_drain_ms && (n = queue_entries(s) + packs_owed(q)) > 0) {
         log_msg(LOG_INFO, "tier_drain",
@@ -1731,6 +1739,14 @@ void tier_stop(store *s)
         log_msg(n ? LOG_WARN : LOG_INFO, "tier_drained", "%" PRIu64 " entries left in the queue",
                 n);
     }
+}
+
+void tier_stop(store *s)
+{
+    tier_state *q = s->tier_q;
+    if (q == NULL)
+        return;
+    store_tier_drain(s);
     pthread_mutex_lock(&q->mu);
     q->stop = 1;
     pthread_cond_broadcast(&q->cv);

@@ -20,6 +20,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import socketserver
 import subprocess
@@ -1123,6 +1124,29 @@ class TierTest(unittest.TestCase):
         self.drained(a)
         self.assertEqual(list(self.blobs_in_tier()), [sha256(body)])
 
+    def test_a_stop_that_drains_still_answers_probes(self):
+        """--tier-drain-timeout: while a stopping node waits for its queue,
+        it still answers (/healthz 200, /readyz 503, anything else 503 with
+        Connection: close), so that an orchestrator's probes do not find
+        the port closed; once the tier is back, the queue empties and the
+        node exits 0."""
+        a = self.node(extra=["--tier-drain-timeout", "30s"])
+        body = self.rng.randbytes(100 * KIB)
+        self.proxy.mode = "down"
+        self.assertEqual(request(a, "PUT", "/cas/" + sha256(body), body)[0], 200)
+        a.proc.send_signal(signal.SIGTERM)
+        self.assertTrue(wait_for(lambda: '"tier_drain"' in a.read_log(), timeout=10))
+        for _ in range(3):
+            self.assertEqual(request(a, "GET", "/healthz")[0], 200)
+            self.assertEqual(request(a, "GET", "/readyz")[0], 503)
+            st, h, _ = request(a, "GET", "/cas/" + sha256(body))
+            self.assertEqual((st, h.get("connection")), (503, "close"))
+            time.sleep(0.5)
+        self.assertIsNone(a.proc.poll(), "the node did not wait for its queue")
+        self.proxy.mode = "ok"
+        self.assertEqual(a.proc.wait(30), 0, a.read_log()[-3000:])
+        self.assertEqual(list(self.blobs_in_tier()), [sha256(body)])
+
     def test_a_stop_aborts_the_tiers_multipart_upload_it_cut_short(self):
         """A stop in the middle of a blob's multipart upload to a tier that
         hangs: the upload is cut short and aborted in the tier (not left
@@ -1678,8 +1702,11 @@ class TierTest(unittest.TestCase):
         bodies = [self.rng.randbytes(10 * KIB) for _ in range(4)]
         for b in bodies:
             self.assertEqual(request(a, "PUT", "/cas/" + sha256(b), b)[0], 200)
-        time.sleep(17)  # each entry failed about five times: its next try is 12-20 s away
+        time.sleep(17)
         self.assertGreater(status(a)["tier"]["queue"], 0)
+        # each entry failed once; then, every try failing, only probes (1, 3, 7 and
+        # 15 s after), not each entry at the end of its own backoff (1, 2, 4, 8 s)
+        self.assertLessEqual(status(a)["tier"]["upload_failures"], 10)
         self.proxy.mode = "ok"
         t0 = time.monotonic()
         st, _, got = request(a, "POST", "/admin/drain?timeout=5")
@@ -1701,7 +1728,7 @@ class TierTest(unittest.TestCase):
         bodies = [first] + [self.rng.randbytes(10 * KIB) for _ in range(4)]
         for b in bodies[1:]:
             self.assertEqual(request(a, "PUT", "/cas/" + sha256(b), b)[0], 200)
-        time.sleep(17)  # each entry failed about five times: its next try is 12-20 s away
+        time.sleep(17)  # the entries that failed wait for a probe (1 to 15 s apart)
         self.proxy.mode = "ok"
         c = a.conn()
         for _ in range(30):
@@ -2501,7 +2528,6 @@ class S3rverTierTest(TierTest):
         for the old keys goes at once.  A file without both keys (half
         written, say) leaves the current keys in use.  (s3rver refuses an unknown
         access key; the secret it does not check.)"""
-        import signal
         path = os.path.join(self.folder(), "credentials")
 
         def write(key):
