@@ -494,8 +494,8 @@ int s3_route(request *r)
         if (b && bl > 0 && strlen(b) < sizeof s->bucket) {
             snprintf(s->bucket, sizeof s->bucket, "%s", b);
         } else { /* ("//x" names no bucket; it is not the service either) */
-            snprintf(s->bucket, sizeof s->bucket, "-invalid-");
-            s->bad_bucket = 1;
+            snprintf(s->bucket, sizeof s->bucket, "-invalid-"); /* (no bucket has it) */
+            s->bad_bucket = bl == 0 ? BAD_BUCKET_NONE : BAD_BUCKET_UNKNOWN;
         }
         free(b);
         if (slash && (size_t)(slash - path) + 1 < plen)
@@ -866,7 +866,8 @@ static enum MHD_Result first_call(request *r)
         (s->op == OP_PUT_OBJECT || s->op == OP_COPY_OBJECT || s->op == OP_CREATE_MULTIPART) &&
         !store_key_fits(r->srv->st, s->ns, s->klen))
         return s3_store_error(r, STORE_BAD_KEY);
-    if (s->bucket[0] && (s->bad_bucket || !s3_bucket_name_ok(s->bucket, strlen(s->bucket))))
+    if (s->bucket[0] &&
+        (s->bad_bucket == BAD_BUCKET_NONE || !s3_bucket_name_ok(s->bucket, strlen(s->bucket))))
         return s3_error(r, 400, "InvalidBucketName", "The specified bucket is not valid.");
     if (authenticate(r, &ret) != 0)
         return ret;

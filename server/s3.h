@@ -25,6 +25,8 @@
 #define S3_XML_BODY_MAX (2u << 20)
 #define S3_ADMIN_BODY_MAX (64u << 20) /* a warmup list: a million items or so */
 
+enum { BAD_BUCKET_NONE = 1, BAD_BUCKET_UNKNOWN = 2 }; /* s3_req.bad_bucket */
+
 typedef struct s3_req {
     char bucket[64];
     char ns[S3_NS_MAX]; /* "s3/<bucket>" */
@@ -38,7 +40,8 @@ typedef struct s3_req {
     int anonymous;
     int bucket_st;  /* what s3_bucket_exists found */
     int vhost;      /* the bucket came from the Host header */
-    int bad_bucket; /* the path's bucket name is none ("//x"), or too long */
+    int bad_bucket; /* BAD_BUCKET_NONE: the path names none ("//x"), 400; _UNKNOWN: a name
+                       too long for any bucket (or not decodable), no such bucket */
     int op;         /* enum s3_op */
     body_sink body;
     int body_started;

@@ -742,14 +742,19 @@ class KeyAndHeaderHostileTest(S3Case):
 
     def test_paths_that_name_no_bucket(self):
         """"//x/y" (a client that joined a base URL ending in "/") names no
-        bucket; it is not the service, whose GET lists the buckets, and no
-        sentinel name of cairnd's shows in the error.  Nor is a bucket name
-        too long for any bucket."""
+        bucket (400); it is not the service, whose GET lists the buckets.  A
+        name too long for any bucket is no such bucket (404).  No sentinel
+        name of cairnd's shows in the error."""
         before = self.snapshot()
-        for method, path in (("GET", "//x/y"), ("GET", "//"), ("HEAD", "//x"), ("PUT", "//k"),
-                             ("PUT", "//b/k"), ("DELETE", "//b"), ("GET", "/" + "b" * 300 + "/k")):
+        long = "/" + "b" * 300
+        for method, path, status, code in (
+                ("GET", "//x/y", 400, "InvalidBucketName"), ("GET", "//", 400, "InvalidBucketName"),
+                ("HEAD", "//x", 400, None), ("PUT", "//k", 400, "InvalidBucketName"),
+                ("PUT", "//b/k", 400, "InvalidBucketName"), ("DELETE", "//b", 400, "InvalidBucketName"),
+                ("GET", long + "/k", 404, "NoSuchBucket"), ("PUT", long + "/k", 404, "NoSuchBucket"),
+                ("GET", long, 404, "NoSuchBucket")):
             resp = self.signed(method, path, b"v" if method == "PUT" else b"")
-            self.assertS3Error(resp, 400, "InvalidBucketName", head=method == "HEAD")
+            self.assertS3Error(resp, status, code, head=method == "HEAD")
             if method != "HEAD":
                 root = ET.fromstring(resp[2])
                 self.assertIsNone(root.findtext("BucketName"), resp[2])
