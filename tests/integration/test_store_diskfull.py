@@ -151,12 +151,18 @@ class DiskFullTest(FullStoreChecks, unittest.TestCase):
         self.addCleanup(unmount)
         return mnt
 
-    def test_full_disk_gives_507_and_nothing_else(self):
-        mnt = self.mount_tmpfs()
+    def full_server(self, size="24m"):
+        """A node over a tmpfs of that size (--max-size 1G: eviction never
+        makes room), and a connection to it: (mount point, server, conn)."""
+        mnt = self.mount_tmpfs(size)
         srv = Server(["--max-size", "1G"], data=mnt)
         self.addCleanup(self.close_server, srv)
         conn = srv.conn()
         self.addCleanup(conn.close)
+        return mnt, srv, conn
+
+    def test_full_disk_gives_507_and_nothing_else(self):
+        mnt, srv, conn = self.full_server()
 
         entries = []
         refused = []
@@ -260,11 +266,7 @@ class DiskFullTest(FullStoreChecks, unittest.TestCase):
         DELETE everything at once: the committer takes their deletions in
         batches, which need more new index pages than one deletion does;
         every DELETE must work, and PUTs work again once room is freed."""
-        mnt = self.mount_tmpfs()
-        srv = Server(["--max-size", "1G"], data=mnt)
-        self.addCleanup(self.close_server, srv)
-        conn = srv.conn()
-        self.addCleanup(conn.close)
+        mnt, srv, conn = self.full_server()
         entries = []
         for size in (64 * KIB, 8 * KIB, 2 * KIB):
             stored, bad = self.fill(srv, conn, size, 6000)
@@ -312,11 +314,7 @@ class DiskFullTest(FullStoreChecks, unittest.TestCase):
     def test_full_disk_of_small_bodies_kept_in_the_index(self):
         """Only small bodies, which live in the index: the index file is what
         fills the disk.  507 and nothing else; DELETEs work; PUTs go on."""
-        mnt = self.mount_tmpfs("8m")
-        srv = Server(["--max-size", "1G"], data=mnt)
-        self.addCleanup(self.close_server, srv)
-        conn = srv.conn()
-        self.addCleanup(conn.close)
+        mnt, srv, conn = self.full_server("8m")
         entries = []
         for size in (8 * KIB, 2 * KIB):
             stored, bad = self.fill(srv, conn, size, 6000)
