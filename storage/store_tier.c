@@ -204,8 +204,7 @@ typedef struct tier_state {
     /* Revalidation (tier_revalidate): when keys read here were last checked
      * against the tier, by a hash of the key, and the keys waiting for a
      * check. */
-    atomic_ullong *reval;   /* REVAL_SLOTS of (hash << 32 | when, s), 0: empty */
-    uint32_t reval_since_s; /* keys in no slot count as checked then (the start) */
+    atomic_ullong *reval; /* REVAL_SLOTS of (hash << 32 | when, s), 0: empty */
     pthread_mutex_t reval_mu;
     pthread_cond_t reval_cv;
     char *reval_keys[REVAL_QUEUE];
@@ -1671,6 +1670,7 @@ static void *worker_main(void *arg)
 }
 
 static void *reval_main(void *arg);
+static void reval_checked(tier_state *q, const char *nskey, size_t nklen);
 
 int tier_start(store *s, char *err, size_t errlen)
 {
@@ -1707,7 +1707,6 @@ int tier_start(store *s, char *err, size_t errlen)
         snprintf(err, errlen, "cannot start the tier's workers");
         return -1;
     }
-    q->reval_since_s = now_s();
     if (s->cfg.tier_revalidate_ms && (q->reval = calloc(REVAL_SLOTS, sizeof *q->reval)) != NULL)
         while (q->reval_started < REVAL_THREADS &&
                pthread_create(&q->reval_threads[q->reval_started], NULL, reval_main, s) == 0)
@@ -3160,6 +3159,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
                fill_job_init(j, id, gen, nskey, nklen, &pr.kr, clock, (uint32_t)rm.mtime) != 0) {
         status = STORE_IO;
     } else {
+        reval_checked(q, nskey, nklen);
         key_rec kr = pr.kr;
         op *o = &j->o;
         int link = have_blob(s, kr.digest), known_bad = 0;
@@ -3301,31 +3301,56 @@ int tier_key_pending(store *s, MDB_txn *t, const char *nskey, size_t nklen)
     return tq_has(s, t, TQ_KEY, nskey, nklen) || tq_has(s, t, TQ_KEY_DEL, nskey, nklen);
 }
 
+/* The slot of a key's last check: its own in its set, else the set's
+ * oldest (*v its value, *last its time).  A key that is not remembered is
+ * due when that one is, so that however many keys are read, a set asks for
+ * one check a period at most; and a key in no slot of a set never used
+ * (one not read or filled since the start) is due at once, as the copy
+ * may be older than anything this run saw. */
+static atomic_ullong *reval_slot(tier_state *q, uint32_t h, uint64_t *v, uint32_t *last)
+{
+    atomic_ullong *set = &q->reval[(h >> 2) % (REVAL_SLOTS / REVAL_WAYS) * REVAL_WAYS];
+    atomic_ullong *slot = NULL;
+    for (unsigned w = 0; w < REVAL_WAYS; w++) {
+        uint64_t x = atomic_load_explicit(&set[w], memory_order_relaxed);
+        uint32_t at = (uint32_t)x; /* (0: empty, never checked) */
+        if ((uint32_t)(x >> 32) == h) {
+            *v = x, *last = at;
+            return &set[w];
+        }
+        if (slot == NULL || at < *last)
+            slot = &set[w], *v = x, *last = at;
+    }
+    return slot;
+}
+
+static uint32_t reval_hash(const char *nskey, size_t nklen)
+{
+    return (uint32_t)(fnv1a(nskey, nklen) >> 32) | 1; /* (never 0: an empty slot) */
+}
+
+/* A key whose record was just read from the tier is as current as a check
+ * would make it: its next check is a period away. */
+static void reval_checked(tier_state *q, const char *nskey, size_t nklen)
+{
+    if (q->reval == NULL)
+        return;
+    uint32_t h = reval_hash(nskey, nklen), last;
+    uint64_t v;
+    atomic_store_explicit(reval_slot(q, h, &v, &last), (uint64_t)h << 32 | now_s(),
+                          memory_order_relaxed);
+}
+
 void tier_revalidate(store *s, const char *nskey, size_t nklen)
 {
     tier_state *q = s->tier_q;
     if (q->reval == NULL || (nklen >= 4 && memcmp(nskey, "cas", 4) == 0))
         return;
-    uint32_t h = (uint32_t)(fnv1a(nskey, nklen) >> 32) | 1; /* (never 0: an empty slot) */
+    uint32_t h = reval_hash(nskey, nklen), last;
     uint32_t now = now_s(), every = (uint32_t)(s->cfg.tier_revalidate_ms / 1000);
-    /* The key's slot in its set, else the set's oldest: a key that is not
-     * remembered is due when that one is, so that however many keys are
-     * read, a set asks for one check a period at most.  (No lock for a read
-     * whose key is not due: nearly every one.) */
-    atomic_ullong *set = &q->reval[(h >> 2) % (REVAL_SLOTS / REVAL_WAYS) * REVAL_WAYS];
-    atomic_ullong *slot = NULL;
-    uint64_t v = 0;
-    uint32_t last = 0;
-    for (unsigned w = 0; w < REVAL_WAYS; w++) {
-        uint64_t x = atomic_load_explicit(&set[w], memory_order_relaxed);
-        uint32_t at = x ? (uint32_t)x : q->reval_since_s;
-        if ((uint32_t)(x >> 32) == h) {
-            slot = &set[w], v = x, last = at;
-            break;
-        }
-        if (slot == NULL || at < last)
-            slot = &set[w], v = x, last = at;
-    }
+    /* (no lock for a read whose key is not due: nearly every one) */
+    uint64_t v;
+    atomic_ullong *slot = reval_slot(q, h, &v, &last);
     if (now - last < (every ? every : 1))
         return;
     pthread_mutex_lock(&q->reval_mu);
@@ -3767,6 +3792,7 @@ static void pack_fill_one(pack_warm *pw, pack_want *w, const uint8_t *rec, size_
         gate_leave(q, id, GATE_LOOK_AGAIN);
         return;
     }
+    reval_checked(q, w->nskey, w->nklen);
     op *o = &j->o;
     f->pw = pw;
     f->i = w->i;

@@ -832,6 +832,33 @@ class TierTest(unittest.TestCase):
         self.assertIn('cairn_tier_revalidations_total{result="stale"} 3', text)
         self.assertIn('cairn_tier_revalidations_total{result="current"} 3', text)
 
+    def test_a_restarted_node_checks_its_copies_at_their_first_read(self):
+        """Node b holds a copy of a key and is stopped; node a changes the key
+        meanwhile.  b, started again on its folder, checks the key at its first
+        read (answered from the copy), long before --tier-revalidate has passed
+        since its start, and answers the new body next.  A key read from the
+        tier since the start is current: not checked before a period."""
+        a, d = self.node(), self.folder()
+        b = self.node(data=d, extra=["--tier-revalidate", "1h"])
+        k, fresh = "/ac/" + sha256(b"restart k"), "/ac/" + sha256(b"restart fresh")
+        v1, v2, v3 = (self.rng.randbytes(n) for n in (300, 20 * KIB, 500))
+        for path, body in ((k, v1), (fresh, v3)):
+            self.assertEqual(request(a, "PUT", path, body)[0], 200)
+        self.drained(a)
+        self.assertEqual(request(b, "GET", k)[::2], (200, v1))
+        self.assertEqual(b.stop(), 0)
+        time.sleep(0.05)
+        self.assertEqual(request(a, "PUT", k, v2)[0], 200)
+        self.drained(a)
+        b = self.node(data=d, extra=["--tier-revalidate", "1h"])
+        self.assertEqual(request(b, "GET", k)[::2], (200, v1))  # the copy; a check asked for
+        self.assertTrue(wait_for(lambda: status(b)["tier"]["revalidated_stale"] == 1,
+                                 timeout=30), status(b)["tier"])
+        for path, body in ((k, v2), (k, v2), (fresh, v3), (fresh, v3)):
+            self.assertEqual(request(b, "GET", path)[::2], (200, body), path)
+        time.sleep(0.5)  # (a check would be on its way by now)
+        self.assertEqual(status(b)["tier"]["revalidations"], 1, status(b)["tier"])
+
     def test_a_bucket_with_keys_elsewhere_in_the_fleet_is_not_empty(self):
         """DeleteBucket through a node that holds none of the bucket's keys
         is refused while the tier holds some from another node; keys deleted
