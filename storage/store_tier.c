@@ -1193,6 +1193,8 @@ static int upload_blob(store *s, job *j)
     if (rc == TIER_OK) {
         atomic_fetch_add(&q->uploads, 1);
         atomic_fetch_add(&q->upload_bytes, b.stored);
+    } else if (tier_put_damaged()) {
+        bad_note(q, j->name); /* the tier may hold the damaged bytes: the next try puts over them */
     }
     if (rc == TIER_OK && bad) {
         bad_clear(q, j->name);
@@ -2095,7 +2097,8 @@ static int fetch_blob_once(store *s, const key_rec *kr, op *o, uint8_t **inl)
             return rc; /* (TIER_BAD: longer than any encoding of the body) */
         m.length = len;
         o->tier_time = (uint32_t)m.mtime;
-        return adopt_bytes(s, kr, &m, data, o, inl);
+        rc = adopt_bytes(s, kr, &m, data, o, inl);
+        return rc == TIER_BAD && m.unsized ? TIER_ERROR : rc; /* (cut short, perhaps) */
     }
     int anon;
     int fd = store_tmp_open(s, o->tmp, &anon);
@@ -2109,7 +2112,8 @@ static int fetch_blob_once(store *s, const key_rec *kr, op *o, uint8_t **inl)
         op_release_file(o);
         return rc;
     }
-    return adopt_file(s, kr, &m, fd, anon, o);
+    rc = adopt_file(s, kr, &m, fd, anon, o);
+    return rc == TIER_BAD && m.unsized ? TIER_ERROR : rc; /* (cut short, perhaps) */
 }
 
 /* Fetches the blob of kr into o, checked; TIER_BAD if the tier's copy is
@@ -2830,6 +2834,7 @@ static void *stream_main(void *arg)
     fetch_ended(q, sj->kr.digest,
                 ok                               ? TIER_OK
                 : rc == TIER_OK && sj->local_err ? TIER_LOCAL
+                : rc == TIER_OK && m.unsized     ? TIER_ERROR /* (cut short, perhaps) */
                 : rc == TIER_OK                  ? TIER_BAD
                                                  : rc);
     if (ok)

@@ -19,6 +19,7 @@
 #include <expat.h>
 #include <stdatomic.h>
 
+#include "../common/checksum.h"
 #include "../common/log.h"
 #include "../common/sigv4.h"
 #include "../common/util.h"
@@ -77,6 +78,8 @@ struct tier {
 static _Thread_local char thread_error[TIER_ERROR_TEXT];
 /* This thread sends what the queue owes the tier (tier_thread_uploads). */
 static _Thread_local int uploader;
+
+#define DIGEST_CHUNK (1u << 20) /* a file body's bytes read at a time for its Content-MD5 */
 
 enum { STOP_NONE, STOP_READS, STOP_ALL };
 #define AT_STOP_MS 2000 /* what a request may take once the stop began (at_stop) */
@@ -435,6 +438,8 @@ typedef struct xfer {
     int too_large;
     int write_error; /* the body could not be kept here (a full disk, memory) */
     char etag[128];  /* the answer's ETag header, as sent (quoted) */
+    int encrypted;   /* the answer says the object is encrypted: its ETag may not be an MD5 */
+    int garbled;     /* a body from memory that is not what its x-amz-meta-cairn-sha256 says */
     /* a GET resumed at byte resume_from (> 0): its body is taken only from
      * a 206 whose Content-Range starts there (else refused, unwritten) */
     uint64_t resume_from;
@@ -590,6 +595,8 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *arg)
         const char *sp = strchr(line, ' '); /* (its reason phrase may be cut: of no matter) */
         x->status = sp ? strtol(sp + 1, NULL, 10) : 0;
         x->range_ok = 0;
+        if (x->meta)
+            x->meta->unsized = 1; /* until a Content-Length says otherwise */
         return len;
     }
     if (len >= sizeof line)
@@ -603,6 +610,8 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *arg)
         v++;
     if (strcasecmp(line, "etag") == 0)
         snprintf(x->etag, sizeof x->etag, "%s", v);
+    if (strncasecmp(line, "x-amz-server-side-encryption", 28) == 0)
+        x->encrypted = 1;
     if (x->resume_from && strcasecmp(line, "content-range") == 0) {
         char *end;
         x->range_ok = strncmp(v, "bytes ", 6) == 0 && strtoull(v + 6, &end, 10) == x->resume_from &&
@@ -622,9 +631,12 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *arg)
         x->meta->size = strtoull(v, NULL, 10);
     else if (strcasecmp(mkey, "cairn-written") == 0)
         x->meta->written_ms = strtoull(v, NULL, 10);
-    else if (strcasecmp(line, "content-length") == 0)
+    else if (strcasecmp(mkey, "cairn-sha256") == 0 && util_is_hex64(v, strlen(v)))
+        memcpy(x->meta->sha256, v, 65);
+    else if (strcasecmp(line, "content-length") == 0) {
         x->meta->length = strtoull(v, NULL, 10);
-    else if (strcasecmp(line, "last-modified") == 0) {
+        x->meta->unsized = 0;
+    } else if (strcasecmp(line, "last-modified") == 0) {
         time_t tm;
         if (sigv4_parse_http_date(v, &tm) == SIGV4_OK)
             x->meta->mtime = (int64_t)tm;
@@ -682,6 +694,57 @@ static int missing_bucket(const xfer *x);
 
 /* Runs one request.  Returns a tier status; *http gets the HTTP status (0 if
  * none came). */
+/* The MD5 of the body a request sends (from memory, or read from its
+ * file) and, if sha is not NULL, its SHA-256.  0, or -1 (memory, a read). */
+static int body_digests(const xfer *x, uint8_t md5[16], uint8_t sha[32])
+{
+    EVP_MD_CTX *m = EVP_MD_CTX_new(), *h = sha ? EVP_MD_CTX_new() : NULL;
+    uint8_t *buf = x->in_fd >= 0 ? malloc(DIGEST_CHUNK) : NULL;
+    int ok = m && (h || !sha) && (buf || x->in_fd < 0) &&
+             EVP_DigestInit_ex(m, cksum_md_md5(), NULL) &&
+             (!h || EVP_DigestInit_ex(h, cksum_md_sha256(), NULL));
+    for (uint64_t off = x->in_off; ok && off < x->in_len;) {
+        size_t n = x->in_len - off < DIGEST_CHUNK ? (size_t)(x->in_len - off) : DIGEST_CHUNK;
+        const uint8_t *p = x->in_data + off;
+        if (x->in_fd >= 0) {
+            ssize_t got = util_pread_all(x->in_fd, buf, n, (off_t)off);
+            ok = got > 0;
+            n = ok ? (size_t)got : 0;
+            p = buf;
+        }
+        ok = ok && EVP_DigestUpdate(m, p, n) && (!h || EVP_DigestUpdate(h, p, n));
+        off += n;
+    }
+    ok = ok && EVP_DigestFinal_ex(m, md5, NULL) && (!h || EVP_DigestFinal_ex(h, sha, NULL));
+    EVP_MD_CTX_free(m);
+    EVP_MD_CTX_free(h);
+    free(buf);
+    return ok ? 0 : -1;
+}
+
+/* Is the answer's ETag (quoted or not) the MD5 of what was sent?  -1 when
+ * it cannot say: no ETag, one that is no MD5 (a multipart object's), or an
+ * encrypted object's (SSE-KMS and SSE-C ETags are not MD5s on S3, nor on
+ * MinIO SSE-S3). */
+static int etag_is(const xfer *x, const uint8_t md5[16])
+{
+    const char *e = x->etag;
+    size_t n = strlen(e);
+    if (n >= 2 && e[0] == '"' && e[n - 1] == '"')
+        e++, n -= 2;
+    uint8_t got[16];
+    if (x->encrypted || n != 32 || util_unhex(e, 32, got, 16) != 0)
+        return -1;
+    return memcmp(got, md5, 16) == 0;
+}
+
+static _Thread_local int put_damaged;
+
+int tier_put_damaged(void)
+{
+    return put_damaged;
+}
+
 static int perform(tier *t, const treq *r, xfer *x, long *http)
 {
     *http = 0;
@@ -727,10 +790,29 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
                    (x->in_len > x->in_off || x->in_fd >= 0);
     const char *payload = has_body ? "UNSIGNED-PAYLOAD" : SIGV4_EMPTY_SHA256;
     char codec_v[8] = "", size_v[24] = "", written_v[24] = "", source[3200];
-    sigv4_header hs[10];
+    char md5_v[CKSUM_B64_SIZE], sha_v[65] = "";
+    uint8_t md5[16], sha[32];
+    sigv4_header hs[12];
     size_t nh = 0;
     hs[nh++] = (sigv4_header){"host", t->host};
     hs[nh++] = (sigv4_header){"x-amz-content-sha256", payload};
+    if (has_body) {
+        /* the store checks what arrives against its Content-MD5; an object
+         * from memory (a record) carries its SHA-256, for whoever reads it */
+        int whole = strcmp(method, "PUT") == 0 && r->query == NULL && x->in_fd < 0;
+        if (body_digests(x, md5, whole ? sha : NULL) != 0 ||
+            cksum_base64(md5, 16, md5_v, sizeof md5_v) != CKSUM_OK) {
+            free(qbuf);
+            return TIER_LOCAL;
+        }
+        hs[nh++] = (sigv4_header){"content-md5", md5_v};
+        if (whole)
+            util_hex(sha, 32, sha_v);
+    } else if (r->meta && r->meta->sha256[0]) {
+        snprintf(sha_v, sizeof sha_v, "%s", r->meta->sha256); /* (a copy onto itself) */
+    }
+    if (sha_v[0])
+        hs[nh++] = (sigv4_header){"x-amz-meta-cairn-sha256", sha_v};
     if (r->copy) {
         snprintf(source, sizeof source, "/%s/%s", t->bucket, enc);
         hs[nh++] = (sigv4_header){"x-amz-copy-source", source};
@@ -848,6 +930,12 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
              : *http == 404                 ? TIER_NOTFOUND
              : *http == 401 || *http == 403 ? TIER_DENIED
                                             : TIER_ERROR;
+    if (has_body)
+        put_damaged = 0;
+    if (rc == TIER_OK && has_body && strcmp(method, "PUT") == 0 && etag_is(x, md5) == 0) {
+        rc = TIER_ERROR; /* stored, but not what was sent */
+        put_damaged = 1;
+    }
     if (rc != TIER_OK && rc != TIER_LOCAL && (rc != TIER_NOTFOUND || missing_bucket(x)))
         note_failure(t, x, cc, eb, *http);
     if (cc == CURLE_OPERATION_TIMEDOUT || cc == CURLE_ABORTED_BY_CALLBACK)
@@ -983,6 +1071,15 @@ static void note_failure(tier *t, const xfer *x, CURLcode cc, const char *eb, lo
     int bare = 0; /* an HTTP status alone: a HEAD's answer has no body */
     if (x->too_large)
         snprintf(out, cap, "an answer larger than %" PRIu64 " bytes", x->out_max);
+    else if (x->garbled)
+        snprintf(out, cap,
+                 "damaged on the way: the body's SHA-256 is not the "
+                 "x-amz-meta-cairn-sha256 it was stored with");
+    else if (put_damaged && cc == CURLE_OK && http >= 200 && http < 300)
+        snprintf(out, cap,
+                 "damaged on the way: the stored object's ETag %s is not the MD5 of "
+                 "the bytes sent",
+                 x->etag);
     else if (cc == CURLE_ABORTED_BY_CALLBACK && stopped_for(t))
         snprintf(out, cap, "cut short: cairnd is stopping");
     else if (cc == CURLE_ABORTED_BY_CALLBACK && x->stall_ns)
@@ -1009,6 +1106,18 @@ static void note_failure(tier *t, const xfer *x, CURLcode cc, const char *eb, lo
         memcpy(t->last_error, out, n + 1);
     t->last_error_ms = util_now_ms();
     pthread_mutex_unlock(&t->err_mu);
+}
+
+/* A 200 whose body is an S3 <Error> (a copy or a CompleteMultipartUpload
+ * that failed after its answer began): TIER_ERROR, noted in S3's words. */
+static int error_in_body(tier *t, xfer *x, long http)
+{
+    if (x->out == NULL || x->out_len == 0 || memmem(x->out, x->out_len, "<Error>", 7) == NULL)
+        return TIER_OK;
+    x->errlen = x->out_len < sizeof x->errbody ? x->out_len : sizeof x->errbody;
+    memcpy(x->errbody, x->out, x->errlen);
+    note_failure(t, x, CURLE_OK, "", http);
+    return TIER_ERROR;
 }
 
 /* A 404 that is not about the object: the bucket is not there (a wrong
@@ -1117,8 +1226,10 @@ static int mpu_part(tier *t, const char *name, const char *uid, unsigned n, int 
         rc = perform(t, &r, &x, &http);
         if (http == 501)
             rc = TIER_NOTIMPL; /* s3rver has no UploadPartCopy */
+        if (rc == TIER_OK && r.copy)
+            rc = error_in_body(t, &x, http); /* <CopyPartResult><ETag>, or an <Error> */
         if (rc == TIER_OK && r.copy && xml_text(x.out, x.out_len, "ETag", etag, 128) != 1)
-            rc = TIER_ERROR; /* <CopyPartResult><ETag>, or an <Error> */
+            rc = TIER_ERROR;
         if (rc == TIER_OK && !r.copy) {
             if (x.etag[0])
                 snprintf(etag, 128, "%s", x.etag);
@@ -1153,8 +1264,10 @@ static int mpu_complete(tier *t, const char *name, const char *uid, char (*etags
     long http;
     int rc = perform(t, &r, &x, &http);
     char tag[128];
+    if (rc == TIER_OK)
+        rc = error_in_body(t, &x, http); /* answered 200, failed in the body */
     if (rc == TIER_OK && x.out_len && xml_text(x.out, x.out_len, "ETag", tag, sizeof tag) < 0)
-        rc = TIER_ERROR; /* answered 200, failed in the body */
+        rc = TIER_ERROR;
     free(x.out);
     free(body);
     return rc;
@@ -1325,6 +1438,15 @@ int tier_get(tier *t, const char *name, int fd, void **data, size_t *len, uint64
     long http;
     treq r = {.method = "GET", .name = name, .timeout_ms = budget(t, max)};
     int rc = perform(t, &r, &x, &http);
+    uint8_t want[32], got[32];
+    if (rc == TIER_OK && fd < 0 && m.sha256[0] && util_unhex(m.sha256, 64, want, 32) == 0 &&
+        (EVP_Digest(x.out ? x.out : (uint8_t *)"", x.out_len, got, NULL, cksum_md_sha256(), NULL) !=
+             1 ||
+         memcmp(got, want, 32) != 0)) {
+        x.garbled = 1; /* (a record: never taken) */
+        note_failure(t, &x, CURLE_OK, "", http);
+        rc = TIER_BAD;
+    }
     if (rc == TIER_OK && fd < 0) {
         *data = x.out;
         *len = x.out_len;
@@ -1448,8 +1570,8 @@ int tier_refresh(tier *t, const char *name)
     long http;
     rc = perform(t, &r, &x, &http);
     /* S3 may answer a copy 200 and put its error in the body */
-    if (rc == TIER_OK && x.out && x.out_len && memmem(x.out, x.out_len, "<Error>", 7) != NULL)
-        rc = TIER_ERROR;
+    if (rc == TIER_OK)
+        rc = error_in_body(t, &x, http);
     if (rc == TIER_ERROR && http == 404)
         rc = TIER_NOTFOUND;
     free(x.out);

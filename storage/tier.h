@@ -119,11 +119,23 @@ typedef struct tier_meta {
      * deleted) at the node that did it, ms since the epoch; 0 if not given
      * (x-amz-meta-cairn-written) */
     uint64_t written_ms;
+    /* the hex SHA-256 of an object put from memory (a key record, a pack),
+     * sent as x-amz-meta-cairn-sha256; "" if none.  A whole GET of it into
+     * memory checks the body against it: a record damaged on the way is
+     * TIER_BAD, never taken */
+    char sha256[65];
+    /* a GET's answer did not say its length (no Content-Length): a body cut
+     * short looks whole, so a body that fails its check is no proof of
+     * damage in the tier */
+    int unsized;
 } tier_meta;
 
 /* PUT an object from a file (fd, from offset 0) or from memory (fd < 0).
  * meta may be NULL.  From a file, longer than the part size: a multipart
- * upload (each part tried up to 3 times; aborted if it fails). */
+ * upload (each part tried up to 3 times; aborted if it fails).  Every body
+ * goes with its Content-MD5, which the store checks; and an answer whose
+ * ETag is an MD5 (no encryption said) must be the body's, or the PUT
+ * failed: damaged on the way (tier_put_damaged says so). */
 int tier_put(tier *t, const char *name, int fd, const void *data, uint64_t len,
              const tier_meta *meta);
 /* The same, with the ETag the tier gave the object (without quotes; empty
@@ -131,6 +143,9 @@ int tier_put(tier *t, const char *name, int fd, const void *data, uint64_t len,
 #define TIER_ETAG_CAP 128
 int tier_put_tagged(tier *t, const char *name, int fd, const void *data, uint64_t len,
                     const tier_meta *meta, char etag[TIER_ETAG_CAP]);
+/* Did this thread's last failed PUT reach the tier damaged (its ETag not
+ * the MD5 of what was sent)?  Then the tier may hold the damaged bytes. */
+int tier_put_damaged(void);
 int tier_head(tier *t, const char *name, tier_meta *meta);
 /* GET an object into fd (written from offset 0), or into a malloc'ed buffer
  * (*data, *len) when fd < 0.  An object longer than max is TIER_BAD. */

@@ -11,6 +11,7 @@ back through the tier, equal; the tier receives each body once; deletes
 reach the tier; with the tier down, failing or slow, local hits are served,
 writes are accepted, misses answer in time, and the queue drains once the
 tier is back, across a kill -9 too."""
+import collections
 import hashlib
 import http.client
 import http.server
@@ -146,9 +147,12 @@ class S3rver(Moto):
 class FaultProxy:
     """Forwards requests to a backend, or fails them: mode is "ok", "down"
     (connection closed), "500", "503", "403", "slow" (answers after 30 s), or
-    "flip" (the answer's body with one byte changed), or "goog" (custom
-    metadata answered as x-goog-meta-*, as GCS's XML API does), or "chunked"
-    (bodies sent in chunks, without Content-Length).  fail, when set, is
+    "flip" (the answer's body with one byte changed: at flip_at(body) if set,
+    else in the middle), or "flip-up" (the request's body so changed on its
+    way to the store), or "goog" (custom metadata answered as x-goog-meta-*,
+    as GCS's XML API does), or "chunked" (bodies sent in chunks, without
+    Content-Length), or "unsized-cut" (half the body, no Content-Length, and
+    the connection closed: a body cut short that looks whole).  fail, when set, is
     asked first: fail(method, path) gives a status to answer with, or None.
     stall, when set, gives the seconds to pause half-way through an answer's
     body.  released has the time (monotonic) each delay or stall ended.
@@ -162,6 +166,7 @@ class FaultProxy:
         self.stall = None  # stall(method, path): seconds to pause half-way through the body
         self.cut = None  # cut(method, path): true to close the connection half-way through it
         self.ignore_range = False  # forward GETs without their Range (a server that ignores it)
+        self.flip_at = None  # flip_at(body): the offset "flip" changes
         self.released = []
         self.requests = 0
         self.paths = []
@@ -219,6 +224,8 @@ class FaultProxy:
                     if self.command != "HEAD":
                         self.wfile.write(msg)
                     return
+                if mode == "flip-up" and body:
+                    body = body[:n // 2] + bytes([body[n // 2] ^ 1]) + body[n // 2 + 1:]
                 c = http.client.HTTPConnection("127.0.0.1", backend_port, timeout=60)
                 headers = dict(self.headers.items())  # Host too: it is signed
                 if proxy.ignore_range:
@@ -231,8 +238,8 @@ class FaultProxy:
                     self.close_connection = True
                     return
                 if mode == "flip" and data:
-                    data = data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 1]) + \
-                        data[len(data) // 2 + 1:]
+                    at = proxy.flip_at(data) if proxy.flip_at else len(data) // 2
+                    data = data[:at] + bytes([data[at] ^ 1]) + data[at + 1:]
                 self.send_response(r.status)
                 for k, v in r.getheaders():
                     if k.lower() not in ("content-length", "transfer-encoding", "connection",
@@ -240,6 +247,15 @@ class FaultProxy:
                         if mode == "goog" and k.lower().startswith("x-amz-meta-"):
                             k = "x-goog-meta-" + k[11:]
                         self.send_header(k, v)
+                if mode == "unsized-cut" and self.command == "GET" and data:
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.write(data[:len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    c.close()
+                    return
                 if mode == "chunked" and self.command == "GET" and data:
                     self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
@@ -1263,6 +1279,77 @@ class TierTest(unittest.TestCase):
         for k in keys[:3]:
             self.assertEqual(sha256(request(c, "GET", k)[2]), sha256(body), k)
         self.assertTrue(wait_for(lambda: status(c)["entries"]["keys"] == 3), status(c))
+
+    def test_a_body_damaged_on_its_way_up_is_sent_again(self):
+        """The proxy changes a byte of the first PUT of each blob, part and
+        key record.  Each goes with its Content-MD5: the store refuses it, or
+        (moto, which does not check) stores it and answers an ETag that is
+        not the MD5 sent; either way the upload failed, and is sent again.
+        A node with an empty folder then reads every body as written."""
+        a = self.node(extra=["--tier-part-size", "5M"])
+        puts = collections.Counter()
+
+        def flip_first(m, p):
+            if m != "PUT" or not ("/blobs/" in p or "/keys/" in p):
+                return None
+            puts[p] += 1  # (a part's path has its number)
+            return "flip-up" if puts[p] == 1 else None
+        self.proxy.fail = flip_first
+        written = [("/ac/" + sha256(b"damaged up %d" % n), self.rng.randbytes(n))
+                   for n in (300, 300 * KIB, 6 * MIB)]
+        for k, body in written:
+            self.assertEqual(request(a, "PUT", k, body)[0], 200)
+        self.drained(a)
+        self.proxy.fail = None
+        tier = status(a)["tier"]
+        self.assertGreaterEqual(tier["upload_failures"], 4, tier)  # 2 blobs, 3 records
+        sent = [h for m, p, h in self.proxy.headers if m == "PUT" and "/blobs/" in p]
+        self.assertTrue(sent and all("content-md5" in h for h in sent), sent[:1])
+        b = self.node()
+        for k, body in written:
+            self.assertEqual(request(b, "GET", k)[::2], (200, body), k)
+
+    def test_a_key_record_damaged_on_its_way_down_is_not_taken(self):
+        """The proxy changes a byte of a key record's time as it goes to a
+        node with an empty folder: the record still parses, but its
+        x-amz-meta-cairn-sha256 says it is not what was stored.  That read
+        fails (the tier's answer makes no sense), nothing is kept, and the
+        next one gets the record whole."""
+        a = self.node()
+        k, body = "/ac/" + sha256(b"damaged down"), self.rng.randbytes(500)
+        self.assertEqual(request(a, "PUT", k, body)[0], 200)
+        self.drained(a)
+        b = self.node()
+        # "CKR1", u32 name length, the name, digest (32), size (8): then the time
+        self.proxy.flip_at = lambda d: 8 + int.from_bytes(d[4:8], "little") + 41
+        self.proxy.fail = lambda m, p: "flip" if m == "GET" and "/keys/" in p else None
+        self.assertNotEqual(request(b, "GET", k)[0], 200)
+        self.assertIn("damaged on the way", status(b)["tier"]["last_error"]["message"])
+        self.assertEqual(status(b)["entries"]["keys"], 0)
+        self.proxy.fail = self.proxy.flip_at = None
+        self.assertEqual(request(b, "GET", k)[::2], (200, body))
+
+    def test_a_blob_cut_short_without_a_length_is_not_taken_for_damage(self):
+        """The tier answers a blob without Content-Length and closes the
+        connection half-way, twice: the body looks whole and fails its check,
+        but that is no proof the tier's copy is damaged.  Neither read is
+        answered the body, nothing is counted corrupt, and the blob is not
+        held for bad: the read after the fault gets it."""
+        a = self.node()
+        k, body = "/ac/" + sha256(b"cut unsized"), self.rng.randbytes(300 * KIB)
+        self.assertEqual(request(a, "PUT", k, body)[0], 200)
+        self.drained(a)
+        b = self.node()
+        self.proxy.fail = lambda m, p: "unsized-cut" if m == "GET" and "/blobs/" in p else None
+        for _ in range(2):
+            try:
+                got = request(b, "GET", k)
+                self.assertFalse(got[0] == 200 and got[2] == body)
+            except (http.client.HTTPException, ConnectionError):
+                pass  # (the answer began, and was cut)
+        self.assertEqual(status(b)["tier"]["corrupt"], 0, status(b)["tier"])
+        self.proxy.fail = None
+        self.assertEqual(request(b, "GET", k)[::2], (200, body))
 
     def test_a_key_waiting_on_a_stream_that_failed_fetches_the_blob_itself(self):
         """Key B, with the same large body as key A, waits for the stream A's
