@@ -380,9 +380,20 @@ static int tier_copy_old(const store *s, uint64_t tier_time)
 
 int tier_queue_put(store *s, MDB_txn *t, idx_stats *st, op *o, int created, const blob_rec *b)
 {
-    if (s->tier_q == NULL || o->from_tier)
+    if (s->tier_q == NULL)
         return 0;
     int rc;
+    if (o->from_tier) {
+        /* a read through the tier is a read: a copy there older than
+         * --tier-refresh-after is renewed, with its keys' records (this
+         * one's too), as for a read of the copy here (tier_touched) */
+        if (!b->tier || !s->cfg.tier_refresh_ms || !tier_copy_old(s, b->tier_time))
+            return 0;
+        blob_rec nb = *b;
+        return (rc = tier_touched(s, t, o->cr.sha256, &nb)) != 0
+                   ? rc
+                   : idx_put_blob(t, &s->ix, o->cr.sha256, &nb);
+    }
     if (created) {
         /* the tier is behind: refuse rather than owe it without bound (but
          * a body larger than the bound alone goes when nothing else waits) */

@@ -2234,6 +2234,28 @@ class TierTest(unittest.TestCase):
         b2 = self.node()
         self.assertEqual(request(b2, "GET", "/ac/" + sha256(b"key " + lost[:8]))[2], lost)
 
+    def test_a_blob_read_through_the_tier_is_refreshed_too(self):
+        """A cold read is a read: a node with an empty folder that reads a key
+        whose blob the tier has had longer than --tier-refresh-after copies
+        the blob onto itself and sends the key's record again, as for a read
+        of a copy it held (an entry read on a different node each time, or
+        only after its eviction, would otherwise expire in use)."""
+        a = self.node()
+        k, body = "/ac/" + sha256(b"read cold, refreshed"), self.rng.randbytes(200 * KIB)
+        self.assertEqual(request(a, "PUT", k, body)[0], 200)
+        self.drained(a)
+        time.sleep(1.2)
+        b = self.node(extra=["--tier-refresh-after", "1s"])
+        seen = len(self.proxy.headers)
+        self.assertEqual(request(b, "GET", k)[::2], (200, body))
+        self.assertTrue(wait_for(lambda: status(b)["tier"]["refreshes"] == 1, timeout=30),
+                        status(b)["tier"])
+        self.drained(b)
+        sent = [(m, p) for m, p, h in self.proxy.headers[seen:] if m == "PUT"]
+        self.assertIn(("PUT", "/%s/%s/blobs/%s" % (self.BUCKET, self.PREFIX, sha256(body))), sent)
+        self.assertTrue(any("/keys/" in p for _, p in sent), sent)
+        self.assertEqual(request(self.node(), "GET", k)[::2], (200, body))
+
     def uploads_left(self):
         """Multipart uploads begun and neither completed nor aborted (s3rver
         cannot list them)."""
