@@ -790,8 +790,10 @@ static void unlink_files(store *s, digest_list *l, int quarantine)
 static int apply_ns_create(store *s, MDB_txn *t, op *o)
 {
     MDB_val k = {strlen(o->nskey), o->nskey}, v;
+    if (o->adopt && mdb_get(t, s->ix.ns, &k, &v) != 0)
+        return MDB_NOTFOUND; /* deleted here since: it stays so */
     v.mv_size = 8 + o->meta_len;
-    int rc = mdb_put(t, s->ix.ns, &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
+    int rc = mdb_put(t, s->ix.ns, &k, &v, (o->adopt ? 0 : MDB_NOOVERWRITE) | MDB_RESERVE);
     if (rc != 0)
         return rc;
     uint64_t now = o->created_ms ? o->created_ms : util_now_ms();

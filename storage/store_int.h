@@ -73,6 +73,10 @@ typedef struct op {
     /* from the cold tier: no upload is queued, the blob is marked as in the
      * tier, and the key keeps the writer's time */
     int from_tier;
+    /* OP_NS_CREATE from the tier: its date and settings replace those of
+     * the namespace here (made here while the tier could not be asked);
+     * one not here (deleted since) is not made */
+    int adopt;
     uint64_t fill_clock; /* from the tier: tier_clock when the fill began */
     uint64_t mtime_ms;
     uint32_t tier_time; /* from the tier: when its copy was last written (s) */

@@ -1330,7 +1330,31 @@ static int upload_ns(store *s, const job *j)
         return TIER_OK;
     memcpy(ns, j->name, j->name_len);
     ns[j->name_len] = '\0';
-    int rc = put_ns_record(s, ns);
+    /* made here while the tier could not be asked, it may be a bucket the
+     * fleet has: then that one's date and settings are taken here, and the
+     * tier's record stays as it is */
+    char name[NS_NAME_CAP];
+    ns_name(ns, name);
+    void *data = NULL;
+    size_t len = 0;
+    int rc = tier_get(s->tier_q->t, name, -1, &data, &len, RECORD_MAX, NULL);
+    if (rc == TIER_OK && len >= 16 && memcmp(data, "CNS1", 4) == 0 &&
+        16 + (size_t)util_get_le32((uint8_t *)data + 12) == len) {
+        op o = {0};
+        o.kind = OP_NS_CREATE;
+        o.from_tier = o.adopt = 1;
+        o.nskey = ns;
+        o.created_ms = util_get_le64((uint8_t *)data + 4);
+        o.meta = (uint8_t *)data + 16;
+        o.meta_len = len - 16;
+        int st = submit_and_wait(s, &o);
+        free(data);
+        return st == STORE_OK || st == STORE_NOTFOUND ? TIER_OK : TIER_ERROR;
+    }
+    free(data);
+    if (rc != TIER_OK && rc != TIER_NOTFOUND)
+        return rc;                             /* (asked again at the next try) */
+    rc = put_ns_record(s, ns);                 /* none there, or not a record: this one */
     return rc == TIER_NOTFOUND ? TIER_OK : rc; /* (deleted here since) */
 }
 

@@ -2046,6 +2046,18 @@ class TierTest(unittest.TestCase):
         self.drained(b)
         c = self.node()
         self.assertEqual(re.findall(rb"<CreationDate>([^<]*)<", request(c, "GET", "/")[2]), made)
+        # made through a node while the tier cannot be asked: once it can,
+        # the node takes the fleet's record, and puts none over it
+        self.proxy.fail = lambda m, p: "503" if "/ns/" in p else None
+        d = self.node()
+        self.assertEqual(request(d, "PUT", "/made-once")[0], 200)
+        self.assertNotEqual(re.findall(rb"<CreationDate>([^<]*)<", request(d, "GET", "/")[2]),
+                            made)
+        self.proxy.fail = None
+        self.drained(d)
+        self.assertEqual(re.findall(rb"<CreationDate>([^<]*)<", request(d, "GET", "/")[2]), made)
+        self.assertEqual(re.findall(rb"<CreationDate>([^<]*)<",
+                                    request(self.node(), "GET", "/")[2]), made)
 
     def test_a_bucket_made_while_the_tier_is_slow_holds_up_no_local_hit(self):
         """CreateBucket asks the tier whether another node made the bucket,
