@@ -238,6 +238,16 @@ static void log_config(const server_config *c)
             (unsigned long long)c->high_watermark, (unsigned long long)c->low_watermark,
             (unsigned long long)c->threads, (unsigned long long)c->zstd_level, c->fsync,
             c->config_file[0] ? c->config_file : "none");
+    if (c->tier[0]) /* (the tier's URL and endpoint: the "tier" line; never its keys) */
+        log_msg(LOG_INFO, "config",
+                "tier-timeout=%llus tier-workers=%llu tier-part-size=%llu tier-queue-max=%llu "
+                "tier-drain-timeout=%llus tier-refresh-after=%llus tier-revalidate=%llus "
+                "tier-insecure=%d",
+                (unsigned long long)c->tier_timeout, (unsigned long long)c->tier_workers,
+                (unsigned long long)c->tier_part_size, (unsigned long long)c->tier_queue_max,
+                (unsigned long long)c->tier_drain_timeout,
+                (unsigned long long)c->tier_refresh_after, (unsigned long long)c->tier_revalidate,
+                c->tier_insecure);
 }
 
 /* glibc's malloc, as a long-running server with many threads wants it.
