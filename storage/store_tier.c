@@ -361,6 +361,8 @@ static int dequeue(store *s, MDB_txn *t, char type, const void *name, size_t len
 }
 
 static int tq_has(store *s, MDB_txn *t, char type, const void *name, size_t len);
+static int queued(store *s, char type, const void *name, size_t len);
+static void reval_checked(tier_state *q, const char *nskey, size_t nklen);
 
 /* The store's status for a tier call that failed with rc: the tier could not
  * say (STORE_UNAVAILABLE), unless the failure was this node's (STORE_IO). */
@@ -394,6 +396,7 @@ int tier_queue_put(store *s, MDB_txn *t, idx_stats *st, op *o, int created, cons
                    ? rc
                    : idx_put_blob(t, &s->ix, o->cr.sha256, &nb);
     }
+    reval_checked(s->tier_q, o->nskey, o->nklen); /* written here: the latest */
     if (created) {
         /* the tier is behind: refuse rather than owe it without bound (but
          * a body larger than the bound alone goes when nothing else waits) */
@@ -1352,9 +1355,10 @@ static int upload_ns(store *s, const job *j)
         return st == STORE_OK || st == STORE_NOTFOUND ? TIER_OK : TIER_ERROR;
     }
     free(data);
-    if (rc != TIER_OK && rc != TIER_NOTFOUND)
-        return rc;                             /* (asked again at the next try) */
-    rc = put_ns_record(s, ns);                 /* none there, or not a record: this one */
+    if (rc != TIER_OK && rc != TIER_NOTFOUND && rc != TIER_BAD)
+        return rc; /* (asked again at the next try) */
+    /* none there, or not a record (damaged): this one */
+    rc = put_ns_record(s, ns);
     return rc == TIER_NOTFOUND ? TIER_OK : rc; /* (deleted here since) */
 }
 
@@ -1392,8 +1396,8 @@ static void ns_keep(store *s, const char *nskey, size_t nklen)
     }
     int due = q->ns_kept[i].hash != h || now - q->ns_kept[i].at_ms >= every;
     pthread_mutex_unlock(&q->ns_kept_mu);
-    if (!due)
-        return;
+    if (!due || queued(s, TQ_NS, ns, nl))
+        return; /* (the bucket's own upload, upload_ns, goes first: it may take the fleet's) */
     int rc = put_ns_record(s, ns), known = STORE_OK;
     if (rc == TIER_NOTFOUND) {
         known = tier_resolve_ns(s, ns);
@@ -1707,7 +1711,6 @@ static void *worker_main(void *arg)
 }
 
 static void *reval_main(void *arg);
-static void reval_checked(tier_state *q, const char *nskey, size_t nklen);
 
 int tier_start(store *s, char *err, size_t errlen)
 {
@@ -2128,8 +2131,8 @@ static int fetch_blob_once(store *s, const key_rec *kr, op *o, uint8_t **inl)
         size_t len = 0;
         int rc = tier_get(q->t, name, -1, &data, &len, max, &m);
         lat_record(q, LAT_READ, t0);
-        if (rc != TIER_OK)
-            return rc; /* (TIER_BAD: longer than any encoding of the body) */
+        if (rc != TIER_OK) /* (TIER_BAD: longer than any encoding of the body, or damaged) */
+            return rc == TIER_BAD && m.unsized ? TIER_ERROR : rc;
         m.length = len;
         o->tier_time = (uint32_t)m.mtime;
         rc = adopt_bytes(s, kr, &m, data, o, inl);
@@ -3373,8 +3376,8 @@ static uint32_t reval_hash(const char *nskey, size_t nklen)
  * would make it: its next check is a period away. */
 static void reval_checked(tier_state *q, const char *nskey, size_t nklen)
 {
-    if (q->reval == NULL)
-        return;
+    if (q->reval == NULL || (nklen >= 4 && memcmp(nskey, "cas", 4) == 0))
+        return; /* (content-addressed keys are never checked: they take no slot) */
     uint32_t h = reval_hash(nskey, nklen), last;
     uint64_t v;
     atomic_store_explicit(reval_slot(q, h, &v, &last), (uint64_t)h << 32 | now_s(),
@@ -3678,7 +3681,12 @@ int tier_resolve_ns(store *s, const char *ns)
         status = submit_and_wait(s, &o);
         if (status == STORE_EXISTS)
             status = STORE_OK;
-    } else if (rc != TIER_NOTFOUND && rc != TIER_OK) {
+    } else if (rc == TIER_BAD || rc == TIER_OK) {
+        atomic_fetch_add(&q->errors, 1); /* damaged, or not a record: none (a CreateBucket
+                                            here puts one over it) */
+        log_msg(LOG_WARN, "tier_corrupt", "bucket record %s: %s", name,
+                rc == TIER_OK ? "does not parse" : tier_why(rc));
+    } else if (rc != TIER_NOTFOUND) {
         status = tier_failed_status(rc); /* not a namespace that does not exist */
         if (rc != TIER_LOCAL && rc != TIER_LATE)
             atomic_fetch_add(&q->errors, 1);

@@ -47,6 +47,10 @@ struct tier {
                            such limit (and no UploadPartCopy) */
     int parent;         /* http(s)://: another cairnd, whose bucket we make */
     atomic_int no_parts, no_part_copy; /* the server answered 501 to them */
+    /* what the store's ETags of single PUTs are: ETAG_UNKNOWN until a PUT
+     * tells (etag_is), then ETAG_MD5, or ETAG_OTHER (a read back found the
+     * object intact under an ETag that is not its MD5) */
+    atomic_int etags;
     /* multipart uploads whose abort failed (the tier went away meanwhile):
      * aborted once it answers again (tier_abort_abandoned) */
     pthread_mutex_t ab_mu;
@@ -440,6 +444,7 @@ typedef struct xfer {
     char etag[128];  /* the answer's ETag header, as sent (quoted) */
     int encrypted;   /* the answer says the object is encrypted: its ETag may not be an MD5 */
     int garbled;     /* a body from memory that is not what its x-amz-meta-cairn-sha256 says */
+    uint8_t md5[16]; /* a PUT's body's, when its ETag was not that (put_damaged) */
     /* a GET resumed at byte resume_from (> 0): its body is taken only from
      * a 206 whose Content-Range starts there (else refused, unwritten) */
     uint64_t resume_from;
@@ -595,8 +600,8 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *arg)
         const char *sp = strchr(line, ' '); /* (its reason phrase may be cut: of no matter) */
         x->status = sp ? strtol(sp + 1, NULL, 10) : 0;
         x->range_ok = 0;
-        if (x->meta)
-            x->meta->unsized = 1; /* until a Content-Length says otherwise */
+        if (x->meta) /* (HTTP/2 and chunked bodies say where they end) */
+            x->meta->unsized = strncmp(line, "HTTP/1", 6) == 0;
         return len;
     }
     if (len >= sizeof line)
@@ -635,6 +640,8 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *arg)
         memcpy(x->meta->sha256, v, 65);
     else if (strcasecmp(line, "content-length") == 0) {
         x->meta->length = strtoull(v, NULL, 10);
+        x->meta->unsized = 0;
+    } else if (strcasecmp(line, "transfer-encoding") == 0 && strcasestr(v, "chunked")) {
         x->meta->unsized = 0;
     } else if (strcasecmp(line, "last-modified") == 0) {
         time_t tm;
@@ -695,8 +702,9 @@ static int missing_bucket(const xfer *x);
 /* Runs one request.  Returns a tier status; *http gets the HTTP status (0 if
  * none came). */
 /* The MD5 of the body a request sends (from memory, or read from its
- * file) and, if sha is not NULL, its SHA-256.  0, or -1 (memory, a read). */
-static int body_digests(const xfer *x, uint8_t md5[16], uint8_t sha[32])
+ * file) and, if sha is not NULL, its SHA-256.  0, or -1 (memory, a read,
+ * or a stop that ends requests under way). */
+static int body_digests(tier *t, const xfer *x, uint8_t md5[16], uint8_t sha[32])
 {
     EVP_MD_CTX *m = EVP_MD_CTX_new(), *h = sha ? EVP_MD_CTX_new() : NULL;
     uint8_t *buf = x->in_fd >= 0 ? malloc(DIGEST_CHUNK) : NULL;
@@ -712,7 +720,8 @@ static int body_digests(const xfer *x, uint8_t md5[16], uint8_t sha[32])
             n = ok ? (size_t)got : 0;
             p = buf;
         }
-        ok = ok && EVP_DigestUpdate(m, p, n) && (!h || EVP_DigestUpdate(h, p, n));
+        ok =
+            ok && EVP_DigestUpdate(m, p, n) && (!h || EVP_DigestUpdate(h, p, n)) && !stopped_for(t);
         off += n;
     }
     ok = ok && EVP_DigestFinal_ex(m, md5, NULL) && (!h || EVP_DigestFinal_ex(h, sha, NULL));
@@ -738,6 +747,8 @@ static int etag_is(const xfer *x, const uint8_t md5[16])
     return memcmp(got, md5, 16) == 0;
 }
 
+enum { ETAG_UNKNOWN, ETAG_MD5, ETAG_OTHER };
+
 static _Thread_local int put_damaged;
 
 int tier_put_damaged(void)
@@ -748,6 +759,7 @@ int tier_put_damaged(void)
 static int perform(tier *t, const treq *r, xfer *x, long *http)
 {
     *http = 0;
+    put_damaged = 0;
     thread_error[0] = '\0';
     long timeout_ms = r->timeout_ms - waited_ms;
     if (timeout_ms <= 0)
@@ -800,10 +812,13 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
         /* the store checks what arrives against its Content-MD5; an object
          * from memory (a record) carries its SHA-256, for whoever reads it */
         int whole = strcmp(method, "PUT") == 0 && r->query == NULL && x->in_fd < 0;
-        if (body_digests(x, md5, whole ? sha : NULL) != 0 ||
+        if (body_digests(t, x, md5, whole ? sha : NULL) != 0 ||
             cksum_base64(md5, 16, md5_v, sizeof md5_v) != CKSUM_OK) {
             free(qbuf);
-            return TIER_LOCAL;
+            if (!stopped_for(t))
+                return TIER_LOCAL;
+            snprintf(thread_error, sizeof thread_error, "not sent: cairnd is stopping");
+            return TIER_ERROR;
         }
         hs[nh++] = (sigv4_header){"content-md5", md5_v};
         if (whole)
@@ -930,11 +945,16 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
              : *http == 404                 ? TIER_NOTFOUND
              : *http == 401 || *http == 403 ? TIER_DENIED
                                             : TIER_ERROR;
-    if (has_body)
-        put_damaged = 0;
-    if (rc == TIER_OK && has_body && strcmp(method, "PUT") == 0 && etag_is(x, md5) == 0) {
-        rc = TIER_ERROR; /* stored, but not what was sent */
+    /* A single PUT tells what the store's ETags are; a part's is checked
+     * only once they are known to be MD5s (a part cannot be read back) */
+    int single = r->query == NULL, kind = atomic_load(&t->etags), is = -1;
+    if (rc == TIER_OK && has_body && strcmp(method, "PUT") == 0 && kind != ETAG_OTHER &&
+        (single || kind == ETAG_MD5) && (is = etag_is(x, md5)) == 0) {
+        rc = TIER_ERROR; /* stored, but not what was sent: or its ETag is no MD5 (tier_put) */
         put_damaged = 1;
+        memcpy(x->md5, md5, 16);
+    } else if (is == 1 && single && kind == ETAG_UNKNOWN) {
+        atomic_store(&t->etags, ETAG_MD5);
     }
     if (rc != TIER_OK && rc != TIER_LOCAL && (rc != TIER_NOTFOUND || missing_bucket(x)))
         note_failure(t, x, cc, eb, *http);
@@ -1381,6 +1401,29 @@ static void etag_copy(char out[TIER_ETAG_CAP], const char *v, size_t n)
 
 /* ---- objects ----------------------------------------------------------------------- */
 
+static void md5_piece(void *arg, const void *piece, size_t len, uint64_t written,
+                      const tier_meta *meta)
+{
+    (void)written, (void)meta;
+    EVP_DigestUpdate(arg, piece, len);
+}
+
+/* The MD5 of the object name as the tier has it (len bytes): 0, or -1. */
+static int read_back_md5(tier *t, const char *name, uint64_t len, uint8_t md5[16])
+{
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    int null = open("/dev/null", O_WRONLY | O_CLOEXEC), rc = -1;
+    tier_meta meta;
+    if (m && null >= 0 && EVP_DigestInit_ex(m, cksum_md_md5(), NULL) &&
+        tier_get_stream(t, name, null, len, &meta, md5_piece, m) == TIER_OK && meta.length == len &&
+        EVP_DigestFinal_ex(m, md5, NULL))
+        rc = 0;
+    EVP_MD_CTX_free(m);
+    if (null >= 0)
+        close(null);
+    return rc;
+}
+
 int tier_put(tier *t, const char *name, int fd, const void *data, uint64_t len,
              const tier_meta *meta)
 {
@@ -1405,6 +1448,24 @@ int tier_put_tagged(tier *t, const char *name, int fd, const void *data, uint64_
     long http;
     int rc = perform(t, &r, &x, &http);
     free(x.out);
+    if (rc == TIER_ERROR && put_damaged) {
+        /* damaged on the way, or a store whose ETags are not MD5s (nor say
+         * why): the object read back tells */
+        uint8_t back[16];
+        char why[TIER_ERROR_TEXT];
+        memcpy(why, thread_error, sizeof why);
+        if (read_back_md5(t, name, len, back) == 0 && memcmp(back, x.md5, 16) == 0) {
+            if (atomic_exchange(&t->etags, ETAG_OTHER) != ETAG_OTHER)
+                log_msg(LOG_WARN, "tier_etags",
+                        "the tier's ETags are not the MD5s of objects (%s, read back intact): "
+                        "uploads are checked by their Content-MD5 alone",
+                        x.etag);
+            rc = TIER_OK;
+        } else {
+            put_damaged = 1;
+            memcpy(thread_error, why, sizeof why);
+        }
+    }
     if (rc == TIER_OK && etag)
         etag_copy(etag, x.etag, strlen(x.etag));
     return rc;
