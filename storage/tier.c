@@ -1572,9 +1572,13 @@ int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *
     for (int tries = 0; tries < 2 && resumable && rc == TIER_ERROR && !x.refused && x.out_len > 0 &&
                         x.out_len < total;
          tries++) {
+        /* a moment first, longer the second time: a tier that dropped the
+         * connection may be restarting, and answer no sooner */
+        struct timespec pause = {0, (tries ? 400 : 100) * 1000000L};
+        if (util_mono_ns() + (uint64_t)pause.tv_nsec + 100000000u > deadline)
+            break; /* (less than 0.1 s of the budget would be left) */
+        nanosleep(&pause, NULL);
         uint64_t now = util_mono_ns();
-        if (now + 100000000u > deadline)
-            break; /* (less than 0.1 s of the budget left) */
         uint64_t had = x.out_len;
         log_msg(LOG_INFO, "tier_resume",
                 "%s: cut short at %" PRIu64 " of %" PRIu64 " bytes; asking for the rest", name, had,

@@ -1427,6 +1427,36 @@ class TierTest(unittest.TestCase):
         st, _, data = request(b, "GET", ka)
         self.assertEqual((st, sha256(data)), (200, sha256(body)), "A, read again")
 
+    def test_a_resume_waits_a_moment_for_a_tier_coming_back(self):
+        """The tier drops a blob's answer half-way and refuses connections for
+        a moment, as one that restarts: the node's resumes wait a little
+        between tries (0.1 s, then 0.4 s), rather than spending both at once
+        while it is away, and the reader gets the whole body."""
+        w = self.node()
+        body = self.rng.randbytes(6 * MIB)
+        self.assertEqual(request(w, "PUT", "/cas/" + sha256(body), body)[0], 200)
+        self.drained(w)
+        a = self.node()
+        state = {"cut": False, "down": None}
+
+        def cut_once(m, p):
+            if m != "GET" or "/blobs/" not in p or state["cut"]:
+                return False
+            state["cut"] = True
+            return True
+
+        def away(m, p):  # the first try after the cut, and any within 50 ms of it
+            if not state["cut"] or m != "GET" or "/blobs/" not in p:
+                return None
+            if state["down"] is None:
+                state["down"] = time.monotonic()
+            return "down" if time.monotonic() - state["down"] < 0.05 else None
+        self.proxy.cut, self.proxy.fail = cut_once, away
+        st, _, got = request(a, "GET", "/cas/" + sha256(body))
+        self.proxy.cut = self.proxy.fail = None
+        self.assertEqual((st, sha256(got)), (200, sha256(body)))
+        self.assertEqual(status(a)["tier"]["corrupt"], 0)
+
     def test_an_answer_cut_short_by_the_tier_is_resumed(self):
         """The tier's answer for a blob breaks off half-way (the connection
         closed): the node asks for the rest (a Range from where it stopped,
