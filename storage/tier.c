@@ -699,8 +699,6 @@ void tier_waited(uint64_t waited_ns, int one_answer)
 static void note_failure(tier *t, const xfer *x, CURLcode cc, const char *eb, long http);
 static int missing_bucket(const xfer *x);
 
-/* Runs one request.  Returns a tier status; *http gets the HTTP status (0 if
- * none came). */
 /* The MD5 of the body a request sends (from memory, or read from its
  * file) and, if sha is not NULL, its SHA-256.  0, or -1 (memory, a read,
  * or a stop that ends requests under way). */
@@ -756,6 +754,8 @@ int tier_put_damaged(void)
     return put_damaged;
 }
 
+/* Runs one request.  Returns a tier status; *http gets the HTTP status (0 if
+ * none came). */
 static int perform(tier *t, const treq *r, xfer *x, long *http)
 {
     *http = 0;
@@ -956,7 +956,9 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
     } else if (is == 1 && single && kind == ETAG_UNKNOWN) {
         atomic_store(&t->etags, ETAG_MD5);
     }
-    if (rc != TIER_OK && rc != TIER_LOCAL && (rc != TIER_NOTFOUND || missing_bucket(x)))
+    /* (a single PUT's is noted once its read back tells: tier_put_tagged) */
+    if (rc != TIER_OK && rc != TIER_LOCAL && (rc != TIER_NOTFOUND || missing_bucket(x)) &&
+        !(put_damaged && single))
         note_failure(t, x, cc, eb, *http);
     if (cc == CURLE_OPERATION_TIMEDOUT || cc == CURLE_ABORTED_BY_CALLBACK)
         tier_spent(); /* a client waited a whole budget: it gets its answer now */
@@ -1452,8 +1454,6 @@ int tier_put_tagged(tier *t, const char *name, int fd, const void *data, uint64_
         /* damaged on the way, or a store whose ETags are not MD5s (nor say
          * why): the object read back tells */
         uint8_t back[16];
-        char why[TIER_ERROR_TEXT];
-        memcpy(why, thread_error, sizeof why);
         if (read_back_md5(t, name, len, back) == 0 && memcmp(back, x.md5, 16) == 0) {
             if (atomic_exchange(&t->etags, ETAG_OTHER) != ETAG_OTHER)
                 log_msg(LOG_WARN, "tier_etags",
@@ -1462,8 +1462,8 @@ int tier_put_tagged(tier *t, const char *name, int fd, const void *data, uint64_
                         x.etag);
             rc = TIER_OK;
         } else {
-            put_damaged = 1;
-            memcpy(thread_error, why, sizeof why);
+            put_damaged = 1; /* (and noted as such) */
+            note_failure(t, &x, CURLE_OK, "", http);
         }
     }
     if (rc == TIER_OK && etag)

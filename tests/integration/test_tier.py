@@ -1309,6 +1309,8 @@ class TierTest(unittest.TestCase):
         self.proxy.fail = None
         tier = status(a)["tier"]
         self.assertGreaterEqual(tier["upload_failures"], 4, tier)  # 2 blobs, 3 records
+        # (the store's refusal, or the ETag's, in the failure's words)
+        self.assertRegex(tier["last_error"]["message"], "damaged on the way|Digest", tier)
         sent = [h for m, p, h in self.proxy.headers if m == "PUT" and "/blobs/" in p]
         self.assertTrue(sent and all("content-md5" in h for h in sent), sent[:1])
         b = self.node()
@@ -1328,6 +1330,7 @@ class TierTest(unittest.TestCase):
             self.assertEqual(request(a, "PUT", k, body)[0], 200)
         self.drained(a)
         self.assertEqual(status(a)["tier"]["upload_failures"], 0, status(a)["tier"])
+        self.assertIsNone(status(a)["tier"]["last_error"])  # (nothing was damaged)
         self.assertEqual(a.read_log().count('"event":"tier_etags"'), 1)
         self.proxy.mode = "ok"
         b = self.node()
