@@ -662,6 +662,17 @@ static uint8_t *ns_record(uint64_t created, const void *meta, size_t meta_len, s
     return p;
 }
 
+/* Is p (n bytes) a namespace record, with a date a node could have
+ * written?  (A record without its SHA-256, as earlier builds put them,
+ * has only this to go by.) */
+static int ns_record_ok(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    uint64_t created = n >= 16 ? util_get_le64(b + 4) : 0;
+    return n >= 16 && memcmp(b, "CNS1", 4) == 0 && 16 + (size_t)util_get_le32(b + 12) == n &&
+           created > 0 && created <= util_now_ms() + 86400000u;
+}
+
 static void blob_name(const uint8_t d[32], char out[80])
 {
     char hex[65];
@@ -1289,6 +1300,26 @@ static int put_key_record(store *s, const char *name, const void *rec, size_t le
     tier_meta m = {.codec = -1, .written_ms = ms ? ms : 1};
     *put = 0;
     int rc = tier_head(s->tier_q->t, name, &m);
+    if (rc == TIER_OK && m.written_ms > ms && m.length > 0) {
+        /* a header may be damaged on the way, and a change must not be
+         * dropped for that: the record itself (checked, where it carries its
+         * SHA-256) says when its key was written */
+        void *data = NULL;
+        size_t got = 0;
+        tier_meta rm = {.codec = -1};
+        rc = tier_get(s->tier_q->t, name, -1, &data, &got, RECORD_MAX, &rm);
+        const uint8_t *p = data;
+        size_t nl = got >= 8 ? util_get_le32(p + 4) : 0;
+        if (rc == TIER_OK && got >= 8 && memcmp(p, "CKR1", 4) == 0 && got >= 8 + nl + 52)
+            m.written_ms = util_get_le64(p + 8 + nl + 40);
+        else if (rc == TIER_OK)
+            m.written_ms = 0; /* not a record: put over */
+        free(data);
+        if (rc != TIER_OK && rc != TIER_NOTFOUND)
+            return rc;
+    }
+    if (rc == TIER_OK && m.written_ms > util_now_ms() + 86400000u)
+        m.written_ms = 0; /* (a day ahead of this clock: no time a node wrote) */
     if (rc == TIER_OK && m.written_ms > ms) {
         log_msg(LOG_DEBUG, "tier_key_overtaken",
                 "%s: the tier holds a later change of this key; this one stays here", name);
@@ -1341,8 +1372,7 @@ static int upload_ns(store *s, const job *j)
     void *data = NULL;
     size_t len = 0;
     int rc = tier_get(s->tier_q->t, name, -1, &data, &len, RECORD_MAX, NULL);
-    if (rc == TIER_OK && len >= 16 && memcmp(data, "CNS1", 4) == 0 &&
-        16 + (size_t)util_get_le32((uint8_t *)data + 12) == len) {
+    if (rc == TIER_OK && ns_record_ok(data, len)) {
         op o = {0};
         o.kind = OP_NS_CREATE;
         o.from_tier = o.adopt = 1;
@@ -1355,9 +1385,9 @@ static int upload_ns(store *s, const job *j)
         return st == STORE_OK || st == STORE_NOTFOUND ? TIER_OK : TIER_ERROR;
     }
     free(data);
-    if (rc != TIER_OK && rc != TIER_NOTFOUND && rc != TIER_BAD)
-        return rc; /* (asked again at the next try) */
-    /* none there, or not a record (damaged): this one */
+    if (rc != TIER_OK && rc != TIER_NOTFOUND)
+        return rc; /* (asked again at the next try: TIER_BAD, damaged on the way) */
+    /* none there, or not a record: this one */
     rc = put_ns_record(s, ns);
     return rc == TIER_NOTFOUND ? TIER_OK : rc; /* (deleted here since) */
 }
@@ -3669,8 +3699,7 @@ int tier_resolve_ns(store *s, const char *ns)
     size_t len = 0;
     int status = STORE_NOTFOUND;
     int rc = tier_get(q->t, name, -1, &data, &len, RECORD_MAX, NULL);
-    if (rc == TIER_OK && len >= 16 && memcmp(data, "CNS1", 4) == 0 &&
-        16 + (size_t)util_get_le32((uint8_t *)data + 12) == len) {
+    if (rc == TIER_OK && ns_record_ok(data, len)) {
         op o = {0};
         o.kind = OP_NS_CREATE;
         o.from_tier = 1;
@@ -3682,10 +3711,12 @@ int tier_resolve_ns(store *s, const char *ns)
         if (status == STORE_EXISTS)
             status = STORE_OK;
     } else if (rc == TIER_BAD || rc == TIER_OK) {
-        atomic_fetch_add(&q->errors, 1); /* damaged, or not a record: none (a CreateBucket
-                                            here puts one over it) */
+        /* damaged (on the way, most likely: asked again at the next
+         * request), or not a record: the tier cannot say now */
+        status = STORE_UNAVAILABLE;
+        atomic_fetch_add(&q->errors, 1);
         log_msg(LOG_WARN, "tier_corrupt", "bucket record %s: %s", name,
-                rc == TIER_OK ? "does not parse" : tier_why(rc));
+                rc == TIER_OK ? "not a bucket record" : tier_why(rc));
     } else if (rc != TIER_NOTFOUND) {
         status = tier_failed_status(rc); /* not a namespace that does not exist */
         if (rc != TIER_LOCAL && rc != TIER_LATE)

@@ -445,6 +445,7 @@ typedef struct xfer {
     int encrypted;   /* the answer says the object is encrypted: its ETag may not be an MD5 */
     int garbled;     /* a body from memory that is not what its x-amz-meta-cairn-sha256 says */
     uint8_t md5[16]; /* a PUT's body's, when its ETag was not that (put_damaged) */
+    int suspect;     /* a part whose ETag is not its MD5, the store's ETags not known yet */
     /* a GET resumed at byte resume_from (> 0): its body is taken only from
      * a 206 whose Content-Range starts there (else refused, unwritten) */
     uint64_t resume_from;
@@ -955,6 +956,9 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
         memcpy(x->md5, md5, 16);
     } else if (is == 1 && single && kind == ETAG_UNKNOWN) {
         atomic_store(&t->etags, ETAG_MD5);
+    } else if (rc == TIER_OK && has_body && !single && kind == ETAG_UNKNOWN &&
+               etag_is(x, md5) == 0) {
+        x->suspect = 1; /* (the whole object is read back once complete: put_in_parts) */
     }
     /* (a single PUT's is noted once its read back tells: tier_put_tagged) */
     if (rc != TIER_OK && rc != TIER_LOCAL && (rc != TIER_NOTFOUND || missing_bucket(x)) &&
@@ -1225,7 +1229,7 @@ static int mpu_start(tier *t, const char *name, const tier_meta *meta, char *uid
 /* Sends part n: len bytes from offset off of fd, or (fd < 0) copied from
  * the object itself.  Its ETag (quoted, as S3 gives it) into etag. */
 static int mpu_part(tier *t, const char *name, const char *uid, unsigned n, int fd, uint64_t off,
-                    uint64_t len, const char *if_match, char etag[128])
+                    uint64_t len, const char *if_match, char etag[128], int *suspect)
 {
     char q[1300], range[64];
     snprintf(q, sizeof q, "partNumber=%u&uploadId=%s", n, uid);
@@ -1253,10 +1257,12 @@ static int mpu_part(tier *t, const char *name, const char *uid, unsigned n, int 
         if (rc == TIER_OK && r.copy && xml_text(x.out, x.out_len, "ETag", etag, 128) != 1)
             rc = TIER_ERROR;
         if (rc == TIER_OK && !r.copy) {
-            if (x.etag[0])
+            if (x.etag[0]) {
                 snprintf(etag, 128, "%s", x.etag);
-            else
-                rc = TIER_ERROR;
+                *suspect |= x.suspect;
+            } else {
+                rc = TIER_NOTIMPL; /* no ETag to complete the upload with: one PUT */
+            }
         }
         free(x.out);
         if (rc != TIER_ERROR || http == 412 || stopped_for(t))
@@ -1353,6 +1359,57 @@ int tier_abort_abandoned(tier *t)
     return (int)kept;
 }
 
+static void md5_piece(void *arg, const void *piece, size_t len, uint64_t written,
+                      const tier_meta *meta)
+{
+    (void)written, (void)meta;
+    EVP_DigestUpdate(arg, piece, len);
+}
+
+/* The MD5 of the object name as the tier has it (len bytes): 0, or -1. */
+static int read_back_md5(tier *t, const char *name, uint64_t len, uint8_t md5[16])
+{
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    int null = open("/dev/null", O_WRONLY | O_CLOEXEC), rc = -1;
+    tier_meta meta;
+    if (m && null >= 0 && EVP_DigestInit_ex(m, cksum_md_md5(), NULL) &&
+        tier_get_stream(t, name, null, len, &meta, md5_piece, m) == TIER_OK && meta.length == len &&
+        EVP_DigestFinal_ex(m, md5, NULL))
+        rc = 0;
+    EVP_MD_CTX_free(m);
+    if (null >= 0)
+        close(null);
+    return rc;
+}
+
+/* A multipart upload with a part whose ETag was not its MD5, before the
+ * store's ETags were known: the whole object read back tells whether it
+ * arrived intact (then the store's ETags are not MD5s: learned, and logged
+ * once), or damaged (put_damaged: it goes again). */
+static int read_back_check(tier *t, const char *name, int fd, uint64_t len)
+{
+    xfer local = {.in_fd = fd, .in_len = len};
+    uint8_t want[16], back[16];
+    if (body_digests(t, &local, want, NULL) != 0)
+        return TIER_LOCAL;
+    if (read_back_md5(t, name, len, back) == 0 && memcmp(back, want, 16) == 0) {
+        if (atomic_exchange(&t->etags, ETAG_OTHER) != ETAG_OTHER)
+            log_msg(LOG_WARN, "tier_etags",
+                    "the tier's ETags are not the MD5s of objects (parts of %s, read back intact): "
+                    "uploads are checked by their Content-MD5 alone",
+                    name);
+        return TIER_OK;
+    }
+    put_damaged = 1;
+    snprintf(thread_error, sizeof thread_error,
+             "damaged on the way: %s read back is not the bytes sent", name);
+    pthread_mutex_lock(&t->err_mu);
+    memcpy(t->last_error, thread_error, sizeof thread_error);
+    t->last_error_ms = util_now_ms();
+    pthread_mutex_unlock(&t->err_mu);
+    return TIER_ERROR;
+}
+
 /* Writes name in parts, from fd (fd >= 0) or from the object itself (a
  * refresh), with meta. */
 static int put_in_parts(tier *t, const char *name, int fd, uint64_t len, const tier_meta *meta,
@@ -1369,13 +1426,19 @@ static int put_in_parts(tier *t, const char *name, int fd, uint64_t len, const t
         free(etags);
         return rc;
     }
+    int suspect = 0;
     for (unsigned i = 0; i < n && rc == TIER_OK; i++) {
         uint64_t off = (uint64_t)i * plen;
         rc = mpu_part(t, name, uid, i + 1, fd, off, off + plen > len ? len - off : plen, if_match,
-                      etags[i]);
+                      etags[i], &suspect);
     }
     if (rc == TIER_OK)
         rc = mpu_complete(t, name, uid, etags, n);
+    if (rc == TIER_OK && suspect) {
+        rc = read_back_check(t, name, fd, len); /* (complete: nothing to abort; put over) */
+        free(etags);
+        return rc;
+    }
     if (rc != TIER_OK) {
         char why[TIER_ERROR_TEXT]; /* (the failure's words, not the abort's) */
         memcpy(why, thread_error, sizeof why);
@@ -1403,29 +1466,6 @@ static void etag_copy(char out[TIER_ETAG_CAP], const char *v, size_t n)
 
 /* ---- objects ----------------------------------------------------------------------- */
 
-static void md5_piece(void *arg, const void *piece, size_t len, uint64_t written,
-                      const tier_meta *meta)
-{
-    (void)written, (void)meta;
-    EVP_DigestUpdate(arg, piece, len);
-}
-
-/* The MD5 of the object name as the tier has it (len bytes): 0, or -1. */
-static int read_back_md5(tier *t, const char *name, uint64_t len, uint8_t md5[16])
-{
-    EVP_MD_CTX *m = EVP_MD_CTX_new();
-    int null = open("/dev/null", O_WRONLY | O_CLOEXEC), rc = -1;
-    tier_meta meta;
-    if (m && null >= 0 && EVP_DigestInit_ex(m, cksum_md_md5(), NULL) &&
-        tier_get_stream(t, name, null, len, &meta, md5_piece, m) == TIER_OK && meta.length == len &&
-        EVP_DigestFinal_ex(m, md5, NULL))
-        rc = 0;
-    EVP_MD_CTX_free(m);
-    if (null >= 0)
-        close(null);
-    return rc;
-}
-
 int tier_put(tier *t, const char *name, int fd, const void *data, uint64_t len,
              const tier_meta *meta)
 {
@@ -1443,7 +1483,8 @@ int tier_put_tagged(tier *t, const char *name, int fd, const void *data, uint64_
             return rc;
         atomic_store(&t->no_parts, 1); /* a server without multipart uploads: one PUT */
         log_msg(LOG_WARN, "tier_no_multipart",
-                "the tier does not take multipart uploads; blobs go up in one PUT");
+                "the tier does not take multipart uploads (it answered 501, or parts without "
+                "an ETag); blobs go up in one PUT");
     }
     xfer x = {.in_fd = fd, .in_data = data, .in_len = len, .out_fd = -1, .out_max = 1 << 20};
     treq r = {.method = "PUT", .name = name, .meta = meta, .timeout_ms = budget(t, len)};
