@@ -1607,6 +1607,13 @@ int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *
      * the blob see a pause, not a failure.  Only a 206 that starts where
      * the bytes stopped is taken. */
     uint64_t total = m.length;
+    if (http == 200 && !total && m.codec == CODEC_RAW && m.size) {
+        /* no Content-Length (chunked, or up to the close): a raw blob's
+         * length is its body's, so a body that ended short was cut */
+        total = m.size;
+        if (rc == TIER_OK && x.out_len < total)
+            rc = TIER_ERROR;
+    }
     char range[48], etag[sizeof x.etag];
     snprintf(etag, sizeof etag, "%s", x.etag);
     int resumable = http == 200 && etag[0] && total > 0, resumed = 0;

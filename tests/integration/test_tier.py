@@ -1403,10 +1403,11 @@ class TierTest(unittest.TestCase):
 
     def test_a_blob_cut_short_without_a_length_is_not_taken_for_damage(self):
         """The tier answers a blob without Content-Length and closes the
-        connection half-way, twice: the body looks whole and fails its check,
-        but that is no proof the tier's copy is damaged.  Neither read is
-        answered the body, nothing is counted corrupt, and the blob is not
-        held for bad: the read after the fault gets it."""
+        connection half-way, every time: the node resumes it (a raw blob's
+        length is known), but no answer ends whole, and that is no proof the
+        tier's copy is damaged.  Neither read is answered the body, nothing
+        is counted corrupt, and the blob is not held for bad: the read after
+        the fault gets it.  Cut once, the resume gets the rest."""
         a = self.node()
         k, body = "/ac/" + sha256(b"cut unsized"), self.rng.randbytes(300 * KIB)
         self.assertEqual(request(a, "PUT", k, body)[0], 200)
@@ -1422,6 +1423,17 @@ class TierTest(unittest.TestCase):
         self.assertEqual(status(b)["tier"]["corrupt"], 0, status(b)["tier"])
         self.proxy.fail = None
         self.assertEqual(request(b, "GET", k)[::2], (200, body))
+        # cut once: a raw blob's length is its body's (x-amz-meta-cairn-size),
+        # so the node knows the answer ended short, and resumes it
+        k2, body2 = "/ac/" + sha256(b"cut unsized once"), self.rng.randbytes(300 * KIB)
+        self.assertEqual(request(a, "PUT", k2, body2)[0], 200)
+        self.drained(a)
+        cut = []
+        self.proxy.fail = lambda m, p: ("unsized-cut" if m == "GET" and "/blobs/" in p and not cut
+                                        and not cut.append(p) else None)
+        self.assertEqual(request(b, "GET", k2)[::2], (200, body2))
+        self.proxy.fail = None
+        self.assertEqual(len(cut), 1)
 
     def test_a_key_waiting_on_a_stream_that_failed_fetches_the_blob_itself(self):
         """Key B, with the same large body as key A, waits for the stream A's
