@@ -127,12 +127,13 @@ typedef struct pack_buf {
     uint64_t first_ms, last_ms;
 } pack_buf;
 
-#define REVAL_SLOTS 65536 /* keys whose last check is remembered (by hash) */
-#define REVAL_WAYS 4      /* ... in sets of this many */
-#define REVAL_QUEUE 1024  /* keys waiting for a check; more are checked at a later read */
-#define REVAL_THREADS 4   /* checks at once (a HEAD each: tens of ms from S3) */
-#define NS_KEPT_SLOTS 256 /* namespaces whose tier record was put lately (ns_keep) */
-#define NS_KEPT_WAYS 4    /* ... in sets of this many */
+#define AHEAD_MAX_MS 86400000u /* a time written by a node is no further ahead of this clock */
+#define REVAL_SLOTS 65536      /* keys whose last check is remembered (by hash) */
+#define REVAL_WAYS 4           /* ... in sets of this many */
+#define REVAL_QUEUE 1024       /* keys waiting for a check; more are checked at a later read */
+#define REVAL_THREADS 4        /* checks at once (a HEAD each: tens of ms from S3) */
+#define NS_KEPT_SLOTS 256      /* namespaces whose tier record was put lately (ns_keep) */
+#define NS_KEPT_WAYS 4         /* ... in sets of this many */
 #define NS_KEEP_MS (24 * 3600 * 1000ull) /* ... at least this often, with no refreshes */
 #define BAD_SLOTS 64                     /* blobs the tier holds damaged, remembered (bad_note) */
 #define BAD_HOLD_MS (10 * 60 * 1000ull)  /* for this long */
@@ -670,7 +671,24 @@ static int ns_record_ok(const void *p, size_t n)
     const uint8_t *b = p;
     uint64_t created = n >= 16 ? util_get_le64(b + 4) : 0;
     return n >= 16 && memcmp(b, "CNS1", 4) == 0 && 16 + (size_t)util_get_le32(b + 12) == n &&
-           created > 0 && created <= util_now_ms() + 86400000u;
+           created > 0 && created <= util_now_ms() + AHEAD_MAX_MS;
+}
+
+/* Takes the namespace record (n bytes at p, ns_record_ok) the tier has of
+ * ns into the index: made here if it is not (tier_resolve_ns), or, with
+ * adopt, over the one made here while the tier could not be asked
+ * (upload_ns).  A store status. */
+static int ns_take(store *s, const char *ns, const uint8_t *p, size_t n, int adopt)
+{
+    op o = {0};
+    o.kind = OP_NS_CREATE;
+    o.from_tier = 1;
+    o.adopt = adopt;
+    o.nskey = (char *)ns;
+    o.created_ms = util_get_le64(p + 4);
+    o.meta = (uint8_t *)p + 16;
+    o.meta_len = n - 16;
+    return submit_and_wait(s, &o);
 }
 
 static void blob_name(const uint8_t d[32], char out[80])
@@ -1294,8 +1312,9 @@ static int refresh_blob(store *s, const job *j)
  * wins, whichever node sends its record last; a record without a time (an
  * earlier build's) is older.  *put says whether it went up (with its ETag
  * in etag, if given).  A tier status: an overtaken change is done. */
-static int put_key_record(store *s, const char *name, const void *rec, size_t len, uint64_t ms,
-                          char etag[TIER_ETAG_CAP], int *put)
+static int put_key_record(store *s, const char *nskey, size_t nklen, const char *name,
+                          const void *rec, size_t len, uint64_t ms, char etag[TIER_ETAG_CAP],
+                          int *put)
 {
     tier_meta m = {.codec = -1, .written_ms = ms ? ms : 1};
     *put = 0;
@@ -1306,20 +1325,16 @@ static int put_key_record(store *s, const char *name, const void *rec, size_t le
          * SHA-256) says when its key was written */
         void *data = NULL;
         size_t got = 0;
-        tier_meta rm = {.codec = -1};
-        rc = tier_get(s->tier_q->t, name, -1, &data, &got, RECORD_MAX, &rm);
-        const uint8_t *p = data;
-        size_t nl = got >= 8 ? util_get_le32(p + 4) : 0;
-        if (rc == TIER_OK && got >= 8 && memcmp(p, "CKR1", 4) == 0 && got >= 8 + nl + 52)
-            m.written_ms = util_get_le64(p + 8 + nl + 40);
-        else if (rc == TIER_OK)
-            m.written_ms = 0; /* not a record: put over */
+        key_rec there;
+        rc = tier_get(s->tier_q->t, name, -1, &data, &got, RECORD_MAX, NULL);
+        if (rc == TIER_OK) /* (not a record of this key: put over) */
+            m.written_ms = parse_key_head(data, got, nskey, nklen, &there) ? there.mtime_ms : 0;
         free(data);
         if (rc != TIER_OK && rc != TIER_NOTFOUND)
             return rc;
     }
-    if (rc == TIER_OK && m.written_ms > util_now_ms() + 86400000u)
-        m.written_ms = 0; /* (a day ahead of this clock: no time a node wrote) */
+    if (rc == TIER_OK && m.written_ms > util_now_ms() + AHEAD_MAX_MS)
+        m.written_ms = 0; /* (no time a node wrote) */
     if (rc == TIER_OK && m.written_ms > ms) {
         log_msg(LOG_DEBUG, "tier_key_overtaken",
                 "%s: the tier holds a later change of this key; this one stays here", name);
@@ -1373,14 +1388,7 @@ static int upload_ns(store *s, const job *j)
     size_t len = 0;
     int rc = tier_get(s->tier_q->t, name, -1, &data, &len, RECORD_MAX, NULL);
     if (rc == TIER_OK && ns_record_ok(data, len)) {
-        op o = {0};
-        o.kind = OP_NS_CREATE;
-        o.from_tier = o.adopt = 1;
-        o.nskey = ns;
-        o.created_ms = util_get_le64((uint8_t *)data + 4);
-        o.meta = (uint8_t *)data + 16;
-        o.meta_len = len - 16;
-        int st = submit_and_wait(s, &o);
+        int st = ns_take(s, ns, data, len, 1);
         free(data);
         return st == STORE_OK || st == STORE_NOTFOUND ? TIER_OK : TIER_ERROR;
     }
@@ -1476,7 +1484,8 @@ static int upload_key(store *s, const job *j)
     char name[KEY_NAME_CAP], etag[TIER_ETAG_CAP];
     key_name(s->tier_q, j->name, j->name_len, name);
     int put;
-    rc = put_key_record(s, name, rec, len, kr.mtime_ms, etag, &put);
+    rc = put_key_record(s, (const char *)j->name, j->name_len, name, rec, len, kr.mtime_ms, etag,
+                        &put);
     if (rc == TIER_OK)
         ns_keep(s, (const char *)j->name, j->name_len);
     const char *zero = memchr(j->name, '\0', j->name_len);
@@ -1494,7 +1503,8 @@ static int upload_delete(store *s, const job *j)
 {
     char name[KEY_NAME_CAP];
     key_name(s->tier_q, j->name, j->name_len, name);
-    int put, rc = put_key_record(s, name, "", 0, j->bytes ? j->bytes : util_now_ms(), NULL, &put);
+    int put, rc = put_key_record(s, (const char *)j->name, j->name_len, name, "", 0,
+                                 j->bytes ? j->bytes : util_now_ms(), NULL, &put);
     if (rc == TIER_OK && atomic_load(&s->tier_q->legacy) != 0) {
         key_name_v1(j->name, j->name_len, name); /* a record an earlier build wrote */
         rc = tier_delete(s->tier_q->t, name);
@@ -2146,6 +2156,14 @@ static int adopt_bytes(store *s, const key_rec *kr, const tier_meta *m, void *da
     return TIER_OK;
 }
 
+/* A fetch's rc, but a body that failed its checks (TIER_BAD) in an answer
+ * that did not say its length is no proof of damage: it may have been cut
+ * short, a failed read (TIER_ERROR), neither counted nor remembered. */
+static int cut_or_damaged(int rc, const tier_meta *m)
+{
+    return rc == TIER_BAD && m->unsized ? TIER_ERROR : rc;
+}
+
 /* Fetches the blob of kr into o (inline bytes, or a temporary file), checked
  * against its digest.  TIER_OK, or a tier status. */
 static int fetch_blob_once(store *s, const key_rec *kr, op *o, uint8_t **inl)
@@ -2161,12 +2179,12 @@ static int fetch_blob_once(store *s, const key_rec *kr, op *o, uint8_t **inl)
         size_t len = 0;
         int rc = tier_get(q->t, name, -1, &data, &len, max, &m);
         lat_record(q, LAT_READ, t0);
-        if (rc != TIER_OK) /* (TIER_BAD: longer than any encoding of the body, or damaged) */
-            return rc == TIER_BAD && m.unsized ? TIER_ERROR : rc;
-        m.length = len;
-        o->tier_time = (uint32_t)m.mtime;
-        rc = adopt_bytes(s, kr, &m, data, o, inl);
-        return rc == TIER_BAD && m.unsized ? TIER_ERROR : rc; /* (cut short, perhaps) */
+        if (rc == TIER_OK) { /* (TIER_BAD: longer than any encoding of the body, or damaged) */
+            m.length = len;
+            o->tier_time = (uint32_t)m.mtime;
+            rc = adopt_bytes(s, kr, &m, data, o, inl);
+        }
+        return cut_or_damaged(rc, &m);
     }
     int anon;
     int fd = store_tmp_open(s, o->tmp, &anon);
@@ -2180,8 +2198,7 @@ static int fetch_blob_once(store *s, const key_rec *kr, op *o, uint8_t **inl)
         op_release_file(o);
         return rc;
     }
-    rc = adopt_file(s, kr, &m, fd, anon, o);
-    return rc == TIER_BAD && m.unsized ? TIER_ERROR : rc; /* (cut short, perhaps) */
+    return cut_or_damaged(adopt_file(s, kr, &m, fd, anon, o), &m);
 }
 
 /* Fetches the blob of kr into o, checked; TIER_BAD if the tier's copy is
@@ -2902,8 +2919,7 @@ static void *stream_main(void *arg)
     fetch_ended(q, sj->kr.digest,
                 ok                               ? TIER_OK
                 : rc == TIER_OK && sj->local_err ? TIER_LOCAL
-                : rc == TIER_OK && m.unsized     ? TIER_ERROR /* (cut short, perhaps) */
-                : rc == TIER_OK                  ? TIER_BAD
+                : rc == TIER_OK                  ? cut_or_damaged(TIER_BAD, &m)
                                                  : rc);
     if (ok)
         stream_checked_out(q, sj->j); /* (before its readers get the end of the body) */
@@ -3700,14 +3716,7 @@ int tier_resolve_ns(store *s, const char *ns)
     int status = STORE_NOTFOUND;
     int rc = tier_get(q->t, name, -1, &data, &len, RECORD_MAX, NULL);
     if (rc == TIER_OK && ns_record_ok(data, len)) {
-        op o = {0};
-        o.kind = OP_NS_CREATE;
-        o.from_tier = 1;
-        o.nskey = (char *)ns;
-        o.created_ms = util_get_le64((uint8_t *)data + 4);
-        o.meta = (uint8_t *)data + 16;
-        o.meta_len = len - 16;
-        status = submit_and_wait(s, &o);
+        status = ns_take(s, ns, data, len, 0);
         if (status == STORE_EXISTS)
             status = STORE_OK;
     } else if (rc == TIER_BAD || rc == TIER_OK) {

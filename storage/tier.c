@@ -698,6 +698,7 @@ void tier_waited(uint64_t waited_ns, int one_answer)
 }
 
 static void note_failure(tier *t, const xfer *x, CURLcode cc, const char *eb, long http);
+static void keep_failure(tier *t, int bare);
 static int missing_bucket(const xfer *x);
 
 /* The MD5 of the body a request sends (from memory, or read from its
@@ -1122,12 +1123,19 @@ static void note_failure(tier *t, const xfer *x, CURLcode cc, const char *eb, lo
         (void)w; /* (cut to fit) */
         bare = !has_code;
     }
+    keep_failure(t, bare);
+}
+
+/* This thread's thread_error, trimmed, as the tier's last failure (a bare
+ * "HTTP 403" does not replace the same status in more words). */
+static void keep_failure(tier *t, int bare)
+{
+    char *out = thread_error;
     size_t n = strlen(out);
     utf8_trim(out, &n);
     while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' ' || out[n - 1] == '.'))
         out[--n] = '\0';
     pthread_mutex_lock(&t->err_mu);
-    /* a bare "HTTP 403" does not replace the same status in more words */
     if (!bare || strncmp(t->last_error, out, n) != 0 || t->last_error[n] != ' ')
         memcpy(t->last_error, out, n + 1);
     t->last_error_ms = util_now_ms();
@@ -1382,20 +1390,18 @@ static int read_back_md5(tier *t, const char *name, uint64_t len, uint8_t md5[16
     return rc;
 }
 
-/* A multipart upload with a part whose ETag was not its MD5, before the
- * store's ETags were known: the whole object read back tells whether it
- * arrived intact (then the store's ETags are not MD5s: learned, and logged
- * once), or damaged (put_damaged: it goes again). */
-static int read_back_check(tier *t, const char *name, int fd, uint64_t len)
+/* An upload (len bytes whose MD5 is want) answered with an ETag that is not
+ * that MD5, before the store's ETags were known to be MD5s: the object read
+ * back tells whether it arrived intact (TIER_OK: the store's ETags are not
+ * MD5s, learned and logged once), or damaged (TIER_ERROR, put_damaged,
+ * noted: it goes again). */
+static int read_back_check(tier *t, const char *name, uint64_t len, const uint8_t want[16])
 {
-    xfer local = {.in_fd = fd, .in_len = len};
-    uint8_t want[16], back[16];
-    if (body_digests(t, &local, want, NULL) != 0)
-        return TIER_LOCAL;
+    uint8_t back[16];
     if (read_back_md5(t, name, len, back) == 0 && memcmp(back, want, 16) == 0) {
         if (atomic_exchange(&t->etags, ETAG_OTHER) != ETAG_OTHER)
             log_msg(LOG_WARN, "tier_etags",
-                    "the tier's ETags are not the MD5s of objects (parts of %s, read back intact): "
+                    "the tier's ETags are not the MD5s of objects (%s, read back intact): "
                     "uploads are checked by their Content-MD5 alone",
                     name);
         return TIER_OK;
@@ -1403,10 +1409,7 @@ static int read_back_check(tier *t, const char *name, int fd, uint64_t len)
     put_damaged = 1;
     snprintf(thread_error, sizeof thread_error,
              "damaged on the way: %s read back is not the bytes sent", name);
-    pthread_mutex_lock(&t->err_mu);
-    memcpy(t->last_error, thread_error, sizeof thread_error);
-    t->last_error_ms = util_now_ms();
-    pthread_mutex_unlock(&t->err_mu);
+    keep_failure(t, 0);
     return TIER_ERROR;
 }
 
@@ -1434,8 +1437,11 @@ static int put_in_parts(tier *t, const char *name, int fd, uint64_t len, const t
     }
     if (rc == TIER_OK)
         rc = mpu_complete(t, name, uid, etags, n);
-    if (rc == TIER_OK && suspect) {
-        rc = read_back_check(t, name, fd, len); /* (complete: nothing to abort; put over) */
+    if (rc == TIER_OK && suspect) { /* (complete: nothing to abort; put over) */
+        xfer whole = {.in_fd = fd, .in_len = len};
+        uint8_t want[16];
+        rc = body_digests(t, &whole, want, NULL) != 0 ? TIER_LOCAL
+                                                      : read_back_check(t, name, len, want);
         free(etags);
         return rc;
     }
@@ -1491,22 +1497,8 @@ int tier_put_tagged(tier *t, const char *name, int fd, const void *data, uint64_
     long http;
     int rc = perform(t, &r, &x, &http);
     free(x.out);
-    if (rc == TIER_ERROR && put_damaged) {
-        /* damaged on the way, or a store whose ETags are not MD5s (nor say
-         * why): the object read back tells */
-        uint8_t back[16];
-        if (read_back_md5(t, name, len, back) == 0 && memcmp(back, x.md5, 16) == 0) {
-            if (atomic_exchange(&t->etags, ETAG_OTHER) != ETAG_OTHER)
-                log_msg(LOG_WARN, "tier_etags",
-                        "the tier's ETags are not the MD5s of objects (%s, read back intact): "
-                        "uploads are checked by their Content-MD5 alone",
-                        x.etag);
-            rc = TIER_OK;
-        } else {
-            put_damaged = 1; /* (and noted as such) */
-            note_failure(t, &x, CURLE_OK, "", http);
-        }
-    }
+    if (rc == TIER_ERROR && put_damaged) /* damaged on the way, or the store's ETags are no MD5s */
+        rc = read_back_check(t, name, len, x.md5);
     if (rc == TIER_OK && etag)
         etag_copy(etag, x.etag, strlen(x.etag));
     return rc;
