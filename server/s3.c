@@ -54,6 +54,8 @@ enum s3_op {
     OP_BUCKET_SUBRESOURCE_OK, /* ?acl and friends on a PUT: accepted, ignored */
     OP_CREATE_MULTIPART,
     OP_UPLOAD_PART,
+    OP_UPLOAD_PART_COPY,
+    OP_GET_OBJECT_TAGGING,
     OP_COMPLETE_MULTIPART,
     OP_ABORT_MULTIPART,
     OP_LIST_PARTS,
@@ -567,6 +569,8 @@ static int classify(request *r)
         return OP_ADMIN; /* /admin itself stays a (reserved) bucket name */
     if (s->key == NULL && put && s3_has_param(r, "acl"))
         return OP_BUCKET_SUBRESOURCE_OK; /* (canned ACLs are accepted and ignored) */
+    if (s->key && get && s3_has_param(r, "tagging"))
+        return OP_GET_OBJECT_TAGGING; /* (none can be set: an empty set) */
     if (unsupported_feature(r, put || post))
         return OP_NOT_IMPLEMENTED;
     if (s->key == NULL) {
@@ -597,7 +601,7 @@ static int classify(request *r)
         return OP_CREATE_MULTIPART;
     if (s3_has_param(r, "uploadId")) {
         if (put)
-            return http_header(r, "x-amz-copy-source") ? OP_NOT_IMPLEMENTED : OP_UPLOAD_PART;
+            return http_header(r, "x-amz-copy-source") ? OP_UPLOAD_PART_COPY : OP_UPLOAD_PART;
         if (post)
             return OP_COMPLETE_MULTIPART;
         if (del)
@@ -805,6 +809,7 @@ static enum MHD_Result first_call(request *r)
         break;
     case OP_CREATE_MULTIPART:
     case OP_UPLOAD_PART:
+    case OP_UPLOAD_PART_COPY:
     case OP_COMPLETE_MULTIPART:
     case OP_ABORT_MULTIPART:
         r->m.op = MOP_MULTIPART;
@@ -834,14 +839,15 @@ static enum MHD_Result first_call(request *r)
      * change nothing before they ask the store (a copy's source, a bucket);
      * those below cannot be run twice (a conditional PUT has its body
      * stored first; an admin drain waits for the queue, a listing of keys
-     * for the tier), or ask the tier many times (ListBuckets: each of its
-     * requests keeps its whole budget) */
+     * for the tier), ask the tier many times (ListBuckets: each of its
+     * requests keeps its whole budget), or copy bytes for long (a part
+     * copy) */
     int op = s->op;
     if (op == OP_PUT_OBJECT || op == OP_COPY_OBJECT || op == OP_CREATE_MULTIPART ||
         op == OP_BUCKET_SUBRESOURCE_OK || op == OP_CREATE_BUCKET)
         r->may_offload = 1;
-    if (op == OP_DELETE_OBJECTS || op == OP_COMPLETE_MULTIPART || op == OP_ADMIN ||
-        op == OP_LIST_BUCKETS ||
+    if (op == OP_DELETE_OBJECTS || op == OP_COMPLETE_MULTIPART || op == OP_UPLOAD_PART_COPY ||
+        op == OP_ADMIN || op == OP_LIST_BUCKETS ||
         (op == OP_PUT_OBJECT && (http_header(r, "If-None-Match") || http_header(r, "If-Match"))))
         r->offload_last = 1;
     if (s->op == OP_NOT_IMPLEMENTED)
@@ -926,7 +932,8 @@ static enum MHD_Result last_call(request *r)
 {
     s3_req *s = r->fe;
     /* buckets are unversioned: every object's one version is "null" */
-    if ((s->op == OP_GET_OBJECT || s->op == OP_HEAD_OBJECT || s->op == OP_DELETE_OBJECT) &&
+    if ((s->op == OP_GET_OBJECT || s->op == OP_HEAD_OBJECT || s->op == OP_DELETE_OBJECT ||
+         s->op == OP_GET_OBJECT_TAGGING) &&
         s3_has_param(r, "versionId") && strcmp(s3_param(r, "versionId"), "null") != 0)
         return s3_error(r, 400, "InvalidArgument", "Invalid version id specified");
     switch (s->op) {
@@ -960,12 +967,16 @@ static enum MHD_Result last_call(request *r)
         return s3_get_object(r, 0);
     case OP_HEAD_OBJECT:
         return s3_get_object(r, 1);
+    case OP_GET_OBJECT_TAGGING:
+        return s3_get_object_tagging(r);
     case OP_DELETE_OBJECT:
         return s3_delete_object(r);
     case OP_CREATE_MULTIPART:
         return s3_create_multipart(r);
     case OP_UPLOAD_PART:
         return s3_upload_part_end(r);
+    case OP_UPLOAD_PART_COPY:
+        return s3_upload_part_copy(r);
     case OP_COMPLETE_MULTIPART:
         return s3_complete_multipart(r);
     case OP_ABORT_MULTIPART:

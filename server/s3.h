@@ -124,6 +124,17 @@ enum MHD_Result s3_invalid_range(request *r, const char *range, uint64_t size);
  * and If-None-Match unless none_match is 0 (a delete).  0 to go on; 1 with
  * *ret the answer sent (412, or the store's error). */
 int s3_write_preconditions(request *r, int none_match, enum MHD_Result *ret);
+/* The object a copy's x-amz-copy-source names (CopyObject, UploadPartCopy),
+ * here (a source still arriving from the cold tier is waited for): 0 with
+ * *e filled (the caller clears it), its ETag in etag, and *self set when it
+ * is the request's own key; else 1 with *ret answered (400 for a malformed
+ * source, 404 for a missing bucket or key, the store's error). */
+int s3_copy_source(request *r, store_entry *e, char etag[80], int *self, enum MHD_Result *ret);
+/* Do the source's x-amz-copy-source-if-* conditions fail (412)? */
+int s3_copy_source_fails(request *r, const char *etag, uint64_t mtime_ms);
+/* 200 to a copy: <element> (CopyObjectResult, CopyPartResult) with its ETag
+ * (hex) and the time now. */
+enum MHD_Result s3_copied(request *r, const char *element, const char *etag);
 void s3_format_iso8601(uint64_t ms, char out[32]);
 /* <tag>k[0..n)</tag> in a listing: %XX-encoded under encoding-type=url
  * (url), else XML-escaped. */
@@ -165,6 +176,10 @@ void s3_meta_etag(const void *meta, size_t len, char *out, size_t cap);
 enum MHD_Result s3_create_multipart(request *r);
 unsigned s3_upload_part_begin(request *r);
 enum MHD_Result s3_upload_part_end(request *r);
+enum MHD_Result s3_upload_part_copy(request *r);
+/* GetObjectTagging: objects here carry no tags (setting them is refused),
+ * so an existing object's set is empty. */
+enum MHD_Result s3_get_object_tagging(request *r);
 enum MHD_Result s3_complete_multipart(request *r);
 enum MHD_Result s3_abort_multipart(request *r);
 enum MHD_Result s3_list_parts(request *r);

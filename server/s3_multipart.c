@@ -1,7 +1,11 @@
 /*
- * s3_multipart.c - S3 multipart uploads: Create, UploadPart, Complete,
- * Abort, ListParts, ListMultipartUploads (storage/multipart.c keeps the
- * state).
+ * s3_multipart.c - S3 multipart uploads: Create, UploadPart, UploadPartCopy,
+ * Complete, Abort, ListParts, ListMultipartUploads (storage/multipart.c keeps
+ * the state).
+ *
+ * UploadPartCopy reads the source's bytes (a range of them, or all) into the
+ * part, as if they had been uploaded: the part is checked and stored like any
+ * other, and the object the upload makes keeps each body once, as always.
  *
  * Completion checks the client's part list (ascending numbers, ETags that
  * match, every part but the last at least 5 MiB), then the store streams the
@@ -9,6 +13,8 @@
  * MD5s, then "-<count>".  A second Complete of an upload that already
  * completed answers as the first did, if the object is still the one it made.
  */
+#include <ctype.h>
+#include <errno.h>
 #include <expat.h>
 #include <limits.h>
 #include <stdio.h>
@@ -170,6 +176,135 @@ enum MHD_Result s3_upload_part_end(request *r)
     char etag[33];
     util_hex(md5, 16, etag);
     return s3_stored(r, etag); /* (with the part's checksum, as S3 answers it) */
+}
+
+/* ---- UploadPartCopy ------------------------------------------------------- */
+
+/* x-amz-copy-source-range: "bytes=first-last", both given, first <= last. */
+static int copy_range(const char *v, uint64_t *first, uint64_t *last)
+{
+    if (strncmp(v, "bytes=", 6) != 0 || !isdigit((unsigned char)v[6]))
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long a = strtoull(v + 6, &end, 10);
+    if (errno || *end != '-' || !isdigit((unsigned char)end[1]))
+        return -1;
+    unsigned long long b = strtoull(end + 1, &end, 10);
+    if (errno || *end || b < a)
+        return -1;
+    *first = a;
+    *last = b;
+    return 0;
+}
+
+/* Reads body bytes [off, off+len) of an open blob into the part. */
+static int copy_into_part(store_blob *b, uint64_t off, uint64_t len, mpu_writer *w)
+{
+    size_t cap = 1u << 20;
+    uint8_t *buf = malloc(cap);
+    if (buf == NULL)
+        return STORE_IO;
+    int st = STORE_OK;
+    while (len > 0 && st == STORE_OK) {
+        ssize_t n = store_blob_read(b, off, buf, len < cap ? (size_t)len : cap);
+        if (n <= 0) {
+            st = n < 0 ? (int)-n : STORE_CORRUPT; /* (shorter than its entry says) */
+            break;
+        }
+        st = mpu_part_write(w, buf, (size_t)n);
+        off += (uint64_t)n;
+        len -= (uint64_t)n;
+    }
+    free(buf);
+    return st;
+}
+
+static enum MHD_Result upload_part_copy_once(request *r, int head, int *vanished)
+{
+    (void)head;
+    int n = part_number(r);
+    if (n < 0)
+        return s3_error(r, 400, "InvalidArgument",
+                        "Part number must be an integer between 1 and 10000, inclusive");
+    mpu_info info;
+    if (load_upload(r, &info) != 0)
+        return no_such_upload(r);
+    mpu_info_clear(&info);
+    store_entry e;
+    char etag[80];
+    int self;
+    enum MHD_Result ret;
+    if (s3_copy_source(r, &e, etag, &self, &ret))
+        return ret;
+    uint64_t first = 0, len = e.size, last;
+    const char *range = http_header(r, "x-amz-copy-source-range");
+    const char *bad = NULL;
+    char why[96];
+    if (s3_copy_source_fails(r, etag, e.mtime_ms)) {
+        store_entry_clear(&e);
+        return s3_error(r, 412, "PreconditionFailed",
+                        "At least one of the pre-conditions you specified did not hold");
+    }
+    if (range && copy_range(range, &first, &last) != 0) {
+        bad = "The x-amz-copy-source-range value must be of the form bytes=first-last where "
+              "first and last are the zero-based offsets of the first and last bytes to copy";
+    } else if (range && last >= e.size) {
+        snprintf(why, sizeof why, "Range specified is not valid for source object of size: %llu",
+                 (unsigned long long)e.size);
+        bad = why;
+    }
+    if (bad) {
+        store_entry_clear(&e);
+        return s3_error(r, 400, "InvalidArgument", bad);
+    }
+    if (range)
+        len = last - first + 1;
+    if (len > r->srv->cfg->max_body) {
+        store_entry_clear(&e);
+        return s3_error(r, 400, "EntityTooLarge",
+                        "Your proposed upload exceeds the maximum allowed object size.");
+    }
+    store_blob *b;
+    int st = store_blob_open(r->srv->st, &e, &b);
+    store_entry_clear(&e);
+    if (st == STORE_NOTFOUND && vanished) {
+        *vanished = 1; /* the source's blob went since its lookup: look again */
+        return MHD_YES;
+    }
+    if (st != STORE_OK)
+        return s3_store_error(r, st);
+    mpu_writer *w;
+    if ((st = mpu_part_begin(r->srv->st, s3_param(r, "uploadId"), n, &w)) != STORE_OK) {
+        store_blob_close(b);
+        return st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);
+    }
+    st = copy_into_part(b, first, len, w);
+    store_blob_close(b);
+    uint8_t md5[16], sha256[32];
+    uint64_t size;
+    if (st == STORE_OK)
+        st = mpu_part_finish(w, md5, sha256, &size);
+    /* parts take room as blobs do (s3_upload_part_end) */
+    uint64_t old = mpu_part_replaces(w);
+    if (st == STORE_OK)
+        st = store_room_for_part(r->srv->st, size > old ? size - old : 0);
+    if (st != STORE_OK) {
+        mpu_part_abort(w);
+        return s3_store_error(r, st);
+    }
+    if ((st = mpu_part_commit(w)) != STORE_OK)
+        return st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);
+    char hex[33];
+    util_hex(md5, 16, hex);
+    return s3_copied(r, "CopyPartResult", hex);
+}
+
+enum MHD_Result s3_upload_part_copy(request *r)
+{
+    /* a source overwritten between its lookup and the opening of its blob
+     * is looked up again, as for a GET */
+    return serve_looking_again(r, 0, upload_part_copy_once);
 }
 
 /* ---- CompleteMultipartUpload ---------------------------------------------- */

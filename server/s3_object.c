@@ -382,6 +382,21 @@ enum MHD_Result s3_get_object(request *r, int head)
     return serve_looking_again(r, head, get_object_once);
 }
 
+enum MHD_Result s3_get_object_tagging(request *r)
+{
+    s3_req *s = r->fe;
+    store_entry e;
+    int st = store_lookup(r->srv->st, s->ns, s->key, s->klen, &e);
+    if (st == STORE_NOTFOUND && !s3_bucket_exists(r))
+        return s3_no_bucket(r);
+    if (st != STORE_OK)
+        return s3_store_error(r, st);
+    store_entry_clear(&e);
+    buf b = {0};
+    buf_printf(&b, "%s<Tagging xmlns=\"%s\"><TagSet></TagSet></Tagging>", S3_XML_HEAD, S3_XMLNS);
+    return s3_xml(r, 200, &b);
+}
+
 /* ---- PUT ------------------------------------------------------------------ */
 
 unsigned s3_put_object_begin(request *r)
@@ -481,26 +496,41 @@ static int copy_refused(request *r, const char *etag, uint64_t mtime_ms, int sel
     return 1;
 }
 
-static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
+enum MHD_Result s3_copied(request *r, const char *element, const char *etag)
 {
-    (void)head;
+    char when[32];
+    s3_format_iso8601(util_now_ms(), when);
+    buf b = {0};
+    buf_printf(&b, "%s<%s xmlns=\"%s\">", S3_XML_HEAD, element, S3_XMLNS);
+    buf_printf(&b, "<LastModified>%s</LastModified><ETag>&quot;%s&quot;</ETag>", when, etag);
+    buf_printf(&b, "</%s>", element);
+    return s3_xml(r, 200, &b);
+}
+
+int s3_copy_source(request *r, store_entry *e, char etag[80], int *self, enum MHD_Result *ret)
+{
     s3_req *s = r->fe;
     const char *src = http_header(r, "x-amz-copy-source");
     /* "/bucket/key" or "bucket/key", URL-encoded, maybe "?versionId=..." */
     const char *p = src[0] == '/' ? src + 1 : src;
     const char *qm = strstr(p, "?versionId=");
-    if (qm && strcmp(qm + 11, "null") != 0)
-        return s3_error(r, 400, "InvalidArgument", "Invalid version id specified");
+    if (qm && strcmp(qm + 11, "null") != 0) {
+        *ret = s3_error(r, 400, "InvalidArgument", "Invalid version id specified");
+        return 1;
+    }
     size_t j;
     char *dec = s3_pct_decode(p, qm ? (size_t)(qm - p) : strlen(p), 0, &j);
-    if (dec == NULL)
-        return s3_error(r, 500, "InternalError", "out of memory");
+    if (dec == NULL) {
+        *ret = s3_error(r, 500, "InternalError", "out of memory");
+        return 1;
+    }
     char *slash = strchr(dec, '/');
     if (slash == NULL || slash[1] == '\0') {
         free(dec);
-        return s3_error(
-            r, 400, "InvalidArgument",
-            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey.");
+        *ret =
+            s3_error(r, 400, "InvalidArgument",
+                     "Copy Source must mention the source bucket and key: sourcebucket/sourcekey.");
+        return 1;
     }
     *slash = '\0';
     char src_ns[S3_NS_MAX];
@@ -509,35 +539,52 @@ static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
     size_t src_klen = j - (size_t)(src_key - dec);
     if (!s3_bucket_exists(r)) {
         free(dec);
-        return s3_no_bucket(r);
+        *ret = s3_no_bucket(r);
+        return 1;
     }
-    store_entry e;
-    int st = store_lookup(r->srv->st, src_ns, src_key, src_klen, &e);
-    if (st == STORE_OK && e.from_tier) {
-        /* the source is still arriving from the cold tier: the copy links
-         * its blob, so wait until it is here */
-        store_entry_clear(&e);
+    int st = store_lookup(r->srv->st, src_ns, src_key, src_klen, e);
+    if (st == STORE_OK && e->from_tier) {
+        /* the source is still arriving from the cold tier: a copy links
+         * its blob (or reads its file), so wait until it is here */
+        store_entry_clear(e);
         int state;
         uint64_t size;
         st = store_warm(r->srv->st, src_ns, src_key, src_klen, &state, &size);
         if (st == STORE_OK)
-            st = store_lookup(r->srv->st, src_ns, src_key, src_klen, &e);
+            st = store_lookup(r->srv->st, src_ns, src_key, src_klen, e);
     }
     if (st != STORE_OK) {
         free(dec);
         int bst =
             st == STORE_NOTFOUND ? store_ns_get(r->srv->st, src_ns, NULL, NULL, NULL) : STORE_OK;
-        return bst != STORE_OK ? s3_bucket_error(r, bst) : s3_store_error(r, st);
+        *ret = bst != STORE_OK ? s3_bucket_error(r, bst) : s3_store_error(r, st);
+        return 1;
     }
-    char etag[80];
-    s3_meta_etag(e.meta, e.meta_len, etag, sizeof etag);
-    int self =
+    *self =
         strcmp(src_ns, s->ns) == 0 && src_klen == s->klen && memcmp(src_key, s->key, s->klen) == 0;
-    int replace;
+    free(dec);
+    s3_meta_etag(e->meta, e->meta_len, etag, 80);
+    return 0;
+}
+
+int s3_copy_source_fails(request *r, const char *etag, uint64_t mtime_ms)
+{
+    return check_conditions(r, 1, etag, mtime_ms) != 0;
+}
+
+static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
+{
+    (void)head;
+    s3_req *s = r->fe;
+    store_entry e;
+    char etag[80];
+    int self;
     enum MHD_Result ret;
+    if (s3_copy_source(r, &e, etag, &self, &ret))
+        return ret;
+    int replace;
     if (copy_refused(r, etag, e.mtime_ms, self, &replace, &ret)) {
         store_entry_clear(&e);
-        free(dec);
         return ret;
     }
     buf meta = {0};
@@ -547,23 +594,16 @@ static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
     } else {
         buf_add(&meta, e.meta, e.meta_len);
     }
-    st = store_link(r->srv->st, s->ns, s->key, s->klen, e.digest, meta.data, meta.len, NULL);
+    int st = store_link(r->srv->st, s->ns, s->key, s->klen, e.digest, meta.data, meta.len, NULL);
     buf_free(&meta);
     store_entry_clear(&e);
-    free(dec);
     if (st == STORE_NOTFOUND && vanished) {
         *vanished = 1; /* the source's blob went since its lookup: look again */
         return MHD_YES;
     }
     if (st != STORE_OK)
         return s3_store_error(r, st);
-    char when[32];
-    s3_format_iso8601(util_now_ms(), when);
-    buf b = {0};
-    buf_printf(&b, "%s<CopyObjectResult xmlns=\"%s\">", S3_XML_HEAD, S3_XMLNS);
-    buf_printf(&b, "<LastModified>%s</LastModified><ETag>&quot;%s&quot;</ETag>", when, etag);
-    buf_puts(&b, "</CopyObjectResult>");
-    return s3_xml(r, 200, &b);
+    return s3_copied(r, "CopyObjectResult", etag);
 }
 
 enum MHD_Result s3_copy_object(request *r)

@@ -313,6 +313,17 @@ func main() {
 		}
 		out(map[string]interface{}{"etag": info.ETag})
 
+	case "compose": // DST SRC... (ComposeObject: a part copied from each source)
+		var srcs []minio.CopySrcOptions
+		for _, k := range args[1:] {
+			srcs = append(srcs, minio.CopySrcOptions{Bucket: bucket, Object: k})
+		}
+		info, err := client.ComposeObject(ctx, minio.CopyDestOptions{Bucket: bucket, Object: args[0]}, srcs...)
+		if err != nil {
+			fail(err)
+		}
+		out(map[string]interface{}{"etag": info.ETag, "size": info.Size})
+
 	case "mpu": // KEY FILE PARTSIZE: the core multipart API, step by step
 		data, err := os.ReadFile(args[1])
 		if err != nil {

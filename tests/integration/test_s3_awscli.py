@@ -371,6 +371,38 @@ class AwsCliTest(unittest.TestCase):
         self.assertEqual(got.get("ChecksumCRC64NVME"), want, got)
         self.assertEqual(self.counts(), (2, 1))
 
+    # ---- s3 cp / mv / sync between keys: multipart copies (UploadPartCopy) ------
+
+    def test_cp_mv_sync_between_keys_of_20mib(self):
+        """aws-cli copies an object over 8 MiB from key to key with
+        UploadPartCopy (8 MiB ranges of the source, then Complete): the copy
+        has the same bytes and metadata, and the store keeps the body once."""
+        self.mb("pcopy")
+        body = os.urandom(20 * MiB + 12345)
+        src = self.path("pc.bin", body)
+        self.aws("s3", "cp", src, "s3://pcopy/a/pc.bin", "--content-type", "application/x-pc",
+                 "--metadata", "origin=first", "--only-show-errors")
+        self.assertEqual(self.counts(), (1, 1))
+        _, _, dbg = self.aws("s3", "cp", "s3://pcopy/a/pc.bin", "s3://pcopy/b/pc.bin",
+                             "--only-show-errors", "--debug")
+        self.assertIn("UploadPartCopy", dbg)  # (the CLI's own operation name, in its log)
+        head = self.api("head-object", "--bucket", "pcopy", "--key", "b/pc.bin")
+        self.assertEqual(head["ContentLength"], len(body))
+        self.assertTrue(head["ETag"].endswith('-3"'), head)
+        self.assertEqual(head["ContentType"], "application/x-pc")
+        self.assertEqual(head["Metadata"], {"origin": "first"})
+        self.aws("s3", "mv", "s3://pcopy/b/pc.bin", "s3://pcopy/c/moved.bin", "--only-show-errors")
+        self.aws("s3", "sync", "s3://pcopy/a/", "s3://pcopy/d/", "--only-show-errors")
+        listed = self.api("list-objects-v2", "--bucket", "pcopy")["Contents"]
+        self.assertEqual(sorted(o["Key"] for o in listed),
+                         ["a/pc.bin", "c/moved.bin", "d/pc.bin"])
+        for key in ("c/moved.bin", "d/pc.bin"):
+            dst = self.path(key.replace("/", "_"))
+            self.aws("s3", "cp", "s3://pcopy/" + key, dst, "--only-show-errors")
+            self.assertEqual(file_sha256(dst), hashlib.sha256(body).hexdigest())
+        self.assertEqual(self.counts(), (3, 1))  # three keys, one body
+        self.assertEqual(self.api("list-multipart-uploads", "--bucket", "pcopy").get("Uploads"), None)
+
     # ---- copy onto itself, delete-objects, versions, acl --------------------------
 
     def test_copy_object_onto_itself_replace(self):

@@ -669,6 +669,75 @@ class Boto3Test(unittest.TestCase):
         self.assertTrue(r["ETag"].endswith('-1"'))
         self.assertEqual(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read(), small)
 
+    def test_upload_part_copy(self):
+        """UploadPartCopy: parts copied from ranges of existing objects (here
+        and in another bucket), mixed with uploaded parts; its errors change
+        nothing; boto3's managed copy (s3transfer) uses it above 8 MiB."""
+        b = self.bucket
+        src = os.urandom(6 * MiB + 100)
+        self.s3.put_object(Bucket=b, Key="src", Body=src)
+        self.s3.create_bucket(Bucket=b + "-other")
+        other = os.urandom(7000)
+        self.s3.put_object(Bucket=b + "-other", Key="o k", Body=other)
+        up = self.s3.create_multipart_upload(Bucket=b, Key="dst")["UploadId"]
+        r1 = self.s3.upload_part_copy(Bucket=b, Key="dst", UploadId=up, PartNumber=1,
+                                      CopySource={"Bucket": b, "Key": "src"},
+                                      CopySourceRange="bytes=100-%d" % (5 * MiB + 99))
+        self.assertEqual(r1["CopyPartResult"]["ETag"],
+                         '"%s"' % hashlib.md5(src[100:5 * MiB + 100]).hexdigest())
+        self.assertIn("LastModified", r1["CopyPartResult"])
+        r2 = self.s3.upload_part(Bucket=b, Key="dst", UploadId=up, PartNumber=2,
+                                 Body=b"x" * (5 * MiB))
+        r3 = self.s3.upload_part_copy(Bucket=b, Key="dst", UploadId=up, PartNumber=3,
+                                      CopySource={"Bucket": b + "-other", "Key": "o k"})
+        self.assertEqual(r3["CopyPartResult"]["ETag"], '"%s"' % hashlib.md5(other).hexdigest())
+        # refused, and the upload's parts unchanged
+        src_ref = {"Bucket": b, "Key": "src"}
+        for rng in ("bytes=0-%d" % len(src), "bytes=5-4", "bytes=-5", "bytes=5-", "0-5",
+                    "bytes=a-b"):
+            self.assertClientError("InvalidArgument", 400, self.s3.upload_part_copy, Bucket=b,
+                                   Key="dst", UploadId=up, PartNumber=4, CopySource=src_ref,
+                                   CopySourceRange=rng)
+        self.assertClientError("NoSuchKey", 404, self.s3.upload_part_copy, Bucket=b, Key="dst",
+                               UploadId=up, PartNumber=4, CopySource={"Bucket": b, "Key": "no"})
+        self.assertClientError("NoSuchBucket", 404, self.s3.upload_part_copy, Bucket=b,
+                               Key="dst", UploadId=up, PartNumber=4,
+                               CopySource={"Bucket": b + "-none", "Key": "src"})
+        self.assertClientError("NoSuchUpload", 404, self.s3.upload_part_copy, Bucket=b,
+                               Key="dst", UploadId="nonesuch", PartNumber=4, CopySource=src_ref)
+        self.assertClientError("NoSuchUpload", 404, self.s3.upload_part_copy, Bucket=b,
+                               Key="other-key", UploadId=up, PartNumber=4, CopySource=src_ref)
+        self.assertClientError("PreconditionFailed", 412, self.s3.upload_part_copy, Bucket=b,
+                               Key="dst", UploadId=up, PartNumber=4, CopySource=src_ref,
+                               CopySourceIfMatch='"0123"')
+        unchecked = self.client(parameter_validation=False)
+        self.assertClientError("InvalidArgument", 400, unchecked.upload_part_copy, Bucket=b,
+                               Key="dst", UploadId=up, PartNumber=0, CopySource=src_ref)
+        lp = self.s3.list_parts(Bucket=b, Key="dst", UploadId=up)["Parts"]
+        self.assertEqual([(p["PartNumber"], p["Size"]) for p in lp],
+                         [(1, 5 * MiB), (2, 5 * MiB), (3, len(other))])
+        etags = [r1["CopyPartResult"]["ETag"], r2["ETag"], r3["CopyPartResult"]["ETag"]]
+        self.s3.complete_multipart_upload(
+            Bucket=b, Key="dst", UploadId=up,
+            MultipartUpload={"Parts": [{"PartNumber": i + 1, "ETag": e}
+                                       for i, e in enumerate(etags)]})
+        got = self.s3.get_object(Bucket=b, Key="dst")["Body"].read()
+        self.assertEqual(got, src[100:5 * MiB + 100] + b"x" * (5 * MiB) + other)
+
+        # boto3's managed copy: 8 MiB parts copied, then completed
+        big = os.urandom(17 * MiB)
+        self.s3.put_object(Bucket=b, Key="big", Body=big)
+        blobs = self.srv.status()["entries"]["blobs"]
+        self.s3.copy({"Bucket": b, "Key": "big"}, b, "big-copy")
+        head = self.s3.head_object(Bucket=b, Key="big-copy")
+        self.assertTrue(head["ETag"].endswith('-3"'), head)
+        self.assertEqual(self.s3.get_object(Bucket=b, Key="big-copy")["Body"].read(), big)
+        self.assertEqual(self.srv.status()["entries"]["blobs"], blobs)  # the body kept once
+        # s3transfer's copy asks for the source's tags (none here) to copy them along
+        self.assertEqual(self.s3.get_object_tagging(Bucket=b, Key="big")["TagSet"], [])
+        self.assertClientError("NoSuchKey", 404, self.s3.get_object_tagging, Bucket=b,
+                               Key="none")
+
     def test_conditional_complete_copy_and_delete(self):
         """If-None-Match and If-Match hold for a multipart upload's
         completion and a copy's destination as for a PUT; If-Match for a

@@ -624,6 +624,20 @@ class RunnerCacheTest(RunnerFlowCase):
                         self.status())
         self.assertEqual(self.status()["entries"]["keys"], 0)
 
+        # ComposeObject: one part copied from each source (UploadPartCopy)
+        first, second = os.urandom(5 * 1024 * 1024 + 7), os.urandom(3000)
+        self.flow("put", "big/first", self.write("first", first))
+        self.flow("put", "big/second", self.write("second", second))
+        out, reqs = self.flow("compose", "big/both", "big/first", "big/second")
+        copies = [r for r in reqs if r["method"] == "PUT" and "X-Amz-Copy-Source" in r["headers"]]
+        self.assertEqual(len(copies), 2, reqs)
+        self.assertTrue(all("partNumber=" in r["query"] for r in copies), copies)
+        self.assertEqual(out["size"], len(first) + len(second))
+        got, _ = self.flow("get", "big/both")
+        self.assertEqual(got["sha256"], sha(first + second))
+        s = self.status()
+        self.assertEqual((s["entries"]["keys"], s["entries"]["blobs"]), (3, 3), s)
+
 
 class RunnerFleetTest(RunnerFlowCase):
     """Runners behind a load balancer, over two cairnd nodes that share one

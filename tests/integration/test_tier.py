@@ -1593,6 +1593,26 @@ class TierTest(unittest.TestCase):
         self.proxy.delay = None
         self.assertEqual(st, 200, answer)
         self.assertEqual(sha256(request(b, "GET", "/copy-bucket/dst")[2]), sha256(body))
+        # and a part copied from a range of a source that is only in the tier
+        # (UploadPartCopy): the range read once the source is here
+        other = self.rng.randbytes(2 * MIB)
+        self.assertEqual(request(a, "PUT", "/copy-bucket/src2", other)[0], 200)
+        self.drained(a)
+        st, _, doc = request(b, "POST", "/copy-bucket/mp?uploads")
+        self.assertEqual(st, 200, doc)
+        up = re.search(rb"<UploadId>([^<]+)</UploadId>", doc).group(1).decode()
+        self.proxy.delay = lambda m, p: 1 if m == "GET" and "/blobs/" in p else 0
+        st, _, doc = request(b, "PUT", "/copy-bucket/mp?partNumber=1&uploadId=" + up,
+                             headers={"x-amz-copy-source": "/copy-bucket/src2",
+                                      "x-amz-copy-source-range": "bytes=10-1009"})
+        self.proxy.delay = None
+        self.assertEqual(st, 200, doc)
+        self.assertIn(hashlib.md5(other[10:1010]).hexdigest().encode(), doc)
+        done = ("<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"%s\"</ETag>"
+                "</Part></CompleteMultipartUpload>" % hashlib.md5(other[10:1010]).hexdigest())
+        st, _, doc = request(b, "POST", "/copy-bucket/mp?uploadId=" + up, done.encode())
+        self.assertEqual(st, 200, doc)
+        self.assertEqual(request(b, "GET", "/copy-bucket/mp")[2], other[10:1010])
 
     def test_long_names_do_not_meet(self):
         """Buckets whose names share their first 61 characters, and native
