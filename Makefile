@@ -73,8 +73,13 @@ $(TST)/unit/sigv4_cli: $(TST)/tests/unit/sigv4_cli.o $(call obj,$(TST),$(COMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(TEST_CFLAGS) -o $@ $^ -lcrypto
 
+# an LD_PRELOAD library that tells whether what an answer acknowledges is on disk
+$(TST)/lib/durability_shim.so: tests/integration/durability_shim.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O1 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl -lpthread
+
 UNIT_BINS = $(patsubst tests/unit/%.c,$(TST)/unit/%,$(UNIT))
-TEST_BINS = $(TST)/bin/cairnd $(TST)/bin/cairn $(UNIT_BINS) \
+TEST_BINS = $(TST)/bin/cairnd $(TST)/bin/cairn $(UNIT_BINS) $(TST)/lib/durability_shim.so \
             $(if $(wildcard tests/unit/sigv4_cli.c),$(TST)/unit/sigv4_cli)
 
 deps:

@@ -944,6 +944,27 @@ static int op_again(const op *o)
     return o->map_full || o->later;
 }
 
+/* Must the op's commit be durable before it is finished?  The index is
+ * opened with MDB_NOMETASYNC: a commit's data pages are synced, its meta
+ * page only by the next commit, so a power loss may take back the last
+ * commit.  That is fine for a fill from the cold tier (read again), a tier
+ * queue entry carried out (looked at again) or an eviction's record, not
+ * for a write or delete a client was answered for. */
+static int op_needs_sync(const op *o)
+{
+    switch (o->kind) {
+    case OP_PUT:
+        return !o->from_tier;
+    case OP_EVICT:
+    case OP_TIER_DONE:
+    case OP_TIER_RETRY:
+    case OP_TIER_HURRY:
+        return 0;
+    default:
+        return 1;
+    }
+}
+
 /* Splits a batch in two, keeping the order: the ops pick() holds for, and the rest */
 static void split_batch(op *list, int (*pick)(const op *), op **picked, op **rest)
 {
@@ -1090,6 +1111,23 @@ static int process_batch(store *s, op *list, int attempt)
         }
         finish_batch(s, list, map_mdb(rc));
         return rc;
+    }
+    /* Durable before anyone is answered, and before a file goes that the
+     * index a power loss would bring back still names (invariant 1) */
+    int need_sync = s->unlink_later.n || s->quarantine_later.n;
+    for (op *o = list; o && !need_sync; o = o->next)
+        need_sync = op_needs_sync(o);
+    if (need_sync && (rc = mdb_env_sync(s->ix.env, 1)) != 0) {
+        /* committed, but not known to be on disk: the answers say the
+         * writes failed (a client sends again), and the files stay (an
+         * orphan is swept, a missing file would be a lost body) */
+        log_msg(LOG_ERROR, "index_sync_failed", "%s", mdb_strerror(rc));
+        s->unlink_later.n = 0;
+        s->quarantine_later.n = 0;
+        atomic_fetch_add(&s->batches, 1);
+        atomic_fetch_add(&s->commits, 1);
+        finish_batch(s, list, STORE_IO);
+        return 0;
     }
     unlink_files(s, &s->unlink_later, 0);
     unlink_files(s, &s->quarantine_later, 1);

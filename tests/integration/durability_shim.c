@@ -1,0 +1,253 @@
+/*
+ * durability_shim.c - an LD_PRELOAD library for the integration tests: is
+ * everything a write changed on disk before the client hears it succeeded?
+ *
+ * It follows the regular files opened under $CAIRN_SHIM_DIR: a write to one
+ * (write, pwrite, writev, pwritev) leaves its file dirty, unless the file was
+ * opened O_SYNC or O_DSYNC; fsync or fdatasync of any descriptor of the file
+ * cleans it.  When the process sends the head of a 2xx HTTP answer on a
+ * socket while some file is dirty, the file's path goes to $CAIRN_SHIM_LOG,
+ * one line each time: a power loss at that moment could take back what the
+ * answer acknowledges.  (Directories, whose entries rename changes, are not
+ * followed.)  Each file followed is named in $CAIRN_SHIM_SEEN, if set.  Only
+ * the syscalls are watched; the process runs as usual.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define MAX_FD 4096
+
+typedef struct {
+    int used, sync;
+    dev_t dev;
+    ino_t ino;
+    char path[256];
+} tracked;
+
+static tracked fds[MAX_FD];
+/* the dirty files, by inode (two descriptors of one file share it) */
+static struct {
+    dev_t dev;
+    ino_t ino;
+    char path[256];
+} dirty[256];
+static int ndirty;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+
+#define REAL(name) ((__typeof__(&name))dlsym(RTLD_NEXT, #name))
+
+static void follow(int fd, const char *path, int flags)
+{
+    const char *dir = getenv("CAIRN_SHIM_DIR");
+    struct stat st;
+    if (fd < 0 || fd >= MAX_FD || dir == NULL || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        return;
+    char abs[256];
+    if (path[0] != '/') {
+        char cwd[200];
+        if (getcwd(cwd, sizeof cwd) == NULL)
+            return;
+        snprintf(abs, sizeof abs, "%s/%s", cwd, path);
+    } else {
+        snprintf(abs, sizeof abs, "%s", path);
+    }
+    if (strncmp(abs, dir, strlen(dir)) != 0)
+        return;
+    const char *seen = getenv("CAIRN_SHIM_SEEN"); /* (the test's proof that this runs) */
+    FILE *f = seen ? fopen(seen, "a") : NULL;
+    if (f) {
+        fprintf(f, "%s\n", abs);
+        fclose(f);
+    }
+    pthread_mutex_lock(&mu);
+    fds[fd].used = 1;
+    fds[fd].sync = (flags & (O_SYNC | O_DSYNC)) != 0;
+    fds[fd].dev = st.st_dev;
+    fds[fd].ino = st.st_ino;
+    snprintf(fds[fd].path, sizeof fds[fd].path, "%s", abs);
+    pthread_mutex_unlock(&mu);
+}
+
+static void wrote(int fd, ssize_t n)
+{
+    if (n <= 0 || fd < 0 || fd >= MAX_FD)
+        return;
+    pthread_mutex_lock(&mu);
+    if (fds[fd].used && !fds[fd].sync) {
+        int i = 0;
+        while (i < ndirty && !(dirty[i].dev == fds[fd].dev && dirty[i].ino == fds[fd].ino))
+            i++;
+        if (i == ndirty && ndirty < (int)(sizeof dirty / sizeof *dirty)) {
+            dirty[i].dev = fds[fd].dev;
+            dirty[i].ino = fds[fd].ino;
+            snprintf(dirty[i].path, sizeof dirty[i].path, "%s", fds[fd].path);
+            ndirty++;
+        }
+    }
+    pthread_mutex_unlock(&mu);
+}
+
+static void synced(int fd, int rc)
+{
+    if (rc != 0 || fd < 0 || fd >= MAX_FD)
+        return;
+    pthread_mutex_lock(&mu);
+    if (fds[fd].used)
+        for (int i = 0; i < ndirty; i++)
+            if (dirty[i].dev == fds[fd].dev && dirty[i].ino == fds[fd].ino) {
+                dirty[i] = dirty[--ndirty];
+                break;
+            }
+    pthread_mutex_unlock(&mu);
+}
+
+/* The head of a 2xx answer goes out: note every dirty file. */
+static void answering(int fd, const void *p, size_t n)
+{
+    if (n < 10 || (memcmp(p, "HTTP/1.1 2", 10) != 0 && memcmp(p, "HTTP/1.0 2", 10) != 0))
+        return;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
+        return;
+    const char *log = getenv("CAIRN_SHIM_LOG");
+    pthread_mutex_lock(&mu);
+    if (ndirty && log) {
+        FILE *f = fopen(log, "a");
+        if (f) {
+            for (int i = 0; i < ndirty; i++)
+                fprintf(f, "%s\n", dirty[i].path);
+            fclose(f);
+        }
+    }
+    pthread_mutex_unlock(&mu);
+}
+
+/* open and open64, followed */
+static int open_with(int (*real)(const char *, int, ...), const char *path, int flags, va_list ap)
+{
+    int mode = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? va_arg(ap, int) : 0;
+    int fd = real(path, flags, mode);
+    follow(fd, path, flags);
+    return fd;
+}
+
+int open(const char *path, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    int fd = open_with(REAL(open), path, flags, ap);
+    va_end(ap);
+    return fd;
+}
+
+int open64(const char *path, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    int fd = open_with(REAL(open64), path, flags, ap);
+    va_end(ap);
+    return fd;
+}
+
+int openat(int dirfd, const char *path, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    int mode = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? va_arg(ap, int) : 0;
+    va_end(ap);
+    int fd = REAL(openat)(dirfd, path, flags, mode);
+    if (dirfd == AT_FDCWD || path[0] == '/')
+        follow(fd, path, flags);
+    return fd;
+}
+
+int close(int fd)
+{
+    if (fd >= 0 && fd < MAX_FD) {
+        pthread_mutex_lock(&mu);
+        fds[fd].used = 0;
+        pthread_mutex_unlock(&mu);
+    }
+    return REAL(close)(fd);
+}
+
+ssize_t write(int fd, const void *p, size_t n)
+{
+    answering(fd, p, n);
+    ssize_t r = REAL(write)(fd, p, n);
+    wrote(fd, r);
+    return r;
+}
+
+ssize_t pwrite(int fd, const void *p, size_t n, off_t off)
+{
+    ssize_t r = REAL(pwrite)(fd, p, n, off);
+    wrote(fd, r);
+    return r;
+}
+
+ssize_t pwrite64(int fd, const void *p, size_t n, off_t off)
+{
+    ssize_t r = REAL(pwrite64)(fd, p, n, off);
+    wrote(fd, r);
+    return r;
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+    if (cnt > 0)
+        answering(fd, iov[0].iov_base, iov[0].iov_len);
+    ssize_t r = REAL(writev)(fd, iov, cnt);
+    wrote(fd, r);
+    return r;
+}
+
+ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+    ssize_t r = REAL(pwritev)(fd, iov, cnt, off);
+    wrote(fd, r);
+    return r;
+}
+
+int fsync(int fd)
+{
+    int r = REAL(fsync)(fd);
+    synced(fd, r);
+    return r;
+}
+
+int fdatasync(int fd)
+{
+    int r = REAL(fdatasync)(fd);
+    synced(fd, r);
+    return r;
+}
+
+ssize_t send(int fd, const void *p, size_t n, int flags)
+{
+    answering(fd, p, n);
+    return REAL(send)(fd, p, n, flags);
+}
+
+ssize_t sendto(int fd, const void *p, size_t n, int flags, const struct sockaddr *a, socklen_t al)
+{
+    answering(fd, p, n);
+    return REAL(sendto)(fd, p, n, flags, a, al);
+}
+
+ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
+{
+    if (m->msg_iovlen > 0)
+        answering(fd, m->msg_iov[0].iov_base, m->msg_iov[0].iov_len);
+    return REAL(sendmsg)(fd, m, flags);
+}
