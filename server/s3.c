@@ -637,6 +637,7 @@ static int needed_right(int op)
     case OP_HEAD_OBJECT:
     case OP_LIST_PARTS:
     case OP_LIST_UPLOADS:
+    case OP_GET_OBJECT_TAGGING:
         return CREDS_READ;
     case OP_CREATE_BUCKET:
     case OP_DELETE_BUCKET:
@@ -649,6 +650,22 @@ static int needed_right(int op)
 }
 
 /* ---- authentication ------------------------------------------------------- */
+
+/* May who (NULL: anonymous) read the bucket a copy's x-amz-copy-source names?
+ * (A source without a bucket is the handler's 400.) */
+static int may_read_copy_source(request *r, const char *who)
+{
+    const char *src = http_header(r, "x-amz-copy-source");
+    const char *p = src && src[0] == '/' ? src + 1 : src;
+    const char *slash = p ? strchr(p, '/') : NULL;
+    if (slash == NULL)
+        return 1;
+    size_t n;
+    char *bucket = s3_pct_decode(p, (size_t)(slash - p), 0, &n);
+    int ok = bucket && strlen(bucket) == n && creds_allowed(who, bucket, CREDS_READ);
+    free(bucket);
+    return ok;
+}
 
 typedef struct header_list {
     sigv4_header h[128];
@@ -743,6 +760,7 @@ static int authenticate(request *r, enum MHD_Result *ret)
         s->payload_sha256_set = 1;
     }
     int need = needed_right(s->op);
+    const char *who = NULL; /* the key the request is signed with, once checked */
     /* the admin API acts on every bucket: it takes an admin key for all ("*") */
     const char *bucket = s->op == OP_ADMIN ? "*" : s->bucket[0] ? s->bucket : NULL;
     int result = 0;
@@ -780,11 +798,22 @@ static int authenticate(request *r, enum MHD_Result *ret)
         } else if (!creds_allowed(auth.access_key, bucket, need)) {
             *ret = s3_error(r, 403, "AccessDenied", "Access Denied.");
             result = -1;
-        } else if (auth.kind == SIGV4_AUTH_V4_HEADER) {
-            /* kept for aws-chunked bodies, whose chunks chain on this signature */
-            s->auth = auth;
-            s->signature_checked = 1;
+        } else {
+            who = auth.access_key;
+            if (auth.kind == SIGV4_AUTH_V4_HEADER) {
+                /* kept for aws-chunked bodies, whose chunks chain on this signature */
+                s->auth = auth;
+                s->signature_checked = 1;
+            }
         }
+    }
+    /* a copy reads its source: the key must be allowed to (before anything
+     * about the source is looked up, or told) */
+    if (result == 0 && creds_count() > 0 &&
+        (s->op == OP_COPY_OBJECT || s->op == OP_UPLOAD_PART_COPY) &&
+        !may_read_copy_source(r, who)) {
+        *ret = s3_error(r, 403, "AccessDenied", "Access Denied.");
+        result = -1;
     }
     free(rawq);
     free(path);

@@ -234,6 +234,15 @@ int mpu_part_write(mpu_writer *w, const void *buf, size_t len)
     return STORE_OK;
 }
 
+/* Has the upload w writes a part of gone (aborted, completed or expired:
+ * remove_upload takes its info first)? */
+static int upload_gone(const mpu_writer *w)
+{
+    char info[PATH_MAX + 8];
+    snprintf(info, sizeof info, "%s/info", w->dir);
+    return access(info, F_OK) != 0 && errno == ENOENT;
+}
+
 void mpu_part_abort(mpu_writer *w)
 {
     if (w == NULL)
@@ -242,6 +251,10 @@ void mpu_part_abort(mpu_writer *w)
         close(w->fd);
     if (w->tmp[0])
         unlink(w->tmp);
+    /* the upload went while this part was written: its removal could not
+     * take the folder then, this part's file being in it */
+    if (upload_gone(w))
+        rmdir(w->dir);
     EVP_MD_CTX_free(w->md5);
     EVP_MD_CTX_free(w->sha);
     free(w);
@@ -342,6 +355,11 @@ int mpu_part_commit(mpu_writer *w)
             w->tmp[0] = '\0';
         }
     }
+    if (rc == STORE_OK && upload_gone(w)) {
+        /* removed while this part came: a file its removal did not see */
+        part_copies(w->s, w->dir, w->number, NULL, 1);
+        rc = STORE_NOTFOUND;
+    }
     if (rc == STORE_OK)
         part_copies(w->s, w->dir, w->number, name, 1); /* the copies it replaces */
     mpu_part_abort(w);
@@ -418,6 +436,9 @@ static void remove_upload(store *s, const char *id)
     DIR *d = opendir(dir);
     if (d == NULL)
         return;
+    /* the info first: a part written meanwhile then sees the upload gone,
+     * and removes its own file (mpu_part_commit, mpu_part_abort) */
+    unlinkat(dirfd(d), "info", 0);
     struct dirent *de;
     uint64_t freed = 0;
     while ((de = readdir(d)) != NULL)

@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import unittest
 import urllib.error
 import urllib.parse
@@ -737,6 +738,46 @@ class Boto3Test(unittest.TestCase):
         self.assertEqual(self.s3.get_object_tagging(Bucket=b, Key="big")["TagSet"], [])
         self.assertClientError("NoSuchKey", 404, self.s3.get_object_tagging, Bucket=b,
                                Key="none")
+
+    def test_parts_racing_an_abort_leave_no_file(self):
+        """Parts (uploaded and copied) still arriving when their upload is
+        aborted or completed are not kept: the upload's folder goes whole,
+        nothing is left for a later abort to miss."""
+        import concurrent.futures
+        b = self.bucket
+        src = os.urandom(5 * MiB)
+        self.s3.put_object(Bucket=b, Key="src", Body=src)
+        mp = os.path.join(self.srv.data, "multipart")
+        for end in ("abort", "complete", "abort", "complete"):
+            up = self.s3.create_multipart_upload(Bucket=b, Key="dst")["UploadId"]
+            e1 = self.s3.upload_part(Bucket=b, Key="dst", UploadId=up, PartNumber=1,
+                                     Body=src)["ETag"]
+
+            def part(n):
+                try:
+                    if n % 2:
+                        self.s3.upload_part_copy(Bucket=b, Key="dst", UploadId=up,
+                                                 PartNumber=n, CopySource={"Bucket": b,
+                                                                           "Key": "src"})
+                    else:
+                        self.s3.upload_part(Bucket=b, Key="dst", UploadId=up, PartNumber=n,
+                                            Body=src)
+                    return 200
+                except ClientError as e:
+                    return err_code(e)
+            with concurrent.futures.ThreadPoolExecutor(8) as ex:
+                runs = [ex.submit(part, n) for n in range(2, 26)]
+                time.sleep(0.05)
+                if end == "abort":
+                    self.s3.abort_multipart_upload(Bucket=b, Key="dst", UploadId=up)
+                else:
+                    self.s3.complete_multipart_upload(
+                        Bucket=b, Key="dst", UploadId=up,
+                        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}]})
+                answers = {r.result() for r in runs}
+            self.assertLessEqual(answers, {200, "NoSuchUpload"}, answers)
+            self.assertFalse(os.path.exists(os.path.join(mp, up)), (end, os.listdir(mp)))
+        self.assertEqual(self.s3.get_object(Bucket=b, Key="dst")["Body"].read(), src)
 
     def test_conditional_complete_copy_and_delete(self):
         """If-None-Match and If-Match hold for a multipart upload's

@@ -1108,6 +1108,44 @@ class CredentialsFileTest(S3Case):
         self.assertS3Error(self.as_("write", "PUT", "/wbucket"), 403, "AccessDenied")
         self.assertNothingStored(before, "private", "w")
 
+    def test_a_copy_needs_the_right_to_read_its_source(self):
+        """CopyObject and UploadPartCopy read their source: a key that may
+        write the destination but not read the source gets 403, whether the
+        source exists or not (its answer tells nothing of the bucket), and
+        nothing is stored."""
+        st, _, doc = self.as_("write", "POST", "/own/mp", params=[("uploads", "")])
+        self.assertEqual(st, 200, doc)
+        up = re.search(rb"<UploadId>([^<]+)</UploadId>", doc).group(1).decode()
+        before = self.snapshot()
+        for src in ("/private/obj", "private/obj", "/%70rivate/obj", "/private/none",
+                    "/nobucket/obj"):
+            self.assertS3Error(self.as_("write", "PUT", "/own/c",
+                                        headers={"x-amz-copy-source": src}), 403,
+                               "AccessDenied")
+            self.assertS3Error(self.as_("write", "PUT", "/own/mp",
+                                        params=[("partNumber", "1"), ("uploadId", up)],
+                                        headers={"x-amz-copy-source": src}), 403,
+                               "AccessDenied")
+        self.assertNothingStored(before, "own", "c")
+        st, _, doc = self.as_("write", "GET", "/own/mp", params=[("uploadId", up)])
+        self.assertEqual(st, 200, doc)
+        self.assertNotIn(b"<Part>", doc)
+        # from a bucket it may read: done
+        st, _, doc = self.as_("write", "PUT", "/own/mp",
+                              params=[("partNumber", "1"), ("uploadId", up)],
+                              headers={"x-amz-copy-source": "/pub/obj"})
+        self.assertEqual(st, 200, doc)
+        self.assertEqual(self.as_("write", "PUT", "/own/c",
+                                  headers={"x-amz-copy-source": "/own/obj"})[0], 200)
+        self.assertEqual(self.as_("write", "DELETE", "/own/mp", params=[("uploadId", up)])[0],
+                         204)
+        self.assertEqual(self.as_("write", "DELETE", "/own/c")[0], 204)
+        # an object's (empty) tag set is read with the right to read it
+        st, _, doc = self.as_("read", "GET", "/private/obj", params=[("tagging", "")])
+        self.assertEqual(st, 200, doc)
+        self.assertS3Error(self.as_("write", "GET", "/private/obj", params=[("tagging", "")]),
+                           403, "AccessDenied")
+
     def test_anonymous(self):
         before = self.snapshot()
         st, _, got = self.srv.request("GET", "/pub/obj")
