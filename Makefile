@@ -109,6 +109,7 @@ bench: bench-deps all
 	@python3 bench/tier_tls.py
 	@bash bench/metrics.sh
 	@python3 bench/warmup.py
+	@python3 bench/long_requests.py
 
 format:
 	clang-format -i common/*.[ch] storage/*.[ch] server/*.[ch] client/*.c tests/unit/*.c

@@ -11,7 +11,9 @@
  * lookup there) must not hold up the other connections of its HTTP thread:
  * its last call runs with store_nonblocking on, and if the store says it
  * would have waited, the connection is suspended and the call runs again on
- * an offload thread (as many as HTTP threads), where waiting is fine.  A
+ * an offload thread (as many as HTTP threads), where waiting is fine.  The
+ * requests that take long anyway (a part copy, a completion: offload_last)
+ * run there too, tier or not.  A
  * body still arriving from the tier suspends its connection from the
  * content reader until the store wakes it (http_park).
  *
@@ -329,7 +331,8 @@ static void *offload_main(void *arg)
             store_tier_waited(0, 0);
         }
         r->on_worker = 0;
-        atomic_fetch_sub(&srv->tier_waiting, 1);
+        if (store_has_tier(srv->st))
+            atomic_fetch_sub(&srv->tier_waiting, 1);
         MHD_resume_connection(r->conn);
         pthread_mutex_lock(&off->mu);
     }
@@ -350,7 +353,8 @@ static enum MHD_Result offload_request(request *r)
     r->offloaded = 1;
     r->offload_ns = util_mono_ns();
     r->next_offload = NULL;
-    atomic_fetch_add(&r->srv->tier_waiting, 1);
+    if (store_has_tier(r->srv->st)) /* (without one, only what takes long comes here) */
+        atomic_fetch_add(&r->srv->tier_waiting, 1);
     MHD_suspend_connection(r->conn);
     if (off->tail)
         off->tail->next_offload = r;
@@ -880,9 +884,11 @@ int server_start(server *srv, const server_config *cfg, store *st, char *err, si
                      MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    /* as many as the HTTP threads, and at least 8: cold reads wait on them */
+    /* as many as the HTTP threads, and at least 8: cold reads wait on them,
+     * and, with a tier or without, the requests that take long whatever the
+     * tier does (a part copy, a completion, a batch delete: offload_last) */
     unsigned offload_threads = cfg->threads < 8 ? 8 : (unsigned)cfg->threads;
-    if (st != NULL && store_has_tier(st) && offload_start(srv, offload_threads) != 0) {
+    if (st != NULL && offload_start(srv, offload_threads) != 0) {
         offload_stop(srv);
         offload_free(srv);
         snprintf(err, errlen, "cannot start the offload threads");

@@ -864,13 +864,14 @@ static enum MHD_Result first_call(request *r)
     default:
         break; /* by method */
     }
-    /* with a cold tier, what may wait for it (server.h): these last calls
-     * change nothing before they ask the store (a copy's source, a bucket);
-     * those below cannot be run twice (a conditional PUT has its body
-     * stored first; an admin drain waits for the queue, a listing of keys
-     * for the tier), ask the tier many times (ListBuckets: each of its
-     * requests keeps its whole budget), or copy bytes for long (a part
-     * copy) */
+    /* what may wait for the cold tier (server.h), or takes long (with or
+     * without a tier: the HTTP thread goes on answering the others): these
+     * last calls change nothing before they ask the store (a copy's source,
+     * a bucket); those below cannot be run twice (a conditional PUT has its
+     * body stored first; an admin drain waits for the queue, a listing of
+     * keys for the tier), ask the tier many times (ListBuckets: each of its
+     * requests keeps its whole budget), or take long (a part copy, a
+     * completion, a batch of deletes) */
     int op = s->op;
     if (op == OP_PUT_OBJECT || op == OP_COPY_OBJECT || op == OP_CREATE_MULTIPART ||
         op == OP_BUCKET_SUBRESOURCE_OK || op == OP_CREATE_BUCKET)

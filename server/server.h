@@ -33,7 +33,7 @@ typedef struct server {
     atomic_int in_flight; /* requests that came before, which the stop waits for */
     uint64_t start_ms;
     uint16_t port;
-    struct offload *off;     /* with a cold tier: where requests that wait for it run */
+    struct offload *off;     /* where requests that wait for the cold tier, or take long, run */
     atomic_int tier_waiting; /* requests on an offload thread or parked now */
     struct watch *watch;     /* requests not yet received whole (http.c) */
 } server;
