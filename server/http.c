@@ -299,6 +299,17 @@ void http_abort_body(struct MHD_Connection *conn)
         shutdown(ci->connect_fd, SHUT_RDWR); /* the fd stays MHD's to close */
 }
 
+/* 503 in the request's front end's form, and the connection closes, so that
+ * the client goes elsewhere or comes back to the next process. */
+static enum MHD_Result shutting_down(request *r)
+{
+    r->close = 1;
+    if (r->m.fe == MFE_S3)
+        return s3_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "ServiceUnavailable",
+                        "The server is shutting down.");
+    return http_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down");
+}
+
 static void *offload_main(void *arg)
 {
     server *srv = arg;
@@ -317,7 +328,7 @@ static void *offload_main(void *arg)
         pthread_mutex_unlock(&off->mu);
         r->on_worker = 1;
         if (stopping) {
-            r->ready_ret = http_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down");
+            r->ready_ret = shutting_down(r);
         } else {
             size_t none = 0;
             /* a read's wait for this thread comes out of the budget of each
@@ -348,7 +359,7 @@ static enum MHD_Result offload_request(request *r)
     pthread_mutex_lock(&off->mu);
     if (off->stopping) {
         pthread_mutex_unlock(&off->mu);
-        return http_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down");
+        return shutting_down(r);
     }
     r->offloaded = 1;
     r->offload_ns = util_mono_ns();
@@ -617,10 +628,9 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     return r;
 }
 
-/* A request that came after the stop began: 503 in its front end's form,
- * and the connection closes, so that the client goes elsewhere or comes
- * back to the next process.  Health, readiness, status and metrics still
- * answer (readiness says 503 by itself). */
+/* A request that came after the stop began: shutting_down.  Health,
+ * readiness, status and metrics still answer (readiness says 503 by
+ * itself). */
 static enum MHD_Result late_handle(request *r, const char *data, size_t *size)
 {
     (void)data;
@@ -628,11 +638,7 @@ static enum MHD_Result late_handle(request *r, const char *data, size_t *size)
         *size = 0; /* (a body beyond what the answer waited for) */
         return MHD_YES;
     }
-    r->close = 1;
-    if (r->m.fe == MFE_S3)
-        return s3_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "ServiceUnavailable",
-                        "The server is shutting down.");
-    return http_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down");
+    return shutting_down(r);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
