@@ -38,6 +38,8 @@ uint64_t util_mono_ns(void); /* monotonic clock, nanoseconds */
 
 /* write() until done or error; returns 0 or -errno. */
 int util_write_all(int fd, const void *buf, size_t len);
+/* fsync of a directory: its entries (a file created, renamed, linked) on disk. 0 or -errno. */
+int util_fsync_dir(const char *path);
 /* pread() until len bytes or EOF; returns bytes read or -errno. */
 ssize_t util_pread_all(int fd, void *buf, size_t len, uint64_t off);
 

@@ -109,6 +109,13 @@ int mpu_create(store *s, const char *ns, const void *key, size_t klen, const voi
     snprintf(path, sizeof path, "%s/info", dir);
     int rc = write_file(path, b, len);
     free(b);
+    /* the upload's folder and its info on disk before it is answered */
+    char root[PATH_MAX];
+    snprintf(root, sizeof root, "%s/multipart", store_dir(s));
+    if (rc == STORE_OK && (util_fsync_dir(dir) != 0 || util_fsync_dir(root) != 0)) {
+        unlink(path);
+        rc = STORE_IO;
+    }
     if (rc != STORE_OK)
         rmdir(dir);
     return rc;
@@ -353,6 +360,8 @@ int mpu_part_commit(mpu_writer *w)
                 store_multipart_bytes(w->s, (int64_t)w->size);
             unlink(w->tmp);
             w->tmp[0] = '\0';
+            if (util_fsync_dir(w->dir) != 0) /* (its name on disk before it is answered) */
+                rc = STORE_IO;
         }
     }
     if (rc == STORE_OK && upload_gone(w)) {

@@ -724,21 +724,12 @@ static int evict_in_txn(store *s, MDB_txn *t, idx_stats *st, uint64_t target, si
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-static void fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 static void sync_dirty_dirs(store *s)
 {
     if (s->blobs_dir_dirty && s->cfg.fsync) {
         char path[PATH_MAX];
         snprintf(path, sizeof path, "%s/blobs", s->dir);
-        fsync_dir(path);
+        util_fsync_dir(path);
     }
     s->blobs_dir_dirty = 0;
     for (int i = 0; i < 256; i++) {
@@ -749,7 +740,7 @@ static void sync_dirty_dirs(store *s)
             continue;
         char path[PATH_MAX];
         snprintf(path, sizeof path, "%s/blobs/%02x", s->dir, i);
-        fsync_dir(path);
+        util_fsync_dir(path);
     }
 }
 
@@ -1420,13 +1411,23 @@ static int make_dirs(store *s, char *err, size_t errlen)
 {
     char path[PATH_MAX];
     const char *subs[] = {"", "/blobs", "/tmp", "/quarantine", "/multipart"};
+    int made = 0;
     for (size_t i = 0; i < 5; i++) {
         snprintf(path, sizeof path, "%s%s", s->dir, subs[i]);
-        if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+        if (mkdir(path, 0755) == 0)
+            made |= 1 << i;
+        else if (errno != EEXIST) {
             snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
             return -1;
         }
     }
+    /* the folders made here on disk before a write into them is answered */
+    if (made & 1) {
+        snprintf(path, sizeof path, "%s/..", s->dir);
+        util_fsync_dir(path);
+    }
+    if (made)
+        util_fsync_dir(s->dir);
     return 0;
 }
 

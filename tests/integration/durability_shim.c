@@ -8,9 +8,12 @@
  * cleans it.  When the process sends the head of a 2xx HTTP answer on a
  * socket while some file is dirty, the file's path goes to $CAIRN_SHIM_LOG,
  * one line each time: a power loss at that moment could take back what the
- * answer acknowledges.  (Directories, whose entries rename changes, are not
- * followed.)  Each file followed is named in $CAIRN_SHIM_SEEN, if set.  Only
- * the syscalls are watched; the process runs as usual.
+ * answer acknowledges.  Directories too: a name made in one (rename, link,
+ * mkdir) leaves it dirty until an fsync of it.  (A file created in place,
+ * a temporary one, a name removed, or a name made under $CAIRN_SHIM_SCRATCH
+ * does not: losing those loses nothing acknowledged.)  Each file or directory followed is named in
+ * $CAIRN_SHIM_SEEN, if set.  Only the syscalls are watched; the process runs
+ * as usual.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -46,22 +49,65 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
 #define REAL(name) ((__typeof__(&name))dlsym(RTLD_NEXT, #name))
 
-static void follow(int fd, const char *path, int flags)
+/* path made absolute into abs; 0 if it is under $CAIRN_SHIM_DIR */
+static int watched(const char *path, char abs[256])
 {
     const char *dir = getenv("CAIRN_SHIM_DIR");
-    struct stat st;
-    if (fd < 0 || fd >= MAX_FD || dir == NULL || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-        return;
-    char abs[256];
+    if (dir == NULL)
+        return -1;
     if (path[0] != '/') {
         char cwd[200];
         if (getcwd(cwd, sizeof cwd) == NULL)
-            return;
-        snprintf(abs, sizeof abs, "%s/%s", cwd, path);
+            return -1;
+        snprintf(abs, 256, "%s/%s", cwd, path);
     } else {
-        snprintf(abs, sizeof abs, "%s", path);
+        snprintf(abs, 256, "%s", path);
     }
-    if (strncmp(abs, dir, strlen(dir)) != 0)
+    size_t n = strlen(dir);
+    if (n && dir[n - 1] == '/' && strlen(abs) == n - 1)
+        n--; /* the folder itself */
+    return strncmp(abs, dir, n) == 0 ? 0 : -1;
+}
+
+static void mark_dirty(dev_t dev, ino_t ino, const char *path)
+{
+    int i = 0;
+    while (i < ndirty && !(dirty[i].dev == dev && dirty[i].ino == ino))
+        i++;
+    if (i == ndirty && ndirty < (int)(sizeof dirty / sizeof *dirty)) {
+        dirty[i].dev = dev;
+        dirty[i].ino = ino;
+        snprintf(dirty[i].path, sizeof dirty[i].path, "%s", path);
+        ndirty++;
+    }
+}
+
+/* A name was made at path (rc: the call's result): its directory is dirty. */
+static void name_made(const char *path, int rc)
+{
+    char abs[256];
+    struct stat st;
+    const char *scratch = getenv("CAIRN_SHIM_SCRATCH"); /* names that matter to no one */
+    if (rc != 0 || watched(path, abs) != 0 ||
+        (scratch && strncmp(abs, scratch, strlen(scratch)) == 0))
+        return;
+    char *slash = strrchr(abs, '/');
+    if (slash == NULL || slash == abs)
+        return;
+    *slash = '\0';
+    if (stat(abs, &st) != 0)
+        return;
+    pthread_mutex_lock(&mu);
+    mark_dirty(st.st_dev, st.st_ino, abs);
+    pthread_mutex_unlock(&mu);
+}
+
+static void follow(int fd, const char *path, int flags)
+{
+    struct stat st;
+    char abs[256];
+    if (fd < 0 || fd >= MAX_FD || fstat(fd, &st) != 0 ||
+        !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) || watched(path, abs) != 0)
         return;
     const char *seen = getenv("CAIRN_SHIM_SEEN"); /* (the test's proof that this runs) */
     FILE *f = seen ? fopen(seen, "a") : NULL;
@@ -83,17 +129,8 @@ static void wrote(int fd, ssize_t n)
     if (n <= 0 || fd < 0 || fd >= MAX_FD)
         return;
     pthread_mutex_lock(&mu);
-    if (fds[fd].used && !fds[fd].sync) {
-        int i = 0;
-        while (i < ndirty && !(dirty[i].dev == fds[fd].dev && dirty[i].ino == fds[fd].ino))
-            i++;
-        if (i == ndirty && ndirty < (int)(sizeof dirty / sizeof *dirty)) {
-            dirty[i].dev = fds[fd].dev;
-            dirty[i].ino = fds[fd].ino;
-            snprintf(dirty[i].path, sizeof dirty[i].path, "%s", fds[fd].path);
-            ndirty++;
-        }
-    }
+    if (fds[fd].used && !fds[fd].sync)
+        mark_dirty(fds[fd].dev, fds[fd].ino, fds[fd].path);
     pthread_mutex_unlock(&mu);
 }
 
@@ -250,4 +287,41 @@ ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
     if (m->msg_iovlen > 0)
         answering(fd, m->msg_iov[0].iov_base, m->msg_iov[0].iov_len);
     return REAL(sendmsg)(fd, m, flags);
+}
+
+int rename(const char *from, const char *to)
+{
+    int r = REAL(rename)(from, to);
+    name_made(to, r);
+    return r;
+}
+
+int renameat(int fromfd, const char *from, int tofd, const char *to)
+{
+    int r = REAL(renameat)(fromfd, from, tofd, to);
+    if (tofd == AT_FDCWD || to[0] == '/')
+        name_made(to, r);
+    return r;
+}
+
+int link(const char *from, const char *to)
+{
+    int r = REAL(link)(from, to);
+    name_made(to, r);
+    return r;
+}
+
+int linkat(int fromfd, const char *from, int tofd, const char *to, int flags)
+{
+    int r = REAL(linkat)(fromfd, from, tofd, to, flags);
+    if (tofd == AT_FDCWD || to[0] == '/')
+        name_made(to, r);
+    return r;
+}
+
+int mkdir(const char *path, mode_t mode)
+{
+    int r = REAL(mkdir)(path, mode);
+    name_made(path, r);
+    return r;
 }
