@@ -651,18 +651,17 @@ static int needed_right(int op)
 
 /* ---- authentication ------------------------------------------------------- */
 
-/* May who (NULL: anonymous) read the bucket a copy's x-amz-copy-source names?
- * (A source without a bucket is the handler's 400.) */
+/* May who (NULL: anonymous) read the bucket a copy's x-amz-copy-source names,
+ * read as the copy will read it?  (A source it cannot read is the copy's 400.) */
 static int may_read_copy_source(request *r, const char *who)
 {
-    const char *src = http_header(r, "x-amz-copy-source");
-    const char *p = src && src[0] == '/' ? src + 1 : src;
-    const char *slash = p ? strchr(p, '/') : NULL;
-    if (slash == NULL)
-        return 1;
-    size_t n;
-    char *bucket = s3_pct_decode(p, (size_t)(slash - p), 0, &n);
-    int ok = bucket && strlen(bucket) == n && creds_allowed(who, bucket, CREDS_READ);
+    char *bucket;
+    const char *key;
+    size_t klen;
+    int bad = s3_copy_source_name(http_header(r, "x-amz-copy-source"), &bucket, &key, &klen);
+    if (bad)
+        return bad != COPY_SOURCE_MEMORY; /* (without memory: refused, not waved through) */
+    int ok = creds_allowed(who, bucket, CREDS_READ);
     free(bucket);
     return ok;
 }

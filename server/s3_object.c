@@ -507,36 +507,49 @@ enum MHD_Result s3_copied(request *r, const char *element, const char *etag)
     return s3_xml(r, 200, &b);
 }
 
-int s3_copy_source(request *r, store_entry *e, char etag[80], int *self, enum MHD_Result *ret)
+int s3_copy_source_name(const char *src, char **bucket, const char **key, size_t *klen)
 {
-    s3_req *s = r->fe;
-    const char *src = http_header(r, "x-amz-copy-source");
-    /* "/bucket/key" or "bucket/key", URL-encoded, maybe "?versionId=..." */
+    /* "/bucket/key" or "bucket/key", URL-encoded, maybe "?versionId=..."; the
+     * bucket ends at the first '/' of the decoded value, as S3 reads it */
     const char *p = src[0] == '/' ? src + 1 : src;
     const char *qm = strstr(p, "?versionId=");
-    if (qm && strcmp(qm + 11, "null") != 0) {
-        *ret = s3_error(r, 400, "InvalidArgument", "Invalid version id specified");
-        return 1;
-    }
-    size_t j;
-    char *dec = s3_pct_decode(p, qm ? (size_t)(qm - p) : strlen(p), 0, &j);
-    if (dec == NULL) {
-        *ret = s3_error(r, 500, "InternalError", "out of memory");
-        return 1;
-    }
+    if (qm && strcmp(qm + 11, "null") != 0)
+        return COPY_SOURCE_VERSION;
+    size_t n;
+    char *dec = s3_pct_decode(p, qm ? (size_t)(qm - p) : strlen(p), 0, &n);
+    if (dec == NULL)
+        return COPY_SOURCE_MEMORY;
     char *slash = strchr(dec, '/');
     if (slash == NULL || slash[1] == '\0') {
         free(dec);
-        *ret =
-            s3_error(r, 400, "InvalidArgument",
-                     "Copy Source must mention the source bucket and key: sourcebucket/sourcekey.");
-        return 1;
+        return COPY_SOURCE_MALFORMED;
     }
     *slash = '\0';
+    *bucket = dec;
+    *key = slash + 1;
+    *klen = n - (size_t)(*key - dec);
+    return 0;
+}
+
+int s3_copy_source(request *r, store_entry *e, char etag[80], int *self, enum MHD_Result *ret)
+{
+    s3_req *s = r->fe;
+    char *dec;
+    const char *src_key;
+    size_t src_klen;
+    int bad = s3_copy_source_name(http_header(r, "x-amz-copy-source"), &dec, &src_key, &src_klen);
+    if (bad) {
+        *ret = bad == COPY_SOURCE_VERSION
+                   ? s3_error(r, 400, "InvalidArgument", "Invalid version id specified")
+               : bad == COPY_SOURCE_MEMORY
+                   ? s3_error(r, 500, "InternalError", "out of memory")
+                   : s3_error(r, 400, "InvalidArgument",
+                              "Copy Source must mention the source bucket and key: "
+                              "sourcebucket/sourcekey.");
+        return 1;
+    }
     char src_ns[S3_NS_MAX];
     s3_bucket_ns(dec, strlen(dec), src_ns, sizeof src_ns);
-    const char *src_key = slash + 1;
-    size_t src_klen = j - (size_t)(src_key - dec);
     if (!s3_bucket_exists(r)) {
         free(dec);
         *ret = s3_no_bucket(r);

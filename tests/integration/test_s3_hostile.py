@@ -1118,7 +1118,8 @@ class CredentialsFileTest(S3Case):
         up = re.search(rb"<UploadId>([^<]+)</UploadId>", doc).group(1).decode()
         before = self.snapshot()
         for src in ("/private/obj", "private/obj", "/%70rivate/obj", "/private/none",
-                    "/nobucket/obj"):
+                    "/nobucket/obj", "private%2Fobj", "/private%2Fobj?versionId=null",
+                    "private%2fnone"):
             self.assertS3Error(self.as_("write", "PUT", "/own/c",
                                         headers={"x-amz-copy-source": src}), 403,
                                "AccessDenied")
