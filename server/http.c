@@ -69,6 +69,10 @@ typedef struct offload {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     request *head, *tail; /* waiting for a thread */
+    /* the long ones (offload_long), waiting; at most long_max run at once,
+     * so that the other threads stay free for the rest */
+    request *lhead, *ltail;
+    unsigned long_running, long_max;
     pthread_t *threads;
     unsigned nthreads;
     int stopping;
@@ -316,14 +320,27 @@ static void *offload_main(void *arg)
     offload *off = srv->off;
     pthread_mutex_lock(&off->mu);
     for (;;) {
-        while (off->head == NULL && !off->stopping)
+        /* the others first; a long one while fewer than long_max run (at
+         * the stop, every one, for its 503) */
+        int long_ok = 0;
+        while (off->head == NULL &&
+               !(long_ok = off->lhead && (off->long_running < off->long_max || off->stopping)) &&
+               !off->stopping)
             pthread_cond_wait(&off->cv, &off->mu);
-        request *r = off->head;
+        int is_long = off->head == NULL && long_ok;
+        request *r = is_long ? off->lhead : off->head;
         if (r == NULL)
             break;
-        off->head = r->next_offload;
-        if (off->head == NULL)
-            off->tail = NULL;
+        if (is_long) {
+            off->lhead = r->next_offload;
+            if (off->lhead == NULL)
+                off->ltail = NULL;
+            off->long_running++;
+        } else {
+            off->head = r->next_offload;
+            if (off->head == NULL)
+                off->tail = NULL;
+        }
         int stopping = off->stopping;
         pthread_mutex_unlock(&off->mu);
         r->on_worker = 1;
@@ -342,10 +359,12 @@ static void *offload_main(void *arg)
             store_tier_waited(0, 0);
         }
         r->on_worker = 0;
-        if (store_has_tier(srv->st))
+        if (store_has_tier(srv->st) && !is_long)
             atomic_fetch_sub(&srv->tier_waiting, 1);
         MHD_resume_connection(r->conn);
         pthread_mutex_lock(&off->mu);
+        if (is_long && off->long_running-- == off->long_max && off->lhead)
+            pthread_cond_signal(&off->cv); /* the next long one may go */
     }
     pthread_mutex_unlock(&off->mu);
     return NULL;
@@ -364,14 +383,16 @@ static enum MHD_Result offload_request(request *r)
     r->offloaded = 1;
     r->offload_ns = util_mono_ns();
     r->next_offload = NULL;
-    if (store_has_tier(r->srv->st)) /* (without one, only what takes long comes here) */
+    if (store_has_tier(r->srv->st) && !r->offload_long)
         atomic_fetch_add(&r->srv->tier_waiting, 1);
     MHD_suspend_connection(r->conn);
-    if (off->tail)
-        off->tail->next_offload = r;
+    request **head = r->offload_long ? &off->lhead : &off->head,
+            **tail = r->offload_long ? &off->ltail : &off->tail;
+    if (*tail)
+        (*tail)->next_offload = r;
     else
-        off->head = r;
-    off->tail = r;
+        *head = r;
+    *tail = r;
     pthread_cond_signal(&off->cv);
     pthread_mutex_unlock(&off->mu);
     return MHD_YES;
@@ -386,6 +407,7 @@ static int offload_start(server *srv, unsigned n)
     }
     pthread_mutex_init(&off->mu, NULL);
     pthread_cond_init(&off->cv, NULL);
+    off->long_max = n / 2 ? n / 2 : 1;
     srv->off = off;
     for (; off->nthreads < n; off->nthreads++)
         if (pthread_create(&off->threads[off->nthreads], NULL, offload_main, srv) != 0)

@@ -879,6 +879,8 @@ static enum MHD_Result first_call(request *r)
         op == OP_ADMIN || op == OP_LIST_BUCKETS ||
         (op == OP_PUT_OBJECT && (http_header(r, "If-None-Match") || http_header(r, "If-Match"))))
         r->offload_last = 1;
+    r->offload_long =
+        op == OP_DELETE_OBJECTS || op == OP_COMPLETE_MULTIPART || op == OP_UPLOAD_PART_COPY;
     if (s->op == OP_NOT_IMPLEMENTED)
         return s3_error(r, 501, "NotImplemented",
                         "A header or query you provided implies functionality that is not "

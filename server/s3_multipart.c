@@ -155,8 +155,8 @@ enum MHD_Result s3_upload_part_end(request *r)
     uint8_t md5[16], sha256[32];
     uint64_t size;
     int st = mpu_part_finish(s->body.part, md5, sha256, &size);
-    if (st != STORE_OK)
-        return s3_store_error(r, st);
+    if (st != STORE_OK) /* (NOTFOUND: the upload went while the part came) */
+        return st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);
     if (s3_body_verify(r, md5, sha256, &ret) != 0)
         return ret;
     /* parts take room as blobs do: a node at --max-size takes none (a
@@ -279,19 +279,22 @@ static enum MHD_Result upload_part_copy_once(request *r, int head, int *vanished
         store_blob_close(b);
         return st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);
     }
-    st = copy_into_part(b, first, len, w);
+    /* room for it before gigabytes are copied (and again after, below) */
+    uint64_t old = mpu_part_replaces(w);
+    st = store_room_for_part(r->srv->st, len > old ? len - old : 0);
+    if (st == STORE_OK)
+        st = copy_into_part(b, first, len, w);
     store_blob_close(b);
     uint8_t md5[16], sha256[32];
     uint64_t size;
     if (st == STORE_OK)
         st = mpu_part_finish(w, md5, sha256, &size);
     /* parts take room as blobs do (s3_upload_part_end) */
-    uint64_t old = mpu_part_replaces(w);
     if (st == STORE_OK)
         st = store_room_for_part(r->srv->st, size > old ? size - old : 0);
     if (st != STORE_OK) {
         mpu_part_abort(w);
-        return s3_store_error(r, st);
+        return st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);
     }
     if ((st = mpu_part_commit(w)) != STORE_OK)
         return st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);

@@ -68,8 +68,11 @@ struct request {
      * the call after.  Only a last call that changes nothing before it asks
      * the store can be run again (may_offload: GET, HEAD and DELETE, and
      * what a front end vouches for); one that cannot, but may wait for the
-     * tier, runs on an offload thread from the start (offload_last). */
-    int may_offload, offload_last, offloaded, on_worker;
+     * tier, runs on an offload thread from the start (offload_last); so
+     * does one that takes long (offload_long too: a part copy, a
+     * completion, a batch of deletes), of which at most half the offload
+     * threads run at once, so that the others stay free for the rest. */
+    int may_offload, offload_last, offload_long, offloaded, on_worker;
     uint64_t offload_ns; /* when it was handed to the offload threads */
     struct MHD_Response *ready;
     unsigned ready_status;

@@ -21,7 +21,7 @@ int idx_open(idx *ix, const char *dir, uint64_t map_size, int nosync_meta, char 
     if ((rc = mdb_env_create(&ix->env)) != 0)
         goto fail;
     mdb_env_set_maxdbs(ix->env, 16);
-    mdb_env_set_maxreaders(ix->env, 1024);
+    mdb_env_set_maxreaders(ix->env, IDX_MAX_READERS);
     if ((rc = mdb_env_set_mapsize(ix->env, (size_t)map_size)) != 0)
         goto fail;
     unsigned flags = MDB_NOTLS | MDB_NOSUBDIR | (nosync_meta ? MDB_NOMETASYNC : 0);

@@ -91,6 +91,10 @@ int idx_tq_del(MDB_txn *t, idx *ix, const void *k, size_t klen);
 size_t idx_tq_due_now(MDB_txn *t, idx *ix, uint64_t now, size_t max, int *err);
 int idx_tq_decode(const MDB_val *v, tq_rec *r);
 
+/* LMDB reader slots: every HTTP and offload thread keeps one (eight of
+ * each per core by default), with room for the other threads */
+#define IDX_MAX_READERS 4096
+
 int idx_open(idx *ix, const char *dir, uint64_t map_size, int nosync_meta, char *err,
              size_t errlen);
 void idx_close(idx *ix);

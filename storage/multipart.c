@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,6 +183,15 @@ int mpu_get(store *s, const char *id, mpu_info *info)
     return rc;
 }
 
+/* Part files of one number are replaced one writer at a time: two at once
+ * would each drop the other's file (part_copies), and keep neither. */
+static pthread_mutex_t commit_mu = PTHREAD_MUTEX_INITIALIZER;
+
+#define GONE_CHECK_EVERY (64u << 20) /* bytes of a part between looks at its upload */
+
+struct mpu_writer;
+static int upload_gone(const struct mpu_writer *w);
+
 struct mpu_writer {
     store *s;
     int fd;
@@ -237,8 +247,11 @@ int mpu_part_write(mpu_writer *w, const void *buf, size_t len)
         return w->status = store_status_of_errno(-rc);
     EVP_DigestUpdate(w->md5, buf, len);
     EVP_DigestUpdate(w->sha, buf, len);
+    /* a long part (a copy of gigabytes) stops once its upload is gone */
+    if (w->size / GONE_CHECK_EVERY != (w->size + len) / GONE_CHECK_EVERY && upload_gone(w))
+        w->status = STORE_NOTFOUND;
     w->size += len;
-    return STORE_OK;
+    return w->status;
 }
 
 /* Has the upload w writes a part of gone (aborted, completed or expired:
@@ -335,42 +348,46 @@ int mpu_part_finish(mpu_writer *w, uint8_t md5[16], uint8_t sha256[32], uint64_t
 int mpu_part_commit(mpu_writer *w)
 {
     int rc = w->finished ? w->status : STORE_IO;
-    char name[64], path[PATH_MAX];
-    if (rc == STORE_OK) {
-        char hex[33];
-        util_hex(w->digest, 16, hex);
-        snprintf(name, sizeof name, "%05d.%s", w->number, hex);
-        snprintf(path, sizeof path, "%s/%s", w->dir, name);
-        /* a link, not a rename: the same part sent again (a retry) finds
-         * its file there, the same bytes, and adds none to the count */
-        int linked = link(w->tmp, path) == 0, e = errno;
-        if (!linked && (e == EPERM || e == EOPNOTSUPP || e == EMLINK)) {
-            /* a file system without hard links: a rename, which replaces */
-            struct stat old;
-            int had = stat(path, &old) == 0;
-            linked = rename(w->tmp, path) == 0;
-            e = errno;
-            if (linked && had)
-                store_multipart_bytes(w->s, -(int64_t)old.st_size);
-        }
-        if (!linked && e != EEXIST) {
-            rc = e == ENOENT ? STORE_NOTFOUND : STORE_IO; /* upload gone meanwhile */
+    if (rc != STORE_OK) {
+        mpu_part_abort(w);
+        return rc;
+    }
+    char hex[33], name[64], path[PATH_MAX];
+    util_hex(w->digest, 16, hex);
+    snprintf(name, sizeof name, "%05d.%s", w->number, hex);
+    snprintf(path, sizeof path, "%s/%s", w->dir, name);
+    pthread_mutex_lock(&commit_mu);
+    /* a link, not a rename: the same part sent again (a retry) finds its
+     * file there, the same bytes, and adds none to the count */
+    int linked = link(w->tmp, path) == 0, e = errno;
+    if (!linked && (e == EPERM || e == EOPNOTSUPP || e == EMLINK)) {
+        /* a file system without hard links: a rename, which replaces */
+        struct stat old;
+        int had = stat(path, &old) == 0;
+        linked = rename(w->tmp, path) == 0;
+        e = errno;
+        if (linked && had)
+            store_multipart_bytes(w->s, -(int64_t)old.st_size);
+    }
+    if (!linked && e != EEXIST) {
+        rc = e == ENOENT ? STORE_NOTFOUND : STORE_IO; /* upload gone meanwhile */
+    } else {
+        if (linked)
+            store_multipart_bytes(w->s, (int64_t)w->size);
+        unlink(w->tmp);
+        w->tmp[0] = '\0';
+        if (upload_gone(w)) {
+            /* removed while this part came: a file its removal did not see */
+            part_copies(w->s, w->dir, w->number, NULL, 1);
+            rc = STORE_NOTFOUND;
         } else {
-            if (linked)
-                store_multipart_bytes(w->s, (int64_t)w->size);
-            unlink(w->tmp);
-            w->tmp[0] = '\0';
-            if (util_fsync_dir(w->dir) != 0) /* (its name on disk before it is answered) */
-                rc = STORE_IO;
+            part_copies(w->s, w->dir, w->number, name, 1); /* the copies it replaces */
         }
     }
-    if (rc == STORE_OK && upload_gone(w)) {
-        /* removed while this part came: a file its removal did not see */
-        part_copies(w->s, w->dir, w->number, NULL, 1);
-        rc = STORE_NOTFOUND;
-    }
-    if (rc == STORE_OK)
-        part_copies(w->s, w->dir, w->number, name, 1); /* the copies it replaces */
+    pthread_mutex_unlock(&commit_mu);
+    if (rc == STORE_OK &&
+        util_fsync_dir(w->dir) != 0) /* (its name on disk before it is answered) */
+        rc = STORE_IO;
     mpu_part_abort(w);
     return rc;
 }

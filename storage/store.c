@@ -1108,17 +1108,16 @@ static int process_batch(store *s, op *list, int attempt)
     int need_sync = s->unlink_later.n || s->quarantine_later.n;
     for (op *o = list; o && !need_sync; o = o->next)
         need_sync = op_needs_sync(o);
+    int synced = 1;
     if (need_sync && (rc = mdb_env_sync(s->ix.env, 1)) != 0) {
         /* committed, but not known to be on disk: the answers say the
          * writes failed (a client sends again), and the files stay (an
-         * orphan is swept, a missing file would be a lost body) */
+         * orphan is swept, a missing file would be a lost body); the ops
+         * to go again still go */
         log_msg(LOG_ERROR, "index_sync_failed", "%s", mdb_strerror(rc));
+        synced = 0;
         s->unlink_later.n = 0;
         s->quarantine_later.n = 0;
-        atomic_fetch_add(&s->batches, 1);
-        atomic_fetch_add(&s->commits, 1);
-        finish_batch(s, list, STORE_IO);
-        return 0;
     }
     unlink_files(s, &s->unlink_later, 0);
     unlink_files(s, &s->quarantine_later, 1);
@@ -1135,7 +1134,7 @@ static int process_batch(store *s, op *list, int attempt)
         any_map_full = 0;
     }
     if (!any_map_full && !any_later) {
-        finish_batch(s, list, STORE_OK);
+        finish_batch(s, list, synced ? STORE_OK : STORE_IO);
         return 0;
     }
     /* Operations that found the map full get another go in a bigger one, and
@@ -1143,7 +1142,7 @@ static int process_batch(store *s, op *list, int attempt)
      * are done (split the list first: a finished op may vanish at once) */
     op *retry, *done;
     split_batch(list, op_again, &retry, &done);
-    finish_batch(s, done, STORE_OK);
+    finish_batch(s, done, synced ? STORE_OK : STORE_IO);
     if (any_map_full)
         grow_map(s, 1);
     process_batch(s, retry, any_map_full ? attempt + 1 : attempt);

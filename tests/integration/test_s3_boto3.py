@@ -779,6 +779,27 @@ class Boto3Test(unittest.TestCase):
             self.assertFalse(os.path.exists(os.path.join(mp, up)), (end, os.listdir(mp)))
         self.assertEqual(self.s3.get_object(Bucket=b, Key="dst")["Body"].read(), src)
 
+    def test_one_part_sent_by_several_at_once_is_kept(self):
+        """Several clients sending the same part number at once (retries that
+        overlap): one of their bodies is the part, never none."""
+        import concurrent.futures
+        b = self.bucket
+        bodies = [os.urandom(256 * 1024) for _ in range(4)]
+        etags = {'"%s"' % hashlib.md5(x).hexdigest() for x in bodies}
+        for _ in range(12):
+            up = self.s3.create_multipart_upload(Bucket=b, Key="same")["UploadId"]
+            with concurrent.futures.ThreadPoolExecutor(4) as ex:
+                list(ex.map(lambda x: self.s3.upload_part(Bucket=b, Key="same", UploadId=up,
+                                                          PartNumber=1, Body=x), bodies))
+            parts = self.s3.list_parts(Bucket=b, Key="same", UploadId=up).get("Parts", [])
+            self.assertEqual(len(parts), 1, parts)
+            self.assertIn(parts[0]["ETag"], etags)
+            self.s3.complete_multipart_upload(
+                Bucket=b, Key="same", UploadId=up,
+                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": parts[0]["ETag"]}]})
+            got = self.s3.get_object(Bucket=b, Key="same")["Body"].read()
+            self.assertEqual('"%s"' % hashlib.md5(got).hexdigest(), parts[0]["ETag"])
+
     def test_conditional_complete_copy_and_delete(self):
         """If-None-Match and If-Match hold for a multipart upload's
         completion and a copy's destination as for a PUT; If-Match for a
