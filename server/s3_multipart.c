@@ -488,14 +488,17 @@ static enum MHD_Result complete(request *r, complete_parse *p)
         s3_meta_add_etag(&meta, etag);
         buf_add(&meta, info.meta, info.meta_len);
         store_put_result res;
-        st = mpu_complete(r->srv->st, info.id, p->numbers, p->n, meta.data, meta.len, &res);
+        st = mpu_complete(r->srv->st, info.id, p->numbers, (const char(*)[33])p->etags, p->n,
+                          meta.data, meta.len, &res);
         buf_free(&meta);
         if (st == STORE_OK) {
             buf b = {0};
             complete_result(r, &b, etag);
             ret = s3_xml(r, 200, &b);
         } else {
-            ret = st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);
+            ret = st == STORE_NOTFOUND          ? no_such_upload(r)
+                  : st == STORE_DIGEST_MISMATCH ? invalid_part(r) /* (sent again meanwhile) */
+                                                : s3_store_error(r, st);
         }
     }
     mpu_info_clear(&info);

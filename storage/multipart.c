@@ -508,8 +508,8 @@ static int copy_part(store *s, const char *id, const mpu_part *p, store_upload *
     util_hex(p->md5, 16, hex);
     snprintf(path, sizeof path, "%s/multipart/%s/%05d.%s", store_dir(s), id, p->number, hex);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return STORE_IO;
+    if (fd < 0) /* (gone: replaced since it was listed, or the upload went) */
+        return errno == ENOENT ? STORE_DIGEST_MISMATCH : STORE_IO;
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     int rc = STORE_OK;
     for (;;) {
@@ -527,8 +527,8 @@ static int copy_part(store *s, const char *id, const mpu_part *p, store_upload *
     return rc;
 }
 
-int mpu_complete(store *s, const char *id, const int *numbers, size_t n, const void *meta,
-                 size_t meta_len, store_put_result *res)
+int mpu_complete(store *s, const char *id, const int *numbers, const char (*md5s)[33], size_t n,
+                 const void *meta, size_t meta_len, store_put_result *res)
 {
     mpu_info info;
     int rc = mpu_get(s, id, &info);
@@ -553,7 +553,12 @@ int mpu_complete(store *s, const char *id, const int *numbers, size_t n, const v
     for (size_t i = 0; rc == STORE_OK && i < n; i++) {
         mpu_part key = {.number = numbers[i]};
         mpu_part *p = bsearch(&key, parts, np, sizeof *parts, cmp_part);
-        rc = p ? copy_part(s, id, p, u, buf) : STORE_NOTFOUND;
+        char hex[33] = "";
+        if (p)
+            util_hex(p->md5, 16, hex);
+        /* the bytes the client listed, or none: a part sent again since
+         * the caller checked the list is not taken in its place */
+        rc = p && strcmp(hex, md5s[i]) == 0 ? copy_part(s, id, p, u, buf) : STORE_DIGEST_MISMATCH;
         if (rc != STORE_OK)
             store_upload_abort(u);
     }

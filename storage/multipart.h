@@ -62,9 +62,11 @@ uint64_t mpu_part_replaces(mpu_writer *w);
 int mpu_parts(store *s, const char *id, mpu_part **parts, size_t *n);
 
 /* Streams the given parts, in order, into one new blob and points the
- * upload's key at it with meta; then removes the upload. */
-int mpu_complete(store *s, const char *id, const int *numbers, size_t n, const void *meta,
-                 size_t meta_len, store_put_result *res);
+ * upload's key at it with meta; then removes the upload.  Each part must
+ * still be the bytes of its MD5 in md5s (hex), the ones the caller checked:
+ * STORE_DIGEST_MISMATCH if one was sent again, or is gone, meanwhile. */
+int mpu_complete(store *s, const char *id, const int *numbers, const char (*md5s)[33], size_t n,
+                 const void *meta, size_t meta_len, store_put_result *res);
 int mpu_abort(store *s, const char *id);
 
 /* Uploads of namespace ns, oldest first; cb returns non-zero to stop. */
