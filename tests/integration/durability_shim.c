@@ -13,7 +13,9 @@
  * a temporary one, a name removed, or a name made under $CAIRN_SHIM_SCRATCH
  * does not: losing those loses nothing acknowledged.)  Each file or directory followed is named in
  * $CAIRN_SHIM_SEEN, if set.  Only the syscalls are watched; the process runs
- * as usual.
+ * as usual.  The calls watched are those cairnd and liblmdb make (`nm -D`):
+ * open, openat, write, pwrite, writev, pwritev, fsync, fdatasync, rename,
+ * renameat, link, linkat, mkdir, and send, sendto, sendmsg for the answers.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -43,7 +45,7 @@ static struct {
     dev_t dev;
     ino_t ino;
     char path[256];
-} dirty[256];
+} dirty[1024];
 static int ndirty;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -74,12 +76,17 @@ static void mark_dirty(dev_t dev, ino_t ino, const char *path)
     int i = 0;
     while (i < ndirty && !(dirty[i].dev == dev && dirty[i].ino == ino))
         i++;
-    if (i == ndirty && ndirty < (int)(sizeof dirty / sizeof *dirty)) {
-        dirty[i].dev = dev;
-        dirty[i].ino = ino;
-        snprintf(dirty[i].path, sizeof dirty[i].path, "%s", path);
+    if (i < ndirty)
+        return;
+    if (ndirty == (int)(sizeof dirty / sizeof *dirty)) {
+        i = ndirty - 1; /* (full: the test fails rather than miss one) */
+        path = "(durability_shim: too many dirty files to follow)";
+    } else {
         ndirty++;
     }
+    dirty[i].dev = dev;
+    dirty[i].ino = ino;
+    snprintf(dirty[i].path, sizeof dirty[i].path, "%s", path);
 }
 
 /* A name was made at path (rc: the call's result): its directory is dirty. */
