@@ -184,8 +184,27 @@ int mpu_get(store *s, const char *id, mpu_info *info)
 }
 
 /* Part files of one number are replaced one writer at a time: two at once
- * would each drop the other's file (part_copies), and keep neither. */
-static pthread_mutex_t commit_mu = PTHREAD_MUTEX_INITIALIZER;
+ * would each drop the other's file (part_copies), and keep neither.  A lock
+ * per upload (of a few, by the upload's id), so that uploads do not wait
+ * for each other. */
+#define COMMIT_LOCKS 64
+static pthread_mutex_t commit_mu[COMMIT_LOCKS];
+static pthread_once_t commit_once = PTHREAD_ONCE_INIT;
+
+static void commit_locks_init(void)
+{
+    for (int i = 0; i < COMMIT_LOCKS; i++)
+        pthread_mutex_init(&commit_mu[i], NULL);
+}
+
+static pthread_mutex_t *commit_lock(const char *dir)
+{
+    pthread_once(&commit_once, commit_locks_init);
+    uint32_t h = 2166136261u; /* FNV-1a of the upload's folder */
+    for (const char *p = dir; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    return &commit_mu[h % COMMIT_LOCKS];
+}
 
 #define GONE_CHECK_EVERY (64u << 20) /* bytes of a part between looks at its upload */
 
@@ -356,7 +375,8 @@ int mpu_part_commit(mpu_writer *w)
     util_hex(w->digest, 16, hex);
     snprintf(name, sizeof name, "%05d.%s", w->number, hex);
     snprintf(path, sizeof path, "%s/%s", w->dir, name);
-    pthread_mutex_lock(&commit_mu);
+    pthread_mutex_t *mu = commit_lock(w->dir);
+    pthread_mutex_lock(mu);
     /* a link, not a rename: the same part sent again (a retry) finds its
      * file there, the same bytes, and adds none to the count */
     int linked = link(w->tmp, path) == 0, e = errno;
@@ -384,7 +404,7 @@ int mpu_part_commit(mpu_writer *w)
             part_copies(w->s, w->dir, w->number, name, 1); /* the copies it replaces */
         }
     }
-    pthread_mutex_unlock(&commit_mu);
+    pthread_mutex_unlock(mu);
     if (rc == STORE_OK &&
         util_fsync_dir(w->dir) != 0) /* (its name on disk before it is answered) */
         rc = STORE_IO;
