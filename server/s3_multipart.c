@@ -279,9 +279,11 @@ static enum MHD_Result upload_part_copy_once(request *r, int head, int *vanished
         store_blob_close(b);
         return st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);
     }
-    /* room for it before gigabytes are copied (and again after, below) */
-    uint64_t old = mpu_part_replaces(w);
-    st = store_room_for_part(r->srv->st, len > old ? len - old : 0);
+    /* its room is taken before gigabytes are copied, and held until the
+     * part counts for itself (or is refused) */
+    uint64_t old = mpu_part_replaces(w), need = len > old ? len - old : 0;
+    st = store_reserve_part(r->srv->st, need);
+    int64_t held = st == STORE_OK ? (int64_t)need : 0;
     if (st == STORE_OK)
         st = copy_into_part(b, first, len, w);
     store_blob_close(b);
@@ -289,14 +291,14 @@ static enum MHD_Result upload_part_copy_once(request *r, int head, int *vanished
     uint64_t size;
     if (st == STORE_OK)
         st = mpu_part_finish(w, md5, sha256, &size);
-    /* parts take room as blobs do (s3_upload_part_end) */
-    if (st == STORE_OK)
-        st = store_room_for_part(r->srv->st, size > old ? size - old : 0);
     if (st != STORE_OK) {
         mpu_part_abort(w);
+        store_multipart_bytes(r->srv->st, -held);
         return st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);
     }
-    if ((st = mpu_part_commit(w)) != STORE_OK)
+    st = mpu_part_commit(w);
+    store_multipart_bytes(r->srv->st, -held); /* (the part's file counts now) */
+    if (st != STORE_OK)
         return st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);
     char hex[33];
     util_hex(md5, 16, hex);

@@ -397,8 +397,11 @@ int mpu_part_commit(mpu_writer *w)
         unlink(w->tmp);
         w->tmp[0] = '\0';
         if (upload_gone(w)) {
-            /* removed while this part came: a file its removal did not see */
-            part_copies(w->s, w->dir, w->number, NULL, 1);
+            /* removed (or being completed) while this part came: its own
+             * file goes, which a removal may not have seen; the others are
+             * the removal's, or the completion's */
+            if (linked && unlink(path) == 0)
+                store_multipart_bytes(w->s, -(int64_t)w->size);
             rc = STORE_NOTFOUND;
         } else {
             part_copies(w->s, w->dir, w->number, name, 1); /* the copies it replaces */
@@ -547,6 +550,29 @@ static int copy_part(store *s, const char *id, const mpu_part *p, store_upload *
     return rc;
 }
 
+/* An upload is completed or aborted by one request: the one that renames
+ * its info to CLOSING (the others find no upload).  A completion that fails
+ * gives it back (release). */
+#define CLOSING "info.closing"
+
+static int claim(store *s, const char *id)
+{
+    char dir[PATH_MAX], from[PATH_MAX + 8], to[PATH_MAX + 16];
+    upload_dir(s, id, dir, sizeof dir);
+    snprintf(from, sizeof from, "%s/info", dir);
+    snprintf(to, sizeof to, "%s/" CLOSING, dir);
+    return rename(from, to) == 0 ? STORE_OK : errno == ENOENT ? STORE_NOTFOUND : STORE_IO;
+}
+
+static void release(store *s, const char *id)
+{
+    char dir[PATH_MAX], from[PATH_MAX + 16], to[PATH_MAX + 8];
+    upload_dir(s, id, dir, sizeof dir);
+    snprintf(from, sizeof from, "%s/" CLOSING, dir);
+    snprintf(to, sizeof to, "%s/info", dir);
+    rename(from, to);
+}
+
 int mpu_complete(store *s, const char *id, const int *numbers, const char (*md5s)[33], size_t n,
                  const void *meta, size_t meta_len, store_put_result *res)
 {
@@ -554,9 +580,14 @@ int mpu_complete(store *s, const char *id, const int *numbers, const char (*md5s
     int rc = mpu_get(s, id, &info);
     if (rc != STORE_OK)
         return rc;
+    if ((rc = claim(s, id)) != STORE_OK) {
+        mpu_info_clear(&info); /* (aborted, or completed, meanwhile) */
+        return rc;
+    }
     mpu_part *parts;
     size_t np;
     if ((rc = mpu_parts(s, id, &parts, &np)) != STORE_OK) {
+        release(s, id);
         mpu_info_clear(&info);
         return rc;
     }
@@ -590,6 +621,8 @@ int mpu_complete(store *s, const char *id, const int *numbers, const char (*md5s
         if (rc == STORE_OK)
             remove_upload(s, id);
     }
+    if (rc != STORE_OK)
+        release(s, id); /* (the upload goes on: the client may send parts again) */
     free(buf);
     free(parts);
     mpu_info_clear(&info);
@@ -603,8 +636,42 @@ int mpu_abort(store *s, const char *id)
     if (rc != STORE_OK)
         return rc;
     mpu_info_clear(&info);
+    if ((rc = claim(s, id)) != STORE_OK)
+        return rc; /* (completed or aborted meanwhile) */
     remove_upload(s, id);
     return STORE_OK;
+}
+
+void mpu_recover(store *s)
+{
+    char root[PATH_MAX - 128];
+    snprintf(root, sizeof root, "%s/multipart", store_dir(s));
+    DIR *d = opendir(root);
+    if (d == NULL)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!valid_id(de->d_name))
+            continue;
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s/%.32s", root, de->d_name);
+        DIR *u = opendir(dir);
+        if (u == NULL)
+            continue;
+        /* a completion the stop cut short: the upload is there again (if
+         * its object was made, an abort clears what is left) */
+        renameat(dirfd(u), CLOSING, dirfd(u), "info");
+        struct dirent *f;
+        struct stat sb;
+        int has_info = fstatat(dirfd(u), "info", &sb, 0) == 0;
+        while ((f = readdir(u)) != NULL)
+            if (strncmp(f->d_name, "tmp.", 4) == 0 || strcmp(f->d_name, "info.tmp") == 0)
+                unlinkat(dirfd(u), f->d_name, 0); /* (writes no one finishes now) */
+        closedir(u);
+        if (!has_info)
+            remove_upload(s, de->d_name); /* made, or removed, only in part */
+    }
+    closedir(d);
 }
 
 typedef struct listed {
@@ -702,7 +769,9 @@ int mpu_expire(store *s, uint64_t max_age_ms)
             if (!valid_id(de->d_name))
                 continue;
             snprintf(info, sizeof info, "%s/%.32s/info", dir, de->d_name);
-            if (stat(info, &sb) != 0 && errno == ENOENT &&
+            char closing[PATH_MAX];
+            snprintf(closing, sizeof closing, "%s/%.32s/" CLOSING, dir, de->d_name);
+            if (stat(info, &sb) != 0 && errno == ENOENT && stat(closing, &sb) != 0 &&
                 fstatat(dirfd(d), de->d_name, &sb, 0) == 0 &&
                 (uint64_t)sb.st_mtim.tv_sec * 1000 + 3600 * 1000 < now) {
                 remove_upload(s, de->d_name);

@@ -68,6 +68,9 @@ int mpu_parts(store *s, const char *id, mpu_part **parts, size_t *n);
 int mpu_complete(store *s, const char *id, const int *numbers, const char (*md5s)[33], size_t n,
                  const void *meta, size_t meta_len, store_put_result *res);
 int mpu_abort(store *s, const char *id);
+/* At start, before anything else: completions a stop cut short give their
+ * upload back, and what a crash left half made or half removed goes. */
+void mpu_recover(store *s);
 
 /* Uploads of namespace ns, oldest first; cb returns non-zero to stop. */
 int mpu_list(store *s, const char *ns, int (*cb)(void *ctx, const mpu_info *info), void *ctx);

@@ -1514,6 +1514,7 @@ int store_open(store **out, const store_config *cfg, char *err, size_t errlen)
         free(s);
         return -1;
     }
+    mpu_recover(s);
     atomic_store(&s->mpu_bytes, (long long)mpu_bytes_on_disk(s));
     s->touches = calloc(TOUCH_SLOTS, sizeof *s->touches);
     s->touches_spare = calloc(TOUCH_SLOTS, sizeof *s->touches_spare);
@@ -2355,6 +2356,17 @@ int store_room_for_part(store *s, uint64_t len)
             store_evict_to(s, others < max ? max - others : 0);
     }
     return STORE_NOSPACE;
+}
+
+int store_reserve_part(store *s, uint64_t len)
+{
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&mu); /* (the check and the count as one) */
+    int rc = store_room_for_part(s, len);
+    if (rc == STORE_OK)
+        store_multipart_bytes(s, (int64_t)len);
+    pthread_mutex_unlock(&mu);
+    return rc;
 }
 
 int store_flush(store *s)

@@ -330,6 +330,10 @@ void store_multipart_bytes(store *s, int64_t delta);
 /* Room for a part of len bytes: STORE_OK (after evicting what may be
  * evicted, if that is needed), or STORE_NOSPACE. */
 int store_room_for_part(store *s, uint64_t len);
+/* store_room_for_part, and the room counted with the parts' at once, so
+ * that parts written at the same time (copies) cannot all take the same
+ * room; the caller gives it back with store_multipart_bytes(-len). */
+int store_reserve_part(store *s, uint64_t len);
 /* The body of u is made of a multipart upload's parts, parts_bytes in all,
  * removed once it is committed: the room they take is its own. */
 void store_upload_of_parts(store_upload *u, uint64_t parts_bytes);

@@ -9,7 +9,8 @@
  * socket while some file is dirty, the file's path goes to $CAIRN_SHIM_LOG,
  * one line each time: a power loss at that moment could take back what the
  * answer acknowledges.  Directories too: a name made in one (rename, link,
- * mkdir) leaves it dirty until an fsync of it.  (A file created in place,
+ * mkdir) leaves it dirty until an fsync of it; a file or folder removed by
+ * the time of the answer is forgotten.  (A file created in place,
  * a temporary one, a name removed, or a name made under $CAIRN_SHIM_SCRATCH
  * does not: losing those loses nothing acknowledged.)  Each file or directory followed is named in
  * $CAIRN_SHIM_SEEN, if set.  Only the syscalls are watched; the process runs
@@ -165,6 +166,15 @@ static void answering(int fd, const void *p, size_t n)
         return;
     const char *log = getenv("CAIRN_SHIM_LOG");
     pthread_mutex_lock(&mu);
+    /* a file or folder removed since does not count: nothing names it */
+    for (int i = 0; i < ndirty;) {
+        struct stat now;
+        if (dirty[i].path[0] == '/' && (stat(dirty[i].path, &now) != 0 ||
+                                        now.st_ino != dirty[i].ino || now.st_dev != dirty[i].dev))
+            dirty[i] = dirty[--ndirty];
+        else
+            i++;
+    }
     if (ndirty && log) {
         FILE *f = fopen(log, "a");
         if (f) {

@@ -800,6 +800,48 @@ class Boto3Test(unittest.TestCase):
             got = self.s3.get_object(Bucket=b, Key="same")["Body"].read()
             self.assertEqual('"%s"' % hashlib.md5(got).hexdigest(), parts[0]["ETag"])
 
+    def test_abort_and_complete_at_once_one_wins(self):
+        """An abort sent while a completion runs: one of them wins. If the
+        abort answers 204, there is no object; if the completion answers
+        200, the abort finds no upload."""
+        import concurrent.futures
+        b = self.bucket
+        part = os.urandom(5 * MiB)
+        for rnd in range(6):
+            key = "race%d" % rnd
+            up = self.s3.create_multipart_upload(Bucket=b, Key=key)["UploadId"]
+            etags = [self.s3.upload_part(Bucket=b, Key=key, UploadId=up, PartNumber=n,
+                                         Body=part)["ETag"] for n in range(1, 9)]
+
+            def complete():
+                try:
+                    self.s3.complete_multipart_upload(
+                        Bucket=b, Key=key, UploadId=up,
+                        MultipartUpload={"Parts": [{"PartNumber": n + 1, "ETag": e}
+                                                   for n, e in enumerate(etags)]})
+                    return 200
+                except ClientError as e:
+                    return err_code(e)
+
+            def abort():
+                time.sleep(0.01 * rnd)
+                try:
+                    self.s3.abort_multipart_upload(Bucket=b, Key=key, UploadId=up)
+                    return 204
+                except ClientError as e:
+                    return err_code(e)
+            with concurrent.futures.ThreadPoolExecutor(2) as ex:
+                c, a = ex.submit(complete), ex.submit(abort)
+                c, a = c.result(), a.result()
+            exists = bool(self.s3.list_objects_v2(Bucket=b, Prefix=key).get("Contents"))
+            if a == 204:
+                self.assertNotEqual(c, 200, rnd)
+                self.assertFalse(exists, (rnd, c, a))
+            else:
+                self.assertEqual((a, c), ("NoSuchUpload", 200), rnd)
+                self.assertTrue(exists, rnd)
+            self.assertFalse(os.path.exists(os.path.join(self.srv.data, "multipart", up)))
+
     def test_conditional_complete_copy_and_delete(self):
         """If-None-Match and If-Match hold for a multipart upload's
         completion and a copy's destination as for a PUT; If-Match for a

@@ -426,3 +426,47 @@ class PowerLossTest(unittest.TestCase):
                           "the shim did not follow the index")
         dirty = open(notes).read().split() if os.path.exists(notes) else []
         self.assertEqual(sorted(set(dirty)), [], "answered while these were not on disk")
+
+
+class MultipartRestartTest(unittest.TestCase):
+    """What a crash leaves in multipart/: at the next start, a completion cut
+    short gives its upload back (it can be completed or aborted), and a
+    folder made or removed only in part goes, with the bytes it counted."""
+
+    def test_a_restart_tidies_multipart(self):
+        srv = Server()
+        self.addCleanup(lambda: close_checked(self, srv, killed_ok=True))
+        self.assertEqual(srv.request("PUT", "/mpbucket")[0], 200)
+        st, _, doc = srv.request("POST", "/mpbucket/k?uploads")
+        up = re.search(rb"<UploadId>([^<]+)</UploadId>", doc).group(1).decode()
+        part = os.urandom(1000)
+        self.assertEqual(srv.request("PUT", "/mpbucket/k?partNumber=1&uploadId=" + up,
+                                     part)[0], 200)
+        mp = os.path.join(srv.data, "multipart")
+        srv.kill9()
+        # as a crash leaves them: a completion cut short, an upload made in
+        # part (no info yet), one removed in part (its info gone first)
+        os.rename(os.path.join(mp, up, "info"), os.path.join(mp, up, "info.closing"))
+        half = os.path.join(mp, "0" * 32)
+        os.mkdir(half)
+        with open(os.path.join(half, "info.tmp"), "wb") as f:
+            f.write(b"x" * 38)
+        gone = os.path.join(mp, "1" * 32)
+        os.mkdir(gone)
+        with open(os.path.join(gone, "00001." + hashlib.md5(part).hexdigest()), "wb") as f:
+            f.write(part)
+        with open(os.path.join(mp, up, "tmp.00002.0123456789abcdef"), "wb") as f:
+            f.write(b"half a part")
+        srv.start()
+        self.assertEqual(sorted(os.listdir(mp)), [up])
+        self.assertEqual(sorted(os.listdir(os.path.join(mp, up))),
+                         sorted(["info", "00001." + hashlib.md5(part).hexdigest()]))
+        metrics = srv.request("GET", "/metrics")[2].decode()
+        self.assertIn("cairn_store_multipart_bytes 1000\n", metrics)
+        st, _, doc = srv.request("GET", "/mpbucket/k?uploadId=" + up)
+        self.assertEqual(st, 200, doc)
+        done = ("<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>%s</ETag>"
+                "</Part></CompleteMultipartUpload>" % hashlib.md5(part).hexdigest())
+        self.assertEqual(srv.request("POST", "/mpbucket/k?uploadId=" + up, done.encode())[0], 200)
+        self.assertEqual(srv.request("GET", "/mpbucket/k")[2], part)
+        self.assertEqual(os.listdir(mp), [])
