@@ -407,11 +407,13 @@ static int offload_start(server *srv, unsigned n)
     }
     pthread_mutex_init(&off->mu, NULL);
     pthread_cond_init(&off->cv, NULL);
-    off->long_max = n / 2 ? n / 2 : 1;
+    pthread_mutex_lock(&off->mu); /* (long_max is set once the threads are counted) */
     srv->off = off;
     for (; off->nthreads < n; off->nthreads++)
         if (pthread_create(&off->threads[off->nthreads], NULL, offload_main, srv) != 0)
             break;
+    off->long_max = off->nthreads / 2 ? off->nthreads / 2 : 1;
+    pthread_mutex_unlock(&off->mu);
     return off->nthreads > 0 ? 0 : -1;
 }
 

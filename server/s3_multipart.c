@@ -40,6 +40,12 @@ static enum MHD_Result invalid_part(request *r)
 
 static enum MHD_Result no_such_upload(request *r)
 {
+    /* being completed or aborted by another request: its outcome decides
+     * (a completion that fails gives the upload back), so ask again soon */
+    const char *id = s3_param(r, "uploadId");
+    if (id && mpu_closing(r->srv->st, id))
+        return s3_error(r, 503, "SlowDown",
+                        "The upload is being completed or aborted by another request; try again.");
     return s3_error(r, 404, "NoSuchUpload",
                     "The specified upload does not exist. The upload ID may be invalid, or the "
                     "upload may have been aborted or completed.");

@@ -208,6 +208,11 @@ static pthread_mutex_t *commit_lock(const char *dir)
 
 #define GONE_CHECK_EVERY (64u << 20) /* bytes of a part between looks at its upload */
 
+/* An upload is completed or aborted by one request: the one that renames
+ * its info to CLOSING (the others find no upload).  A completion that fails
+ * gives it back (release). */
+#define CLOSING "info.closing"
+
 struct mpu_writer;
 static int upload_gone(const struct mpu_writer *w);
 
@@ -485,9 +490,11 @@ static void remove_upload(store *s, const char *id)
     DIR *d = opendir(dir);
     if (d == NULL)
         return;
-    /* the info first: a part written meanwhile then sees the upload gone,
-     * and removes its own file (mpu_part_commit, mpu_part_abort) */
+    /* the info first (or the claim's): a part written meanwhile then sees
+     * the upload gone, and removes its own file (mpu_part_commit,
+     * mpu_part_abort); a stop midway leaves no upload to come back */
     unlinkat(dirfd(d), "info", 0);
+    unlinkat(dirfd(d), CLOSING, 0);
     struct dirent *de;
     uint64_t freed = 0;
     while ((de = readdir(d)) != NULL)
@@ -549,11 +556,6 @@ static int copy_part(store *s, const char *id, const mpu_part *p, store_upload *
     close(fd);
     return rc;
 }
-
-/* An upload is completed or aborted by one request: the one that renames
- * its info to CLOSING (the others find no upload).  A completion that fails
- * gives it back (release). */
-#define CLOSING "info.closing"
 
 static int claim(store *s, const char *id)
 {
@@ -738,11 +740,23 @@ typedef struct expire_ctx {
 static int expire_one(void *ctx, const mpu_info *info)
 {
     expire_ctx *e = ctx;
-    if (info->created_ms < e->cutoff) {
+    /* (claimed first: not one a completion or an abort has begun) */
+    if (info->created_ms < e->cutoff && claim(e->s, info->id) == STORE_OK) {
         remove_upload(e->s, info->id);
         e->removed++;
     }
     return 0;
+}
+
+int mpu_closing(store *s, const char *id)
+{
+    char path[PATH_MAX + 16];
+    struct stat sb;
+    if (!valid_id(id))
+        return 0;
+    upload_dir(s, id, path, PATH_MAX);
+    strcat(path, "/" CLOSING);
+    return stat(path, &sb) == 0;
 }
 
 int mpu_drop_ns(store *s, const char *ns)

@@ -71,6 +71,8 @@ int mpu_abort(store *s, const char *id);
 /* At start, before anything else: completions a stop cut short give their
  * upload back, and what a crash left half made or half removed goes. */
 void mpu_recover(store *s);
+/* Is the upload being completed or aborted now (its info claimed)? */
+int mpu_closing(store *s, const char *id);
 
 /* Uploads of namespace ns, oldest first; cb returns non-zero to stop. */
 int mpu_list(store *s, const char *ns, int (*cb)(void *ctx, const mpu_info *info), void *ctx);
