@@ -128,15 +128,14 @@ int s3_write_preconditions(request *r, int none_match, enum MHD_Result *ret);
  * here (a source still arriving from the cold tier is waited for): 0 with
  * *e filled (the caller clears it), its ETag in etag, and *self set when it
  * is the request's own key; else 1 with *ret answered (400 for a malformed
- * source, 404 for a missing bucket or key, the store's error). */
+ * source, 404 for a missing bucket or key, 412 when its x-amz-copy-source-if-*
+ * conditions fail, the store's error). */
 int s3_copy_source(request *r, store_entry *e, char etag[80], int *self, enum MHD_Result *ret);
 /* A copy source's name, read as S3 reads it (decoded, then the bucket up to
  * the first '/'): 0 with *bucket (malloc'ed, the caller frees it) and the key
  * after it; or why not. */
 enum { COPY_SOURCE_VERSION = 1, COPY_SOURCE_MALFORMED, COPY_SOURCE_MEMORY };
 int s3_copy_source_name(const char *src, char **bucket, const char **key, size_t *klen);
-/* Do the source's x-amz-copy-source-if-* conditions fail (412)? */
-int s3_copy_source_fails(request *r, const char *etag, uint64_t mtime_ms);
 /* 200 to a copy: <element> (CopyObjectResult, CopyPartResult) with its ETag
  * (hex) and the time now. */
 enum MHD_Result s3_copied(request *r, const char *element, const char *etag);

@@ -52,6 +52,13 @@ static enum MHD_Result no_such_upload(request *r)
 }
 
 /* The upload named by ?uploadId, which must belong to this bucket and key. */
+/* The answer to a store status of an upload's part or completion:
+ * STORE_NOTFOUND is the upload gone (no_such_upload). */
+static enum MHD_Result upload_error(request *r, int st)
+{
+    return st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);
+}
+
 static int load_upload(request *r, mpu_info *info)
 {
     s3_req *s = r->fe;
@@ -75,7 +82,7 @@ static int load_parts(request *r, mpu_info *info, mpu_part **parts, size_t *np,
     if (st == STORE_OK)
         return 0;
     mpu_info_clear(info);
-    *ret = st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);
+    *ret = upload_error(r, st);
     return -1;
 }
 
@@ -162,7 +169,7 @@ enum MHD_Result s3_upload_part_end(request *r)
     uint64_t size;
     int st = mpu_part_finish(s->body.part, md5, sha256, &size);
     if (st != STORE_OK) /* (NOTFOUND: the upload went while the part came) */
-        return st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);
+        return upload_error(r, st);
     if (s3_body_verify(r, md5, sha256, &ret) != 0)
         return ret;
     /* parts take room as blobs do: a node at --max-size takes none (a
@@ -247,11 +254,6 @@ static enum MHD_Result upload_part_copy_once(request *r, int head, int *vanished
     const char *range = http_header(r, "x-amz-copy-source-range");
     const char *bad = NULL;
     char why[96];
-    if (s3_copy_source_fails(r, etag, e.mtime_ms)) {
-        store_entry_clear(&e);
-        return s3_error(r, 412, "PreconditionFailed",
-                        "At least one of the pre-conditions you specified did not hold");
-    }
     if (range && copy_range(range, &first, &last) != 0) {
         bad = "The x-amz-copy-source-range value must be of the form bytes=first-last where "
               "first and last are the zero-based offsets of the first and last bytes to copy";
@@ -283,7 +285,7 @@ static enum MHD_Result upload_part_copy_once(request *r, int head, int *vanished
     mpu_writer *w;
     if ((st = mpu_part_begin(r->srv->st, s3_param(r, "uploadId"), n, &w)) != STORE_OK) {
         store_blob_close(b);
-        return st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);
+        return upload_error(r, st);
     }
     /* its room is taken before gigabytes are copied, and held until the
      * part counts for itself (or is refused) */
@@ -300,12 +302,12 @@ static enum MHD_Result upload_part_copy_once(request *r, int head, int *vanished
     if (st != STORE_OK) {
         mpu_part_abort(w);
         store_multipart_bytes(r->srv->st, -held);
-        return st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);
+        return upload_error(r, st);
     }
     st = mpu_part_commit(w);
     store_multipart_bytes(r->srv->st, -held); /* (the part's file counts now) */
     if (st != STORE_OK)
-        return st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);
+        return upload_error(r, st);
     char hex[33];
     util_hex(md5, 16, hex);
     return s3_copied(r, "CopyPartResult", hex);
@@ -504,9 +506,8 @@ static enum MHD_Result complete(request *r, complete_parse *p)
             complete_result(r, &b, etag);
             ret = s3_xml(r, 200, &b);
         } else {
-            ret = st == STORE_NOTFOUND          ? no_such_upload(r)
-                  : st == STORE_DIGEST_MISMATCH ? invalid_part(r) /* (sent again meanwhile) */
-                                                : s3_store_error(r, st);
+            ret = st == STORE_DIGEST_MISMATCH ? invalid_part(r) /* (sent again meanwhile) */
+                                              : upload_error(r, st);
         }
     }
     mpu_info_clear(&info);

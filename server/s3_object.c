@@ -472,19 +472,15 @@ static void keep_checksum(void *ctx, int tag, const char *v, size_t n)
         meta_add(ctx, tag, v, n);
 }
 
-/* What may refuse a copy once its source (ETag etag, of mtime_ms) is
- * found: the source's conditions (412), the metadata directive (*replace;
- * 400 if unknown), a copy onto itself that changes nothing (400), the
- * destination's If-Match and If-None-Match.  1 with *ret answered. */
-static int copy_refused(request *r, const char *etag, uint64_t mtime_ms, int self, int *replace,
-                        enum MHD_Result *ret)
+/* What may refuse a copy once its source is found (and its conditions
+ * held: s3_copy_source): the metadata directive (*replace; 400 if unknown),
+ * a copy onto itself that changes nothing (400), the destination's
+ * If-Match and If-None-Match.  1 with *ret answered. */
+static int copy_refused(request *r, int self, int *replace, enum MHD_Result *ret)
 {
     const char *directive = http_header(r, "x-amz-metadata-directive");
     *replace = directive && strcasecmp(directive, "REPLACE") == 0;
-    if (check_conditions(r, 1, etag, mtime_ms))
-        *ret = s3_error(r, 412, "PreconditionFailed",
-                        "At least one of the pre-conditions you specified did not hold");
-    else if (directive && !*replace && strcasecmp(directive, "COPY") != 0)
+    if (directive && !*replace && strcasecmp(directive, "COPY") != 0)
         *ret = s3_error(r, 400, "InvalidArgument", "Unknown metadata directive.");
     else if (self && !*replace)
         *ret = s3_error(r, 400, "InvalidRequest",
@@ -577,12 +573,13 @@ int s3_copy_source(request *r, store_entry *e, char etag[80], int *self, enum MH
         strcmp(src_ns, s->ns) == 0 && src_klen == s->klen && memcmp(src_key, s->key, s->klen) == 0;
     free(dec);
     s3_meta_etag(e->meta, e->meta_len, etag, 80);
+    if (check_conditions(r, 1, etag, e->mtime_ms)) { /* (x-amz-copy-source-if-*) */
+        store_entry_clear(e);
+        *ret = s3_error(r, 412, "PreconditionFailed",
+                        "At least one of the pre-conditions you specified did not hold");
+        return 1;
+    }
     return 0;
-}
-
-int s3_copy_source_fails(request *r, const char *etag, uint64_t mtime_ms)
-{
-    return check_conditions(r, 1, etag, mtime_ms) != 0;
 }
 
 static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
@@ -596,7 +593,7 @@ static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
     if (s3_copy_source(r, &e, etag, &self, &ret))
         return ret;
     int replace;
-    if (copy_refused(r, etag, e.mtime_ms, self, &replace, &ret)) {
+    if (copy_refused(r, self, &replace, &ret)) {
         store_entry_clear(&e);
         return ret;
     }

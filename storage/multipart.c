@@ -557,22 +557,25 @@ static int copy_part(store *s, const char *id, const mpu_part *p, store_upload *
     return rc;
 }
 
+/* Renames the upload's info file from to to: STORE_OK, or STORE_NOTFOUND
+ * if it is not there (another request renamed or removed it first). */
+static int rename_info(store *s, const char *id, const char *from, const char *to)
+{
+    char dir[PATH_MAX], a[PATH_MAX + 16], b[PATH_MAX + 16];
+    upload_dir(s, id, dir, sizeof dir);
+    snprintf(a, sizeof a, "%s/%s", dir, from);
+    snprintf(b, sizeof b, "%s/%s", dir, to);
+    return rename(a, b) == 0 ? STORE_OK : errno == ENOENT ? STORE_NOTFOUND : STORE_IO;
+}
+
 static int claim(store *s, const char *id)
 {
-    char dir[PATH_MAX], from[PATH_MAX + 8], to[PATH_MAX + 16];
-    upload_dir(s, id, dir, sizeof dir);
-    snprintf(from, sizeof from, "%s/info", dir);
-    snprintf(to, sizeof to, "%s/" CLOSING, dir);
-    return rename(from, to) == 0 ? STORE_OK : errno == ENOENT ? STORE_NOTFOUND : STORE_IO;
+    return rename_info(s, id, "info", CLOSING);
 }
 
 static void release(store *s, const char *id)
 {
-    char dir[PATH_MAX], from[PATH_MAX + 16], to[PATH_MAX + 8];
-    upload_dir(s, id, dir, sizeof dir);
-    snprintf(from, sizeof from, "%s/" CLOSING, dir);
-    snprintf(to, sizeof to, "%s/info", dir);
-    rename(from, to);
+    rename_info(s, id, CLOSING, "info");
 }
 
 int mpu_complete(store *s, const char *id, const int *numbers, const char (*md5s)[33], size_t n,
@@ -750,13 +753,12 @@ static int expire_one(void *ctx, const mpu_info *info)
 
 int mpu_closing(store *s, const char *id)
 {
-    char path[PATH_MAX + 16];
-    struct stat sb;
+    char dir[PATH_MAX], path[PATH_MAX + 16];
     if (!valid_id(id))
         return 0;
-    upload_dir(s, id, path, PATH_MAX);
-    strcat(path, "/" CLOSING);
-    return stat(path, &sb) == 0;
+    upload_dir(s, id, dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/" CLOSING, dir);
+    return access(path, F_OK) == 0;
 }
 
 int mpu_drop_ns(store *s, const char *ns)
