@@ -2755,6 +2755,11 @@ typedef struct stream_job {
     int local_err;           /* a failure of this node's, not the tier's (readers waiting retry) */
     pthread_cond_t check_cv; /* (with f->mu) the checker waits for bytes here */
     int fetch_rc; /* (f->mu) once the fetch ended: 0 it succeeded, 1 it failed; else -1 */
+    /* the blob's stored bytes as its key record carried them (several
+     * frames, too many to check before the answer): checked here as if they
+     * arrived, with no request to the tier */
+    uint8_t *carried;
+    tier_meta carried_m;
 } stream_job;
 
 #define ZOUT_SIZE (128u << 10)
@@ -2849,8 +2854,6 @@ static void stream_progress(void *arg, const void *piece, size_t len, uint64_t w
                          (sj->check_buf = malloc(CODEC_FRAME_SIZE)) != NULL &&
                          pthread_create(&sj->checker, NULL, check_main, sj) == 0;
     }
-    if (!sj->checker_on)
-        check_piece(sj, m->codec, piece, len, written - len);
     pthread_mutex_lock(&f->mu);
     int wake = 0;
     if (!f->headers) {
@@ -2868,6 +2871,10 @@ static void stream_progress(void *arg, const void *piece, size_t len, uint64_t w
     if (wake)
         pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mu);
+    /* checked after readers have it: the first bytes (the answer's headers)
+     * wait for no check, and the end of the body waits for all of them */
+    if (!sj->checker_on)
+        check_piece(sj, m->codec, piece, len, written - len);
 }
 
 static void *stream_main(void *arg)
@@ -2884,9 +2891,22 @@ static void *stream_main(void *arg)
         sj->sha == NULL || !EVP_DigestInit_ex(sj->sha, cksum_md_sha256(), NULL);
     sj->fetch_rc = -1;
     pthread_cond_init(&sj->check_cv, NULL);
-    uint64_t t0 = util_mono_ns();
-    int rc = tier_get_stream(q->t, sj->name, sj->wfd, max, &m, stream_progress, sj);
-    lat_record(q, LAT_READ, t0);
+    int rc, carried = sj->carried != NULL;
+    if (carried) {
+        m = sj->carried_m;
+        rc = util_write_all(sj->wfd, sj->carried, m.length) == 0 ? TIER_OK : TIER_LOCAL;
+        /* a piece at a time, as a fetch would: readers begin at the first frame */
+        for (uint64_t at = 0; rc == TIER_OK && at < m.length;) {
+            size_t n = m.length - at < ZOUT_SIZE ? (size_t)(m.length - at) : ZOUT_SIZE;
+            stream_progress(sj, sj->carried + at, n, at + n, &m);
+            at += n;
+        }
+        free(sj->carried);
+    } else {
+        uint64_t t0 = util_mono_ns();
+        rc = tier_get_stream(q->t, sj->name, sj->wfd, max, &m, stream_progress, sj);
+        lat_record(q, LAT_READ, t0);
+    }
     if (sj->checker_on) {
         /* the checker checks what is left, unless the fetch failed */
         pthread_mutex_lock(&f->mu);
@@ -2916,11 +2936,14 @@ static void *stream_main(void *arg)
     ZSTD_freeDStream(sj->zs);
     free(sj->zout);
     /* (failed checks are damage, unless this node failed them itself) */
-    fetch_ended(q, sj->kr.digest,
-                ok                               ? TIER_OK
+    int ended = ok                               ? TIER_OK
                 : rc == TIER_OK && sj->local_err ? TIER_LOCAL
                 : rc == TIER_OK                  ? cut_or_damaged(TIER_BAD, &m)
-                                                 : rc);
+                                                 : rc;
+    if (!carried)
+        fetch_ended(q, sj->kr.digest, ended);
+    else if (ended == TIER_BAD) /* (the record's copy: the blob's own may be sound) */
+        atomic_fetch_add(&q->corrupt, 1);
     if (ok)
         stream_checked_out(q, sj->j); /* (before its readers get the end of the body) */
     pthread_mutex_lock(&f->mu);
@@ -2953,7 +2976,8 @@ static void *stream_main(void *arg)
         int local = sj->local_err || rc == TIER_LOCAL || rc == TIER_LATE;
         if (rc != TIER_OK && rc != TIER_BAD && !local) /* (damaged: counted as such) */
             atomic_fetch_add(rc == TIER_NOTFOUND ? &q->misses : &q->errors, 1);
-        log_msg(LOG_WARN, "tier_read_failed", "blob %s: %s", sj->name,
+        log_msg(LOG_WARN, "tier_read_failed", "blob %s%s: %s", sj->name,
+                carried ? " (a key record's copy)" : "",
                 rc != TIER_OK   ? tier_why(rc)
                 : sj->local_err ? tier_strerror(TIER_LOCAL)
                                 : "failed its checks");
@@ -2976,13 +3000,25 @@ static void *stream_main(void *arg)
 /* Starts fetching the blob of kr on its own thread and waits for the
  * answer's headers.  On success *fp is a streaming fill (a reference for
  * the caller) and the thread owns j; on failure, or STREAM_TAKEN (join
- * that stream instead), the caller still owns j. */
-static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp)
+ * that stream instead), the caller still owns j.  With pr (a key record
+ * that carried the blob's bytes, taken at tier time mtime), the thread
+ * checks those instead of fetching. */
+static int start_stream(store *s, const key_rec *kr, fill_job *j, const parsed_record *pr,
+                        int64_t mtime, tier_fill **fp)
 {
     op *o = &j->o;
     stream_job *sj = calloc(1, sizeof *sj);
     tier_fill *f = calloc(1, sizeof *f);
-    if (sj == NULL || f == NULL) {
+    if (sj && f && pr) {
+        sj->carried = malloc(pr->blob_len ? pr->blob_len : 1);
+        if (sj->carried && pr->blob_len)
+            memcpy(sj->carried, pr->blob, pr->blob_len);
+        sj->carried_m = (tier_meta){
+            .codec = pr->codec, .size = pr->kr.size, .length = pr->blob_len, .mtime = mtime};
+    }
+    if (sj == NULL || f == NULL || (pr && sj->carried == NULL)) {
+        if (sj)
+            free(sj->carried);
         free(sj);
         free(f);
         return TIER_LOCAL;
@@ -3002,6 +3038,7 @@ static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp
         free(bs);
         tier_fill_release(f);
         tier_fill_release(f);
+        free(sj->carried);
         free(sj);
         return STREAM_TAKEN;
     }
@@ -3035,6 +3072,7 @@ static int start_stream(store *s, const key_rec *kr, fill_job *j, tier_fill **fp
         op_release_file(o);
         tier_fill_release(f); /* the thread's, */
         tier_fill_release(f); /* and the caller's */
+        free(sj->carried);
         free(sj);
         return TIER_LOCAL;
     }
@@ -3252,14 +3290,17 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
         key_rec kr = pr.kr;
         op *o = &j->o;
         int link = have_blob(s, kr.digest), known_bad = 0;
+        /* a blob of several frames that came in the record is answered
+         * while they are checked, as a large one is while it arrives */
+        int carried_frames = pr.blob && kr.size > CODEC_FRAME_SIZE;
         if (link) {
             o->link = 1;
-        } else if (pr.blob) {
+        } else if (pr.blob && !carried_frames) {
             rc = adopt_carried(s, &pr, j); /* a small blob came in the record: no second request */
-        } else if (bad_has(q, kr.digest, 2)) {
+        } else if (!pr.blob && bad_has(q, kr.digest, 2)) {
             known_bad = 1; /* (not fetched again) */
             rc = TIER_BAD;
-        } else if (kr.size > s->cfg.inline_max) {
+        } else if (kr.size > s->cfg.inline_max || carried_frames) {
             /* large: answered while it arrives, on its own thread; or from
              * the stream another key with the same body began */
             tier_fill *f = NULL;
@@ -3272,7 +3313,8 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
                     rc = TIER_OK;
                     break;
                 }
-                if ((rc = start_stream(s, &kr, j, &f)) != STREAM_TAKEN)
+                if ((rc = start_stream(s, &kr, j, carried_frames ? &pr : NULL, rm.mtime, &f)) !=
+                    STREAM_TAKEN)
                     break;
                 rc = TIER_LOCAL; /* (three times over: give up) */
             }

@@ -2495,6 +2495,25 @@ class TierTest(unittest.TestCase):
         c = self.node()
         self.assertEqual(request(c, "GET", "/ac/" + key)[0], 404)
 
+    def node_past_its_look(self):
+        """A new node, once it has made its one look for key records of the
+        earlier layout (a listing): its next request to the tier is a read's."""
+        seen = len(self.proxy.paths)
+        b = self.node()
+        self.assertTrue(wait_for(lambda: any("list-type=2" in p for p in self.proxy.paths[seen:]),
+                                 timeout=10))
+        return b
+
+    def only_record(self, put=None):
+        """The bytes of the one key record in the tier; or, with put, puts
+        those in its place (without the SHA-256 its upload carried)."""
+        s3 = self.moto.client()
+        name = [k for k in self.moto.objects(self.BUCKET, self.PREFIX + "/keys/")][0]
+        if put is not None:
+            s3.put_object(Bucket=self.BUCKET, Key=name, Body=put)
+            return put
+        return s3.get_object(Bucket=self.BUCKET, Key=name)["Body"].read()
+
     def test_small_cold_read_is_one_request(self):
         """A small blob rides in its key record: one request to the tier."""
         a = self.node()
@@ -2502,23 +2521,51 @@ class TierTest(unittest.TestCase):
         key = "/ac/" + sha256(b"small")
         self.assertEqual(request(a, "PUT", key, body)[0], 200)
         self.drained(a)
-        seen = len(self.proxy.paths)
-        b = self.node()
-        # a new node first looks (once) for key records of the earlier layout
-        self.assertTrue(wait_for(lambda: any("list-type=2" in p for p in self.proxy.paths[seen:]),
-                                 timeout=10))
+        b = self.node_past_its_look()
         before = self.proxy.requests
         self.assertEqual(request(b, "GET", key)[2], body)
         self.assertEqual(self.proxy.requests - before, 1)
         # the record's copy damaged: a miss, counted, never served
-        s3 = self.moto.client()
-        name = [k for k in self.moto.objects(self.BUCKET, self.PREFIX + "/keys/")][0]
-        rec = bytearray(s3.get_object(Bucket=self.BUCKET, Key=name)["Body"].read())
+        rec = bytearray(self.only_record())
         rec[-100] ^= 0xFF
-        s3.put_object(Bucket=self.BUCKET, Key=name, Body=bytes(rec))
+        self.only_record(bytes(rec))
         c = self.node()
         self.assertEqual(request(c, "GET", key)[0], 404)
         self.assertEqual(status(c)["tier"]["corrupt"], 1)
+
+    def test_a_body_of_several_frames_in_its_record_is_answered_while_checked(self):
+        """A body of several zstd frames small enough stored to ride in its
+        key record: one request to the tier, the answer's headers without
+        waiting for the checks of the whole body, the body whole and kept;
+        the record's copy damaged, never served whole, counted, not kept."""
+        a = self.node()
+        body = b"the same line of a build log, over and over\n" * 70000  # 3 MiB, 3 frames
+        key = "/ac/" + sha256(b"frames")
+        self.assertEqual(request(a, "PUT", key, body)[0], 200)
+        self.drained(a)
+        b = self.node_past_its_look()
+        before = self.proxy.requests
+        st, _, got = request(b, "GET", key)
+        self.assertEqual((st, sha256(got)), (200, sha256(body)))
+        self.assertEqual(self.proxy.requests - before, 1)
+        self.assertTrue(wait_for(lambda: status(b)["entries"]["keys"] == 1, timeout=10))
+        self.proxy.mode = "down"
+        st, _, got = request(b, "GET", key)
+        self.assertEqual((st, sha256(got)), (200, sha256(body)))
+        self.proxy.mode = "ok"
+        rec = self.only_record()
+        for at in (len(rec) // 2, len(rec) - 100):  # a frame's bytes, the seek table
+            damaged = bytearray(rec)
+            damaged[at] ^= 0xFF
+            self.only_record(bytes(damaged))
+            c = self.node()
+            try:
+                st, _, got = request(c, "GET", key, timeout=30)
+                self.assertEqual(st, 404, "a damaged body is a miss, or an answer cut short")
+            except (http.client.HTTPException, ConnectionError):
+                pass  # cut short
+            self.assertTrue(wait_for(lambda: status(c)["tier"]["corrupt"] == 1, timeout=10))
+            self.assertTrue(wait_for(lambda: status(c)["entries"]["keys"] == 0, timeout=10))
 
     def test_reads_filled_just_before_a_stop_are_kept(self):
         """Fills of cold reads commit a little after their answers, many at
