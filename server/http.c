@@ -208,6 +208,7 @@ unsigned http_status_for(int st)
         return MHD_HTTP_OK;
     case STORE_NOTFOUND:
     case STORE_CORRUPT:
+    case STORE_NO_NAMESPACE:
         return MHD_HTTP_NOT_FOUND;
     case STORE_DIGEST_MISMATCH:
     case STORE_BAD_KEY:

@@ -338,6 +338,8 @@ enum MHD_Result s3_store_error(request *r, int st)
     case STORE_UNAVAILABLE:
         return s3_error(r, 503, "ServiceUnavailable",
                         "The cold tier could not be reached to look this up; retry later.");
+    case STORE_NO_NAMESPACE: /* deleted while the request came */
+        return s3_error(r, 404, "NoSuchBucket", "The specified bucket does not exist.");
     default:
         return s3_error(r, 500, "InternalError", store_strerror(st));
     }

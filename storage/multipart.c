@@ -623,10 +623,11 @@ int mpu_complete(store *s, const char *id, const int *numbers, const char (*md5s
          * loses them as their files go */
         store_upload_of_parts(u, all);
         rc = store_upload_commit(u, info.ns, info.key, info.klen, NULL, meta, meta_len, res);
-        if (rc == STORE_OK)
+        /* (NO_NAMESPACE: its bucket went meanwhile, and so does it) */
+        if (rc == STORE_OK || rc == STORE_NO_NAMESPACE)
             remove_upload(s, id);
     }
-    if (rc != STORE_OK)
+    if (rc != STORE_OK && rc != STORE_NO_NAMESPACE)
         release(s, id); /* (the upload goes on: the client may send parts again) */
     free(buf);
     free(parts);

@@ -125,6 +125,8 @@ const char *store_strerror(int status)
         return "the cold tier could not be reached";
     case STORE_TIER_BEHIND:
         return "the cold tier is behind (--tier-queue-max bytes wait for it); retry later";
+    case STORE_NO_NAMESPACE:
+        return "the namespace does not exist";
     default:
         return "I/O error in the store";
     }
@@ -177,6 +179,8 @@ int map_mdb(int rc)
         return STORE_NOSPACE;
     if (rc == RC_TIER_BEHIND)
         return STORE_TIER_BEHIND;
+    if (rc == RC_NO_NAMESPACE)
+        return STORE_NO_NAMESPACE;
     if (rc == MDB_BAD_VALSIZE)
         return STORE_BAD_KEY;
     return STORE_IO;
@@ -488,12 +492,28 @@ static uint64_t incoming_bytes(store *s, MDB_txn *t, const op *list, int known)
     return n;
 }
 
+/* Is the namespace of nskey there, if it is a declared one (a name with a
+ * '/', as a bucket's: see store_ns_create)?  0, RC_NO_NAMESPACE, or an LMDB
+ * error.  Asked in the write's own transaction: a bucket deleted while a
+ * body came must not get the key, nor a bucket made again later. */
+static int ns_there(store *s, MDB_txn *t, const char *nskey)
+{
+    if (strchr(nskey, '/') == NULL) /* (nskey is "<ns>\0<key>": only the namespace is looked at) */
+        return 0;
+    MDB_val k = {strlen(nskey), (void *)nskey}, v;
+    int rc = mdb_get(t, s->ix.ns, &k, &v);
+    return rc == MDB_NOTFOUND ? RC_NO_NAMESPACE : rc;
+}
+
 static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
 {
     const uint8_t *d = o->cr.sha256;
     if (o->from_tier && (tier_key_deleted(s, t, o->nskey, o->nklen) ||
                          tier_changed_since(s, o->nskey, o->nklen, o->fill_clock)))
         return MDB_NOTFOUND; /* deleted here meanwhile: the tier's copy is stale */
+    int rc;
+    if (!o->from_tier && (rc = ns_there(s, t, o->nskey)) != 0)
+        return rc;
     key_rec old, kr;
     int had_old = idx_get_key(t, &s->ix, o->nskey, o->nklen, &old) == 0;
     if (o->from_tier && had_old)
@@ -505,7 +525,7 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
         memcpy(old_digest, old.digest, 32);
 
     blob_rec b;
-    int rc = idx_get_blob(t, &s->ix, d, &b);
+    rc = idx_get_blob(t, &s->ix, d, &b);
     int create = rc == MDB_NOTFOUND;
     if (rc != 0 && !create)
         return rc;

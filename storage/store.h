@@ -39,11 +39,12 @@ enum store_status {
     STORE_CORRUPT,         /* blob failed its checks; it has been quarantined */
     STORE_IO,              /* any other I/O or index error */
     STORE_SHUTDOWN,
-    STORE_EXISTS,      /* namespace already exists */
-    STORE_NOT_EMPTY,   /* namespace still has keys */
-    STORE_AGAIN,       /* would wait for the cold tier: see store_nonblocking */
-    STORE_UNAVAILABLE, /* the cold tier could not be asked (down, slow, refusing) */
-    STORE_TIER_BEHIND, /* a new body while --tier-queue-max bytes wait for the cold tier */
+    STORE_EXISTS,       /* namespace already exists */
+    STORE_NOT_EMPTY,    /* namespace still has keys */
+    STORE_AGAIN,        /* would wait for the cold tier: see store_nonblocking */
+    STORE_UNAVAILABLE,  /* the cold tier could not be asked (down, slow, refusing) */
+    STORE_TIER_BEHIND,  /* a new body while --tier-queue-max bytes wait for the cold tier */
+    STORE_NO_NAMESPACE, /* a write into a declared namespace that is gone (store_ns_create) */
 };
 
 const char *store_strerror(int status);
@@ -341,6 +342,11 @@ void store_upload_of_parts(store_upload *u, uint64_t parts_bytes);
 int store_flush(store *s);
 
 /* ---- namespaces that are created explicitly (S3 buckets) ---- */
+
+/* A namespace whose name has a '/' in it (a bucket's, "s3/<bucket>") is
+ * declared: it holds keys only while it exists.  A write into one that is
+ * not there (deleted while the body came) is STORE_NO_NAMESPACE, decided in
+ * the commit itself; other namespaces ("cas", "ac") need no making. */
 
 /* STORE_EXISTS when the namespace exists, here or (with a cold tier) in
  * the tier, made by another node; made here when the tier cannot say. */

@@ -160,6 +160,7 @@ int map_mdb(int rc);
  * LMDB's codes, -30799 to -30780) */
 #define RC_TIER_BEHIND (-1000)
 #define RC_LATER (-1001) /* apply_put: the op goes in the next batch */
+#define RC_NO_NAMESPACE (-1002)
 char *make_nskey(const store *s, const char *ns, const void *key, size_t klen, size_t *out);
 MDB_txn *reader_get(store *s);
 void reader_put(store *s, MDB_txn *t);

@@ -1046,6 +1046,50 @@ class BucketNameTest(S3Case):
         self.assertEqual(st, 200)
 
 
+class BucketGoneMidWriteTest(S3Case):
+    def test_an_upload_completed_while_its_bucket_is_deleted(self):
+        """DeleteBucket while a CompleteMultipartUpload copies its parts (the
+        bucket empty then): never both answered as done, and the bucket made
+        again later never has the key."""
+        import threading
+        parts = [os.urandom(5 * 1024 * 1024) for _ in range(4)]
+        for rnd in range(6):
+            b = self.bucket("gone-mid-write")
+            st, _, out = self.signed("POST", "/%s/k" % b, params=[("uploads", "")])
+            self.assertEqual(st, 200, out)
+            upload = ET.fromstring(out).findtext(NS + "UploadId")
+            xml = "<CompleteMultipartUpload>"
+            for n, data in enumerate(parts, 1):
+                st, h, out = self.signed("PUT", "/%s/k" % b, data,
+                                         params=[("partNumber", str(n)), ("uploadId", upload)])
+                self.assertEqual(st, 200, out)
+                xml += "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>" % (n, h["etag"])
+            xml = (xml + "</CompleteMultipartUpload>").encode()
+            done = {}
+
+            def complete():
+                done["r"] = self.signed("POST", "/%s/k" % b, xml, params=[("uploadId", upload)])
+            t = threading.Thread(target=complete)
+            t.start()
+            time.sleep(0.005 * rnd)
+            deleted = self.signed("DELETE", "/" + b)
+            t.join()
+            st, _, out = done["r"]
+            if st == 200:
+                self.assertIn(deleted[0], (409,), "the upload completed, and its bucket deleted")
+                self.assertEqual(self.signed("DELETE", "/%s/k" % b)[0], 204)
+                self.assertEqual(self.signed("DELETE", "/" + b)[0], 204)
+            else:
+                self.assertEqual(deleted[0], 204, deleted[2])
+                self.assertS3Error(done["r"], 404, ("NoSuchBucket", "NoSuchUpload"))
+            self.bucket(b)
+            self.assertEqual(self.list_keys(b), [])
+            self.assertEqual(self.signed("DELETE", "/" + b)[0], 204)
+        self.assertTrue(wait_for(lambda: tmp_files(self.srv.data) == [], 5))
+        self.assertTrue(wait_for(
+            lambda: os.listdir(os.path.join(self.srv.data, "multipart")) == [], 5))
+
+
 class CredentialsFileTest(S3Case):
     """Roles from a credentials file, and anonymous reads of listed buckets."""
     creds = ("AKIDADMIN", "admin-secret")
