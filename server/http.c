@@ -969,6 +969,10 @@ void server_quiesce(server *srv)
     uint64_t deadline = util_mono_ns() + srv->cfg->shutdown_timeout * 1000000000ULL;
     while (atomic_load(&srv->in_flight) > 0 && util_mono_ns() < deadline)
         usleep(10000);
+    /* time is up: copies and completions still running give up (503), not
+     * held until they are done */
+    if (atomic_load(&srv->in_flight) > 0)
+        store_cut_long(srv->st);
 }
 
 void server_stop(server *srv)

@@ -266,6 +266,8 @@ int mpu_part_write(mpu_writer *w, const void *buf, size_t len)
 {
     if (w->status != STORE_OK)
         return w->status;
+    if (store_long_cut(w->s))
+        return w->status = STORE_SHUTDOWN; /* (a stop whose time is up) */
     int rc = util_write_all(w->fd, buf, len);
     if (rc != 0)
         return w->status = store_status_of_errno(-rc);
@@ -548,6 +550,10 @@ static int copy_part(store *s, const char *id, const mpu_part *p, store_upload *
             continue;
         if (n <= 0) {
             rc = n < 0 ? STORE_IO : STORE_OK;
+            break;
+        }
+        if (store_long_cut(s)) {
+            rc = STORE_SHUTDOWN; /* (a stop whose time is up: the upload goes on after it) */
             break;
         }
         if ((rc = store_upload_write(u, buf, (size_t)n)) != STORE_OK)

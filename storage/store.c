@@ -329,6 +329,16 @@ static void append_op(store *s, op *o)
     pthread_cond_signal(&s->cv_work);
 }
 
+void store_cut_long(store *s)
+{
+    atomic_store(&s->cut_long, 1);
+}
+
+int store_long_cut(store *s)
+{
+    return atomic_load(&s->cut_long);
+}
+
 int submit_and_wait(store *s, op *o)
 {
     pthread_mutex_lock(&s->mu);

@@ -340,6 +340,11 @@ int store_reserve_part(store *s, uint64_t len);
 void store_upload_of_parts(store_upload *u, uint64_t parts_bytes);
 /* Waits until buffered last-access times are written (tests, shutdown). */
 int store_flush(store *s);
+/* From now on, long work under way (a copy into a multipart part, the copy
+ * of its parts a completion makes) stops at its next MiB with
+ * STORE_SHUTDOWN, and leaves nothing: for a stop whose time is up. */
+void store_cut_long(store *s);
+int store_long_cut(store *s);
 
 /* ---- namespaces that are created explicitly (S3 buckets) ---- */
 

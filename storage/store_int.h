@@ -138,6 +138,7 @@ struct store {
     atomic_ullong evicted_blobs, evicted_bytes, corrupt_blobs, orphans_removed;
     atomic_ullong commits, batches;
     atomic_llong mpu_bytes; /* parts of unfinished multipart uploads (store_multipart_bytes) */
+    atomic_int cut_long;    /* store_cut_long was called */
 
     /* committer-only scratch, reset per batch */
     digest_list unlink_later;

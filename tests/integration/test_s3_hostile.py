@@ -11,6 +11,7 @@ import binascii
 import datetime
 import hashlib
 import hmac
+import http.client
 import os
 import re
 import socket
@@ -1088,6 +1089,47 @@ class BucketGoneMidWriteTest(S3Case):
         self.assertTrue(wait_for(lambda: tmp_files(self.srv.data) == [], 5))
         self.assertTrue(wait_for(
             lambda: os.listdir(os.path.join(self.srv.data, "multipart")) == [], 5))
+
+
+class StopCutsLongCopiesTest(S3Case):
+    server_args = S3Case.server_args + ["--shutdown-timeout", "0s"]
+
+    def test_a_part_copy_still_running_when_the_stop_time_is_up(self):
+        """A part copy under way when SIGTERM comes, with no time given to
+        requests in flight: it stops (503, or the connection closed), keeps
+        no part, and cairnd exits 0 without waiting for it; after the
+        restart the upload is still there, and the copy sent again works."""
+        import threading
+        b = self.bucket("stop-cut")
+        src = b"the same line again, a large body that compresses well\n" * (3 << 22)
+        self.put(b, "src", src)
+        st, _, out = self.signed("POST", "/%s/dst" % b, params=[("uploads", "")])
+        self.assertEqual(st, 200, out)
+        upload = ET.fromstring(out).findtext(NS + "UploadId")
+        copy = dict(params=[("partNumber", "1"), ("uploadId", upload)],
+                    headers={"x-amz-copy-source": "/%s/src" % b})
+        got = {}
+
+        def part_copy():
+            try:
+                got["r"] = self.signed("PUT", "/%s/dst" % b, **copy)
+            except (OSError, http.client.HTTPException) as e:  # (closed: as good as a 503)
+                got["r"] = (None, {}, repr(e).encode())
+        t = threading.Thread(target=part_copy)
+        t.start()
+        folder = os.path.join(self.srv.data, "multipart", upload)
+        self.assertTrue(wait_for(lambda: any(n.startswith("tmp.") for n in os.listdir(folder)),
+                                 30), "the copy never began")
+        self.assertEqual(self.srv.stop(), 0)
+        t.join(60)
+        self.assertIn(got["r"][0], (None, 503), got["r"][2][:300])
+        self.srv.start()
+        self.assertEqual(sorted(os.listdir(folder)), ["info"])
+        st, _, out = self.signed("GET", "/%s/dst" % b, params=[("uploadId", upload)])
+        self.assertEqual(st, 200, out)
+        self.assertEqual(list(ET.fromstring(out).iter(NS + "Part")), [])
+        st, _, out = self.signed("PUT", "/%s/dst" % b, **copy)
+        self.assertEqual(st, 200, out)
 
 
 class CredentialsFileTest(S3Case):
