@@ -134,7 +134,7 @@ int s3_copy_source(request *r, store_entry *e, char etag[80], int *self, enum MH
 /* A copy source's name, read as S3 reads it (decoded, then the bucket up to
  * the first '/'): 0 with *bucket (malloc'ed, the caller frees it) and the key
  * after it; or why not. */
-enum { COPY_SOURCE_VERSION = 1, COPY_SOURCE_MALFORMED, COPY_SOURCE_MEMORY };
+enum { COPY_SOURCE_VERSION = 1, COPY_SOURCE_MALFORMED, COPY_SOURCE_ENCODING, COPY_SOURCE_MEMORY };
 int s3_copy_source_name(const char *src, char **bucket, const char **key, size_t *klen);
 /* 200 to a copy: <element> (CopyObjectResult, CopyPartResult) with its ETag
  * (hex) and the time now. */

@@ -511,8 +511,13 @@ int s3_copy_source_name(const char *src, char **bucket, const char **key, size_t
     const char *qm = strstr(p, "?versionId=");
     if (qm && strcmp(qm + 11, "null") != 0)
         return COPY_SOURCE_VERSION;
+    size_t len = qm ? (size_t)(qm - p) : strlen(p);
+    for (size_t i = 0; i < len; i++) /* a '%' not followed by two hex digits: S3 refuses it */
+        if (p[i] == '%' && (i + 2 >= len || util_hexval((unsigned char)p[i + 1]) < 0 ||
+                            util_hexval((unsigned char)p[i + 2]) < 0))
+            return COPY_SOURCE_ENCODING;
     size_t n;
-    char *dec = s3_pct_decode(p, qm ? (size_t)(qm - p) : strlen(p), 0, &n);
+    char *dec = s3_pct_decode(p, len, 0, &n);
     if (dec == NULL)
         return COPY_SOURCE_MEMORY;
     char *slash = strchr(dec, '/');
@@ -537,6 +542,8 @@ int s3_copy_source(request *r, store_entry *e, char etag[80], int *self, enum MH
     if (bad) {
         *ret = bad == COPY_SOURCE_VERSION
                    ? s3_error(r, 400, "InvalidArgument", "Invalid version id specified")
+               : bad == COPY_SOURCE_ENCODING
+                   ? s3_error(r, 400, "InvalidArgument", "Invalid copy source encoding")
                : bad == COPY_SOURCE_MEMORY
                    ? s3_error(r, 500, "InternalError", "out of memory")
                    : s3_error(r, 400, "InvalidArgument",

@@ -718,6 +718,30 @@ class KeyAndHeaderHostileTest(S3Case):
 
     RESERVED = " !\"#$%&'()*+,:;<=>?@[\\]^`{|}"
 
+    def test_copy_source_badly_encoded(self):
+        """A copy source with a '%' not followed by two hex digits: 400
+        InvalidArgument, as S3 answers, for CopyObject and UploadPartCopy,
+        and nothing stored; '%25' stands for a '%' of the key."""
+        self.put(self.b, "50%off", b"half")
+        before = self.snapshot()
+        st, _, out = self.signed("POST", "/%s/dst" % self.b, params=[("uploads", "")])
+        self.assertEqual(st, 200, out)
+        upload = ET.fromstring(out).findtext(NS + "UploadId")
+        for src in ("/keys/50%off", "/keys/50%", "/keys/50%2", "keys/50%zzoff"):
+            self.assertS3Error(self.signed("PUT", "/%s/copy" % self.b,
+                                           headers={"x-amz-copy-source": src}),
+                               400, "InvalidArgument")
+            self.assertS3Error(self.signed(
+                "PUT", "/%s/dst" % self.b, params=[("partNumber", "1"), ("uploadId", upload)],
+                headers={"x-amz-copy-source": src}), 400, "InvalidArgument")
+        self.assertEqual(self.signed("DELETE", "/%s/dst" % self.b,
+                                     params=[("uploadId", upload)])[0], 204)
+        self.assertNothingStored(before, self.b, "copy")
+        st, _, out = self.signed("PUT", "/%s/copy" % self.b,
+                                 headers={"x-amz-copy-source": "/keys/50%25off"})
+        self.assertEqual(st, 200, out)
+        self.assertEqual(self.get(self.b, "copy")[2], b"half")
+
     def test_reserved_characters_and_dot_segments(self):
         b = self.bucket("reserved")
         keys = ["c%02x-%s-end" % (ord(c), c) for c in self.RESERVED]
