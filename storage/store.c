@@ -502,15 +502,15 @@ static uint64_t incoming_bytes(store *s, MDB_txn *t, const op *list, int known)
     return n;
 }
 
-/* Is the namespace of nskey there, if it is a declared one (a name with a
- * '/', as a bucket's: see store_ns_create)?  0, RC_NO_NAMESPACE, or an LMDB
- * error.  Asked in the write's own transaction: a bucket deleted while a
- * body came must not get the key, nor a bucket made again later. */
-static int ns_there(store *s, MDB_txn *t, const char *nskey)
+/* Is the namespace of nskey there, if it is a declared one (a bucket's:
+ * see store_ns_create)?  0, RC_NO_NAMESPACE, or an LMDB error.  Asked in
+ * the write's own transaction: a bucket deleted while a body came must not
+ * get the key, nor a bucket made again later. */
+static int ns_there(store *s, MDB_txn *t, const char *nskey, size_t nklen)
 {
-    if (strchr(nskey, '/') == NULL) /* (nskey is "<ns>\0<key>": only the namespace is looked at) */
+    if (!ns_declared(nskey, nklen))
         return 0;
-    MDB_val k = {strlen(nskey), (void *)nskey}, v;
+    MDB_val k = {strlen(nskey), (void *)nskey}, v; /* (the namespace: up to the NUL) */
     int rc = mdb_get(t, s->ix.ns, &k, &v);
     return rc == MDB_NOTFOUND ? RC_NO_NAMESPACE : rc;
 }
@@ -522,7 +522,7 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
                          tier_changed_since(s, o->nskey, o->nklen, o->fill_clock)))
         return MDB_NOTFOUND; /* deleted here meanwhile: the tier's copy is stale */
     int rc;
-    if (!o->from_tier && (rc = ns_there(s, t, o->nskey)) != 0)
+    if (!o->from_tier && (rc = ns_there(s, t, o->nskey, o->nklen)) != 0)
         return rc;
     key_rec old, kr;
     int had_old = idx_get_key(t, &s->ix, o->nskey, o->nklen, &old) == 0;

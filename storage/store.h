@@ -348,10 +348,10 @@ int store_long_cut(store *s);
 
 /* ---- namespaces that are created explicitly (S3 buckets) ---- */
 
-/* A namespace whose name has a '/' in it (a bucket's, "s3/<bucket>") is
- * declared: it holds keys only while it exists.  A write into one that is
- * not there (deleted while the body came) is STORE_NO_NAMESPACE, decided in
- * the commit itself; other namespaces ("cas", "ac") need no making. */
+/* A namespace whose name begins "s3/" (a bucket's) is declared: it holds
+ * keys only while it exists.  A write into one that is not there (deleted
+ * while the body came) is STORE_NO_NAMESPACE, decided in the commit itself;
+ * other namespaces ("cas", "ac", "ac/<instance>") need no making. */
 
 /* STORE_EXISTS when the namespace exists, here or (with a cold tier) in
  * the tier, made by another node; made here when the tier cannot say. */

@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "codec.h"
@@ -162,6 +163,13 @@ int map_mdb(int rc);
 #define RC_TIER_BEHIND (-1000)
 #define RC_LATER (-1001) /* apply_put: the op goes in the next batch */
 #define RC_NO_NAMESPACE (-1002)
+
+/* Is the namespace of nskey (its first nklen bytes, "<ns>\0<key>", or a
+ * namespace's name alone) a declared one, a bucket's (see store.h)? */
+static inline int ns_declared(const char *nskey, size_t nklen)
+{
+    return nklen > 3 && memcmp(nskey, "s3/", 3) == 0;
+}
 char *make_nskey(const store *s, const char *ns, const void *key, size_t klen, size_t *out);
 MDB_txn *reader_get(store *s);
 void reader_put(store *s, MDB_txn *t);

@@ -1414,7 +1414,7 @@ static void ns_keep(store *s, const char *nskey, size_t nklen)
     const char *zero = memchr(nskey, '\0', nklen);
     size_t nl = zero ? (size_t)(zero - nskey) : 0;
     char ns[130];
-    if (nl <= 3 || nl >= sizeof ns || memcmp(nskey, "s3/", 3) != 0)
+    if (!ns_declared(nskey, nl) || nl >= sizeof ns)
         return; /* (only buckets have records) */
     memcpy(ns, nskey, nl);
     ns[nl] = '\0';
