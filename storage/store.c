@@ -502,17 +502,26 @@ static uint64_t incoming_bytes(store *s, MDB_txn *t, const op *list, int known)
     return n;
 }
 
+static int ns_has_keys_in(store *s, MDB_txn *t, const char *ns, int *has);
+
 /* Is the namespace of nskey there, if it is a declared one (a bucket's:
- * see store_ns_create)?  0, RC_NO_NAMESPACE, or an LMDB error.  Asked in
- * the write's own transaction: a bucket deleted while a body came must not
- * get the key, nor a bucket made again later. */
+ * see store_ns_create)?  0, RC_NO_NAMESPACE, or an LMDB error.  There is
+ * its record, or, as store_ns_get takes it, keys of it held here (read
+ * through the tier while the tier could not be asked for the bucket); a
+ * DeleteBucket leaves neither.  Asked in the write's own transaction: a
+ * bucket deleted while a body came must not get the key, nor a bucket
+ * made again later. */
 static int ns_there(store *s, MDB_txn *t, const char *nskey, size_t nklen)
 {
     if (!ns_declared(nskey, nklen))
         return 0;
     MDB_val k = {strlen(nskey), (void *)nskey}, v; /* (the namespace: up to the NUL) */
-    int rc = mdb_get(t, s->ix.ns, &k, &v);
-    return rc == MDB_NOTFOUND ? RC_NO_NAMESPACE : rc;
+    int has, rc = mdb_get(t, s->ix.ns, &k, &v);
+    if (rc != MDB_NOTFOUND)
+        return rc;
+    if ((rc = ns_has_keys_in(s, t, nskey, &has)) != 0)
+        return rc;
+    return has ? 0 : RC_NO_NAMESPACE;
 }
 
 static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
