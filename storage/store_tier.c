@@ -2983,9 +2983,10 @@ static void *stream_main(void *arg)
                                 : "failed its checks");
         /* readers waiting for the gate take a failure of the tier's as
          * theirs; after one of this node's, they try again (so do those of
-         * the keys that shared the stream) */
+         * the keys that shared the stream, and, when the bytes were one key
+         * record's copy, those of the other keys, whose records may be sound) */
         gate_leave(q, sj->j->id, local ? GATE_LOOK_AGAIN : GATE_FAILED);
-        stream_fail_links(q, sj->j, local ? GATE_LOOK_AGAIN : GATE_FAILED);
+        stream_fail_links(q, sj->j, local || carried ? GATE_LOOK_AGAIN : GATE_FAILED);
         fill_job_free(sj->j);
     }
     tier_fill_release(f);
