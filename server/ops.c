@@ -49,14 +49,14 @@ static enum MHD_Result status_json(request *r)
         ",\"packed_records\":%" PRIu64 ",\"pack_reads\":%" PRIu64 ",\"packs_owed\":%" PRIu64
         ",\"revalidations\":%" PRIu64 ",\"revalidated_stale\":%" PRIu64 ",\"last_error\":%s}}\n",
         CAIRN_VERSION, (util_now_ms() - r->srv->start_ms) / 1000,
-        atomic_load(&r->srv->ready) ? "true" : "false", st.keys, st.blobs, st.inline_blobs,
-        st.physical, st.logical, st.referenced, st.referenced - st.logical,
-        st.logical > st.physical ? st.logical - st.physical : 0, st.multipart_bytes, st.max_size,
-        st.high_bytes, st.low_bytes, c->max_body, st.evicted_blobs, st.evicted_bytes,
-        st.corrupt_blobs, st.orphans_removed, c->tier[0] ? "true" : "false", st.tier_queue,
-        st.tier_pending_bytes, st.tier_uploads, st.tier_upload_bytes, st.tier_upload_failures,
-        st.tier_skipped, st.tier_refreshes, st.tier_hits, st.tier_misses, st.tier_errors,
-        st.tier_fetched_bytes, st.tier_corrupt, st.tier_replaced, st.tier_packs,
+        atomic_load(&r->srv->ready) && !store_broken(r->srv->st) ? "true" : "false", st.keys,
+        st.blobs, st.inline_blobs, st.physical, st.logical, st.referenced,
+        st.referenced - st.logical, st.logical > st.physical ? st.logical - st.physical : 0,
+        st.multipart_bytes, st.max_size, st.high_bytes, st.low_bytes, c->max_body, st.evicted_blobs,
+        st.evicted_bytes, st.corrupt_blobs, st.orphans_removed, c->tier[0] ? "true" : "false",
+        st.tier_queue, st.tier_pending_bytes, st.tier_uploads, st.tier_upload_bytes,
+        st.tier_upload_failures, st.tier_skipped, st.tier_refreshes, st.tier_hits, st.tier_misses,
+        st.tier_errors, st.tier_fetched_bytes, st.tier_corrupt, st.tier_replaced, st.tier_packs,
         st.tier_pack_records, st.tier_pack_hits, st.tier_packs_owed, st.tier_revalidations,
         st.tier_revalidated_stale, last);
     return http_json(r, MHD_HTTP_OK, buf);
@@ -100,6 +100,9 @@ enum MHD_Result ops_handle(request *r, const char *data, size_t *size)
     if (r->path[1] == 'h')
         return http_text(r, MHD_HTTP_OK, "ok");
     if (r->path[1] == 'r') {
+        if (store_broken(r->srv->st))
+            return http_text(r, MHD_HTTP_SERVICE_UNAVAILABLE,
+                             "not ready: the disk failed a sync of the index (see the log)");
         if (atomic_load(&r->srv->ready))
             return http_text(r, MHD_HTTP_OK, "ready");
         return http_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready");

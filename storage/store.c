@@ -329,6 +329,21 @@ static void append_op(store *s, op *o)
     pthread_cond_signal(&s->cv_work);
 }
 
+int store_broken(store *s)
+{
+    return atomic_load(&s->broken);
+}
+
+/* The disk failed to make the index durable: no more changes (store_broken). */
+static void set_broken(store *s, int rc)
+{
+    if (!atomic_exchange(&s->broken, 1))
+        log_msg(LOG_ERROR, "store_broken",
+                "the disk failed to make the index durable (%s): changes are refused and "
+                "/readyz answers 503 from now on; restart cairnd once the disk is sound",
+                mdb_strerror(rc));
+}
+
 void store_cut_long(store *s)
 {
     atomic_store(&s->cut_long, 1);
@@ -1016,6 +1031,10 @@ static int process_batch(store *s, op *list, int attempt)
 {
     MDB_txn *t;
     idx_stats st;
+    if (store_broken(s)) {
+        finish_batch(s, list, STORE_IO);
+        return EIO;
+    }
     grow_map(s, 0);
     s->tier_kick_pending = 0;
     s->batch_evicted_blobs = s->batch_evicted_bytes = s->batch_corrupt = 0;
@@ -1114,6 +1133,8 @@ static int process_batch(store *s, op *list, int attempt)
             return process_batch(s, list, attempt + 1);
         }
         log_msg(LOG_ERROR, "index_commit_failed", "%s", mdb_strerror(rc));
+        if (rc == EIO) /* (a commit syncs its pages: the disk failed that) */
+            set_broken(s, rc);
         if (rc == ENOSPC && list->next != NULL) {
             /* A full disk.  LMDB copies on write, so deletions need new
              * pages too, and pages freed by the last transactions cannot be
@@ -1154,6 +1175,8 @@ static int process_batch(store *s, op *list, int attempt)
          * orphan is swept, a missing file would be a lost body); the ops
          * to go again still go */
         log_msg(LOG_ERROR, "index_sync_failed", "%s", mdb_strerror(rc));
+        if (rc == EIO)
+            set_broken(s, rc);
         synced = 0;
         s->unlink_later.n = 0;
         s->quarantine_later.n = 0;

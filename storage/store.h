@@ -340,6 +340,11 @@ int store_reserve_part(store *s, uint64_t len);
 void store_upload_of_parts(store_upload *u, uint64_t parts_bytes);
 /* Waits until buffered last-access times are written (tests, shutdown). */
 int store_flush(store *s);
+/* Did the disk fail to make the index durable (EIO from its sync)?  What
+ * it held back may be lost, and the index file may not hold together after
+ * a power loss: from then on every change is refused (STORE_IO) until the
+ * process starts again, and the node says it is not ready. */
+int store_broken(store *s);
 /* From now on, long work under way (a copy into a multipart part, the copy
  * of its parts a completion makes) stops at its next MiB with
  * STORE_SHUTDOWN, and leaves nothing: for a stop whose time is up. */

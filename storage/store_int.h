@@ -140,6 +140,7 @@ struct store {
     atomic_ullong commits, batches;
     atomic_llong mpu_bytes; /* parts of unfinished multipart uploads (store_multipart_bytes) */
     atomic_int cut_long;    /* store_cut_long was called */
+    atomic_int broken;      /* the disk failed a sync of the index: store_broken */
 
     /* committer-only scratch, reset per batch */
     digest_list unlink_later;

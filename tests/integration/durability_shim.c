@@ -17,9 +17,13 @@
  * as usual.  The calls watched are those cairnd and liblmdb make (`nm -D`):
  * open, openat, write, pwrite, writev, pwritev, fsync, fdatasync, rename,
  * renameat, link, linkat, mkdir, and send, sendto, sendmsg for the answers.
+ *
+ * A disk that fails: while the file $CAIRN_SHIM_FAIL_SYNC names exists, an
+ * fsync or fdatasync of a file followed fails with EIO, and leaves it dirty.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -273,8 +277,24 @@ ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
     return r;
 }
 
+/* Is the disk to fail a sync of fd (see the top)? */
+static int sync_fails(int fd)
+{
+    const char *flag = getenv("CAIRN_SHIM_FAIL_SYNC");
+    if (flag == NULL || fd < 0 || fd >= MAX_FD || access(flag, F_OK) != 0)
+        return 0;
+    pthread_mutex_lock(&mu);
+    int followed = fds[fd].used;
+    pthread_mutex_unlock(&mu);
+    return followed;
+}
+
 int fsync(int fd)
 {
+    if (sync_fails(fd)) {
+        errno = EIO;
+        return -1;
+    }
     int r = REAL(fsync)(fd);
     synced(fd, r);
     return r;
@@ -282,6 +302,10 @@ int fsync(int fd)
 
 int fdatasync(int fd)
 {
+    if (sync_fails(fd)) {
+        errno = EIO;
+        return -1;
+    }
     int r = REAL(fdatasync)(fd);
     synced(fd, r);
     return r;

@@ -428,6 +428,55 @@ class PowerLossTest(unittest.TestCase):
         self.assertEqual(sorted(set(dirty)), [], "answered while these were not on disk")
 
 
+class DiskFailsTest(unittest.TestCase):
+    """A disk that fails a sync of the index (EIO): the write is refused, and
+    so is every change after it, even once the disk answers again, while
+    reads go on; the node says it is not ready; cairnd exits 0 on SIGTERM,
+    and starts again sound."""
+
+    def test_a_failed_sync_of_the_index_stops_all_changes(self):
+        shim = os.path.join(ROOT, "build", "test", "lib", "durability_shim.so")
+        if not os.path.exists(shim):
+            self.skipTest("build/test/lib/durability_shim.so is not built (make test builds it)")
+        data = tempfile.mkdtemp(prefix="cairn-test-")
+        flag = data + ".fail"
+        self.addCleanup(lambda: [shutil.rmtree(data, ignore_errors=True)] +
+                        [os.remove(p) for p in (flag, data + ".log") if os.path.exists(p)])
+        srv = Server(data=data, env={
+            "LD_PRELOAD": shim, "CAIRN_SHIM_DIR": data + "/", "CAIRN_SHIM_FAIL_SYNC": flag,
+            "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:verify_asan_link_order=0"})
+        try:
+            bodies = [os.urandom(1000) for _ in range(3)]  # (in the index itself)
+            keys = ["/cas/" + hashlib.sha256(b).hexdigest() for b in bodies]
+            self.assertEqual(srv.request("PUT", keys[0], bodies[0])[0], 200)
+            self.assertEqual(srv.request("GET", "/readyz")[0], 200)
+            open(flag, "w").close()
+            st, _, out = srv.request("PUT", keys[1], bodies[1])
+            self.assertEqual(st, 500, out)
+            os.remove(flag)  # the disk answers again: changes stay refused
+            self.assertEqual(srv.request("PUT", keys[2], bodies[2])[0], 500)
+            self.assertEqual(srv.request("DELETE", keys[0])[0], 500)
+            self.assertEqual(srv.request("PUT", "/failbucket")[0], 500)
+            self.assertEqual(srv.request("GET", "/readyz")[0], 503)
+            self.assertEqual(srv.request("GET", "/healthz")[0], 200)
+            self.assertEqual(srv.status()["ready"], False)
+            self.assertEqual(srv.request("GET", keys[0])[2], bodies[0])  # reads go on
+            for k in keys[1:]:
+                self.assertEqual(srv.request("GET", k)[0], 404)
+            self.assertIn('"event":"store_broken"', srv.read_log())
+        finally:
+            rc = srv.stop()
+        self.assertEqual(rc, 0, srv.read_log()[-3000:])
+        srv.start()
+        try:
+            self.assertEqual(srv.request("GET", "/readyz")[0], 200)
+            self.assertEqual(srv.request("GET", keys[0])[2], bodies[0])
+            self.assertEqual(srv.request("PUT", keys[1], bodies[1])[0], 200)
+        finally:
+            rc = srv.stop()
+        self.assertEqual(rc, 0, srv.read_log()[-3000:])
+
+
 class MultipartRestartTest(unittest.TestCase):
     """What a crash leaves in multipart/: at the next start, a completion cut
     short gives its upload back (it can be completed or aborted), and a
