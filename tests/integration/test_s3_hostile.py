@@ -1125,7 +1125,7 @@ class StopCutsLongCopiesTest(S3Case):
         restart the upload is still there, and the copy sent again works."""
         import threading
         b = self.bucket("stop-cut")
-        src = b"the same line again, a large body that compresses well\n" * (3 << 22)
+        src = b"the same line again, a large body that compresses well\n" * (1 << 22)  # 220 MiB
         self.put(b, "src", src)
         st, _, out = self.signed("POST", "/%s/dst" % b, params=[("uploads", "")])
         self.assertEqual(st, 200, out)
