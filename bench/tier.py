@@ -100,15 +100,18 @@ def save(name, lines):
 
 
 def teardown(nodes, moto, work):
-    """Stops the nodes and moto, and removes the work folder."""
+    """Stops the nodes and moto (if started), and removes the work folder (if
+    given)."""
     for nd in nodes:
         try:
             nd.stop()
         except Exception:
             pass
-    moto.terminate()
-    moto.wait(30)
-    shutil.rmtree(work, ignore_errors=True)
+    if moto is not None:
+        moto.terminate()
+        moto.wait(30)
+    if work is not None:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def start_moto():
@@ -117,6 +120,30 @@ def start_moto():
     proc = subprocess.Popen(["moto_server", "-p", str(port)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     return proc, "http://127.0.0.1:%d" % port
+
+
+def moto_and_node(work, name, prefix):
+    """moto_server with the buckets "bench" (the node's tier, under prefix)
+    and "direct" (the same objects, for the client to read straight), and a
+    node over it, its folder work/name, with a bucket "objs": (moto's process,
+    moto's URL, a client of moto, the node, a client of the node).  What it
+    started is stopped again if it fails."""
+    moto, url = start_moto()
+    node = None
+    try:
+        wait_http(url)
+        m = client(url)
+        m.create_bucket(Bucket="bench")
+        m.create_bucket(Bucket="direct")
+        data = os.path.join(work, name)
+        os.mkdir(data)
+        node = Node(data, url, prefix)
+        c = client(node.url)
+        c.create_bucket(Bucket="objs")
+    except BaseException:
+        teardown([node] if node else [], moto, None)
+        raise
+    return moto, url, m, node, c
 
 
 class Node:
@@ -347,26 +374,16 @@ def main():
     if PIN:  # this process (the client) and moto_server, which inherits it
         os.sched_setaffinity(0, CLIENT_CPUS)
     work = tempfile.mkdtemp(prefix="cairn-tierbench-")
-    moto, moto_url = start_moto()
-    nodes = []
+    moto, nodes = None, []
     try:
-        wait_http(moto_url)
-        m = client(moto_url)
-        m.create_bucket(Bucket="bench")
-        m.create_bucket(Bucket="direct")
+        moto, moto_url, m, a, ca = moto_and_node(work, "a", "read")
+        nodes.append(a)
         objs = bodies(n, rng)
         part = os.environ.get("SIZES", "all")  # small: only those <= 64 KiB; large: the rest
         if part != "all":
             objs = [b for b in objs if (len(b) <= 64 * KIB) == (part == "small")]
         total = sum(len(b) for b in objs)
         keys = [("obj/%05d" % i, hashlib.sha256(b).hexdigest()) for i, b in enumerate(objs)]
-
-        data = os.path.join(work, "a")
-        os.mkdir(data)
-        a = Node(data, moto_url, "read")
-        nodes.append(a)
-        ca = client(a.url)
-        ca.create_bucket(Bucket="objs")
         for (k, _), b in zip(keys, objs):
             ca.put_object(Bucket="objs", Key=k, Body=b)
             m.put_object(Bucket="direct", Key=k, Body=b)

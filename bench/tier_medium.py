@@ -44,19 +44,10 @@ def bodies():
 def one_build(binary, objs):
     tier.CAIRND = binary
     work = tempfile.mkdtemp(prefix="cairn-tiermed-")
-    moto, url = tier.start_moto()
-    nodes = []
+    moto, nodes = None, []
     try:
-        tier.wait_http(url)
-        m = tier.client(url)
-        m.create_bucket(Bucket="bench")
-        m.create_bucket(Bucket="direct")
-        data = os.path.join(work, "a")
-        os.mkdir(data)
-        a = tier.Node(data, url, "read")
+        moto, _, m, a, ca = tier.moto_and_node(work, "a", "read")
         nodes.append(a)
-        ca = tier.client(a.url)
-        ca.create_bucket(Bucket="objs")
         for i, (_, b) in enumerate(objs):
             ca.put_object(Bucket="objs", Key="k%d" % i, Body=b)
             m.put_object(Bucket="direct", Key="k%d" % i, Body=b)

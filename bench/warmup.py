@@ -50,19 +50,10 @@ def main():
     big = int(os.environ.get("BIG_MIB", "256")) * MIB
     rng = random.Random(6)
     work = tempfile.mkdtemp(prefix="cairn-warmbench-")
-    moto, moto_url = tb.start_moto()
-    node = None
+    moto, node = None, None
     rows = []
     try:
-        tb.wait_http(moto_url)
-        m = tb.client(moto_url)
-        m.create_bucket(Bucket="bench")
-        m.create_bucket(Bucket="direct")
-        data = os.path.join(work, "node")
-        os.mkdir(data)
-        node = tb.Node(data, moto_url, "warm")
-        c = tb.client(node.url)
-        c.create_bucket(Bucket="objs")
+        moto, moto_url, m, node, c = tb.moto_and_node(work, "node", "warm")
         sets = [("small", n_small, 64 * KIB), ("big", n_big, big)]
         items = {}
         for name, n, size in sets:

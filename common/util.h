@@ -35,6 +35,9 @@ int util_parse_bool(const char *s, int *out);
 
 uint64_t util_now_ms(void);  /* wall clock, milliseconds since the epoch */
 uint64_t util_mono_ns(void); /* monotonic clock, nanoseconds */
+/* FNV-1a (64 bits) of n bytes: a cheap hash for tables and lock stripes,
+ * not for anything an attacker picks to collide. */
+uint64_t util_fnv1a(const void *p, size_t n);
 
 /* write() until done or error; returns 0 or -errno. */
 int util_write_all(int fd, const void *buf, size_t len);

@@ -51,7 +51,6 @@ static enum MHD_Result no_such_upload(request *r)
                     "upload may have been aborted or completed.");
 }
 
-/* The upload named by ?uploadId, which must belong to this bucket and key. */
 /* The answer to a store status of an upload's part or completion:
  * STORE_NOTFOUND is the upload gone (no_such_upload). */
 static enum MHD_Result upload_error(request *r, int st)
@@ -59,6 +58,7 @@ static enum MHD_Result upload_error(request *r, int st)
     return st == STORE_NOTFOUND ? no_such_upload(r) : s3_store_error(r, st);
 }
 
+/* The upload named by ?uploadId, which must belong to this bucket and key. */
 static int load_upload(request *r, mpu_info *info)
 {
     s3_req *s = r->fe;

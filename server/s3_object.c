@@ -512,14 +512,17 @@ int s3_copy_source_name(const char *src, char **bucket, const char **key, size_t
     if (qm && strcmp(qm + 11, "null") != 0)
         return COPY_SOURCE_VERSION;
     size_t len = qm ? (size_t)(qm - p) : strlen(p);
-    for (size_t i = 0; i < len; i++) /* a '%' not followed by two hex digits: S3 refuses it */
-        if (p[i] == '%' && (i + 2 >= len || util_hexval((unsigned char)p[i + 1]) < 0 ||
-                            util_hexval((unsigned char)p[i + 2]) < 0))
-            return COPY_SOURCE_ENCODING;
-    size_t n;
-    char *dec = s3_pct_decode(p, len, 0, &n);
+    char *dec = malloc(len + 1);
     if (dec == NULL)
         return COPY_SOURCE_MEMORY;
+    /* (S3 refuses a '%' not followed by two hex digits) */
+    ssize_t got = util_pct_decode(p, len, (uint8_t *)dec, len);
+    if (got < 0) {
+        free(dec);
+        return COPY_SOURCE_ENCODING;
+    }
+    size_t n = (size_t)got;
+    dec[n] = '\0';
     char *slash = strchr(dec, '/');
     if (slash == NULL || slash[1] == '\0') {
         free(dec);

@@ -200,10 +200,7 @@ static void commit_locks_init(void)
 static pthread_mutex_t *commit_lock(const char *dir)
 {
     pthread_once(&commit_once, commit_locks_init);
-    uint32_t h = 2166136261u; /* FNV-1a of the upload's folder */
-    for (const char *p = dir; *p; p++)
-        h = (h ^ (uint8_t)*p) * 16777619u;
-    return &commit_mu[h % COMMIT_LOCKS];
+    return &commit_mu[util_fnv1a(dir, strlen(dir)) % COMMIT_LOCKS];
 }
 
 #define GONE_CHECK_EVERY (64u << 20) /* bytes of a part between looks at its upload */
@@ -212,9 +209,6 @@ static pthread_mutex_t *commit_lock(const char *dir)
  * its info to CLOSING (the others find no upload).  A completion that fails
  * gives it back (release). */
 #define CLOSING "info.closing"
-
-struct mpu_writer;
-static int upload_gone(const struct mpu_writer *w);
 
 struct mpu_writer {
     store *s;
@@ -229,6 +223,15 @@ struct mpu_writer {
     int finished;
     uint8_t digest[16];
 };
+
+/* Has the upload w writes a part of gone (aborted, completed or expired:
+ * remove_upload takes its info first)? */
+static int upload_gone(const mpu_writer *w)
+{
+    char info[PATH_MAX + 8];
+    snprintf(info, sizeof info, "%s/info", w->dir);
+    return access(info, F_OK) != 0 && errno == ENOENT;
+}
 
 int mpu_part_begin(store *s, const char *id, int number, mpu_writer **out)
 {
@@ -278,15 +281,6 @@ int mpu_part_write(mpu_writer *w, const void *buf, size_t len)
         w->status = STORE_NOTFOUND;
     w->size += len;
     return w->status;
-}
-
-/* Has the upload w writes a part of gone (aborted, completed or expired:
- * remove_upload takes its info first)? */
-static int upload_gone(const mpu_writer *w)
-{
-    char info[PATH_MAX + 8];
-    snprintf(info, sizeof info, "%s/info", w->dir);
-    return access(info, F_OK) != 0 && errno == ENOENT;
 }
 
 void mpu_part_abort(mpu_writer *w)

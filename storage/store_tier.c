@@ -258,16 +258,6 @@ static void sha256_of(const void *p, size_t n, uint8_t out[32])
     EVP_Digest(p, n, out, &len, cksum_md_sha256(), NULL);
 }
 
-/* FNV-1a: a cheap hash for the tables of what was done lately (not SHA-256:
- * one runs on every hit). */
-static uint64_t fnv1a(const void *p, size_t n)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ ((const uint8_t *)p)[i]) * 1099511628211ull;
-    return h;
-}
-
 static void tq_key(char type, const void *name, size_t len, uint8_t out[TQ_KEYLEN])
 {
     out[0] = (uint8_t)type;
@@ -1418,7 +1408,7 @@ static void ns_keep(store *s, const char *nskey, size_t nklen)
         return; /* (only buckets have records) */
     memcpy(ns, nskey, nl);
     ns[nl] = '\0';
-    uint64_t h = fnv1a(ns, nl), now = util_now_ms(),
+    uint64_t h = util_fnv1a(ns, nl), now = util_now_ms(),
              every = s->cfg.tier_refresh_ms ? s->cfg.tier_refresh_ms : NS_KEEP_MS;
     /* its slot in a set of NS_KEPT_WAYS, else the set's oldest (taken over) */
     unsigned set = (unsigned)((h >> 8) % (NS_KEPT_SLOTS / NS_KEPT_WAYS)) * NS_KEPT_WAYS, i = set;
@@ -3458,7 +3448,7 @@ static atomic_ullong *reval_slot(tier_state *q, uint32_t h, uint64_t *v, uint32_
 
 static uint32_t reval_hash(const char *nskey, size_t nklen)
 {
-    return (uint32_t)(fnv1a(nskey, nklen) >> 32) | 1; /* (never 0: an empty slot) */
+    return (uint32_t)(util_fnv1a(nskey, nklen) >> 32) | 1; /* (never 0: an empty slot) */
 }
 
 /* A key whose record was just read from the tier is as current as a check

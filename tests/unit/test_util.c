@@ -1,6 +1,6 @@
 /*
  * test_util.c - common/util: %XX decoding (items, key record names), the
- * byte order of keys, and growing arrays.
+ * byte order of keys, growing arrays, and FNV-1a.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -84,13 +84,21 @@ static void test_memdup(void **state)
     free(d);
 }
 
+static void test_fnv1a(void **state)
+{
+    (void)state;
+    /* the published FNV-1a 64-bit vectors */
+    assert_true(util_fnv1a("", 0) == 0xcbf29ce484222325ull);
+    assert_true(util_fnv1a("a", 1) == 0xaf63dc4c8601ec8cull);
+    assert_true(util_fnv1a("foobar", 6) == 0x85944171f73967e8ull);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pct_decode),
-        cmocka_unit_test(test_bytes_cmp),
-        cmocka_unit_test(test_grow),
-        cmocka_unit_test(test_memdup),
+        cmocka_unit_test(test_pct_decode), cmocka_unit_test(test_bytes_cmp),
+        cmocka_unit_test(test_grow),       cmocka_unit_test(test_memdup),
+        cmocka_unit_test(test_fnv1a),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
