@@ -3,6 +3,8 @@ text and random bytes apart: when the answer's headers come, and the whole
 answer, straight from moto_server and through a cairnd node over it.
 
     python3 bench/tier_medium.py [CAIRND ...]     (N=60 objects, ROUNDS=2)
+    LO_KIB=4096 HI_MIB=64 N=10 python3 bench/tier_medium.py ...   (another class:
+                                                  bench/tier.py's largest)
 
 Text of this size is stored zstd-compressed small enough to ride in its key
 record (one request to the tier); random bytes need the record, then the
@@ -23,13 +25,14 @@ import tier  # noqa: E402  (the bench's moto, node and client helpers)
 
 N = int(os.environ.get("N", "60"))
 ROUNDS = int(os.environ.get("ROUNDS", "2"))
-LO, HI = 64 * 1024, 4 << 20
+LO = int(os.environ.get("LO_KIB", "64")) * 1024
+HI = int(os.environ.get("HI_MIB", "4")) << 20
 
 
 def bodies():
     rng = random.Random(2)
     text = b"".join(b"line %08d of a build log: compiling module, linking\n" % i
-                    for i in range(200000))
+                    for i in range(HI // 56 + 1000))
     out = []
     for i in range(N):
         size = rng.randint(LO, HI)
