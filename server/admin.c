@@ -120,7 +120,10 @@ typedef struct keyset {
     item *v;
     size_t n, cap, limit;
     int over, oom;
-    atomic_int *cancel; /* the job's: a stopped job stops listing */
+    atomic_int *cancel;    /* the job's: a stopped job stops listing */
+    const request *client; /* one that waits for the list: it stops once it has gone */
+    uint64_t looked;       /* when its socket was last looked at */
+    int gone;
 } keyset;
 
 static int item_cmp(const void *a, const void *b)
@@ -150,6 +153,13 @@ static int keyset_add(keyset *k, const void *key, size_t klen)
 {
     if (k->cancel && atomic_load(k->cancel))
         return 1; /* what was listed is dropped with the job */
+    if (k->client && util_mono_ns() - k->looked > 1000000000ull) {
+        k->looked = util_mono_ns(); /* (a peek at its socket, once a second) */
+        if (http_client_gone(k->client)) {
+            k->gone = 1;
+            return 1;
+        }
+    }
     if (k->n >= 2 * k->limit) {
         keyset_compact(k); /* the limit counts keys, not where they were found */
         if (k->n > k->limit) {
@@ -223,8 +233,8 @@ static const char *prefix_split(const char *spec, char ns[S3_NS_MAX])
 /* The keys under spec (BUCKET[/PREFIX]) that this node holds, and that its
  * cold tier holds (written by any node), in byte order, each once.  0, or
  * an HTTP status with msg. */
-static int prefix_keys(store *st, const char *spec, uint64_t limit, atomic_int *cancel, keyset *k,
-                       char *msg, size_t cap)
+static int prefix_keys(store *st, const char *spec, uint64_t limit, atomic_int *cancel,
+                       const request *client, keyset *k, char *msg, size_t cap)
 {
     char ns[S3_NS_MAX];
     const char *prefix = prefix_split(spec, ns);
@@ -238,6 +248,7 @@ static int prefix_keys(store *st, const char *spec, uint64_t limit, atomic_int *
     k->plen = strlen(k->prefix);
     k->limit = (size_t)limit;
     k->cancel = cancel;
+    k->client = client;
     /* (a bucket this node never had lists nothing here, and its keys from
      * the tier) */
     int rc = store_list(st, ns, k->prefix, k->plen, 0, keyset_local, k), in_tier = 0;
@@ -246,7 +257,10 @@ static int prefix_keys(store *st, const char *spec, uint64_t limit, atomic_int *
         in_tier = 1;
     }
     int status = 0;
-    if (k->oom) {
+    if (k->gone) {
+        snprintf(msg, cap, "the client went away");
+        status = 499; /* (nobody reads it: logged as such) */
+    } else if (k->oom) {
         snprintf(msg, cap, "out of memory");
         status = 500;
     } else if (k->over) {
@@ -424,7 +438,7 @@ static void *lister_main(void *arg)
     keyset k = {0};
     char msg[160];
     int status =
-        j->spec ? prefix_keys(j->st, j->spec, j->limit, &j->cancel, &k, msg, sizeof msg) : 0;
+        j->spec ? prefix_keys(j->st, j->spec, j->limit, &j->cancel, NULL, &k, msg, sizeof msg) : 0;
     if (status) {
         snprintf(j->error, sizeof j->error, "%s", msg);
         log_msg(LOG_WARN, "warmup_failed", "job %u: %s", j->id, msg);
@@ -805,9 +819,11 @@ static enum MHD_Result keys(request *r)
         return admin_error(r, 400, "prefix=BUCKET[/PREFIX] is required");
     if (limit_param(r, &limit) != 0)
         return admin_error(r, 400, "limit must be 1 to 100000000");
+    if (http_client_gone(r))
+        return admin_error(r, 499, "the client went away"); /* (while it waited for a thread) */
     keyset k;
     char msg[160];
-    int status = prefix_keys(r->srv->st, spec, limit, NULL, &k, msg, sizeof msg);
+    int status = prefix_keys(r->srv->st, spec, limit, NULL, r, &k, msg, sizeof msg);
     if (status)
         return admin_error(r, status, msg);
     buf b = {0};

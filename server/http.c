@@ -518,6 +518,20 @@ static void watch_remove(request *r)
     pthread_mutex_unlock(&l->mu);
 }
 
+/* Has the client closed the connection on fd (or is it broken)?  Data it
+ * sent that nobody read yet is not a close. */
+static int peer_closed(int fd)
+{
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+int http_client_gone(const request *r)
+{
+    return r->watched && peer_closed(r->fd);
+}
+
 static void watch_sweep(watch_list *l)
 {
     pthread_mutex_lock(&l->mu);
@@ -530,9 +544,7 @@ static void watch_sweep(watch_list *l)
             r->watch_still = 1;
             continue;
         }
-        char c;
-        ssize_t n = recv(r->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+        if (peer_closed(r->fd)) {
             log_msg(LOG_DEBUG, "http",
                     "client closed before its request came whole (%llu bytes "
                     "of body)",

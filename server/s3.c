@@ -881,8 +881,12 @@ static enum MHD_Result first_call(request *r)
         op == OP_ADMIN || op == OP_LIST_BUCKETS ||
         (op == OP_PUT_OBJECT && (http_header(r, "If-None-Match") || http_header(r, "If-Match"))))
         r->offload_last = 1;
-    r->offload_long =
-        op == OP_DELETE_OBJECTS || op == OP_COMPLETE_MULTIPART || op == OP_UPLOAD_PART_COPY;
+    /* listings of the tier (a page at a time, each with the tier's whole
+     * timeout) are long too: however many there are, they leave half the
+     * offload threads to cold reads */
+    r->offload_long = op == OP_DELETE_OBJECTS || op == OP_COMPLETE_MULTIPART ||
+                      op == OP_UPLOAD_PART_COPY || op == OP_LIST_BUCKETS ||
+                      (op == OP_ADMIN && s->key && strcmp(s->key, "keys") == 0);
     if (s->op == OP_NOT_IMPLEMENTED)
         return s3_error(r, 501, "NotImplemented",
                         "A header or query you provided implies functionality that is not "

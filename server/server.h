@@ -131,6 +131,9 @@ enum MHD_Result http_text(request *r, unsigned status, const char *msg);
 enum MHD_Result http_json(request *r, unsigned status, const char *json);
 const char *http_header(request *r, const char *name);
 int http_is(request *r, const char *method);
+/* Has r's client closed its connection?  For a handler that works long
+ * (on an offload thread) for a client that may have given up. */
+int http_client_gone(const request *r);
 /* Does the Accept-Encoding header accept coding (with a q-value above 0)? */
 int http_accepts_encoding(request *r, const char *coding);
 /* The request's Range, or NULL: also NULL when an If-Range names another

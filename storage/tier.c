@@ -1701,8 +1701,9 @@ typedef struct list_state {
     void *arg;
     char text[1100]; /* the text of the element being read */
     size_t tlen;
-    int in_contents, stopped, truncated, error, depth, overflow;
+    int in_contents, stopped, truncated, error, depth, overflow, backwards;
     char name[1100], etag[TIER_ETAG_CAP]; /* of the <Contents> being read */
+    char last[1100]; /* the last name listed: S3 lists in order, so each is past it */
     uint64_t size;
     int64_t mtime;
     char token[1100]; /* NextContinuationToken */
@@ -1746,7 +1747,11 @@ static void XMLCALL ls_end(void *ud, const XML_Char *name)
     if (strcmp(ln, "Contents") == 0) {
         l->in_contents = 0;
         tier_object o = {l->name, l->etag, l->size, l->mtime};
-        if (!l->stopped && l->name[0] && l->each(l->arg, &o) != 0)
+        if (l->name[0] && l->last[0] && strcmp(l->name, l->last) <= 0)
+            l->backwards = 1; /* (strcmp: bytes as unsigned, S3's order) */
+        else if (l->name[0])
+            memcpy(l->last, l->name, strlen(l->name) + 1);
+        if (!l->stopped && !l->backwards && l->name[0] && l->each(l->arg, &o) != 0)
             l->stopped = 1;
     } else if (l->in_contents && strcmp(ln, "Key") == 0) {
         if (l->tlen > l->skip)
@@ -1800,6 +1805,7 @@ int tier_list_objects(tier *t, const char *prefix, const char *delimiter,
     if (delimiter)
         uri_encode(delimiter, enc_delim, sizeof enc_delim, 0);
     list_state l = {.skip = strlen(t->prefix) + (t->prefix[0] ? 1 : 0), .each = each, .arg = arg};
+    char last_token[sizeof l.token] = "";
     for (;;) {
         uri_encode(l.token, enc_token, sizeof enc_token, 0);
         /* the parameters in canonical (sorted) order */
@@ -1822,10 +1828,20 @@ int tier_list_objects(tier *t, const char *prefix, const char *delimiter,
         free(x.out);
         if (!ok || l.error || l.overflow)
             return TIER_BAD;
+        if (l.backwards || (l.truncated && strcmp(l.token, last_token) == 0)) {
+            /* a page that names what came before, or the same token again:
+             * a listing that would go round for ever */
+            log_msg(LOG_WARN, "tier_list_failed",
+                    "the listing of %s does not go forward (a name or a continuation token "
+                    "came again)",
+                    full);
+            return TIER_BAD;
+        }
         if (l.stopped || !l.truncated)
             return TIER_OK;
         if (!l.token[0])
             return TIER_BAD; /* truncated, but no way on */
+        memcpy(last_token, l.token, sizeof last_token);
     }
 }
 
