@@ -450,11 +450,14 @@ void metrics_render(server *srv, buf *b)
             st.tier_fetched_bytes);
         head(b, "cairn_tier_revalidations_total", "counter",
              "Keys held here checked against the tier (--tier-revalidate), by result "
-             "(stale: another node had changed or deleted the key; the copy here was dropped).");
+             "(stale: another node had changed or deleted the key; the copy here was dropped; "
+             "lost: the tier had no record of it; it went up again).");
         buf_printf(b, "cairn_tier_revalidations_total{result=\"current\"} %" PRIu64 "\n",
-                   st.tier_revalidations - st.tier_revalidated_stale);
+                   st.tier_revalidations - st.tier_revalidated_stale - st.tier_revalidated_lost);
         buf_printf(b, "cairn_tier_revalidations_total{result=\"stale\"} %" PRIu64 "\n",
                    st.tier_revalidated_stale);
+        buf_printf(b, "cairn_tier_revalidations_total{result=\"lost\"} %" PRIu64 "\n",
+                   st.tier_revalidated_lost);
         one(b, "cairn_tier_packs_total", "counter",
             "Packs of small key records sent to the tier (for warmups).", st.tier_packs);
         one(b, "cairn_tier_packed_records_total", "counter", "Key records in those packs.",

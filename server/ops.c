@@ -47,7 +47,8 @@ static enum MHD_Result status_json(request *r)
         ",\"misses\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"fetched_bytes\":%" PRIu64
         ",\"corrupt\":%" PRIu64 ",\"replaced\":%" PRIu64 ",\"packs\":%" PRIu64
         ",\"packed_records\":%" PRIu64 ",\"pack_reads\":%" PRIu64 ",\"packs_owed\":%" PRIu64
-        ",\"revalidations\":%" PRIu64 ",\"revalidated_stale\":%" PRIu64 ",\"last_error\":%s}}\n",
+        ",\"revalidations\":%" PRIu64 ",\"revalidated_stale\":%" PRIu64
+        ",\"revalidated_lost\":%" PRIu64 ",\"last_error\":%s}}\n",
         CAIRN_VERSION, (util_now_ms() - r->srv->start_ms) / 1000,
         atomic_load(&r->srv->ready) && !store_broken(r->srv->st) ? "true" : "false", st.keys,
         st.blobs, st.inline_blobs, st.physical, st.logical, st.referenced,
@@ -58,7 +59,7 @@ static enum MHD_Result status_json(request *r)
         st.tier_upload_failures, st.tier_skipped, st.tier_refreshes, st.tier_hits, st.tier_misses,
         st.tier_errors, st.tier_fetched_bytes, st.tier_corrupt, st.tier_replaced, st.tier_packs,
         st.tier_pack_records, st.tier_pack_hits, st.tier_packs_owed, st.tier_revalidations,
-        st.tier_revalidated_stale, last);
+        st.tier_revalidated_stale, st.tier_revalidated_lost, last);
     return http_json(r, MHD_HTTP_OK, buf);
 }
 

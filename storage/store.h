@@ -238,6 +238,7 @@ typedef struct store_stats {
     uint64_t commits, commit_batches;      /* since start */
     /* the cold tier */
     uint64_t tier_revalidations, tier_revalidated_stale; /* checks of keys held here; dropped */
+    uint64_t tier_revalidated_lost;                      /* ... not in the tier: put back */
     uint64_t tier_queue, tier_pending_bytes;      /* queue entries; blob bytes not yet there */
     uint64_t tier_uploads, tier_upload_bytes;     /* since start */
     uint64_t tier_upload_failures;                /* attempts that failed, since start */

@@ -35,6 +35,7 @@ enum op_kind {
     OP_TIER_DONE,  /* a queue entry was carried out */
     OP_TIER_RETRY, /* ... failed: try again later */
     OP_TIER_HURRY, /* the tier is back: every waiting entry is due now */
+    OP_TIER_OWE,   /* the tier lost the record of a key held here: owe it again */
 };
 
 typedef struct op {
@@ -74,6 +75,9 @@ typedef struct op {
     /* from the cold tier: no upload is queued, the blob is marked as in the
      * tier, and the key keeps the writer's time */
     int from_tier;
+    /* ... of a key held here with the same body, written again elsewhere:
+     * only its time and metadata change, if its time here is still this */
+    uint64_t retime_from;
     /* OP_NS_CREATE from the tier: its date and settings replace those of
      * the namespace here (made here while the tier could not be asked);
      * one not here (deleted since) is not made */
@@ -207,6 +211,9 @@ int tier_blob_dropped(store *s, MDB_txn *t, idx_stats *st, const uint8_t d[32]);
 /* May eviction drop this blob?  Only when the tier holds it and its keys. */
 int tier_evictable(store *s, MDB_txn *t, const uint8_t d[32], const blob_rec *b);
 int tier_apply(store *s, MDB_txn *t, idx_stats *st, op *o);
+/* OP_TIER_OWE: the record of key o->nskey, as written at o->mtime_ms, and
+ * its blob if that does not ride in it, are queued for the tier again. */
+int tier_owe(store *s, MDB_txn *t, idx_stats *st, op *o);
 /* flush_touches: a blob was read; may queue a refresh and change b->tier_time. */
 int tier_touched(store *s, MDB_txn *t, const uint8_t d[32], blob_rec *b);
 /* Wakes the workers after a commit that queued work. */

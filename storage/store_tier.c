@@ -214,7 +214,7 @@ typedef struct tier_state {
     int reval_stop;
     unsigned reval_started;
     pthread_t reval_threads[REVAL_THREADS];
-    atomic_ullong revalidations, revalidated_stale;
+    atomic_ullong revalidations, revalidated_stale, revalidated_lost;
     /* Blobs whose tier copy failed its checks here lately (bad_note) */
     pthread_mutex_t bad_mu;
     struct {
@@ -514,6 +514,32 @@ int tier_apply(store *s, MDB_txn *t, idx_stats *st, op *o)
         st->tier_pending -= r.bytes < st->tier_pending ? r.bytes : st->tier_pending;
     }
     return idx_tq_del(t, &s->ix, o->nskey, TQ_KEYLEN);
+}
+
+int tier_owe(store *s, MDB_txn *t, idx_stats *st, op *o)
+{
+    key_rec kr;
+    blob_rec b;
+    int rc = idx_get_key(t, &s->ix, o->nskey, o->nklen, &kr);
+    if (rc == MDB_NOTFOUND || (rc == 0 && kr.mtime_ms != o->mtime_ms))
+        return 0; /* changed here since the check: that change is owed already */
+    if (rc != 0 || (rc = idx_get_blob(t, &s->ix, kr.digest, &b)) != 0)
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    if (tq_has(s, t, TQ_KEY, o->nskey, o->nklen) || tq_has(s, t, TQ_KEY_DEL, o->nskey, o->nklen))
+        return 0;
+    if (b.tier && b.stored > EMBED_MAX) {
+        /* the blob may be gone with the record: upload_blob looks for it
+         * first; the record waits for it, and the copy here stays */
+        b.tier = 0;
+        if ((rc = idx_put_blob(t, &s->ix, kr.digest, &b)) != 0)
+            return rc;
+        if (!tq_has(s, t, TQ_BLOB, kr.digest, 32)) {
+            if ((rc = enqueue(s, t, TQ_BLOB, kr.digest, 32, b.stored)) != 0)
+                return rc;
+            st->tier_pending += b.stored;
+        }
+    }
+    return enqueue(s, t, TQ_KEY, o->nskey, o->nklen, 0);
 }
 
 /* A blob was read: when the tier's copy is older than tier_refresh_ms, queue
@@ -1892,6 +1918,7 @@ void tier_stats(store *s, store_stats *st)
     st->tier_replaced = atomic_load(&q->replaced);
     st->tier_revalidations = atomic_load(&q->revalidations);
     st->tier_revalidated_stale = atomic_load(&q->revalidated_stale);
+    st->tier_revalidated_lost = atomic_load(&q->revalidated_lost);
     tier_last_failure(q->t, st->tier_last_error, sizeof st->tier_last_error,
                       &st->tier_last_error_ms);
     for (int k = 0; k < 2; k++) {
@@ -3493,7 +3520,7 @@ void tier_revalidate(store *s, const char *nskey, size_t nklen)
  * copy here, kr (the same bytes written again elsewhere)?  Its head is
  * enough: a range of it. */
 static int record_same(tier_state *q, const char *name, const char *nskey, size_t nklen,
-                       const key_rec *kr)
+                       const key_rec *kr, uint64_t *written_ms)
 {
     void *data = NULL;
     size_t got = 0;
@@ -3504,6 +3531,8 @@ static int record_same(tier_state *q, const char *name, const char *nskey, size_
         memcmp(there.digest, kr->digest, 32) == 0 && there.size == kr->size &&
         there.meta_len == kr->meta_len &&
         (kr->meta_len == 0 || memcmp(there.meta, kr->meta, kr->meta_len) == 0);
+    if (same)
+        *written_ms = there.mtime_ms; /* (the record's own, not its header's) */
     free(data);
     return same;
 }
@@ -3529,14 +3558,50 @@ static void revalidate_one(store *s, const char *nskey, size_t nklen)
     char name[KEY_NAME_CAP];
     key_name(q, nskey, nklen, name);
     tier_meta m = {.codec = -1};
+    uint64_t clock = tier_clock(s); /* a change here from now on stands */
     rc = tier_head(q->t, name, &m);
     if (rc == TIER_OK || rc == TIER_NOTFOUND)
         atomic_fetch_add(&q->revalidations, 1); /* (a failure: checked again next period) */
-    /* a later change there, not the same bytes written again (which would
-     * only make the copy here be fetched again) */
+    /* a later change there; the same bytes written again only give the
+     * copy here the later time (fetching them again would move them for
+     * nothing) */
+    uint64_t again_ms = 0;
     int stale = rc == TIER_OK && m.written_ms > kr.mtime_ms &&
-                (record_deleted(m.length) || !record_same(q, name, nskey, nklen, &kr));
+                (record_deleted(m.length) || !record_same(q, name, nskey, nklen, &kr, &again_ms));
+    if (rc == TIER_OK && !stale && again_ms > kr.mtime_ms) {
+        op o = {.kind = OP_PUT,
+                .from_tier = 1,
+                .link = 1,
+                .fd = -1,
+                .fill_clock = clock,
+                .retime_from = kr.mtime_ms,
+                .nskey = (char *)nskey,
+                .nklen = nklen,
+                .meta = kr.meta,
+                .meta_len = kr.meta_len,
+                .mtime_ms = again_ms};
+        memcpy(o.cr.sha256, kr.digest, 32);
+        o.cr.size = kr.size;
+        if (submit_and_wait(s, &o) == STORE_OK)
+            log_msg(LOG_DEBUG, "tier_revalidated",
+                    "%s: written again by another node, with the same bytes; the copy here "
+                    "takes its time",
+                    name);
+    }
     free(meta);
+    if (rc == TIER_NOTFOUND) {
+        /* the tier lost the record (removed by hand or by the bucket's
+         * rules, or a store that answered its PUT and kept nothing): put
+         * back, with its blob if need be, since this node holds both */
+        op o = {
+            .kind = OP_TIER_OWE, .nskey = (char *)nskey, .nklen = nklen, .mtime_ms = kr.mtime_ms};
+        if (submit_and_wait(s, &o) == STORE_OK) {
+            atomic_fetch_add(&q->revalidated_lost, 1);
+            log_msg(LOG_WARN, "tier_record_lost",
+                    "%s: not in the tier; it goes up again from the copy here", name);
+        }
+        return;
+    }
     if (stale && store_forget_key(s, nskey, nklen, kr.mtime_ms) == STORE_OK) {
         atomic_fetch_add(&q->revalidated_stale, 1);
         log_msg(LOG_DEBUG, "tier_revalidated", "%s: %s by another node; the copy here dropped",

@@ -170,6 +170,7 @@ class FaultProxy:
         self.ignore_range = False  # forward GETs without their Range (a server that ignores it)
         self.flip_at = None  # flip_at(body): the offset "flip" changes
         self.rewrite = None  # rewrite(method, path, name, value): an answer's header's value
+        self.answer = None  # answer(method, path): (status, body) to answer with, else None
         self.released = []
         self.requests = 0
         self.paths = []
@@ -207,6 +208,13 @@ class FaultProxy:
                 injected = proxy.fail(self.command, self.path) if proxy.fail else None
                 if injected:
                     mode = str(injected)
+                canned = proxy.answer(self.command, self.path) if proxy.answer else None
+                if canned:
+                    self.send_response(canned[0])
+                    self.send_header("Content-Length", str(len(canned[1])))
+                    self.end_headers()
+                    self.wfile.write(canned[1])
+                    return
                 if mode == "down":
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -883,6 +891,145 @@ class TierTest(unittest.TestCase):
             self.assertEqual(request(b, "GET", path)[::2], (200, body), path)
         time.sleep(0.5)  # (a check would be on its way by now)
         self.assertEqual(status(b)["tier"]["revalidations"], 1, status(b)["tier"])
+
+    def test_a_record_the_tier_lost_goes_up_again_from_a_node_that_holds_the_key(self):
+        """The tier loses the key records of keys a node wrote (removed by
+        hand, by the bucket's rules, or a store that answered their PUTs and
+        kept nothing), and the blob of one.  The node's check of each key it
+        reads finds its record missing, and puts it back, with the blob: a
+        node with an empty folder then reads every body."""
+        a = self.node(extra=["--tier-revalidate", "1s"])
+        small, large = self.rng.randbytes(3000), self.rng.randbytes(300 * KIB)
+        keys = {"/ac/" + sha256(b"lost small"): small, "/ac/" + sha256(b"lost large"): large,
+                "/lost-bucket/dir/obj": large}
+        self.assertEqual(request(a, "PUT", "/lost-bucket")[0], 200)
+        for path, body in keys.items():
+            self.assertEqual(request(a, "PUT", path, body)[0], 200)
+        self.drained(a)
+        s3 = self.moto.client()
+        gone = list(self.live_records()) + ["%s/blobs/%s" % (self.PREFIX, sha256(large))]
+        for name in gone:
+            s3.delete_object(Bucket=self.BUCKET, Key=name)
+        self.assertEqual(self.live_records(), {})
+        time.sleep(1.1)  # (a key written here counts as checked then)
+        for path, body in keys.items():
+            self.assertEqual(request(a, "GET", path)[::2], (200, body), path)  # the copy
+        self.assertTrue(wait_for(lambda: status(a)["tier"]["revalidated_lost"] == 3, timeout=30),
+                        status(a)["tier"])
+        self.drained(a)
+        self.assertEqual(len(self.live_records()), 3)
+        self.assertIn(sha256(large), self.blobs_in_tier())
+        self.assertIn('cairn_tier_revalidations_total{result="lost"} 3',
+                      request(a, "GET", "/metrics")[2].decode())
+        b = self.node()
+        for path, body in keys.items():
+            self.assertEqual(request(b, "GET", path)[::2], (200, body), path)
+
+    def test_the_same_bytes_written_again_elsewhere_give_a_copy_their_time(self):
+        """Node a writes an object node b holds a copy of again, with the same
+        bytes and metadata: b's check finds the later time and gives it to
+        its copy (Last-Modified, as on a), without fetching the body again."""
+        a = self.node()
+        b = self.node(extra=["--tier-revalidate", "1s"])
+        body, path = self.rng.randbytes(40 * KIB), "/retime-bucket/dir/obj"
+        meta = {"x-amz-meta-owner": "a"}
+        self.assertEqual(request(a, "PUT", "/retime-bucket")[0], 200)
+        self.assertEqual(request(a, "PUT", path, body, meta)[0], 200)
+        self.drained(a)
+        self.assertEqual(request(b, "GET", path)[::2], (200, body))
+        hits = status(b)["tier"]["hits"]
+        time.sleep(1.1)  # (Last-Modified counts seconds)
+        self.assertEqual(request(a, "PUT", path, body, meta)[0], 200)
+        self.drained(a)
+        later = request(a, "HEAD", path)[1]["last-modified"]
+        self.assertNotEqual(request(b, "HEAD", path)[1]["last-modified"], later)
+        self.assertEqual(request(b, "GET", path)[::2], (200, body))  # the copy; a check asked for
+        self.assertTrue(wait_for(lambda: request(b, "HEAD", path)[1]["last-modified"] == later,
+                                 timeout=30), status(b)["tier"])
+        self.assertEqual(request(b, "HEAD", path)[1].get("x-amz-meta-owner"), "a")
+        self.assertEqual(status(b)["tier"]["hits"], hits)  # not fetched again
+        self.assertEqual(status(b)["tier"]["revalidated_stale"], 0)
+
+    def test_a_listing_that_does_not_go_forward_fails(self):
+        """A store whose listing names the same objects page after page
+        (with new continuation tokens, or the same one) would have a
+        listing of keys go round for ever: it fails (502), and a listing
+        that goes forward works."""
+        a = self.node()
+        self.assertEqual(request(a, "PUT", "/loop-bucket")[0], 200)
+        self.assertEqual(request(a, "PUT", "/loop-bucket/k1", b"one")[0], 200)
+        self.drained(a)
+        b = self.node()
+        self.assertEqual(request(b, "PUT", "/loop-bucket/k0", b"zero")[0], 200)
+        pages = []
+
+        def page(token):
+            names = "".join("<Contents><Key>%s/keys/s3%%2Floop-bucket/%s</Key><Size>60</Size>"
+                            "<ETag>&quot;x&quot;</ETag></Contents>" % (self.PREFIX, k)
+                            for k in ("k1", "k2"))
+            return (200, ("<ListBucketResult><IsTruncated>true</IsTruncated>%s"
+                          "<NextContinuationToken>%s</NextContinuationToken></ListBucketResult>"
+                          % (names, token)).encode())
+
+        for token in (lambda: "t%d" % len(pages), lambda: "same"):
+            pages.clear()
+
+            def answer(m, p, token=token):
+                if m == "GET" and "list-type=2" in p and "keys" in p:
+                    pages.append(p)
+                    return page(token())
+                return None
+
+            self.proxy.answer = answer
+            st, _, body = request(b, "GET", "/admin/keys?prefix=loop-bucket/", timeout=30)
+            self.assertEqual(st, 502, body)
+            self.assertLessEqual(len(pages), 2)
+        self.proxy.answer = None
+        st, _, body = request(b, "GET", "/admin/keys?prefix=loop-bucket/")
+        self.assertEqual((st, sorted(body.split())), (200, [b"loop-bucket/k0", b"loop-bucket/k1"]))
+
+    def test_listings_that_go_on_leave_threads_to_cold_reads(self):
+        """Many clients list the fleet's keys while the tier's listing goes on
+        (a page a second, each naming new keys): the listings take at most
+        half the threads that wait for the tier, and a cold read is answered
+        within the tier's timeout.  A listing whose client went away stops."""
+        a = self.node()
+        body = self.rng.randbytes(5000)
+        self.assertEqual(request(a, "PUT", "/cas/" + sha256(body), body)[0], 200)
+        self.drained(a)
+        b = self.node(extra=["--threads", "4"])  # (8 threads that may wait for the tier)
+        self.assertEqual(request(b, "PUT", "/list-bucket")[0], 200)
+        n = [0]
+
+        def answer(m, p):
+            if m != "GET" or "list-type=2" not in p or "keys" not in p:
+                return None
+            time.sleep(1)
+            n[0] += 1
+            return (200, ("<ListBucketResult><IsTruncated>true</IsTruncated><Contents><Key>%s/"
+                          "keys/s3%%2Flist-bucket/k%08d</Key><Size>60</Size></Contents>"
+                          "<NextContinuationToken>t%d</NextContinuationToken>"
+                          "</ListBucketResult>" % (self.PREFIX, n[0], n[0])).encode())
+
+        self.proxy.answer = answer
+        listers = []
+        for _ in range(10):
+            c = b.conn()
+            c.request("GET", "/admin/keys?prefix=list-bucket/")
+            listers.append(c)
+        self.assertTrue(wait_for(lambda: n[0] >= 8, timeout=10))
+        t = time.monotonic()
+        self.assertEqual(request(b, "GET", "/cas/" + sha256(body))[::2], (200, body))
+        self.assertLess(time.monotonic() - t, 3)
+        asked = n[0]
+        for c in listers:
+            c.close()
+        time.sleep(3)  # (each listing looks for its client once a second)
+        settled = n[0]
+        time.sleep(2)
+        self.assertEqual(n[0], settled, "listings went on after their clients left")
+        self.assertGreater(settled, asked)
+        self.proxy.answer = None
 
     def test_a_bucket_with_keys_elsewhere_in_the_fleet_is_not_empty(self):
         """DeleteBucket through a node that holds none of the bucket's keys
