@@ -2414,6 +2414,30 @@ static int next_frame(tier_fill *f, fill_cursor *c, store_waiter *w)
     }
 }
 
+/* A raw blob has no frame checksums to check it by as it arrives: one of
+ * up to RAW_WHOLE_MAX is checked whole before any of it is answered (a
+ * damaged one is a miss, never bytes under a 200).  A larger one is
+ * answered while it arrives, but for its end, held until the whole is
+ * checked (a damaged one is cut short), lest clients time out waiting. */
+#define RAW_WHOLE_MAX (256ull << 20)
+
+static int raw_whole_first(const tier_fill *f)
+{
+    return f->codec == CODEC_RAW && f->size <= RAW_WHOLE_MAX;
+}
+
+/* The reader that began or joined the stream of such a blob waits for its
+ * checks before its answer: STORE_OK, or STORE_NOTFOUND (e cleared) if
+ * they failed. */
+static int wait_whole(tier_fill *f, store_entry *e)
+{
+    if (!raw_whole_first(f) || fill_need(f, FILL_DONE, NULL) == 0)
+        return STORE_OK;
+    store_entry_clear(e);
+    e->tier_failed = 1;
+    return STORE_NOTFOUND;
+}
+
 ssize_t tier_fill_read(tier_fill *f, void **cursor, uint64_t off, void *buf, size_t len,
                        uint64_t end, store_waiter *w)
 {
@@ -2427,7 +2451,7 @@ ssize_t tier_fill_read(tier_fill *f, void **cursor, uint64_t off, void *buf, siz
     /* The end of the answer (of the body, or of a range) waits for the
      * checks of the whole body: an answer cut short is all a damaged blob
      * can give. */
-    uint64_t hold = end < 65536 ? end : 65536, free_end = end - hold;
+    uint64_t hold = end < 65536 || raw_whole_first(f) ? end : 65536, free_end = end - hold;
     if (f->codec == CODEC_RAW) {
         /* what is here goes at once, but for the end */
         rc = fill_need(f, off >= free_end ? FILL_DONE : off + 1, w);
@@ -3340,16 +3364,16 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
             if (joined) {
                 fill_entry_from(e, &kr, f->stored, f->codec, BLOB_FILE, f);
                 gate_share(q, id, gen, e, clock);
-                *filled = 1;
                 free(data);
-                return STORE_OK; /* the stream's owner links j once it committed */
+                /* the stream's owner links j once it committed */
+                return (*filled = wait_whole(f, e) == STORE_OK) ? STORE_OK : STORE_NOTFOUND;
             }
             if (f && rc == TIER_OK) {
                 fill_entry_from(e, &kr, f->stored, f->codec, BLOB_FILE, f);
                 gate_share(q, id, gen, e, clock);
-                *filled = 1;
                 free(data);
-                return STORE_OK; /* the thread owns j, and leaves the gate */
+                /* the thread owns j, and leaves the gate */
+                return (*filled = wait_whole(f, e) == STORE_OK) ? STORE_OK : STORE_NOTFOUND;
             }
             if (f) {
                 /* failed before its headers: the thread cleans up after itself */

@@ -1058,7 +1058,10 @@ class TierTest(unittest.TestCase):
         keep asking for keys it must look for in the tier: it exits 0."""
         w = self.node()
         cold = [self.rng.randbytes(20 * KIB) for _ in range(3)]
-        big, big2 = self.rng.randbytes(8 * MIB), self.rng.randbytes(8 * MIB)
+        # (compressible: zstd frames, each checked as it arrives, are answered
+        # while the rest comes; raw bytes of this size are checked whole first)
+        big, big2 = (b"".join(b"%s line %d\n" % (self.rng.randbytes(6).hex().encode(), i)
+                              for i in range(500000))[:8 * MIB] for _ in range(2))
         for b in cold + [big, big2]:
             self.assertEqual(request(w, "PUT", "/cas/" + sha256(b), b)[0], 200)
         self.drained(w)
@@ -2457,6 +2460,47 @@ class TierTest(unittest.TestCase):
         st, _, got = request(e, "GET", path)
         self.assertEqual((st, sha256(got)), (200, sha256(body)))
         self.assertEqual(metric_value(scrape(e), "cairn_tier_reads_total", result="hit"), 1)
+
+    def test_a_damaged_raw_blob_is_a_miss_and_no_byte_of_it_is_answered(self):
+        """A raw blob (random bytes: no frame checksums) damaged in the tier
+        near its start: a cold read is a 404, not a 200 whose first bytes
+        are wrong; readers at once get a 404 or nothing, never its bytes;
+        a good raw blob read at once by several is whole for each."""
+        a = self.node()
+        bad, good = self.rng.randbytes(3 * MIB), self.rng.randbytes(3 * MIB + 7)
+        for b in (bad, good):
+            self.assertEqual(request(a, "PUT", "/cas/" + sha256(b), b)[0], 200)
+        self.drained(a)
+
+        def flip(data, meta):
+            self.assertNotEqual(meta.get("cairn-codec"), "zstd")
+            data[1000] ^= 0xFF
+        self.change_in_tier(bad, flip)
+        b = self.node()
+        st, _, got = request(b, "GET", "/cas/" + sha256(bad))
+        self.assertEqual(st, 404, got[:100])
+        self.assertTrue(wait_for(lambda: status(b)["tier"]["corrupt"] == 1, timeout=10))
+        c = self.node()
+        for body, whole in ((bad, False), (good, True)):
+            out = []
+
+            def get(body=body):
+                try:
+                    st, _, got = request(c, "GET", "/cas/" + sha256(body))
+                except (http.client.HTTPException, ConnectionError):  # (cut short)
+                    st, got = None, b""
+                out.append((st, got))
+            ts = [threading.Thread(target=get) for _ in range(4)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            for st, got in out:
+                if whole:
+                    self.assertEqual((st, sha256(got)), (200, sha256(body)))
+                else:
+                    self.assertEqual(got if st == 200 else b"", b"", "damaged bytes answered")
+                    self.assertIn(st, (404, 200, None))
 
     def test_a_seek_table_that_lies_is_a_miss(self):
         """A zstd blob whose frames and SHA-256 are right but whose seek table
