@@ -252,7 +252,7 @@ static int prefix_keys(store *st, const char *spec, uint64_t limit, atomic_int *
     /* (a bucket this node never had lists nothing here, and its keys from
      * the tier) */
     int rc = store_list(st, ns, k->prefix, k->plen, 0, keyset_local, k), in_tier = 0;
-    if (rc == STORE_OK && !k->over && !k->oom) {
+    if (rc == STORE_OK && !k->over && !k->oom && !k->gone) {
         rc = store_tier_keys(st, ns, k->prefix, k->plen, keyset_tier, k);
         in_tier = 1;
     }

@@ -452,8 +452,9 @@ void metrics_render(server *srv, buf *b)
              "Keys held here checked against the tier (--tier-revalidate), by result "
              "(stale: another node had changed or deleted the key; the copy here was dropped; "
              "lost: the tier had no record of it; it went up again).");
+        uint64_t changed = st.tier_revalidated_stale + st.tier_revalidated_lost;
         buf_printf(b, "cairn_tier_revalidations_total{result=\"current\"} %" PRIu64 "\n",
-                   st.tier_revalidations - st.tier_revalidated_stale - st.tier_revalidated_lost);
+                   st.tier_revalidations > changed ? st.tier_revalidations - changed : 0);
         buf_printf(b, "cairn_tier_revalidations_total{result=\"stale\"} %" PRIu64 "\n",
                    st.tier_revalidated_stale);
         buf_printf(b, "cairn_tier_revalidations_total{result=\"lost\"} %" PRIu64 "\n",

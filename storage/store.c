@@ -553,6 +553,8 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
     if (o->from_tier && had_old &&
         !(o->retime_from && old.mtime_ms == o->retime_from && memcmp(old.digest, d, 32) == 0))
         return MDB_NOTFOUND; /* written here since the fill began: that is newer */
+    if (o->retime_from && !had_old)
+        return MDB_NOTFOUND; /* a new time for a copy that is gone since (deleted here) */
     int same = had_old && memcmp(old.digest, d, 32) == 0;
     uint64_t old_size = had_old ? old.size : 0;
     uint8_t old_digest[32];

@@ -527,6 +527,7 @@ int tier_owe(store *s, MDB_txn *t, idx_stats *st, op *o)
         return rc == MDB_NOTFOUND ? 0 : rc;
     if (tq_has(s, t, TQ_KEY, o->nskey, o->nklen) || tq_has(s, t, TQ_KEY_DEL, o->nskey, o->nklen))
         return 0;
+    o->target = 1; /* (owed again: the caller counts it) */
     if (b.tier && b.stored > EMBED_MAX) {
         /* the blob may be gone with the record: upload_blob looks for it
          * first; the record waits for it, and the copy here stays */
@@ -2426,12 +2427,30 @@ static int raw_whole_first(const tier_fill *f)
     return f->codec == CODEC_RAW && f->size <= RAW_WHOLE_MAX;
 }
 
+#define WHOLE_WAIT_MS 500
+
 /* The reader that began or joined the stream of such a blob waits for its
- * checks before its answer: STORE_OK, or STORE_NOTFOUND (e cleared) if
- * they failed. */
+ * checks, WHOLE_WAIT_MS at most (a thread that may wait for the tier is
+ * not held for a whole download), before its answer begins: STORE_OK, or
+ * STORE_NOTFOUND (e cleared) if they failed meanwhile, a miss.  Past that
+ * wait, the answer's headers go, and its bytes wait for the checks (its
+ * connection parked): damaged, it is cut short before its first byte. */
 static int wait_whole(tier_fill *f, store_entry *e)
 {
-    if (!raw_whole_first(f) || fill_need(f, FILL_DONE, NULL) == 0)
+    if (!raw_whole_first(f))
+        return STORE_OK;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts); /* (f->cv's clock) */
+    ts.tv_nsec += WHOLE_WAIT_MS * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_mutex_lock(&f->mu);
+    int rc = 0;
+    while (f->state == 0 && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&f->cv, &f->mu, &ts);
+    int failed = f->state < 0;
+    pthread_mutex_unlock(&f->mu);
+    if (!failed)
         return STORE_OK;
     store_entry_clear(e);
     e->tier_failed = 1;
@@ -3561,9 +3580,35 @@ static int record_same(tier_state *q, const char *name, const char *nskey, size_
     return same;
 }
 
+/* The record of a key held here is not in the tier under its name: is it
+ * lost?  Not if an earlier build's record of it is there (a fleet being
+ * upgraded: that one's nodes still change it there), nor if its bucket is
+ * gone from the tier (deleted through another node: its keys are not to
+ * come back). */
+static int record_lost(store *s, const char *nskey, size_t nklen)
+{
+    tier_state *q = s->tier_q;
+    tier_meta m = {.codec = -1};
+    if (atomic_load(&q->legacy) != 0) {
+        char v1[80];
+        key_name_v1(nskey, nklen, v1);
+        int rc = tier_head(q->t, v1, &m);
+        if (rc != TIER_NOTFOUND)
+            return 0; /* there (or the tier failed: looked at again next period) */
+    }
+    if (ns_declared(nskey, nklen)) {
+        char name[NS_NAME_CAP];
+        ns_name(nskey, name); /* (the namespace: nskey up to its NUL) */
+        if (tier_head(q->t, name, &m) != TIER_OK)
+            return 0;
+    }
+    return 1;
+}
+
 static void revalidate_one(store *s, const char *nskey, size_t nklen)
 {
     tier_state *q = s->tier_q;
+    uint64_t clock = tier_clock(s); /* a change here from now on stands */
     MDB_txn *t = reader_get(s);
     if (t == NULL)
         return;
@@ -3582,7 +3627,6 @@ static void revalidate_one(store *s, const char *nskey, size_t nklen)
     char name[KEY_NAME_CAP];
     key_name(q, nskey, nklen, name);
     tier_meta m = {.codec = -1};
-    uint64_t clock = tier_clock(s); /* a change here from now on stands */
     rc = tier_head(q->t, name, &m);
     if (rc == TIER_OK || rc == TIER_NOTFOUND)
         atomic_fetch_add(&q->revalidations, 1); /* (a failure: checked again next period) */
@@ -3613,13 +3657,15 @@ static void revalidate_one(store *s, const char *nskey, size_t nklen)
                     name);
     }
     free(meta);
+    if (rc == TIER_NOTFOUND && !record_lost(s, nskey, nklen))
+        return;
     if (rc == TIER_NOTFOUND) {
         /* the tier lost the record (removed by hand or by the bucket's
          * rules, or a store that answered its PUT and kept nothing): put
          * back, with its blob if need be, since this node holds both */
         op o = {
             .kind = OP_TIER_OWE, .nskey = (char *)nskey, .nklen = nklen, .mtime_ms = kr.mtime_ms};
-        if (submit_and_wait(s, &o) == STORE_OK) {
+        if (submit_and_wait(s, &o) == STORE_OK && o.target) {
             atomic_fetch_add(&q->revalidated_lost, 1);
             log_msg(LOG_WARN, "tier_record_lost",
                     "%s: not in the tier; it goes up again from the copy here", name);

@@ -1702,6 +1702,7 @@ typedef struct list_state {
     char text[1100]; /* the text of the element being read */
     size_t tlen;
     int in_contents, stopped, truncated, error, depth, overflow, backwards;
+    int ordered; /* the store lists names in order (all but S3 Express's directory buckets) */
     char name[1100], etag[TIER_ETAG_CAP]; /* of the <Contents> being read */
     char last[1100]; /* the last name listed: S3 lists in order, so each is past it */
     uint64_t size;
@@ -1747,7 +1748,7 @@ static void XMLCALL ls_end(void *ud, const XML_Char *name)
     if (strcmp(ln, "Contents") == 0) {
         l->in_contents = 0;
         tier_object o = {l->name, l->etag, l->size, l->mtime};
-        if (l->name[0] && l->last[0] && strcmp(l->name, l->last) <= 0)
+        if (l->ordered && l->name[0] && l->last[0] && strcmp(l->name, l->last) <= 0)
             l->backwards = 1; /* (strcmp: bytes as unsigned, S3's order) */
         else if (l->name[0])
             memcpy(l->last, l->name, strlen(l->name) + 1);
@@ -1804,7 +1805,11 @@ int tier_list_objects(tier *t, const char *prefix, const char *delimiter,
     uri_encode(full, enc_prefix, sizeof enc_prefix, 0);
     if (delimiter)
         uri_encode(delimiter, enc_delim, sizeof enc_delim, 0);
-    list_state l = {.skip = strlen(t->prefix) + (t->prefix[0] ? 1 : 0), .each = each, .arg = arg};
+    size_t bl = strlen(t->bucket);
+    list_state l = {.skip = strlen(t->prefix) + (t->prefix[0] ? 1 : 0),
+                    .each = each,
+                    .arg = arg,
+                    .ordered = !(bl > 6 && strcmp(t->bucket + bl - 6, "--x-s3") == 0)};
     char last_token[sizeof l.token] = "";
     for (;;) {
         uri_encode(l.token, enc_token, sizeof enc_token, 0);

@@ -903,21 +903,28 @@ class TierTest(unittest.TestCase):
         keys = {"/ac/" + sha256(b"lost small"): small, "/ac/" + sha256(b"lost large"): large,
                 "/lost-bucket/dir/obj": large}
         self.assertEqual(request(a, "PUT", "/lost-bucket")[0], 200)
-        for path, body in keys.items():
+        self.assertEqual(request(a, "PUT", "/deleted-bucket")[0], 200)
+        for path, body in list(keys.items()) + [("/deleted-bucket/obj", small)]:
             self.assertEqual(request(a, "PUT", path, body)[0], 200)
         self.drained(a)
         s3 = self.moto.client()
-        gone = list(self.live_records()) + ["%s/blobs/%s" % (self.PREFIX, sha256(large))]
+        # (a bucket whose record went too was deleted through another node:
+        # its keys do not come back)
+        ns_gone = "%s/ns/%s" % (self.PREFIX, b"s3/deleted-bucket".hex())
+        self.assertIn(ns_gone, self.moto.objects(self.BUCKET, self.PREFIX + "/ns/"))
+        gone = list(self.live_records()) + ["%s/blobs/%s" % (self.PREFIX, sha256(large)), ns_gone]
         for name in gone:
             s3.delete_object(Bucket=self.BUCKET, Key=name)
         self.assertEqual(self.live_records(), {})
         time.sleep(1.1)  # (a key written here counts as checked then)
-        for path, body in keys.items():
+        for path, body in list(keys.items()) + [("/deleted-bucket/obj", small)]:
             self.assertEqual(request(a, "GET", path)[::2], (200, body), path)  # the copy
         self.assertTrue(wait_for(lambda: status(a)["tier"]["revalidated_lost"] == 3, timeout=30),
                         status(a)["tier"])
+        self.assertTrue(wait_for(lambda: status(a)["tier"]["revalidations"] == 4, timeout=30))
         self.drained(a)
         self.assertEqual(len(self.live_records()), 3)
+        self.assertFalse([k for k in self.live_records() if "deleted-bucket" in k])
         self.assertIn(sha256(large), self.blobs_in_tier())
         self.assertIn('cairn_tier_revalidations_total{result="lost"} 3',
                       request(a, "GET", "/metrics")[2].decode())
