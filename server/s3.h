@@ -137,8 +137,8 @@ int s3_copy_source(request *r, store_entry *e, char etag[80], int *self, enum MH
 enum { COPY_SOURCE_VERSION = 1, COPY_SOURCE_MALFORMED, COPY_SOURCE_ENCODING, COPY_SOURCE_MEMORY };
 int s3_copy_source_name(const char *src, char **bucket, const char **key, size_t *klen);
 /* 200 to a copy: <element> (CopyObjectResult, CopyPartResult) with its ETag
- * (hex) and the time now. */
-enum MHD_Result s3_copied(request *r, const char *element, const char *etag);
+ * (hex) and the key's time (mtime_ms; 0: now, for a part). */
+enum MHD_Result s3_copied(request *r, const char *element, const char *etag, uint64_t mtime_ms);
 void s3_format_iso8601(uint64_t ms, char out[32]);
 /* <tag>k[0..n)</tag> in a listing: %XX-encoded under encoding-type=url
  * (url), else XML-escaped. */

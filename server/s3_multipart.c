@@ -310,7 +310,7 @@ static enum MHD_Result upload_part_copy_once(request *r, int head, int *vanished
         return upload_error(r, st);
     char hex[33];
     util_hex(md5, 16, hex);
-    return s3_copied(r, "CopyPartResult", hex);
+    return s3_copied(r, "CopyPartResult", hex, 0);
 }
 
 enum MHD_Result s3_upload_part_copy(request *r)

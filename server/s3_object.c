@@ -492,10 +492,10 @@ static int copy_refused(request *r, int self, int *replace, enum MHD_Result *ret
     return 1;
 }
 
-enum MHD_Result s3_copied(request *r, const char *element, const char *etag)
+enum MHD_Result s3_copied(request *r, const char *element, const char *etag, uint64_t mtime_ms)
 {
     char when[32];
-    s3_format_iso8601(util_now_ms(), when);
+    s3_format_iso8601(mtime_ms ? mtime_ms : util_now_ms(), when);
     buf b = {0};
     buf_printf(&b, "%s<%s xmlns=\"%s\">", S3_XML_HEAD, element, S3_XMLNS);
     buf_printf(&b, "<LastModified>%s</LastModified><ETag>&quot;%s&quot;</ETag>", when, etag);
@@ -614,7 +614,9 @@ static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
     } else {
         buf_add(&meta, e.meta, e.meta_len);
     }
-    int st = store_link(r->srv->st, s->ns, s->key, s->klen, e.digest, meta.data, meta.len, NULL);
+    uint64_t mtime_ms = 0;
+    int st =
+        store_link(r->srv->st, s->ns, s->key, s->klen, e.digest, meta.data, meta.len, &mtime_ms);
     buf_free(&meta);
     store_entry_clear(&e);
     if (st == STORE_NOTFOUND && vanished) {
@@ -623,7 +625,7 @@ static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
     }
     if (st != STORE_OK)
         return s3_store_error(r, st);
-    return s3_copied(r, "CopyObjectResult", etag);
+    return s3_copied(r, "CopyObjectResult", etag, mtime_ms); /* as listings will show it */
 }
 
 enum MHD_Result s3_copy_object(request *r)

@@ -595,6 +595,7 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
     memcpy(kr.digest, d, 32);
     kr.size = o->cr.size;
     kr.mtime_ms = o->mtime_ms ? o->mtime_ms : util_now_ms();
+    o->mtime_ms = kr.mtime_ms; /* (the caller may give it back: a copy's LastModified) */
     kr.meta = o->meta;
     kr.meta_len = o->meta_len;
     if ((rc = idx_put_key(t, &s->ix, o->nskey, o->nklen, &kr)) != 0)
@@ -2313,7 +2314,7 @@ void store_upload_of_parts(store_upload *u, uint64_t parts_bytes)
 }
 
 int store_link(store *s, const char *ns, const void *key, size_t klen, const uint8_t digest[32],
-               const void *meta, size_t meta_len, uint64_t *size)
+               const void *meta, size_t meta_len, uint64_t *mtime_ms)
 {
     op o = {0};
     o.kind = OP_PUT;
@@ -2325,8 +2326,8 @@ int store_link(store *s, const char *ns, const void *key, size_t klen, const uin
         return STORE_BAD_KEY;
     int rc = submit_and_wait(s, &o);
     free(o.nskey);
-    if (rc == STORE_OK && size)
-        *size = o.cr.size;
+    if (rc == STORE_OK && mtime_ms)
+        *mtime_ms = o.mtime_ms;
     return rc;
 }
 

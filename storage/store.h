@@ -208,9 +208,10 @@ int store_upload_commit(store_upload *u, const char *ns, const void *key, size_t
 void store_upload_abort(store_upload *u);
 
 /* Makes (ns, key) point at a blob the store already holds (a copy that moves
- * no bytes).  STORE_NOTFOUND if the blob is gone. */
+ * no bytes); the key's time into *mtime_ms if given.  STORE_NOTFOUND if the
+ * blob is gone. */
 int store_link(store *s, const char *ns, const void *key, size_t klen, const uint8_t digest[32],
-               const void *meta, size_t meta_len, uint64_t *size);
+               const void *meta, size_t meta_len, uint64_t *mtime_ms);
 
 /* Deletes (ns, key); the delete reaches the cold tier too.  STORE_NOTFOUND
  * when there was no such key: one not held here is looked up in the tier,

@@ -437,6 +437,9 @@ class Boto3Test(unittest.TestCase):
         g = self.s3.get_object(Bucket=self.bucket, Key="dst/copy")
         self.assertEqual(g["Body"].read(), body)
         self.assertEqual(g["Metadata"], {"a": "1"})
+        # the copy's time, as its listing shows it (to the millisecond)
+        listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix="dst/copy")["Contents"][0]
+        self.assertEqual(r["CopyObjectResult"]["LastModified"], listed["LastModified"])
         self.assertEqual(g["ContentType"], "x/y")
         # across buckets, with a key that needs encoding in x-amz-copy-source
         self.s3.create_bucket(Bucket=self.bucket + "-2")
