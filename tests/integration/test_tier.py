@@ -1006,17 +1006,19 @@ class TierTest(unittest.TestCase):
         self.drained(a)
         b = self.node(extra=["--threads", "4"])  # (8 threads that may wait for the tier)
         self.assertEqual(request(b, "PUT", "/list-bucket")[0], 200)
-        n = [0]
+        n, lock = [0], threading.Lock()
 
         def answer(m, p):
             if m != "GET" or "list-type=2" not in p or "keys" not in p:
                 return None
             time.sleep(1)
-            n[0] += 1
+            with lock:
+                n[0] += 1
+                i = n[0]
             return (200, ("<ListBucketResult><IsTruncated>true</IsTruncated><Contents><Key>%s/"
                           "keys/s3%%2Flist-bucket/k%08d</Key><Size>60</Size></Contents>"
                           "<NextContinuationToken>t%d</NextContinuationToken>"
-                          "</ListBucketResult>" % (self.PREFIX, n[0], n[0])).encode())
+                          "</ListBucketResult>" % (self.PREFIX, i, i)).encode())
 
         self.proxy.answer = answer
         listers = []
@@ -1029,13 +1031,13 @@ class TierTest(unittest.TestCase):
         self.assertEqual(request(b, "GET", "/cas/" + sha256(body))[::2], (200, body))
         self.assertLess(time.monotonic() - t, 3)
         asked = n[0]
+        self.assertTrue(wait_for(lambda: n[0] > asked, timeout=10), "the listings stopped")
         for c in listers:
             c.close()
         time.sleep(3)  # (each listing looks for its client once a second)
         settled = n[0]
         time.sleep(2)
         self.assertEqual(n[0], settled, "listings went on after their clients left")
-        self.assertGreater(settled, asked)
         self.proxy.answer = None
 
     def test_a_bucket_with_keys_elsewhere_in_the_fleet_is_not_empty(self):
@@ -1221,10 +1223,12 @@ class TierTest(unittest.TestCase):
     def test_readers_of_a_blob_still_arriving_share_its_fill(self):
         """A HEAD of a cold large key starts its fill; a GET that follows (as
         aws s3 cp does), and a second GET beside it, are answered from that
-        same fill while it arrives, not after its commit, and the tier is
-        asked for the blob once."""
+        same fill while it arrives (a compressible body: zstd frames, each
+        checked as it comes), not after its commit, and the tier is asked
+        for the blob once."""
         w = self.node()
-        big = self.rng.randbytes(8 * MIB)
+        big = b"".join(b"%s line %d\n" % (self.rng.randbytes(6).hex().encode(), i)
+                       for i in range(500000))[:8 * MIB]
         path = "/cas/" + sha256(big)
         self.assertEqual(request(w, "PUT", path, big)[0], 200)
         self.drained(w)
@@ -1711,8 +1715,9 @@ class TierTest(unittest.TestCase):
         for b in (raw, text):
             self.assertEqual(sha256(request(a, "GET", "/cas/" + sha256(b))[2]), sha256(b))
         # a tier that ignores Range answers the resume with the whole object
-        # again: refused, never appended; the reader's answer is cut short,
-        # what it got is the body's start, and the object is not "damaged"
+        # again: refused, never appended; the reader's answer (a raw body:
+        # checked whole before any of it goes) is a miss, or cut short before
+        # its first byte, and the object is not "damaged"
         self.proxy.mode = "ok"
         more = self.rng.randbytes(5 * MIB)
         self.assertEqual(request(w, "PUT", "/cas/" + sha256(more), more)[0], 200)
@@ -1732,8 +1737,7 @@ class TierTest(unittest.TestCase):
             pass
         c.close()
         self.proxy.cut, self.proxy.ignore_range = None, False
-        self.assertLess(len(got), len(more))
-        self.assertEqual(got, more[:len(got)])
+        self.assertTrue(r.status == 404 or got == b"", (r.status, len(got)))
         self.assertEqual(status(a)["tier"]["corrupt"], 0)
 
     def test_copy_of_a_source_still_arriving_from_the_tier(self):
