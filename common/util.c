@@ -176,6 +176,16 @@ uint64_t util_mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
+struct timespec util_time_in(int clock, uint64_t ns)
+{
+    struct timespec ts;
+    clock_gettime((clockid_t)clock, &ts);
+    uint64_t nsec = (uint64_t)ts.tv_nsec + ns;
+    ts.tv_sec += (time_t)(nsec / 1000000000ULL);
+    ts.tv_nsec = (long)(nsec % 1000000000ULL);
+    return ts;
+}
+
 uint64_t util_fnv1a(const void *p, size_t n)
 {
     uint64_t h = 14695981039346656037ull; /* the offset basis */

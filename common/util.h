@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #define CAIRN_VERSION "0.1.0"
 
@@ -35,6 +36,9 @@ int util_parse_bool(const char *s, int *out);
 
 uint64_t util_now_ms(void);  /* wall clock, milliseconds since the epoch */
 uint64_t util_mono_ns(void); /* monotonic clock, nanoseconds */
+/* The time ns nanoseconds from now on clock (CLOCK_REALTIME, CLOCK_MONOTONIC),
+ * for pthread_cond_timedwait on a condition variable of that clock. */
+struct timespec util_time_in(int clock, uint64_t ns);
 /* FNV-1a (64 bits) of n bytes: a cheap hash for tables and lock stripes,
  * not for anything an attacker picks to collide. */
 uint64_t util_fnv1a(const void *p, size_t n);

@@ -1294,13 +1294,7 @@ static void *committer_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&s->mu);
         for (uint64_t idle; (idle = committer_idle_ns(s, util_mono_ns(), next_touch)) > 0;) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts); /* (cv_work's clock) */
-            ts.tv_nsec += (long)idle;            /* (at most COMMITTER_NAP_NS) */
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts = util_time_in(CLOCK_MONOTONIC, idle); /* (cv_work's clock) */
             pthread_cond_timedwait(&s->cv_work, &s->mu, &ts);
         }
         op *list = s->head;

@@ -70,7 +70,8 @@ typedef struct op {
      * (store_forget_key): nothing goes to the tier, and the key stays if
      * its time here is no longer mtime_ms or a change of it is queued */
     int forget;
-    /* OP_EVICT; OP_TIER_HURRY: at most that many entries, then how many */
+    /* OP_EVICT; OP_TIER_HURRY: at most that many entries, then how many;
+     * OP_TIER_OWE: set to 1 if the key was owed to the tier again */
     uint64_t target;
     /* from the cold tier: no upload is queued, the blob is marked as in the
      * tier, and the key keeps the writer's time */

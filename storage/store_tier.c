@@ -371,6 +371,24 @@ static int tier_copy_old(const store *s, uint64_t tier_time)
            (now - (tier_time < now ? tier_time : now)) * 1000ULL >= s->cfg.tier_refresh_ms;
 }
 
+/* The tier may have lost blob d (b, its record here) since it had it: the
+ * blob is owed again.  upload_blob looks for it, renews a copy that is old
+ * and uploads one that is gone; the key records wait for it (must_wait),
+ * and the local copy is not evicted until then. */
+static int owe_blob_again(store *s, MDB_txn *t, idx_stats *st, const uint8_t d[32],
+                          const blob_rec *b)
+{
+    blob_rec nb = *b;
+    nb.tier = 0;
+    int rc = idx_put_blob(t, &s->ix, d, &nb);
+    if (rc != 0 || tq_has(s, t, TQ_BLOB, d, 32)) /* (counted once) */
+        return rc;
+    if ((rc = enqueue(s, t, TQ_BLOB, d, 32, b->stored)) != 0)
+        return rc;
+    st->tier_pending += b->stored;
+    return 0;
+}
+
 int tier_queue_put(store *s, MDB_txn *t, idx_stats *st, op *o, int created, const blob_rec *b)
 {
     if (s->tier_q == NULL)
@@ -400,21 +418,11 @@ int tier_queue_put(store *s, MDB_txn *t, idx_stats *st, op *o, int created, cons
     } else if (b->tier && (b->stored > EMBED_MAX || tier_copy_old(s, b->tier_time))) {
         /* a body the tier had: its copy there may be gone since (expired
          * by the bucket's rules, the bucket made again, removed by hand),
-         * and a record must never point at a blob the tier lacks.  The blob
-         * is owed again: upload_blob looks for it, renews a copy that is
-         * old and uploads one that is gone.  The record waits for it
-         * (must_wait), and the local copy is not evicted until then.  (A
-         * small body rides in the record itself: its blob is looked for
-         * only when old, to be renewed) */
-        blob_rec nb = *b;
-        nb.tier = 0;
-        if ((rc = idx_put_blob(t, &s->ix, o->cr.sha256, &nb)) != 0)
+         * and a record must never point at a blob the tier lacks.  (A small
+         * body rides in the record itself: its blob is looked for only when
+         * old, to be renewed) */
+        if ((rc = owe_blob_again(s, t, st, o->cr.sha256, b)) != 0)
             return rc;
-        if (!tq_has(s, t, TQ_BLOB, o->cr.sha256, 32)) { /* (counted once) */
-            if ((rc = enqueue(s, t, TQ_BLOB, o->cr.sha256, 32, b->stored)) != 0)
-                return rc;
-            st->tier_pending += b->stored;
-        }
     }
     if ((rc = dequeue(s, t, TQ_KEY_DEL, o->nskey, o->nklen)) != 0)
         return rc;
@@ -528,18 +536,10 @@ int tier_owe(store *s, MDB_txn *t, idx_stats *st, op *o)
     if (tq_has(s, t, TQ_KEY, o->nskey, o->nklen) || tq_has(s, t, TQ_KEY_DEL, o->nskey, o->nklen))
         return 0;
     o->target = 1; /* (owed again: the caller counts it) */
-    if (b.tier && b.stored > EMBED_MAX) {
-        /* the blob may be gone with the record: upload_blob looks for it
-         * first; the record waits for it, and the copy here stays */
-        b.tier = 0;
-        if ((rc = idx_put_blob(t, &s->ix, kr.digest, &b)) != 0)
-            return rc;
-        if (!tq_has(s, t, TQ_BLOB, kr.digest, 32)) {
-            if ((rc = enqueue(s, t, TQ_BLOB, kr.digest, 32, b.stored)) != 0)
-                return rc;
-            st->tier_pending += b.stored;
-        }
-    }
+    /* the blob may be gone with the record (one that rides in it goes up
+     * with it) */
+    if (b.tier && b.stored > EMBED_MAX && (rc = owe_blob_again(s, t, st, kr.digest, &b)) != 0)
+        return rc;
     return enqueue(s, t, TQ_KEY, o->nskey, o->nklen, 0);
 }
 
@@ -1674,14 +1674,7 @@ static void *worker_main(void *arg)
                 if (q->kicks != kicks)
                     continue; /* work came meanwhile */
             }
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += (time_t)(wait_ms / 1000);
-            ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts = util_time_in(CLOCK_REALTIME, wait_ms * 1000000ULL);
             pthread_cond_timedwait(&q->cv, &q->mu, &ts);
             continue;
         }
@@ -2439,11 +2432,7 @@ static int wait_whole(tier_fill *f, store_entry *e)
 {
     if (!raw_whole_first(f))
         return STORE_OK;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts); /* (f->cv's clock) */
-    ts.tv_nsec += WHOLE_WAIT_MS * 1000000L;
-    ts.tv_sec += ts.tv_nsec / 1000000000L;
-    ts.tv_nsec %= 1000000000L;
+    struct timespec ts = util_time_in(CLOCK_REALTIME, WHOLE_WAIT_MS * 1000000ULL); /* (f->cv's) */
     pthread_mutex_lock(&f->mu);
     int rc = 0;
     while (f->state == 0 && rc != ETIMEDOUT)

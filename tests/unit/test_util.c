@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -93,12 +94,28 @@ static void test_fnv1a(void **state)
     assert_true(util_fnv1a("foobar", 6) == 0x85944171f73967e8ull);
 }
 
+static void test_time_in(void **state)
+{
+    (void)state;
+    /* a deadline is a valid timespec, after now by what was asked, carried
+     * into seconds past a second's end */
+    for (uint64_t ns = 0; ns < 3000000000ULL; ns += 999999999ULL) {
+        struct timespec after, at = util_time_in(CLOCK_MONOTONIC, ns);
+        clock_gettime(CLOCK_MONOTONIC, &after);
+        assert_true(at.tv_nsec >= 0 && at.tv_nsec < 1000000000L);
+        uint64_t at_ns = (uint64_t)at.tv_sec * 1000000000ULL + (uint64_t)at.tv_nsec,
+                 after_ns = (uint64_t)after.tv_sec * 1000000000ULL + (uint64_t)after.tv_nsec;
+        assert_true(at_ns <= after_ns + ns);
+        assert_true(at_ns + 1000000000ULL > after_ns + ns); /* (within a second of now) */
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pct_decode), cmocka_unit_test(test_bytes_cmp),
         cmocka_unit_test(test_grow),       cmocka_unit_test(test_memdup),
-        cmocka_unit_test(test_fnv1a),
+        cmocka_unit_test(test_fnv1a),      cmocka_unit_test(test_time_in),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
