@@ -2283,9 +2283,17 @@ int tier_fill_open(tier_fill *f, const uint8_t **bytes, size_t *len, int *fd)
     if (f->bytes)
         return 0;
     if (f->streaming) {
-        *fd = -1; /* read through tier_fill_read */
-        atomic_fetch_add(&f->refs, 1);
-        return 1;
+        /* A raw blob that has all arrived and checked out (as one waits
+         * for, wait_whole) is read as a local file is: sent with sendfile,
+         * not copied through the reader's buffer. */
+        pthread_mutex_lock(&f->mu);
+        int whole = f->state > 0 && f->codec == CODEC_RAW;
+        pthread_mutex_unlock(&f->mu);
+        if (!whole) {
+            *fd = -1; /* read through tier_fill_read */
+            atomic_fetch_add(&f->refs, 1);
+            return 1;
+        }
     }
     *fd = dup(f->fd);
     return *fd >= 0 ? 0 : -1;
