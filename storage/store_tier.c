@@ -2900,8 +2900,12 @@ static void *check_main(void *arg)
     return NULL;
 }
 
-static void stream_progress(void *arg, const void *piece, size_t len, uint64_t written,
-                            const tier_meta *m)
+/* Tells readers of the piece that arrived, and checks it (or has the
+ * checker do so): non-zero once a zstd frame failed its checks, which ends
+ * the fetch there, so that the next reader fetches the blob again at once
+ * rather than wait for the rest of a copy known to be damaged. */
+static int stream_progress(void *arg, const void *piece, size_t len, uint64_t written,
+                           const tier_meta *m)
 {
     stream_job *sj = arg;
     tier_fill *f = sj->f;
@@ -2930,8 +2934,10 @@ static void stream_progress(void *arg, const void *piece, size_t len, uint64_t w
     pthread_mutex_unlock(&f->mu);
     /* checked after readers have it: the first bytes (the answer's headers)
      * wait for no check, and the end of the body waits for all of them */
-    if (!sj->checker_on)
-        check_piece(sj, m->codec, piece, len, written - len);
+    if (sj->checker_on)
+        return 0; /* (a raw blob's damage shows only once all of it is hashed) */
+    check_piece(sj, m->codec, piece, len, written - len);
+    return sj->bad && !sj->local_err;
 }
 
 static void *stream_main(void *arg)
@@ -2955,7 +2961,8 @@ static void *stream_main(void *arg)
         /* a piece at a time, as a fetch would: readers begin at the first frame */
         for (uint64_t at = 0; rc == TIER_OK && at < m.length;) {
             size_t n = m.length - at < ZOUT_SIZE ? (size_t)(m.length - at) : ZOUT_SIZE;
-            stream_progress(sj, sj->carried + at, n, at + n, &m);
+            if (stream_progress(sj, sj->carried + at, n, at + n, &m) != 0)
+                break; /* (damaged: no use checking the rest) */
             at += n;
         }
         free(sj->carried);

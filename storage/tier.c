@@ -440,6 +440,7 @@ typedef struct xfer {
     size_t out_len, out_cap;
     uint64_t out_max;
     int too_large;
+    int damaged;     /* progress found the bytes so far damaged */
     int write_error; /* the body could not be kept here (a full disk, memory) */
     char etag[128];  /* the answer's ETag header, as sent (quoted) */
     int encrypted;   /* the answer says the object is encrypted: its ETag may not be an MD5 */
@@ -452,8 +453,8 @@ typedef struct xfer {
     long status;
     int range_ok, refused;
     tier_meta *meta;
-    void (*progress)(void *arg, const void *piece, size_t len, uint64_t written,
-                     const tier_meta *meta);
+    int (*progress)(void *arg, const void *piece, size_t len, uint64_t written,
+                    const tier_meta *meta);
     void *progress_arg;
     /* a body that stops arriving for stall_ns, once it started, ends the
      * transfer there (progress_cb), not at the end of its budget */
@@ -567,8 +568,10 @@ static size_t write_cb(char *buf, size_t size, size_t n, void *arg)
         x->out_len += len;
         if (x->stall_ns)
             x->last_ns = util_mono_ns();
-        if (x->progress)
-            x->progress(x->progress_arg, buf, len, x->out_len, x->meta);
+        if (x->progress && x->progress(x->progress_arg, buf, len, x->out_len, x->meta) != 0) {
+            x->damaged = 1; /* no use fetching the rest */
+            return 0;
+        }
         return len;
     }
     if (x->out_len + len > x->out_cap) {
@@ -941,7 +944,7 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, http);
     handle_give(t, h);
     int rc = x->write_error                 ? TIER_LOCAL
-             : x->too_large                 ? TIER_BAD
+             : x->too_large || x->damaged   ? TIER_BAD
              : cc != CURLE_OK               ? TIER_ERROR
              : *http >= 200 && *http < 300  ? TIER_OK
              : *http == 404                 ? TIER_NOTFOUND
@@ -1098,6 +1101,9 @@ static void note_failure(tier *t, const xfer *x, CURLcode cc, const char *eb, lo
     int bare = 0; /* an HTTP status alone: a HEAD's answer has no body */
     if (x->too_large)
         snprintf(out, cap, "an answer larger than %" PRIu64 " bytes", x->out_max);
+    else if (x->damaged)
+        snprintf(out, cap, "damaged: the %" PRIu64 " bytes that arrived failed their checks",
+                 x->out_len);
     else if (x->garbled)
         snprintf(out, cap,
                  "damaged on the way: the body's SHA-256 is not the "
@@ -1367,11 +1373,12 @@ int tier_abort_abandoned(tier *t)
     return (int)kept;
 }
 
-static void md5_piece(void *arg, const void *piece, size_t len, uint64_t written,
-                      const tier_meta *meta)
+static int md5_piece(void *arg, const void *piece, size_t len, uint64_t written,
+                     const tier_meta *meta)
 {
     (void)written, (void)meta;
     EVP_DigestUpdate(arg, piece, len);
+    return 0;
 }
 
 /* The MD5 of the object name as the tier has it (len bytes): 0, or -1. */
@@ -1574,8 +1581,8 @@ int tier_get_range(tier *t, const char *name, uint64_t off, uint64_t len, void *
 }
 
 int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *meta,
-                    void (*progress)(void *arg, const void *piece, size_t len, uint64_t written,
-                                     const tier_meta *meta),
+                    int (*progress)(void *arg, const void *piece, size_t len, uint64_t written,
+                                    const tier_meta *meta),
                     void *arg)
 {
     tier_meta m = {.codec = -1};

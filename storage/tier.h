@@ -162,10 +162,12 @@ int tier_refresh(tier *t, const char *name);
  * TIER_BAD (unless that is what was asked). */
 int tier_get_range(tier *t, const char *name, uint64_t off, uint64_t len, void **data, size_t *got);
 /* tier_get into fd, calling progress with each piece once it is written
- * (meta holds the answer's headers from the first call on). */
+ * (meta holds the answer's headers from the first call on).  progress
+ * returns 0, or non-zero when the bytes so far are damaged: the transfer
+ * ends there, TIER_BAD (not resumed). */
 int tier_get_stream(tier *t, const char *name, int fd, uint64_t max, tier_meta *meta,
-                    void (*progress)(void *arg, const void *piece, size_t len, uint64_t written,
-                                     const tier_meta *meta),
+                    int (*progress)(void *arg, const void *piece, size_t len, uint64_t written,
+                                    const tier_meta *meta),
                     void *arg);
 /* DELETE; a missing object is TIER_OK. */
 int tier_delete(tier *t, const char *name);

@@ -2513,6 +2513,41 @@ class TierTest(unittest.TestCase):
                     self.assertEqual(got if st == 200 else b"", b"", "damaged bytes answered")
                     self.assertIn(st, (404, 200, None))
 
+    def test_a_compressed_blob_damaged_near_its_start_is_fetched_again_by_the_next_read(self):
+        """A zstd blob whose first frame arrives damaged, the rest of the
+        answer slow to come (here: stalled for 6 s half-way): the fetch ends
+        at the damaged frame, so a read right after the first one was cut
+        fetches the blob again and gets all of it, rather than joining the
+        download of a copy known to be damaged and being cut in turn."""
+        a = self.node(extra=["--tier-timeout", "10s"])  # (the stall is not a stall to it)
+        text = self.rng.randbytes(6 * MIB).hex().encode()  # (compresses to about half)
+        path = "/cas/" + sha256(text)
+        self.assertEqual(request(a, "PUT", path, text)[0], 200)
+        self.drained(a)
+        blob_gets = []
+
+        def first_blob_get(m, p):
+            if m == "GET" and "/blobs/" in p:
+                blob_gets.append(p)
+                return len(blob_gets) == 1
+            return False
+        self.proxy.fail = lambda m, p: "flip" if first_blob_get(m, p) else None
+        self.proxy.flip_at = lambda data: 100
+        self.proxy.stall = lambda m, p: 6 if len(blob_gets) == 1 and "/blobs/" in p else 0
+        try:
+            b = self.node(extra=["--tier-timeout", "10s"])
+            try:
+                st, _, got = request(b, "GET", path)
+            except (http.client.HTTPException, ConnectionError):  # (cut short)
+                st, got = None, b""
+            self.assertEqual(got if st == 200 else b"", b"", "damaged bytes answered")
+            st, _, got = request(b, "GET", path)
+            self.assertEqual((st, sha256(got)), (200, sha256(text)))
+            self.assertEqual(len(blob_gets), 2)
+            self.assertEqual(status(b)["tier"]["corrupt"], 1)
+        finally:
+            self.proxy.fail = self.proxy.flip_at = self.proxy.stall = None
+
     def test_a_seek_table_that_lies_is_a_miss(self):
         """A zstd blob whose frames and SHA-256 are right but whose seek table
         says the frames begin elsewhere (two compressed sizes swapped: the
