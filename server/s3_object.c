@@ -257,8 +257,16 @@ int s3_write_preconditions(request *r, int none_match, enum MHD_Result *ret)
     const char *im = http_header(r, "If-Match");
     if (inm == NULL && im == NULL)
         return 0;
+    /* the key as the fleet has it now, not as a copy here may still hold
+     * it; and a key the tier could not be asked about is neither there nor
+     * missing (a create-only PUT, If-None-Match: *, must not overwrite one
+     * another node wrote) */
     store_entry e;
-    int st = store_lookup(r->srv->st, s->ns, s->key, s->klen, &e);
+    int st = store_check_key(r->srv->st, s->ns, s->key, s->klen);
+    if (st == STORE_OK)
+        st = store_lookup(r->srv->st, s->ns, s->key, s->klen, &e);
+    if (st == STORE_NOTFOUND && e.tier_failed)
+        st = STORE_UNAVAILABLE;
     if (st != STORE_OK && st != STORE_NOTFOUND) {
         *ret = s3_store_error(r, st);
         return 1;
@@ -561,7 +569,14 @@ int s3_copy_source(request *r, store_entry *e, char etag[80], int *self, enum MH
         *ret = s3_no_bucket(r);
         return 1;
     }
-    int st = store_lookup(r->srv->st, src_ns, src_key, src_klen, e);
+    /* a copy takes the source's current version: a copy here that another
+     * node's write made stale is dropped first (the tier not answering,
+     * the copy here is taken, as a read would) */
+    int st = store_check_key(r->srv->st, src_ns, src_key, src_klen);
+    if (st == STORE_UNAVAILABLE)
+        st = STORE_OK;
+    if (st == STORE_OK)
+        st = store_lookup(r->srv->st, src_ns, src_key, src_klen, e);
     if (st == STORE_OK && e->from_tier) {
         /* the source is still arriving from the cold tier: a copy links
          * its blob (or reads its file), so wait until it is here */

@@ -1749,6 +1749,19 @@ int store_lookup(store *s, const char *ns, const void *key, size_t klen, store_e
     return rc;
 }
 
+int store_check_key(store *s, const char *ns, const void *key, size_t klen)
+{
+    if (s->tier_q == NULL)
+        return STORE_OK;
+    size_t nklen;
+    char *nskey = make_nskey(s, ns, key, klen, &nklen);
+    if (nskey == NULL)
+        return STORE_BAD_KEY;
+    int rc = tier_check_key(s, nskey, nklen);
+    free(nskey);
+    return rc;
+}
+
 struct store_blob {
     store *s;
     int fd; /* -1 for an inline blob */

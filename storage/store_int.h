@@ -225,6 +225,11 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
 /* A key was found here: checks it against the tier in the background if
  * its time has come (--tier-revalidate). */
 void tier_revalidate(store *s, const char *nskey, size_t nklen);
+/* The copy here of a key checked against the tier now, as tier_revalidate
+ * has it checked later: STORE_OK (checked, or nothing to check),
+ * STORE_AGAIN (not on this thread), STORE_UNAVAILABLE (the tier did not
+ * answer: the copy stands). */
+int tier_check_key(store *s, const char *nskey, size_t nklen);
 /* Is a change of this key here still owed to the tier? */
 int tier_key_pending(store *s, MDB_txn *t, const char *nskey, size_t nklen);
 /* Drops the local copy of a key whose time here is mtime_ms (see op.forget):

@@ -3609,13 +3609,15 @@ static int record_lost(store *s, const char *nskey, size_t nklen)
     return 1;
 }
 
-static void revalidate_one(store *s, const char *nskey, size_t nklen)
+/* Checks the copy here of a key against the tier's record: STORE_OK, or
+ * STORE_UNAVAILABLE if the tier did not answer (checked again later). */
+static int revalidate_one(store *s, const char *nskey, size_t nklen)
 {
     tier_state *q = s->tier_q;
     uint64_t clock = tier_clock(s); /* a change here from now on stands */
     MDB_txn *t = reader_get(s);
     if (t == NULL)
-        return;
+        return STORE_IO;
     key_rec kr;
     int rc = idx_get_key(t, &s->ix, nskey, nklen, &kr);
     int pending = rc == 0 && tier_key_pending(s, t, nskey, nklen);
@@ -3626,7 +3628,7 @@ static void revalidate_one(store *s, const char *nskey, size_t nklen)
     kr.meta = meta; /* (it pointed into the index) */
     if (rc != 0 || pending || (kr.meta_len && meta == NULL)) {
         free(meta);
-        return; /* gone, or changed here and not up yet: this node's is the latest */
+        return STORE_OK; /* gone, or changed here and not up yet: this node's is the latest */
     }
     char name[KEY_NAME_CAP];
     key_name(q, nskey, nklen, name);
@@ -3661,8 +3663,10 @@ static void revalidate_one(store *s, const char *nskey, size_t nklen)
                     name);
     }
     free(meta);
+    if (rc != TIER_OK && rc != TIER_NOTFOUND)
+        return STORE_UNAVAILABLE;
     if (rc == TIER_NOTFOUND && !record_lost(s, nskey, nklen))
-        return;
+        return STORE_OK;
     if (rc == TIER_NOTFOUND) {
         /* the tier lost the record (removed by hand or by the bucket's
          * rules, or a store that answered its PUT and kept nothing): put
@@ -3674,13 +3678,27 @@ static void revalidate_one(store *s, const char *nskey, size_t nklen)
             log_msg(LOG_WARN, "tier_record_lost",
                     "%s: not in the tier; it goes up again from the copy here", name);
         }
-        return;
+        return STORE_OK;
     }
     if (stale && store_forget_key(s, nskey, nklen, kr.mtime_ms) == STORE_OK) {
         atomic_fetch_add(&q->revalidated_stale, 1);
         log_msg(LOG_DEBUG, "tier_revalidated", "%s: %s by another node; the copy here dropped",
                 name, record_deleted(m.length) ? "deleted" : "changed");
     }
+    return STORE_OK;
+}
+
+int tier_check_key(store *s, const char *nskey, size_t nklen)
+{
+    tier_state *q = s->tier_q;
+    if (q == NULL || q->reval == NULL || (nklen >= 4 && memcmp(nskey, "cas", 4) == 0))
+        return STORE_OK; /* (checks off; content-addressed keys never change) */
+    if (tier_must_not_wait())
+        return STORE_AGAIN;
+    int rc = revalidate_one(s, nskey, nklen);
+    if (rc == STORE_OK)
+        reval_checked(q, nskey, nklen); /* (the next background check, a period away) */
+    return rc;
 }
 
 static void *reval_main(void *arg)

@@ -957,6 +957,55 @@ class TierTest(unittest.TestCase):
         self.assertEqual(status(b)["tier"]["hits"], hits)  # not fetched again
         self.assertEqual(status(b)["tier"]["revalidated_stale"], 0)
 
+    def test_writes_that_depend_on_a_key_take_the_fleets_version(self):
+        """Node b holds an old copy of a key node a changed since (within
+        --tier-revalidate, so b still answers reads from it): a copy through
+        b copies a's version, and a write conditional on the old ETag gets
+        412, rather than bring the old version back over a's on every node.
+        A create-only PUT (If-None-Match: *) of a key b never read, while
+        the tier cannot be asked, gets 503, not an overwrite of a's."""
+        a = self.node()
+        b = self.node(extra=["--tier-revalidate", "300s"])
+        path = "/cond-bucket/k"
+        self.assertEqual(request(a, "PUT", "/cond-bucket")[0], 200)
+        self.assertEqual(request(a, "PUT", path, b"version 1")[0], 200)
+        self.drained(a)
+        st, h1, got = request(b, "GET", path)
+        self.assertEqual((st, got), (200, b"version 1"))
+        self.assertEqual(request(a, "PUT", path, b"version 2 from a")[0], 200)
+        self.drained(a)
+        self.assertEqual(request(b, "GET", path)[::2], (200, b"version 1"))  # (its copy, for now)
+        st, _, got = request(b, "PUT", path, b"from b", {"If-Match": h1["etag"]})
+        self.assertEqual(st, 412, got)
+        st, _, got = request(b, "PUT", "/cond-bucket/copy", None,
+                             {"x-amz-copy-source": "/cond-bucket/k"})
+        self.assertEqual(st, 200, got)
+        st, _, got = request(b, "PUT", path, None,
+                             {"x-amz-copy-source": "/cond-bucket/k",
+                              "x-amz-metadata-directive": "REPLACE", "x-amz-meta-touched": "1"})
+        self.assertEqual(st, 200, got)
+        self.drained(b)
+        c = self.node()
+        for srv in (a, b, c):
+            self.assertEqual(request(srv, "GET", path)[::2], (200, b"version 2 from a"))
+            self.assertEqual(request(srv, "GET", "/cond-bucket/copy")[::2],
+                             (200, b"version 2 from a"))
+
+        # create-only, while the tier answers 503
+        self.assertEqual(request(a, "PUT", "/cond-bucket/lock", b"owner=a")[0], 200)
+        self.drained(a)
+        self.proxy.fail = lambda m, p: 503 if "/keys/" in p else None
+        try:
+            st, _, got = request(c, "PUT", "/cond-bucket/lock", b"owner=c", {"If-None-Match": "*"})
+            self.assertEqual(st, 503, got)
+            self.assertIn(b"<Code>ServiceUnavailable</Code>", got)
+        finally:
+            self.proxy.fail = None
+        st, _, got = request(c, "PUT", "/cond-bucket/lock", b"owner=c", {"If-None-Match": "*"})
+        self.assertEqual(st, 412, got)
+        self.drained(c)
+        self.assertEqual(request(self.node(), "GET", "/cond-bucket/lock")[::2], (200, b"owner=a"))
+
     def test_a_listing_that_does_not_go_forward_fails(self):
         """A store whose listing names the same objects page after page
         (with new continuation tokens, or the same one) would have a
