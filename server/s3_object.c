@@ -193,8 +193,11 @@ static void add_meta_header(void *ctx, int tag, const char *v, size_t n)
         size_t nl = strlen(val);
         char name[64];
         snprintf(name, sizeof name, "x-amz-checksum-%.40s", val);
+        /* (libmicrohttpd refuses an empty value: a space is one to HTTP,
+         * whose parsers strip the white space around a value) */
+        const char *value = val + nl + 1;
         if (nl < n)
-            MHD_add_response_header(c->resp, tag == META_USER ? val : name, val + nl + 1);
+            MHD_add_response_header(c->resp, tag == META_USER ? val : name, value[0] ? value : " ");
     } else {
         for (size_t i = 0; i < NCONTENT; i++)
             if (content_fields[i].tag == tag && !s3_has_param(c->r, content_fields[i].override))

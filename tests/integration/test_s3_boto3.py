@@ -240,9 +240,12 @@ class Boto3Test(unittest.TestCase):
 
     def test_user_metadata_and_content_headers(self):
         self.s3.put_object(Bucket=self.bucket, Key="m", Body=b"x", ContentType="text/plain",
-                           CacheControl="max-age=60", Metadata={"cachekey": "abc", "Two": "2"})
+                           CacheControl="max-age=60",
+                           Metadata={"cachekey": "abc", "Two": "2", "empty": ""})
         h = self.s3.head_object(Bucket=self.bucket, Key="m")
-        self.assertEqual(h["Metadata"], {"cachekey": "abc", "two": "2"})
+        self.assertEqual(h["Metadata"], {"cachekey": "abc", "two": "2", "empty": ""})
+        got = self.s3.get_object(Bucket=self.bucket, Key="m")
+        self.assertEqual(got["Metadata"], {"cachekey": "abc", "two": "2", "empty": ""})
         self.assertEqual(h["ContentType"], "text/plain")
         self.assertEqual(h["CacheControl"], "max-age=60")
         self.assertEqual(h["ContentLength"], 1)
