@@ -1722,8 +1722,10 @@ static void *worker_main(void *arg)
 
         pthread_mutex_lock(&q->mu);
         int back = 0;
-        if (rc == TIER_ERROR || (rc == TIER_NOTFOUND && tier_makes_bucket(q->t))) {
-            /* (the network, a timeout, 5xx: not an answer about this entry) */
+        if (rc == TIER_ERROR || rc == TIER_DENIED ||
+            (rc == TIER_NOTFOUND && tier_makes_bucket(q->t))) {
+            /* (the network, a timeout, 5xx, keys refused or a clock off, 401
+             * and 403: not an answer about this entry) */
             if (++q->fail_streak >= 2 && !q->in_doubt) {
                 q->in_doubt = 1; /* every try fails: the tier is down, or its bucket gone */
                 q->probes = 0;
