@@ -3293,8 +3293,13 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
         return STORE_NOTFOUND; /* deleted here; the tier will hear of it */
     if (tier_must_not_wait())
         return STORE_AGAIN;
-    if (!tier_time_left(q->t))
-        return STORE_NOTFOUND; /* a miss, the tier not asked: the reader waited enough */
+    if (!tier_time_left(q->t)) {
+        /* a miss, the tier not asked: the reader waited enough (for a
+         * thread to ask it: counted as the tier's error, its time gone) */
+        if (tier_waited_out(q->t))
+            atomic_fetch_add(&q->errors, 1);
+        return STORE_NOTFOUND;
+    }
     uint8_t id[TQ_KEYLEN];
     tq_key(TQ_KEY, nskey, nklen, id);
     uint64_t gen = 0;
@@ -3338,7 +3343,10 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
     if (rc == TIER_NOTFOUND) {
         atomic_fetch_add(&q->misses, 1);
     } else if (rc == TIER_LATE) {
-        /* a miss, the tier not asked; readers waiting for the gate ask it */
+        /* a miss, the tier not asked; readers waiting for the gate ask it
+         * (counted if the read's time went in waiting for a thread) */
+        if (tier_waited_out(q->t))
+            atomic_fetch_add(&q->errors, 1);
     } else if (rc != TIER_OK) {
         atomic_fetch_add(&q->errors, 1);
         e->tier_failed = 1;

@@ -1174,6 +1174,18 @@ int tier_time_left(const tier *t)
     return t->timeout_ms - waited_ms > 0;
 }
 
+int tier_waited_out(tier *t)
+{
+    if (waited_ms < t->timeout_ms || waited_ms >= LONG_MAX / 2)
+        return 0; /* (time left, or spent on another reader's failure: counted there) */
+    snprintf(thread_error, sizeof thread_error,
+             "a read waited --tier-timeout (%ld ms) for a thread to ask the tier, which is slow "
+             "or asked by many reads at once: it was answered as a miss",
+             t->timeout_ms);
+    keep_failure(t, 0);
+    return 1;
+}
+
 void tier_spent(void)
 {
     if (one_answer_now)

@@ -82,6 +82,10 @@ int tier_open(tier **t, const tier_config *cfg, char *err, size_t errlen);
 void tier_waited(uint64_t waited_ns, int one_answer);
 /* Has what this thread runs time left for a request to the tier? */
 int tier_time_left(const tier *t);
+/* With no time left: did it go in waiting for a thread to ask the tier
+ * (tier_waited), rather than to another reader's failure (tier_spent)?
+ * Then that is the tier's last failure (tier_last_failure), and 1. */
+int tier_waited_out(tier *t);
 /* What this thread runs for one answer took a failure of the tier's from
  * another reader's request (a timeout, likely): it has waited enough, and
  * sends none of its own (tier_waited's one_answer). */

@@ -2046,6 +2046,40 @@ class TierTest(unittest.TestCase):
         st, _, body = request(b, "GET", "/hung/k")
         self.assertEqual((st, body), (200, b"body"))
 
+    def test_reads_that_waited_out_their_time_for_the_tier_are_counted(self):
+        """More cold reads at once than threads that may wait for the tier,
+        while it is slow (each read holds a thread for its key record, then
+        its blob, 4.5 s in all, over --tier-timeout): those that ran out of
+        time waiting for a thread are misses, and counted as the tier's
+        errors (they asked nothing, but a slow tier is why), with /status
+        saying so; every read is counted once."""
+        a = self.node()
+        self.assertEqual(request(a, "PUT", "/waited")[0], 200)
+        bodies = [self.rng.randbytes(70 * KIB) for _ in range(24)]
+        for i, body in enumerate(bodies):
+            self.assertEqual(request(a, "PUT", "/waited/k%d" % i, body)[0], 200)
+        self.drained(a)
+        b = self.node(extra=["--threads", "4"])  # 8 threads wait for the tier
+        self.assertEqual(request(b, "HEAD", "/waited")[0], 200)  # (the bucket is known)
+        self.proxy.delay = lambda m, p: 2 if "/keys/" in p else 2.5 if "/blobs/" in p else 0
+        got = {}
+
+        def read(i):
+            got[i] = request(b, "GET", "/waited/k%d" % i)
+        try:
+            at_once(read, range(len(bodies)))
+        finally:
+            self.proxy.delay = None
+        for i, (st, _, body) in got.items():
+            self.assertIn(st, (200, 404))
+            if st == 200:
+                self.assertEqual(body, bodies[i])
+        self.assertIn(404, [st for st, _, _ in got.values()])
+        tier = status(b)["tier"]
+        self.assertEqual(tier["hits"] + tier["errors"], len(bodies), tier)
+        self.assertEqual(tier["misses"], 0, tier)
+        self.assertIn("for a thread to ask the tier", tier["last_error"]["message"])
+
     def test_the_tiers_words_for_a_missing_bucket_and_a_refused_part(self):
         """The log and /status name what the tier said: a bucket that is
         not there (404 NoSuchBucket, not taken for a missing object), and a
