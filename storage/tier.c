@@ -1814,6 +1814,16 @@ int tier_list_delimited(tier *t, const char *prefix, const char *delimiter,
     return tier_list_objects(t, prefix, delimiter, each_by_name, &b);
 }
 
+/* A listing's page the node cannot go on from: the tier's last failure
+ * (tier_last_failure) and the log say why.  TIER_BAD. */
+static int list_failed(tier *t, const char *full, const char *why)
+{
+    snprintf(thread_error, sizeof thread_error, "the listing of %.200s %.90s", full, why);
+    keep_failure(t, 0);
+    log_msg(LOG_WARN, "tier_list_failed", "%s", thread_error);
+    return TIER_BAD;
+}
+
 int tier_list_objects(tier *t, const char *prefix, const char *delimiter,
                       int (*each)(void *arg, const tier_object *o), void *arg)
 {
@@ -1850,21 +1860,20 @@ int tier_list_objects(tier *t, const char *prefix, const char *delimiter,
         l.depth = 0;
         int ok = xml_parse(x.out, x.out_len, ls_start, ls_end, ls_text, &l) == 0;
         free(x.out);
-        if (!ok || l.error || l.overflow)
-            return TIER_BAD;
+        if (!ok || l.error)
+            return list_failed(t, full, "got an answer that is not a listing (ListObjectsV2 XML)");
+        if (l.overflow)
+            return list_failed(t, full, "names an object or a token longer than S3 makes them");
         if (l.backwards || (l.truncated && strcmp(l.token, last_token) == 0)) {
             /* a page that names what came before, or the same token again:
              * a listing that would go round for ever */
-            log_msg(LOG_WARN, "tier_list_failed",
-                    "the listing of %s does not go forward (a name or a continuation token "
-                    "came again)",
-                    full);
-            return TIER_BAD;
+            return list_failed(t, full,
+                               "does not go forward (a name or a continuation token came again)");
         }
         if (l.stopped || !l.truncated)
             return TIER_OK;
         if (!l.token[0])
-            return TIER_BAD; /* truncated, but no way on */
+            return list_failed(t, full, "is cut short (IsTruncated) with no continuation token");
         memcpy(last_token, l.token, sizeof last_token);
     }
 }

@@ -1010,7 +1010,8 @@ class TierTest(unittest.TestCase):
         """A store whose listing names the same objects page after page
         (with new continuation tokens, or the same one) would have a
         listing of keys go round for ever: it fails (502), and a listing
-        that goes forward works."""
+        that goes forward works.  So does a listing that is not one (a 200
+        whose body is not ListObjectsV2's XML); /status says why."""
         a = self.node()
         self.assertEqual(request(a, "PUT", "/loop-bucket")[0], 200)
         self.assertEqual(request(a, "PUT", "/loop-bucket/k1", b"one")[0], 200)
@@ -1040,6 +1041,12 @@ class TierTest(unittest.TestCase):
             st, _, body = request(b, "GET", "/admin/keys?prefix=loop-bucket/", timeout=30)
             self.assertEqual(st, 502, body)
             self.assertLessEqual(len(pages), 2)
+            self.assertIn("does not go forward", status(b)["tier"]["last_error"]["message"])
+        self.proxy.answer = lambda m, p: (200, b"<html>a captive portal</html") \
+            if m == "GET" and "list-type=2" in p else None
+        st, _, body = request(b, "GET", "/admin/keys?prefix=loop-bucket/", timeout=30)
+        self.assertEqual(st, 502, body)
+        self.assertIn("not a listing", status(b)["tier"]["last_error"]["message"])
         self.proxy.answer = None
         st, _, body = request(b, "GET", "/admin/keys?prefix=loop-bucket/")
         self.assertEqual((st, sorted(body.split())), (200, [b"loop-bucket/k0", b"loop-bucket/k1"]))
