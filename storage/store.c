@@ -905,6 +905,8 @@ static int apply_op(store *s, MDB_txn *t, idx_stats *st, op *o)
         return tier_apply(s, t, st, o);
     case OP_TIER_OWE:
         return tier_owe(s, t, st, o);
+    case OP_TIER_NS_ALL:
+        return tier_owe_all_ns(s, t, o);
     case OP_TIER_HURRY: {
         int rc;
         o->target = idx_tq_due_now(t, &s->ix, util_now_ms(), o->target, &rc);

@@ -32,10 +32,11 @@ enum op_kind {
     OP_FLUSH,
     OP_NS_CREATE,
     OP_NS_DELETE,
-    OP_TIER_DONE,  /* a queue entry was carried out */
-    OP_TIER_RETRY, /* ... failed: try again later */
-    OP_TIER_HURRY, /* the tier is back: every waiting entry is due now */
-    OP_TIER_OWE,   /* the tier lost the record of a key held here: owe it again */
+    OP_TIER_DONE,   /* a queue entry was carried out */
+    OP_TIER_RETRY,  /* ... failed: try again later */
+    OP_TIER_HURRY,  /* the tier is back: every waiting entry is due now */
+    OP_TIER_OWE,    /* the tier lost the record of a key held here: owe it again */
+    OP_TIER_NS_ALL, /* the tier lost everything (made anew): owe every bucket's record */
 };
 
 typedef struct op {
@@ -212,6 +213,9 @@ int tier_blob_dropped(store *s, MDB_txn *t, idx_stats *st, const uint8_t d[32]);
 /* May eviction drop this blob?  Only when the tier holds it and its keys. */
 int tier_evictable(store *s, MDB_txn *t, const uint8_t d[32], const blob_rec *b);
 int tier_apply(store *s, MDB_txn *t, idx_stats *st, op *o);
+/* OP_TIER_NS_ALL: every bucket held here queued for its record to go up
+ * (o->target: how many) */
+int tier_owe_all_ns(store *s, MDB_txn *t, op *o);
 /* OP_TIER_OWE: the record of key o->nskey, as written at o->mtime_ms, and
  * its blob if that does not ride in it, are queued for the tier again. */
 int tier_owe(store *s, MDB_txn *t, idx_stats *st, op *o);

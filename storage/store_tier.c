@@ -546,6 +546,33 @@ int tier_owe(store *s, MDB_txn *t, idx_stats *st, op *o)
 /* A blob was read: when the tier's copy is older than tier_refresh_ms, queue
  * a refresh of it and of its keys' records, so that the bucket's lifecycle
  * rules expire only what nobody uses.  b is written back by the caller. */
+int tier_owe_all_ns(store *s, MDB_txn *t, op *o)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(t, s->ix.ns, &c);
+    if (rc != 0)
+        return rc;
+    o->target = 0;
+    MDB_val k, v;
+    char name[130];
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size >= sizeof name)
+            continue;
+        memcpy(name, k.mv_data, k.mv_size);
+        name[k.mv_size] = '\0';
+        if (!ns_declared(name, k.mv_size))
+            continue; /* (only buckets have records) */
+        /* (the cursor's page may be written by the queue's puts: another
+         * table, so it stays valid) */
+        if ((rc = tier_queue_ns(s, t, name, 0)) != 0)
+            break;
+        o->target++;
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 int tier_touched(store *s, MDB_txn *t, const uint8_t d[32], blob_rec *b)
 {
     if (s->tier_q == NULL || !s->cfg.tier_refresh_ms || !b->tier)
@@ -1695,6 +1722,15 @@ static void *worker_main(void *arg)
                 log_msg(LOG_WARN, "tier_bucket",
                         "made the tier's bucket, which was missing (a parent that lost its "
                         "folder lost what this node sent it: a node wiped now loses it too)");
+                /* the records of the buckets held here go up again, so that
+                 * the other nodes know them (a lost record otherwise reads
+                 * as a bucket deleted elsewhere, for --tier-refresh-after);
+                 * the keys go up again as nodes that hold them read them
+                 * (revalidation finds their records lost) */
+                op all = {.kind = OP_TIER_NS_ALL};
+                if (submit_and_wait(s, &all) == STORE_OK && all.target)
+                    log_msg(LOG_INFO, "tier_bucket",
+                            "the records of %" PRIu64 " buckets held here go up again", all.target);
                 rc = do_job(s, &j);
             }
         }

@@ -3412,6 +3412,44 @@ class CairnOverCairnTest(unittest.TestCase):
             st, _, got = request(child, "GET", "/b12/" + urllib.parse.quote(k))
             self.assertEqual((st, got), (200, k.encode()))
 
+    def test_a_parent_back_on_an_empty_folder_gets_the_buckets_again(self):
+        """A parent cairnd restarted on an empty folder lost what its
+        children sent it.  The child that makes its bucket again puts back
+        the records of the buckets it holds, so that another child knows
+        them (not 404 NoSuchBucket for a bucket in use), and the keys it
+        holds go up again as it reads them (its checks find them lost)."""
+        parent = Server()
+        self.addCleanup(close_checked, self, parent)
+        port = parent.port
+        kids = []
+        for i in range(2):
+            data = "%s-child%d" % (parent.data, i)
+            kid = Server(["--tier", "http://127.0.0.1:%d/" % port, "--tier-timeout", "3s",
+                          "--tier-revalidate", "1s"], data=data,
+                         env={"AWS_ACCESS_KEY_ID": "", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"})
+            self.addCleanup(shutil.rmtree, data, True)
+            self.addCleanup(close_checked, self, kid)
+            kids.append(kid)
+        a, b = kids
+        self.assertEqual(request(a, "PUT", "/kept")[0], 200)
+        self.assertEqual(request(a, "PUT", "/kept/before", b"before the wipe")[0], 200)
+        self.assertTrue(wait_for(lambda: status(a)["tier"]["queue"] == 0, timeout=30))
+        self.assertEqual(parent.stop(), 0)
+        shutil.rmtree(parent.data)
+        os.mkdir(parent.data)
+        parent.start(listen="127.0.0.1:%d" % port)
+        self.assertEqual(request(a, "PUT", "/kept/after", b"after the wipe")[0], 200)
+        self.assertTrue(wait_for(lambda: status(a)["tier"]["queue"] == 0, timeout=60),
+                        status(a)["tier"])
+        self.assertIn("buckets held here go up again", a.read_log())
+        st, _, got = request(b, "PUT", "/kept/from-b", b"b")
+        self.assertEqual(st, 200, got)
+        self.assertEqual(request(b, "GET", "/kept/after")[::2], (200, b"after the wipe"))
+        time.sleep(1.1)  # (a's copy of "before" is due for a check)
+        self.assertEqual(request(a, "GET", "/kept/before")[::2], (200, b"before the wipe"))
+        self.assertTrue(wait_for(lambda: request(b, "GET", "/kept/before")[::2] ==
+                                 (200, b"before the wipe"), timeout=20), status(a)["tier"])
+
 
 @unittest.skipUnless(have_moto() and shutil.which("nginx"), "moto_server or nginx is not installed")
 class BalancedFleetTest(unittest.TestCase):
