@@ -517,9 +517,11 @@ static void XMLCALL ls_end(void *ud, const XML_Char *name)
 {
     lister *ls = ud;
     const char *v = ls->in && ls->cur ? ls->cur : "";
-    if (strcmp(name, "Key") == 0)
-        snprintf(ls->key, sizeof ls->key, "%s", v);
-    else if (strcmp(name, "Size") == 0)
+    if (strcmp(name, "Key") == 0) {
+        /* (asked for URL-encoded: a key may hold bytes XML cannot carry) */
+        ssize_t n = util_pct_decode(v, strlen(v), (uint8_t *)ls->key, sizeof ls->key - 1);
+        ls->key[n > 0 ? n : 0] = '\0';
+    } else if (strcmp(name, "Size") == 0)
         snprintf(ls->size, sizeof ls->size, "%s", v);
     else if (strcmp(name, "LastModified") == 0)
         snprintf(ls->modified, sizeof ls->modified, "%s", v);
@@ -588,13 +590,15 @@ static int list_prefix(const char *url, const char *bucket_prefix, item_list *ou
     int rc = 0;
     do {
         buf q = {0}, path = {0};
-        buf_puts(&q, "list-type=2");
         if (ls.token[0]) {
-            buf_puts(&q, "&continuation-token=");
+            buf_puts(&q, "continuation-token=");
             char *e = curl_easy_escape(NULL, ls.token, 0);
             buf_puts(&q, e);
             curl_free(e);
+            buf_puts(&q, "&");
         }
+        /* keys URL-encoded: XML 1.0 cannot carry some bytes keys may hold */
+        buf_puts(&q, "encoding-type=url&list-type=2");
         if (prefix[0]) {
             buf_puts(&q, "&prefix=");
             char *e = curl_easy_escape(NULL, prefix, 0);
