@@ -2603,6 +2603,28 @@ int ns_get_local(store *s, const char *ns, uint64_t *created_ms, void **meta, si
     return rc;
 }
 
+int scan_names_in(MDB_txn *t, MDB_dbi dbi, int (*each)(void *ctx, const char *name, MDB_val *v),
+                  void *ctx)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(t, dbi, &c);
+    if (rc != 0)
+        return rc;
+    MDB_val k, v;
+    char name[1024];
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size >= sizeof name)
+            continue;
+        memcpy(name, k.mv_data, k.mv_size);
+        name[k.mv_size] = '\0';
+        if (each(ctx, name, &v) != 0)
+            break; /* (rc 0) */
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 /* Calls each with every record of dbi whose key is a name (NUL-terminated
  * copy) until it returns non-zero. */
 static int scan_names(store *s, MDB_dbi dbi, int (*each)(void *ctx, const char *name, MDB_val *v),
@@ -2611,24 +2633,9 @@ static int scan_names(store *s, MDB_dbi dbi, int (*each)(void *ctx, const char *
     MDB_txn *t = reader_get(s);
     if (t == NULL)
         return STORE_IO;
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(t, dbi, &c);
-    if (rc == 0) {
-        MDB_val k, v;
-        char name[1024];
-        for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
-             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-            if (k.mv_size >= sizeof name)
-                continue;
-            memcpy(name, k.mv_data, k.mv_size);
-            name[k.mv_size] = '\0';
-            if (each(ctx, name, &v) != 0)
-                break;
-        }
-        mdb_cursor_close(c);
-    }
+    int rc = scan_names_in(t, dbi, each, ctx);
     reader_put(s, t);
-    return rc == 0 || rc == MDB_NOTFOUND ? STORE_OK : STORE_IO;
+    return rc == 0 ? STORE_OK : STORE_IO;
 }
 
 typedef struct ns_list_ctx {

@@ -196,6 +196,10 @@ void op_take_file(op *o, int fd, int anon);
 /* After o ran: drops its file unless the committer put it in place. */
 void op_release_file(op *o);
 int ns_get_local(store *s, const char *ns, uint64_t *created_ms, void **meta, size_t *meta_len);
+/* Calls each with every record of dbi in t whose key is a name (a
+ * NUL-terminated copy), until it returns non-zero: 0, or LMDB's error. */
+int scan_names_in(MDB_txn *t, MDB_dbi dbi, int (*each)(void *ctx, const char *name, MDB_val *v),
+                  void *ctx);
 
 /* store_tier.c: everything of the cold tier */
 int tier_start(store *s, char *err, size_t errlen); /* after the committer runs */

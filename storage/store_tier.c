@@ -543,36 +543,37 @@ int tier_owe(store *s, MDB_txn *t, idx_stats *st, op *o)
     return enqueue(s, t, TQ_KEY, o->nskey, o->nklen, 0);
 }
 
+typedef struct owe_ns {
+    store *s;
+    MDB_txn *t;
+    op *o;
+    int rc;
+} owe_ns;
+
+static int owe_ns_each(void *ctx, const char *name, MDB_val *v)
+{
+    (void)v;
+    owe_ns *w = ctx;
+    if (!ns_declared(name, strlen(name)))
+        return 0; /* (only buckets have records) */
+    /* (the queue is another table: the cursor over the buckets stays valid) */
+    if ((w->rc = tier_queue_ns(w->s, w->t, name, 0)) != 0)
+        return 1;
+    w->o->target++;
+    return 0;
+}
+
+int tier_owe_all_ns(store *s, MDB_txn *t, op *o)
+{
+    owe_ns w = {s, t, o, 0};
+    o->target = 0;
+    int rc = scan_names_in(t, s->ix.ns, owe_ns_each, &w);
+    return rc != 0 ? rc : w.rc;
+}
+
 /* A blob was read: when the tier's copy is older than tier_refresh_ms, queue
  * a refresh of it and of its keys' records, so that the bucket's lifecycle
  * rules expire only what nobody uses.  b is written back by the caller. */
-int tier_owe_all_ns(store *s, MDB_txn *t, op *o)
-{
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(t, s->ix.ns, &c);
-    if (rc != 0)
-        return rc;
-    o->target = 0;
-    MDB_val k, v;
-    char name[130];
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size >= sizeof name)
-            continue;
-        memcpy(name, k.mv_data, k.mv_size);
-        name[k.mv_size] = '\0';
-        if (!ns_declared(name, k.mv_size))
-            continue; /* (only buckets have records) */
-        /* (the cursor's page may be written by the queue's puts: another
-         * table, so it stays valid) */
-        if ((rc = tier_queue_ns(s, t, name, 0)) != 0)
-            break;
-        o->target++;
-    }
-    mdb_cursor_close(c);
-    return rc == MDB_NOTFOUND ? 0 : rc;
-}
-
 int tier_touched(store *s, MDB_txn *t, const uint8_t d[32], blob_rec *b)
 {
     if (s->tier_q == NULL || !s->cfg.tier_refresh_ms || !b->tier)
