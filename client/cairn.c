@@ -481,6 +481,7 @@ typedef struct lister {
     size_t curn;
     int in;
     char key[2048], token[2048], size[32], modified[64];
+    size_t keylen;
     int truncated;
     item_list *out;
     const char *bucket;
@@ -520,7 +521,10 @@ static void XMLCALL ls_end(void *ud, const XML_Char *name)
     if (strcmp(name, "Key") == 0) {
         /* (asked for URL-encoded: a key may hold bytes XML cannot carry) */
         ssize_t n = util_pct_decode(v, strlen(v), (uint8_t *)ls->key, sizeof ls->key - 1);
-        ls->key[n > 0 ? n : 0] = '\0';
+        if (n < 0) /* (not URL-encoded after all: as it came) */
+            n = snprintf(ls->key, sizeof ls->key, "%s", v);
+        ls->keylen = (size_t)n < sizeof ls->key ? (size_t)n : sizeof ls->key - 1;
+        ls->key[ls->keylen] = '\0';
     } else if (strcmp(name, "Size") == 0)
         snprintf(ls->size, sizeof ls->size, "%s", v);
     else if (strcmp(name, "LastModified") == 0)
@@ -537,8 +541,8 @@ static void XMLCALL ls_end(void *ud, const XML_Char *name)
         static const char hex[] = "0123456789ABCDEF";
         buf_puts(&line, ls->bucket);
         buf_puts(&line, "/");
-        for (const char *k = ls->key; *k; k++) {
-            unsigned char c = (unsigned char)*k;
+        for (const char *k = ls->key; k < ls->key + ls->keylen; k++) {
+            unsigned char c = (unsigned char)*k; /* (a NUL too, escaped) */
             if (c < 0x21 || c == '%' || c == 0x7f) {
                 char e[3] = {'%', hex[c >> 4], hex[c & 15]};
                 buf_add(&line, e, 3);

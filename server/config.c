@@ -123,7 +123,8 @@ static const option_def options[] = {
     {"tier-revalidate", T_DURATION, OFF(tier_revalidate), 0, "60s",
      "a key held here and read is checked against the tier at most this often, in the "
      "background; changed or deleted by another node since, the local copy is dropped and the "
-     "next read takes the tier's (0 = never; content-addressed /cas/ keys never change)"},
+     "next read takes the tier's (0 = never; copies and conditional writes check their keys "
+     "anyway; content-addressed /cas/ keys never change)"},
     {"tier-insecure", T_BOOL, OFF(tier_insecure), 0, "false",
      "do not verify the tier's TLS certificate (tests only)"},
 };

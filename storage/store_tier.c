@@ -3332,9 +3332,12 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
         return STORE_AGAIN;
     if (!tier_time_left(q->t)) {
         /* a miss, the tier not asked: the reader waited enough (for a
-         * thread to ask it: counted as the tier's error, its time gone) */
+         * thread to ask it: counted as the tier's error, its time gone).
+         * Not known to be missing, though: a conditional write must not
+         * take it so (tier_failed) */
         if (tier_waited_out(q->t))
             atomic_fetch_add(&q->errors, 1);
+        e->tier_failed = 1;
         return STORE_NOTFOUND;
     }
     uint8_t id[TQ_KEYLEN];
@@ -3384,6 +3387,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
          * (counted if the read's time went in waiting for a thread) */
         if (tier_waited_out(q->t))
             atomic_fetch_add(&q->errors, 1);
+        e->tier_failed = 1; /* (not known to be missing) */
     } else if (rc != TIER_OK) {
         atomic_fetch_add(&q->errors, 1);
         e->tier_failed = 1;
@@ -3520,10 +3524,10 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
     fill_job_free(j);
     free(data);
     gate_leave(q, id,
-               status == STORE_OK                            ? GATE_LOOK_AGAIN
-               : e->tier_failed                              ? GATE_FAILED
-               : status == STORE_NOTFOUND && rc != TIER_LATE ? GATE_MISSED
-                                                             : GATE_LOOK_AGAIN);
+               status == STORE_OK || rc == TIER_LATE ? GATE_LOOK_AGAIN /* (they ask it) */
+               : e->tier_failed                      ? GATE_FAILED
+               : status == STORE_NOTFOUND            ? GATE_MISSED
+                                                     : GATE_LOOK_AGAIN);
     return status;
 }
 
@@ -3738,8 +3742,9 @@ static int revalidate_one(store *s, const char *nskey, size_t nklen)
 int tier_check_key(store *s, const char *nskey, size_t nklen)
 {
     tier_state *q = s->tier_q;
-    if (q == NULL || q->reval == NULL || (nklen >= 4 && memcmp(nskey, "cas", 4) == 0))
-        return STORE_OK; /* (checks off; content-addressed keys never change) */
+    if (q == NULL || (nklen >= 4 && memcmp(nskey, "cas", 4) == 0))
+        return STORE_OK; /* (content-addressed keys never change) */
+    /* (--tier-revalidate 0 turns the checks after reads off, not these) */
     if (tier_must_not_wait())
         return STORE_AGAIN;
     int rc = revalidate_one(s, nskey, nklen);

@@ -958,14 +958,14 @@ class TierTest(unittest.TestCase):
         self.assertEqual(status(b)["tier"]["revalidated_stale"], 0)
 
     def test_writes_that_depend_on_a_key_take_the_fleets_version(self):
-        """Node b holds an old copy of a key node a changed since (within
-        --tier-revalidate, so b still answers reads from it): a copy through
+        """Node b holds an old copy of a key node a changed since (with
+        --tier-revalidate 0, so b still answers reads from it): a copy through
         b copies a's version, and a write conditional on the old ETag gets
         412, rather than bring the old version back over a's on every node.
         A create-only PUT (If-None-Match: *) of a key b never read, while
         the tier cannot be asked, gets 503, not an overwrite of a's."""
         a = self.node()
-        b = self.node(extra=["--tier-revalidate", "300s"])
+        b = self.node(extra=["--tier-revalidate", "0"])  # (no checks after reads: these check)
         path = "/cond-bucket/k"
         self.assertEqual(request(a, "PUT", "/cond-bucket")[0], 200)
         self.assertEqual(request(a, "PUT", path, b"version 1")[0], 200)
@@ -1001,6 +1001,15 @@ class TierTest(unittest.TestCase):
             self.assertIn(b"<Code>ServiceUnavailable</Code>", got)
         finally:
             self.proxy.fail = None
+        # and while it does not answer at all: a create-only copy, whose
+        # source's check timed out (the copy here is taken, as a read would)
+        self.proxy.mode = "slow"
+        try:
+            st, _, got = request(c, "PUT", "/cond-bucket/lock", None,
+                                 {"x-amz-copy-source": "/cond-bucket/k", "If-None-Match": "*"})
+            self.assertEqual(st, 503, got)
+        finally:
+            self.proxy.mode = "ok"
         st, _, got = request(c, "PUT", "/cond-bucket/lock", b"owner=c", {"If-None-Match": "*"})
         self.assertEqual(st, 412, got)
         self.drained(c)
