@@ -121,9 +121,11 @@ enum MHD_Result s3_store_error(request *r, int st);
  * ActualObjectSize. */
 enum MHD_Result s3_invalid_range(request *r, const char *range, uint64_t size);
 /* Conditional writes against the request key's current object: If-Match,
- * and If-None-Match unless none_match is 0 (a delete).  0 to go on; 1 with
- * *ret the answer sent (412, or the store's error). */
-int s3_write_preconditions(request *r, int none_match, enum MHD_Result *ret);
+ * and If-None-Match unless none_match is 0 (a delete).  0 to go on, with
+ * *cond the key as seen, for the write to hold to (a write of it that
+ * comes between: 412 from s3_store_error); 1 with *ret the answer sent
+ * (412, or the store's error). */
+int s3_write_preconditions(request *r, int none_match, store_cond *cond, enum MHD_Result *ret);
 /* The object a copy's x-amz-copy-source names (CopyObject, UploadPartCopy),
  * here (a source still arriving from the cold tier is waited for): 0 with
  * *e filled (the caller clears it), its ETag in etag, and *self set when it

@@ -598,8 +598,8 @@ enum MHD_Result s3_delete_objects(request *r)
                 del_error(&b, it, "InvalidArgument", "Invalid version id specified");
                 continue;
             }
-            int st =
-                it->len ? store_delete_blind(r->srv->st, s->ns, it->key, it->len) : STORE_BAD_KEY;
+            int st = it->len ? store_delete_blind(r->srv->st, s->ns, it->key, it->len, NULL)
+                             : STORE_BAD_KEY;
             if (st == STORE_OK || st == STORE_NOTFOUND) {
                 if (!p.quiet) {
                     buf_puts(&b, "<Deleted>");

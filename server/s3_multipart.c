@@ -491,7 +491,8 @@ static enum MHD_Result complete(request *r, complete_parse *p)
         }
     }
     free(parts);
-    if (!failed && s3_write_preconditions(r, 1, &ret))
+    store_cond cond;
+    if (!failed && s3_write_preconditions(r, 1, &cond, &ret))
         failed = 1; /* (If-None-Match: "*", If-Match: the key's current object) */
     if (!failed) {
         buf meta = {0};
@@ -499,7 +500,7 @@ static enum MHD_Result complete(request *r, complete_parse *p)
         buf_add(&meta, info.meta, info.meta_len);
         store_put_result res;
         st = mpu_complete(r->srv->st, info.id, p->numbers, (const char(*)[33])p->etags, p->n,
-                          meta.data, meta.len, &res);
+                          meta.data, meta.len, &cond, &res);
         buf_free(&meta);
         if (st == STORE_OK) {
             buf b = {0};

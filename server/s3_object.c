@@ -253,11 +253,12 @@ static int etag_matches(const char *list, const char *etag)
     return 0;
 }
 
-int s3_write_preconditions(request *r, int none_match, enum MHD_Result *ret)
+int s3_write_preconditions(request *r, int none_match, store_cond *cond, enum MHD_Result *ret)
 {
     s3_req *s = r->fe;
     const char *inm = none_match ? http_header(r, "If-None-Match") : NULL;
     const char *im = http_header(r, "If-Match");
+    cond->kind = STORE_COND_NONE;
     if (inm == NULL && im == NULL)
         return 0;
     /* the key as the fleet has it now, not as a copy here may still hold
@@ -268,15 +269,28 @@ int s3_write_preconditions(request *r, int none_match, enum MHD_Result *ret)
     int st = store_check_key(r->srv->st, s->ns, s->key, s->klen);
     if (st == STORE_OK)
         st = store_lookup(r->srv->st, s->ns, s->key, s->klen, &e);
-    if (st == STORE_NOTFOUND && e.tier_failed)
+    if (st == STORE_OK && e.from_tier) {
+        /* read through the tier just now: the write holds to the key as
+         * it is kept here, once it is (see cond) */
+        store_entry_clear(&e);
+        int state;
+        uint64_t size;
+        st = store_warm(r->srv->st, s->ns, s->key, s->klen, &state, &size);
+        if (st == STORE_OK)
+            st = store_lookup(r->srv->st, s->ns, s->key, s->klen, &e);
+    } else if (st == STORE_NOTFOUND && e.tier_failed) {
         st = STORE_UNAVAILABLE;
+    }
     if (st != STORE_OK && st != STORE_NOTFOUND) {
         *ret = s3_store_error(r, st);
         return 1;
     }
     char cur[80] = "";
+    cond->kind = st == STORE_OK ? STORE_COND_SAME : STORE_COND_ABSENT;
     if (st == STORE_OK) {
         s3_meta_etag(e.meta, e.meta_len, cur, sizeof cur);
+        cond->mtime_ms = e.mtime_ms;
+        memcpy(cond->digest, e.digest, 32);
         store_entry_clear(&e);
     }
     if ((inm && st == STORE_OK && etag_matches(inm, cur)) ||
@@ -441,7 +455,8 @@ enum MHD_Result s3_put_object_end(request *r)
     if (s3_body_verify(r, res.md5, res.digest, &ret) != 0)
         return ret;
 
-    if (s3_write_preconditions(r, 1, &ret))
+    store_cond cond;
+    if (s3_write_preconditions(r, 1, &cond, &ret))
         return ret;
 
     char etag[33];
@@ -450,8 +465,8 @@ enum MHD_Result s3_put_object_end(request *r)
     s3_request_meta(r, &meta, etag);
     if (s->ck_value[0])
         s3_meta_add_checksum(&meta, cksum_name(s->ck_alg), s->ck_value);
-    int st =
-        store_upload_commit(s->body.up, s->ns, s->key, s->klen, NULL, meta.data, meta.len, &res);
+    int st = store_upload_commit(s->body.up, s->ns, s->key, s->klen, NULL, meta.data, meta.len,
+                                 &cond, &res);
     s->body.up = NULL;
     buf_free(&meta);
     if (st != STORE_OK)
@@ -467,9 +482,10 @@ enum MHD_Result s3_delete_object(request *r)
     if (!s3_bucket_exists(r))
         return s3_no_bucket(r);
     enum MHD_Result ret;
-    if (s3_write_preconditions(r, 0, &ret)) /* (S3 deletes take If-Match only) */
+    store_cond cond;
+    if (s3_write_preconditions(r, 0, &cond, &ret)) /* (S3 deletes take If-Match only) */
         return ret;
-    int st = store_delete_blind(r->srv->st, s->ns, s->key, s->klen);
+    int st = store_delete_blind(r->srv->st, s->ns, s->key, s->klen, &cond);
     if (st != STORE_OK && st != STORE_NOTFOUND)
         return s3_store_error(r, st);
     return s3_empty(r, 204, NULL, NULL);
@@ -486,8 +502,9 @@ static void keep_checksum(void *ctx, int tag, const char *v, size_t n)
 /* What may refuse a copy once its source is found (and its conditions
  * held: s3_copy_source): the metadata directive (*replace; 400 if unknown),
  * a copy onto itself that changes nothing (400), the destination's
- * If-Match and If-None-Match.  1 with *ret answered. */
-static int copy_refused(request *r, int self, int *replace, enum MHD_Result *ret)
+ * If-Match and If-None-Match (*cond: the destination as they saw it).  1
+ * with *ret answered. */
+static int copy_refused(request *r, int self, int *replace, store_cond *cond, enum MHD_Result *ret)
 {
     const char *directive = http_header(r, "x-amz-metadata-directive");
     *replace = directive && strcasecmp(directive, "REPLACE") == 0;
@@ -499,7 +516,7 @@ static int copy_refused(request *r, int self, int *replace, enum MHD_Result *ret
                         "itself without changing the object's metadata, storage class, website "
                         "redirect location or encryption attributes.");
     else
-        return s3_write_preconditions(r, 1, ret); /* the destination's */
+        return s3_write_preconditions(r, 1, cond, ret); /* the destination's */
     return 1;
 }
 
@@ -621,9 +638,19 @@ static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
     if (s3_copy_source(r, &e, etag, &self, &ret))
         return ret;
     int replace;
-    if (copy_refused(r, self, &replace, &ret)) {
+    store_cond cond;
+    if (copy_refused(r, self, &replace, &cond, &ret)) {
         store_entry_clear(&e);
         return ret;
+    }
+    /* a copy onto itself (a metadata change: BuildKit's touch) goes only
+     * onto the version it read: one written between its read and its
+     * write is not put back to the older bytes, the copy reads again */
+    int implicit = self && cond.kind == STORE_COND_NONE && vanished;
+    if (implicit) {
+        cond.kind = STORE_COND_SAME;
+        cond.mtime_ms = e.mtime_ms;
+        memcpy(cond.digest, e.digest, 32);
     }
     buf meta = {0};
     if (replace) {
@@ -633,12 +660,12 @@ static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
         buf_add(&meta, e.meta, e.meta_len);
     }
     uint64_t mtime_ms = 0;
-    int st =
-        store_link(r->srv->st, s->ns, s->key, s->klen, e.digest, meta.data, meta.len, &mtime_ms);
+    int st = store_link(r->srv->st, s->ns, s->key, s->klen, e.digest, meta.data, meta.len, &cond,
+                        &mtime_ms);
     buf_free(&meta);
     store_entry_clear(&e);
-    if (st == STORE_NOTFOUND && vanished) {
-        *vanished = 1; /* the source's blob went since its lookup: look again */
+    if ((st == STORE_NOTFOUND || (st == STORE_PRECONDITION && implicit)) && vanished) {
+        *vanished = 1; /* the source's blob went, or the key changed, since its lookup: again */
         return MHD_YES;
     }
     if (st != STORE_OK)

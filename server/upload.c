@@ -145,7 +145,7 @@ unsigned body_commit(body_sink *b, const char *ns, const void *key, size_t klen,
         fail(b, MHD_HTTP_BAD_REQUEST, "zstd body is truncated");
     if (b->status != 0)
         return b->status;
-    int st = store_upload_commit(b->up, ns, key, klen, expect_digest, meta, meta_len, res);
+    int st = store_upload_commit(b->up, ns, key, klen, expect_digest, meta, meta_len, NULL, res);
     b->up = NULL;
     if (st != STORE_OK) {
         fail(b, http_status_for(st), store_strerror(st));

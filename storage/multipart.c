@@ -579,7 +579,7 @@ static void release(store *s, const char *id)
 }
 
 int mpu_complete(store *s, const char *id, const int *numbers, const char (*md5s)[33], size_t n,
-                 const void *meta, size_t meta_len, store_put_result *res)
+                 const void *meta, size_t meta_len, const store_cond *cond, store_put_result *res)
 {
     mpu_info info;
     int rc = mpu_get(s, id, &info);
@@ -622,7 +622,7 @@ int mpu_complete(store *s, const char *id, const int *numbers, const char (*md5s
         /* the parts become the object: their room is its own; the count
          * loses them as their files go */
         store_upload_of_parts(u, all);
-        rc = store_upload_commit(u, info.ns, info.key, info.klen, NULL, meta, meta_len, res);
+        rc = store_upload_commit(u, info.ns, info.key, info.klen, NULL, meta, meta_len, cond, res);
         /* (NO_NAMESPACE: its bucket went meanwhile, and so does it) */
         if (rc == STORE_OK || rc == STORE_NO_NAMESPACE)
             remove_upload(s, id);

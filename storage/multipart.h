@@ -64,9 +64,10 @@ int mpu_parts(store *s, const char *id, mpu_part **parts, size_t *n);
 /* Streams the given parts, in order, into one new blob and points the
  * upload's key at it with meta; then removes the upload.  Each part must
  * still be the bytes of its MD5 in md5s (hex), the ones the caller checked:
- * STORE_DIGEST_MISMATCH if one was sent again, or is gone, meanwhile. */
+ * STORE_DIGEST_MISMATCH if one was sent again, or is gone, meanwhile; with
+ * cond (or NULL), STORE_PRECONDITION if the key changed since it was seen. */
 int mpu_complete(store *s, const char *id, const int *numbers, const char (*md5s)[33], size_t n,
-                 const void *meta, size_t meta_len, store_put_result *res);
+                 const void *meta, size_t meta_len, const store_cond *cond, store_put_result *res);
 int mpu_abort(store *s, const char *id);
 /* At start, before anything else: completions a stop cut short give their
  * upload back, and what a crash left half made or half removed goes. */

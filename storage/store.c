@@ -127,6 +127,8 @@ const char *store_strerror(int status)
         return "the cold tier is behind (--tier-queue-max bytes wait for it); retry later";
     case STORE_NO_NAMESPACE:
         return "the namespace does not exist";
+    case STORE_PRECONDITION:
+        return "the key changed since its condition was checked";
     default:
         return "I/O error in the store";
     }
@@ -181,6 +183,8 @@ int map_mdb(int rc)
         return STORE_TIER_BEHIND;
     if (rc == RC_NO_NAMESPACE)
         return STORE_NO_NAMESPACE;
+    if (rc == RC_PRECONDITION)
+        return STORE_PRECONDITION;
     if (rc == MDB_BAD_VALSIZE)
         return STORE_BAD_KEY;
     return STORE_IO;
@@ -539,6 +543,21 @@ static int ns_there(store *s, MDB_txn *t, const char *nskey, size_t nklen)
     return has ? 0 : RC_NO_NAMESPACE;
 }
 
+/* Is the key still as o->cond saw it?  0, RC_PRECONDITION, or an LMDB error. */
+static int cond_holds(store *s, MDB_txn *t, const op *o)
+{
+    if (o->cond == NULL || o->cond->kind == STORE_COND_NONE)
+        return 0;
+    key_rec kr;
+    int rc = idx_get_key(t, &s->ix, o->nskey, o->nklen, &kr);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return rc;
+    int same = o->cond->kind == STORE_COND_ABSENT ? rc == MDB_NOTFOUND
+                                                  : rc == 0 && kr.mtime_ms == o->cond->mtime_ms &&
+                                                        memcmp(kr.digest, o->cond->digest, 32) == 0;
+    return same ? 0 : RC_PRECONDITION;
+}
+
 static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
 {
     const uint8_t *d = o->cr.sha256;
@@ -547,6 +566,8 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
         return MDB_NOTFOUND; /* deleted here meanwhile: the tier's copy is stale */
     int rc;
     if (!o->from_tier && (rc = ns_there(s, t, o->nskey, o->nklen)) != 0)
+        return rc;
+    if ((rc = cond_holds(s, t, o)) != 0)
         return rc;
     key_rec old, kr;
     int had_old = idx_get_key(t, &s->ix, o->nskey, o->nklen, &old) == 0;
@@ -653,7 +674,10 @@ static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)
 static int apply_delete(store *s, MDB_txn *t, idx_stats *st, op *o)
 {
     key_rec kr;
-    int rc = idx_get_key(t, &s->ix, o->nskey, o->nklen, &kr);
+    int rc = cond_holds(s, t, o);
+    if (rc != 0)
+        return rc;
+    rc = idx_get_key(t, &s->ix, o->nskey, o->nklen, &kr);
     if (rc == MDB_NOTFOUND && o->tier_only)
         return tier_queue_delete(s, t, o->nskey, o->nklen); /* a fill meanwhile yields to it */
     if (rc != 0)
@@ -2276,10 +2300,11 @@ int store_upload_finish(store_upload *u, store_put_result *res)
 
 int store_upload_commit(store_upload *u, const char *ns, const void *key, size_t klen,
                         const uint8_t *expect_digest, const void *meta, size_t meta_len,
-                        store_put_result *res)
+                        const store_cond *cond, store_put_result *res)
 {
     store *s = u->s;
     op o = {0};
+    o.cond = cond;
     int rc = store_upload_finish(u, NULL);
     o.cr = u->cr;
     if (rc == STORE_OK && expect_digest && memcmp(expect_digest, o.cr.sha256, 32) != 0)
@@ -2323,10 +2348,11 @@ void store_upload_of_parts(store_upload *u, uint64_t parts_bytes)
 }
 
 int store_link(store *s, const char *ns, const void *key, size_t klen, const uint8_t digest[32],
-               const void *meta, size_t meta_len, uint64_t *mtime_ms)
+               const void *meta, size_t meta_len, const store_cond *cond, uint64_t *mtime_ms)
 {
     op o = {0};
     o.kind = OP_PUT;
+    o.cond = cond;
     o.link = 1;
     memcpy(o.cr.sha256, digest, 32);
     o.meta = meta;
@@ -2340,10 +2366,12 @@ int store_link(store *s, const char *ns, const void *key, size_t klen, const uin
     return rc;
 }
 
-static int delete_key(store *s, const char *ns, const void *key, size_t klen, int ask_tier)
+static int delete_key(store *s, const char *ns, const void *key, size_t klen, int ask_tier,
+                      const store_cond *cond)
 {
     op o = {0};
     o.kind = OP_DELETE;
+    o.cond = cond;
     if ((o.nskey = make_nskey(s, ns, key, klen, &o.nklen)) == NULL)
         return STORE_BAD_KEY;
     int rc = submit_and_wait(s, &o);
@@ -2391,12 +2419,13 @@ int store_forget_key(store *s, const char *nskey, size_t nklen, uint64_t mtime_m
 
 int store_delete(store *s, const char *ns, const void *key, size_t klen)
 {
-    return delete_key(s, ns, key, klen, 1);
+    return delete_key(s, ns, key, klen, 1, NULL);
 }
 
-int store_delete_blind(store *s, const char *ns, const void *key, size_t klen)
+int store_delete_blind(store *s, const char *ns, const void *key, size_t klen,
+                       const store_cond *cond)
 {
-    return delete_key(s, ns, key, klen, 0);
+    return delete_key(s, ns, key, klen, 0, cond);
 }
 
 int store_evict_to(store *s, uint64_t target)

@@ -45,7 +45,19 @@ enum store_status {
     STORE_UNAVAILABLE,  /* the cold tier could not be asked (down, slow, refusing) */
     STORE_TIER_BEHIND,  /* a new body while --tier-queue-max bytes wait for the cold tier */
     STORE_NO_NAMESPACE, /* a write into a declared namespace that is gone (store_ns_create) */
+    STORE_PRECONDITION, /* the key is no longer as the write's condition saw it (store_cond) */
 };
+
+/* A write's condition on its key's current version, checked again in the
+ * write's own transaction, so that no other write of the key comes between
+ * the caller's check and the write (STORE_PRECONDITION if one did): the
+ * key as the caller saw it, absent, or at that time with that body. */
+enum { STORE_COND_NONE, STORE_COND_ABSENT, STORE_COND_SAME };
+typedef struct store_cond {
+    int kind;
+    uint64_t mtime_ms; /* STORE_COND_SAME */
+    uint8_t digest[32];
+} store_cond;
 
 const char *store_strerror(int status);
 /* The store status for an errno of a failed write: a full disk or quota is
@@ -210,17 +222,18 @@ uint64_t store_upload_size(const store_upload *u);
 int store_upload_finish(store_upload *u, store_put_result *res);
 /* Finishes the body and makes (ns, key) point at it, replacing what it
  * pointed at.  With expect_digest, a body that hashes otherwise is dropped
- * (STORE_DIGEST_MISMATCH).  Frees u in every case. */
+ * (STORE_DIGEST_MISMATCH); with cond (or NULL), one whose key changed since
+ * (STORE_PRECONDITION).  Frees u in every case. */
 int store_upload_commit(store_upload *u, const char *ns, const void *key, size_t klen,
                         const uint8_t *expect_digest, const void *meta, size_t meta_len,
-                        store_put_result *res);
+                        const store_cond *cond, store_put_result *res);
 void store_upload_abort(store_upload *u);
 
 /* Makes (ns, key) point at a blob the store already holds (a copy that moves
  * no bytes); the key's time into *mtime_ms if given.  STORE_NOTFOUND if the
- * blob is gone. */
+ * blob is gone; cond as for store_upload_commit. */
 int store_link(store *s, const char *ns, const void *key, size_t klen, const uint8_t digest[32],
-               const void *meta, size_t meta_len, uint64_t *mtime_ms);
+               const void *meta, size_t meta_len, const store_cond *cond, uint64_t *mtime_ms);
 
 /* Deletes (ns, key); the delete reaches the cold tier too.  STORE_NOTFOUND
  * when there was no such key: one not held here is looked up in the tier,
@@ -228,8 +241,10 @@ int store_link(store *s, const char *ns, const void *key, size_t klen, const uin
 int store_delete(store *s, const char *ns, const void *key, size_t klen);
 /* store_delete for an answer that does not depend on whether the key
  * existed (S3's DELETE, DeleteObjects): the tier is not asked, so the call
- * never waits for it.  STORE_OK or STORE_NOTFOUND, both meaning gone. */
-int store_delete_blind(store *s, const char *ns, const void *key, size_t klen);
+ * never waits for it.  STORE_OK or STORE_NOTFOUND, both meaning gone; with
+ * cond (or NULL), STORE_PRECONDITION if the key is no longer as seen. */
+int store_delete_blind(store *s, const char *ns, const void *key, size_t klen,
+                       const store_cond *cond);
 /* Can a key of klen bytes be stored in namespace ns (the index's key limit)? */
 int store_key_fits(const store *s, const char *ns, size_t klen);
 

@@ -67,6 +67,8 @@ typedef struct op {
     ino_t ino; /* quarantine only the file that failed */
     /* OP_DELETE of a key held only in the cold tier: queue its deletion there */
     int tier_only;
+    /* OP_PUT, OP_DELETE of a client's: the key as it must still be (or NULL) */
+    const store_cond *cond;
     /* OP_DELETE of the local copy of a key another node changed since
      * (store_forget_key): nothing goes to the tier, and the key stays if
      * its time here is no longer mtime_ms or a change of it is queued */
@@ -170,6 +172,7 @@ int map_mdb(int rc);
 #define RC_TIER_BEHIND (-1000)
 #define RC_LATER (-1001) /* apply_put: the op goes in the next batch */
 #define RC_NO_NAMESPACE (-1002)
+#define RC_PRECONDITION (-1003) /* o->cond does not hold */
 
 /* Is the namespace of nskey (its first nklen bytes, "<ns>\0<key>", or a
  * namespace's name alone) a declared one, a bucket's (see store.h)? */

@@ -557,6 +557,35 @@ class Boto3Test(unittest.TestCase):
         self.assertEqual(self.s3.get_object(Bucket=self.bucket, Key="new")["Body"].read(),
                          b"first")
 
+    def test_conditional_writes_at_once(self):
+        """Writers racing on one key, each with a condition: exactly one of
+        them wins, the others get 412 and change nothing (the condition is
+        held to in the write's own commit, not only checked before it)."""
+        import concurrent.futures
+        import botocore.exceptions
+
+        def race(key, write):
+            def one(i):
+                try:
+                    write(key, b"writer %d " % i * 5000)
+                    return i
+                except botocore.exceptions.ClientError as e:
+                    self.assertEqual(e.response["Error"]["Code"], "PreconditionFailed")
+                    return None
+            with concurrent.futures.ThreadPoolExecutor(8) as ex:
+                won = [i for i in ex.map(one, range(8)) if i is not None]
+            self.assertEqual(len(won), 1, (key, won))
+            got = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            self.assertEqual(got, b"writer %d " % won[0] * 5000)
+
+        for n in range(6):
+            race("create-%d" % n, lambda k, b: self.s3.put_object(
+                Bucket=self.bucket, Key=k, Body=b, IfNoneMatch="*"))
+            key = "update-%d" % n
+            etag = self.s3.put_object(Bucket=self.bucket, Key=key, Body=b"v1")["ETag"]
+            race(key, lambda k, b, etag=etag: self.s3.put_object(
+                Bucket=self.bucket, Key=k, Body=b, IfMatch=etag))
+
     # ---- buckets -------------------------------------------------------------------
 
     def test_bucket_operations(self):

@@ -117,7 +117,7 @@ static int put(store *s, const char *ns, const char *key, const uint8_t *b, size
     if (n)
         store_upload_write(u, b, n);
     store_put_result tmp;
-    return store_upload_commit(u, ns, key, strlen(key), expect, "meta", 4, res ? res : &tmp);
+    return store_upload_commit(u, ns, key, strlen(key), expect, "meta", 4, NULL, res ? res : &tmp);
 }
 
 static void expect_body(store *s, const char *ns, const char *key, const uint8_t *b, size_t n)
@@ -521,7 +521,7 @@ static int put_chunked(store *s, const char *key, const uint8_t *b, size_t n, si
         return rc;
     for (size_t off = 0; off < n; off += piece)
         store_upload_write(u, b + off, n - off < piece ? n - off : piece);
-    return store_upload_commit(u, "ac", key, strlen(key), NULL, "meta", 4, res);
+    return store_upload_commit(u, "ac", key, strlen(key), NULL, "meta", 4, NULL, res);
 }
 
 static void test_inline_sizes(void **state)
