@@ -211,6 +211,12 @@ typedef struct tier_state {
     char *reval_keys[REVAL_QUEUE];
     size_t reval_lens[REVAL_QUEUE];
     unsigned reval_head, reval_n;
+    /* records put a moment ago, checked again once another node's put that
+     * was on its way as ours landed has landed too (recheck_later) */
+    char *later_keys[REVAL_QUEUE];
+    size_t later_lens[REVAL_QUEUE];
+    uint64_t later_due[REVAL_QUEUE]; /* (ms since the epoch; in order: one delay for all) */
+    unsigned later_head, later_n;
     int reval_stop;
     unsigned reval_started;
     pthread_t reval_threads[REVAL_THREADS];
@@ -1506,6 +1512,35 @@ static void ns_keep(store *s, const char *nskey, size_t nklen)
     pthread_mutex_unlock(&q->ns_kept_mu);
 }
 
+/* Another node's record of the same key, older than ours but on its way as
+ * ours went up (its HEAD before our PUT landed, its PUT after), would be
+ * what the tier keeps, and the fleet would read that change, not the later
+ * one, for good.  So a record put is checked again once any such PUT has
+ * landed or failed (--tier-timeout, and a second): a tier that holds an
+ * older change of the key than the copy here gets the copy's record again
+ * (revalidate_one).  Best effort: past REVAL_QUEUE records waiting, or with
+ * --tier-revalidate 0 (no thread to check), none is. */
+static void recheck_later(tier_state *q, const char *nskey, size_t nklen)
+{
+    if (q->reval == NULL || (nklen >= 4 && memcmp(nskey, "cas", 4) == 0))
+        return; /* (content-addressed keys have one body) */
+    char *copy = malloc(nklen);
+    if (copy == NULL)
+        return;
+    memcpy(copy, nskey, nklen);
+    pthread_mutex_lock(&q->reval_mu);
+    if (q->later_n < REVAL_QUEUE && !q->reval_stop) {
+        unsigned at = (q->later_head + q->later_n++) % REVAL_QUEUE;
+        q->later_keys[at] = copy;
+        q->later_lens[at] = nklen;
+        q->later_due[at] = util_now_ms() + (uint64_t)tier_timeout_ms(q->t) + 1000;
+        copy = NULL;
+        pthread_cond_signal(&q->reval_cv);
+    }
+    pthread_mutex_unlock(&q->reval_mu);
+    free(copy);
+}
+
 static int upload_key(store *s, const job *j)
 {
     MDB_txn *t = reader_get(s);
@@ -1533,6 +1568,8 @@ static int upload_key(store *s, const job *j)
                         &put);
     if (rc == TIER_OK)
         ns_keep(s, (const char *)j->name, j->name_len);
+    if (put)
+        recheck_later(s->tier_q, (const char *)j->name, j->name_len);
     const char *zero = memchr(j->name, '\0', j->name_len);
     if (put && codec >= 0 && zero) /* it carries its blob: packed too, for warmups */
         pack_add(s->tier_q, (const char *)j->name, (size_t)(zero - (const char *)j->name), name,
@@ -1923,6 +1960,8 @@ void tier_free(store *s)
     pthread_cond_destroy(&q->reval_cv);
     for (; q->reval_n > 0; q->reval_n--, q->reval_head = (q->reval_head + 1) % REVAL_QUEUE)
         free(q->reval_keys[q->reval_head]);
+    for (; q->later_n > 0; q->later_n--, q->later_head = (q->later_head + 1) % REVAL_QUEUE)
+        free(q->later_keys[q->later_head]);
     free(q->reval);
     free(q);
     s->tier_q = NULL;
@@ -3718,6 +3757,18 @@ static int revalidate_one(store *s, const char *nskey, size_t nklen)
         return STORE_UNAVAILABLE;
     if (rc == TIER_NOTFOUND && !record_lost(s, nskey, nklen))
         return STORE_OK;
+    if (rc == TIER_OK && m.written_ms && m.written_ms < kr.mtime_ms) {
+        /* an earlier change than the copy here (another node's, that
+         * landed after ours: recheck_later): ours goes up again, and wins */
+        op o = {
+            .kind = OP_TIER_OWE, .nskey = (char *)nskey, .nklen = nklen, .mtime_ms = kr.mtime_ms};
+        if (submit_and_wait(s, &o) == STORE_OK && o.target)
+            log_msg(LOG_INFO, "tier_record_older",
+                    "%s: the tier holds an earlier change of this key than the copy here; "
+                    "the copy's goes up again",
+                    name);
+        return STORE_OK;
+    }
     if (rc == TIER_NOTFOUND) {
         /* the tier lost the record (removed by hand or by the bucket's
          * rules, or a store that answered its PUT and kept nothing): put
@@ -3759,14 +3810,33 @@ static void *reval_main(void *arg)
     tier_state *q = s->tier_q;
     pthread_mutex_lock(&q->reval_mu);
     for (;;) {
-        while (q->reval_n == 0 && !q->reval_stop)
-            pthread_cond_wait(&q->reval_cv, &q->reval_mu);
+        uint64_t now = util_now_ms();
+        while (q->reval_n == 0 && !q->reval_stop &&
+               !(q->later_n && q->later_due[q->later_head] <= now)) {
+            if (q->later_n) {
+                struct timespec ts = util_time_in(
+                    CLOCK_REALTIME, (q->later_due[q->later_head] - now) * 1000000ULL); /* (cv's) */
+                pthread_cond_timedwait(&q->reval_cv, &q->reval_mu, &ts);
+            } else {
+                pthread_cond_wait(&q->reval_cv, &q->reval_mu);
+            }
+            now = util_now_ms();
+        }
         if (q->reval_stop)
             break;
-        char *nskey = q->reval_keys[q->reval_head];
-        size_t nklen = q->reval_lens[q->reval_head];
-        q->reval_head = (q->reval_head + 1) % REVAL_QUEUE;
-        q->reval_n--;
+        char *nskey;
+        size_t nklen;
+        if (q->reval_n) {
+            nskey = q->reval_keys[q->reval_head];
+            nklen = q->reval_lens[q->reval_head];
+            q->reval_head = (q->reval_head + 1) % REVAL_QUEUE;
+            q->reval_n--;
+        } else {
+            nskey = q->later_keys[q->later_head];
+            nklen = q->later_lens[q->later_head];
+            q->later_head = (q->later_head + 1) % REVAL_QUEUE;
+            q->later_n--;
+        }
         pthread_mutex_unlock(&q->reval_mu);
         revalidate_one(s, nskey, nklen);
         free(nskey);

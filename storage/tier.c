@@ -414,6 +414,11 @@ int tier_makes_bucket(const tier *t)
  * index's keys are 511 bytes, "s3/<bucket>", a NUL, then the key */
 #define CAIRND_NAME_MAX 507
 
+long tier_timeout_ms(const tier *t)
+{
+    return t->timeout_ms;
+}
+
 size_t tier_name_max(const tier *t)
 {
     size_t max = t->parent ? CAIRND_NAME_MAX - strlen(t->bucket) : S3_NAME_MAX;

@@ -203,5 +203,7 @@ int tier_abort_abandoned(tier *t);
 int tier_makes_bucket(const tier *t);
 /* The longest object name (under the prefix) the tier takes. */
 size_t tier_name_max(const tier *t);
+/* --tier-timeout, in ms */
+long tier_timeout_ms(const tier *t);
 
 #endif

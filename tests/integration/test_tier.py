@@ -1015,6 +1015,43 @@ class TierTest(unittest.TestCase):
         self.drained(c)
         self.assertEqual(request(self.node(), "GET", "/cond-bucket/lock")[::2], (200, b"owner=a"))
 
+    def test_an_earlier_change_that_lands_last_is_put_right(self):
+        """Nodes a and b write one key a moment apart, a first; a's record
+        reaches the tier last (held up on its way after a looked there).
+        The tier then holds the earlier change: b, which put the later one,
+        looks again once such a put has landed, and puts its own again, so
+        that the fleet reads the last change, not the one that landed last."""
+        a = self.node()
+        b = self.node(endpoint=self.moto.url)
+        self.assertEqual(request(a, "PUT", "/race-bucket")[0], 200)
+        self.drained(a)
+        self.assertEqual(request(b, "HEAD", "/race-bucket")[0], 200)
+        record = "%s/keys/s3%%2Frace-bucket/k" % self.PREFIX
+        held = threading.Event()
+
+        def delay(m, p):
+            if m == "PUT" and "/keys/" in p and p.endswith("race-bucket/k"):
+                held.set()
+                return 2
+            return 0
+        self.proxy.delay = delay
+        try:
+            self.assertEqual(request(a, "PUT", "/race-bucket/k", b"from a, first")[0], 200)
+            self.assertTrue(held.wait(10))  # (a looked, and its put is on its way)
+            self.assertEqual(request(b, "PUT", "/race-bucket/k", b"from b, last")[0], 200)
+            self.drained(b)
+            self.drained(a)
+        finally:
+            self.proxy.delay = None
+        s3 = self.moto.client()
+        first = s3.get_object(Bucket=self.BUCKET, Key=record)["Body"].read()
+        self.assertIn(b"from a, first", first)  # (the race as meant: a's landed last)
+        self.assertTrue(wait_for(lambda: b"from b, last" in s3.get_object(
+            Bucket=self.BUCKET, Key=record)["Body"].read(), timeout=20))
+        self.assertIn('"tier_record_older"', b.read_log())
+        self.assertEqual(request(self.node(), "GET", "/race-bucket/k")[::2],
+                         (200, b"from b, last"))
+
     def test_a_listing_that_does_not_go_forward_fails(self):
         """A store whose listing names the same objects page after page
         (with new continuation tokens, or the same one) would have a
