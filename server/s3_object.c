@@ -266,31 +266,23 @@ int s3_write_preconditions(request *r, int none_match, store_cond *cond, enum MH
      * missing (a create-only PUT, If-None-Match: *, must not overwrite one
      * another node wrote) */
     store_entry e;
+    uint64_t clock = 0;
     int st = store_check_key(r->srv->st, s->ns, s->key, s->klen);
-    if (st == STORE_OK)
+    if (st == STORE_OK) {
+        clock = store_cond_clock(r->srv->st); /* (after the check, which may drop a copy) */
         st = store_lookup(r->srv->st, s->ns, s->key, s->klen, &e);
-    if (st == STORE_OK && e.from_tier) {
-        /* read through the tier just now: the write holds to the key as
-         * it is kept here, once it is (see cond) */
-        store_entry_clear(&e);
-        int state;
-        uint64_t size;
-        st = store_warm(r->srv->st, s->ns, s->key, s->klen, &state, &size);
-        if (st == STORE_OK)
-            st = store_lookup(r->srv->st, s->ns, s->key, s->klen, &e);
-    } else if (st == STORE_NOTFOUND && e.tier_failed) {
-        st = STORE_UNAVAILABLE;
     }
+    if (st == STORE_NOTFOUND && e.tier_failed)
+        st = STORE_UNAVAILABLE;
     if (st != STORE_OK && st != STORE_NOTFOUND) {
         *ret = s3_store_error(r, st);
         return 1;
     }
+    /* the write holds to the key as seen (store_cond_set) */
+    store_cond_set(cond, clock, st == STORE_OK ? &e : NULL);
     char cur[80] = "";
-    cond->kind = st == STORE_OK ? STORE_COND_SAME : STORE_COND_ABSENT;
     if (st == STORE_OK) {
         s3_meta_etag(e.meta, e.meta_len, cur, sizeof cur);
-        cond->mtime_ms = e.mtime_ms;
-        memcpy(cond->digest, e.digest, 32);
         store_entry_clear(&e);
     }
     if ((inm && st == STORE_OK && etag_matches(inm, cur)) ||
@@ -645,13 +637,13 @@ static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
     }
     /* a copy onto itself (a metadata change: BuildKit's touch) goes only
      * onto the version it read: one written between its read and its
-     * write is not put back to the older bytes, the copy reads again */
-    int implicit = self && cond.kind == STORE_COND_NONE && vanished;
-    if (implicit) {
-        cond.kind = STORE_COND_SAME;
-        cond.mtime_ms = e.mtime_ms;
-        memcpy(cond.digest, e.digest, 32);
-    }
+     * write is not put back to the older bytes, the copy reads again.  Its
+     * own If-Match or If-None-Match must have seen that version too. */
+    int changed = 0;
+    if (self && cond.kind == STORE_COND_NONE)
+        store_cond_set(&cond, 0, &e); /* (e is kept here: s3_copy_source waited for it) */
+    else if (self)
+        changed = !store_cond_is(&cond, &e);
     buf meta = {0};
     if (replace) {
         s3_request_meta(r, &meta, etag);
@@ -660,13 +652,23 @@ static enum MHD_Result copy_object_once(request *r, int head, int *vanished)
         buf_add(&meta, e.meta, e.meta_len);
     }
     uint64_t mtime_ms = 0;
-    int st = store_link(r->srv->st, s->ns, s->key, s->klen, e.digest, meta.data, meta.len, &cond,
-                        &mtime_ms);
+    int st = changed ? STORE_PRECONDITION
+                     : store_link(r->srv->st, s->ns, s->key, s->klen, e.digest, meta.data, meta.len,
+                                  &cond, &mtime_ms);
     buf_free(&meta);
     store_entry_clear(&e);
-    if ((st == STORE_NOTFOUND || (st == STORE_PRECONDITION && implicit)) && vanished) {
-        *vanished = 1; /* the source's blob went, or the key changed, since its lookup: again */
+    if (st == STORE_NOTFOUND && vanished) {
+        *vanished = 1; /* the source's blob went since its lookup: look again */
         return MHD_YES;
+    }
+    if (st == STORE_PRECONDITION && self) {
+        /* the key changed between the copy's read and its write */
+        if (vanished) {
+            *vanished = 1; /* read again */
+            return MHD_YES;
+        }
+        return s3_error(r, 503, "SlowDown",
+                        "The object changed while it was copied onto itself; retry.");
     }
     if (st != STORE_OK)
         return s3_store_error(r, st);

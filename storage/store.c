@@ -543,19 +543,57 @@ static int ns_there(store *s, MDB_txn *t, const char *nskey, size_t nklen)
     return has ? 0 : RC_NO_NAMESPACE;
 }
 
+uint64_t store_cond_clock(store *s)
+{
+    return tier_clock(s);
+}
+
+static void meta_sha256(const void *meta, size_t len, uint8_t out[32])
+{
+    EVP_Digest(len ? meta : "", len, out, NULL, cksum_md_sha256(), NULL);
+}
+
+void store_cond_set(store_cond *c, uint64_t clock, const store_entry *e)
+{
+    memset(c, 0, sizeof *c);
+    c->kind = e ? STORE_COND_SAME : STORE_COND_ABSENT;
+    c->clock = clock;
+    if (e) {
+        c->held = !e->from_tier;
+        memcpy(c->digest, e->digest, 32);
+        meta_sha256(e->meta, e->meta_len, c->meta_sha256);
+    }
+}
+
+static int cond_same(const store_cond *c, const uint8_t digest[32], const void *meta, size_t len)
+{
+    uint8_t m[32];
+    meta_sha256(meta, len, m);
+    return memcmp(digest, c->digest, 32) == 0 && memcmp(m, c->meta_sha256, 32) == 0;
+}
+
+int store_cond_is(const store_cond *c, const store_entry *e)
+{
+    return c->kind == STORE_COND_SAME     ? e && cond_same(c, e->digest, e->meta, e->meta_len)
+           : c->kind == STORE_COND_ABSENT ? e == NULL
+                                          : 1;
+}
+
 /* Is the key still as o->cond saw it?  0, RC_PRECONDITION, or an LMDB error. */
 static int cond_holds(store *s, MDB_txn *t, const op *o)
 {
-    if (o->cond == NULL || o->cond->kind == STORE_COND_NONE)
+    const store_cond *c = o->cond;
+    if (c == NULL || c->kind == STORE_COND_NONE)
         return 0;
     key_rec kr;
     int rc = idx_get_key(t, &s->ix, o->nskey, o->nklen, &kr);
     if (rc != 0 && rc != MDB_NOTFOUND)
         return rc;
-    int same = o->cond->kind == STORE_COND_ABSENT ? rc == MDB_NOTFOUND
-                                                  : rc == 0 && kr.mtime_ms == o->cond->mtime_ms &&
-                                                        memcmp(kr.digest, o->cond->digest, 32) == 0;
-    return same ? 0 : RC_PRECONDITION;
+    int holds = c->kind == STORE_COND_ABSENT ? rc == MDB_NOTFOUND
+                : rc == 0                    ? cond_same(c, kr.digest, kr.meta, kr.meta_len)
+                          /* read through the tier, not kept yet, and not changed here since */
+                          : !c->held && !tier_changed_since(s, o->nskey, o->nklen, c->clock);
+    return holds ? 0 : RC_PRECONDITION;
 }
 
 static int apply_put(store *s, MDB_txn *t, idx_stats *st, op *o)

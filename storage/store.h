@@ -51,12 +51,17 @@ enum store_status {
 /* A write's condition on its key's current version, checked again in the
  * write's own transaction, so that no other write of the key comes between
  * the caller's check and the write (STORE_PRECONDITION if one did): the
- * key as the caller saw it, absent, or at that time with that body. */
+ * key as the caller saw it, absent, or with that body and metadata (the
+ * same written again meanwhile is the same).  A key the caller saw read
+ * through the cold tier may still be on its way here: absent then, with
+ * no change of it here since, it holds too. */
 enum { STORE_COND_NONE, STORE_COND_ABSENT, STORE_COND_SAME };
 typedef struct store_cond {
     int kind;
-    uint64_t mtime_ms; /* STORE_COND_SAME */
-    uint8_t digest[32];
+    int held;                /* _SAME: held here when seen (not read through the tier) */
+    uint64_t clock;          /* store_cond_clock before the lookup */
+    uint8_t digest[32];      /* _SAME: the body's SHA-256 ... */
+    uint8_t meta_sha256[32]; /* ... and the metadata's */
 } store_cond;
 
 const char *store_strerror(int status);
@@ -111,6 +116,13 @@ typedef struct store_entry {
     void *meta; /* malloc'ed copy of the front end's metadata; free with store_entry_clear */
     size_t meta_len;
 } store_entry;
+
+/* Taken before the lookup whose entry store_cond_set is given. */
+uint64_t store_cond_clock(store *s);
+/* The condition that the key stays as e (NULL: absent) is. */
+void store_cond_set(store_cond *c, uint64_t clock, const store_entry *e);
+/* Is e the version c holds to? */
+int store_cond_is(const store_cond *c, const store_entry *e);
 
 void store_entry_clear(store_entry *e);
 /* Is the entry's blob still arriving from the tier, to be read (decoded)

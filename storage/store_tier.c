@@ -215,7 +215,7 @@ typedef struct tier_state {
      * was on its way as ours landed has landed too (recheck_later) */
     char *later_keys[REVAL_QUEUE];
     size_t later_lens[REVAL_QUEUE];
-    uint64_t later_due[REVAL_QUEUE]; /* (ms since the epoch; in order: one delay for all) */
+    uint64_t later_due[REVAL_QUEUE]; /* (util_mono_ns; in order: one delay for all) */
     unsigned later_head, later_n;
     int reval_stop;
     unsigned reval_started;
@@ -1516,7 +1516,8 @@ static void ns_keep(store *s, const char *nskey, size_t nklen)
  * ours went up (its HEAD before our PUT landed, its PUT after), would be
  * what the tier keeps, and the fleet would read that change, not the later
  * one, for good.  So a record put is checked again once any such PUT has
- * landed or failed (--tier-timeout, and a second): a tier that holds an
+ * landed or failed (its HEAD, a GET and its PUT: three --tier-timeouts,
+ * and a second): a tier that holds an
  * older change of the key than the copy here gets the copy's record again
  * (revalidate_one).  Best effort: past REVAL_QUEUE records waiting, or with
  * --tier-revalidate 0 (no thread to check), none is. */
@@ -1533,7 +1534,7 @@ static void recheck_later(tier_state *q, const char *nskey, size_t nklen)
         unsigned at = (q->later_head + q->later_n++) % REVAL_QUEUE;
         q->later_keys[at] = copy;
         q->later_lens[at] = nklen;
-        q->later_due[at] = util_now_ms() + (uint64_t)tier_timeout_ms(q->t) + 1000;
+        q->later_due[at] = util_mono_ns() + ((uint64_t)tier_timeout_ms(q->t) * 3 + 1000) * 1000000u;
         copy = NULL;
         pthread_cond_signal(&q->reval_cv);
     }
@@ -1855,7 +1856,11 @@ int tier_start(store *s, char *err, size_t errlen)
     pthread_cond_init(&q->gate_cv, NULL);
     pthread_mutex_init(&q->pack_mu, NULL);
     pthread_mutex_init(&q->reval_mu, NULL);
-    pthread_cond_init(&q->reval_cv, NULL);
+    pthread_condattr_t ca; /* (recheck_later's waits: a step of the wall clock moves none) */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&q->reval_cv, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&q->bad_mu, NULL);
     pthread_mutex_init(&q->ns_kept_mu, NULL);
     s->tier_q = q;
@@ -3757,7 +3762,8 @@ static int revalidate_one(store *s, const char *nskey, size_t nklen)
         return STORE_UNAVAILABLE;
     if (rc == TIER_NOTFOUND && !record_lost(s, nskey, nklen))
         return STORE_OK;
-    if (rc == TIER_OK && m.written_ms && m.written_ms < kr.mtime_ms) {
+    if (rc == TIER_OK && m.written_ms && m.written_ms < kr.mtime_ms &&
+        kr.mtime_ms <= util_now_ms() + AHEAD_MAX_MS) { /* (no time a node wrote: not put back) */
         /* an earlier change than the copy here (another node's, that
          * landed after ours: recheck_later): ours goes up again, and wins */
         op o = {
@@ -3810,17 +3816,17 @@ static void *reval_main(void *arg)
     tier_state *q = s->tier_q;
     pthread_mutex_lock(&q->reval_mu);
     for (;;) {
-        uint64_t now = util_now_ms();
+        uint64_t now = util_mono_ns();
         while (q->reval_n == 0 && !q->reval_stop &&
                !(q->later_n && q->later_due[q->later_head] <= now)) {
             if (q->later_n) {
-                struct timespec ts = util_time_in(
-                    CLOCK_REALTIME, (q->later_due[q->later_head] - now) * 1000000ULL); /* (cv's) */
+                struct timespec ts =
+                    util_time_in(CLOCK_MONOTONIC, q->later_due[q->later_head] - now); /* (cv's) */
                 pthread_cond_timedwait(&q->reval_cv, &q->reval_mu, &ts);
             } else {
                 pthread_cond_wait(&q->reval_cv, &q->reval_mu);
             }
-            now = util_now_ms();
+            now = util_mono_ns();
         }
         if (q->reval_stop)
             break;

@@ -1047,7 +1047,7 @@ class TierTest(unittest.TestCase):
         first = s3.get_object(Bucket=self.BUCKET, Key=record)["Body"].read()
         self.assertIn(b"from a, first", first)  # (the race as meant: a's landed last)
         self.assertTrue(wait_for(lambda: b"from b, last" in s3.get_object(
-            Bucket=self.BUCKET, Key=record)["Body"].read(), timeout=20))
+            Bucket=self.BUCKET, Key=record)["Body"].read(), timeout=40))  # (3 x 3 s + 1 s)
         self.assertIn('"tier_record_older"', b.read_log())
         self.assertEqual(request(self.node(), "GET", "/race-bucket/k")[::2],
                          (200, b"from b, last"))

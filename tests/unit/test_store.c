@@ -219,6 +219,49 @@ static void test_overwrite_and_delete(void **state)
     free(b);
 }
 
+static int put_if(store *s, const char *key, const uint8_t *b, size_t n, const store_cond *c)
+{
+    store_upload *u;
+    int rc = store_upload_begin(s, (int64_t)n, 0, &u);
+    if (rc != STORE_OK)
+        return rc;
+    store_upload_write(u, b, n);
+    store_put_result res;
+    return store_upload_commit(u, "ac", key, strlen(key), NULL, "meta", 4, c, &res);
+}
+
+/* A write's condition is held to in its commit: the key as it was seen
+ * (absent, or that body and metadata), else STORE_PRECONDITION and nothing
+ * changed; the same written again meanwhile is the same. */
+static void test_conditional_writes(void **state)
+{
+    fixture *f = *state;
+    uint8_t *a = body_of(5000, 5, 0), *b = body_of(6000, 6, 0);
+    store_cond absent, seen;
+    store_cond_set(&absent, store_cond_clock(f->s), NULL);
+    assert_int_equal(put_if(f->s, "k", a, 5000, &absent), STORE_OK);
+    assert_int_equal(put_if(f->s, "k", b, 6000, &absent), STORE_PRECONDITION);
+    expect_body(f->s, "ac", "k", a, 5000);
+    store_entry e;
+    assert_int_equal(store_lookup(f->s, "ac", "k", 1, &e), STORE_OK);
+    store_cond_set(&seen, 0, &e);
+    assert_true(store_cond_is(&seen, &e));
+    store_entry_clear(&e);
+    assert_int_equal(put(f->s, "ac", "k", a, 5000, NULL, NULL), STORE_OK); /* (the same again) */
+    assert_int_equal(put_if(f->s, "k", b, 6000, &seen), STORE_OK);
+    assert_int_equal(put_if(f->s, "k", a, 5000, &seen), STORE_PRECONDITION); /* (b now) */
+    expect_body(f->s, "ac", "k", b, 6000);
+    assert_int_equal(store_delete_blind(f->s, "ac", "k", 1, &seen), STORE_PRECONDITION);
+    expect_body(f->s, "ac", "k", b, 6000);
+    assert_int_equal(store_lookup(f->s, "ac", "k", 1, &e), STORE_OK);
+    store_cond_set(&seen, 0, &e);
+    store_entry_clear(&e);
+    assert_int_equal(store_delete_blind(f->s, "ac", "k", 1, &seen), STORE_OK);
+    assert_int_equal(store_lookup(f->s, "ac", "k", 1, &e), STORE_NOTFOUND);
+    free(a);
+    free(b);
+}
+
 static void test_digest_mismatch_stores_nothing(void **state)
 {
     fixture *f = *state;
@@ -947,6 +990,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_put_get_dedup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overwrite_and_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_digest_mismatch_stores_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_conditional_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_persistence_and_cleanup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
