@@ -3705,8 +3705,9 @@ static int record_lost(store *s, const char *nskey, size_t nklen)
 }
 
 /* Checks the copy here of a key against the tier's record: STORE_OK, or
- * STORE_UNAVAILABLE if the tier did not answer (checked again later). */
-static int revalidate_one(store *s, const char *nskey, size_t nklen)
+ * STORE_UNAVAILABLE if the tier did not answer (checked again later).
+ * counted: a check of a copy (revalidations), not the look after a put. */
+static int revalidate_one(store *s, const char *nskey, size_t nklen, int counted)
 {
     tier_state *q = s->tier_q;
     uint64_t clock = tier_clock(s); /* a change here from now on stands */
@@ -3729,7 +3730,7 @@ static int revalidate_one(store *s, const char *nskey, size_t nklen)
     key_name(q, nskey, nklen, name);
     tier_meta m = {.codec = -1};
     rc = tier_head(q->t, name, &m);
-    if (rc == TIER_OK || rc == TIER_NOTFOUND)
+    if (counted && (rc == TIER_OK || rc == TIER_NOTFOUND))
         atomic_fetch_add(&q->revalidations, 1); /* (a failure: checked again next period) */
     /* a later change there; the same bytes written again only give the
      * copy here the later time (fetching them again would move them for
@@ -3782,14 +3783,16 @@ static int revalidate_one(store *s, const char *nskey, size_t nklen)
         op o = {
             .kind = OP_TIER_OWE, .nskey = (char *)nskey, .nklen = nklen, .mtime_ms = kr.mtime_ms};
         if (submit_and_wait(s, &o) == STORE_OK && o.target) {
-            atomic_fetch_add(&q->revalidated_lost, 1);
+            if (counted)
+                atomic_fetch_add(&q->revalidated_lost, 1);
             log_msg(LOG_WARN, "tier_record_lost",
                     "%s: not in the tier; it goes up again from the copy here", name);
         }
         return STORE_OK;
     }
     if (stale && store_forget_key(s, nskey, nklen, kr.mtime_ms) == STORE_OK) {
-        atomic_fetch_add(&q->revalidated_stale, 1);
+        if (counted)
+            atomic_fetch_add(&q->revalidated_stale, 1);
         log_msg(LOG_DEBUG, "tier_revalidated", "%s: %s by another node; the copy here dropped",
                 name, record_deleted(m.length) ? "deleted" : "changed");
     }
@@ -3804,7 +3807,7 @@ int tier_check_key(store *s, const char *nskey, size_t nklen)
     /* (--tier-revalidate 0 turns the checks after reads off, not these) */
     if (tier_must_not_wait())
         return STORE_AGAIN;
-    int rc = revalidate_one(s, nskey, nklen);
+    int rc = revalidate_one(s, nskey, nklen, 1);
     if (rc == STORE_OK)
         reval_checked(q, nskey, nklen); /* (the next background check, a period away) */
     return rc;
@@ -3832,6 +3835,7 @@ static void *reval_main(void *arg)
             break;
         char *nskey;
         size_t nklen;
+        int counted = q->reval_n > 0;
         if (q->reval_n) {
             nskey = q->reval_keys[q->reval_head];
             nklen = q->reval_lens[q->reval_head];
@@ -3844,7 +3848,7 @@ static void *reval_main(void *arg)
             q->later_n--;
         }
         pthread_mutex_unlock(&q->reval_mu);
-        revalidate_one(s, nskey, nklen);
+        revalidate_one(s, nskey, nklen, counted);
         free(nskey);
         pthread_mutex_lock(&q->reval_mu);
     }
