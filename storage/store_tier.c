@@ -2319,6 +2319,7 @@ typedef struct tier_fill {
     uint64_t have;         /* stored bytes written so far */
     uint64_t wake_at;      /* the least `have` a reader waits for: fewer wake-ups */
     int state;             /* 0 arriving, 1 complete and checked, -1 failed */
+    int damaged;           /* a reader found a frame damaged: shared with no new reader */
     store_waiter *waiters; /* readers that would not wait: woken, and dropped, as wake_at */
     /* zstd: where each frame checked so far ends (stored, body offsets), so
      * that a reader that starts elsewhere than at the body's start (a
@@ -2490,8 +2491,12 @@ static int next_frame(tier_fill *f, fill_cursor *c, store_waiter *w)
             continue; /* a failure shows on the next round */
         }
         size_t n = ZSTD_decompress(c->dbuf, CODEC_FRAME_SIZE, c->cbuf, fsz);
-        if (ZSTD_isError(n))
+        if (ZSTD_isError(n)) {
+            pthread_mutex_lock(&f->mu); /* (the fetch finds it too, and fails the fill) */
+            f->damaged = 1;
+            pthread_mutex_unlock(&f->mu);
             return -STORE_CORRUPT;
+        }
         c->dstart += c->dlen;
         c->dlen = n;
         c->coff += fsz;
@@ -3328,7 +3333,7 @@ static int gate_enter_key(store *s, const uint8_t id[TQ_KEYLEN], const char *nsk
             int ok = 1; /* (a fill that is not streaming is here, and checked) */
             if (f->streaming) {
                 pthread_mutex_lock(&f->mu);
-                ok = f->state >= 0;
+                ok = f->state >= 0 && !f->damaged;
                 pthread_mutex_unlock(&f->mu);
             }
             if (ok && entry_share(e, &g->share) == 0) {
