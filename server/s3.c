@@ -338,7 +338,7 @@ enum MHD_Result s3_store_error(request *r, int st)
     case STORE_UNAVAILABLE:
         return s3_error(r, 503, "ServiceUnavailable",
                         "The cold tier could not be reached to look this up; retry later.");
-    case STORE_PRECONDITION: /* the key written meanwhile, between the check and the write */
+    case STORE_PRECONDITION: /* a condition that does not hold (or no longer, at the write) */
         return s3_error(r, 412, "PreconditionFailed",
                         "At least one of the pre-conditions you specified did not hold");
     case STORE_NO_NAMESPACE: /* deleted while the request came */

@@ -287,8 +287,7 @@ int s3_write_preconditions(request *r, int none_match, store_cond *cond, enum MH
     }
     if ((inm && st == STORE_OK && etag_matches(inm, cur)) ||
         (im && (st != STORE_OK || !etag_matches(im, cur)))) {
-        *ret = s3_error(r, 412, "PreconditionFailed",
-                        "At least one of the pre-conditions you specified did not hold");
+        *ret = s3_store_error(r, STORE_PRECONDITION);
         return 1;
     }
     return 0;
@@ -339,8 +338,7 @@ static enum MHD_Result get_object_once(request *r, int head, int *vanished)
     if (cond) {
         store_entry_clear(&e);
         if (cond == 412)
-            return s3_error(r, 412, "PreconditionFailed",
-                            "At least one of the pre-conditions you specified did not hold");
+            return s3_store_error(r, STORE_PRECONDITION);
         struct MHD_Response *resp =
             MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
         char q[96], date[40];
@@ -612,8 +610,7 @@ int s3_copy_source(request *r, store_entry *e, char etag[80], int *self, enum MH
     s3_meta_etag(e->meta, e->meta_len, etag, 80);
     if (check_conditions(r, 1, etag, e->mtime_ms)) { /* (x-amz-copy-source-if-*) */
         store_entry_clear(e);
-        *ret = s3_error(r, 412, "PreconditionFailed",
-                        "At least one of the pre-conditions you specified did not hold");
+        *ret = s3_store_error(r, STORE_PRECONDITION);
         return 1;
     }
     return 0;

@@ -164,8 +164,9 @@ int store_lookup(store *s, const char *ns, const void *key, size_t klen, store_e
  * a condition on it): the copy held here, if any, is checked against the
  * cold tier now rather than within --tier-revalidate, and dropped if
  * another node changed or deleted the key since (the lookup after this one
- * then reads the tier's).  STORE_OK (checked, or nothing to check: no tier,
- * checks off, content-addressed, not held here or changed here last),
+ * then reads the tier's), whatever --tier-revalidate.  STORE_OK (checked,
+ * or nothing to check: no tier, content-addressed, not held here or
+ * changed here last),
  * STORE_AGAIN (it would wait for the tier on a thread that must not),
  * STORE_UNAVAILABLE (the tier did not answer: the copy here stands). */
 int store_check_key(store *s, const char *ns, const void *key, size_t klen);

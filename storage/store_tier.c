@@ -138,6 +138,53 @@ typedef struct pack_buf {
 #define BAD_SLOTS 64                     /* blobs the tier holds damaged, remembered (bad_note) */
 #define BAD_HOLD_MS (10 * 60 * 1000ull)  /* for this long */
 
+/* Keys waiting for the revalidation thread (reval_mu held), in order: a
+ * copy of each, and when it is due (util_mono_ns). */
+typedef struct key_ring {
+    char *keys[REVAL_QUEUE];
+    size_t lens[REVAL_QUEUE];
+    uint64_t due[REVAL_QUEUE];
+    unsigned head, n;
+} key_ring;
+
+/* Queues a copy of the key: 0, or -1 if the ring is full (or memory short). */
+static int ring_push(key_ring *r, const char *key, size_t len, uint64_t due)
+{
+    char *copy;
+    if (r->n == REVAL_QUEUE || (copy = malloc(len ? len : 1)) == NULL)
+        return -1;
+    memcpy(copy, key, len);
+    unsigned at = (r->head + r->n++) % REVAL_QUEUE;
+    r->keys[at] = copy;
+    r->lens[at] = len;
+    r->due[at] = due;
+    return 0;
+}
+
+/* The first key (the caller frees it); the ring must not be empty. */
+static char *ring_pop(key_ring *r, size_t *len)
+{
+    char *key = r->keys[r->head];
+    *len = r->lens[r->head];
+    r->head = (r->head + 1) % REVAL_QUEUE;
+    r->n--;
+    return key;
+}
+
+static void ring_free(key_ring *r)
+{
+    size_t len;
+    while (r->n)
+        free(ring_pop(r, &len));
+}
+
+/* Content-addressed keys ("cas" namespace) have one body for good: never
+ * checked against the tier. */
+static int content_addressed(const char *nskey, size_t nklen)
+{
+    return nklen >= 4 && memcmp(nskey, "cas", 4) == 0;
+}
+
 typedef struct tier_state {
     tier *t;
     size_t name_max; /* tier_name_max */
@@ -208,15 +255,11 @@ typedef struct tier_state {
     atomic_ullong *reval; /* REVAL_SLOTS of (hash << 32 | when, s), 0: empty */
     pthread_mutex_t reval_mu;
     pthread_cond_t reval_cv;
-    char *reval_keys[REVAL_QUEUE];
-    size_t reval_lens[REVAL_QUEUE];
-    unsigned reval_head, reval_n;
+    key_ring reval_wait;
     /* records put a moment ago, checked again once another node's put that
-     * was on its way as ours landed has landed too (recheck_later) */
-    char *later_keys[REVAL_QUEUE];
-    size_t later_lens[REVAL_QUEUE];
-    uint64_t later_due[REVAL_QUEUE]; /* (util_mono_ns; in order: one delay for all) */
-    unsigned later_head, later_n;
+     * was on its way as ours landed has landed too (recheck_later; in
+     * order of due: one delay for all) */
+    key_ring later;
     int reval_stop;
     unsigned reval_started;
     pthread_t reval_threads[REVAL_THREADS];
@@ -1517,29 +1560,19 @@ static void ns_keep(store *s, const char *nskey, size_t nklen)
  * what the tier keeps, and the fleet would read that change, not the later
  * one, for good.  So a record put is checked again once any such PUT has
  * landed or failed (its HEAD, a GET and its PUT: three --tier-timeouts,
- * and a second): a tier that holds an
- * older change of the key than the copy here gets the copy's record again
- * (revalidate_one).  Best effort: past REVAL_QUEUE records waiting, or with
- * --tier-revalidate 0 (no thread to check), none is. */
+ * and a second): a tier that holds an older change of the key than the
+ * copy here gets the copy's record again (revalidate_one).  Best effort:
+ * past REVAL_QUEUE records waiting, or with --tier-revalidate 0 (no thread
+ * to check), none is. */
 static void recheck_later(tier_state *q, const char *nskey, size_t nklen)
 {
-    if (q->reval == NULL || (nklen >= 4 && memcmp(nskey, "cas", 4) == 0))
-        return; /* (content-addressed keys have one body) */
-    char *copy = malloc(nklen);
-    if (copy == NULL)
+    if (q->reval == NULL || content_addressed(nskey, nklen))
         return;
-    memcpy(copy, nskey, nklen);
+    uint64_t due = util_mono_ns() + ((uint64_t)tier_timeout_ms(q->t) * 3 + 1000) * 1000000u;
     pthread_mutex_lock(&q->reval_mu);
-    if (q->later_n < REVAL_QUEUE && !q->reval_stop) {
-        unsigned at = (q->later_head + q->later_n++) % REVAL_QUEUE;
-        q->later_keys[at] = copy;
-        q->later_lens[at] = nklen;
-        q->later_due[at] = util_mono_ns() + ((uint64_t)tier_timeout_ms(q->t) * 3 + 1000) * 1000000u;
-        copy = NULL;
+    if (!q->reval_stop && ring_push(&q->later, nskey, nklen, due) == 0)
         pthread_cond_signal(&q->reval_cv);
-    }
     pthread_mutex_unlock(&q->reval_mu);
-    free(copy);
 }
 
 static int upload_key(store *s, const job *j)
@@ -1963,10 +1996,8 @@ void tier_free(store *s)
     pthread_mutex_destroy(&q->bad_mu);
     pthread_mutex_destroy(&q->ns_kept_mu);
     pthread_cond_destroy(&q->reval_cv);
-    for (; q->reval_n > 0; q->reval_n--, q->reval_head = (q->reval_head + 1) % REVAL_QUEUE)
-        free(q->reval_keys[q->reval_head]);
-    for (; q->later_n > 0; q->later_n--, q->later_head = (q->later_head + 1) % REVAL_QUEUE)
-        free(q->later_keys[q->later_head]);
+    ring_free(&q->reval_wait);
+    ring_free(&q->later);
     free(q->reval);
     free(q);
     s->tier_q = NULL;
@@ -3371,6 +3402,17 @@ static void gate_share(tier_state *q, const uint8_t id[TQ_KEYLEN], uint64_t gen,
     pthread_mutex_unlock(&q->gate_mu);
 }
 
+/* A read whose time for the tier ran out: a miss not known to be one
+ * (tier_failed: a conditional write must not take the key as missing),
+ * counted as the tier's error if the time went in waiting for a thread to
+ * ask it (else the failure that spent it was counted). */
+static void ran_out(tier_state *q, store_entry *e)
+{
+    if (tier_waited_out(q->t))
+        atomic_fetch_add(&q->errors, 1);
+    e->tier_failed = 1;
+}
+
 int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, int *filled)
 {
     tier_state *q = s->tier_q;
@@ -3380,13 +3422,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
     if (tier_must_not_wait())
         return STORE_AGAIN;
     if (!tier_time_left(q->t)) {
-        /* a miss, the tier not asked: the reader waited enough (for a
-         * thread to ask it: counted as the tier's error, its time gone).
-         * Not known to be missing, though: a conditional write must not
-         * take it so (tier_failed) */
-        if (tier_waited_out(q->t))
-            atomic_fetch_add(&q->errors, 1);
-        e->tier_failed = 1;
+        ran_out(q, e); /* a miss, the tier not asked: the reader waited enough */
         return STORE_NOTFOUND;
     }
     uint8_t id[TQ_KEYLEN];
@@ -3432,11 +3468,7 @@ int tier_resolve_key(store *s, const char *nskey, size_t nklen, store_entry *e, 
     if (rc == TIER_NOTFOUND) {
         atomic_fetch_add(&q->misses, 1);
     } else if (rc == TIER_LATE) {
-        /* a miss, the tier not asked; readers waiting for the gate ask it
-         * (counted if the read's time went in waiting for a thread) */
-        if (tier_waited_out(q->t))
-            atomic_fetch_add(&q->errors, 1);
-        e->tier_failed = 1; /* (not known to be missing) */
+        ran_out(q, e); /* a miss, the tier not asked; readers waiting for the gate ask it */
     } else if (rc != TIER_OK) {
         atomic_fetch_add(&q->errors, 1);
         e->tier_failed = 1;
@@ -3629,8 +3661,8 @@ static uint32_t reval_hash(const char *nskey, size_t nklen)
  * would make it: its next check is a period away. */
 static void reval_checked(tier_state *q, const char *nskey, size_t nklen)
 {
-    if (q->reval == NULL || (nklen >= 4 && memcmp(nskey, "cas", 4) == 0))
-        return; /* (content-addressed keys are never checked: they take no slot) */
+    if (q->reval == NULL || content_addressed(nskey, nklen))
+        return; /* (they take no slot) */
     uint32_t h = reval_hash(nskey, nklen), last;
     uint64_t v;
     atomic_store_explicit(reval_slot(q, h, &v, &last), (uint64_t)h << 32 | now_s(),
@@ -3640,7 +3672,7 @@ static void reval_checked(tier_state *q, const char *nskey, size_t nklen)
 void tier_revalidate(store *s, const char *nskey, size_t nklen)
 {
     tier_state *q = s->tier_q;
-    if (q->reval == NULL || (nklen >= 4 && memcmp(nskey, "cas", 4) == 0))
+    if (q->reval == NULL || content_addressed(nskey, nklen))
         return;
     uint32_t h = reval_hash(nskey, nklen), last;
     uint32_t now = now_s(), every = (uint32_t)(s->cfg.tier_revalidate_ms / 1000);
@@ -3650,13 +3682,8 @@ void tier_revalidate(store *s, const char *nskey, size_t nklen)
     if (now - last < (every ? every : 1))
         return;
     pthread_mutex_lock(&q->reval_mu);
-    char *copy = NULL;
-    if (atomic_load_explicit(slot, memory_order_relaxed) == v && q->reval_n < REVAL_QUEUE &&
-        !q->reval_stop && (copy = malloc(nklen)) != NULL) {
-        memcpy(copy, nskey, nklen);
-        unsigned at = (q->reval_head + q->reval_n++) % REVAL_QUEUE;
-        q->reval_keys[at] = copy;
-        q->reval_lens[at] = nklen;
+    if (atomic_load_explicit(slot, memory_order_relaxed) == v && !q->reval_stop &&
+        ring_push(&q->reval_wait, nskey, nklen, 0) == 0) {
         atomic_store_explicit(slot, (uint64_t)h << 32 | now, memory_order_relaxed);
         pthread_cond_signal(&q->reval_cv);
     }
@@ -3707,6 +3734,14 @@ static int record_lost(store *s, const char *nskey, size_t nklen)
             return 0;
     }
     return 1;
+}
+
+/* The record of the key held here at mtime_ms goes up to the tier again
+ * (OP_TIER_OWE): 1 if it was owed again (still so here, and not queued). */
+static int owe_key_again(store *s, const char *nskey, size_t nklen, uint64_t mtime_ms)
+{
+    op o = {.kind = OP_TIER_OWE, .nskey = (char *)nskey, .nklen = nklen, .mtime_ms = mtime_ms};
+    return submit_and_wait(s, &o) == STORE_OK && o.target;
 }
 
 /* Checks the copy here of a key against the tier's record: STORE_OK, or
@@ -3772,9 +3807,7 @@ static int revalidate_one(store *s, const char *nskey, size_t nklen, int counted
         kr.mtime_ms <= util_now_ms() + AHEAD_MAX_MS) { /* (no time a node wrote: not put back) */
         /* an earlier change than the copy here (another node's, that
          * landed after ours: recheck_later): ours goes up again, and wins */
-        op o = {
-            .kind = OP_TIER_OWE, .nskey = (char *)nskey, .nklen = nklen, .mtime_ms = kr.mtime_ms};
-        if (submit_and_wait(s, &o) == STORE_OK && o.target)
+        if (owe_key_again(s, nskey, nklen, kr.mtime_ms))
             log_msg(LOG_INFO, "tier_record_older",
                     "%s: the tier holds an earlier change of this key than the copy here; "
                     "the copy's goes up again",
@@ -3785,9 +3818,7 @@ static int revalidate_one(store *s, const char *nskey, size_t nklen, int counted
         /* the tier lost the record (removed by hand or by the bucket's
          * rules, or a store that answered its PUT and kept nothing): put
          * back, with its blob if need be, since this node holds both */
-        op o = {
-            .kind = OP_TIER_OWE, .nskey = (char *)nskey, .nklen = nklen, .mtime_ms = kr.mtime_ms};
-        if (submit_and_wait(s, &o) == STORE_OK && o.target) {
+        if (owe_key_again(s, nskey, nklen, kr.mtime_ms)) {
             if (counted)
                 atomic_fetch_add(&q->revalidated_lost, 1);
             log_msg(LOG_WARN, "tier_record_lost",
@@ -3807,8 +3838,8 @@ static int revalidate_one(store *s, const char *nskey, size_t nklen, int counted
 int tier_check_key(store *s, const char *nskey, size_t nklen)
 {
     tier_state *q = s->tier_q;
-    if (q == NULL || (nklen >= 4 && memcmp(nskey, "cas", 4) == 0))
-        return STORE_OK; /* (content-addressed keys never change) */
+    if (q == NULL || content_addressed(nskey, nklen))
+        return STORE_OK;
     /* (--tier-revalidate 0 turns the checks after reads off, not these) */
     if (tier_must_not_wait())
         return STORE_AGAIN;
@@ -3824,12 +3855,13 @@ static void *reval_main(void *arg)
     tier_state *q = s->tier_q;
     pthread_mutex_lock(&q->reval_mu);
     for (;;) {
+        key_ring *later = &q->later;
         uint64_t now = util_mono_ns();
-        while (q->reval_n == 0 && !q->reval_stop &&
-               !(q->later_n && q->later_due[q->later_head] <= now)) {
-            if (q->later_n) {
+        while (q->reval_wait.n == 0 && !q->reval_stop &&
+               !(later->n && later->due[later->head] <= now)) {
+            if (later->n) {
                 struct timespec ts =
-                    util_time_in(CLOCK_MONOTONIC, q->later_due[q->later_head] - now); /* (cv's) */
+                    util_time_in(CLOCK_MONOTONIC, later->due[later->head] - now); /* (cv's) */
                 pthread_cond_timedwait(&q->reval_cv, &q->reval_mu, &ts);
             } else {
                 pthread_cond_wait(&q->reval_cv, &q->reval_mu);
@@ -3838,20 +3870,9 @@ static void *reval_main(void *arg)
         }
         if (q->reval_stop)
             break;
-        char *nskey;
+        int counted = q->reval_wait.n > 0; /* (a check of a copy, not the look after a put) */
         size_t nklen;
-        int counted = q->reval_n > 0;
-        if (q->reval_n) {
-            nskey = q->reval_keys[q->reval_head];
-            nklen = q->reval_lens[q->reval_head];
-            q->reval_head = (q->reval_head + 1) % REVAL_QUEUE;
-            q->reval_n--;
-        } else {
-            nskey = q->later_keys[q->later_head];
-            nklen = q->later_lens[q->later_head];
-            q->later_head = (q->later_head + 1) % REVAL_QUEUE;
-            q->later_n--;
-        }
+        char *nskey = ring_pop(counted ? &q->reval_wait : later, &nklen);
         pthread_mutex_unlock(&q->reval_mu);
         revalidate_one(s, nskey, nklen, counted);
         free(nskey);
