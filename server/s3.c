@@ -880,15 +880,18 @@ static enum MHD_Result first_call(request *r)
     if (op == OP_PUT_OBJECT || op == OP_COPY_OBJECT || op == OP_CREATE_MULTIPART ||
         op == OP_BUCKET_SUBRESOURCE_OK || op == OP_CREATE_BUCKET)
         r->may_offload = 1;
+    /* a listing of keys with a tier lists the fleet's (and reads their records) */
+    int lists_tier = store_has_tier(r->srv->st) &&
+                     (op == OP_LIST_V1 || op == OP_LIST_V2 || op == OP_LIST_VERSIONS);
     if (op == OP_DELETE_OBJECTS || op == OP_COMPLETE_MULTIPART || op == OP_UPLOAD_PART_COPY ||
-        op == OP_ADMIN || op == OP_LIST_BUCKETS ||
+        op == OP_ADMIN || op == OP_LIST_BUCKETS || lists_tier ||
         (op == OP_PUT_OBJECT && (http_header(r, "If-None-Match") || http_header(r, "If-Match"))))
         r->offload_last = 1;
     /* listings of the tier (a page at a time, each with the tier's whole
      * timeout) are long too: however many there are, they leave half the
      * offload threads to cold reads */
     r->offload_long = op == OP_DELETE_OBJECTS || op == OP_COMPLETE_MULTIPART ||
-                      op == OP_UPLOAD_PART_COPY || op == OP_LIST_BUCKETS ||
+                      op == OP_UPLOAD_PART_COPY || op == OP_LIST_BUCKETS || lists_tier ||
                       (op == OP_ADMIN && s->key && strcmp(s->key, "keys") == 0);
     if (s->op == OP_NOT_IMPLEMENTED)
         return s3_error(r, 501, "NotImplemented",

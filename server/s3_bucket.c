@@ -422,7 +422,8 @@ enum MHD_Result s3_list_objects(request *r, int version)
     }
     int st = STORE_OK;
     if (l.max > 0)
-        st = store_list(r->srv->st, s->ns, from, from_len, after, list_cb, &l);
+        st = store_list_fleet(r->srv->st, s->ns, l.prefix, l.plen, l.delim, l.dlen, l.max, from,
+                              from_len, after, list_cb, &l);
     else
         l.truncated = 0;
     if (st != STORE_OK) {

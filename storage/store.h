@@ -440,5 +440,16 @@ enum { STORE_LIST_NEXT, STORE_LIST_STOP, STORE_LIST_SEEK };
 typedef int (*store_list_cb)(void *ctx, const store_list_item *it, char *seek, size_t *seek_len);
 int store_list(store *s, const char *ns, const void *from, size_t from_len, int after,
                store_list_cb cb, void *ctx);
+/* store_list of the keys under prefix, and with a cold tier, the fleet's:
+ * the keys whose records the tier holds (written through other nodes, or
+ * here and evicted since) come in their places, with their records' size,
+ * date and metadata (digest NULL).  Keys held here are listed from here;
+ * keys deleted here are not listed.  A key's record is read only when cb
+ * may list it: the first `want` keys not rolled up at delim (dlen bytes;
+ * none when 0), as cb does.  Without a tier, or when it cannot be listed
+ * (logged), the keys held here alone.  STORE_AGAIN when that would wait. */
+int store_list_fleet(store *s, const char *ns, const void *prefix, size_t plen, const char *delim,
+                     size_t dlen, long want, const void *from, size_t from_len, int after,
+                     store_list_cb cb, void *ctx);
 
 #endif

@@ -134,6 +134,9 @@ typedef struct pack_buf {
 #define REVAL_THREADS 4        /* checks at once (a HEAD each: tens of ms from S3) */
 #define NS_KEPT_SLOTS 256      /* namespaces whose tier record was put lately (ns_keep) */
 #define NS_KEPT_WAYS 4         /* ... in sets of this many */
+#define HEAD_SLOTS 8192        /* key record heads kept for listings (record_head) */
+#define FLEET_LIST_MAX 200000  /* keys of the tier a listing merges with those here */
+#define FLEET_THREADS 8        /* a listing's reads of key records at once */
 #define NS_KEEP_MS (24 * 3600 * 1000ull) /* ... at least this often, with no refreshes */
 #define BAD_SLOTS 64                     /* blobs the tier holds damaged, remembered (bad_note) */
 #define BAD_HOLD_MS (10 * 60 * 1000ull)  /* for this long */
@@ -278,6 +281,11 @@ typedef struct tier_state {
     struct {
         uint64_t hash, at_ms;
     } ns_kept[NS_KEPT_SLOTS];
+    /* heads of key records read for listings, by a hash of their name; a
+     * head is good while its record's ETag in the tier is the same (heads_mu) */
+    pthread_mutex_t heads_mu;
+    struct record_head *heads[HEAD_SLOTS];
+    atomic_ullong deletes_put; /* key deletes put in the tier (a listing's second look) */
 } tier_state;
 
 const double store_tier_lat_bounds[STORE_TIER_LAT_N] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -691,6 +699,26 @@ static uint8_t *key_record(const char *nskey, size_t nklen, const key_rec *kr, i
     }
     *len = n;
     return p;
+}
+
+/* The head of a key record read for a listing (fleet_read): good while the
+ * record's ETag in the tier is the same. */
+typedef struct record_head {
+    char *name;
+    char etag[TIER_ETAG_CAP];
+    uint8_t digest[32];
+    uint64_t size, mtime_ms;
+    void *meta;
+    size_t meta_len;
+} record_head;
+
+static void head_free(record_head *h)
+{
+    if (h == NULL)
+        return;
+    free(h->name);
+    free(h->meta);
+    free(h);
 }
 
 typedef struct parsed_record {
@@ -1621,6 +1649,7 @@ static int upload_delete(store *s, const job *j)
     key_name(s->tier_q, j->name, j->name_len, name);
     int put, rc = put_key_record(s, (const char *)j->name, j->name_len, name, "", 0,
                                  j->bytes ? j->bytes : util_now_ms(), NULL, &put);
+    atomic_fetch_add(&s->tier_q->deletes_put, 1); /* (before its entry goes) */
     if (rc == TIER_OK && atomic_load(&s->tier_q->legacy) != 0) {
         key_name_v1(j->name, j->name_len, name); /* a record an earlier build wrote */
         rc = tier_delete(s->tier_q->t, name);
@@ -1896,6 +1925,7 @@ int tier_start(store *s, char *err, size_t errlen)
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&q->bad_mu, NULL);
     pthread_mutex_init(&q->ns_kept_mu, NULL);
+    pthread_mutex_init(&q->heads_mu, NULL);
     s->tier_q = q;
     store_tier_retry_now(s); /* entries that waited when it stopped: is the tier back? */
     unsigned n = s->cfg.tier_workers ? s->cfg.tier_workers : 4;
@@ -1995,6 +2025,9 @@ void tier_free(store *s)
     pthread_mutex_destroy(&q->reval_mu);
     pthread_mutex_destroy(&q->bad_mu);
     pthread_mutex_destroy(&q->ns_kept_mu);
+    pthread_mutex_destroy(&q->heads_mu);
+    for (unsigned i = 0; i < HEAD_SLOTS; i++)
+        head_free(q->heads[i]);
     pthread_cond_destroy(&q->reval_cv);
     ring_free(&q->reval_wait);
     ring_free(&q->later);
@@ -3895,6 +3928,40 @@ typedef struct tier_keys_walk {
     int stopped, failed;
 } tier_keys_walk;
 
+/* The key of namespace ns whose record has the cut name `name` (a long
+ * key's), read from the record: into *key (malloc'ed; NULL when the record
+ * is gone or not of a key of ns) and *klen.  A tier status. */
+static int cut_key(store *s, const char *ns, const char *name, uint8_t **key, size_t *klen)
+{
+    *key = NULL;
+    void *data = NULL;
+    size_t len = 0;
+    int rc = tier_get(s->tier_q->t, name, -1, &data, &len, RECORD_MAX, NULL);
+    if (rc == TIER_NOTFOUND)
+        return TIER_OK; /* deleted since the listing */
+    if (rc != TIER_OK)
+        return rc;
+    const uint8_t *p = data;
+    size_t nsl = strlen(ns);
+    if (len >= 8 && memcmp(p, "CKR1", 4) == 0) {
+        size_t nkl = util_get_le32(p + 4);
+        const char *nskey = (const char *)p + 8;
+        char check[KEY_NAME_CAP];
+        if (nkl <= len - 8 && nkl > nsl && memcmp(nskey, ns, nsl) == 0 && nskey[nsl] == '\0') {
+            key_name(s->tier_q, nskey, nkl, check);
+            if (strcmp(check, name) == 0) {
+                *klen = nkl - nsl - 1;
+                if ((*key = malloc(*klen + 1)) == NULL)
+                    rc = TIER_ERROR;
+                else
+                    memcpy(*key, nskey + nsl + 1, *klen);
+            }
+        }
+    }
+    free(data);
+    return rc;
+}
+
 static int tier_keys_each(void *arg, const tier_object *o)
 {
     tier_keys_walk *w = arg;
@@ -3913,31 +3980,16 @@ static int tier_keys_each(void *arg, const tier_object *o)
     if (strchr(name + w->dir_len, '~') == NULL)
         return 0; /* not a name of ours */
     /* a long key, cut in its name: its record says which */
-    void *data = NULL;
-    size_t len = 0;
-    int rc = tier_get(w->s->tier_q->t, name, -1, &data, &len, RECORD_MAX, NULL);
-    if (rc == TIER_NOTFOUND)
-        return 0; /* deleted since the listing */
-    if (rc != TIER_OK) {
+    uint8_t *cut;
+    size_t cl = 0;
+    if (cut_key(w->s, w->ns, name, &cut, &cl) != TIER_OK) {
         w->failed = 1;
         return 1;
     }
-    const uint8_t *p = data;
-    size_t nsl = strlen(w->ns);
-    if (len >= 8 && memcmp(p, "CKR1", 4) == 0) {
-        size_t nkl = util_get_le32(p + 4);
-        const char *nskey = (const char *)p + 8;
-        char check[KEY_NAME_CAP];
-        if (nkl <= len - 8 && nkl > nsl && memcmp(nskey, w->ns, nsl) == 0 && nskey[nsl] == '\0') {
-            key_name(w->s->tier_q, nskey, nkl, check);
-            size_t kl2 = nkl - nsl - 1;
-            if (strcmp(check, name) == 0 && kl2 >= w->plen &&
-                memcmp(nskey + nsl + 1, w->prefix, w->plen) == 0 &&
-                w->each(w->ctx, nskey + nsl + 1, kl2) != 0)
-                w->stopped = 1;
-        }
-    }
-    free(data);
+    if (cut && cl >= w->plen && memcmp(cut, w->prefix, w->plen) == 0 &&
+        w->each(w->ctx, cut, cl) != 0)
+        w->stopped = 1;
+    free(cut);
     return w->stopped;
 }
 
@@ -3955,6 +4007,409 @@ int store_tier_keys(store *s, const char *ns, const void *prefix, size_t plen,
     if (rc != TIER_OK)
         return tier_failed_status(rc);
     return w.failed ? STORE_IO : STORE_OK;
+}
+
+/* ---- listings of the fleet's keys ------------------------------------------ */
+
+/* A key whose record the tier holds, in a listing (store_list_fleet). */
+typedef struct fleet_key {
+    uint8_t *key;
+    size_t klen;
+    char *name; /* its record's, in the tier */
+    char etag[TIER_ETAG_CAP];
+    int skip;          /* held here (listed from here), or deleted here */
+    int rolled;        /* rolled up into a common prefix: no head needed */
+    record_head *head; /* its record's head, once read */
+} fleet_key;
+
+typedef struct fleet_list {
+    store *s;
+    const char *ns;
+    const uint8_t *prefix;
+    size_t plen, dir_len;
+    fleet_key *v;
+    size_t n, cap;
+    int failed, too_many;
+    /* the heads to read (indexes into v), a thread taking the next */
+    size_t *want;
+    size_t nwant;
+    atomic_size_t next;
+    atomic_int bad;
+} fleet_list;
+
+static int key_cmp(const void *a, size_t al, const void *b, size_t bl)
+{
+    int c = memcmp(a, b, al < bl ? al : bl);
+    return c ? c : al < bl ? -1 : al > bl;
+}
+
+static int fleet_key_cmp(const void *a, const void *b)
+{
+    const fleet_key *x = a, *y = b;
+    return key_cmp(x->key, x->klen, y->key, y->klen);
+}
+
+static int fleet_listed(void *arg, const tier_object *o)
+{
+    fleet_list *l = arg;
+    if (record_deleted(o->size))
+        return 0;
+    uint8_t key[KEY_PART_MAX + 1], *cut = NULL;
+    ssize_t kl = key_from_name(o->name + l->dir_len, key);
+    if (kl < 0) {
+        if (strchr(o->name + l->dir_len, '~') == NULL)
+            return 0; /* not a name of ours */
+        size_t cl = 0;
+        if (cut_key(l->s, l->ns, o->name, &cut, &cl) != TIER_OK) {
+            l->failed = 1;
+            return 1;
+        }
+        if (cut == NULL)
+            return 0;
+        kl = (ssize_t)cl;
+    }
+    const uint8_t *k = cut ? cut : key;
+    if ((size_t)kl < l->plen || memcmp(k, l->prefix, l->plen) != 0) {
+        free(cut);
+        return 0;
+    }
+    if (l->n >= FLEET_LIST_MAX) {
+        l->too_many = 1;
+        free(cut);
+        return 1;
+    }
+    fleet_key *f = NULL;
+    if (util_grow(&l->v, &l->cap, l->n, sizeof *l->v, 256) == 0) {
+        f = &l->v[l->n];
+        memset(f, 0, sizeof *f);
+        f->key = cut ? cut : malloc((size_t)kl + 1);
+        f->name = strdup(o->name);
+    }
+    if (f == NULL || f->key == NULL || f->name == NULL) {
+        if (f) {
+            free(f->key);
+            free(f->name);
+        } else {
+            free(cut);
+        }
+        l->failed = 1;
+        return 1;
+    }
+    if (cut == NULL)
+        memcpy(f->key, key, (size_t)kl);
+    f->klen = (size_t)kl;
+    snprintf(f->etag, sizeof f->etag, "%s", o->etag ? o->etag : "");
+    l->n++;
+    return 0;
+}
+
+static record_head *head_copy(const record_head *h)
+{
+    record_head *c = malloc(sizeof *c);
+    if (c == NULL)
+        return NULL;
+    *c = *h;
+    c->name = strdup(h->name);
+    c->meta = h->meta_len ? malloc(h->meta_len) : NULL;
+    if (c->name == NULL || (h->meta_len && c->meta == NULL)) {
+        head_free(c);
+        return NULL;
+    }
+    if (h->meta_len)
+        memcpy(c->meta, h->meta, h->meta_len);
+    return c;
+}
+
+/* The head of f's record: kept from an earlier listing if the record's
+ * ETag is the same, else read from the tier (a ranged GET) and kept.  A
+ * tier status: TIER_NOTFOUND when the record is gone or not f's. */
+static int fleet_read(store *s, const char *ns, fleet_key *f)
+{
+    tier_state *q = s->tier_q;
+    unsigned slot = (unsigned)(util_fnv1a(f->name, strlen(f->name)) % HEAD_SLOTS);
+    pthread_mutex_lock(&q->heads_mu);
+    const record_head *kept = q->heads[slot];
+    if (kept && f->etag[0] && strcmp(kept->name, f->name) == 0 && strcmp(kept->etag, f->etag) == 0)
+        f->head = head_copy(kept);
+    pthread_mutex_unlock(&q->heads_mu);
+    if (f->head)
+        return TIER_OK;
+    size_t nklen;
+    char *nskey = make_nskey(s, ns, f->key, f->klen, &nklen);
+    if (nskey == NULL)
+        return TIER_NOTFOUND; /* (a key too long to be held here is not listed) */
+    size_t fixed = 8 + nklen + 52, ask = fixed + 4096;
+    void *data = NULL;
+    size_t got = 0;
+    int rc = tier_get_range(q->t, f->name, 0, ask, &data, &got);
+    if (rc == TIER_OK && got == ask && got >= fixed) {
+        /* metadata longer than asked for: once more, all of it */
+        uint64_t whole = fixed + (uint64_t)util_get_le32((const uint8_t *)data + fixed - 4);
+        if (whole > got && whole <= RECORD_MAX) {
+            free(data);
+            data = NULL;
+            rc = tier_get_range(q->t, f->name, 0, whole, &data, &got);
+        }
+    }
+    key_rec kr;
+    if (rc == TIER_OK && parse_key_head(data, got, nskey, nklen, &kr) == 0)
+        rc = TIER_NOTFOUND; /* deleted since the listing (no bytes), or not f's record */
+    if (rc == TIER_OK) {
+        record_head *h = calloc(1, sizeof *h);
+        if (h) {
+            memcpy(h->digest, kr.digest, 32);
+            h->size = kr.size;
+            h->mtime_ms = kr.mtime_ms;
+            h->meta_len = kr.meta_len;
+            snprintf(h->etag, sizeof h->etag, "%s", f->etag);
+            h->name = strdup(f->name);
+            h->meta = kr.meta_len ? malloc(kr.meta_len) : NULL;
+            if (h->name == NULL || (kr.meta_len && h->meta == NULL)) {
+                head_free(h);
+                h = NULL;
+            } else if (kr.meta_len) {
+                memcpy(h->meta, kr.meta, kr.meta_len);
+            }
+        }
+        f->head = h;
+        rc = h ? TIER_OK : TIER_ERROR;
+    }
+    free(data);
+    free(nskey);
+    if (f->head && f->etag[0]) {
+        record_head *c = head_copy(f->head), *old;
+        pthread_mutex_lock(&q->heads_mu);
+        old = q->heads[slot];
+        q->heads[slot] = c;
+        pthread_mutex_unlock(&q->heads_mu);
+        head_free(old);
+    }
+    return rc;
+}
+
+static void *fleet_reader(void *arg)
+{
+    fleet_list *l = arg;
+    for (;;) {
+        size_t i = atomic_fetch_add(&l->next, 1);
+        if (i >= l->nwant || atomic_load(&l->bad))
+            break;
+        fleet_key *f = &l->v[l->want[i]];
+        int rc = fleet_read(l->s, l->ns, f);
+        if (rc == TIER_NOTFOUND)
+            f->skip = 1; /* deleted or changed since the listing, or not a key of ours */
+        else if (rc != TIER_OK)
+            atomic_store(&l->bad, 1);
+    }
+    return NULL;
+}
+
+static void *fleet_reader_own(void *arg)
+{
+    fleet_reader(arg);
+    store_thread_done(((fleet_list *)arg)->s);
+    return NULL;
+}
+
+/* Does cb roll k up into a common prefix (its rest past the prefix holds
+ * the delimiter)? */
+static int rolled_up(const fleet_list *l, const fleet_key *f, const char *delim, size_t dlen)
+{
+    if (dlen == 0)
+        return 0;
+    for (size_t i = l->plen; i + dlen <= f->klen; i++)
+        if (memcmp(f->key + i, delim, dlen) == 0)
+            return 1;
+    return 0;
+}
+
+/* Marks the keys held here or deleted here (their deletes still queued),
+ * from first on, and picks the first `want` others that cb would list
+ * (not rolled up) for their heads to be read.  0, or -1 on failure. */
+static int fleet_pick(fleet_list *l, size_t first, const char *delim, size_t dlen, long want)
+{
+    store *s = l->s;
+    l->want = malloc((size_t)(want > 0 ? want : 1) * sizeof *l->want);
+    MDB_txn *t = reader_get(s);
+    if (l->want == NULL || t == NULL) {
+        if (t)
+            reader_put(s, t);
+        return -1;
+    }
+    for (size_t i = first; i < l->n; i++) {
+        fleet_key *f = &l->v[i];
+        size_t nklen;
+        char *nskey = make_nskey(s, l->ns, f->key, f->klen, &nklen);
+        key_rec kr;
+        f->skip = nskey == NULL || idx_get_key(t, &s->ix, nskey, nklen, &kr) == 0 ||
+                  tq_has(s, t, TQ_KEY_DEL, nskey, nklen);
+        free(nskey);
+        f->rolled = rolled_up(l, f, delim, dlen);
+        if (!f->skip && !f->rolled && (long)l->nwant < want)
+            l->want[l->nwant++] = i;
+    }
+    reader_put(s, t);
+    return 0;
+}
+
+/* Reads the heads picked, FLEET_THREADS at once.  0, or -1 if the tier
+ * could not be read. */
+static int fleet_read_heads(fleet_list *l)
+{
+    unsigned nt = l->nwant < FLEET_THREADS ? (unsigned)l->nwant : FLEET_THREADS, started = 0;
+    pthread_t th[FLEET_THREADS];
+    for (unsigned k = 1; k < nt; k++)
+        if (pthread_create(&th[started], NULL, fleet_reader_own, l) == 0)
+            started++;
+    fleet_reader(l);
+    for (unsigned k = 0; k < started; k++)
+        pthread_join(th[k], NULL);
+    return atomic_load(&l->bad) ? -1 : 0;
+}
+
+/* The walk of the keys held here, with the tier's keys passed to cb in
+ * their places. */
+typedef struct fleet_merge {
+    fleet_list *l;
+    store_list_cb cb;
+    void *ctx;
+    size_t i; /* the tier's next key */
+    char floor[1024];
+    size_t floor_len; /* cb's last seek: keys below are passed over */
+    int stopped;
+} fleet_merge;
+
+static int fleet_seeks(fleet_merge *m, int what, const char *seek, size_t seek_len)
+{
+    if (what == STORE_LIST_SEEK && key_cmp(seek, seek_len, m->floor, m->floor_len) > 0) {
+        memcpy(m->floor, seek, seek_len);
+        m->floor_len = seek_len;
+    }
+    if (what == STORE_LIST_STOP)
+        m->stopped = 1;
+    return what;
+}
+
+/* Passes the tier's keys up to (not including) key (all of them when key
+ * is NULL) to cb. */
+static void fleet_pass(fleet_merge *m, const char *key, size_t klen, char *seek)
+{
+    fleet_list *l = m->l;
+    for (; !m->stopped && m->i < l->n; m->i++) {
+        fleet_key *f = &l->v[m->i];
+        int c = key ? key_cmp(f->key, f->klen, key, klen) : -1;
+        if (c >= 0) {
+            if (c == 0)
+                m->i++; /* the copy here is listed instead */
+            break;
+        }
+        if (f->skip || key_cmp(f->key, f->klen, m->floor, m->floor_len) < 0)
+            continue;
+        if (f->head == NULL && !f->rolled && fleet_read(l->s, l->ns, f) != TIER_OK)
+            continue; /* gone since, or the tier failed (rare: the heads cb takes were read) */
+        store_list_item it = {.key = (const char *)f->key, .klen = f->klen};
+        if (f->head) {
+            it.digest = f->head->digest;
+            it.size = f->head->size;
+            it.mtime_ms = f->head->mtime_ms;
+            it.meta = f->head->meta;
+            it.meta_len = f->head->meta_len;
+        }
+        size_t seek_len = 0;
+        int what = m->cb(m->ctx, &it, seek, &seek_len);
+        fleet_seeks(m, what, seek, seek_len);
+    }
+}
+
+static int fleet_local(void *ctx, const store_list_item *it, char *seek, size_t *seek_len)
+{
+    fleet_merge *m = ctx;
+    fleet_pass(m, it->key, it->klen, seek);
+    if (m->stopped)
+        return STORE_LIST_STOP;
+    if (key_cmp(it->key, it->klen, m->floor, m->floor_len) < 0) {
+        memcpy(seek, m->floor, m->floor_len);
+        *seek_len = m->floor_len;
+        return STORE_LIST_SEEK;
+    }
+    int what = m->cb(m->ctx, it, seek, seek_len);
+    return fleet_seeks(m, what, seek, *seek_len);
+}
+
+static void fleet_free(fleet_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->v[i].key);
+        free(l->v[i].name);
+        head_free(l->v[i].head);
+    }
+    free(l->v);
+    free(l->want);
+}
+
+int store_list_fleet(store *s, const char *ns, const void *prefix, size_t plen, const char *delim,
+                     size_t dlen, long want, const void *from, size_t from_len, int after,
+                     store_list_cb cb, void *ctx)
+{
+    tier_state *q = s->tier_q;
+    if (q == NULL)
+        return store_list(s, ns, from, from_len, after, cb, ctx);
+    if (tier_must_not_wait())
+        return STORE_AGAIN;
+    char lp[KEY_NAME_CAP];
+    fleet_list l;
+    size_t first;
+    int rc;
+    for (int tries = 0;; tries++) {
+        /* a key deleted here whose delete left the queue between the tier's
+         * listing and the look at the queue is listed, deleted: look again */
+        unsigned long long deletes = atomic_load(&q->deletes_put);
+        l = (fleet_list){.s = s, .ns = ns, .prefix = prefix, .plen = plen};
+        l.dir_len = key_prefix(q, ns, prefix, plen, lp);
+        rc = tier_list_any_order(q->t, lp, fleet_listed, &l);
+        first = 0;
+        if (rc != TIER_OK || l.failed || l.too_many)
+            break;
+        qsort(l.v, l.n, sizeof *l.v, fleet_key_cmp);
+        while (first < l.n) {
+            int c = key_cmp(l.v[first].key, l.v[first].klen, from, from_len);
+            if (c > 0 || (c == 0 && !after))
+                break;
+            first++;
+        }
+        if (fleet_pick(&l, first, delim, dlen, want) != 0) {
+            l.failed = 1;
+            break;
+        }
+        if (atomic_load(&q->deletes_put) == deletes || tries == 2) {
+            if (fleet_read_heads(&l) != 0)
+                l.failed = 1;
+            break;
+        }
+        fleet_free(&l);
+    }
+    if (rc != TIER_OK || l.failed || l.too_many) {
+        /* the keys held here, as a node without a tier lists them */
+        if (l.too_many)
+            log_msg(LOG_WARN, "list_tier_long",
+                    "%s: more than %d keys in the tier under the prefix; the listing shows "
+                    "the keys held here",
+                    lp, FLEET_LIST_MAX);
+        else
+            log_msg(LOG_WARN, "list_tier_failed",
+                    "%s: the tier's keys could not be listed (%s); the listing shows the keys "
+                    "held here",
+                    lp, rc != TIER_OK ? tier_why(rc) : "a key record could not be read");
+        fleet_free(&l);
+        return store_list(s, ns, from, from_len, after, cb, ctx);
+    }
+    fleet_merge m = {.l = &l, .cb = cb, .ctx = ctx, .i = first};
+    rc = store_list(s, ns, from, from_len, after, fleet_local, &m);
+    char seek[1024];
+    if (rc == STORE_OK)
+        fleet_pass(&m, NULL, 0, seek);
+    fleet_free(&l);
+    return rc;
 }
 
 typedef struct ns_keys {

@@ -1829,8 +1829,8 @@ static int list_failed(tier *t, const char *full, const char *why)
     return TIER_BAD;
 }
 
-int tier_list_objects(tier *t, const char *prefix, const char *delimiter,
-                      int (*each)(void *arg, const tier_object *o), void *arg)
+static int list_objects(tier *t, const char *prefix, const char *delimiter, int any_order,
+                        int (*each)(void *arg, const tier_object *o), void *arg)
 {
     char full[1100], enc_prefix[3300], enc_token[3300], query[7000], enc_delim[16] = "";
     int n = snprintf(full, sizeof full, "%s%s%s", t->prefix, t->prefix[0] ? "/" : "", prefix);
@@ -1843,7 +1843,8 @@ int tier_list_objects(tier *t, const char *prefix, const char *delimiter,
     list_state l = {.skip = strlen(t->prefix) + (t->prefix[0] ? 1 : 0),
                     .each = each,
                     .arg = arg,
-                    .ordered = !(bl > 6 && strcmp(t->bucket + bl - 6, "--x-s3") == 0)};
+                    .ordered =
+                        !any_order && !(bl > 6 && strcmp(t->bucket + bl - 6, "--x-s3") == 0)};
     char last_token[sizeof l.token] = "";
     for (;;) {
         uri_encode(l.token, enc_token, sizeof enc_token, 0);
@@ -1881,6 +1882,18 @@ int tier_list_objects(tier *t, const char *prefix, const char *delimiter,
             return list_failed(t, full, "is cut short (IsTruncated) with no continuation token");
         memcpy(last_token, l.token, sizeof last_token);
     }
+}
+
+int tier_list_objects(tier *t, const char *prefix, const char *delimiter,
+                      int (*each)(void *arg, const tier_object *o), void *arg)
+{
+    return list_objects(t, prefix, delimiter, 0, each, arg);
+}
+
+int tier_list_any_order(tier *t, const char *prefix, int (*each)(void *arg, const tier_object *o),
+                        void *arg)
+{
+    return list_objects(t, prefix, NULL, 1, each, arg);
 }
 
 int tier_ensure_bucket(tier *t, int *made)

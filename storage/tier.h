@@ -192,6 +192,12 @@ typedef struct tier_object {
 } tier_object;
 int tier_list_objects(tier *t, const char *prefix, const char *delimiter,
                       int (*each)(void *arg, const tier_object *o), void *arg);
+/* The same, without a delimiter, for a caller that sorts what it gets: names
+ * out of order (s3rver lists "a/b" before "a%2E") are taken, and only a
+ * continuation token that comes again stops the listing (each stops it
+ * too, past what the caller takes). */
+int tier_list_any_order(tier *t, const char *prefix, int (*each)(void *arg, const tier_object *o),
+                        void *arg);
 /* Makes the bucket if it does not exist (a cairnd parent, a test's moto);
  * *made (if not NULL) says whether this call made it. */
 int tier_ensure_bucket(tier *t, int *made);

@@ -538,6 +538,84 @@ class TierTest(unittest.TestCase):
         c = self.node()
         self.assertEqual(request(c, "GET", key)[0], 404)
 
+    def test_a_listing_shows_the_fleets_keys(self):
+        """An S3 listing through a node shows the keys the fleet wrote, not
+        only those it holds: a node with an empty folder lists what another
+        wrote, page by page and by folders, in S3's order and with the sizes,
+        ETags and dates the writer lists; a key deleted elsewhere is gone
+        from it, a key evicted here is still listed, and aws-cli copies the
+        whole bucket down through it."""
+        import boto3
+        a = self.node()
+        self.assertEqual(request(a, "PUT", "/listed")[0], 200)
+        names = ["dir/a.txt", "dir/b~x", "dir/sub/c", "dir-x", "dir.y", "z z", "\u00fc/\u00e7",
+                 "top", "a/b/c/d", "dir/sub/d.tar.gz"] + ["many/k%02d.bin" % i for i in range(12)]
+        bodies = {}
+        for i, n in enumerate(names):
+            bodies[n] = self.rng.randbytes([0, 10, 3000, 100 * KIB][i % 4])
+            self.assertEqual(request(a, "PUT", "/listed/" + urllib.parse.quote(n), bodies[n],
+                                     {"x-amz-meta-n": str(i)})[0], 200)
+        self.drained(a)
+
+        def client(srv):
+            return boto3.client("s3", endpoint_url=srv.url, region_name="us-east-1",
+                                aws_access_key_id="any", aws_secret_access_key="any")
+
+        def listing(srv, **kw):
+            keys, prefixes = [], []
+            for page in client(srv).get_paginator("list_objects_v2").paginate(
+                    Bucket="listed", PaginationConfig={"PageSize": 5}, **kw):
+                keys += [(o["Key"], o["Size"], o["ETag"], o["LastModified"])
+                         for o in page.get("Contents", [])]
+                prefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+            return keys, prefixes
+
+        b = self.node()
+        self.assertEqual(request(b, "GET", "/listed/top")[2], bodies["top"])  # one held by b
+        whole = listing(a)
+        self.assertEqual(sorted(k for k, *_ in whole[0]), sorted(names))
+        self.assertEqual([k for k, *_ in whole[0]], sorted(names, key=lambda n: n.encode()))
+        self.assertEqual(listing(b), whole)
+        for kw in ({"Delimiter": "/"}, {"Prefix": "dir/", "Delimiter": "/"},
+                   {"Prefix": "many/"}, {"StartAfter": "dir/sub/c"}):
+            self.assertEqual(listing(b, **kw), listing(a, **kw), kw)
+        v1 = client(b).list_objects(Bucket="listed", Delimiter="/", Marker="dir")
+        self.assertEqual([o["Key"] for o in v1["Contents"]],
+                         ["dir-x", "dir.y", "top", "z z"])
+        self.assertEqual([p["Prefix"] for p in v1["CommonPrefixes"]], ["dir/", "many/", "\u00fc/"])
+
+        # a node that cannot hold them all (it evicts what it read first)
+        d = self.node(extra=["--max-size", "250K"])
+        for n in names:
+            self.assertEqual(request(d, "GET", "/listed/" + urllib.parse.quote(n))[2], bodies[n])
+        self.assertTrue(wait_for(lambda: status(d)["entries"]["keys"] < len(names)), status(d))
+        self.assertEqual(listing(d), whole)
+
+        # deleted through a: gone from b's listing too
+        self.assertEqual(request(a, "DELETE", "/listed/dir/a.txt")[0], 204)
+        self.drained(a)
+        del bodies["dir/a.txt"]
+        self.assertEqual(sorted(k for k, *_ in listing(b)[0]), sorted(bodies))
+        # deleted through b (which never held it): gone at once
+        self.assertEqual(request(b, "DELETE", "/listed/dir.y")[0], 204)
+        del bodies["dir.y"]
+        self.assertEqual(sorted(k for k, *_ in listing(b)[0]), sorted(bodies))
+
+        if shutil.which("aws"):
+            out = self.folder()
+            env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+            env.update(AWS_ACCESS_KEY_ID="any", AWS_SECRET_ACCESS_KEY="any",
+                       AWS_DEFAULT_REGION="us-east-1", AWS_CONFIG_FILE=os.devnull,
+                       AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_PAGER="")
+            c = self.node()
+            p = subprocess.run(["aws", "--endpoint-url", c.url, "s3", "sync", "s3://listed/", out],
+                               env=env, capture_output=True, text=True, timeout=120,
+                               stdin=subprocess.DEVNULL)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            for n, body in bodies.items():
+                with open(os.path.join(out, n), "rb") as f:
+                    self.assertEqual(f.read(), body, n)
+
     def test_delete_through_a_node_that_never_read_the_key(self):
         """A key written through one node and deleted through another that
         never read it is deleted in the tier: no node finds it again.  A
