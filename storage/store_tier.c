@@ -134,9 +134,12 @@ typedef struct pack_buf {
 #define REVAL_THREADS 4        /* checks at once (a HEAD each: tens of ms from S3) */
 #define NS_KEPT_SLOTS 256      /* namespaces whose tier record was put lately (ns_keep) */
 #define NS_KEPT_WAYS 4         /* ... in sets of this many */
-#define HEAD_SLOTS 8192        /* key record heads kept for listings (record_head) */
+#define HEAD_SLOTS 32768       /* key record heads kept for listings (record_head) */
+#define HEAD_WAYS 8            /* ... in sets of this many, the least used taken over */
 #define FLEET_LIST_MAX 200000  /* keys of the tier a listing merges with those here */
 #define FLEET_THREADS 8        /* a listing's reads of key records at once */
+#define FLEET_SNAPS 4          /* listings of the tier kept for their next pages */
+#define FLEET_SNAP_MS 60000    /* ... this long */
 #define NS_KEEP_MS (24 * 3600 * 1000ull) /* ... at least this often, with no refreshes */
 #define BAD_SLOTS 64                     /* blobs the tier holds damaged, remembered (bad_note) */
 #define BAD_HOLD_MS (10 * 60 * 1000ull)  /* for this long */
@@ -282,9 +285,12 @@ typedef struct tier_state {
         uint64_t hash, at_ms;
     } ns_kept[NS_KEPT_SLOTS];
     /* heads of key records read for listings, by a hash of their name; a
-     * head is good while its record's ETag in the tier is the same (heads_mu) */
+     * head is good while its record's ETag in the tier is the same (heads_mu,
+     * which guards snaps too) */
     pthread_mutex_t heads_mu;
     struct record_head *heads[HEAD_SLOTS];
+    uint64_t heads_tick;                   /* the use of a head kept (its last, in the head) */
+    struct fleet_snap *snaps[FLEET_SNAPS]; /* the tier's keys listed lately (heads_mu) */
     atomic_ullong deletes_put; /* key deletes put in the tier (a listing's second look) */
 } tier_state;
 
@@ -710,6 +716,7 @@ typedef struct record_head {
     uint64_t size, mtime_ms;
     void *meta;
     size_t meta_len;
+    uint64_t used; /* heads_tick when last used, kept */
 } record_head;
 
 static void head_free(record_head *h)
@@ -719,6 +726,40 @@ static void head_free(record_head *h)
     free(h->name);
     free(h->meta);
     free(h);
+}
+
+/* A key whose record the tier holds, as a listing of the tier found it: one
+ * allocation holds its record's name, the record's ETag, then the key. */
+typedef struct fleet_key {
+    char *name;
+    const char *etag;
+    const uint8_t *key;
+    size_t klen;
+} fleet_key;
+
+/* The tier's keys under a prefix, sorted: kept FLEET_SNAP_MS for the next
+ * pages of a listing (heads_mu; freed by the last of its users). */
+typedef struct fleet_snap {
+    char *ns;
+    uint8_t *prefix;
+    size_t plen;
+    uint64_t at_ms;
+    unsigned long long deletes; /* deletes_put before it was listed */
+    fleet_key *v;
+    size_t n, cap;
+    unsigned refs;
+} fleet_snap;
+
+static void snap_free(fleet_snap *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t i = 0; i < p->n; i++)
+        free(p->v[i].name);
+    free(p->v);
+    free(p->ns);
+    free(p->prefix);
+    free(p);
 }
 
 typedef struct parsed_record {
@@ -2028,6 +2069,8 @@ void tier_free(store *s)
     pthread_mutex_destroy(&q->heads_mu);
     for (unsigned i = 0; i < HEAD_SLOTS; i++)
         head_free(q->heads[i]);
+    for (unsigned i = 0; i < FLEET_SNAPS; i++)
+        snap_free(q->snaps[i]); /* (no listing runs any more) */
     pthread_cond_destroy(&q->reval_cv);
     ring_free(&q->reval_wait);
     ring_free(&q->later);
@@ -4011,26 +4054,81 @@ int store_tier_keys(store *s, const char *ns, const void *prefix, size_t plen,
 
 /* ---- listings of the fleet's keys ------------------------------------------ */
 
-/* A key whose record the tier holds, in a listing (store_list_fleet). */
-typedef struct fleet_key {
-    uint8_t *key;
-    size_t klen;
-    char *name; /* its record's, in the tier */
-    char etag[TIER_ETAG_CAP];
-    int skip;          /* held here (listed from here), or deleted here */
-    int rolled;        /* rolled up into a common prefix: no head needed */
-    record_head *head; /* its record's head, once read */
-} fleet_key;
+static void snap_put(tier_state *q, fleet_snap *p)
+{
+    pthread_mutex_lock(&q->heads_mu);
+    int last = p && --p->refs == 0;
+    pthread_mutex_unlock(&q->heads_mu);
+    if (last)
+        snap_free(p);
+}
 
+/* A listing of the tier under ns and prefix made since FLEET_SNAP_MS, with
+ * none of this node's deletes reaching the tier since; NULL if none. */
+static fleet_snap *snap_find(tier_state *q, const char *ns, const void *prefix, size_t plen,
+                             unsigned long long deletes)
+{
+    fleet_snap *found = NULL, *gone[FLEET_SNAPS];
+    unsigned ngone = 0;
+    uint64_t now = util_now_ms();
+    pthread_mutex_lock(&q->heads_mu);
+    for (unsigned i = 0; i < FLEET_SNAPS; i++) {
+        fleet_snap *p = q->snaps[i];
+        if (p == NULL)
+            continue;
+        if (now - p->at_ms > FLEET_SNAP_MS || p->at_ms > now || p->deletes != deletes) {
+            q->snaps[i] = NULL; /* too old */
+            if (--p->refs == 0)
+                gone[ngone++] = p;
+        } else if (!found && strcmp(p->ns, ns) == 0 && p->plen == plen &&
+                   memcmp(p->prefix, prefix, plen) == 0) {
+            found = p;
+            p->refs++;
+        }
+    }
+    pthread_mutex_unlock(&q->heads_mu);
+    for (unsigned i = 0; i < ngone; i++)
+        snap_free(gone[i]);
+    return found;
+}
+
+/* Keeps p for the next pages, in place of an earlier listing of its prefix,
+ * else of the oldest kept. */
+static void snap_keep(tier_state *q, fleet_snap *p)
+{
+    pthread_mutex_lock(&q->heads_mu);
+    unsigned o = 0;
+    for (unsigned i = 0; i < FLEET_SNAPS; i++) {
+        fleet_snap *k = q->snaps[i];
+        if (k && strcmp(k->ns, p->ns) == 0 && k->plen == p->plen &&
+            memcmp(k->prefix, p->prefix, p->plen) == 0) {
+            o = i;
+            break;
+        }
+        if (q->snaps[o] && (k == NULL || k->at_ms < q->snaps[o]->at_ms))
+            o = i;
+    }
+    fleet_snap *old = q->snaps[o];
+    q->snaps[o] = p;
+    p->refs++;
+    int last = old && --old->refs == 0;
+    pthread_mutex_unlock(&q->heads_mu);
+    if (last)
+        snap_free(old);
+}
+
+/* One listing's walk of a snapshot, from its first key on. */
 typedef struct fleet_list {
     store *s;
     const char *ns;
     const uint8_t *prefix;
     size_t plen, dir_len;
-    fleet_key *v;
-    size_t n, cap;
+    fleet_snap *snap;
     int failed, too_many;
-    /* the heads to read (indexes into v), a thread taking the next */
+    size_t first, end;  /* the keys looked at here (fleet_pick): [first, end) */
+    uint8_t *skip;      /* by key - first: held here (listed from here), or deleted here */
+    record_head **head; /* ... its record's head, once read */
+    /* the heads to read (indexes into the snapshot), a thread taking the next */
     size_t *want;
     size_t nwant;
     atomic_size_t next;
@@ -4052,6 +4150,7 @@ static int fleet_key_cmp(const void *a, const void *b)
 static int fleet_listed(void *arg, const tier_object *o)
 {
     fleet_list *l = arg;
+    fleet_snap *p = l->snap;
     if (record_deleted(o->size))
         return 0;
     uint8_t key[KEY_PART_MAX + 1], *cut = NULL;
@@ -4069,37 +4168,59 @@ static int fleet_listed(void *arg, const tier_object *o)
         kl = (ssize_t)cl;
     }
     const uint8_t *k = cut ? cut : key;
-    if ((size_t)kl < l->plen || memcmp(k, l->prefix, l->plen) != 0) {
-        free(cut);
-        return 0;
-    }
-    if (l->n >= FLEET_LIST_MAX) {
+    int take = (size_t)kl >= l->plen && memcmp(k, l->prefix, l->plen) == 0;
+    if (take && p->n >= FLEET_LIST_MAX) {
         l->too_many = 1;
         free(cut);
         return 1;
     }
-    fleet_key *f = NULL;
-    if (util_grow(&l->v, &l->cap, l->n, sizeof *l->v, 256) == 0) {
-        f = &l->v[l->n];
-        memset(f, 0, sizeof *f);
-        f->key = cut ? cut : malloc((size_t)kl + 1);
-        f->name = strdup(o->name);
+    size_t nl = strlen(o->name), el = strlen(o->etag ? o->etag : "");
+    char *one = NULL;
+    if (take && util_grow(&p->v, &p->cap, p->n, sizeof *p->v, 256) == 0 &&
+        (one = malloc(nl + 1 + el + 1 + (size_t)kl + 1)) != NULL) {
+        memcpy(one, o->name, nl + 1);
+        memcpy(one + nl + 1, o->etag ? o->etag : "", el + 1);
+        memcpy(one + nl + 1 + el + 1, k, (size_t)kl);
+        p->v[p->n++] = (fleet_key){one, one + nl + 1, (uint8_t *)one + nl + 1 + el + 1, (size_t)kl};
     }
-    if (f == NULL || f->key == NULL || f->name == NULL) {
-        if (f) {
-            free(f->key);
-            free(f->name);
-        } else {
-            free(cut);
-        }
+    free(cut);
+    if (take && one == NULL) {
         l->failed = 1;
         return 1;
     }
-    if (cut == NULL)
-        memcpy(f->key, key, (size_t)kl);
-    f->klen = (size_t)kl;
-    snprintf(f->etag, sizeof f->etag, "%s", o->etag ? o->etag : "");
-    l->n++;
+    return 0;
+}
+
+/* The tier's keys under l's prefix, listed and sorted, into a new snapshot
+ * (one reference: l's).  0, or -1 (l->failed, l->too_many, or *rc). */
+static int snap_list(fleet_list *l, unsigned long long deletes, int *rc)
+{
+    tier_state *q = l->s->tier_q;
+    char lp[KEY_NAME_CAP];
+    fleet_snap *p = calloc(1, sizeof *p);
+    if (p == NULL || (p->ns = strdup(l->ns)) == NULL || (p->prefix = malloc(l->plen + 1)) == NULL) {
+        snap_free(p);
+        l->failed = 1;
+        return -1;
+    }
+    memcpy(p->prefix, l->prefix, l->plen);
+    p->plen = l->plen;
+    p->at_ms = util_now_ms();
+    p->deletes = deletes;
+    p->refs = 1;
+    l->snap = p;
+    l->dir_len = key_prefix(q, l->ns, l->prefix, l->plen, lp);
+    *rc = tier_list_any_order(q->t, lp, fleet_listed, l);
+    if (*rc != TIER_OK || l->failed || l->too_many) {
+        if (l->too_many)
+            log_msg(LOG_WARN, "list_tier_long",
+                    "%s: more than %d keys in the tier under the prefix; the listing shows "
+                    "the keys held here",
+                    lp, FLEET_LIST_MAX);
+        return -1;
+    }
+    if (p->n > 1)
+        qsort(p->v, p->n, sizeof *p->v, fleet_key_cmp);
     return 0;
 }
 
@@ -4120,19 +4241,26 @@ static record_head *head_copy(const record_head *h)
     return c;
 }
 
-/* The head of f's record: kept from an earlier listing if the record's
- * ETag is the same, else read from the tier (a ranged GET) and kept.  A
- * tier status: TIER_NOTFOUND when the record is gone or not f's. */
-static int fleet_read(store *s, const char *ns, fleet_key *f)
+/* The head of f's record, into *out: kept from an earlier listing if the
+ * record's ETag is the same, else read from the tier (a ranged GET) and
+ * kept.  A tier status: TIER_NOTFOUND when the record is gone or not f's. */
+static int fleet_read(store *s, const char *ns, const fleet_key *f, record_head **out)
 {
     tier_state *q = s->tier_q;
-    unsigned slot = (unsigned)(util_fnv1a(f->name, strlen(f->name)) % HEAD_SLOTS);
+    unsigned set = (unsigned)(util_fnv1a(f->name, strlen(f->name)) >> 8) %
+                   (HEAD_SLOTS / HEAD_WAYS) * HEAD_WAYS;
     pthread_mutex_lock(&q->heads_mu);
-    const record_head *kept = q->heads[slot];
-    if (kept && f->etag[0] && strcmp(kept->name, f->name) == 0 && strcmp(kept->etag, f->etag) == 0)
-        f->head = head_copy(kept);
+    for (unsigned i = set; i < set + HEAD_WAYS; i++) {
+        record_head *kept = q->heads[i];
+        if (kept && f->etag[0] && strcmp(kept->name, f->name) == 0 &&
+            strcmp(kept->etag, f->etag) == 0) {
+            kept->used = ++q->heads_tick;
+            *out = head_copy(kept);
+            break;
+        }
+    }
     pthread_mutex_unlock(&q->heads_mu);
-    if (f->head)
+    if (*out)
         return TIER_OK;
     size_t nklen;
     char *nskey = make_nskey(s, ns, f->key, f->klen, &nklen);
@@ -4142,7 +4270,7 @@ static int fleet_read(store *s, const char *ns, fleet_key *f)
     void *data = NULL;
     size_t got = 0;
     int rc = tier_get_range(q->t, f->name, 0, ask, &data, &got);
-    if (rc == TIER_OK && got == ask && got >= fixed) {
+    if (rc == TIER_OK && got == ask) {
         /* metadata longer than asked for: once more, all of it */
         uint64_t whole = fixed + (uint64_t)util_get_le32((const uint8_t *)data + fixed - 4);
         if (whole > got && whole <= RECORD_MAX) {
@@ -4154,36 +4282,44 @@ static int fleet_read(store *s, const char *ns, fleet_key *f)
     key_rec kr;
     if (rc == TIER_OK && parse_key_head(data, got, nskey, nklen, &kr) == 0)
         rc = TIER_NOTFOUND; /* deleted since the listing (no bytes), or not f's record */
-    if (rc == TIER_OK) {
-        record_head *h = calloc(1, sizeof *h);
-        if (h) {
-            memcpy(h->digest, kr.digest, 32);
-            h->size = kr.size;
-            h->mtime_ms = kr.mtime_ms;
-            h->meta_len = kr.meta_len;
-            snprintf(h->etag, sizeof h->etag, "%s", f->etag);
-            h->name = strdup(f->name);
-            h->meta = kr.meta_len ? malloc(kr.meta_len) : NULL;
-            if (h->name == NULL || (kr.meta_len && h->meta == NULL)) {
-                head_free(h);
-                h = NULL;
-            } else if (kr.meta_len) {
-                memcpy(h->meta, kr.meta, kr.meta_len);
-            }
+    record_head *h = NULL;
+    if (rc == TIER_OK && (h = calloc(1, sizeof *h)) != NULL) {
+        memcpy(h->digest, kr.digest, 32);
+        h->size = kr.size;
+        h->mtime_ms = kr.mtime_ms;
+        h->meta_len = kr.meta_len;
+        snprintf(h->etag, sizeof h->etag, "%s", f->etag);
+        h->name = strdup(f->name);
+        h->meta = kr.meta_len ? malloc(kr.meta_len) : NULL;
+        if (h->name == NULL || (kr.meta_len && h->meta == NULL)) {
+            head_free(h);
+            h = NULL;
+        } else if (kr.meta_len) {
+            memcpy(h->meta, kr.meta, kr.meta_len);
         }
-        f->head = h;
-        rc = h ? TIER_OK : TIER_ERROR;
     }
+    if (rc == TIER_OK && h == NULL)
+        rc = TIER_ERROR;
     free(data);
     free(nskey);
-    if (f->head && f->etag[0]) {
-        record_head *c = head_copy(f->head), *old;
+    *out = h;
+    record_head *c = h && f->etag[0] ? head_copy(h) : NULL, *old = NULL;
+    if (c) {
+        /* in place of its name's earlier head, else of an empty or the least used */
         pthread_mutex_lock(&q->heads_mu);
-        old = q->heads[slot];
-        q->heads[slot] = c;
+        unsigned o = set;
+        for (unsigned i = set; i < set + HEAD_WAYS && q->heads[o]; i++)
+            if (q->heads[i] == NULL || q->heads[i]->used < q->heads[o]->used)
+                o = i;
+        for (unsigned i = set; i < set + HEAD_WAYS; i++)
+            if (q->heads[i] && strcmp(q->heads[i]->name, f->name) == 0)
+                o = i;
+        old = q->heads[o];
+        c->used = ++q->heads_tick;
+        q->heads[o] = c;
         pthread_mutex_unlock(&q->heads_mu);
-        head_free(old);
     }
+    head_free(old);
     return rc;
 }
 
@@ -4194,10 +4330,10 @@ static void *fleet_reader(void *arg)
         size_t i = atomic_fetch_add(&l->next, 1);
         if (i >= l->nwant || atomic_load(&l->bad))
             break;
-        fleet_key *f = &l->v[l->want[i]];
-        int rc = fleet_read(l->s, l->ns, f);
+        size_t k = l->want[i];
+        int rc = fleet_read(l->s, l->ns, &l->snap->v[k], &l->head[k - l->first]);
         if (rc == TIER_NOTFOUND)
-            f->skip = 1; /* deleted or changed since the listing, or not a key of ours */
+            l->skip[k - l->first] = 1; /* deleted or changed since, or not a key of ours */
         else if (rc != TIER_OK)
             atomic_store(&l->bad, 1);
     }
@@ -4211,43 +4347,78 @@ static void *fleet_reader_own(void *arg)
     return NULL;
 }
 
-/* Does cb roll k up into a common prefix (its rest past the prefix holds
- * the delimiter)? */
-static int rolled_up(const fleet_list *l, const fleet_key *f, const char *delim, size_t dlen)
+/* The length of the common prefix cb rolls f up into (the prefix, then up
+ * to the delimiter's end), or 0 if it lists f itself. */
+static size_t rolled_into(const fleet_list *l, const fleet_key *f, const char *delim, size_t dlen)
 {
     if (dlen == 0)
         return 0;
     for (size_t i = l->plen; i + dlen <= f->klen; i++)
         if (memcmp(f->key + i, delim, dlen) == 0)
-            return 1;
+            return i + dlen;
     return 0;
 }
 
-/* Marks the keys held here or deleted here (their deletes still queued),
- * from first on, and picks the first `want` others that cb would list
- * (not rolled up) for their heads to be read.  0, or -1 on failure. */
-static int fleet_pick(fleet_list *l, size_t first, const char *delim, size_t dlen, long want)
+enum { FK_LISTED, FK_DELETED, FK_HELD };
+
+static int held_or_deleted(fleet_list *l, MDB_txn *t, const fleet_key *f)
+{
+    size_t nklen;
+    char *nskey = make_nskey(l->s, l->ns, f->key, f->klen, &nklen);
+    key_rec kr;
+    int what = nskey == NULL                                       ? FK_DELETED
+               : idx_get_key(t, &l->s->ix, nskey, nklen, &kr) == 0 ? FK_HELD
+               : tq_has(l->s, t, TQ_KEY_DEL, nskey, nklen)         ? FK_DELETED
+                                                                   : FK_LISTED;
+    free(nskey);
+    return what;
+}
+
+/* Looks at the snapshot's keys from l->first on, as far as cb can list
+ * (want items; each key listed, held here or rolled into a new common
+ * prefix takes one): marks those held here or deleted here (their deletes
+ * still queued), and picks those whose heads cb needs.  0, or -1. */
+static int fleet_pick(fleet_list *l, const char *delim, size_t dlen, long want)
 {
     store *s = l->s;
+    fleet_snap *p = l->snap;
+    size_t room = p->n - l->first;
+    l->skip = calloc(room ? room : 1, 1);
+    l->head = calloc(room ? room : 1, sizeof *l->head);
     l->want = malloc((size_t)(want > 0 ? want : 1) * sizeof *l->want);
-    MDB_txn *t = reader_get(s);
-    if (l->want == NULL || t == NULL) {
-        if (t)
-            reader_put(s, t);
+    MDB_txn *t = l->skip && l->head && l->want ? reader_get(s) : NULL;
+    if (t == NULL)
         return -1;
+    long taken = 0;
+    const uint8_t *group = NULL;
+    size_t group_len = 0, i;
+    int group_live = 0;
+    for (i = l->first; i < p->n && taken <= want; i++) {
+        const fleet_key *f = &p->v[i];
+        size_t cpl = rolled_into(l, f, delim, dlen);
+        if (cpl) {
+            if (group == NULL || cpl != group_len || memcmp(f->key, group, cpl) != 0) {
+                group = f->key;
+                group_len = cpl;
+                group_live = 0;
+            } else if (group_live) {
+                continue; /* its common prefix is counted (and no key of it is listed) */
+            }
+        }
+        int what = held_or_deleted(l, t, f);
+        l->skip[i - l->first] = what != FK_LISTED;
+        if (what == FK_DELETED)
+            continue;
+        if (cpl) {
+            group_live = 1;
+            taken++;
+        } else {
+            taken++;
+            if (what == FK_LISTED && (long)l->nwant < want)
+                l->want[l->nwant++] = i;
+        }
     }
-    for (size_t i = first; i < l->n; i++) {
-        fleet_key *f = &l->v[i];
-        size_t nklen;
-        char *nskey = make_nskey(s, l->ns, f->key, f->klen, &nklen);
-        key_rec kr;
-        f->skip = nskey == NULL || idx_get_key(t, &s->ix, nskey, nklen, &kr) == 0 ||
-                  tq_has(s, t, TQ_KEY_DEL, nskey, nklen);
-        free(nskey);
-        f->rolled = rolled_up(l, f, delim, dlen);
-        if (!f->skip && !f->rolled && (long)l->nwant < want)
-            l->want[l->nwant++] = i;
-    }
+    l->end = i;
     reader_put(s, t);
     return 0;
 }
@@ -4271,6 +4442,8 @@ static int fleet_read_heads(fleet_list *l)
  * their places. */
 typedef struct fleet_merge {
     fleet_list *l;
+    const char *delim;
+    size_t dlen;
     store_list_cb cb;
     void *ctx;
     size_t i; /* the tier's next key */
@@ -4295,25 +4468,29 @@ static int fleet_seeks(fleet_merge *m, int what, const char *seek, size_t seek_l
 static void fleet_pass(fleet_merge *m, const char *key, size_t klen, char *seek)
 {
     fleet_list *l = m->l;
-    for (; !m->stopped && m->i < l->n; m->i++) {
-        fleet_key *f = &l->v[m->i];
+    fleet_snap *p = l->snap;
+    for (; !m->stopped && m->i < p->n; m->i++) {
+        const fleet_key *f = &p->v[m->i];
         int c = key ? key_cmp(f->key, f->klen, key, klen) : -1;
         if (c >= 0) {
             if (c == 0)
                 m->i++; /* the copy here is listed instead */
             break;
         }
-        if (f->skip || key_cmp(f->key, f->klen, m->floor, m->floor_len) < 0)
+        /* (past l->end cb has stopped: fleet_pick looked as far as it lists) */
+        size_t j = m->i - l->first;
+        if ((m->i < l->end && l->skip[j]) || key_cmp(f->key, f->klen, m->floor, m->floor_len) < 0)
             continue;
-        if (f->head == NULL && !f->rolled && fleet_read(l->s, l->ns, f) != TIER_OK)
+        record_head **h = &l->head[j];
+        if (*h == NULL && !rolled_into(l, f, m->delim, m->dlen) &&
+            fleet_read(l->s, l->ns, f, h) != TIER_OK)
             continue; /* gone since, or the tier failed (rare: the heads cb takes were read) */
         store_list_item it = {.key = (const char *)f->key, .klen = f->klen};
-        if (f->head) {
-            it.digest = f->head->digest;
-            it.size = f->head->size;
-            it.mtime_ms = f->head->mtime_ms;
-            it.meta = f->head->meta;
-            it.meta_len = f->head->meta_len;
+        if (*h) {
+            it.size = (*h)->size;
+            it.mtime_ms = (*h)->mtime_ms;
+            it.meta = (*h)->meta;
+            it.meta_len = (*h)->meta_len;
         }
         size_t seek_len = 0;
         int what = m->cb(m->ctx, &it, seek, &seek_len);
@@ -4336,15 +4513,20 @@ static int fleet_local(void *ctx, const store_list_item *it, char *seek, size_t 
     return fleet_seeks(m, what, seek, *seek_len);
 }
 
-static void fleet_free(fleet_list *l)
+static void fleet_done(fleet_list *l)
 {
-    for (size_t i = 0; i < l->n; i++) {
-        free(l->v[i].key);
-        free(l->v[i].name);
-        head_free(l->v[i].head);
-    }
-    free(l->v);
+    if (l->head)
+        for (size_t i = l->first; i < l->snap->n; i++)
+            head_free(l->head[i - l->first]);
+    free(l->head);
+    free(l->skip);
     free(l->want);
+    snap_put(l->s->tier_q, l->snap);
+    l->head = NULL;
+    l->skip = NULL;
+    l->want = NULL;
+    l->snap = NULL;
+    l->nwant = 0;
 }
 
 int store_list_fleet(store *s, const char *ns, const void *prefix, size_t plen, const char *delim,
@@ -4356,60 +4538,64 @@ int store_list_fleet(store *s, const char *ns, const void *prefix, size_t plen, 
         return store_list(s, ns, from, from_len, after, cb, ctx);
     if (tier_must_not_wait())
         return STORE_AGAIN;
-    char lp[KEY_NAME_CAP];
-    fleet_list l;
-    size_t first;
-    int rc;
+    /* a page after the first takes the tier's keys its first page found
+     * (FLEET_SNAP_MS at most): a listing page by page lists the tier once */
+    int next_page = after || from_len != plen || memcmp(from, prefix, plen) != 0;
+    fleet_list l = {.s = s, .ns = ns, .prefix = prefix, .plen = plen};
+    int rc = TIER_OK;
     for (int tries = 0;; tries++) {
         /* a key deleted here whose delete left the queue between the tier's
          * listing and the look at the queue is listed, deleted: look again */
         unsigned long long deletes = atomic_load(&q->deletes_put);
-        l = (fleet_list){.s = s, .ns = ns, .prefix = prefix, .plen = plen};
-        l.dir_len = key_prefix(q, ns, prefix, plen, lp);
-        rc = tier_list_any_order(q->t, lp, fleet_listed, &l);
-        first = 0;
-        if (rc != TIER_OK || l.failed || l.too_many)
-            break;
-        qsort(l.v, l.n, sizeof *l.v, fleet_key_cmp);
-        while (first < l.n) {
-            int c = key_cmp(l.v[first].key, l.v[first].klen, from, from_len);
-            if (c > 0 || (c == 0 && !after))
+        int listed = 0;
+        if ((l.snap = next_page && tries == 0 ? snap_find(q, ns, prefix, plen, deletes) : NULL) ==
+            NULL) {
+            if (snap_list(&l, deletes, &rc) != 0)
                 break;
-            first++;
+            listed = 1;
         }
-        if (fleet_pick(&l, first, delim, dlen, want) != 0) {
+        fleet_snap *p = l.snap;
+        size_t lo = 0, hi = p->n; /* the first key from `from` on (after it, with after) */
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            int c = key_cmp(p->v[mid].key, p->v[mid].klen, from, from_len);
+            if (c < 0 || (c == 0 && after))
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        l.first = lo;
+        if (fleet_pick(&l, delim, dlen, want) != 0) {
             l.failed = 1;
             break;
         }
         if (atomic_load(&q->deletes_put) == deletes || tries == 2) {
+            if (listed)
+                snap_keep(q, p);
             if (fleet_read_heads(&l) != 0)
                 l.failed = 1;
             break;
         }
-        fleet_free(&l);
+        fleet_done(&l);
     }
     if (rc != TIER_OK || l.failed || l.too_many) {
         /* the keys held here, as a node without a tier lists them */
-        if (l.too_many)
-            log_msg(LOG_WARN, "list_tier_long",
-                    "%s: more than %d keys in the tier under the prefix; the listing shows "
-                    "the keys held here",
-                    lp, FLEET_LIST_MAX);
-        else
+        if (!l.too_many)
             log_msg(LOG_WARN, "list_tier_failed",
                     "%s: the tier's keys could not be listed (%s); the listing shows the keys "
                     "held here",
-                    lp, rc != TIER_OK ? tier_why(rc) : "a key record could not be read");
-        fleet_free(&l);
+                    ns, rc != TIER_OK ? tier_why(rc) : "a key record could not be read");
+        if (l.snap)
+            fleet_done(&l);
         return store_list(s, ns, from, from_len, after, cb, ctx);
     }
-    fleet_merge m = {.l = &l, .cb = cb, .ctx = ctx, .i = first};
-    rc = store_list(s, ns, from, from_len, after, fleet_local, &m);
+    fleet_merge m = {.l = &l, .delim = delim, .dlen = dlen, .cb = cb, .ctx = ctx, .i = l.first};
+    int st = store_list(s, ns, from, from_len, after, fleet_local, &m);
     char seek[1024];
-    if (rc == STORE_OK)
+    if (st == STORE_OK)
         fleet_pass(&m, NULL, 0, seek);
-    fleet_free(&l);
-    return rc;
+    fleet_done(&l);
+    return st;
 }
 
 typedef struct ns_keys {
