@@ -6,8 +6,8 @@ N small objects are written through node A (tier: moto_server), and the
 same bodies straight into a moto bucket.  Then the whole bucket is listed
 (ListObjectsV2, pages of 1000, boto3): straight from moto; through A,
 which holds every key; through B, a node with an empty folder, the first
-time (it reads the record of each key from the tier) and again (the
-records' heads kept).  Medians of RUNS (3) listings each, B's first
+time (it reads the record of each key from the tier: the small ones'
+from packs, as a warmup does) and again (the records' heads kept).  Medians of RUNS (3) listings each, B's first
 listing once per fresh node.
 """
 import os
@@ -67,8 +67,8 @@ def main():
             "listing %d keys:" % n,
             "  straight from moto_server                  %7.3f s" % med["direct"],
             "  through the node that wrote them (holds all) %5.3f s" % med["held"],
-            "  through a node with an empty folder, first %7.3f s   (reads %d records)" % (
-                med["first"], n),
+            "  through a node with an empty folder, first %7.3f s   (reads the %d records: "
+            "from packs, as a warmup)" % (med["first"], n),
             "  the same node again (heads kept)           %7.3f s" % med["again"],
         ])
     finally:

@@ -4241,14 +4241,64 @@ static record_head *head_copy(const record_head *h)
     return c;
 }
 
+/* The set of the heads kept where the head of the record `name` goes. */
+static unsigned head_set(const char *name)
+{
+    return (unsigned)(util_fnv1a(name, strlen(name)) >> 8) % (HEAD_SLOTS / HEAD_WAYS) * HEAD_WAYS;
+}
+
+/* A head of the record `name` (whose ETag is etag), from kr; NULL if memory
+ * runs short. */
+static record_head *head_make(const char *name, const char *etag, const key_rec *kr)
+{
+    record_head *h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return NULL;
+    memcpy(h->digest, kr->digest, 32);
+    h->size = kr->size;
+    h->mtime_ms = kr->mtime_ms;
+    h->meta_len = kr->meta_len;
+    snprintf(h->etag, sizeof h->etag, "%s", etag);
+    h->name = strdup(name);
+    h->meta = kr->meta_len ? malloc(kr->meta_len) : NULL;
+    if (h->name == NULL || (kr->meta_len && h->meta == NULL)) {
+        head_free(h);
+        return NULL;
+    }
+    if (kr->meta_len)
+        memcpy(h->meta, kr->meta, kr->meta_len);
+    return h;
+}
+
+/* Keeps a copy of h (of a record with an ETag) for later listings: in place
+ * of its record's earlier head, else of an empty or the least used. */
+static void head_keep(tier_state *q, const record_head *h)
+{
+    record_head *c = h->etag[0] ? head_copy(h) : NULL, *old;
+    if (c == NULL)
+        return;
+    unsigned set = head_set(h->name), o = set;
+    pthread_mutex_lock(&q->heads_mu);
+    for (unsigned i = set; i < set + HEAD_WAYS && q->heads[o]; i++)
+        if (q->heads[i] == NULL || q->heads[i]->used < q->heads[o]->used)
+            o = i;
+    for (unsigned i = set; i < set + HEAD_WAYS; i++)
+        if (q->heads[i] && strcmp(q->heads[i]->name, h->name) == 0)
+            o = i;
+    old = q->heads[o];
+    c->used = ++q->heads_tick;
+    q->heads[o] = c;
+    pthread_mutex_unlock(&q->heads_mu);
+    head_free(old);
+}
+
 /* The head of f's record, into *out: kept from an earlier listing if the
  * record's ETag is the same, else read from the tier (a ranged GET) and
  * kept.  A tier status: TIER_NOTFOUND when the record is gone or not f's. */
 static int fleet_read(store *s, const char *ns, const fleet_key *f, record_head **out)
 {
     tier_state *q = s->tier_q;
-    unsigned set = (unsigned)(util_fnv1a(f->name, strlen(f->name)) >> 8) %
-                   (HEAD_SLOTS / HEAD_WAYS) * HEAD_WAYS;
+    unsigned set = head_set(f->name);
     pthread_mutex_lock(&q->heads_mu);
     for (unsigned i = set; i < set + HEAD_WAYS; i++) {
         record_head *kept = q->heads[i];
@@ -4282,44 +4332,12 @@ static int fleet_read(store *s, const char *ns, const fleet_key *f, record_head 
     key_rec kr;
     if (rc == TIER_OK && parse_key_head(data, got, nskey, nklen, &kr) == 0)
         rc = TIER_NOTFOUND; /* deleted since the listing (no bytes), or not f's record */
-    record_head *h = NULL;
-    if (rc == TIER_OK && (h = calloc(1, sizeof *h)) != NULL) {
-        memcpy(h->digest, kr.digest, 32);
-        h->size = kr.size;
-        h->mtime_ms = kr.mtime_ms;
-        h->meta_len = kr.meta_len;
-        snprintf(h->etag, sizeof h->etag, "%s", f->etag);
-        h->name = strdup(f->name);
-        h->meta = kr.meta_len ? malloc(kr.meta_len) : NULL;
-        if (h->name == NULL || (kr.meta_len && h->meta == NULL)) {
-            head_free(h);
-            h = NULL;
-        } else if (kr.meta_len) {
-            memcpy(h->meta, kr.meta, kr.meta_len);
-        }
-    }
-    if (rc == TIER_OK && h == NULL)
+    if (rc == TIER_OK && (*out = head_make(f->name, f->etag, &kr)) == NULL)
         rc = TIER_ERROR;
     free(data);
     free(nskey);
-    *out = h;
-    record_head *c = h && f->etag[0] ? head_copy(h) : NULL, *old = NULL;
-    if (c) {
-        /* in place of its name's earlier head, else of an empty or the least used */
-        pthread_mutex_lock(&q->heads_mu);
-        unsigned o = set;
-        for (unsigned i = set; i < set + HEAD_WAYS && q->heads[o]; i++)
-            if (q->heads[i] == NULL || q->heads[i]->used < q->heads[o]->used)
-                o = i;
-        for (unsigned i = set; i < set + HEAD_WAYS; i++)
-            if (q->heads[i] && strcmp(q->heads[i]->name, f->name) == 0)
-                o = i;
-        old = q->heads[o];
-        c->used = ++q->heads_tick;
-        q->heads[o] = c;
-        pthread_mutex_unlock(&q->heads_mu);
-    }
-    head_free(old);
+    if (*out)
+        head_keep(q, *out);
     return rc;
 }
 
@@ -4331,6 +4349,8 @@ static void *fleet_reader(void *arg)
         if (i >= l->nwant || atomic_load(&l->bad))
             break;
         size_t k = l->want[i];
+        if (l->head[k - l->first])
+            continue; /* (from a pack) */
         int rc = fleet_read(l->s, l->ns, &l->snap->v[k], &l->head[k - l->first]);
         if (rc == TIER_NOTFOUND)
             l->skip[k - l->first] = 1; /* deleted or changed since, or not a key of ours */
@@ -4529,6 +4549,8 @@ static void fleet_done(fleet_list *l)
     l->nwant = 0;
 }
 
+static void fleet_packs(fleet_list *l);
+
 int store_list_fleet(store *s, const char *ns, const void *prefix, size_t plen, const char *delim,
                      size_t dlen, long want, const void *from, size_t from_len, int after,
                      store_list_cb cb, void *ctx)
@@ -4572,6 +4594,7 @@ int store_list_fleet(store *s, const char *ns, const void *prefix, size_t plen, 
         if (atomic_load(&q->deletes_put) == deletes || tries == 2) {
             if (listed)
                 snap_keep(q, p);
+            fleet_packs(&l);
             if (fleet_read_heads(&l) != 0)
                 l.failed = 1;
             break;
@@ -4763,6 +4786,9 @@ typedef struct pack_warm {
     atomic_int *cancel;
     void (*warmed)(void *ctx, size_t i, uint64_t size);
     void *ctx;
+    /* a record found in a pack, checked, for a listing: its head is taken,
+     * and no fill made */
+    void (*found)(struct pack_warm *pw, pack_want *w, const uint8_t *rec, size_t len);
     pthread_mutex_t mu; /* pending */
     pthread_cond_t cv;
     size_t pending;   /* fills handed to the committer, not yet done */
@@ -4989,7 +5015,10 @@ static void pack_read(pack_warm *pw, const pack_obj *po)
             atomic_fetch_add(&pw->s->tier_q->corrupt, 1);
             continue;
         }
-        pack_fill_one(pw, &pw->w[picks[k].w], rec, picks[k].len);
+        if (pw->found)
+            pw->found(pw, &pw->w[picks[k].w], rec, picks[k].len);
+        else
+            pack_fill_one(pw, &pw->w[picks[k].w], rec, picks[k].len);
     }
     np = 0;
 out:
@@ -5022,6 +5051,77 @@ static void *pack_thread_own(void *arg)
     pack_thread(arg);
     store_thread_done(((pack_warm *)arg)->s); /* its read transaction and LMDB slot */
     return NULL;
+}
+
+static void fleet_found(pack_warm *pw, pack_want *w, const uint8_t *rec, size_t len)
+{
+    fleet_list *l = pw->ctx;
+    key_rec kr;
+    record_head *h;
+    if (parse_key_head(rec, len, w->nskey, w->nklen, &kr) == 0 ||
+        (h = head_make(w->name, w->etag, &kr)) == NULL)
+        return; /* read on its own */
+    l->head[w->i - l->first] = h;
+    head_keep(l->s->tier_q, h);
+}
+
+/* The heads picked for a listing, from the namespace's packs where they are
+ * (small keys' records, as a warmup reads them); the others are read one
+ * by one. */
+static void fleet_packs(fleet_list *l)
+{
+    store *s = l->s;
+    if (l->nwant < PACK_WARM_MIN)
+        return;
+    pack_warm pw = {.s = s, .ctx = l, .found = fleet_found};
+    pthread_mutex_init(&pw.mu, NULL);
+    pthread_cond_init(&pw.cv, NULL);
+    pw.w = calloc(l->nwant, sizeof *pw.w);
+    for (size_t k = 0; pw.w && k < l->nwant; k++) {
+        const fleet_key *f = &l->snap->v[l->want[k]];
+        pack_want *w = &pw.w[pw.nw];
+        if ((w->nskey = make_nskey(s, l->ns, f->key, f->klen, &w->nklen)) == NULL ||
+            (w->name = strdup(f->name)) == NULL) {
+            free(w->nskey);
+            continue;
+        }
+        w->i = l->want[k];
+        snprintf(w->etag, sizeof w->etag, "%s", f->etag);
+        pw.nw++;
+    }
+    if (pw.nw >= PACK_WARM_MIN) {
+        qsort(pw.w, pw.nw, sizeof *pw.w, want_cmp);
+        pw.listed = pw.nw;
+        pw.reads_max = pw.nw / 8 + 4;
+        pw.packs_max = pw.reads_max;
+        atomic_store(&pw.unclaimed, pw.nw);
+        char pd[PACK_DIR_CAP];
+        pack_dir(l->ns, strlen(l->ns), pd);
+        int rc = tier_list_objects(s->tier_q->t, pd, NULL, pack_listed, &pw);
+        pw.taken = calloc(pw.nw, sizeof *pw.taken);
+        if (rc == TIER_OK && pw.taken && pw.npacks) {
+            unsigned nt = pw.npacks < FLEET_THREADS ? (unsigned)pw.npacks : FLEET_THREADS;
+            pthread_t th[FLEET_THREADS];
+            unsigned started = 0;
+            for (unsigned k = 1; k < nt; k++)
+                if (pthread_create(&th[started], NULL, pack_thread_own, &pw) == 0)
+                    started++;
+            pack_thread(&pw);
+            for (unsigned k = 0; k < started; k++)
+                pthread_join(th[k], NULL);
+        }
+    }
+    for (size_t i = 0; i < pw.nw; i++) {
+        free(pw.w[i].name);
+        free(pw.w[i].nskey);
+    }
+    for (size_t i = 0; i < pw.npacks; i++)
+        free(pw.packs[i].name);
+    free(pw.packs);
+    free(pw.w);
+    free((void *)pw.taken);
+    pthread_mutex_destroy(&pw.mu);
+    pthread_cond_destroy(&pw.cv);
 }
 
 size_t store_warm_packs(store *s, const char *ns, const char *const *keys, const size_t *klens,

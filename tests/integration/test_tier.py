@@ -549,7 +549,7 @@ class TierTest(unittest.TestCase):
         a = self.node()
         self.assertEqual(request(a, "PUT", "/listed")[0], 200)
         names = ["dir/a.txt", "dir/b~x", "dir/sub/c", "dir-x", "dir.y", "z z", "\u00fc/\u00e7",
-                 "top", "a/b/c/d", "dir/sub/d.tar.gz"] + ["many/k%02d.bin" % i for i in range(12)]
+                 "top", "a/b/c/d", "dir/sub/d.tar.gz"] + ["many/k%02d.bin" % i for i in range(40)]
         bodies = {}
         for i, n in enumerate(names):
             bodies[n] = self.rng.randbytes([0, 10, 3000, 100 * KIB][i % 4])
@@ -576,6 +576,13 @@ class TierTest(unittest.TestCase):
         self.assertEqual(sorted(k for k, *_ in whole[0]), sorted(names))
         self.assertEqual([k for k, *_ in whole[0]], sorted(names, key=lambda n: n.encode()))
         self.assertEqual(listing(b), whole)
+        # a page of them all through a fresh node: the records of the small
+        # ones from a's packs, a few requests for dozens of keys
+        fresh, seen = self.node(), len(self.proxy.paths)
+        page = client(fresh).list_objects_v2(Bucket="listed")
+        self.assertEqual([(o["Key"], o["Size"], o["ETag"], o["LastModified"])
+                          for o in page["Contents"]], whole[0])
+        self.assertLess(len(self.proxy.paths) - seen, len(names) // 2, self.proxy.paths[seen:])
         for kw in ({"Delimiter": "/"}, {"Prefix": "dir/", "Delimiter": "/"},
                    {"Prefix": "many/"}, {"StartAfter": "dir/sub/c"}):
             self.assertEqual(listing(b, **kw), listing(a, **kw), kw)
