@@ -106,6 +106,7 @@ bench: bench-deps all
 	@CLIENTS=8 python3 bench/tier.py
 	@python3 bench/tier_ranges.py
 	@python3 bench/tier_shared.py
+	@python3 bench/tier_list.py 3000
 	@python3 bench/tier_tls.py
 	@bash bench/metrics.sh
 	@python3 bench/warmup.py

@@ -403,7 +403,8 @@ enum MHD_Result s3_list_objects(request *r, int version)
             from = tok + 1;
             from_len = tl - 1;
             after = tok[0] == 'A';
-        } else if (start_after && strcmp(start_after, l.prefix) > 0) {
+        } else if (start_after && *start_after && strcmp(start_after, l.prefix) >= 0) {
+            /* (one before the prefix starts at it; one equal to it, after it) */
             from = start_after;
             from_len = strlen(start_after);
             after = 1;
@@ -412,7 +413,7 @@ enum MHD_Result s3_list_objects(request *r, int version)
         }
     } else {
         marker = s3_param(r, version == 1 ? "marker" : "key-marker");
-        if (marker && *marker && strcmp(marker, l.prefix) > 0) {
+        if (marker && *marker && strcmp(marker, l.prefix) >= 0) {
             from = marker;
             from_len = strlen(marker);
             after = 1;
@@ -431,7 +432,8 @@ enum MHD_Result s3_list_objects(request *r, int version)
         buf_free(&l.contents);
         buf_free(&l.prefixes);
         free(l.last);
-        return s3_error(r, 500, "InternalError", "Listing failed.");
+        return st == STORE_UNAVAILABLE ? s3_store_error(r, st)
+                                       : s3_error(r, 500, "InternalError", "Listing failed.");
     }
 
     buf b = {0};

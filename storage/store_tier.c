@@ -137,7 +137,7 @@ typedef struct pack_buf {
 #define HEAD_SLOTS 32768       /* key record heads kept for listings (record_head) */
 #define HEAD_WAYS 8            /* ... in sets of this many, the least used taken over */
 #define FLEET_LIST_MAX 200000  /* keys of the tier a listing merges with those here */
-#define FLEET_THREADS 8        /* a listing's reads of key records at once */
+#define FLEET_THREADS 16       /* a listing's reads of key records at once */
 #define FLEET_SNAPS 4          /* listings of the tier kept for their next pages */
 #define FLEET_SNAP_MS 60000    /* ... this long */
 #define NS_KEEP_MS (24 * 3600 * 1000ull) /* ... at least this often, with no refreshes */
@@ -291,7 +291,8 @@ typedef struct tier_state {
     struct record_head *heads[HEAD_SLOTS];
     uint64_t heads_tick;                   /* the use of a head kept (its last, in the head) */
     struct fleet_snap *snaps[FLEET_SNAPS]; /* the tier's keys listed lately (heads_mu) */
-    atomic_ullong deletes_put; /* key deletes put in the tier (a listing's second look) */
+    atomic_ullong deletes_put;    /* key deletes put in the tier (a listing's second look) */
+    atomic_ullong list_failed_ms; /* when a listing last found the tier not answering (monotonic) */
 } tier_state;
 
 const double store_tier_lat_bounds[STORE_TIER_LAT_N] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -735,6 +736,7 @@ typedef struct fleet_key {
     const char *etag;
     const uint8_t *key;
     size_t klen;
+    int deleted; /* its record is a delete's: not listed (a copy held here is checked) */
 } fleet_key;
 
 /* The tier's keys under a prefix, sorted: kept FLEET_SNAP_MS for the next
@@ -4151,13 +4153,11 @@ static int fleet_listed(void *arg, const tier_object *o)
 {
     fleet_list *l = arg;
     fleet_snap *p = l->snap;
-    if (record_deleted(o->size))
-        return 0;
     uint8_t key[KEY_PART_MAX + 1], *cut = NULL;
     ssize_t kl = key_from_name(o->name + l->dir_len, key);
     if (kl < 0) {
-        if (strchr(o->name + l->dir_len, '~') == NULL)
-            return 0; /* not a name of ours */
+        if (strchr(o->name + l->dir_len, '~') == NULL || record_deleted(o->size))
+            return 0; /* not a name of ours, or a long key's delete (its record names no key) */
         size_t cl = 0;
         if (cut_key(l->s, l->ns, o->name, &cut, &cl) != TIER_OK) {
             l->failed = 1;
@@ -4181,7 +4181,8 @@ static int fleet_listed(void *arg, const tier_object *o)
         memcpy(one, o->name, nl + 1);
         memcpy(one + nl + 1, o->etag ? o->etag : "", el + 1);
         memcpy(one + nl + 1 + el + 1, k, (size_t)kl);
-        p->v[p->n++] = (fleet_key){one, one + nl + 1, (uint8_t *)one + nl + 1 + el + 1, (size_t)kl};
+        p->v[p->n++] = (fleet_key){one, one + nl + 1, (uint8_t *)one + nl + 1 + el + 1, (size_t)kl,
+                                   record_deleted(o->size)};
     }
     free(cut);
     if (take && one == NULL) {
@@ -4426,8 +4427,17 @@ static int fleet_pick(fleet_list *l, const char *delim, size_t dlen, long want)
             }
         }
         int what = held_or_deleted(l, t, f);
-        l->skip[i - l->first] = what != FK_LISTED;
-        if (what == FK_DELETED)
+        l->skip[i - l->first] = what != FK_LISTED || f->deleted;
+        if (f->deleted && what == FK_HELD) {
+            /* deleted elsewhere, held here: listed from here this time, and
+             * checked, as a read of it would be */
+            size_t nklen;
+            char *nskey = make_nskey(s, l->ns, f->key, f->klen, &nklen);
+            if (nskey)
+                tier_revalidate(s, nskey, nklen);
+            free(nskey);
+        }
+        if (what == FK_DELETED || f->deleted)
             continue;
         if (cpl) {
             group_live = 1;
@@ -4469,7 +4479,7 @@ typedef struct fleet_merge {
     size_t i; /* the tier's next key */
     char floor[1024];
     size_t floor_len; /* cb's last seek: keys below are passed over */
-    int stopped;
+    int stopped, failed;
 } fleet_merge;
 
 static int fleet_seeks(fleet_merge *m, int what, const char *seek, size_t seek_len)
@@ -4499,12 +4509,19 @@ static void fleet_pass(fleet_merge *m, const char *key, size_t klen, char *seek)
         }
         /* (past l->end cb has stopped: fleet_pick looked as far as it lists) */
         size_t j = m->i - l->first;
-        if ((m->i < l->end && l->skip[j]) || key_cmp(f->key, f->klen, m->floor, m->floor_len) < 0)
+        if (f->deleted || (m->i < l->end && l->skip[j]) ||
+            key_cmp(f->key, f->klen, m->floor, m->floor_len) < 0)
             continue;
         record_head **h = &l->head[j];
-        if (*h == NULL && !rolled_into(l, f, m->delim, m->dlen) &&
-            fleet_read(l->s, l->ns, f, h) != TIER_OK)
-            continue; /* gone since, or the tier failed (rare: the heads cb takes were read) */
+        int rc =
+            *h || rolled_into(l, f, m->delim, m->dlen) ? TIER_OK : fleet_read(l->s, l->ns, f, h);
+        if (rc != TIER_OK) {           /* (rare: the heads cb takes were read) */
+            if (rc != TIER_NOTFOUND) { /* (not gone since: the tier failed) */
+                m->failed = m->stopped = 1;
+                break;
+            }
+            continue;
+        }
         store_list_item it = {.key = (const char *)f->key, .klen = f->klen};
         if (*h) {
             it.size = (*h)->size;
@@ -4551,6 +4568,18 @@ static void fleet_done(fleet_list *l)
 
 static void fleet_packs(fleet_list *l);
 
+/* A listing the tier did not answer: STORE_UNAVAILABLE (a 503, retried),
+ * not the keys held here alone, which a client would take for all of them
+ * (aws s3 sync --delete would delete the others).  For a --tier-timeout
+ * after, listings give up at once rather than each wait for a tier that
+ * does not answer. */
+static int fleet_failed(tier_state *q, const char *ns, const char *why)
+{
+    log_msg(LOG_WARN, "list_tier_failed", "%s: the tier's keys could not be listed (%s)", ns, why);
+    atomic_store(&q->list_failed_ms, (util_mono_ns() / 1000000));
+    return STORE_UNAVAILABLE;
+}
+
 int store_list_fleet(store *s, const char *ns, const void *prefix, size_t plen, const char *delim,
                      size_t dlen, long want, const void *from, size_t from_len, int after,
                      store_list_cb cb, void *ctx)
@@ -4560,6 +4589,9 @@ int store_list_fleet(store *s, const char *ns, const void *prefix, size_t plen, 
         return store_list(s, ns, from, from_len, after, cb, ctx);
     if (tier_must_not_wait())
         return STORE_AGAIN;
+    uint64_t failed = atomic_load(&q->list_failed_ms);
+    if (failed && (util_mono_ns() / 1000000) - failed < (uint64_t)tier_timeout_ms(q->t))
+        return STORE_UNAVAILABLE; /* (fleet_failed) */
     /* a page after the first takes the tier's keys its first page found
      * (FLEET_SNAP_MS at most): a listing page by page lists the tier once */
     int next_page = after || from_len != plen || memcmp(from, prefix, plen) != 0;
@@ -4601,16 +4633,15 @@ int store_list_fleet(store *s, const char *ns, const void *prefix, size_t plen, 
         }
         fleet_done(&l);
     }
-    if (rc != TIER_OK || l.failed || l.too_many) {
-        /* the keys held here, as a node without a tier lists them */
-        if (!l.too_many)
-            log_msg(LOG_WARN, "list_tier_failed",
-                    "%s: the tier's keys could not be listed (%s); the listing shows the keys "
-                    "held here",
-                    ns, rc != TIER_OK ? tier_why(rc) : "a key record could not be read");
+    if (l.too_many) {
+        /* the keys held here, as a node without a tier lists them (logged) */
+        fleet_done(&l);
+        return store_list(s, ns, from, from_len, after, cb, ctx);
+    }
+    if (rc != TIER_OK || l.failed) {
         if (l.snap)
             fleet_done(&l);
-        return store_list(s, ns, from, from_len, after, cb, ctx);
+        return fleet_failed(q, ns, rc != TIER_OK ? tier_why(rc) : "a key record could not be read");
     }
     fleet_merge m = {.l = &l, .delim = delim, .dlen = dlen, .cb = cb, .ctx = ctx, .i = l.first};
     int st = store_list(s, ns, from, from_len, after, fleet_local, &m);
@@ -4618,6 +4649,10 @@ int store_list_fleet(store *s, const char *ns, const void *prefix, size_t plen, 
     if (st == STORE_OK)
         fleet_pass(&m, NULL, 0, seek);
     fleet_done(&l);
+    if (st == STORE_OK && m.failed)
+        return fleet_failed(q, ns, "a key record could not be read");
+    if (st == STORE_OK)
+        atomic_store(&q->list_failed_ms, 0);
     return st;
 }
 

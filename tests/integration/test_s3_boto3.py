@@ -403,6 +403,20 @@ class Boto3Test(unittest.TestCase):
         r = self.s3.list_objects(Bucket=self.bucket, Delimiter="/", Marker=r["NextMarker"])
         self.assertEqual([p["Prefix"] for p in r["CommonPrefixes"]], ["q/"])
 
+    def test_a_marker_equal_to_the_prefix_is_a_marker(self):
+        """Keys after the marker, as S3 lists them, when the marker is the
+        prefix itself (the prefix a key of its own): paging by one key at a
+        time through such a prefix goes forward."""
+        keys = ["m", "m a", "m b", "mz"]
+        self.fill(keys)
+        r = self.s3.list_objects(Bucket=self.bucket, Prefix="m", Marker="m")
+        self.assertEqual([c["Key"] for c in r["Contents"]], keys[1:])
+        r = self.s3.list_objects_v2(Bucket=self.bucket, Prefix="m", StartAfter="m")
+        self.assertEqual([c["Key"] for c in r["Contents"]], keys[1:])
+        pages = self.s3.get_paginator("list_objects").paginate(
+            Bucket=self.bucket, Prefix="m", PaginationConfig={"PageSize": 1})
+        self.assertEqual([c["Key"] for p in pages for c in p["Contents"]], keys)
+
     def test_list_v1_paginator_with_delimiter(self):
         """botocore's ListObjects paginator follows NextMarker, which is a common prefix
         here: the next page must start after everything under it."""
