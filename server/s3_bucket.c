@@ -424,7 +424,7 @@ enum MHD_Result s3_list_objects(request *r, int version)
     int st = STORE_OK;
     if (l.max > 0)
         st = store_list_fleet(r->srv->st, s->ns, l.prefix, l.plen, l.delim, l.dlen, l.max, from,
-                              from_len, after, list_cb, &l);
+                              from_len, after, token != NULL || (marker && *marker), list_cb, &l);
     else
         l.truncated = 0;
     if (st != STORE_OK) {

@@ -446,10 +446,14 @@ int store_list(store *s, const char *ns, const void *from, size_t from_len, int 
  * date and metadata (digest NULL).  Keys held here are listed from here;
  * keys deleted here are not listed.  A key's record is read only when cb
  * may list it: the first `want` keys not rolled up at delim (dlen bytes;
- * none when 0), as cb does.  Without a tier, or when it cannot be listed
- * (logged), the keys held here alone.  STORE_AGAIN when that would wait. */
+ * none when 0), as cb does.  next_page: the request goes on from an
+ * earlier page (a continuation token, a marker), and may take the tier's
+ * keys that page found (a minute at most).  Without a tier, the keys held
+ * here; STORE_UNAVAILABLE when the tier does not answer (logged), the keys
+ * held here alone past 200,000 under the prefix (logged); STORE_AGAIN when
+ * that would wait. */
 int store_list_fleet(store *s, const char *ns, const void *prefix, size_t plen, const char *delim,
                      size_t dlen, long want, const void *from, size_t from_len, int after,
-                     store_list_cb cb, void *ctx);
+                     int next_page, store_list_cb cb, void *ctx);
 
 #endif

@@ -4127,7 +4127,13 @@ typedef struct fleet_list {
     size_t plen, dir_len;
     fleet_snap *snap;
     int failed, too_many;
-    size_t first, end;  /* the keys looked at here (fleet_pick): [first, end) */
+    size_t first, end; /* the keys looked at here (fleet_pick): [first, end) */
+    const char *delim; /* cb's, dlen bytes */
+    size_t dlen;
+    long taken, budget;   /* items cb could list from the keys looked at; at most */
+    const uint8_t *group; /* the common prefix of the last key rolled up */
+    size_t group_len;
+    int group_live;     /* ... a key of which is listed or held here */
     uint8_t *skip;      /* by key - first: held here (listed from here), or deleted here */
     record_head **head; /* ... its record's head, once read */
     /* the heads to read (indexes into the snapshot), a thread taking the next */
@@ -4395,34 +4401,42 @@ static int held_or_deleted(fleet_list *l, MDB_txn *t, const fleet_key *f)
     return what;
 }
 
-/* Looks at the snapshot's keys from l->first on, as far as cb can list
- * (want items; each key listed, held here or rolled into a new common
- * prefix takes one): marks those held here or deleted here (their deletes
- * still queued), and picks those whose heads cb needs.  0, or -1. */
-static int fleet_pick(fleet_list *l, const char *delim, size_t dlen, long want)
+/* Looks at the snapshot's keys from l->end on (from l->first the first
+ * time), until cb could have listed `more` items more (a key listed or held
+ * here, or a new common prefix, takes one): marks those held here or
+ * deleted here (their deletes still queued), and picks those whose heads
+ * cb needs.  0, or -1. */
+static int fleet_pick(fleet_list *l, long more)
 {
     store *s = l->s;
     fleet_snap *p = l->snap;
-    size_t room = p->n - l->first;
-    l->skip = calloc(room ? room : 1, 1);
-    l->head = calloc(room ? room : 1, sizeof *l->head);
-    l->want = malloc((size_t)(want > 0 ? want : 1) * sizeof *l->want);
-    MDB_txn *t = l->skip && l->head && l->want ? reader_get(s) : NULL;
+    if (l->skip == NULL) {
+        size_t room = p->n - l->first;
+        l->skip = calloc(room ? room : 1, 1);
+        l->head = calloc(room ? room : 1, sizeof *l->head);
+        l->end = l->first;
+        if (l->skip == NULL || l->head == NULL)
+            return -1;
+    }
+    size_t *w = realloc(l->want, (l->nwant + (size_t)more + 1) * sizeof *l->want);
+    if (w == NULL)
+        return -1;
+    l->want = w;
+    l->budget += more;
+    size_t cap = l->nwant + (size_t)more;
+    MDB_txn *t = reader_get(s);
     if (t == NULL)
         return -1;
-    long taken = 0;
-    const uint8_t *group = NULL;
-    size_t group_len = 0, i;
-    int group_live = 0;
-    for (i = l->first; i < p->n && taken <= want; i++) {
+    size_t i;
+    for (i = l->end; i < p->n && l->taken <= l->budget; i++) {
         const fleet_key *f = &p->v[i];
-        size_t cpl = rolled_into(l, f, delim, dlen);
+        size_t cpl = rolled_into(l, f, l->delim, l->dlen);
         if (cpl) {
-            if (group == NULL || cpl != group_len || memcmp(f->key, group, cpl) != 0) {
-                group = f->key;
-                group_len = cpl;
-                group_live = 0;
-            } else if (group_live) {
+            if (l->group == NULL || cpl != l->group_len || memcmp(f->key, l->group, cpl) != 0) {
+                l->group = f->key;
+                l->group_len = cpl;
+                l->group_live = 0;
+            } else if (l->group_live) {
                 continue; /* its common prefix is counted (and no key of it is listed) */
             }
         }
@@ -4439,25 +4453,24 @@ static int fleet_pick(fleet_list *l, const char *delim, size_t dlen, long want)
         }
         if (what == FK_DELETED || f->deleted)
             continue;
-        if (cpl) {
-            group_live = 1;
-            taken++;
-        } else {
-            taken++;
-            if (what == FK_LISTED && (long)l->nwant < want)
-                l->want[l->nwant++] = i;
-        }
+        l->taken++;
+        if (cpl)
+            l->group_live = 1;
+        else if (what == FK_LISTED && l->nwant < cap)
+            l->want[l->nwant++] = i;
     }
     l->end = i;
     reader_put(s, t);
     return 0;
 }
 
-/* Reads the heads picked, FLEET_THREADS at once.  0, or -1 if the tier
- * could not be read. */
-static int fleet_read_heads(fleet_list *l)
+/* Reads the heads picked from want[start] on, FLEET_THREADS at once.  0,
+ * or -1 if the tier could not be read. */
+static int fleet_read_heads(fleet_list *l, size_t start)
 {
-    unsigned nt = l->nwant < FLEET_THREADS ? (unsigned)l->nwant : FLEET_THREADS, started = 0;
+    size_t n = l->nwant - start;
+    atomic_store(&l->next, start);
+    unsigned nt = n < FLEET_THREADS ? (unsigned)n : FLEET_THREADS, started = 0;
     pthread_t th[FLEET_THREADS];
     for (unsigned k = 1; k < nt; k++)
         if (pthread_create(&th[started], NULL, fleet_reader_own, l) == 0)
@@ -4566,7 +4579,7 @@ static void fleet_done(fleet_list *l)
     l->nwant = 0;
 }
 
-static void fleet_packs(fleet_list *l);
+static int fleet_packs(fleet_list *l);
 
 /* A listing the tier did not answer: STORE_UNAVAILABLE (a 503, retried),
  * not the keys held here alone, which a client would take for all of them
@@ -4582,7 +4595,7 @@ static int fleet_failed(tier_state *q, const char *ns, const char *why)
 
 int store_list_fleet(store *s, const char *ns, const void *prefix, size_t plen, const char *delim,
                      size_t dlen, long want, const void *from, size_t from_len, int after,
-                     store_list_cb cb, void *ctx)
+                     int next_page, store_list_cb cb, void *ctx)
 {
     tier_state *q = s->tier_q;
     if (q == NULL)
@@ -4592,16 +4605,15 @@ int store_list_fleet(store *s, const char *ns, const void *prefix, size_t plen, 
     uint64_t failed = atomic_load(&q->list_failed_ms);
     if (failed && (util_mono_ns() / 1000000) - failed < (uint64_t)tier_timeout_ms(q->t))
         return STORE_UNAVAILABLE; /* (fleet_failed) */
-    /* a page after the first takes the tier's keys its first page found
-     * (FLEET_SNAP_MS at most): a listing page by page lists the tier once */
-    int next_page = after || from_len != plen || memcmp(from, prefix, plen) != 0;
-    fleet_list l = {.s = s, .ns = ns, .prefix = prefix, .plen = plen};
+    fleet_list l = {.s = s, .ns = ns, .prefix = prefix, .plen = plen, .delim = delim, .dlen = dlen};
     int rc = TIER_OK;
     for (int tries = 0;; tries++) {
         /* a key deleted here whose delete left the queue between the tier's
          * listing and the look at the queue is listed, deleted: look again */
         unsigned long long deletes = atomic_load(&q->deletes_put);
         int listed = 0;
+        /* a page after the first takes the tier's keys its first page found
+         * (FLEET_SNAP_MS at most): a listing page by page lists the tier once */
         if ((l.snap = next_page && tries == 0 ? snap_find(q, ns, prefix, plen, deletes) : NULL) ==
             NULL) {
             if (snap_list(&l, deletes, &rc) != 0)
@@ -4619,19 +4631,33 @@ int store_list_fleet(store *s, const char *ns, const void *prefix, size_t plen, 
                 hi = mid;
         }
         l.first = lo;
-        if (fleet_pick(&l, delim, dlen, want) != 0) {
+        if (fleet_pick(&l, want) != 0) {
             l.failed = 1;
             break;
         }
         if (atomic_load(&q->deletes_put) == deletes || tries == 2) {
             if (listed)
                 snap_keep(q, p);
-            fleet_packs(&l);
-            if (fleet_read_heads(&l) != 0)
+            if (fleet_packs(&l) != 0 || fleet_read_heads(&l, 0) != 0)
                 l.failed = 1;
+            /* keys found deleted since the listing take no item: as many
+             * more are looked at (a few rounds; past them cb may need keys
+             * not looked at, which fleet_pass reads then) */
+            for (int round = 0, start = 0; !l.failed && round < 4; round++) {
+                long gone = 0;
+                for (size_t k = (size_t)start; k < l.nwant; k++)
+                    gone += l.skip[l.want[k] - l.first];
+                if (gone == 0 || l.end >= p->n)
+                    break;
+                start = (int)l.nwant;
+                if (fleet_pick(&l, gone) != 0 || fleet_read_heads(&l, (size_t)start) != 0)
+                    l.failed = 1;
+            }
             break;
         }
         fleet_done(&l);
+        l = (fleet_list){
+            .s = s, .ns = ns, .prefix = prefix, .plen = plen, .delim = delim, .dlen = dlen};
     }
     if (l.too_many) {
         /* the keys held here, as a node without a tier lists them (logged) */
@@ -5102,12 +5128,13 @@ static void fleet_found(pack_warm *pw, pack_want *w, const uint8_t *rec, size_t 
 
 /* The heads picked for a listing, from the namespace's packs where they are
  * (small keys' records, as a warmup reads them); the others are read one
- * by one. */
-static void fleet_packs(fleet_list *l)
+ * by one.  0, or -1 if the tier did not list the packs. */
+static int fleet_packs(fleet_list *l)
 {
     store *s = l->s;
+    int rc = TIER_OK;
     if (l->nwant < PACK_WARM_MIN)
-        return;
+        return 0;
     pack_warm pw = {.s = s, .ctx = l, .found = fleet_found};
     pthread_mutex_init(&pw.mu, NULL);
     pthread_cond_init(&pw.cv, NULL);
@@ -5132,7 +5159,7 @@ static void fleet_packs(fleet_list *l)
         atomic_store(&pw.unclaimed, pw.nw);
         char pd[PACK_DIR_CAP];
         pack_dir(l->ns, strlen(l->ns), pd);
-        int rc = tier_list_objects(s->tier_q->t, pd, NULL, pack_listed, &pw);
+        rc = tier_list_objects(s->tier_q->t, pd, NULL, pack_listed, &pw);
         pw.taken = calloc(pw.nw, sizeof *pw.taken);
         if (rc == TIER_OK && pw.taken && pw.npacks) {
             unsigned nt = pw.npacks < FLEET_THREADS ? (unsigned)pw.npacks : FLEET_THREADS;
@@ -5157,6 +5184,7 @@ static void fleet_packs(fleet_list *l)
     free((void *)pw.taken);
     pthread_mutex_destroy(&pw.mu);
     pthread_cond_destroy(&pw.cv);
+    return rc == TIER_OK ? 0 : -1;
 }
 
 size_t store_warm_packs(store *s, const char *ns, const char *const *keys, const size_t *klens,

@@ -955,6 +955,13 @@ static int perform(tier *t, const treq *r, xfer *x, long *http)
              : *http == 404                 ? TIER_NOTFOUND
              : *http == 401 || *http == 403 ? TIER_DENIED
                                             : TIER_ERROR;
+    if (rc == TIER_ERROR && *http == 416 && x->out_fd < 0 && r->range &&
+        strncmp(r->range, "bytes=0-", 8) == 0) {
+        /* no first byte: an object of none (a delete's key record), which
+         * S3 answers so; its bytes in range are none, not a failure */
+        rc = TIER_OK;
+        x->out_len = 0;
+    }
     /* A single PUT tells what the store's ETags are; a part's is checked
      * only once they are known to be MD5s (a part cannot be read back) */
     int single = r->query == NULL, kind = atomic_load(&t->etags), is = -1;
