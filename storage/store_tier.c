@@ -4327,6 +4327,15 @@ static int fleet_read(store *s, const char *ns, const fleet_key *f, record_head 
     void *data = NULL;
     size_t got = 0;
     int rc = tier_get_range(q->t, f->name, 0, ask, &data, &got);
+    if (rc == TIER_ERROR || rc == TIER_BAD) {
+        /* a record deleted since the listing has no bytes, and a range of
+         * none is a 416 (S3: an empty answer, tier.c) or worse (s3rver cuts
+         * it short): its HEAD says whether that is all */
+        tier_meta m = {.codec = -1};
+        int hr = tier_head(q->t, f->name, &m);
+        if (hr == TIER_NOTFOUND || (hr == TIER_OK && record_deleted(m.length)))
+            rc = TIER_NOTFOUND;
+    }
     if (rc == TIER_OK && got == ask) {
         /* metadata longer than asked for: once more, all of it */
         uint64_t whole = fixed + (uint64_t)util_get_le32((const uint8_t *)data + fixed - 4);
