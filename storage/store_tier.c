@@ -137,6 +137,7 @@ typedef struct pack_buf {
 #define HEAD_SLOTS 32768       /* key record heads kept for listings (record_head) */
 #define HEAD_WAYS 8            /* ... in sets of this many, the least used taken over */
 #define FLEET_LIST_MAX 200000  /* keys of the tier a listing merges with those here */
+#define THREADS_MAX 16         /* helpers of one warmup from packs or listing (on_threads) */
 #define FLEET_THREADS 16       /* a listing's reads of key records at once */
 #define FLEET_SNAPS 4          /* listings of the tier kept for their next pages */
 #define FLEET_SNAP_MS 60000    /* ... this long */
@@ -713,7 +714,6 @@ static uint8_t *key_record(const char *nskey, size_t nklen, const key_rec *kr, i
 typedef struct record_head {
     char *name;
     char etag[TIER_ETAG_CAP];
-    uint8_t digest[32];
     uint64_t size, mtime_ms;
     void *meta;
     size_t meta_len;
@@ -4054,6 +4054,36 @@ int store_tier_keys(store *s, const char *ns, const void *prefix, size_t plen,
     return w.failed ? STORE_IO : STORE_OK;
 }
 
+/* Runs fn(arg) on n threads at once (at most THREADS_MAX), this one among
+ * them, and waits for them: the others let go of their store state
+ * (store_thread_done) as they end. */
+typedef struct helper {
+    void *(*fn)(void *);
+    void *arg;
+    store *s;
+} helper;
+
+static void *helper_main(void *p)
+{
+    helper *h = p;
+    h->fn(h->arg);
+    store_thread_done(h->s); /* its read transaction and LMDB slot */
+    return NULL;
+}
+
+static void on_threads(store *s, unsigned n, void *(*fn)(void *), void *arg)
+{
+    helper h = {fn, arg, s};
+    pthread_t th[THREADS_MAX];
+    unsigned started = 0;
+    for (unsigned k = 1; k < n && k < THREADS_MAX; k++)
+        if (pthread_create(&th[started], NULL, helper_main, &h) == 0)
+            started++;
+    fn(arg);
+    for (unsigned k = 0; k < started; k++)
+        pthread_join(th[k], NULL);
+}
+
 /* ---- listings of the fleet's keys ------------------------------------------ */
 
 static void snap_put(tier_state *q, fleet_snap *p)
@@ -4231,23 +4261,6 @@ static int snap_list(fleet_list *l, unsigned long long deletes, int *rc)
     return 0;
 }
 
-static record_head *head_copy(const record_head *h)
-{
-    record_head *c = malloc(sizeof *c);
-    if (c == NULL)
-        return NULL;
-    *c = *h;
-    c->name = strdup(h->name);
-    c->meta = h->meta_len ? malloc(h->meta_len) : NULL;
-    if (c->name == NULL || (h->meta_len && c->meta == NULL)) {
-        head_free(c);
-        return NULL;
-    }
-    if (h->meta_len)
-        memcpy(c->meta, h->meta, h->meta_len);
-    return c;
-}
-
 /* The set of the heads kept where the head of the record `name` goes. */
 static unsigned head_set(const char *name)
 {
@@ -4261,7 +4274,6 @@ static record_head *head_make(const char *name, const char *etag, const key_rec 
     record_head *h = calloc(1, sizeof *h);
     if (h == NULL)
         return NULL;
-    memcpy(h->digest, kr->digest, 32);
     h->size = kr->size;
     h->mtime_ms = kr->mtime_ms;
     h->meta_len = kr->meta_len;
@@ -4275,6 +4287,13 @@ static record_head *head_make(const char *name, const char *etag, const key_rec 
     if (kr->meta_len)
         memcpy(h->meta, kr->meta, kr->meta_len);
     return h;
+}
+
+static record_head *head_copy(const record_head *h)
+{
+    key_rec kr = {
+        .size = h->size, .mtime_ms = h->mtime_ms, .meta = h->meta, .meta_len = h->meta_len};
+    return head_make(h->name, h->etag, &kr);
 }
 
 /* Keeps a copy of h (of a record with an ETag) for later listings: in place
@@ -4376,27 +4395,24 @@ static void *fleet_reader(void *arg)
     return NULL;
 }
 
-static void *fleet_reader_own(void *arg)
-{
-    fleet_reader(arg);
-    store_thread_done(((fleet_list *)arg)->s);
-    return NULL;
-}
-
 /* The length of the common prefix cb rolls f up into (the prefix, then up
  * to the delimiter's end), or 0 if it lists f itself. */
-static size_t rolled_into(const fleet_list *l, const fleet_key *f, const char *delim, size_t dlen)
+static size_t rolled_into(const fleet_list *l, const fleet_key *f)
 {
-    if (dlen == 0)
+    if (l->dlen == 0)
         return 0;
-    for (size_t i = l->plen; i + dlen <= f->klen; i++)
-        if (memcmp(f->key + i, delim, dlen) == 0)
-            return i + dlen;
+    for (size_t i = l->plen; i + l->dlen <= f->klen; i++)
+        if (memcmp(f->key + i, l->delim, l->dlen) == 0)
+            return i + l->dlen;
     return 0;
 }
 
 enum { FK_LISTED, FK_DELETED, FK_HELD };
 
+/* Is f held here (listed from here), deleted here (its delete still
+ * queued), or neither?  A key held here whose record in the tier is a
+ * delete's is listed from here this time, and checked, as a read of it
+ * would be. */
 static int held_or_deleted(fleet_list *l, MDB_txn *t, const fleet_key *f)
 {
     size_t nklen;
@@ -4406,6 +4422,8 @@ static int held_or_deleted(fleet_list *l, MDB_txn *t, const fleet_key *f)
                : idx_get_key(t, &l->s->ix, nskey, nklen, &kr) == 0 ? FK_HELD
                : tq_has(l->s, t, TQ_KEY_DEL, nskey, nklen)         ? FK_DELETED
                                                                    : FK_LISTED;
+    if (what == FK_HELD && f->deleted)
+        tier_revalidate(l->s, nskey, nklen);
     free(nskey);
     return what;
 }
@@ -4439,7 +4457,7 @@ static int fleet_pick(fleet_list *l, long more)
     size_t i;
     for (i = l->end; i < p->n && l->taken <= l->budget; i++) {
         const fleet_key *f = &p->v[i];
-        size_t cpl = rolled_into(l, f, l->delim, l->dlen);
+        size_t cpl = rolled_into(l, f);
         if (cpl) {
             if (l->group == NULL || cpl != l->group_len || memcmp(f->key, l->group, cpl) != 0) {
                 l->group = f->key;
@@ -4451,15 +4469,6 @@ static int fleet_pick(fleet_list *l, long more)
         }
         int what = held_or_deleted(l, t, f);
         l->skip[i - l->first] = what != FK_LISTED || f->deleted;
-        if (f->deleted && what == FK_HELD) {
-            /* deleted elsewhere, held here: listed from here this time, and
-             * checked, as a read of it would be */
-            size_t nklen;
-            char *nskey = make_nskey(s, l->ns, f->key, f->klen, &nklen);
-            if (nskey)
-                tier_revalidate(s, nskey, nklen);
-            free(nskey);
-        }
         if (what == FK_DELETED || f->deleted)
             continue;
         l->taken++;
@@ -4479,14 +4488,7 @@ static int fleet_read_heads(fleet_list *l, size_t start)
 {
     size_t n = l->nwant - start;
     atomic_store(&l->next, start);
-    unsigned nt = n < FLEET_THREADS ? (unsigned)n : FLEET_THREADS, started = 0;
-    pthread_t th[FLEET_THREADS];
-    for (unsigned k = 1; k < nt; k++)
-        if (pthread_create(&th[started], NULL, fleet_reader_own, l) == 0)
-            started++;
-    fleet_reader(l);
-    for (unsigned k = 0; k < started; k++)
-        pthread_join(th[k], NULL);
+    on_threads(l->s, n < FLEET_THREADS ? (unsigned)n : FLEET_THREADS, fleet_reader, l);
     return atomic_load(&l->bad) ? -1 : 0;
 }
 
@@ -4494,8 +4496,6 @@ static int fleet_read_heads(fleet_list *l, size_t start)
  * their places. */
 typedef struct fleet_merge {
     fleet_list *l;
-    const char *delim;
-    size_t dlen;
     store_list_cb cb;
     void *ctx;
     size_t i; /* the tier's next key */
@@ -4535,8 +4535,7 @@ static void fleet_pass(fleet_merge *m, const char *key, size_t klen, char *seek)
             key_cmp(f->key, f->klen, m->floor, m->floor_len) < 0)
             continue;
         record_head **h = &l->head[j];
-        int rc =
-            *h || rolled_into(l, f, m->delim, m->dlen) ? TIER_OK : fleet_read(l->s, l->ns, f, h);
+        int rc = *h || rolled_into(l, f) ? TIER_OK : fleet_read(l->s, l->ns, f, h);
         if (rc != TIER_OK) {           /* (rare: the heads cb takes were read) */
             if (rc != TIER_NOTFOUND) { /* (not gone since: the tier failed) */
                 m->failed = m->stopped = 1;
@@ -4614,7 +4613,9 @@ int store_list_fleet(store *s, const char *ns, const void *prefix, size_t plen, 
     uint64_t failed = atomic_load(&q->list_failed_ms);
     if (failed && (util_mono_ns() / 1000000) - failed < (uint64_t)tier_timeout_ms(q->t))
         return STORE_UNAVAILABLE; /* (fleet_failed) */
-    fleet_list l = {.s = s, .ns = ns, .prefix = prefix, .plen = plen, .delim = delim, .dlen = dlen};
+    const fleet_list fresh = {
+        .s = s, .ns = ns, .prefix = prefix, .plen = plen, .delim = delim, .dlen = dlen};
+    fleet_list l = fresh;
     int rc = TIER_OK;
     for (int tries = 0;; tries++) {
         /* a key deleted here whose delete left the queue between the tier's
@@ -4665,8 +4666,7 @@ int store_list_fleet(store *s, const char *ns, const void *prefix, size_t plen, 
             break;
         }
         fleet_done(&l);
-        l = (fleet_list){
-            .s = s, .ns = ns, .prefix = prefix, .plen = plen, .delim = delim, .dlen = dlen};
+        l = fresh;
     }
     if (l.too_many) {
         /* the keys held here, as a node without a tier lists them (logged) */
@@ -4678,7 +4678,7 @@ int store_list_fleet(store *s, const char *ns, const void *prefix, size_t plen, 
             fleet_done(&l);
         return fleet_failed(q, ns, rc != TIER_OK ? tier_why(rc) : "a key record could not be read");
     }
-    fleet_merge m = {.l = &l, .delim = delim, .dlen = dlen, .cb = cb, .ctx = ctx, .i = l.first};
+    fleet_merge m = {.l = &l, .cb = cb, .ctx = ctx, .i = l.first};
     int st = store_list(s, ns, from, from_len, after, fleet_local, &m);
     char seek[1024];
     if (st == STORE_OK)
@@ -4825,7 +4825,6 @@ int tier_resolve_ns(store *s, const char *ns)
 
 #define PACK_WARM_MIN 32       /* fewer keys than this to warm: one request each is as good */
 #define PACK_PROBE (64u << 10) /* the first read of a pack: its index, mostly */
-#define PACK_THREADS_MAX 16
 
 typedef struct pack_want {
     char *name;  /* its key record's name in the tier */
@@ -5116,11 +5115,20 @@ static void *pack_thread(void *arg)
     return NULL;
 }
 
-static void *pack_thread_own(void *arg)
+/* Lets go of what a warmup from packs (or a listing's) gathered. */
+static void pack_warm_free(pack_warm *pw)
 {
-    pack_thread(arg);
-    store_thread_done(((pack_warm *)arg)->s); /* its read transaction and LMDB slot */
-    return NULL;
+    for (size_t i = 0; i < pw->nw; i++) {
+        free(pw->w[i].name);
+        free(pw->w[i].nskey);
+    }
+    for (size_t i = 0; i < pw->npacks; i++)
+        free(pw->packs[i].name);
+    free(pw->packs);
+    free(pw->w);
+    free((void *)pw->taken);
+    pthread_mutex_destroy(&pw->mu);
+    pthread_cond_destroy(&pw->cv);
 }
 
 static void fleet_found(pack_warm *pw, pack_want *w, const uint8_t *rec, size_t len)
@@ -5170,29 +5178,11 @@ static int fleet_packs(fleet_list *l)
         pack_dir(l->ns, strlen(l->ns), pd);
         rc = tier_list_objects(s->tier_q->t, pd, NULL, pack_listed, &pw);
         pw.taken = calloc(pw.nw, sizeof *pw.taken);
-        if (rc == TIER_OK && pw.taken && pw.npacks) {
-            unsigned nt = pw.npacks < FLEET_THREADS ? (unsigned)pw.npacks : FLEET_THREADS;
-            pthread_t th[FLEET_THREADS];
-            unsigned started = 0;
-            for (unsigned k = 1; k < nt; k++)
-                if (pthread_create(&th[started], NULL, pack_thread_own, &pw) == 0)
-                    started++;
-            pack_thread(&pw);
-            for (unsigned k = 0; k < started; k++)
-                pthread_join(th[k], NULL);
-        }
+        if (rc == TIER_OK && pw.taken && pw.npacks)
+            on_threads(s, pw.npacks < FLEET_THREADS ? (unsigned)pw.npacks : FLEET_THREADS,
+                       pack_thread, &pw);
     }
-    for (size_t i = 0; i < pw.nw; i++) {
-        free(pw.w[i].name);
-        free(pw.w[i].nskey);
-    }
-    for (size_t i = 0; i < pw.npacks; i++)
-        free(pw.packs[i].name);
-    free(pw.packs);
-    free(pw.w);
-    free((void *)pw.taken);
-    pthread_mutex_destroy(&pw.mu);
-    pthread_cond_destroy(&pw.cv);
+    pack_warm_free(&pw);
     return rc == TIER_OK ? 0 : -1;
 }
 
@@ -5258,37 +5248,14 @@ size_t store_warm_packs(store *s, const char *ns, const char *const *keys, const
             log_msg(LOG_DEBUG, "tier_pack_list", "%s: %s (keys are fetched one by one)", pd,
                     tier_why(rc));
         pw.taken = calloc(pw.nw, sizeof *pw.taken);
-        if (pw.taken && pw.npacks) {
-            unsigned nt = parallel < 1                  ? 1
-                          : parallel > PACK_THREADS_MAX ? PACK_THREADS_MAX
-                                                        : parallel;
-            if (nt > pw.npacks)
-                nt = (unsigned)pw.npacks;
-            pthread_t th[PACK_THREADS_MAX];
-            unsigned started = 0;
-            for (unsigned k = 1; k < nt; k++)
-                if (pthread_create(&th[started], NULL, pack_thread_own, &pw) == 0)
-                    started++;
-            pack_thread(&pw);
-            for (unsigned k = 0; k < started; k++)
-                pthread_join(th[k], NULL);
-        }
+        if (pw.taken && pw.npacks)
+            on_threads(s, parallel < pw.npacks ? parallel : (unsigned)pw.npacks, pack_thread, &pw);
         store_hurry(s); /* the fills are waited for */
         pthread_mutex_lock(&pw.mu);
         while (pw.pending > 0)
             pthread_cond_wait(&pw.cv, &pw.mu);
         pthread_mutex_unlock(&pw.mu);
     }
-    for (size_t i = 0; i < pw.nw; i++) {
-        free(pw.w[i].name);
-        free(pw.w[i].nskey);
-    }
-    for (size_t i = 0; i < pw.npacks; i++)
-        free(pw.packs[i].name);
-    free(pw.packs);
-    free(pw.w);
-    free((void *)pw.taken);
-    pthread_mutex_destroy(&pw.mu);
-    pthread_cond_destroy(&pw.cv);
+    pack_warm_free(&pw);
     return atomic_load(&pw.ok);
 }
